@@ -1,0 +1,105 @@
+//! hostd's one error type, and how each kind of failure reaches the controller as a gRPC
+//! status. The mapping is part of the contract: the controller retries `Internal`, treats
+//! `NotFound` as "nothing to do here" and surfaces `AlreadyExists`/`InvalidArgument` to the
+//! operator.
+
+use std::path::PathBuf;
+
+use tonic::Status;
+
+/// Everything that can go wrong in hostd.
+#[derive(Debug, thiserror::Error)]
+pub enum HostdError {
+    /// No domain managed by drover carries this name.
+    #[error("Domain {name} not found")]
+    NotFound { name: String },
+
+    /// A domain of this name exists but hostd did not create it, so it must not touch it.
+    #[error("Domain {name} exists and is not managed by drover")]
+    NotManaged { name: String },
+
+    /// The request cannot be acted on as given.
+    #[error("Invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// A libvirt call failed; `op` names the call so the log says which step broke.
+    #[error("Libvirt {op} failed")]
+    Libvirt {
+        op: &'static str,
+        #[source]
+        source: virt::error::Error,
+    },
+
+    /// The single libvirt connection could not be opened at start-up.
+    #[error("Cannot connect to libvirt at {uri}")]
+    Connect {
+        uri: String,
+        #[source]
+        source: virt::error::Error,
+    },
+
+    /// The data directory could not be created.
+    #[error("Cannot create data directory {}", path.display())]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A blocking libvirt task panicked or was cancelled.
+    #[error("Blocking libvirt task did not complete")]
+    Blocking(#[source] tokio::task::JoinError),
+
+    /// The gRPC server failed.
+    #[error("gRPC server failed")]
+    Serve(#[source] tonic::transport::Error),
+}
+
+impl HostdError {
+    /// Wraps a libvirt error with the name of the call that produced it.
+    pub(crate) fn libvirt(op: &'static str) -> impl FnOnce(virt::error::Error) -> HostdError {
+        move |source| HostdError::Libvirt { op, source }
+    }
+}
+
+impl From<HostdError> for Status {
+    fn from(err: HostdError) -> Status {
+        match &err {
+            HostdError::NotFound { .. } => Status::not_found(err.to_string()),
+            HostdError::NotManaged { .. } => Status::already_exists(err.to_string()),
+            HostdError::InvalidArgument(_) => Status::invalid_argument(err.to_string()),
+            // libvirt's own message is what an operator needs to act on; the error code
+            // suffix that `virt`'s Display adds is noise in a status line.
+            HostdError::Libvirt { source, .. } | HostdError::Connect { source, .. } => {
+                Status::internal(format!("{err}: {}", source.message()))
+            }
+            HostdError::DataDir { source, .. } => Status::internal(format!("{err}: {source}")),
+            HostdError::Blocking(source) => Status::internal(format!("{err}: {source}")),
+            HostdError::Serve(source) => Status::internal(format!("{err}: {source}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn maps_each_kind_to_its_status_code() {
+        let cases = [
+            (HostdError::NotFound { name: "a".into() }, Code::NotFound),
+            (
+                HostdError::NotManaged { name: "a".into() },
+                Code::AlreadyExists,
+            ),
+            (
+                HostdError::InvalidArgument("vcpus must be > 0".into()),
+                Code::InvalidArgument,
+            ),
+        ];
+        for (err, code) in cases {
+            assert_eq!(Status::from(err).code(), code);
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! The domain XML hostd writes, and the ownership marker it reads back. Pure string work, no
+//! libvirt calls, so both directions are unit tested.
+//!
+//! The marker (`<drover:vm>` in the domain's `<metadata>`) is what makes a domain "managed":
+//! hostd lists and touches only domains that carry it, so a host can run drover next to
+//! domains someone else defined.
+
+use std::fmt::Write as _;
+
+use super::VmSpec;
+
+/// Namespace of drover's metadata element. Versioned so the layout can change later.
+pub const DROVER_NS: &str = "https://drover.dev/xmlns/vm/1";
+/// Prefix used when writing the marker; libvirt requires one for custom metadata.
+pub const DROVER_NS_PREFIX: &str = "drover";
+
+/// The `type` attribute of `<domain>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomainType {
+    /// libvirt's mock driver (`test:///...`).
+    Test,
+    /// Hardware-accelerated QEMU.
+    Kvm,
+    /// QEMU with TCG, where the host has no /dev/kvm (nested or CI machines).
+    Qemu,
+}
+
+impl DomainType {
+    /// Picks the domain type for a connection URI. `kvm_available` is passed in (rather than
+    /// probed here) to keep this function pure.
+    pub fn for_uri(uri: &str, kvm_available: bool) -> DomainType {
+        // The driver is the URI scheme up to an optional `+transport`: `test+unix://...` is
+        // still the test driver.
+        let scheme = uri.split(':').next().unwrap_or_default();
+        let driver = scheme.split('+').next().unwrap_or_default();
+        if driver.eq_ignore_ascii_case("test") {
+            DomainType::Test
+        } else if kvm_available {
+            DomainType::Kvm
+        } else {
+            DomainType::Qemu
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DomainType::Test => "test",
+            DomainType::Kvm => "kvm",
+            DomainType::Qemu => "qemu",
+        }
+    }
+}
+
+/// drover's ownership marker as read back from a domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Marker {
+    pub generation: u64,
+    pub term: u64,
+}
+
+/// Builds the XML that defines `spec`'s domain. `uuid` must be the existing domain's UUID
+/// when redefining one, because libvirt refuses a definition that reuses a name under a
+/// different UUID.
+pub fn build(spec: &VmSpec, domain_type: DomainType, uuid: Option<&str>) -> String {
+    let mut xml = String::with_capacity(768);
+    // Writing into a String cannot fail; the results are ignored on purpose.
+    let _ = writeln!(xml, "<domain type='{}'>", domain_type.as_str());
+    let _ = writeln!(xml, "  <name>{}</name>", escape(&spec.name));
+    if let Some(uuid) = uuid {
+        let _ = writeln!(xml, "  <uuid>{}</uuid>", escape(uuid));
+    }
+    let _ = writeln!(xml, "  <metadata>");
+    let _ = writeln!(
+        xml,
+        "    <{p}:vm xmlns:{p}=\"{DROVER_NS}\">",
+        p = DROVER_NS_PREFIX
+    );
+    let _ = writeln!(
+        xml,
+        "      <{p}:generation>{}</{p}:generation>",
+        spec.generation,
+        p = DROVER_NS_PREFIX
+    );
+    let _ = writeln!(
+        xml,
+        "      <{p}:term>{}</{p}:term>",
+        spec.term,
+        p = DROVER_NS_PREFIX
+    );
+    let _ = writeln!(xml, "    </{p}:vm>", p = DROVER_NS_PREFIX);
+    let _ = writeln!(xml, "  </metadata>");
+    let _ = writeln!(xml, "  <memory unit='MiB'>{}</memory>", spec.memory_mib);
+    let _ = writeln!(xml, "  <vcpu>{}</vcpu>", spec.vcpus);
+    // Leave the machine type and emulator to libvirt's defaults for the host; no <cpu>
+    // element, because host-model/passthrough abort under nested KVM.
+    let _ = writeln!(xml, "  <os>\n    <type arch='x86_64'>hvm</type>\n  </os>");
+    // ACPI is what a graceful shutdown request is delivered through.
+    let _ = writeln!(xml, "  <features>\n    <acpi/>\n    <apic/>\n  </features>");
+    let _ = writeln!(xml, "  <on_poweroff>destroy</on_poweroff>");
+    let _ = writeln!(xml, "  <on_reboot>restart</on_reboot>");
+    let _ = writeln!(xml, "  <on_crash>destroy</on_crash>");
+    let _ = writeln!(xml, "  <devices>\n    <console type='pty'/>\n  </devices>");
+    xml.push_str("</domain>\n");
+    xml
+}
+
+/// Reads the marker from what `virDomainGetMetadata(ELEMENT, DROVER_NS)` returns: our
+/// element alone, which libvirt hands back without its namespace prefix.
+pub fn parse_metadata_element(xml: &str) -> Option<Marker> {
+    marker_in(xml)
+}
+
+/// Reads the marker from a whole domain XML description, for drivers without
+/// `virDomainGetMetadata`. `None` when the domain carries no drover element.
+pub fn parse_domain_xml(xml: &str) -> Option<Marker> {
+    let ns_at = xml.find(DROVER_NS)?;
+    // Start at the element that declares our namespace, so that children of other
+    // metadata elements are never mistaken for ours.
+    let element_at = xml[..ns_at].rfind('<')?;
+    marker_in(&xml[element_at..])
+}
+
+fn marker_in(xml: &str) -> Option<Marker> {
+    let generation = child_text(xml, "generation")?.parse().ok()?;
+    // A marker without a term predates term recording; treat it as term 0.
+    let term = match child_text(xml, "term") {
+        Some(text) => text.parse().ok()?,
+        None => 0,
+    };
+    Some(Marker { generation, term })
+}
+
+/// Text of the first `<[prefix:]local>` element, stopping at the close of the `vm` element.
+/// A deliberately small scanner: it only has to read XML that libvirt formatted from ours.
+fn child_text<'a>(xml: &'a str, local: &str) -> Option<&'a str> {
+    let mut rest = xml;
+    while let Some(open) = rest.find('<') {
+        let after = &rest[open + 1..];
+        let close = after.find('>')?;
+        let tag = &after[..close];
+        let body = &after[close + 1..];
+        if let Some(closing) = tag.strip_prefix('/') {
+            if local_name(closing.trim()) == "vm" {
+                return None;
+            }
+        } else if !tag.ends_with('/') {
+            let qname = tag.split_whitespace().next().unwrap_or_default();
+            if local_name(qname) == local {
+                let text_end = body.find('<')?;
+                return Some(body[..text_end].trim());
+            }
+        }
+        rest = body;
+    }
+    None
+}
+
+fn local_name(qname: &str) -> &str {
+    match qname.rfind(':') {
+        Some(colon) => &qname[colon + 1..],
+        None => qname,
+    }
+}
+
+/// Escapes text for use in element content and quoted attributes.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\'' => out.push_str("&apos;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str) -> VmSpec {
+        VmSpec {
+            name: name.to_string(),
+            vcpus: 2,
+            memory_mib: 256,
+            generation: 7,
+            term: 3,
+        }
+    }
+
+    #[test]
+    fn contains_name_memory_vcpus_and_marker() {
+        let xml = build(&spec("web-1"), DomainType::Test, None);
+        assert!(xml.starts_with("<domain type='test'>"), "{xml}");
+        assert!(xml.contains("<name>web-1</name>"), "{xml}");
+        assert!(xml.contains("<memory unit='MiB'>256</memory>"), "{xml}");
+        assert!(xml.contains("<vcpu>2</vcpu>"), "{xml}");
+        assert!(
+            xml.contains(&format!("<drover:vm xmlns:drover=\"{DROVER_NS}\">")),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<drover:generation>7</drover:generation>"),
+            "{xml}"
+        );
+        assert!(xml.contains("<drover:term>3</drover:term>"), "{xml}");
+        assert!(!xml.contains("<uuid>"), "{xml}");
+        assert!(!xml.contains("<cpu"), "nested KVM breaks on <cpu>: {xml}");
+    }
+
+    #[test]
+    fn keeps_the_uuid_when_redefining() {
+        let uuid = "82fc4a8e-b11b-41b9-9567-f98da6b05d1f";
+        let xml = build(&spec("a"), DomainType::Kvm, Some(uuid));
+        assert!(xml.starts_with("<domain type='kvm'>"), "{xml}");
+        assert!(xml.contains(&format!("<uuid>{uuid}</uuid>")), "{xml}");
+    }
+
+    #[test]
+    fn escapes_names() {
+        let xml = build(&spec("a&b<c>'d\""), DomainType::Qemu, None);
+        assert!(
+            xml.contains("<name>a&amp;b&lt;c&gt;&apos;d&quot;</name>"),
+            "{xml}"
+        );
+        assert!(!xml.contains("a&b"), "{xml}");
+    }
+
+    #[test]
+    fn domain_type_follows_the_uri() {
+        assert_eq!(DomainType::for_uri("test:///default", true), DomainType::Test);
+        assert_eq!(
+            DomainType::for_uri("test:///tmp/node.xml", false),
+            DomainType::Test
+        );
+        assert_eq!(
+            DomainType::for_uri("test+unix:///default", false),
+            DomainType::Test
+        );
+        assert_eq!(DomainType::for_uri("qemu:///system", true), DomainType::Kvm);
+        assert_eq!(
+            DomainType::for_uri("qemu+tcp://127.0.0.2:16510/system", false),
+            DomainType::Qemu
+        );
+    }
+
+    #[test]
+    fn reads_the_marker_libvirt_returns_from_get_metadata() {
+        // As libvirt 9 returns it: our element, prefix and namespace stripped.
+        let xml = "<vm>\n  <generation>3</generation>\n  <term>7</term>\n</vm>\n";
+        assert_eq!(
+            parse_metadata_element(xml),
+            Some(Marker {
+                generation: 3,
+                term: 7
+            })
+        );
+    }
+
+    #[test]
+    fn reads_the_marker_back_from_what_it_built() {
+        let xml = build(&spec("round-trip"), DomainType::Test, None);
+        assert_eq!(
+            parse_domain_xml(&xml),
+            Some(Marker {
+                generation: 7,
+                term: 3
+            })
+        );
+    }
+
+    #[test]
+    fn ignores_domains_without_the_marker() {
+        let foreign = "<domain type='test'><name>test</name><metadata>\
+            <other:vm xmlns:other=\"https://example.com/x\"><other:generation>9\
+            </other:generation></other:vm></metadata></domain>";
+        assert_eq!(parse_domain_xml(foreign), None);
+        assert_eq!(
+            parse_domain_xml("<domain><name>x</name></domain>"),
+            None
+        );
+    }
+
+    #[test]
+    fn does_not_read_past_its_own_element() {
+        let xml = format!(
+            "<metadata><d:vm xmlns:d=\"{DROVER_NS}\"><d:term>1</d:term></d:vm>\
+             <o:x xmlns:o=\"https://example.com/x\"><o:generation>5</o:generation></o:x>\
+             </metadata>"
+        );
+        assert_eq!(parse_domain_xml(&xml), None);
+    }
+
+    #[test]
+    fn rejects_a_garbled_generation() {
+        assert_eq!(
+            parse_metadata_element("<vm><generation>x</generation></vm>"),
+            None
+        );
+    }
+}

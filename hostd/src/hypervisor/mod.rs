@@ -1,0 +1,85 @@
+//! The seam between hostd and whatever runs the guests: the [`Hypervisor`] trait and the
+//! plain data it speaks in. The libvirt implementation ([`libvirt::LibvirtHypervisor`]) is the
+//! product; the trait exists so that fencing and session logic can be tested against a fake,
+//! and so that nothing outside this module names a libvirt type.
+//!
+//! Every method blocks (libvirt calls do). Callers on the async side run them inside
+//! `tokio::task::spawn_blocking`.
+
+pub mod domain_xml;
+pub mod libvirt;
+
+use crate::error::HostdError;
+
+/// What hostd needs to define and start one VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmSpec {
+    pub name: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    /// The VM's placement generation, recorded in the domain so that a later fencing check
+    /// can compare it with the controller's.
+    pub generation: u64,
+    /// The Raft term of the leader that asked; recorded alongside the generation.
+    pub term: u64,
+}
+
+/// Power state of a domain, reduced to what the controller reasons about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerState {
+    Running,
+    Paused,
+    ShutOff,
+    Crashed,
+    /// Transitional or unknown states (no state, shutting down).
+    Other,
+}
+
+/// A domain hostd manages, as observed now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedDomain {
+    pub name: String,
+    pub state: PowerState,
+    pub generation: u64,
+    pub term: u64,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+}
+
+/// Host capacity and hypervisor identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostCapacity {
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    /// The hypervisor driver's name as libvirt reports it (`QEMU`, `TEST`, ...).
+    pub hypervisor: String,
+}
+
+/// Drives the guests of one host. Only domains carrying drover's ownership marker are
+/// visible through it: a domain of the same name that hostd did not create is reported as
+/// [`HostdError::NotManaged`] where a name clash matters (starting) and as absent elsewhere.
+pub trait Hypervisor: Send + Sync {
+    /// Defines the domain persistently and starts it. A running managed domain of that name
+    /// is returned as it is; a shut-off one is redefined with `spec` and started.
+    fn define_and_start(&self, spec: &VmSpec) -> Result<ManagedDomain, HostdError>;
+
+    /// Asks the guest to shut down and returns at once; the caller decides how long to wait
+    /// before [`Hypervisor::destroy`]. A domain already shut off is left alone.
+    fn shutdown(&self, name: &str) -> Result<ManagedDomain, HostdError>;
+
+    /// Powers the domain off at once if it is active, and returns it.
+    fn destroy(&self, name: &str) -> Result<ManagedDomain, HostdError>;
+
+    /// Destroys the domain if active, then removes its definition. Returns whether a managed
+    /// domain of that name existed.
+    fn undefine(&self, name: &str) -> Result<bool, HostdError>;
+
+    /// Every managed domain, active or not, sorted by name.
+    fn list_managed(&self) -> Result<Vec<ManagedDomain>, HostdError>;
+
+    /// One managed domain, or `None` if no managed domain has that name.
+    fn domain(&self, name: &str) -> Result<Option<ManagedDomain>, HostdError>;
+
+    /// The host's capacity.
+    fn host_info(&self) -> Result<HostCapacity, HostdError>;
+}

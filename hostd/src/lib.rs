@@ -1,0 +1,83 @@
+//! hostd, drover's host agent: serves `drover.agent.v1.HostAgent` over gRPC and drives the
+//! host's guests through libvirt.
+//!
+//! - [`run`]: the whole agent on a listener, with one libvirt connection for its lifetime.
+//! - [`serve`]: the same over any [`Hypervisor`], for tests that need a fake one.
+//! - [`Config`], [`HostdError`], and the hypervisor seam in [`hypervisor`].
+
+mod config;
+mod error;
+pub mod hypervisor;
+mod service;
+mod session;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use drover_proto::agent::v1::host_agent_server::HostAgentServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
+use tracing::info;
+
+pub use config::{Config, DEFAULT_HEARTBEAT_INTERVAL};
+pub use error::HostdError;
+pub use hypervisor::Hypervisor;
+
+use hypervisor::libvirt::LibvirtHypervisor;
+use service::AgentService;
+
+/// Runs hostd until `shutdown` completes: creates the data directory, opens the libvirt
+/// connection named in `config`, and serves `HostAgent` on `listener`.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), HostdError> {
+    tokio::fs::create_dir_all(&config.data_dir)
+        .await
+        .map_err(|source| HostdError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+    let uri = config.libvirt_uri.clone();
+    let hypervisor = tokio::task::spawn_blocking(move || LibvirtHypervisor::open(&uri))
+        .await
+        .map_err(HostdError::Blocking)??;
+    info!(
+        host = %config.name, uri = %config.libvirt_uri,
+        domain_type = hypervisor.domain_type().as_str(), "Connected to libvirt"
+    );
+    serve(config, Arc::new(hypervisor), listener, shutdown).await
+}
+
+/// Serves `HostAgent` over `hypervisor` on `listener` until `shutdown` completes. Open
+/// sessions are told to end first, so that the server can drain.
+pub async fn serve(
+    config: Config,
+    hypervisor: Arc<dyn Hypervisor>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), HostdError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let host = config.name.clone();
+    let service = AgentService::new(config, hypervisor, stop_rx);
+    let signal = async move {
+        shutdown.await;
+        info!(%host, "Shutting down");
+        // Sessions are endless streams: without this, graceful shutdown would wait forever.
+        stop_tx.send_replace(true);
+    };
+    // Heartbeats are small writes on a long-lived stream; Nagle would delay them.
+    let incoming = TcpListenerStream::new(listener).map(|conn| {
+        let stream = conn?;
+        stream.set_nodelay(true)?;
+        Ok::<_, std::io::Error>(stream)
+    });
+    tonic::transport::Server::builder()
+        .add_service(HostAgentServer::new(service))
+        .serve_with_incoming_shutdown(incoming, signal)
+        .await
+        .map_err(HostdError::Serve)
+}

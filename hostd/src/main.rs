@@ -1,0 +1,99 @@
+//! The hostd binary: parses flags, sets up logging, binds the listener and hands over to
+//! [`drover_hostd::run`]. Prints exactly one line to stdout, `listening on <addr>`, which
+//! test harnesses read to learn the port when `--listen` asks for port 0.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use drover_hostd::Config;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+/// drover's host agent.
+#[derive(Debug, Parser)]
+#[command(name = "hostd", version)]
+struct Flags {
+    /// This host's name in the cluster.
+    #[arg(long)]
+    name: String,
+    /// Address to serve HostAgent on; port 0 picks a free one.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// libvirt connection URI, e.g. qemu:///system or test:///default.
+    #[arg(long)]
+    libvirt_uri: String,
+    /// Directory for state that must survive restarts; created if missing.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Heartbeat interval when the controller's Hello does not set one.
+    #[arg(long, default_value_t = 1000)]
+    heartbeat_interval_ms: u64,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    // Logs go to stderr: stdout carries only the "listening on" line.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match hostd(Flags::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("hostd: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn hostd(flags: Flags) -> anyhow::Result<()> {
+    let mut config = Config::new(flags.name, flags.libvirt_uri, flags.data_dir);
+    if flags.heartbeat_interval_ms == 0 {
+        anyhow::bail!("--heartbeat-interval-ms must be at least 1");
+    }
+    config.heartbeat_interval = Duration::from_millis(flags.heartbeat_interval_ms);
+
+    let listener = TcpListener::bind(flags.listen)
+        .await
+        .with_context(|| format!("Cannot listen on {}", flags.listen))?;
+    let addr = listener.local_addr().context("Cannot read bound address")?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on {addr}").context("Cannot write to stdout")?;
+    stdout.flush().context("Cannot flush stdout")?;
+    drop(stdout);
+
+    drover_hostd::run(config, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,293 @@
+//! The `HostAgent` gRPC service: validates requests, logs the fencing tokens they carry, and
+//! runs the matching [`Hypervisor`] call on a blocking thread. Owns the translation between
+//! hypervisor types and the wire types, and the timing of a graceful stop.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use drover_proto::agent::v1 as pb;
+use drover_proto::agent::v1::host_agent_server::HostAgent;
+use tokio::sync::{watch, OwnedMutexGuard};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::error::HostdError;
+use crate::hypervisor::{HostCapacity, Hypervisor, ManagedDomain, PowerState, VmSpec};
+use crate::session;
+
+/// How long StopVm waits for a guest when the request leaves `timeout_ms` at zero.
+const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often StopVm looks at a guest it asked to shut down.
+const STOP_POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// State shared by every request and session of one hostd.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) hypervisor: Arc<dyn Hypervisor>,
+    /// Turns true when hostd is stopping, so that sessions end and the server can drain.
+    pub(crate) stop: watch::Receiver<bool>,
+    /// One lock per VM name, so that a StartVm cannot interleave with the shutdown-then-
+    /// destroy of a StopVm (whose final destroy would kill the fresh guest) or an UndefineVm.
+    /// DestroyVm does not take it: it must be able to cut a slow StopVm short.
+    vm_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Shared {
+    async fn lock_vm(&self, name: &str) -> OwnedMutexGuard<()> {
+        let lock = {
+            // The map holds no invariant a panic could break, so a poisoned lock is usable.
+            let mut locks = self.vm_locks.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(locks.entry(name.to_string()).or_default())
+        };
+        lock.lock_owned().await
+    }
+
+    /// Runs a hypervisor call on a blocking thread: libvirt calls block.
+    pub(crate) async fn blocking<T, F>(&self, call: F) -> Result<T, HostdError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Hypervisor) -> Result<T, HostdError> + Send + 'static,
+    {
+        let hypervisor = Arc::clone(&self.hypervisor);
+        tokio::task::spawn_blocking(move || call(hypervisor.as_ref()))
+            .await
+            .map_err(HostdError::Blocking)?
+    }
+
+    pub(crate) fn host_info(&self, capacity: HostCapacity) -> pb::HostInfo {
+        pb::HostInfo {
+            name: self.config.name.clone(),
+            vcpus: capacity.vcpus,
+            memory_mib: capacity.memory_mib,
+            libvirt_uri: self.config.libvirt_uri.clone(),
+            hypervisor: capacity.hypervisor,
+        }
+    }
+}
+
+/// The `HostAgent` implementation; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct AgentService {
+    shared: Arc<Shared>,
+}
+
+impl AgentService {
+    pub(crate) fn new(
+        config: Config,
+        hypervisor: Arc<dyn Hypervisor>,
+        stop: watch::Receiver<bool>,
+    ) -> AgentService {
+        AgentService {
+            shared: Arc::new(Shared {
+                config,
+                hypervisor,
+                stop,
+                vm_locks: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    fn host(&self) -> &str {
+        &self.shared.config.name
+    }
+
+    async fn stop_vm_inner(
+        &self,
+        name: String,
+        timeout: Duration,
+    ) -> Result<ManagedDomain, HostdError> {
+        let deadline = Instant::now() + timeout;
+        let domain = {
+            let name = name.clone();
+            self.shared.blocking(move |hv| hv.shutdown(&name)).await?
+        };
+        if domain.state == PowerState::ShutOff {
+            return Ok(domain);
+        }
+        // Poll with async sleeps between short blocking calls, so that a slow guest holds
+        // no blocking thread while it takes its time.
+        while Instant::now() < deadline {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            tokio::time::sleep(STOP_POLL_INTERVAL.min(remaining)).await;
+            let current = {
+                let name = name.clone();
+                self.shared.blocking(move |hv| hv.domain(&name)).await?
+            };
+            match current {
+                Some(domain) if domain.state == PowerState::ShutOff => return Ok(domain),
+                Some(_) => {}
+                None => return Err(HostdError::NotFound { name }),
+            }
+        }
+        warn!(host = %self.host(), vm = %name, ?timeout, "Guest ignored shutdown; destroying");
+        self.shared.blocking(move |hv| hv.destroy(&name)).await
+    }
+}
+
+#[tonic::async_trait]
+impl HostAgent for AgentService {
+    async fn get_host_info(
+        &self,
+        _request: Request<pb::GetHostInfoRequest>,
+    ) -> Result<Response<pb::HostInfo>, Status> {
+        let capacity = self.shared.blocking(|hv| hv.host_info()).await?;
+        Ok(Response::new(self.shared.host_info(capacity)))
+    }
+
+    async fn start_vm(
+        &self,
+        request: Request<pb::StartVmRequest>,
+    ) -> Result<Response<pb::Domain>, Status> {
+        let req = request.into_inner();
+        validate_name(&req.name)?;
+        if req.vcpus == 0 {
+            return Err(HostdError::InvalidArgument("vcpus must be at least 1".into()).into());
+        }
+        if req.memory_mib == 0 {
+            return Err(HostdError::InvalidArgument("memory_mib must be at least 1".into()).into());
+        }
+        let fence = req.fence.unwrap_or_default();
+        // seam: fencing — refuse a term lower than the highest seen, and a generation lower
+        // than the one this host holds for the VM, before touching libvirt.
+        info!(
+            host = %self.host(), vm = %req.name, term = fence.term,
+            generation = fence.generation, vcpus = req.vcpus, memory_mib = req.memory_mib,
+            "StartVm"
+        );
+        let spec = VmSpec {
+            name: req.name,
+            vcpus: req.vcpus,
+            memory_mib: req.memory_mib,
+            generation: fence.generation,
+            term: fence.term,
+        };
+        let _guard = self.shared.lock_vm(&spec.name).await;
+        let domain = self
+            .shared
+            .blocking(move |hv| hv.define_and_start(&spec))
+            .await?;
+        Ok(Response::new(domain_to_pb(domain)))
+    }
+
+    async fn stop_vm(
+        &self,
+        request: Request<pb::StopVmRequest>,
+    ) -> Result<Response<pb::Domain>, Status> {
+        let req = request.into_inner();
+        validate_name(&req.name)?;
+        let fence = req.fence.unwrap_or_default();
+        // seam: fencing — check term and generation here.
+        let timeout = match req.timeout_ms {
+            0 => DEFAULT_STOP_TIMEOUT,
+            ms => Duration::from_millis(ms),
+        };
+        info!(
+            host = %self.host(), vm = %req.name, term = fence.term,
+            generation = fence.generation, ?timeout, "StopVm"
+        );
+        let _guard = self.shared.lock_vm(&req.name).await;
+        let domain = self.stop_vm_inner(req.name, timeout).await?;
+        Ok(Response::new(domain_to_pb(domain)))
+    }
+
+    async fn destroy_vm(&self, request: Request<pb::VmRef>) -> Result<Response<pb::Domain>, Status> {
+        let req = request.into_inner();
+        validate_name(&req.name)?;
+        let fence = req.fence.unwrap_or_default();
+        // seam: fencing — check term and generation here.
+        info!(
+            host = %self.host(), vm = %req.name, term = fence.term,
+            generation = fence.generation, "DestroyVm"
+        );
+        let name = req.name;
+        let domain = self.shared.blocking(move |hv| hv.destroy(&name)).await?;
+        Ok(Response::new(domain_to_pb(domain)))
+    }
+
+    async fn undefine_vm(
+        &self,
+        request: Request<pb::VmRef>,
+    ) -> Result<Response<pb::UndefineVmResponse>, Status> {
+        let req = request.into_inner();
+        validate_name(&req.name)?;
+        let fence = req.fence.unwrap_or_default();
+        // seam: fencing — check term and generation here.
+        info!(
+            host = %self.host(), vm = %req.name, term = fence.term,
+            generation = fence.generation, "UndefineVm"
+        );
+        let _guard = self.shared.lock_vm(&req.name).await;
+        let name = req.name;
+        let existed = self.shared.blocking(move |hv| hv.undefine(&name)).await?;
+        Ok(Response::new(pb::UndefineVmResponse { existed }))
+    }
+
+    async fn list_domains(
+        &self,
+        _request: Request<pb::ListDomainsRequest>,
+    ) -> Result<Response<pb::ListDomainsResponse>, Status> {
+        let domains = self.shared.blocking(|hv| hv.list_managed()).await?;
+        Ok(Response::new(pb::ListDomainsResponse {
+            domains: domains.into_iter().map(domain_to_pb).collect(),
+        }))
+    }
+
+    type SessionStream = ReceiverStream<Result<pb::SessionEvent, Status>>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<pb::SessionRequest>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let stream = session::open(Arc::clone(&self.shared), request.into_inner());
+        Ok(Response::new(stream))
+    }
+}
+
+/// Rejects names libvirt would refuse anyway, so the caller gets InvalidArgument rather than
+/// an Internal error carrying an XML parser message.
+fn validate_name(name: &str) -> Result<(), HostdError> {
+    if name.is_empty() {
+        return Err(HostdError::InvalidArgument("name must not be empty".into()));
+    }
+    if name.contains('/') || name.chars().any(char::is_control) {
+        return Err(HostdError::InvalidArgument(format!(
+            "name {name:?} must not contain '/' or control characters"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn domain_to_pb(domain: ManagedDomain) -> pb::Domain {
+    let state = match domain.state {
+        PowerState::Running => pb::DomainState::Running,
+        PowerState::Paused => pb::DomainState::Paused,
+        PowerState::ShutOff => pb::DomainState::ShutOff,
+        PowerState::Crashed => pb::DomainState::Crashed,
+        PowerState::Other => pb::DomainState::Other,
+    };
+    pb::Domain {
+        name: domain.name,
+        state: state.into(),
+        generation: domain.generation,
+        vcpus: domain.vcpus,
+        memory_mib: domain.memory_mib,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_validated() {
+        assert!(validate_name("web-1").is_ok());
+        assert!(validate_name("a&b").is_ok());
+        assert!(validate_name("").is_err());
+        assert!(validate_name("a/b").is_err());
+        assert!(validate_name("a\nb").is_err());
+    }
+}

@@ -1,0 +1,154 @@
+//! The controller's session with this host: one bidirectional stream per controller, opened
+//! with a Hello, answered with a heartbeat every interval. The heartbeat is how the
+//! controller learns that the host is alive and what it runs; lease requests and grants
+//! travel on the same stream in a later issue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use drover_proto::agent::v1 as pb;
+use pb::session_event::Kind as EventKind;
+use pb::session_request::Kind as RequestKind;
+use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::time::MissedTickBehavior;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
+use tracing::{debug, info, warn};
+
+use crate::error::HostdError;
+use crate::service::{domain_to_pb, Shared};
+
+/// Heartbeats buffered for a slow reader. A heartbeat that cannot be queued is dropped: a
+/// stale one is worth nothing, and blocking on it would stop the session noticing shutdown.
+const OUTBOUND_BUFFER: usize = 8;
+
+/// Starts a session on its own task and returns the stream of events it sends.
+pub(crate) fn open(
+    shared: Arc<Shared>,
+    inbound: Streaming<pb::SessionRequest>,
+) -> ReceiverStream<Result<pb::SessionEvent, Status>> {
+    let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
+    tokio::spawn(run(shared, inbound, tx));
+    ReceiverStream::new(rx)
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    mut inbound: Streaming<pb::SessionRequest>,
+    tx: mpsc::Sender<Result<pb::SessionEvent, Status>>,
+) {
+    let host = shared.config.name.clone();
+    let mut stop = shared.stop.clone();
+
+    let hello = tokio::select! {
+        message = inbound.message() => match message {
+            Ok(Some(request)) => match request.kind {
+                Some(RequestKind::Hello(hello)) => hello,
+                None => {
+                    let status = Status::invalid_argument("A session must open with Hello");
+                    // The client may already be gone; nothing more to do either way.
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+            },
+            Ok(None) => return,
+            Err(status) => {
+                debug!(%host, %status, "Session ended before Hello");
+                return;
+            }
+        },
+        () = stopping(&mut stop) => return,
+    };
+
+    let interval = match hello.heartbeat_interval_ms {
+        0 => shared.config.heartbeat_interval,
+        ms => Duration::from_millis(ms),
+    };
+    // seam: fencing — record hello.term as the highest term seen, and refuse a session from
+    // a lower term.
+    info!(
+        %host, term = hello.term, leader_id = hello.leader_id, ?interval, "Session opened"
+    );
+
+    // The first tick completes at once: the controller gets a heartbeat right after Hello.
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut seq = 0u64;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                let heartbeat = match heartbeat(&shared, seq + 1).await {
+                    Ok(heartbeat) => heartbeat,
+                    Err(error) => {
+                        // Skip the beat: a missing heartbeat tells the controller the truth
+                        // (this host cannot see its guests); a made-up one would not.
+                        warn!(%host, error = %error_chain(&error), "Cannot build heartbeat");
+                        continue;
+                    }
+                };
+                let event = pb::SessionEvent { kind: Some(EventKind::Heartbeat(heartbeat)) };
+                match tx.try_send(Ok(event)) {
+                    Ok(()) => seq += 1,
+                    Err(TrySendError::Full(_)) => {
+                        warn!(%host, "Controller is not reading heartbeats; dropping one");
+                    }
+                    Err(TrySendError::Closed(_)) => break,
+                }
+            }
+            message = inbound.message() => match message {
+                Ok(Some(request)) => match request.kind {
+                    Some(RequestKind::Hello(again)) => {
+                        debug!(%host, term = again.term, "Repeated Hello ignored");
+                    }
+                    None => debug!(%host, "Empty session request ignored"),
+                },
+                Ok(None) => {
+                    info!(%host, "Session closed by controller");
+                    break;
+                }
+                Err(status) => {
+                    info!(%host, %status, "Session stream failed");
+                    break;
+                }
+            },
+            () = stopping(&mut stop) => {
+                let _ = tx.try_send(Err(Status::unavailable("hostd is shutting down")));
+                break;
+            }
+            _ = tx.closed() => {
+                info!(%host, "Session dropped by controller");
+                break;
+            }
+        }
+    }
+}
+
+/// Completes once hostd is stopping.
+async fn stopping(stop: &mut watch::Receiver<bool>) {
+    // An error means the sender is gone, which also means hostd is stopping. The guard
+    // `wait_for` returns is dropped here: it must not live across an await.
+    let _ = stop.wait_for(|stopping| *stopping).await;
+}
+
+async fn heartbeat(shared: &Shared, seq: u64) -> Result<pb::Heartbeat, HostdError> {
+    let (capacity, domains) = shared
+        .blocking(|hv| Ok((hv.host_info()?, hv.list_managed()?)))
+        .await?;
+    Ok(pb::Heartbeat {
+        seq,
+        host: Some(shared.host_info(capacity)),
+        domains: domains.into_iter().map(domain_to_pb).collect(),
+    })
+}
+
+fn error_chain(error: &HostdError) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

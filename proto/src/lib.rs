@@ -1,0 +1,32 @@
+//! drover's gRPC contracts, generated from `proto/drover/**.proto`.
+//!
+//! - [`v1`]: the public API (`ClusterService`, `HostService`, `VmService`).
+//! - [`agent::v1`]: controller → hostd (`HostAgent`).
+//! - [`raft::v1`]: controller ↔ controller Raft traffic (`RaftService`).
+//!
+//! Conversions to domain types live with the domain types (`drover-raft`), which depend on
+//! this crate, not the other way round.
+
+#![allow(clippy::all, missing_docs)]
+
+pub mod v1 {
+    tonic::include_proto!("drover.v1");
+}
+
+pub mod agent {
+    pub mod v1 {
+        tonic::include_proto!("drover.agent.v1");
+    }
+}
+
+pub mod raft {
+    pub mod v1 {
+        tonic::include_proto!("drover.raft.v1");
+    }
+}
+
+/// Encoded descriptors of every drover service, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("drover_descriptor");
+
+/// Response metadata key carrying the leader's API address on `UNAVAILABLE`.
+pub const LEADER_METADATA_KEY: &str = "x-drover-leader";

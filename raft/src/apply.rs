@@ -1,0 +1,187 @@
+//! `ClusterState::apply`: validates one command and changes the state, or refuses it with a
+//! typed error and changes nothing. Pure and deterministic.
+
+use crate::command::{ApplyError, ApplyResult, Command, Reply};
+use crate::model::{
+    validate_name, ClusterState, DesiredState, Host, HostHealth, ObservedState, Vm,
+};
+
+/// Which entity an applied command touched; the store persists exactly these keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Touched {
+    Host(String),
+    Vm(String),
+    Nothing,
+}
+
+impl ClusterState {
+    /// Applies `cmd`. On `Err` the state is unchanged.
+    pub fn apply(&mut self, cmd: &Command) -> (ApplyResult, Touched) {
+        let touched = match cmd {
+            Command::AddHost { name, .. } | Command::HostObserved { name, .. } => {
+                Touched::Host(name.clone())
+            }
+            Command::CreateVm { name, .. }
+            | Command::SetDesiredState { name, .. }
+            | Command::PlaceVm { name, .. }
+            | Command::VmObserved { name, .. }
+            | Command::RemoveVm { name, .. } => Touched::Vm(name.clone()),
+        };
+        match self.apply_inner(cmd) {
+            Ok(reply) => (Ok(reply), touched),
+            Err(e) => (Err(e), Touched::Nothing),
+        }
+    }
+
+    fn apply_inner(&mut self, cmd: &Command) -> ApplyResult {
+        match cmd {
+            Command::AddHost { name, address } => {
+                validate_name(name).map_err(|reason| ApplyError::InvalidName {
+                    what: "host".into(),
+                    reason,
+                })?;
+                validate_address(address)?;
+                if self.hosts.contains_key(name) {
+                    return Err(ApplyError::HostExists(name.clone()));
+                }
+                let host = Host {
+                    name: name.clone(),
+                    address: address.clone(),
+                    health: HostHealth::Unknown,
+                    capacity: Default::default(),
+                };
+                self.hosts.insert(name.clone(), host.clone());
+                Ok(Reply::Host(host))
+            }
+            Command::HostObserved {
+                name,
+                health,
+                capacity,
+            } => {
+                let host = self
+                    .hosts
+                    .get_mut(name)
+                    .ok_or_else(|| ApplyError::UnknownHost(name.clone()))?;
+                host.health = *health;
+                if let Some(capacity) = capacity {
+                    host.capacity = *capacity;
+                }
+                Ok(Reply::Host(host.clone()))
+            }
+            Command::CreateVm { name, spec, start } => {
+                validate_name(name).map_err(|reason| ApplyError::InvalidName {
+                    what: "VM".into(),
+                    reason,
+                })?;
+                spec.validate().map_err(ApplyError::InvalidSpec)?;
+                if self.vms.contains_key(name) {
+                    return Err(ApplyError::VmExists(name.clone()));
+                }
+                let vm = Vm {
+                    name: name.clone(),
+                    spec: *spec,
+                    desired: if *start {
+                        DesiredState::Running
+                    } else {
+                        DesiredState::Stopped
+                    },
+                    observed: ObservedState::Unknown,
+                    host: None,
+                    generation: 0,
+                    reason: String::new(),
+                };
+                self.vms.insert(name.clone(), vm.clone());
+                Ok(Reply::Vm(vm))
+            }
+            Command::SetDesiredState { name, desired } => {
+                let vm = self
+                    .vms
+                    .get_mut(name)
+                    .ok_or_else(|| ApplyError::UnknownVm(name.clone()))?;
+                if !vm.desired.can_become(*desired) {
+                    return Err(ApplyError::VmDeleting(name.clone()));
+                }
+                vm.desired = *desired;
+                // Nothing runs anywhere for an unplaced VM, so deleting it is immediate.
+                if *desired == DesiredState::Deleted && vm.host.is_none() {
+                    self.vms.remove(name);
+                    return Ok(Reply::VmRemoved { name: name.clone() });
+                }
+                Ok(Reply::Vm(vm.clone()))
+            }
+            Command::PlaceVm {
+                name,
+                host,
+                expected_generation,
+            } => {
+                if !self.hosts.contains_key(host) {
+                    return Err(ApplyError::UnknownHost(host.clone()));
+                }
+                let vm = self.vm_at(name, *expected_generation)?;
+                if vm.desired == DesiredState::Deleted {
+                    return Err(ApplyError::VmDeleting(name.clone()));
+                }
+                vm.host = Some(host.clone());
+                vm.generation += 1;
+                vm.observed = ObservedState::Unknown;
+                vm.reason.clear();
+                Ok(Reply::Vm(vm.clone()))
+            }
+            Command::VmObserved {
+                name,
+                generation,
+                observed,
+                reason,
+            } => {
+                let vm = self.vm_at(name, *generation)?;
+                vm.observed = *observed;
+                vm.reason.clone_from(reason);
+                Ok(Reply::Vm(vm.clone()))
+            }
+            Command::RemoveVm {
+                name,
+                expected_generation,
+            } => {
+                let vm = self.vm_at(name, *expected_generation)?;
+                if vm.desired != DesiredState::Deleted {
+                    return Err(ApplyError::VmNotDeleted(name.clone()));
+                }
+                self.vms.remove(name);
+                Ok(Reply::VmRemoved { name: name.clone() })
+            }
+        }
+    }
+
+    fn vm_at(&mut self, name: &str, generation: u64) -> Result<&mut Vm, ApplyError> {
+        let vm = self
+            .vms
+            .get_mut(name)
+            .ok_or_else(|| ApplyError::UnknownVm(name.to_string()))?;
+        if vm.generation != generation {
+            return Err(ApplyError::StaleGeneration {
+                vm: name.to_string(),
+                expected: generation,
+                actual: vm.generation,
+            });
+        }
+        Ok(vm)
+    }
+}
+
+/// `host:port` with a non-empty host and a port in 1..=65535.
+fn validate_address(address: &str) -> Result<(), ApplyError> {
+    let bad = |reason: &str| ApplyError::InvalidAddress {
+        address: address.to_string(),
+        reason: reason.to_string(),
+    };
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| bad("expected host:port"))?;
+    if host.is_empty() {
+        return Err(bad("host part is empty"));
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err(bad("port must be a number in 1..=65535")),
+        Ok(_) => Ok(()),
+    }
+}

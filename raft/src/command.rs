@@ -1,0 +1,100 @@
+//! Every change to the cluster state is one `Command`, committed through Raft and applied
+//! by [`ClusterState::apply`](crate::model::ClusterState::apply) on every controller.
+//!
+//! Commands carry everything `apply` needs (no clocks, no randomness), so the same log
+//! yields the same state everywhere.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Capacity, DesiredState, Host, HostHealth, ObservedState, Vm, VmSpec};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Operator registers a host running hostd at `address`.
+    AddHost { name: String, address: String },
+    /// The leader's view of a host changed (session up/down, capacity reported).
+    HostObserved {
+        name: String,
+        health: HostHealth,
+        capacity: Option<Capacity>,
+    },
+    /// Operator creates a VM; `start` makes its desired state `Running`.
+    CreateVm {
+        name: String,
+        spec: VmSpec,
+        start: bool,
+    },
+    /// Operator start/stop/delete.
+    SetDesiredState { name: String, desired: DesiredState },
+    /// The VM's actor chose a host. Only applies if the VM still has `expected_generation`,
+    /// so a stale actor cannot move a VM someone else already moved.
+    PlaceVm {
+        name: String,
+        host: String,
+        expected_generation: u64,
+    },
+    /// What the VM's host reports (or why it could not be placed or started), for the
+    /// placement of `generation`; reports about an older placement are ignored.
+    VmObserved {
+        name: String,
+        generation: u64,
+        observed: ObservedState,
+        reason: String,
+    },
+    /// The VM's domain is gone from its host; drop the VM (it must be `Deleted`).
+    RemoveVm { name: String, expected_generation: u64 },
+}
+
+impl Command {
+    /// Short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::AddHost { .. } => "add_host",
+            Command::HostObserved { .. } => "host_observed",
+            Command::CreateVm { .. } => "create_vm",
+            Command::SetDesiredState { .. } => "set_desired_state",
+            Command::PlaceVm { .. } => "place_vm",
+            Command::VmObserved { .. } => "vm_observed",
+            Command::RemoveVm { .. } => "remove_vm",
+        }
+    }
+}
+
+/// What a successfully applied command returns to its writer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Host(Host),
+    Vm(Vm),
+    VmRemoved { name: String },
+    /// Raft-internal entries (blank, membership) and no-op observations.
+    Nothing,
+}
+
+/// Why `apply` refused a command. Replicated like any result: every node refuses the same
+/// command for the same reason, and the state is left untouched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ApplyError {
+    #[error("Invalid {what} name: {reason}")]
+    InvalidName { what: String, reason: String },
+    #[error("Invalid VM spec: {0}")]
+    InvalidSpec(String),
+    #[error("Invalid host address {address:?}: {reason}")]
+    InvalidAddress { address: String, reason: String },
+    #[error("Host {0:?} already exists")]
+    HostExists(String),
+    #[error("VM {0:?} already exists")]
+    VmExists(String),
+    #[error("Host {0:?} not found")]
+    UnknownHost(String),
+    #[error("VM {0:?} not found")]
+    UnknownVm(String),
+    #[error("VM {vm:?} has generation {actual}, the command expected {expected}")]
+    StaleGeneration { vm: String, expected: u64, actual: u64 },
+    #[error("VM {0:?} is being deleted")]
+    VmDeleting(String),
+    #[error("VM {0:?} is not marked for deletion")]
+    VmNotDeleted(String),
+}
+
+/// The state machine's answer to one log entry.
+pub type ApplyResult = Result<Reply, ApplyError>;

@@ -1,0 +1,19 @@
+//! drover's replicated cluster state.
+//!
+//! - [`model`]: hosts and VMs; [`command`]: the changes to them; `apply`: the
+//!   deterministic state transition every controller runs on every committed entry.
+//! - [`store`]: the sled-backed openraft log store and state machine.
+//! - [`network`]: Raft RPCs over tonic; [`node`]: one controller's Raft member and write path.
+
+mod apply;
+pub mod command;
+pub mod model;
+pub mod network;
+pub mod node;
+pub mod store;
+mod types;
+
+pub use apply::Touched;
+pub use command::{ApplyError, ApplyResult, Command, Reply};
+pub use node::{NodeConfig, NodeError, RaftNode, RaftTimings, WriteError};
+pub use types::*;

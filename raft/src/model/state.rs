@@ -1,0 +1,27 @@
+//! The whole replicated state. `BTreeMap`s keep iteration order, and so every derived
+//! decision, identical on every node.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Host, Vm};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    pub hosts: BTreeMap<String, Host>,
+    pub vms: BTreeMap<String, Vm>,
+}
+
+impl ClusterState {
+    /// vCPUs and memory of the VMs placed on `host` (running or not: a placed VM keeps its
+    /// reservation so that starting it again cannot fail for lack of room).
+    pub fn allocated(&self, host: &str) -> (u32, u64, u32) {
+        self.vms
+            .values()
+            .filter(|vm| vm.host.as_deref() == Some(host))
+            .fold((0, 0, 0), |(c, m, n), vm| {
+                (c + vm.spec.vcpus, m + vm.spec.memory_mib, n + 1)
+            })
+    }
+}

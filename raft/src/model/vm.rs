@@ -1,0 +1,108 @@
+//! A virtual machine: its spec, what the operator wants, what the host reports, where it is.
+
+use serde::{Deserialize, Serialize};
+
+/// Upper bounds that catch typos (`--memory-mib 40960000`) before any scheduler sees them.
+pub const MAX_VCPUS: u32 = 512;
+pub const MAX_MEMORY_MIB: u64 = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmSpec {
+    pub vcpus: u32,
+    pub memory_mib: u64,
+}
+
+impl VmSpec {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.vcpus == 0 {
+            return Err("vcpus must be at least 1".into());
+        }
+        if self.vcpus > MAX_VCPUS {
+            return Err(format!("vcpus {} exceeds the limit of {MAX_VCPUS}", self.vcpus));
+        }
+        if self.memory_mib == 0 {
+            return Err("memory_mib must be at least 1".into());
+        }
+        if self.memory_mib > MAX_MEMORY_MIB {
+            return Err(format!(
+                "memory_mib {} exceeds the limit of {MAX_MEMORY_MIB}",
+                self.memory_mib
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the operator asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DesiredState {
+    Running,
+    Stopped,
+    /// Being removed: the leader undefines it on its host, then drops it from the state.
+    Deleted,
+}
+
+impl DesiredState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DesiredState::Running => "running",
+            DesiredState::Stopped => "stopped",
+            DesiredState::Deleted => "deleted",
+        }
+    }
+}
+
+/// What the VM's host last reported for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ObservedState {
+    Unknown,
+    Running,
+    Paused,
+    ShutOff,
+    Crashed,
+    /// Its host does not list the domain.
+    Missing,
+}
+
+impl ObservedState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObservedState::Unknown => "unknown",
+            ObservedState::Running => "running",
+            ObservedState::Paused => "paused",
+            ObservedState::ShutOff => "shut off",
+            ObservedState::Crashed => "crashed",
+            ObservedState::Missing => "missing",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vm {
+    pub name: String,
+    pub spec: VmSpec,
+    pub desired: DesiredState,
+    pub observed: ObservedState,
+    /// The host the VM is placed on; `None` while unplaced.
+    pub host: Option<String>,
+    /// Bumped on every placement change; hostd refuses commands carrying an older one, so
+    /// a stale actor or deposed leader cannot act on a VM that has moved.
+    pub generation: u64,
+    /// Why the VM is not where it should be (no capacity, start failed), empty otherwise.
+    pub reason: String,
+}
+
+impl DesiredState {
+    /// Whether the operator may move the VM from `self` to `to`. Every pair is listed: a
+    /// new state must decide its transitions here.
+    pub fn can_become(self, to: DesiredState) -> bool {
+        use DesiredState::*;
+        match (self, to) {
+            (Running, Running) | (Running, Stopped) | (Running, Deleted) => true,
+            (Stopped, Running) | (Stopped, Stopped) | (Stopped, Deleted) => true,
+            // Deletion is one-way; asking again is harmless.
+            (Deleted, Deleted) => true,
+            (Deleted, Running) | (Deleted, Stopped) => false,
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! `RaftNode`: one controller's Raft member — the openraft handle over the sled store and
+//! the tonic network — plus the write path every API handler uses (local when leader,
+//! forwarded to the leader otherwise).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use drover_proto::raft::v1::raft_service_client::RaftServiceClient;
+use drover_proto::raft::v1::RaftPayload;
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{BasicNode, Config, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+
+use crate::command::{ApplyResult, Command};
+use crate::network::{client::peer_channel, Network, MAX_MESSAGE_BYTES};
+use crate::store::{self, OpenError, StateView};
+use crate::{NodeId, Raft, RaftMetrics};
+
+/// Raft timings. Shorter than openraft's defaults would make elections flap on a loaded
+/// 2-core machine; longer would slow failover, which drover's users measure.
+#[derive(Debug, Clone)]
+pub struct RaftTimings {
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+}
+
+impl Default for RaftTimings {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 100,
+            election_min_ms: 400,
+            election_max_ms: 800,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    /// This node's gRPC address as peers reach it.
+    pub address: String,
+    pub data_dir: PathBuf,
+    pub timings: RaftTimings,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error("Invalid Raft configuration: {0}")]
+    Config(String),
+    #[error("Raft failed: {0}")]
+    Raft(String),
+}
+
+/// Why a write did not produce an apply result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum WriteError {
+    #[error("This controller is not the leader (leader: {})", leader_addr.as_deref().unwrap_or("unknown"))]
+    NotLeader {
+        leader_id: Option<NodeId>,
+        leader_addr: Option<String>,
+    },
+    #[error("Raft is shutting down or failed: {0}")]
+    Raft(String),
+}
+
+#[derive(Clone)]
+pub struct RaftNode {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: NodeId,
+    raft: Raft,
+    view: StateView,
+}
+
+impl std::fmt::Debug for RaftNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftNode")
+            .field("id", &self.inner.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RaftNode {
+    /// Opens the store in `data_dir` and starts the Raft member. It takes part in the
+    /// cluster once peers reach it or [`RaftNode::bootstrap`] is called.
+    pub async fn start(config: &NodeConfig) -> Result<Self, NodeError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            NodeError::Config(format!(
+                "cannot create data dir {}: {e}",
+                config.data_dir.display()
+            ))
+        })?;
+        let (log, sm) = store::open(&config.data_dir.join("store"))?;
+        let view = sm.view();
+        let raft_config = Config {
+            cluster_name: "drover".into(),
+            heartbeat_interval: config.timings.heartbeat_ms,
+            election_timeout_min: config.timings.election_min_ms,
+            election_timeout_max: config.timings.election_max_ms,
+            // Whole snapshots in few chunks: a chunk that outlives this timeout is retried
+            // forever (openraft trap noted in shared/notes/crates.md).
+            install_snapshot_timeout: 10_000,
+            snapshot_max_chunk_size: 8 * 1024 * 1024,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(10_000),
+            // Keep enough log that a follower installing a snapshot can still catch up.
+            max_in_snapshot_log_to_keep: 5_000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| NodeError::Config(e.to_string()))?;
+        let raft = Raft::new(
+            config.id,
+            Arc::new(raft_config),
+            Network::default(),
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                id: config.id,
+                raft,
+                view,
+            }),
+        })
+    }
+
+    /// etcd-style bootstrap: a pristine node initializes the cluster with the given
+    /// members. Every initial member may do it (identical configs are safe in openraft);
+    /// a node that already has state skips it, so a restart never re-bootstraps.
+    pub async fn bootstrap(&self, members: &BTreeMap<NodeId, String>) -> Result<bool, NodeError> {
+        let nodes: BTreeMap<NodeId, BasicNode> = members
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+            .collect();
+        match self.inner.raft.initialize(nodes).await {
+            Ok(()) => Ok(true),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(false),
+            Err(e) => Err(NodeError::Raft(e.to_string())),
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    pub fn view(&self) -> &StateView {
+        &self.inner.view
+    }
+
+    pub fn metrics(&self) -> RaftMetrics {
+        self.inner.raft.metrics().borrow().clone()
+    }
+
+    /// The current leader and its address, as this node knows them.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let m = self.metrics();
+        let leader = m.current_leader?;
+        let addr = m
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())?;
+        Some((leader, addr))
+    }
+
+    /// Commits `cmd` here if this node leads, else forwards it once to the leader.
+    pub async fn write(&self, cmd: Command) -> Result<ApplyResult, WriteError> {
+        match self.write_local(cmd.clone()).await {
+            Err(WriteError::NotLeader {
+                leader_id,
+                leader_addr: Some(addr),
+            }) => match forward(&addr, &cmd).await {
+                Ok(result) => result,
+                Err(e) => {
+                    tracing::debug!(leader = %addr, error = %e, "forwarding a write failed");
+                    Err(WriteError::NotLeader {
+                        leader_id,
+                        leader_addr: Some(addr),
+                    })
+                }
+            },
+            other => other,
+        }
+    }
+
+    /// Commits `cmd` only if this node is the leader.
+    pub async fn write_local(&self, cmd: Command) -> Result<ApplyResult, WriteError> {
+        match self.inner.raft.client_write(cmd).await {
+            Ok(resp) => Ok(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(WriteError::NotLeader {
+                    leader_id: f.leader_id,
+                    leader_addr: f.leader_node.map(|n| n.addr),
+                })
+            }
+            Err(e) => Err(WriteError::Raft(e.to_string())),
+        }
+    }
+
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.inner.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ForwardError {
+    #[error("transport: {0}")]
+    Transport(String),
+    #[error("malformed reply: {0}")]
+    Decode(String),
+}
+
+async fn forward(addr: &str, cmd: &Command) -> Result<Result<ApplyResult, WriteError>, ForwardError> {
+    let channel = peer_channel(addr).map_err(|e| ForwardError::Transport(e.to_string()))?;
+    let mut client = RaftServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let data = serde_json::to_vec(cmd).map_err(|e| ForwardError::Decode(e.to_string()))?;
+    let reply = client
+        .forward_write(RaftPayload { data })
+        .await
+        .map_err(|s| ForwardError::Transport(s.to_string()))?;
+    serde_json::from_slice(&reply.into_inner().data).map_err(|e| ForwardError::Decode(e.to_string()))
+}

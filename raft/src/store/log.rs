@@ -1,0 +1,209 @@
+//! The Raft log in sled. Durability rule: every method that changes the log or the vote
+//! returns (or signals `LogFlushed`) only after `flush_async` has put the change on disk,
+//! because openraft treats that signal as "this survives a crash".
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{ErrorSubject, ErrorVerb, LogState, RaftLogReader};
+
+use super::io_err;
+use crate::{Entry, LogId, StorageError, TypeConfig, Vote};
+
+const VOTE: &[u8] = b"vote";
+const LAST_PURGED: &[u8] = b"last_purged";
+const COMMITTED: &[u8] = b"committed";
+
+/// Log entries keyed by big-endian index, so sled's key order is log order.
+#[derive(Debug, Clone)]
+pub struct LogStore {
+    db: sled::Db,
+    log: sled::Tree,
+    meta: sled::Tree,
+}
+
+impl LogStore {
+    pub(super) fn open(db: &sled::Db) -> Result<Self, sled::Error> {
+        Ok(Self {
+            db: db.clone(),
+            log: db.open_tree("raft_log")?,
+            meta: db.open_tree("raft_meta")?,
+        })
+    }
+
+    fn read_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+        subject: ErrorSubject<crate::NodeId>,
+    ) -> Result<Option<T>, StorageError> {
+        let raw = self
+            .meta
+            .get(key)
+            .map_err(|e| io_err(subject.clone(), ErrorVerb::Read, &e))?;
+        raw.map(|v| serde_json::from_slice(&v))
+            .transpose()
+            .map_err(|e| io_err(subject, ErrorVerb::Read, &e))
+    }
+
+    fn write_meta<T: serde::Serialize>(
+        &self,
+        key: &[u8],
+        value: &T,
+        subject: ErrorSubject<crate::NodeId>,
+    ) -> Result<(), StorageError> {
+        let raw =
+            serde_json::to_vec(value).map_err(|e| io_err(subject.clone(), ErrorVerb::Write, &e))?;
+        self.meta
+            .insert(key, raw)
+            .map_err(|e| io_err(subject, ErrorVerb::Write, &e))?;
+        Ok(())
+    }
+
+    async fn flush(&self, subject: ErrorSubject<crate::NodeId>) -> Result<(), StorageError> {
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| io_err(subject, ErrorVerb::Write, &e))?;
+        Ok(())
+    }
+
+    fn last_entry_log_id(&self) -> Result<Option<LogId>, StorageError> {
+        match self
+            .log
+            .last()
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?
+        {
+            None => Ok(None),
+            Some((_, v)) => {
+                let entry: Entry = serde_json::from_slice(&v)
+                    .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+                Ok(Some(entry.log_id))
+            }
+        }
+    }
+
+    /// Removes the keys in `from..=to` (inclusive; `to = None` means to the end).
+    fn remove_range(&self, from: u64, to: Option<u64>) -> Result<(), StorageError> {
+        let range = match to {
+            Some(to) => self.log.range(from.to_be_bytes()..=to.to_be_bytes()),
+            None => self.log.range(from.to_be_bytes()..),
+        };
+        let mut batch = sled::Batch::default();
+        for kv in range {
+            let (k, _) = kv.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+            batch.remove(k);
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let iter = match range.end_bound() {
+            Bound::Included(i) => self.log.range(start.to_be_bytes()..=i.to_be_bytes()),
+            Bound::Excluded(i) if *i <= start => return Ok(Vec::new()),
+            Bound::Excluded(i) => self.log.range(start.to_be_bytes()..i.to_be_bytes()),
+            Bound::Unbounded => self.log.range(start.to_be_bytes()..),
+        };
+        iter.map(|kv| {
+            let (_, v) = kv.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+            serde_json::from_slice(&v).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))
+        })
+        .collect()
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged: Option<LogId> = self.read_meta(LAST_PURGED, ErrorSubject::Store)?;
+        let last = self.last_entry_log_id()?.or(last_purged);
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        self.write_meta(VOTE, vote, ErrorSubject::Vote)?;
+        self.flush(ErrorSubject::Vote).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        self.read_meta(VOTE, ErrorSubject::Vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // Not flushed: losing it only means re-deriving the commit index from the quorum.
+        self.write_meta(COMMITTED, &committed, ErrorSubject::Store)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self
+            .read_meta::<Option<LogId>>(COMMITTED, ErrorSubject::Store)?
+            .flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut batch = sled::Batch::default();
+        for entry in entries {
+            let raw = serde_json::to_vec(&entry)
+                .map_err(|e| io_err(ErrorSubject::Log(entry.log_id), ErrorVerb::Write, &e))?;
+            batch.insert(&entry.log_id.index.to_be_bytes(), raw);
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, &e))?;
+        let flushed = self.db.flush_async().await;
+        match flushed {
+            Ok(_) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(io_err(ErrorSubject::Logs, ErrorVerb::Write, &e))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        tracing::debug!(%log_id, "truncating log from");
+        self.remove_range(log_id.index, None)?;
+        self.flush(ErrorSubject::Logs).await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        tracing::debug!(%log_id, "purging log up to");
+        // Record the purge point first: a crash between the two steps then leaves extra
+        // entries (harmless) rather than a hole openraft does not know about.
+        self.write_meta(LAST_PURGED, &log_id, ErrorSubject::Store)?;
+        self.flush(ErrorSubject::Store).await?;
+        self.remove_range(0, Some(log_id.index))?;
+        self.flush(ErrorSubject::Logs).await
+    }
+}

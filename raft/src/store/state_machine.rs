@@ -1,0 +1,422 @@
+//! The state machine in sled: the [`ClusterState`] lives in memory for reads and is
+//! written through to the `sm_*` trees, one multi-tree transaction per applied batch, so the
+//! persisted state and its `last_applied` never disagree.
+//!
+//! Applied state is not fsynced: after a crash openraft re-applies from the (durable) log
+//! anything past the persisted `last_applied`.
+
+use std::io::Cursor;
+use std::sync::{Arc, RwLock};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder};
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use tokio::sync::broadcast;
+
+use super::io_err;
+use crate::apply::Touched;
+use crate::command::{ApplyResult, Reply};
+use crate::model::{ClusterState, Host, Vm};
+use crate::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+
+const LAST_APPLIED: &[u8] = b"last_applied";
+const MEMBERSHIP: &[u8] = b"membership";
+const CURRENT_SNAPSHOT: &[u8] = b"current";
+
+/// Everything the state machine holds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SmData {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    pub state: ClusterState,
+}
+
+/// A committed change, broadcast after it is applied so the leader's actors react to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Host(String),
+    Vm(String),
+    /// The whole state was replaced (snapshot installed): re-read everything.
+    Reset,
+}
+
+/// A snapshot as stored: its metadata and the serialized [`SmData`].
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+struct Shared {
+    trees: Trees,
+    data: RwLock<SmData>,
+    changes: broadcast::Sender<Change>,
+    db: sled::Db,
+}
+
+#[derive(Clone)]
+struct Trees {
+    meta: sled::Tree,
+    hosts: sled::Tree,
+    vms: sled::Tree,
+    snapshot: sled::Tree,
+}
+
+/// Read access to the applied state, for API handlers and actors on any node.
+#[derive(Clone)]
+pub struct StateView {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for StateView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateView").finish_non_exhaustive()
+    }
+}
+
+impl StateView {
+    /// Runs `f` on the applied state. Keep `f` short: apply waits for it.
+    pub fn read<R>(&self, f: impl FnOnce(&SmData) -> R) -> R {
+        let guard = self
+            .shared
+            .data
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&guard)
+    }
+
+    /// Changes applied from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.shared.changes.subscribe()
+    }
+}
+
+#[derive(Clone)]
+pub struct StateMachineStore {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for StateMachineStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateMachineStore").finish_non_exhaustive()
+    }
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> sled::Error {
+    sled::Error::Unsupported(format!("{what}: {e}"))
+}
+
+impl StateMachineStore {
+    pub(super) fn open(db: &sled::Db) -> Result<Self, sled::Error> {
+        let trees = Trees {
+            meta: db.open_tree("sm_meta")?,
+            hosts: db.open_tree("sm_hosts")?,
+            vms: db.open_tree("sm_vms")?,
+            snapshot: db.open_tree("sm_snapshot")?,
+        };
+        let mut data = SmData::default();
+        if let Some(v) = trees.meta.get(LAST_APPLIED)? {
+            data.last_applied =
+                serde_json::from_slice(&v).map_err(|e| corrupt("sm_meta/last_applied", e))?;
+        }
+        if let Some(v) = trees.meta.get(MEMBERSHIP)? {
+            data.membership =
+                serde_json::from_slice(&v).map_err(|e| corrupt("sm_meta/membership", e))?;
+        }
+        for kv in trees.hosts.iter() {
+            let (k, v) = kv?;
+            let host: Host = serde_json::from_slice(&v).map_err(|e| corrupt("sm_hosts", e))?;
+            if k.as_ref() != host.name.as_bytes() {
+                return Err(corrupt("sm_hosts", "key does not match the host's name"));
+            }
+            data.state.hosts.insert(host.name.clone(), host);
+        }
+        for kv in trees.vms.iter() {
+            let (k, v) = kv?;
+            let vm: Vm = serde_json::from_slice(&v).map_err(|e| corrupt("sm_vms", e))?;
+            if k.as_ref() != vm.name.as_bytes() {
+                return Err(corrupt("sm_vms", "key does not match the VM's name"));
+            }
+            data.state.vms.insert(vm.name.clone(), vm);
+        }
+        let (changes, _) = broadcast::channel(4096);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                trees,
+                data: RwLock::new(data),
+                changes,
+                db: db.clone(),
+            }),
+        })
+    }
+
+    pub fn view(&self) -> StateView {
+        StateView {
+            shared: self.shared.clone(),
+        }
+    }
+
+    fn write_data(&self) -> std::sync::RwLockWriteGuard<'_, SmData> {
+        self.shared
+            .data
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Writes the touched keys and the apply position in one transaction.
+    fn persist(&self, touched: &[Touched], data: &SmData) -> Result<(), StorageError> {
+        let ser = |e: serde_json::Error| io_err(ErrorSubject::StateMachine, ErrorVerb::Write, &e);
+        let mut host_writes = Vec::new();
+        let mut vm_writes = Vec::new();
+        for t in touched {
+            match t {
+                Touched::Host(name) => host_writes.push((
+                    name.clone(),
+                    data.state
+                        .hosts
+                        .get(name)
+                        .map(serde_json::to_vec)
+                        .transpose()
+                        .map_err(ser)?,
+                )),
+                Touched::Vm(name) => vm_writes.push((
+                    name.clone(),
+                    data.state
+                        .vms
+                        .get(name)
+                        .map(serde_json::to_vec)
+                        .transpose()
+                        .map_err(ser)?,
+                )),
+                Touched::Nothing => {}
+            }
+        }
+        let last_applied = serde_json::to_vec(&data.last_applied).map_err(ser)?;
+        let membership = serde_json::to_vec(&data.membership).map_err(ser)?;
+        let t = &self.shared.trees;
+        let res: Result<(), TransactionError<()>> =
+            (&t.meta, &t.hosts, &t.vms).transaction(|(meta, hosts, vms)| {
+                for (name, value) in &host_writes {
+                    match value {
+                        Some(v) => hosts.insert(name.as_bytes(), v.as_slice())?,
+                        None => hosts.remove(name.as_bytes())?,
+                    };
+                }
+                for (name, value) in &vm_writes {
+                    match value {
+                        Some(v) => vms.insert(name.as_bytes(), v.as_slice())?,
+                        None => vms.remove(name.as_bytes())?,
+                    };
+                }
+                meta.insert(LAST_APPLIED, last_applied.as_slice())?;
+                meta.insert(MEMBERSHIP, membership.as_slice())?;
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
+        res.map_err(|e| {
+            io_err(
+                ErrorSubject::StateMachine,
+                ErrorVerb::Write,
+                &std::io::Error::other(format!("{e:?}")),
+            )
+        })
+    }
+
+    /// Replaces the whole persisted state with `data` (snapshot install).
+    fn persist_all(&self, data: &SmData) -> Result<(), StorageError> {
+        let t = &self.shared.trees;
+        let w = |e: sled::Error| io_err(ErrorSubject::StateMachine, ErrorVerb::Write, &e);
+        t.hosts.clear().map_err(w)?;
+        t.vms.clear().map_err(w)?;
+        let mut touched: Vec<Touched> = data
+            .state
+            .hosts
+            .keys()
+            .map(|k| Touched::Host(k.clone()))
+            .collect();
+        touched.extend(data.state.vms.keys().map(|k| Touched::Vm(k.clone())));
+        self.persist(&touched, data)
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let (bytes, meta) = {
+            let data = self.view().read(|d| d.clone());
+            let bytes = serde_json::to_vec(&data)
+                .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, &e))?;
+            let snapshot_id = match data.last_applied {
+                Some(l) => format!("{}-{}-{}", l.leader_id, l.index, bytes.len()),
+                None => format!("empty-{}", bytes.len()),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: data.last_applied,
+                last_membership: data.membership.clone(),
+                snapshot_id,
+            };
+            (bytes, meta)
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: bytes.clone(),
+        };
+        let raw = serde_json::to_vec(&stored)
+            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, &e))?;
+        self.shared
+            .trees
+            .snapshot
+            .insert(CURRENT_SNAPSHOT, raw)
+            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, &e))?;
+        // Durable before openraft may purge the log entries the snapshot replaces.
+        self.shared
+            .db
+            .flush_async()
+            .await
+            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, &e))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok(self
+            .view()
+            .read(|d| (d.last_applied, d.membership.clone())))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut results = Vec::new();
+        let mut touched = Vec::new();
+        let snapshot_of_data;
+        {
+            let mut data = self.write_data();
+            for entry in entries {
+                data.last_applied = Some(entry.log_id);
+                match entry.payload {
+                    EntryPayload::Blank => results.push(Ok(Reply::Nothing)),
+                    EntryPayload::Normal(cmd) => {
+                        let (result, t) = data.state.apply(&cmd);
+                        if let Err(e) = &result {
+                            tracing::debug!(index = entry.log_id.index, kind = cmd.kind(), error = %e, "command refused");
+                        }
+                        touched.push(t);
+                        results.push(result);
+                    }
+                    EntryPayload::Membership(m) => {
+                        data.membership = StoredMembership::new(Some(entry.log_id), m);
+                        results.push(Ok(Reply::Nothing));
+                    }
+                }
+            }
+            // Only the touched entities and the position are cloned for persisting.
+            snapshot_of_data = SmData {
+                last_applied: data.last_applied,
+                membership: data.membership.clone(),
+                state: ClusterState {
+                    hosts: touched
+                        .iter()
+                        .filter_map(|t| match t {
+                            Touched::Host(n) => data.state.hosts.get(n).map(|h| (n.clone(), h.clone())),
+                            _ => None,
+                        })
+                        .collect(),
+                    vms: touched
+                        .iter()
+                        .filter_map(|t| match t {
+                            Touched::Vm(n) => data.state.vms.get(n).map(|v| (n.clone(), v.clone())),
+                            _ => None,
+                        })
+                        .collect(),
+                },
+            };
+        }
+        self.persist(&touched, &snapshot_of_data)?;
+        for t in touched {
+            let change = match t {
+                Touched::Host(n) => Change::Host(n),
+                Touched::Vm(n) => Change::Vm(n),
+                Touched::Nothing => continue,
+            };
+            // No receivers (not leader) is normal.
+            let _ = self.shared.changes.send(change);
+        }
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let bytes = snapshot.into_inner();
+        let rd = |e: serde_json::Error| {
+            io_err(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Read,
+                &e,
+            )
+        };
+        let mut new_data: SmData = serde_json::from_slice(&bytes).map_err(rd)?;
+        new_data.last_applied = meta.last_log_id;
+        new_data.membership = meta.last_membership.clone();
+        self.persist_all(&new_data)?;
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: bytes,
+        };
+        let raw = serde_json::to_vec(&stored).map_err(|e| {
+            io_err(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Write,
+                &e,
+            )
+        })?;
+        self.shared
+            .trees
+            .snapshot
+            .insert(CURRENT_SNAPSHOT, raw)
+            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, &e))?;
+        self.shared
+            .db
+            .flush_async()
+            .await
+            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, &e))?;
+        *self.write_data() = new_data;
+        let _ = self.shared.changes.send(Change::Reset);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let raw = self
+            .shared
+            .trees
+            .snapshot
+            .get(CURRENT_SNAPSHOT)
+            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, &e))?;
+        let Some(raw) = raw else { return Ok(None) };
+        let stored: StoredSnapshot = serde_json::from_slice(&raw)
+            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, &e))?;
+        Ok(Some(Snapshot {
+            meta: stored.meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        }))
+    }
+}

@@ -1,0 +1,301 @@
+//! `ClusterState::apply`: every command, every validation error, and determinism.
+
+use drover_raft::model::{Capacity, ClusterState, DesiredState, HostHealth, ObservedState, VmSpec};
+use drover_raft::{ApplyError, Command, Reply};
+use proptest::prelude::*;
+
+fn spec(vcpus: u32, memory_mib: u64) -> VmSpec {
+    VmSpec { vcpus, memory_mib }
+}
+
+fn add_host(name: &str) -> Command {
+    Command::AddHost {
+        name: name.into(),
+        address: "127.0.0.1:7001".into(),
+    }
+}
+
+fn create(name: &str) -> Command {
+    Command::CreateVm {
+        name: name.into(),
+        spec: spec(1, 128),
+        start: true,
+    }
+}
+
+fn place(name: &str, host: &str, expected_generation: u64) -> Command {
+    Command::PlaceVm {
+        name: name.into(),
+        host: host.into(),
+        expected_generation,
+    }
+}
+
+fn ok(state: &mut ClusterState, cmd: Command) -> Reply {
+    let (result, _) = state.apply(&cmd);
+    result.unwrap_or_else(|e| panic!("{cmd:?} refused: {e}"))
+}
+
+fn refused(state: &mut ClusterState, cmd: Command) -> ApplyError {
+    let before = state.clone();
+    let (result, _) = state.apply(&cmd);
+    assert_eq!(*state, before, "a refused command must not change the state");
+    result.expect_err("command should be refused")
+}
+
+#[test]
+fn add_host_and_observe_it() {
+    let mut s = ClusterState::default();
+    ok(&mut s, add_host("h1"));
+    assert_eq!(s.hosts["h1"].health, HostHealth::Unknown);
+    let cap = Capacity {
+        vcpus: 8,
+        memory_mib: 16384,
+    };
+    ok(
+        &mut s,
+        Command::HostObserved {
+            name: "h1".into(),
+            health: HostHealth::Up,
+            capacity: Some(cap),
+        },
+    );
+    assert_eq!(s.hosts["h1"].health, HostHealth::Up);
+    assert_eq!(s.hosts["h1"].capacity, cap);
+    // An observation without capacity keeps the last known capacity.
+    ok(
+        &mut s,
+        Command::HostObserved {
+            name: "h1".into(),
+            health: HostHealth::Unreachable,
+            capacity: None,
+        },
+    );
+    assert_eq!(s.hosts["h1"].capacity, cap);
+}
+
+#[test]
+fn host_validation() {
+    let mut s = ClusterState::default();
+    ok(&mut s, add_host("h1"));
+    assert_eq!(refused(&mut s, add_host("h1")), ApplyError::HostExists("h1".into()));
+    assert!(matches!(refused(&mut s, add_host("bad name")), ApplyError::InvalidName { .. }));
+    for address in ["nohost", ":80", "h:0", "h:99999", "h:x"] {
+        let e = refused(
+            &mut s,
+            Command::AddHost {
+                name: "h2".into(),
+                address: address.into(),
+            },
+        );
+        assert!(matches!(e, ApplyError::InvalidAddress { .. }), "{address}: {e}");
+    }
+    assert_eq!(
+        refused(
+            &mut s,
+            Command::HostObserved {
+                name: "nope".into(),
+                health: HostHealth::Up,
+                capacity: None
+            }
+        ),
+        ApplyError::UnknownHost("nope".into())
+    );
+}
+
+#[test]
+fn create_vm_and_its_validation() {
+    let mut s = ClusterState::default();
+    let Reply::Vm(vm) = ok(&mut s, create("web")) else {
+        panic!("expected a VM")
+    };
+    assert_eq!(vm.desired, DesiredState::Running);
+    assert_eq!(vm.observed, ObservedState::Unknown);
+    assert_eq!(vm.host, None);
+    assert_eq!(vm.generation, 0);
+    assert_eq!(refused(&mut s, create("web")), ApplyError::VmExists("web".into()));
+    for bad in [spec(0, 128), spec(1, 0), spec(100_000, 128), spec(1, u64::MAX)] {
+        let e = refused(
+            &mut s,
+            Command::CreateVm {
+                name: "x".into(),
+                spec: bad,
+                start: false,
+            },
+        );
+        assert!(matches!(e, ApplyError::InvalidSpec(_)), "{bad:?}: {e}");
+    }
+    assert!(matches!(refused(&mut s, create("")), ApplyError::InvalidName { .. }));
+    let Reply::Vm(stopped) = ok(
+        &mut s,
+        Command::CreateVm {
+            name: "db".into(),
+            spec: spec(2, 256),
+            start: false,
+        },
+    ) else {
+        panic!()
+    };
+    assert_eq!(stopped.desired, DesiredState::Stopped);
+}
+
+#[test]
+fn placement_bumps_generation_and_checks_it() {
+    let mut s = ClusterState::default();
+    ok(&mut s, add_host("h1"));
+    ok(&mut s, add_host("h2"));
+    ok(&mut s, create("web"));
+    ok(&mut s, place("web", "h1", 0));
+    assert_eq!(s.vms["web"].host.as_deref(), Some("h1"));
+    assert_eq!(s.vms["web"].generation, 1);
+    assert_eq!(
+        refused(&mut s, place("web", "h2", 0)),
+        ApplyError::StaleGeneration {
+            vm: "web".into(),
+            expected: 0,
+            actual: 1
+        }
+    );
+    assert_eq!(refused(&mut s, place("web", "h9", 1)), ApplyError::UnknownHost("h9".into()));
+    assert_eq!(refused(&mut s, place("nope", "h1", 0)), ApplyError::UnknownVm("nope".into()));
+    assert_eq!(s.allocated("h1"), (1, 128, 1));
+    assert_eq!(s.allocated("h2"), (0, 0, 0));
+}
+
+#[test]
+fn observations_apply_only_to_their_generation() {
+    let mut s = ClusterState::default();
+    ok(&mut s, add_host("h1"));
+    ok(&mut s, create("web"));
+    ok(&mut s, place("web", "h1", 0));
+    ok(
+        &mut s,
+        Command::VmObserved {
+            name: "web".into(),
+            generation: 1,
+            observed: ObservedState::Running,
+            reason: String::new(),
+        },
+    );
+    assert_eq!(s.vms["web"].observed, ObservedState::Running);
+    let e = refused(
+        &mut s,
+        Command::VmObserved {
+            name: "web".into(),
+            generation: 0,
+            observed: ObservedState::ShutOff,
+            reason: String::new(),
+        },
+    );
+    assert!(matches!(e, ApplyError::StaleGeneration { .. }));
+}
+
+#[test]
+fn desired_state_transitions_and_deletion() {
+    let mut s = ClusterState::default();
+    ok(&mut s, add_host("h1"));
+    ok(&mut s, create("web"));
+    ok(&mut s, create("tmp"));
+    let set = |name: &str, desired| Command::SetDesiredState {
+        name: name.into(),
+        desired,
+    };
+    ok(&mut s, set("web", DesiredState::Stopped));
+    ok(&mut s, set("web", DesiredState::Running));
+    // Unplaced: deletion is immediate.
+    assert_eq!(
+        ok(&mut s, set("tmp", DesiredState::Deleted)),
+        Reply::VmRemoved { name: "tmp".into() }
+    );
+    assert!(!s.vms.contains_key("tmp"));
+    // Placed: marked, removed once its host has undefined it.
+    ok(&mut s, place("web", "h1", 0));
+    assert_eq!(
+        refused(
+            &mut s,
+            Command::RemoveVm {
+                name: "web".into(),
+                expected_generation: 1
+            }
+        ),
+        ApplyError::VmNotDeleted("web".into())
+    );
+    ok(&mut s, set("web", DesiredState::Deleted));
+    ok(&mut s, set("web", DesiredState::Deleted));
+    assert_eq!(
+        refused(&mut s, set("web", DesiredState::Running)),
+        ApplyError::VmDeleting("web".into())
+    );
+    assert_eq!(refused(&mut s, place("web", "h1", 1)), ApplyError::VmDeleting("web".into()));
+    ok(
+        &mut s,
+        Command::RemoveVm {
+            name: "web".into(),
+            expected_generation: 1,
+        },
+    );
+    assert!(s.vms.is_empty());
+    assert_eq!(
+        refused(&mut s, set("web", DesiredState::Running)),
+        ApplyError::UnknownVm("web".into())
+    );
+}
+
+fn arb_command() -> impl Strategy<Value = Command> {
+    let name = prop::sample::select(vec!["a", "b", "c", "bad name", ""]);
+    let host = prop::sample::select(vec!["h1", "h2", "h3"]);
+    let desired = prop::sample::select(vec![
+        DesiredState::Running,
+        DesiredState::Stopped,
+        DesiredState::Deleted,
+    ]);
+    let observed = prop::sample::select(vec![ObservedState::Running, ObservedState::ShutOff]);
+    prop_oneof![
+        host.clone().prop_map(add_host),
+        (name.clone(), 0u32..4, 0u64..512, any::<bool>()).prop_map(|(n, c, m, start)| {
+            Command::CreateVm {
+                name: n.into(),
+                spec: spec(c, m),
+                start,
+            }
+        }),
+        (name.clone(), desired).prop_map(|(n, d)| Command::SetDesiredState {
+            name: n.into(),
+            desired: d
+        }),
+        (name.clone(), host.clone(), 0u64..3).prop_map(|(n, h, g)| place(n, h, g)),
+        (name.clone(), 0u64..3, observed).prop_map(|(n, g, o)| Command::VmObserved {
+            name: n.into(),
+            generation: g,
+            observed: o,
+            reason: String::new()
+        }),
+        (name, 0u64..3).prop_map(|(n, g)| Command::RemoveVm {
+            name: n.into(),
+            expected_generation: g
+        }),
+    ]
+}
+
+proptest! {
+    /// Same log → same state and same results, whoever applies it.
+    #[test]
+    fn apply_is_deterministic(log in prop::collection::vec(arb_command(), 0..60)) {
+        let mut a = ClusterState::default();
+        let mut b = ClusterState::default();
+        for cmd in &log {
+            let (ra, _) = a.apply(cmd);
+            let (rb, _) = b.apply(cmd);
+            prop_assert_eq!(ra, rb);
+        }
+        prop_assert_eq!(&a, &b);
+        // Invariants that hold after any log.
+        for vm in a.vms.values() {
+            prop_assert!(vm.spec.validate().is_ok());
+            if let Some(h) = &vm.host {
+                prop_assert!(a.hosts.contains_key(h));
+                prop_assert!(vm.generation >= 1);
+            }
+        }
+    }
+}
