@@ -1,1 +1,18 @@
-//! placeholder
+//! drover's leader-side supervision, as actix actors.
+//!
+//! - [`Supervisor`]: follows Raft leadership; while this node leads it runs one
+//!   [`host::HostActor`] per host and one [`vm::VmActor`] per VM.
+//! - [`scheduler`] and [`vm::decide`]: the decisions, as pure functions the actors carry out.
+
+mod agents;
+pub mod host;
+pub mod scheduler;
+mod supervisor;
+pub mod vm;
+
+pub use supervisor::{LeadingTerm, Supervisor, SupervisorConfig};
+
+/// Asks an actor to stop.
+#[derive(actix::Message, Debug)]
+#[rtype(result = "()")]
+pub struct Shutdown;

@@ -1,1 +1,50 @@
-//! placeholder
+//! The `drover` binary's library: the controller ([`server`]), its public API ([`api`]),
+//! a leader-following client ([`client`]), the CLI ([`cli`]) and the local dev cluster
+//! ([`dev`]).
+
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod dev;
+pub mod server;
+
+use std::time::Duration;
+
+/// `drover server …` on an already bound listener: runs until SIGTERM or Ctrl-C.
+pub async fn serve(args: cli::ServerArgs, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+    let initial_cluster = config::parse_initial_cluster(&args.initial_cluster)?;
+    let advertise = initial_cluster
+        .get(&args.id)
+        .cloned()
+        .ok_or(config::ConfigError::MissingSelf(args.id))?;
+    if args.heartbeat_interval_ms == 0 {
+        anyhow::bail!("--heartbeat-interval-ms must be at least 1");
+    }
+    let config = config::ServerConfig {
+        id: args.id,
+        data_dir: args.data_dir,
+        advertise,
+        initial_cluster,
+        raft: Default::default(),
+        heartbeat_interval: Duration::from_millis(args.heartbeat_interval_ms),
+    };
+    server::run(config, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops this process");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,1 +1,74 @@
-fn main() {}
+//! The `drover` binary: parses flags, sets up logging, and hands over to the library.
+
+use anyhow::Context as _;
+use clap::Parser;
+use drover_control::cli::{self, Cli, Command};
+use std::io::Write as _;
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                let default = match cli.command {
+                    Command::Server(_) => "info,openraft=warn",
+                    _ => "warn",
+                };
+                tracing_subscriber::EnvFilter::new(default)
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let Cli {
+        endpoints,
+        output,
+        command,
+    } = cli;
+    if let Command::Server(args) = command {
+        // The controller runs actix actors: it needs an actix System over a multi-threaded
+        // tokio runtime (tonic and openraft run on its workers).
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot build the tokio runtime")?;
+        return actix::System::with_tokio_rt(move || runtime).block_on(async move {
+            let listener = tokio::net::TcpListener::bind(&args.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", args.listen))?;
+            // Harnesses that pass port 0 read the real address from this line.
+            println!("listening on {}", listener.local_addr()?);
+            std::io::stdout().flush()?;
+            drover_control::serve(args, listener).await
+        });
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let out = match command {
+            Command::Dev(args) => {
+                let cluster = drover_control::dev::start(&args).await?;
+                println!("{}", cluster.banner());
+                std::io::stdout().flush()?;
+                drover_control::shutdown_signal().await;
+                eprintln!("stopping the dev cluster…");
+                cluster.stop().await;
+                return Ok(());
+            }
+            Command::Cluster(cmd) => cli::cluster(&endpoints, output, cmd).await?,
+            Command::Host(cmd) => cli::host(&endpoints, output, cmd).await?,
+            Command::Vm(cmd) => cli::vm(&endpoints, output, cmd).await?,
+            Command::Server(_) => unreachable!("handled above"),
+        };
+        println!("{out}");
+        Ok(())
+    })
+}

@@ -2,7 +2,7 @@
 //! host's guests through libvirt.
 //!
 //! - [`run`]: the whole agent on a listener, with one libvirt connection for its lifetime.
-//! - [`serve`]: the same over any [`Hypervisor`], for tests that need a fake one.
+//! - [`serve`]: the same over an already opened [`Hypervisor`].
 //! - [`Config`], [`HostdError`], and the hypervisor seam in [`hypervisor`].
 
 mod config;

@@ -2,7 +2,7 @@
 //! [`drover_hostd::run`]. Prints exactly one line to stdout, `listening on <addr>`, which
 //! test harnesses read to learn the port when `--listen` asks for port 0.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +43,8 @@ async fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Harnesses capture stderr into files; colour codes would only clutter them.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match hostd(Flags::parse()).await {
         Ok(()) => ExitCode::SUCCESS,

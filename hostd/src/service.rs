@@ -15,12 +15,15 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::error::error_chain;
 use crate::error::HostdError;
 use crate::hypervisor::{HostCapacity, Hypervisor, ManagedDomain, PowerState, VmSpec};
 use crate::session;
 
 /// How long StopVm waits for a guest when the request leaves `timeout_ms` at zero.
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest StopVm wait honoured; bounds the deadline arithmetic for absurd requests.
+const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How often StopVm looks at a guest it asked to shut down.
 const STOP_POLL_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -95,6 +98,32 @@ impl AgentService {
         &self.shared.config.name
     }
 
+    /// Logs a failed request and turns it into its status. Refusals the caller caused are
+    /// routine; failures of this host are what an operator must see.
+    fn failed<'a>(
+        &'a self,
+        op: &'static str,
+        vm: &'a str,
+    ) -> impl FnOnce(HostdError) -> Status + 'a {
+        move |err| {
+            match &err {
+                HostdError::NotFound { .. }
+                | HostdError::NotManaged { .. }
+                | HostdError::InvalidArgument(_) => {
+                    info!(host = %self.host(), vm, error = %err, "{op} refused");
+                }
+                HostdError::Libvirt { .. }
+                | HostdError::Connect { .. }
+                | HostdError::DataDir { .. }
+                | HostdError::Blocking(_)
+                | HostdError::Serve(_) => {
+                    warn!(host = %self.host(), vm, error = %error_chain(&err), "{op} failed");
+                }
+            }
+            err.into()
+        }
+    }
+
     async fn stop_vm_inner(
         &self,
         name: String,
@@ -134,7 +163,11 @@ impl HostAgent for AgentService {
         &self,
         _request: Request<pb::GetHostInfoRequest>,
     ) -> Result<Response<pb::HostInfo>, Status> {
-        let capacity = self.shared.blocking(|hv| hv.host_info()).await?;
+        let capacity = self
+            .shared
+            .blocking(|hv| hv.host_info())
+            .await
+            .map_err(self.failed("GetHostInfo", ""))?;
         Ok(Response::new(self.shared.host_info(capacity)))
     }
 
@@ -143,12 +176,10 @@ impl HostAgent for AgentService {
         request: Request<pb::StartVmRequest>,
     ) -> Result<Response<pb::Domain>, Status> {
         let req = request.into_inner();
-        validate_name(&req.name)?;
-        if req.vcpus == 0 {
-            return Err(HostdError::InvalidArgument("vcpus must be at least 1".into()).into());
-        }
-        if req.memory_mib == 0 {
-            return Err(HostdError::InvalidArgument("memory_mib must be at least 1".into()).into());
+        validate_name(&req.name).map_err(self.failed("StartVm", &req.name))?;
+        if req.vcpus == 0 || req.memory_mib == 0 {
+            let err = HostdError::InvalidArgument("vcpus and memory_mib must be at least 1".into());
+            return Err(self.failed("StartVm", &req.name)(err));
         }
         let fence = req.fence.unwrap_or_default();
         // seam: fencing — refuse a term lower than the highest seen, and a generation lower
@@ -165,11 +196,13 @@ impl HostAgent for AgentService {
             generation: fence.generation,
             term: fence.term,
         };
-        let _guard = self.shared.lock_vm(&spec.name).await;
+        let name = spec.name.clone();
+        let _guard = self.shared.lock_vm(&name).await;
         let domain = self
             .shared
             .blocking(move |hv| hv.define_and_start(&spec))
-            .await?;
+            .await
+            .map_err(self.failed("StartVm", &name))?;
         Ok(Response::new(domain_to_pb(domain)))
     }
 
@@ -178,33 +211,43 @@ impl HostAgent for AgentService {
         request: Request<pb::StopVmRequest>,
     ) -> Result<Response<pb::Domain>, Status> {
         let req = request.into_inner();
-        validate_name(&req.name)?;
+        validate_name(&req.name).map_err(self.failed("StopVm", &req.name))?;
         let fence = req.fence.unwrap_or_default();
         // seam: fencing — check term and generation here.
         let timeout = match req.timeout_ms {
             0 => DEFAULT_STOP_TIMEOUT,
-            ms => Duration::from_millis(ms),
+            ms => Duration::from_millis(ms).min(MAX_STOP_TIMEOUT),
         };
         info!(
             host = %self.host(), vm = %req.name, term = fence.term,
             generation = fence.generation, ?timeout, "StopVm"
         );
         let _guard = self.shared.lock_vm(&req.name).await;
-        let domain = self.stop_vm_inner(req.name, timeout).await?;
+        let domain = self
+            .stop_vm_inner(req.name.clone(), timeout)
+            .await
+            .map_err(self.failed("StopVm", &req.name))?;
         Ok(Response::new(domain_to_pb(domain)))
     }
 
-    async fn destroy_vm(&self, request: Request<pb::VmRef>) -> Result<Response<pb::Domain>, Status> {
+    async fn destroy_vm(
+        &self,
+        request: Request<pb::VmRef>,
+    ) -> Result<Response<pb::Domain>, Status> {
         let req = request.into_inner();
-        validate_name(&req.name)?;
+        validate_name(&req.name).map_err(self.failed("DestroyVm", &req.name))?;
         let fence = req.fence.unwrap_or_default();
         // seam: fencing — check term and generation here.
         info!(
             host = %self.host(), vm = %req.name, term = fence.term,
             generation = fence.generation, "DestroyVm"
         );
-        let name = req.name;
-        let domain = self.shared.blocking(move |hv| hv.destroy(&name)).await?;
+        let name = req.name.clone();
+        let domain = self
+            .shared
+            .blocking(move |hv| hv.destroy(&name))
+            .await
+            .map_err(self.failed("DestroyVm", &req.name))?;
         Ok(Response::new(domain_to_pb(domain)))
     }
 
@@ -213,7 +256,7 @@ impl HostAgent for AgentService {
         request: Request<pb::VmRef>,
     ) -> Result<Response<pb::UndefineVmResponse>, Status> {
         let req = request.into_inner();
-        validate_name(&req.name)?;
+        validate_name(&req.name).map_err(self.failed("UndefineVm", &req.name))?;
         let fence = req.fence.unwrap_or_default();
         // seam: fencing — check term and generation here.
         info!(
@@ -221,8 +264,12 @@ impl HostAgent for AgentService {
             generation = fence.generation, "UndefineVm"
         );
         let _guard = self.shared.lock_vm(&req.name).await;
-        let name = req.name;
-        let existed = self.shared.blocking(move |hv| hv.undefine(&name)).await?;
+        let name = req.name.clone();
+        let existed = self
+            .shared
+            .blocking(move |hv| hv.undefine(&name))
+            .await
+            .map_err(self.failed("UndefineVm", &req.name))?;
         Ok(Response::new(pb::UndefineVmResponse { existed }))
     }
 
@@ -230,7 +277,11 @@ impl HostAgent for AgentService {
         &self,
         _request: Request<pb::ListDomainsRequest>,
     ) -> Result<Response<pb::ListDomainsResponse>, Status> {
-        let domains = self.shared.blocking(|hv| hv.list_managed()).await?;
+        let domains = self
+            .shared
+            .blocking(|hv| hv.list_managed())
+            .await
+            .map_err(self.failed("ListDomains", ""))?;
         Ok(Response::new(pb::ListDomainsResponse {
             domains: domains.into_iter().map(domain_to_pb).collect(),
         }))

@@ -9,19 +9,24 @@ use std::time::Duration;
 use drover_proto::agent::v1 as pb;
 use pb::session_event::Kind as EventKind;
 use pb::session_request::Kind as RequestKind;
-use tokio::sync::{mpsc, watch};
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 use tracing::{debug, info, warn};
 
-use crate::error::HostdError;
+use crate::error::{error_chain, HostdError};
 use crate::service::{domain_to_pb, Shared};
 
 /// Heartbeats buffered for a slow reader. A heartbeat that cannot be queued is dropped: a
 /// stale one is worth nothing, and blocking on it would stop the session noticing shutdown.
 const OUTBOUND_BUFFER: usize = 8;
+
+/// Bounds on the interval a Hello may ask for: below the minimum heartbeats would be a busy
+/// loop of libvirt calls; above the maximum the timer arithmetic could overflow.
+const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(10);
+const MAX_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Starts a session on its own task and returns the stream of events it sends.
 pub(crate) fn open(
@@ -64,7 +69,8 @@ async fn run(
     let interval = match hello.heartbeat_interval_ms {
         0 => shared.config.heartbeat_interval,
         ms => Duration::from_millis(ms),
-    };
+    }
+    .clamp(MIN_HEARTBEAT_INTERVAL, MAX_HEARTBEAT_INTERVAL);
     // seam: fencing — record hello.term as the highest term seen, and refuse a session from
     // a lower term.
     info!(
@@ -140,15 +146,4 @@ async fn heartbeat(shared: &Shared, seq: u64) -> Result<pb::Heartbeat, HostdErro
         host: Some(shared.host_info(capacity)),
         domains: domains.into_iter().map(domain_to_pb).collect(),
     })
-}
-
-fn error_chain(error: &HostdError) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -42,7 +42,10 @@ pub enum Command {
         reason: String,
     },
     /// The VM's domain is gone from its host; drop the VM (it must be `Deleted`).
-    RemoveVm { name: String, expected_generation: u64 },
+    RemoveVm {
+        name: String,
+        expected_generation: u64,
+    },
 }
 
 impl Command {
@@ -65,7 +68,9 @@ impl Command {
 pub enum Reply {
     Host(Host),
     Vm(Vm),
-    VmRemoved { name: String },
+    VmRemoved {
+        name: String,
+    },
     /// Raft-internal entries (blank, membership) and no-op observations.
     Nothing,
 }
@@ -89,7 +94,11 @@ pub enum ApplyError {
     #[error("VM {0:?} not found")]
     UnknownVm(String),
     #[error("VM {vm:?} has generation {actual}, the command expected {expected}")]
-    StaleGeneration { vm: String, expected: u64, actual: u64 },
+    StaleGeneration {
+        vm: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error("VM {0:?} is being deleted")]
     VmDeleting(String),
     #[error("VM {0:?} is not marked for deletion")]

@@ -224,7 +224,10 @@ enum ForwardError {
     Decode(String),
 }
 
-async fn forward(addr: &str, cmd: &Command) -> Result<Result<ApplyResult, WriteError>, ForwardError> {
+async fn forward(
+    addr: &str,
+    cmd: &Command,
+) -> Result<Result<ApplyResult, WriteError>, ForwardError> {
     let channel = peer_channel(addr).map_err(|e| ForwardError::Transport(e.to_string()))?;
     let mut client = RaftServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let data = serde_json::to_vec(cmd).map_err(|e| ForwardError::Decode(e.to_string()))?;
@@ -232,5 +235,6 @@ async fn forward(addr: &str, cmd: &Command) -> Result<Result<ApplyResult, WriteE
         .forward_write(RaftPayload { data })
         .await
         .map_err(|s| ForwardError::Transport(s.to_string()))?;
-    serde_json::from_slice(&reply.into_inner().data).map_err(|e| ForwardError::Decode(e.to_string()))
+    serde_json::from_slice(&reply.into_inner().data)
+        .map_err(|e| ForwardError::Decode(e.to_string()))
 }

@@ -39,7 +39,10 @@ fn ok(state: &mut ClusterState, cmd: Command) -> Reply {
 fn refused(state: &mut ClusterState, cmd: Command) -> ApplyError {
     let before = state.clone();
     let (result, _) = state.apply(&cmd);
-    assert_eq!(*state, before, "a refused command must not change the state");
+    assert_eq!(
+        *state, before,
+        "a refused command must not change the state"
+    );
     result.expect_err("command should be refused")
 }
 
@@ -78,8 +81,14 @@ fn add_host_and_observe_it() {
 fn host_validation() {
     let mut s = ClusterState::default();
     ok(&mut s, add_host("h1"));
-    assert_eq!(refused(&mut s, add_host("h1")), ApplyError::HostExists("h1".into()));
-    assert!(matches!(refused(&mut s, add_host("bad name")), ApplyError::InvalidName { .. }));
+    assert_eq!(
+        refused(&mut s, add_host("h1")),
+        ApplyError::HostExists("h1".into())
+    );
+    assert!(matches!(
+        refused(&mut s, add_host("bad name")),
+        ApplyError::InvalidName { .. }
+    ));
     for address in ["nohost", ":80", "h:0", "h:99999", "h:x"] {
         let e = refused(
             &mut s,
@@ -88,7 +97,10 @@ fn host_validation() {
                 address: address.into(),
             },
         );
-        assert!(matches!(e, ApplyError::InvalidAddress { .. }), "{address}: {e}");
+        assert!(
+            matches!(e, ApplyError::InvalidAddress { .. }),
+            "{address}: {e}"
+        );
     }
     assert_eq!(
         refused(
@@ -113,8 +125,16 @@ fn create_vm_and_its_validation() {
     assert_eq!(vm.observed, ObservedState::Unknown);
     assert_eq!(vm.host, None);
     assert_eq!(vm.generation, 0);
-    assert_eq!(refused(&mut s, create("web")), ApplyError::VmExists("web".into()));
-    for bad in [spec(0, 128), spec(1, 0), spec(100_000, 128), spec(1, u64::MAX)] {
+    assert_eq!(
+        refused(&mut s, create("web")),
+        ApplyError::VmExists("web".into())
+    );
+    for bad in [
+        spec(0, 128),
+        spec(1, 0),
+        spec(100_000, 128),
+        spec(1, u64::MAX),
+    ] {
         let e = refused(
             &mut s,
             Command::CreateVm {
@@ -125,7 +145,10 @@ fn create_vm_and_its_validation() {
         );
         assert!(matches!(e, ApplyError::InvalidSpec(_)), "{bad:?}: {e}");
     }
-    assert!(matches!(refused(&mut s, create("")), ApplyError::InvalidName { .. }));
+    assert!(matches!(
+        refused(&mut s, create("")),
+        ApplyError::InvalidName { .. }
+    ));
     let Reply::Vm(stopped) = ok(
         &mut s,
         Command::CreateVm {
@@ -156,8 +179,14 @@ fn placement_bumps_generation_and_checks_it() {
             actual: 1
         }
     );
-    assert_eq!(refused(&mut s, place("web", "h9", 1)), ApplyError::UnknownHost("h9".into()));
-    assert_eq!(refused(&mut s, place("nope", "h1", 0)), ApplyError::UnknownVm("nope".into()));
+    assert_eq!(
+        refused(&mut s, place("web", "h9", 1)),
+        ApplyError::UnknownHost("h9".into())
+    );
+    assert_eq!(
+        refused(&mut s, place("nope", "h1", 0)),
+        ApplyError::UnknownVm("nope".into())
+    );
     assert_eq!(s.allocated("h1"), (1, 128, 1));
     assert_eq!(s.allocated("h2"), (0, 0, 0));
 }
@@ -226,7 +255,10 @@ fn desired_state_transitions_and_deletion() {
         refused(&mut s, set("web", DesiredState::Running)),
         ApplyError::VmDeleting("web".into())
     );
-    assert_eq!(refused(&mut s, place("web", "h1", 1)), ApplyError::VmDeleting("web".into()));
+    assert_eq!(
+        refused(&mut s, place("web", "h1", 1)),
+        ApplyError::VmDeleting("web".into())
+    );
     ok(
         &mut s,
         Command::RemoveVm {

@@ -12,10 +12,18 @@ struct SledBuilder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for SledBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError> {
         let dir = tempfile::tempdir().map_err(|e| {
-            StorageError::from(StorageIOError::new(ErrorSubject::Store, ErrorVerb::Write, &e))
+            StorageError::from(StorageIOError::new(
+                ErrorSubject::Store,
+                ErrorVerb::Write,
+                &e,
+            ))
         })?;
         let (log, sm) = store::open(dir.path()).map_err(|e| {
-            StorageError::from(StorageIOError::new(ErrorSubject::Store, ErrorVerb::Read, &e))
+            StorageError::from(StorageIOError::new(
+                ErrorSubject::Store,
+                ErrorVerb::Read,
+                &e,
+            ))
         })?;
         Ok((dir, log, sm))
     }

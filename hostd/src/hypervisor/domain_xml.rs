@@ -232,7 +232,10 @@ mod tests {
 
     #[test]
     fn domain_type_follows_the_uri() {
-        assert_eq!(DomainType::for_uri("test:///default", true), DomainType::Test);
+        assert_eq!(
+            DomainType::for_uri("test:///default", true),
+            DomainType::Test
+        );
         assert_eq!(
             DomainType::for_uri("test:///tmp/node.xml", false),
             DomainType::Test
@@ -279,10 +282,7 @@ mod tests {
             <other:vm xmlns:other=\"https://example.com/x\"><other:generation>9\
             </other:generation></other:vm></metadata></domain>";
         assert_eq!(parse_domain_xml(foreign), None);
-        assert_eq!(
-            parse_domain_xml("<domain><name>x</name></domain>"),
-            None
-        );
+        assert_eq!(parse_domain_xml("<domain><name>x</name></domain>"), None);
     }
 
     #[test]

@@ -147,7 +147,8 @@ impl Hypervisor for LibvirtHypervisor {
         power_off(&dom)?;
         // Leftover managed-save images or snapshot metadata would make a plain undefine
         // fail; neither is anything drover wants to keep once the VM is deleted.
-        let flags = sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA;
+        let flags =
+            sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA;
         match dom.undefine_flags(flags) {
             Ok(()) => Ok(true),
             // A transient domain disappears on destroy; it existed all the same.

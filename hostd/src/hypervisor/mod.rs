@@ -1,7 +1,8 @@
 //! The seam between hostd and whatever runs the guests: the [`Hypervisor`] trait and the
 //! plain data it speaks in. The libvirt implementation ([`libvirt::LibvirtHypervisor`]) is the
-//! product; the trait exists so that fencing and session logic can be tested against a fake,
-//! and so that nothing outside this module names a libvirt type.
+//! product and the only implementation: tests run it against libvirt's `test:///` driver or
+//! real QEMU. The trait keeps libvirt types inside this module, as Cloud Hypervisor's
+//! `hypervisor` crate does.
 //!
 //! Every method blocks (libvirt calls do). Callers on the async side run them inside
 //! `tokio::task::spawn_blocking`.

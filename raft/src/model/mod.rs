@@ -29,7 +29,9 @@ pub fn validate_name(name: &str) -> Result<(), String> {
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
     {
-        return Err(format!("name {name:?} contains {bad:?}; allowed are A-Z a-z 0-9 . _ -"));
+        return Err(format!(
+            "name {name:?} contains {bad:?}; allowed are A-Z a-z 0-9 . _ -"
+        ));
     }
     Ok(())
 }

@@ -18,7 +18,10 @@ impl VmSpec {
             return Err("vcpus must be at least 1".into());
         }
         if self.vcpus > MAX_VCPUS {
-            return Err(format!("vcpus {} exceeds the limit of {MAX_VCPUS}", self.vcpus));
+            return Err(format!(
+                "vcpus {} exceeds the limit of {MAX_VCPUS}",
+                self.vcpus
+            ));
         }
         if self.memory_mib == 0 {
             return Err("memory_mib must be at least 1".into());

@@ -69,10 +69,11 @@ pub struct PeerClient {
     client: Result<RaftServiceClient<Channel>, tonic::transport::Error>,
 }
 
-type Call = fn(
-    &mut RaftServiceClient<Channel>,
-    RaftPayload,
-) -> futures::future::BoxFuture<'_, Result<tonic::Response<RaftPayload>, tonic::Status>>;
+type Call =
+    fn(
+        &mut RaftServiceClient<Channel>,
+        RaftPayload,
+    ) -> futures::future::BoxFuture<'_, Result<tonic::Response<RaftPayload>, tonic::Status>>;
 
 impl PeerClient {
     async fn call<Req, Resp, E>(
@@ -90,8 +91,7 @@ impl PeerClient {
             Ok(c) => c,
             Err(e) => return Err(RPCError::Unreachable(Unreachable::new(e))),
         };
-        let data =
-            serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let data = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let fut = call(client, RaftPayload { data });
         let reply = match tokio::time::timeout(option.hard_ttl(), fut).await {
             Err(elapsed) => return Err(RPCError::Unreachable(Unreachable::new(&elapsed))),
@@ -109,8 +109,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>>
-    {
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         self.call(&rpc, &option, |c, p| Box::pin(c.append_entries(p)))
             .await
     }

@@ -285,9 +285,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = Self;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
-        Ok(self
-            .view()
-            .read(|d| (d.last_applied, d.membership.clone())))
+        Ok(self.view().read(|d| (d.last_applied, d.membership.clone())))
     }
 
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyResult>, StorageError>
@@ -326,7 +324,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     hosts: touched
                         .iter()
                         .filter_map(|t| match t {
-                            Touched::Host(n) => data.state.hosts.get(n).map(|h| (n.clone(), h.clone())),
+                            Touched::Host(n) => {
+                                data.state.hosts.get(n).map(|h| (n.clone(), h.clone()))
+                            }
                             _ => None,
                         })
                         .collect(),

@@ -1,0 +1,5 @@
+//! One host's supervision on the leader: the session with its hostd.
+
+mod actor;
+
+pub use actor::{HostActor, HostReport};

@@ -1,0 +1,282 @@
+//! `VmActor`: one per VM on the leader. It runs the reconcile loop — ask [`decide`] for the
+//! next action, carry it out (a Raft write or a hostd call), repeat — and is the only
+//! writer of its VM's placement. Failures back off; nothing in here panics or blocks.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use drover_proto::agent::v1::{DomainState, Fence, StartVmRequest, StopVmRequest, VmRef};
+use drover_raft::model::{ObservedState, Vm};
+use drover_raft::{Command, RaftNode};
+
+use super::reconcile::{decide, Action, Observation};
+use crate::agents::AgentPool;
+use crate::Shutdown;
+
+/// How long hostd waits for a guest to shut down before it destroys it.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Re-check even without news, so a lost message cannot wedge a VM.
+const TICK: Duration = Duration::from_secs(5);
+
+/// What the VM's host reported in its latest heartbeat.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Observe(pub Observation);
+
+/// The VM's record changed: reconcile again.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Poke;
+
+pub struct VmActor {
+    name: String,
+    node: RaftNode,
+    agents: AgentPool,
+    /// The leader's term, sent to hostd as a fencing token.
+    term: u64,
+    obs: Option<Observation>,
+    /// An action is in flight. Reconciles asked for meanwhile are dropped: the action's
+    /// completion reconciles anyway, with fresh state.
+    busy: bool,
+    backoff: Duration,
+}
+
+impl VmActor {
+    pub fn new(name: String, node: RaftNode, agents: AgentPool, term: u64) -> Self {
+        Self {
+            name,
+            node,
+            agents,
+            term,
+            obs: None,
+            busy: false,
+            backoff: Duration::ZERO,
+        }
+    }
+
+    fn reconcile(&mut self, ctx: &mut Context<Self>) {
+        if self.busy {
+            return;
+        }
+        let next = self.node.view().read(|d| {
+            d.state.vms.get(&self.name).map(|vm| {
+                let action = decide(vm, &d.state, self.obs.as_ref());
+                let address = vm
+                    .host
+                    .as_ref()
+                    .and_then(|h| d.state.hosts.get(h))
+                    .map(|h| h.address.clone());
+                (vm.clone(), action, address)
+            })
+        });
+        let Some((vm, action, address)) = next else {
+            tracing::debug!(vm = %self.name, "VM is gone; actor stops");
+            ctx.stop();
+            return;
+        };
+        if action == Action::Wait {
+            return;
+        }
+        tracing::info!(vm = %self.name, term = self.term, generation = vm.generation, ?action, "reconcile");
+        self.busy = true;
+        let exec = Exec {
+            node: self.node.clone(),
+            agents: self.agents.clone(),
+            term: self.term,
+            address,
+            vm,
+        };
+        ctx.spawn(exec.run(action).into_actor(self).map(|res, act, ctx| {
+            act.busy = false;
+            match res {
+                Ok(obs) => {
+                    if obs.is_some() {
+                        act.obs = obs;
+                    }
+                    act.backoff = Duration::ZERO;
+                    act.reconcile(ctx);
+                }
+                Err(e) => {
+                    act.backoff = (act.backoff * 2).clamp(Duration::from_millis(200), MAX_BACKOFF);
+                    tracing::warn!(vm = %act.name, error = %e, retry_in = ?act.backoff, "reconcile step failed");
+                    ctx.run_later(act.backoff, |act, ctx| act.reconcile(ctx));
+                }
+            }
+        }));
+    }
+}
+
+impl Actor for VmActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(TICK, |act, ctx| act.reconcile(ctx));
+        self.reconcile(ctx);
+    }
+}
+
+impl Handler<Observe> for VmActor {
+    type Result = ();
+    fn handle(&mut self, msg: Observe, ctx: &mut Self::Context) {
+        let changed = self.obs.as_ref() != Some(&msg.0);
+        self.obs = Some(msg.0);
+        if changed {
+            self.reconcile(ctx);
+        }
+    }
+}
+
+impl Handler<Poke> for VmActor {
+    type Result = ();
+    fn handle(&mut self, _: Poke, ctx: &mut Self::Context) {
+        self.reconcile(ctx);
+    }
+}
+
+impl Handler<Shutdown> for VmActor {
+    type Result = ();
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+/// One action's inputs, owned so the future does not borrow the actor.
+struct Exec {
+    node: RaftNode,
+    agents: AgentPool,
+    term: u64,
+    address: Option<String>,
+    vm: Vm,
+}
+
+impl Exec {
+    /// Carries out `action`; returns what the host now reports, when the action tells.
+    async fn run(self, action: Action) -> Result<Option<Observation>, String> {
+        let name = self.vm.name.clone();
+        let generation = self.vm.generation;
+        let fence = Some(Fence {
+            term: self.term,
+            generation,
+        });
+        match action {
+            Action::Wait => Ok(None),
+            Action::Place { host } => {
+                self.commit(Command::PlaceVm {
+                    name,
+                    host,
+                    expected_generation: generation,
+                })
+                .await?;
+                Ok(None)
+            }
+            Action::Pending { reason } => {
+                self.observed(self.vm.observed, reason).await?;
+                Ok(None)
+            }
+            Action::Record { observed } => {
+                self.observed(observed, String::new()).await?;
+                Ok(None)
+            }
+            Action::Start { host } => {
+                let req = StartVmRequest {
+                    name,
+                    vcpus: self.vm.spec.vcpus,
+                    memory_mib: self.vm.spec.memory_mib,
+                    fence,
+                };
+                match self.agent()?.start_vm(req).await {
+                    Ok(d) => Ok(Some(observation(&host, d.into_inner().state()))),
+                    Err(status) => {
+                        let reason = format!("start on {host} failed: {}", status.message());
+                        // Record why, so `vm get` shows it; the retry follows the backoff.
+                        let _ = self.observed(self.vm.observed, reason.clone()).await;
+                        Err(reason)
+                    }
+                }
+            }
+            Action::Stop { host } => {
+                let req = StopVmRequest {
+                    name,
+                    timeout_ms: STOP_TIMEOUT.as_millis() as u64,
+                    fence,
+                };
+                let d = self
+                    .agent()?
+                    .stop_vm(req)
+                    .await
+                    .map_err(|s| format!("stop on {host} failed: {}", s.message()))?;
+                Ok(Some(observation(&host, d.into_inner().state())))
+            }
+            Action::Undefine { host } => {
+                self.agent()?
+                    .undefine_vm(VmRef { name, fence })
+                    .await
+                    .map_err(|s| format!("undefine on {host} failed: {}", s.message()))?;
+                Ok(Some(Observation {
+                    host,
+                    state: ObservedState::Missing,
+                }))
+            }
+            Action::Remove => {
+                self.commit(Command::RemoveVm {
+                    name,
+                    expected_generation: generation,
+                })
+                .await?;
+                Ok(None)
+            }
+        }
+    }
+
+    fn agent(
+        &self,
+    ) -> Result<
+        drover_proto::agent::v1::host_agent_client::HostAgentClient<tonic::transport::Channel>,
+        String,
+    > {
+        let address = self
+            .address
+            .as_deref()
+            .ok_or_else(|| "the VM's host has no address".to_string())?;
+        self.agents
+            .client(address)
+            .map_err(|e| format!("bad host address {address}: {e}"))
+    }
+
+    async fn observed(&self, observed: ObservedState, reason: String) -> Result<(), String> {
+        self.commit(Command::VmObserved {
+            name: self.vm.name.clone(),
+            generation: self.vm.generation,
+            observed,
+            reason,
+        })
+        .await
+    }
+
+    async fn commit(&self, cmd: Command) -> Result<(), String> {
+        match self.node.write_local(cmd).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(refused)) => Err(format!("refused: {refused}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// Maps hostd's domain state to the VM's observed state.
+pub fn observed_state(state: DomainState) -> ObservedState {
+    match state {
+        DomainState::Running => ObservedState::Running,
+        DomainState::Paused => ObservedState::Paused,
+        DomainState::ShutOff => ObservedState::ShutOff,
+        DomainState::Crashed => ObservedState::Crashed,
+        DomainState::Other | DomainState::Unspecified => ObservedState::Unknown,
+    }
+}
+
+fn observation(host: &str, state: DomainState) -> Observation {
+    Observation {
+        host: host.to_string(),
+        state: observed_state(state),
+    }
+}

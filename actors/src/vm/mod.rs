@@ -1,0 +1,7 @@
+//! One VM's supervision on the leader: the pure reconcile step and the actor that runs it.
+
+mod actor;
+mod reconcile;
+
+pub use actor::{observed_state, Observe, Poke, VmActor};
+pub use reconcile::{decide, Action, Observation};

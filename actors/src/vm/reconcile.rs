@@ -1,0 +1,228 @@
+//! The reconcile step: given a VM's replicated record and what its host last reported,
+//! the one next thing to do. Pure: the actor carries out the `Action` and asks again.
+
+use drover_raft::model::{ClusterState, DesiredState, HostHealth, ObservedState, Vm};
+
+use crate::scheduler;
+
+/// What a host reported for this VM's domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observation {
+    pub host: String,
+    /// `Missing` when the host's domain list does not contain the VM.
+    pub state: ObservedState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing to do until something changes.
+    Wait,
+    /// Commit a placement on `host` (the VM is unplaced and should run).
+    Place {
+        host: String,
+    },
+    /// Record why the VM cannot be placed.
+    Pending {
+        reason: String,
+    },
+    /// Commit what the host reports.
+    Record {
+        observed: ObservedState,
+    },
+    Start {
+        host: String,
+    },
+    Stop {
+        host: String,
+    },
+    /// Destroy and undefine the domain on its host (deletion, first half).
+    Undefine {
+        host: String,
+    },
+    /// Drop the VM from the state (deletion, second half: the host no longer has it).
+    Remove,
+}
+
+/// Decides the next step for `vm`. `obs` is the latest report about the VM, if any.
+pub fn decide(vm: &Vm, state: &ClusterState, obs: Option<&Observation>) -> Action {
+    let Some(host) = vm.host.as_deref() else {
+        return match vm.desired {
+            DesiredState::Running => match scheduler::place(&vm.spec, state) {
+                Ok(host) => Action::Place { host },
+                Err(e) => {
+                    let reason = format!("pending: {e}");
+                    if vm.reason == reason {
+                        Action::Wait
+                    } else {
+                        Action::Pending { reason }
+                    }
+                }
+            },
+            // Apply removes an unplaced VM at once when it is deleted.
+            DesiredState::Stopped | DesiredState::Deleted => Action::Wait,
+        };
+    };
+    // Only reports from the VM's own host count; a host we cannot reach reports nothing.
+    let host_up = state
+        .hosts
+        .get(host)
+        .is_some_and(|h| h.health == HostHealth::Up);
+    let observed = match obs {
+        Some(o) if o.host == host && host_up => o.state,
+        _ => return Action::Wait,
+    };
+    if vm.desired == DesiredState::Deleted {
+        return match observed {
+            ObservedState::Missing => Action::Remove,
+            _ => Action::Undefine {
+                host: host.to_string(),
+            },
+        };
+    }
+    if observed != vm.observed {
+        return Action::Record { observed };
+    }
+    let active = matches!(observed, ObservedState::Running | ObservedState::Paused);
+    match (vm.desired, active) {
+        (DesiredState::Running, false) => Action::Start {
+            host: host.to_string(),
+        },
+        (DesiredState::Stopped, true) => Action::Stop {
+            host: host.to_string(),
+        },
+        (DesiredState::Running, true) | (DesiredState::Stopped, false) => Action::Wait,
+        (DesiredState::Deleted, _) => Action::Wait,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use drover_raft::model::{Capacity, Host, VmSpec};
+
+    use super::*;
+
+    fn state_with(health: HostHealth) -> ClusterState {
+        let mut s = ClusterState::default();
+        s.hosts.insert(
+            "h1".into(),
+            Host {
+                name: "h1".into(),
+                address: "127.0.0.1:1".into(),
+                health,
+                capacity: Capacity {
+                    vcpus: 4,
+                    memory_mib: 4096,
+                },
+            },
+        );
+        s
+    }
+
+    fn vm(desired: DesiredState, host: Option<&str>, observed: ObservedState) -> Vm {
+        Vm {
+            name: "web".into(),
+            spec: VmSpec {
+                vcpus: 1,
+                memory_mib: 256,
+            },
+            desired,
+            observed,
+            host: host.map(Into::into),
+            generation: u64::from(host.is_some()),
+            reason: String::new(),
+        }
+    }
+
+    fn on_h1(state: ObservedState) -> Observation {
+        Observation {
+            host: "h1".into(),
+            state,
+        }
+    }
+
+    use DesiredState as D;
+    use ObservedState as O;
+
+    #[test]
+    fn unplaced_running_vm_is_placed_or_pending() {
+        let s = state_with(HostHealth::Up);
+        assert_eq!(
+            decide(&vm(D::Running, None, O::Unknown), &s, None),
+            Action::Place { host: "h1".into() }
+        );
+        let s = state_with(HostHealth::Unreachable);
+        let Action::Pending { reason } = decide(&vm(D::Running, None, O::Unknown), &s, None) else {
+            panic!("expected pending")
+        };
+        assert!(reason.contains("h1: health is unreachable"), "{reason}");
+        // Already recorded: do not commit the same reason again.
+        let mut v = vm(D::Running, None, O::Unknown);
+        v.reason = reason;
+        assert_eq!(decide(&v, &s, None), Action::Wait);
+        assert_eq!(
+            decide(&vm(D::Stopped, None, O::Unknown), &s, None),
+            Action::Wait
+        );
+    }
+
+    #[test]
+    fn waits_for_a_report_from_its_own_reachable_host() {
+        let v = vm(D::Running, Some("h1"), O::Unknown);
+        assert_eq!(decide(&v, &state_with(HostHealth::Up), None), Action::Wait);
+        let other = Observation {
+            host: "h2".into(),
+            state: O::Running,
+        };
+        assert_eq!(
+            decide(&v, &state_with(HostHealth::Up), Some(&other)),
+            Action::Wait
+        );
+        assert_eq!(
+            decide(
+                &v,
+                &state_with(HostHealth::Unreachable),
+                Some(&on_h1(O::Missing))
+            ),
+            Action::Wait
+        );
+    }
+
+    #[test]
+    fn records_then_converges() {
+        let s = state_with(HostHealth::Up);
+        let h1 = || "h1".to_string();
+        // observation differs from the record: record first
+        assert_eq!(
+            decide(
+                &vm(D::Running, Some("h1"), O::Unknown),
+                &s,
+                Some(&on_h1(O::Missing))
+            ),
+            Action::Record {
+                observed: O::Missing
+            }
+        );
+        let table = [
+            (D::Running, O::Missing, Action::Start { host: h1() }),
+            (D::Running, O::ShutOff, Action::Start { host: h1() }),
+            (D::Running, O::Crashed, Action::Start { host: h1() }),
+            (D::Running, O::Running, Action::Wait),
+            (D::Running, O::Paused, Action::Wait),
+            (D::Stopped, O::Running, Action::Stop { host: h1() }),
+            (D::Stopped, O::Paused, Action::Stop { host: h1() }),
+            (D::Stopped, O::ShutOff, Action::Wait),
+            (D::Stopped, O::Missing, Action::Wait),
+            (D::Deleted, O::Running, Action::Undefine { host: h1() }),
+            (D::Deleted, O::ShutOff, Action::Undefine { host: h1() }),
+            (D::Deleted, O::Missing, Action::Remove),
+        ];
+        for (desired, observed, want) in table {
+            let v = vm(desired, Some("h1"), observed);
+            assert_eq!(
+                decide(&v, &s, Some(&on_h1(observed))),
+                want,
+                "{desired:?}/{observed:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! How drover's errors look at the gRPC edge: not leader → `UNAVAILABLE` with the leader's
+//! address in `x-drover-leader`; bad input → `INVALID_ARGUMENT`; conflicts →
+//! `ALREADY_EXISTS` / `FAILED_PRECONDITION`; unknown names → `NOT_FOUND`.
+
+use drover_proto::LEADER_METADATA_KEY;
+use drover_raft::{ApplyError, ApplyResult, Reply, WriteError};
+use tonic::metadata::MetadataValue;
+use tonic::Status;
+
+pub fn apply_error(e: &ApplyError) -> Status {
+    let msg = e.to_string();
+    match e {
+        ApplyError::InvalidName { .. }
+        | ApplyError::InvalidSpec(_)
+        | ApplyError::InvalidAddress { .. } => Status::invalid_argument(msg),
+        ApplyError::HostExists(_) | ApplyError::VmExists(_) => Status::already_exists(msg),
+        ApplyError::UnknownHost(_) | ApplyError::UnknownVm(_) => Status::not_found(msg),
+        ApplyError::StaleGeneration { .. }
+        | ApplyError::VmDeleting(_)
+        | ApplyError::VmNotDeleted(_) => Status::failed_precondition(msg),
+    }
+}
+
+pub fn write_error(e: &WriteError) -> Status {
+    match e {
+        WriteError::NotLeader { leader_addr, .. } => not_leader(leader_addr.as_deref()),
+        WriteError::Raft(_) => Status::unavailable(e.to_string()),
+    }
+}
+
+/// `UNAVAILABLE`, with the leader's address when known so the client can go there.
+pub fn not_leader(leader_addr: Option<&str>) -> Status {
+    let mut status = Status::unavailable(match leader_addr {
+        Some(a) => format!("Not the leader; the leader is at {a}"),
+        None => "No leader is known right now (election in progress?)".to_string(),
+    });
+    if let Some(addr) = leader_addr.and_then(|a| MetadataValue::try_from(a).ok()) {
+        status.metadata_mut().insert(LEADER_METADATA_KEY, addr);
+    }
+    status
+}
+
+/// Unwraps a committed write's result into the reply or the matching status.
+pub fn committed(result: Result<ApplyResult, WriteError>) -> Result<Reply, Status> {
+    match result {
+        Ok(Ok(reply)) => Ok(reply),
+        Ok(Err(e)) => Err(apply_error(&e)),
+        Err(e) => Err(write_error(&e)),
+    }
+}

@@ -1,0 +1,13 @@
+//! The public gRPC API (`drover.v1`) served by every controller. Writes go through
+//! [`RaftNode::write`](drover_raft::RaftNode::write) (forwarded to the leader when needed);
+//! reads come from the local state machine, after a quorum check when this node leads.
+
+mod cluster;
+mod convert;
+mod errors;
+mod host;
+mod vm;
+
+pub use cluster::ClusterApi;
+pub use host::HostApi;
+pub use vm::VmApi;

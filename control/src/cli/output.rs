@@ -1,0 +1,204 @@
+//! Rendering API objects for humans (`-o table`) and scripts (`-o json`). JSON field names
+//! are part of the CLI's contract.
+
+use drover_proto::v1 as pb;
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+pub fn desired(v: i32) -> &'static str {
+    match pb::DesiredState::try_from(v).unwrap_or(pb::DesiredState::Unspecified) {
+        pb::DesiredState::Running => "running",
+        pb::DesiredState::Stopped => "stopped",
+        pb::DesiredState::Deleted => "deleted",
+        pb::DesiredState::Unspecified => "unspecified",
+    }
+}
+
+pub fn observed(v: i32) -> &'static str {
+    match pb::ObservedState::try_from(v).unwrap_or(pb::ObservedState::Unspecified) {
+        pb::ObservedState::Running => "running",
+        pb::ObservedState::Paused => "paused",
+        pb::ObservedState::ShutOff => "shut off",
+        pb::ObservedState::Crashed => "crashed",
+        pb::ObservedState::Missing => "missing",
+        pb::ObservedState::Unknown | pb::ObservedState::Unspecified => "unknown",
+    }
+}
+
+pub fn health(v: i32) -> &'static str {
+    match pb::HostHealth::try_from(v).unwrap_or(pb::HostHealth::Unspecified) {
+        pb::HostHealth::Up => "up",
+        pb::HostHealth::Unreachable => "unreachable",
+        pb::HostHealth::Unknown | pb::HostHealth::Unspecified => "unknown",
+    }
+}
+
+pub fn vm_json(vm: &pb::Vm) -> Value {
+    let spec = vm.spec.unwrap_or_default();
+    json!({
+        "name": vm.name,
+        "vcpus": spec.vcpus,
+        "memory_mib": spec.memory_mib,
+        "desired_state": desired(vm.desired_state),
+        "observed_state": observed(vm.observed_state),
+        "host": if vm.host.is_empty() { Value::Null } else { json!(vm.host) },
+        "generation": vm.generation,
+        "reason": vm.reason,
+    })
+}
+
+pub fn host_json(h: &pb::Host) -> Value {
+    json!({
+        "name": h.name,
+        "address": h.address,
+        "health": health(h.health),
+        "vcpus": h.vcpus,
+        "memory_mib": h.memory_mib,
+        "allocated_vcpus": h.allocated_vcpus,
+        "allocated_memory_mib": h.allocated_memory_mib,
+        "vm_count": h.vm_count,
+    })
+}
+
+pub fn status_json(s: &pb::ClusterStatusResponse) -> Value {
+    json!({
+        "leader_id": if s.leader_id == 0 { Value::Null } else { json!(s.leader_id) },
+        "members": s.members.iter().map(|m| json!({
+            "id": m.id,
+            "address": m.address,
+            "role": m.role,
+            "term": m.term,
+            "last_applied": m.last_applied,
+            "error": if m.error.is_empty() { Value::Null } else { json!(m.error) },
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// A plain left-aligned table; the columns are as wide as their widest cell.
+pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = line(headers.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        out.push('\n');
+        out.push_str(&line(row));
+    }
+    out
+}
+
+pub fn vm_rows(vms: &[pb::Vm]) -> String {
+    table(
+        &[
+            "NAME", "DESIRED", "OBSERVED", "HOST", "GEN", "VCPUS", "MEMORY", "REASON",
+        ],
+        vms.iter()
+            .map(|vm| {
+                let spec = vm.spec.unwrap_or_default();
+                vec![
+                    vm.name.clone(),
+                    desired(vm.desired_state).into(),
+                    observed(vm.observed_state).into(),
+                    if vm.host.is_empty() {
+                        "-".into()
+                    } else {
+                        vm.host.clone()
+                    },
+                    vm.generation.to_string(),
+                    spec.vcpus.to_string(),
+                    format!("{} MiB", spec.memory_mib),
+                    vm.reason.clone(),
+                ]
+            })
+            .collect(),
+    )
+}
+
+pub fn host_rows(hosts: &[pb::Host]) -> String {
+    table(
+        &["NAME", "ADDRESS", "HEALTH", "VMS", "VCPUS", "MEMORY"],
+        hosts
+            .iter()
+            .map(|h| {
+                vec![
+                    h.name.clone(),
+                    h.address.clone(),
+                    health(h.health).into(),
+                    h.vm_count.to_string(),
+                    format!("{}/{}", h.allocated_vcpus, h.vcpus),
+                    format!("{}/{} MiB", h.allocated_memory_mib, h.memory_mib),
+                ]
+            })
+            .collect(),
+    )
+}
+
+pub fn status_rows(s: &pb::ClusterStatusResponse) -> String {
+    table(
+        &["ID", "ADDRESS", "ROLE", "TERM", "LAST_APPLIED", "ERROR"],
+        s.members
+            .iter()
+            .map(|m| {
+                vec![
+                    m.id.to_string(),
+                    m.address.clone(),
+                    m.role.clone(),
+                    m.term.to_string(),
+                    m.last_applied.to_string(),
+                    m.error.clone(),
+                ]
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_json_has_the_contract_fields() {
+        let vm = pb::Vm {
+            name: "web".into(),
+            spec: Some(pb::VmSpec {
+                vcpus: 2,
+                memory_mib: 512,
+            }),
+            desired_state: pb::DesiredState::Stopped as i32,
+            observed_state: pb::ObservedState::ShutOff as i32,
+            host: "h1".into(),
+            generation: 3,
+            reason: String::new(),
+        };
+        let v = vm_json(&vm);
+        assert_eq!(v["name"], "web");
+        assert_eq!(v["desired_state"], "stopped");
+        assert_eq!(v["observed_state"], "shut off");
+        assert_eq!(v["host"], "h1");
+        assert_eq!(v["generation"], 3);
+    }
+
+    #[test]
+    fn table_aligns_columns() {
+        let t = table(&["A", "BB"], vec![vec!["xxx".into(), "y".into()]]);
+        assert_eq!(t, "A    BB\nxxx  y");
+    }
+}

@@ -1,0 +1,218 @@
+//! `drover dev`: a whole local cluster for trying drover — controllers and hostd agents
+//! (on libvirt's `test:///default` driver) as child processes on loopback, bootstrapped,
+//! with the hosts registered. Stopping it stops every child by PID.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use drover_proto::v1::HostHealth;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::cli::DevArgs;
+use crate::client::Client;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct DevCluster {
+    pub dir: PathBuf,
+    pub endpoints: Vec<String>,
+    /// (name, hostd address)
+    pub hosts: Vec<(String, String)>,
+    children: Vec<(String, Child)>,
+}
+
+impl std::fmt::Debug for DevCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevCluster")
+            .field("endpoints", &self.endpoints)
+            .field("hosts", &self.hosts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `hostd` binary: next to this executable (cargo puts both in `target/<profile>`).
+fn hostd_binary() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let path = me.with_file_name("hostd");
+    if !path.exists() {
+        bail!(
+            "hostd not found at {} (build it with `cargo build --bins`)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A free loopback port, found by binding port 0. Another process could take it before the
+/// controller binds it; on a dev machine that race is acceptable.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn log_file(dir: &Path, name: &str) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("logs").join(format!("{name}.log"));
+    std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))
+}
+
+/// Reads the child's `listening on ADDR` line.
+async fn listening_addr(child: &mut Child) -> anyhow::Result<String> {
+    let stdout = child.stdout.take().context("child stdout not captured")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(READY_TIMEOUT, lines.next_line())
+        .await
+        .context("child did not report its address in time")??
+        .context("child exited before reporting its address")?;
+    line.strip_prefix("listening on ")
+        .map(str::to_string)
+        .with_context(|| format!("unexpected first line from child: {line:?}"))
+}
+
+pub async fn start(args: &DevArgs) -> anyhow::Result<DevCluster> {
+    if args.controllers == 0 || args.hosts == 0 {
+        bail!("--controllers and --hosts must be at least 1");
+    }
+    let drover = std::env::current_exe()?;
+    let hostd = hostd_binary()?;
+    if args.dir.exists() {
+        std::fs::remove_dir_all(&args.dir)
+            .with_context(|| format!("cannot wipe {}", args.dir.display()))?;
+    }
+    std::fs::create_dir_all(args.dir.join("logs"))?;
+    let dir = std::fs::canonicalize(&args.dir)?;
+    let mut cluster = DevCluster {
+        dir: dir.clone(),
+        endpoints: Vec::new(),
+        hosts: Vec::new(),
+        children: Vec::new(),
+    };
+    match cluster.spawn_all(args, &drover, &hostd).await {
+        Ok(()) => Ok(cluster),
+        Err(e) => {
+            cluster.stop().await;
+            Err(e.context(format!(
+                "dev cluster failed to start; logs in {}/logs",
+                dir.display()
+            )))
+        }
+    }
+}
+
+impl DevCluster {
+    async fn spawn_all(
+        &mut self,
+        args: &DevArgs,
+        drover: &Path,
+        hostd: &Path,
+    ) -> anyhow::Result<()> {
+        let members: Vec<(u64, String)> = (1..=args.controllers)
+            .map(|id| Ok((id, format!("127.0.0.1:{}", free_port()?))))
+            .collect::<anyhow::Result<_>>()?;
+        let initial = members
+            .iter()
+            .map(|(id, a)| format!("{id}={a}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        for (id, addr) in &members {
+            let name = format!("controller-{id}");
+            let child = Command::new(drover)
+                .args(["server", "--id", &id.to_string(), "--listen", addr])
+                .arg("--data-dir")
+                .arg(self.dir.join(&name))
+                .args(["--initial-cluster", &initial])
+                .stdout(Stdio::from(log_file(&self.dir, &name)?))
+                .stderr(Stdio::from(log_file(&self.dir, &name)?))
+                .kill_on_drop(true)
+                .spawn()
+                .with_context(|| format!("cannot start {name}"))?;
+            self.children.push((name, child));
+            self.endpoints.push(addr.clone());
+        }
+        for i in 1..=args.hosts {
+            let name = format!("h{i}");
+            let mut child = Command::new(hostd)
+                .args(["--name", &name, "--listen", "127.0.0.1:0"])
+                .args(["--libvirt-uri", &args.libvirt_uri])
+                .arg("--data-dir")
+                .arg(self.dir.join(format!("hostd-{name}")))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::from(log_file(&self.dir, &format!("hostd-{name}"))?))
+                .kill_on_drop(true)
+                .spawn()
+                .with_context(|| format!("cannot start hostd {name}"))?;
+            let addr = listening_addr(&mut child).await?;
+            self.children.push((format!("hostd-{name}"), child));
+            self.hosts.push((name, addr));
+        }
+
+        let client = Client::new(&self.endpoints)?.with_deadline(READY_TIMEOUT);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let status = client.cluster_status().await?;
+            if status.leader_id != 0 && status.members.iter().all(|m| m.error.is_empty()) {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("no leader elected within {READY_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for (name, addr) in &self.hosts {
+            client.add_host(name, addr).await?;
+        }
+        loop {
+            let hosts = client.hosts().await?;
+            if hosts.iter().all(|h| h.health == HostHealth::Up as i32) {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("hosts did not come up within {READY_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    /// What to tell the operator once the cluster is up.
+    pub fn banner(&self) -> String {
+        let hosts = self
+            .hosts
+            .iter()
+            .map(|(n, a)| format!("{n} ({a})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "drover dev cluster is up: {} controllers, hosts {hosts}; logs in {}/logs\n\
+             In another shell:\n\n    export DROVER_ENDPOINTS={}\n\n\
+             Press Ctrl-C to stop it.",
+            self.endpoints.len(),
+            self.dir.display(),
+            self.endpoints.join(",")
+        )
+    }
+
+    /// SIGTERM to every child (by PID), then SIGKILL to any still running after 10 s.
+    pub async fn stop(mut self) {
+        for (name, child) in &self.children {
+            if let Some(pid) = child.id() {
+                let pid = nix::unistd::Pid::from_raw(pid as i32);
+                if let Err(e) = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM) {
+                    tracing::warn!(child = %name, error = %e, "cannot signal");
+                }
+            }
+        }
+        for (name, child) in &mut self.children {
+            match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
+                Ok(_) => {}
+                Err(_) => {
+                    tracing::warn!(child = %name, "did not stop after SIGTERM; killing it");
+                    let _ = child.kill().await;
+                }
+            }
+        }
+    }
+}

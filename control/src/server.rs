@@ -1,0 +1,102 @@
+//! `drover server`: one controller — the Raft member on sled, the gRPC services (Raft,
+//! public API, health, reflection) on one listener, and the leader-side supervisor.
+//!
+//! [`run`] must be called inside an actix `System` (the supervisor is an actor); the
+//! binary sets one up over a multi-threaded tokio runtime.
+
+use std::future::Future;
+
+use actix::Actor;
+use drover_actors::{Shutdown, Supervisor, SupervisorConfig};
+use drover_proto::raft::v1::raft_service_server::RaftServiceServer;
+use drover_proto::v1::cluster_service_server::ClusterServiceServer;
+use drover_proto::v1::host_service_server::HostServiceServer;
+use drover_proto::v1::vm_service_server::VmServiceServer;
+use drover_raft::network::{RaftGrpcService, MAX_MESSAGE_BYTES};
+use drover_raft::{NodeConfig, NodeError, RaftNode};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::api::{ClusterApi, HostApi, VmApi};
+use crate::config::{ConfigError, ServerConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error("gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    #[error("gRPC reflection setup failed: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Runs a controller on `listener` until `shutdown` completes.
+pub async fn run(
+    config: ServerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    if !config.initial_cluster.contains_key(&config.id) {
+        return Err(ConfigError::MissingSelf(config.id).into());
+    }
+    let node = RaftNode::start(&NodeConfig {
+        id: config.id,
+        address: config.advertise.clone(),
+        data_dir: config.data_dir.clone(),
+        timings: config.raft.clone(),
+    })
+    .await?;
+    tracing::info!(node = config.id, addr = %config.advertise, "controller starting");
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<VmServiceServer<VmApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(drover_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let router = tonic::transport::Server::builder()
+        .add_service(
+            RaftServiceServer::new(RaftGrpcService::new(node.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(ClusterServiceServer::new(ClusterApi::new(node.clone())))
+        .add_service(HostServiceServer::new(HostApi::new(node.clone())))
+        .add_service(VmServiceServer::new(VmApi::new(node.clone())))
+        .add_service(health_service)
+        .add_service(reflection);
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(
+        TcpListenerStream::new(listener),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+
+    // A pristine node bootstraps with the founding members; one with state just rejoins.
+    if node.bootstrap(&config.initial_cluster).await? {
+        tracing::info!(node = config.id, "bootstrapped a new cluster");
+    }
+
+    let supervisor = Supervisor::new(
+        node.clone(),
+        SupervisorConfig {
+            heartbeat_interval: config.heartbeat_interval,
+        },
+    )
+    .start();
+
+    shutdown.await;
+    tracing::info!(node = config.id, "controller stopping");
+    let _ = supervisor.send(Shutdown).await;
+    let _ = stop_tx.send(());
+    node.shutdown().await;
+    match server.await {
+        Ok(result) => result?,
+        Err(e) => tracing::warn!(error = %e, "gRPC server task failed"),
+    }
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! The domain XML hostd writes validates against libvirt's own schema, for every domain
+//! type, with `virt-xml-validate` (skipped, saying why, where that tool is missing).
+
+use std::process::Command;
+
+use drover_hostd::hypervisor::domain_xml::{build, DomainType};
+use drover_hostd::hypervisor::VmSpec;
+
+#[test]
+fn every_domain_type_validates_against_libvirts_schema() {
+    if Command::new("virt-xml-validate")
+        .arg("--help")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipping: virt-xml-validate is not installed (package libvirt-clients)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = VmSpec {
+        name: "web & <db>".into(),
+        vcpus: 2,
+        memory_mib: 256,
+        generation: 9,
+        term: 4,
+    };
+    for (domain_type, uuid) in [
+        (DomainType::Test, None),
+        (DomainType::Kvm, None),
+        (
+            DomainType::Qemu,
+            Some("82fc4a8e-b11b-41b9-9567-f98da6b05d1f"),
+        ),
+    ] {
+        let xml = build(&spec, domain_type, uuid);
+        let path = dir.path().join(format!("{}.xml", domain_type.as_str()));
+        std::fs::write(&path, &xml).expect("write xml");
+        let out = Command::new("virt-xml-validate")
+            .arg(&path)
+            .arg("domain")
+            .output()
+            .expect("run virt-xml-validate");
+        assert!(
+            out.status.success(),
+            "{domain_type:?} XML does not validate: {}{}\n{xml}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+    }
+}

@@ -1,0 +1,517 @@
+//! hostd against libvirt's real test driver: each test runs hostd in-process with `run` on a
+//! port-0 listener and talks to it through the generated gRPC client.
+//!
+//! Most tests use a private test-driver instance (`test:///<node file>`), so they cannot
+//! see each other's domains; the foreign-domain test uses the shared `test:///default`,
+//! whose ready-made `test` domain is exactly the stranger hostd must leave alone.
+
+use std::future::Future;
+use std::time::Duration;
+
+use drover_hostd::{Config, HostdError};
+use drover_proto::agent::v1::host_agent_client::HostAgentClient;
+use drover_proto::agent::v1::session_event::Kind as EventKind;
+use drover_proto::agent::v1::session_request::Kind as RequestKind;
+use drover_proto::agent::v1::{
+    Domain, DomainState, Fence, GetHostInfoRequest, Hello, ListDomainsRequest, SessionRequest,
+    StartVmRequest, StopVmRequest, VmRef,
+};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::Code;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A private test-driver host: 8 CPUs, 16 GiB, and one foreign domain named `test`, like
+/// `test:///default` has.
+const NODE_XML: &str = "<node>
+  <cpu>
+    <mhz>2000</mhz><model>x86_64</model><nodes>1</nodes><sockets>1</sockets>
+    <cores>8</cores><threads>1</threads><active>8</active>
+  </cpu>
+  <memory>16777216</memory>
+  <domain type='test'>
+    <name>test</name>
+    <memory unit='MiB'>128</memory>
+    <vcpu>1</vcpu>
+    <os><type arch='x86_64'>hvm</type></os>
+  </domain>
+</node>
+";
+
+struct Hostd {
+    client: HostAgentClient<Channel>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), HostdError>>,
+    uri: String,
+    dir: TempDir,
+}
+
+impl Hostd {
+    /// Starts hostd on a private test-driver instance.
+    async fn private(name: &str) -> Hostd {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = dir.path().join("node.xml");
+        std::fs::write(&node, NODE_XML).expect("write node.xml");
+        let uri = format!("test://{}", node.display());
+        Hostd::start(name, uri, dir).await
+    }
+
+    async fn start(name: &str, uri: String, dir: TempDir) -> Hostd {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let mut config = Config::new(name, uri.clone(), dir.path().join("data"));
+        config.heartbeat_interval = Duration::from_millis(500);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(drover_hostd::run(config, listener, async {
+            let _ = stopped.await;
+        }));
+        let client = within(
+            "connect",
+            HostAgentClient::connect(format!("http://{addr}")),
+        )
+        .await
+        .expect("connect to hostd");
+        Hostd {
+            client,
+            stop: Some(stop),
+            task,
+            uri,
+            dir,
+        }
+    }
+
+    /// Stops hostd and checks that it stopped cleanly.
+    async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        within("hostd to stop", self.task)
+            .await
+            .expect("hostd task panicked")
+            .expect("hostd returned an error");
+    }
+
+    async fn list(&mut self) -> Vec<Domain> {
+        self.client
+            .list_domains(ListDomainsRequest {})
+            .await
+            .expect("ListDomains")
+            .into_inner()
+            .domains
+    }
+}
+
+/// Whether libvirt's test driver can be opened here; says why not when it cannot.
+fn libvirt_available() -> bool {
+    match virt::connect::Connect::open(Some("test:///default")) {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("skipping: cannot open libvirt's test driver: {e}");
+            false
+        }
+    }
+}
+
+async fn within<F: Future>(what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(WAIT, future).await {
+        Ok(output) => output,
+        Err(_) => panic!("timed out after {WAIT:?} waiting for {what}"),
+    }
+}
+
+fn start_req(name: &str, generation: u64) -> StartVmRequest {
+    StartVmRequest {
+        name: name.to_string(),
+        vcpus: 2,
+        memory_mib: 128,
+        fence: Some(Fence {
+            term: 1,
+            generation,
+        }),
+    }
+}
+
+fn vm_ref(name: &str) -> VmRef {
+    VmRef {
+        name: name.to_string(),
+        fence: Some(Fence {
+            term: 1,
+            generation: 0,
+        }),
+    }
+}
+
+fn state(domain: &Domain) -> DomainState {
+    DomainState::try_from(domain.state).unwrap_or(DomainState::Unspecified)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_lifecycle() {
+    if !libvirt_available() {
+        return;
+    }
+    let mut hostd = Hostd::private("h1").await;
+
+    eprintln!("phase: host info comes from the node and the config");
+    let info = hostd
+        .client
+        .get_host_info(GetHostInfoRequest {})
+        .await
+        .expect("GetHostInfo")
+        .into_inner();
+    assert_eq!(info.name, "h1");
+    assert_eq!(info.vcpus, 8);
+    assert_eq!(info.memory_mib, 16 * 1024);
+    assert_eq!(info.libvirt_uri, hostd.uri);
+    assert_eq!(info.hypervisor, "TEST");
+    // Checked after the first answer: run creates the directory before it serves.
+    assert!(
+        hostd.dir.path().join("data").is_dir(),
+        "run creates the data dir"
+    );
+
+    eprintln!("phase: start, and start again is a no-op");
+    let started = hostd
+        .client
+        .start_vm(start_req("vm-a", 1))
+        .await
+        .expect("StartVm")
+        .into_inner();
+    assert_eq!(state(&started), DomainState::Running);
+    assert_eq!(
+        (
+            started.name.as_str(),
+            started.generation,
+            started.vcpus,
+            started.memory_mib
+        ),
+        ("vm-a", 1, 2, 128)
+    );
+    let again = hostd
+        .client
+        .start_vm(start_req("vm-a", 1))
+        .await
+        .expect("StartVm again")
+        .into_inner();
+    assert_eq!(again, started);
+
+    eprintln!("phase: the list shows only the managed domain, running, with its generation");
+    let listed = hostd.list().await;
+    assert_eq!(listed, vec![started.clone()]);
+
+    eprintln!("phase: stop shuts it off");
+    let stopped = hostd
+        .client
+        .stop_vm(StopVmRequest {
+            name: "vm-a".into(),
+            timeout_ms: 5_000,
+            fence: Some(Fence {
+                term: 1,
+                generation: 1,
+            }),
+        })
+        .await
+        .expect("StopVm")
+        .into_inner();
+    assert_eq!(state(&stopped), DomainState::ShutOff);
+    let listed = hostd.list().await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(state(&listed[0]), DomainState::ShutOff);
+
+    eprintln!("phase: starting a shut-off domain redefines it with the new generation");
+    let restarted = hostd
+        .client
+        .start_vm(start_req("vm-a", 2))
+        .await
+        .expect("StartVm after stop")
+        .into_inner();
+    assert_eq!(state(&restarted), DomainState::Running);
+    assert_eq!(restarted.generation, 2);
+    assert_eq!(hostd.list().await[0].generation, 2);
+
+    eprintln!("phase: destroy powers it off at once");
+    let destroyed = hostd
+        .client
+        .destroy_vm(vm_ref("vm-a"))
+        .await
+        .expect("DestroyVm")
+        .into_inner();
+    assert_eq!(state(&destroyed), DomainState::ShutOff);
+    assert_eq!(destroyed.generation, 2);
+
+    eprintln!("phase: undefine removes it, and is idempotent");
+    let undefined = hostd
+        .client
+        .undefine_vm(vm_ref("vm-a"))
+        .await
+        .expect("UndefineVm")
+        .into_inner();
+    assert!(undefined.existed);
+    assert!(hostd.list().await.is_empty());
+    let again = hostd
+        .client
+        .undefine_vm(vm_ref("vm-a"))
+        .await
+        .expect("UndefineVm again")
+        .into_inner();
+    assert!(!again.existed);
+
+    eprintln!("phase: undefine of a running domain destroys it first");
+    hostd
+        .client
+        .start_vm(start_req("vm-b", 1))
+        .await
+        .expect("StartVm vm-b");
+    let undefined = hostd
+        .client
+        .undefine_vm(vm_ref("vm-b"))
+        .await
+        .expect("UndefineVm running")
+        .into_inner();
+    assert!(undefined.existed);
+    assert!(hostd.list().await.is_empty());
+
+    hostd.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_domains_and_bad_requests() {
+    if !libvirt_available() {
+        return;
+    }
+    // The shared default instance, on purpose: its built-in `test` domain is the foreign
+    // domain. Names used here are unique to this test.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut hostd = Hostd::start("h2", "test:///default".into(), dir).await;
+
+    eprintln!("phase: the foreign domain is not listed");
+    assert!(hostd.list().await.iter().all(|d| d.name != "test"));
+
+    eprintln!("phase: a name held by a foreign domain cannot be started");
+    let err = hostd
+        .client
+        .start_vm(start_req("test", 1))
+        .await
+        .expect_err("StartVm on a foreign name");
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+
+    eprintln!("phase: the foreign domain is invisible to stop, destroy and undefine");
+    let err = hostd
+        .client
+        .stop_vm(StopVmRequest {
+            name: "test".into(),
+            timeout_ms: 100,
+            fence: None,
+        })
+        .await
+        .expect_err("StopVm on a foreign domain");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let err = hostd
+        .client
+        .destroy_vm(vm_ref("test"))
+        .await
+        .expect_err("DestroyVm on a foreign domain");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let undefined = hostd
+        .client
+        .undefine_vm(vm_ref("test"))
+        .await
+        .expect("UndefineVm on a foreign domain")
+        .into_inner();
+    assert!(!undefined.existed);
+    let conn = virt::connect::Connect::open(Some("test:///default")).expect("open");
+    let foreign = conn.lookup_domain_by_name("test").expect("test domain");
+    assert!(
+        foreign.is_active().expect("is_active"),
+        "hostd touched the foreign domain"
+    );
+
+    eprintln!("phase: unknown VMs are NotFound");
+    let err = hostd
+        .client
+        .stop_vm(StopVmRequest {
+            name: "foreign-test-no-such-vm".into(),
+            timeout_ms: 0,
+            fence: None,
+        })
+        .await
+        .expect_err("StopVm on an unknown VM");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let err = hostd
+        .client
+        .destroy_vm(vm_ref("foreign-test-no-such-vm"))
+        .await
+        .expect_err("DestroyVm on an unknown VM");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+
+    eprintln!("phase: bad input is InvalidArgument");
+    let bad = [
+        StartVmRequest {
+            memory_mib: 0,
+            ..start_req("foreign-test-bad", 1)
+        },
+        StartVmRequest {
+            vcpus: 0,
+            ..start_req("foreign-test-bad", 1)
+        },
+        start_req("", 1),
+        start_req("a/b", 1),
+    ];
+    for request in bad {
+        let err = hostd
+            .client
+            .start_vm(request.clone())
+            .await
+            .expect_err("bad StartVm");
+        assert_eq!(err.code(), Code::InvalidArgument, "{request:?}: {err:?}");
+    }
+
+    eprintln!("phase: a managed domain next to the foreign one is listed alone");
+    hostd
+        .client
+        .start_vm(start_req("foreign-test-mine", 4))
+        .await
+        .expect("StartVm");
+    let names: Vec<String> = hostd.list().await.into_iter().map(|d| d.name).collect();
+    assert!(
+        names.contains(&"foreign-test-mine".to_string()),
+        "{names:?}"
+    );
+    assert!(!names.contains(&"test".to_string()), "{names:?}");
+    hostd
+        .client
+        .undefine_vm(vm_ref("foreign-test-mine"))
+        .await
+        .expect("UndefineVm");
+
+    hostd.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_sends_heartbeats() {
+    if !libvirt_available() {
+        return;
+    }
+    let mut hostd = Hostd::private("h3").await;
+    hostd
+        .client
+        .start_vm(start_req("vm-s", 5))
+        .await
+        .expect("StartVm");
+
+    eprintln!("phase: Hello opens the session; heartbeats follow at its interval");
+    let (requests, outbound) = mpsc::channel(4);
+    requests
+        .send(SessionRequest {
+            kind: Some(RequestKind::Hello(Hello {
+                term: 1,
+                leader_id: 1,
+                heartbeat_interval_ms: 100,
+            })),
+        })
+        .await
+        .expect("queue Hello");
+    let mut events = within(
+        "session to open",
+        hostd.client.session(ReceiverStream::new(outbound)),
+    )
+    .await
+    .expect("Session")
+    .into_inner();
+
+    let mut last_seq = 0;
+    for _ in 0..3 {
+        let event = within("a heartbeat", events.message())
+            .await
+            .expect("session stream")
+            .expect("session ended early");
+        let Some(EventKind::Heartbeat(beat)) = event.kind else {
+            panic!("expected a heartbeat, got {event:?}");
+        };
+        assert!(beat.seq > last_seq, "seq {} after {last_seq}", beat.seq);
+        last_seq = beat.seq;
+        let host = beat.host.expect("heartbeat carries host info");
+        assert_eq!(host.name, "h3");
+        assert!(host.vcpus > 0 && host.memory_mib > 0, "{host:?}");
+        assert_eq!(beat.domains.len(), 1, "{:?}", beat.domains);
+        assert_eq!(beat.domains[0].name, "vm-s");
+        assert_eq!(beat.domains[0].generation, 5);
+        assert_eq!(state(&beat.domains[0]), DomainState::Running);
+    }
+
+    eprintln!("phase: closing the request stream ends the session");
+    drop(requests);
+    loop {
+        match within("the session to end", events.message()).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => break,
+            Err(status) => panic!("session ended with {status:?}"),
+        }
+    }
+
+    hostd.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_open_sessions() {
+    if !libvirt_available() {
+        return;
+    }
+    let mut hostd = Hostd::private("h4").await;
+    let (requests, outbound) = mpsc::channel(4);
+    requests
+        .send(SessionRequest {
+            kind: Some(RequestKind::Hello(Hello {
+                term: 1,
+                leader_id: 1,
+                heartbeat_interval_ms: 0,
+            })),
+        })
+        .await
+        .expect("queue Hello");
+    let mut events = hostd
+        .client
+        .session(ReceiverStream::new(outbound))
+        .await
+        .expect("Session")
+        .into_inner();
+    within("the first heartbeat", events.message())
+        .await
+        .expect("session stream")
+        .expect("a heartbeat");
+
+    eprintln!("phase: hostd stops although the session stays open on the client side");
+    let client_side = (requests, events);
+    hostd.shutdown().await;
+    drop(client_side);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_must_open_with_hello() {
+    if !libvirt_available() {
+        return;
+    }
+    let mut hostd = Hostd::private("h5").await;
+    let (requests, outbound) = mpsc::channel(4);
+    requests
+        .send(SessionRequest { kind: None })
+        .await
+        .expect("queue request");
+    let mut events = hostd
+        .client
+        .session(ReceiverStream::new(outbound))
+        .await
+        .expect("Session")
+        .into_inner();
+    let status = within("the session to fail", events.message())
+        .await
+        .expect_err("a session without Hello");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    drop(requests);
+    hostd.shutdown().await;
+}
