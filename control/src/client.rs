@@ -106,7 +106,7 @@ impl Client {
             .timeout(REQUEST_TIMEOUT)
             .connect()
             .await
-            .map_err(|e| format!("{addr}: {e}"))
+            .map_err(|e| format!("{addr}: {}", error_chain(&e)))
     }
 
     /// Runs `f` against a controller, retrying as the module docs describe.
@@ -297,6 +297,18 @@ impl Client {
         })
         .await
     }
+}
+
+/// An error and its sources, `a: b: c`: tonic's transport errors say little on their own.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,9 +29,14 @@ fn main() {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let Cli {
         endpoints,
+        timeout,
         output,
         command,
     } = cli;
+    let target = cli::Target {
+        endpoints,
+        timeout: std::time::Duration::from_secs(timeout),
+    };
     if let Command::Server(args) = command {
         // The controller runs actix actors: it needs an actix System over a multi-threaded
         // tokio runtime (tonic and openraft run on its workers).
@@ -63,9 +68,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 cluster.stop().await;
                 return Ok(());
             }
-            Command::Cluster(cmd) => cli::cluster(&endpoints, output, cmd).await?,
-            Command::Host(cmd) => cli::host(&endpoints, output, cmd).await?,
-            Command::Vm(cmd) => cli::vm(&endpoints, output, cmd).await?,
+            Command::Cluster(cmd) => cli::cluster(&target, output, cmd).await?,
+            Command::Host(cmd) => cli::host(&target, output, cmd).await?,
+            Command::Vm(cmd) => cli::vm(&target, output, cmd).await?,
             Command::Server(_) => unreachable!("handled above"),
         };
         println!("{out}");

@@ -20,6 +20,9 @@ pub struct Cli {
     /// Controller addresses (host:port), comma-separated.
     #[arg(long, global = true, env = "DROVER_ENDPOINTS", value_delimiter = ',')]
     pub endpoints: Vec<String>,
+    /// Give up after this many seconds without an answer from a controller.
+    #[arg(long, global = true, default_value_t = 15, env = "DROVER_TIMEOUT")]
+    pub timeout: u64,
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value = "table")]
     pub output: Format,
@@ -125,8 +128,15 @@ pub enum VmCmd {
     },
 }
 
-fn client(endpoints: &[String]) -> anyhow::Result<Client> {
-    Ok(Client::new(endpoints)?)
+/// Where and how long client commands try.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub endpoints: Vec<String>,
+    pub timeout: std::time::Duration,
+}
+
+fn client(target: &Target) -> anyhow::Result<Client> {
+    Ok(Client::new(&target.endpoints)?.with_deadline(target.timeout))
 }
 
 fn json(v: &serde_json::Value) -> anyhow::Result<String> {
@@ -148,12 +158,8 @@ fn show_host(format: Format, h: &pb::Host) -> anyhow::Result<String> {
 }
 
 /// Runs a `drover cluster …` command; returns what to print.
-pub async fn cluster(
-    endpoints: &[String],
-    format: Format,
-    cmd: ClusterCmd,
-) -> anyhow::Result<String> {
-    let c = client(endpoints)?;
+pub async fn cluster(target: &Target, format: Format, cmd: ClusterCmd) -> anyhow::Result<String> {
+    let c = client(target)?;
     match cmd {
         ClusterCmd::Status => {
             let s = c.cluster_status().await?;
@@ -166,8 +172,8 @@ pub async fn cluster(
 }
 
 /// Runs a `drover host …` command; returns what to print.
-pub async fn host(endpoints: &[String], format: Format, cmd: HostCmd) -> anyhow::Result<String> {
-    let c = client(endpoints)?;
+pub async fn host(target: &Target, format: Format, cmd: HostCmd) -> anyhow::Result<String> {
+    let c = client(target)?;
     match cmd {
         HostCmd::Add { name, address } => show_host(format, &c.add_host(&name, &address).await?),
         HostCmd::Get { name } => show_host(format, &c.host(&name).await?),
@@ -182,8 +188,8 @@ pub async fn host(endpoints: &[String], format: Format, cmd: HostCmd) -> anyhow:
 }
 
 /// Runs a `drover vm …` command; returns what to print.
-pub async fn vm(endpoints: &[String], format: Format, cmd: VmCmd) -> anyhow::Result<String> {
-    let c = client(endpoints)?;
+pub async fn vm(target: &Target, format: Format, cmd: VmCmd) -> anyhow::Result<String> {
+    let c = client(target)?;
     match cmd {
         VmCmd::Create {
             name,

@@ -1,0 +1,113 @@
+//! One child process of a test: started from a drover binary, stopped by PID (never by
+//! name), killed when dropped so a failing test leaves nothing behind.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Where the drover binaries are: `$DROVER_BIN_DIR`, else the `target/<profile>` directory
+/// this test executable was built into.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("DROVER_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> → target/<profile>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+pub fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first with `cargo build --bins`",
+        path.display()
+    );
+    path
+}
+
+pub struct ChildProcess {
+    pub name: String,
+    child: Child,
+    pid: Pid,
+}
+
+impl std::fmt::Debug for ChildProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}[{}]", self.name, self.pid)
+    }
+}
+
+impl ChildProcess {
+    /// Starts `program` with `args`, stderr to `log`, and waits for its `listening on ADDR`
+    /// line; returns the process and that address.
+    pub async fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        log: &Path,
+    ) -> anyhow::Result<(Self, String)> {
+        let log_file = std::fs::File::create(log)?;
+        let mut child = Command::new(program)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file))
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {name}"))?;
+        let pid = Pid::from_raw(child.id().context("child has no pid")? as i32);
+        let stdout = child.stdout.take().context("stdout not captured")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .with_context(|| format!("{name} did not report its address"))??
+            .with_context(|| format!("{name} exited at start; see {}", log.display()))?;
+        let addr = line
+            .strip_prefix("listening on ")
+            .with_context(|| format!("{name}: unexpected first line {line:?}"))?
+            .to_string();
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok((
+            Self {
+                name: name.to_string(),
+                child,
+                pid,
+            },
+            addr,
+        ))
+    }
+
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    pub fn signal(&self, sig: Signal) -> anyhow::Result<()> {
+        kill(self.pid, sig).with_context(|| format!("cannot send {sig} to {self:?}"))
+    }
+
+    /// SIGKILL and reap: the power-loss fault.
+    pub async fn kill9(mut self) -> anyhow::Result<()> {
+        self.signal(Signal::SIGKILL)?;
+        self.child.wait().await?;
+        Ok(())
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    pub async fn terminate(mut self) -> anyhow::Result<std::process::ExitStatus> {
+        self.signal(Signal::SIGTERM)?;
+        let status = tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+            .await
+            .with_context(|| format!("{self:?} ignored SIGTERM"))??;
+        Ok(status)
+    }
+}

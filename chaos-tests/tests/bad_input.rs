@@ -1,0 +1,104 @@
+//! Bad input gets a clear error naming the problem, and changes nothing.
+
+use drover_chaos_tests::{Cluster, ClusterSpec};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clear_errors() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterSpec {
+        hosts: 1,
+        ..Default::default()
+    })
+    .await?;
+    let expect_err = |args: &'static [&'static str], needle: &'static str| {
+        let cluster = &cluster;
+        async move {
+            let out = cluster.cli(args).await?;
+            assert!(!out.success, "{args:?} should fail");
+            assert!(
+                out.stderr.contains(needle),
+                "{args:?}: {:?} lacks {needle:?}",
+                out.stderr
+            );
+            anyhow::Ok(())
+        }
+    };
+    expect_err(&["vm", "get", "nope"], "not found: VM \"nope\" not found").await?;
+    expect_err(&["vm", "stop", "nope"], "not found").await?;
+    expect_err(
+        &["host", "get", "nope"],
+        "not found: Host \"nope\" not found",
+    )
+    .await?;
+    let out = cluster
+        .cli(&[
+            "vm",
+            "create",
+            "dup",
+            "--vcpus",
+            "1",
+            "--memory-mib",
+            "64",
+            "--stopped",
+        ])
+        .await?;
+    assert!(out.success, "{}", out.stderr);
+    expect_err(
+        &["vm", "create", "dup", "--vcpus", "1", "--memory-mib", "64"],
+        "already exists: VM \"dup\" already exists",
+    )
+    .await?;
+    expect_err(
+        &["vm", "create", "zero", "--vcpus", "1", "--memory-mib", "0"],
+        "invalid argument: Invalid VM spec: memory_mib must be at least 1",
+    )
+    .await?;
+    expect_err(
+        &[
+            "vm",
+            "create",
+            "bad/name",
+            "--vcpus",
+            "1",
+            "--memory-mib",
+            "64",
+        ],
+        "Invalid VM name",
+    )
+    .await?;
+    expect_err(
+        &["host", "add", "h1", "--address", "127.0.0.1:1"],
+        "already exists: Host \"h1\" already exists",
+    )
+    .await?;
+    expect_err(
+        &["host", "add", "hx", "--address", "no-port"],
+        "Invalid host address",
+    )
+    .await?;
+
+    // Nothing above changed the state: only `dup` exists, still stopped and unplaced.
+    let vms = cluster
+        .cli_json(&["vm", "list"])
+        .await
+        .map_err(anyhow::Error::msg)?;
+    assert_eq!(vms.as_array().map(Vec::len), Some(1), "{vms}");
+    assert_eq!(vms[0]["desired_state"], "stopped");
+
+    // An endpoint nobody listens on: a clear error after the deadline, not a hang.
+    let dead = format!(
+        "127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port()
+    );
+    let out = cluster
+        .cli_at(&dead, &["vm", "list", "--timeout", "2"])
+        .await?;
+    assert!(!out.success);
+    assert!(
+        out.stderr.contains("No controller answered") && out.stderr.contains("Connection refused"),
+        "{}",
+        out.stderr
+    );
+    Ok(())
+}
