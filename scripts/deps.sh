@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs the Debian packages drover builds and tests with. Idempotent; skips apt when
+# everything is present already.
+set -euo pipefail
+PACKAGES=(libvirt-dev pkg-config libvirt-clients)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  echo "installing: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
