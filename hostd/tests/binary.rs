@@ -1,6 +1,8 @@
 //! The hostd binary as harnesses use it: started with `--listen 127.0.0.1:0`, it prints
 //! `listening on <addr>` on stdout, serves there, and exits cleanly on SIGTERM.
 
+mod common;
+
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -20,8 +22,7 @@ const NODE_XML: &str = "<node>
 
 #[tokio::test]
 async fn prints_its_address_serves_and_stops_on_sigterm() {
-    if let Err(e) = virt::connect::Connect::open(Some("test:///default")) {
-        eprintln!("skipping: cannot open libvirt's test driver: {e}");
+    if !common::prerequisite(common::libvirt_test_driver()) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");

@@ -1,6 +1,8 @@
 //! The domain XML hostd writes validates against libvirt's own schema, for every domain
 //! type, with `virt-xml-validate` (skipped, saying why, where that tool is missing).
 
+mod common;
+
 use std::process::Command;
 
 use drover_hostd::hypervisor::domain_xml::{build, DomainType};
@@ -8,12 +10,12 @@ use drover_hostd::hypervisor::VmSpec;
 
 #[test]
 fn every_domain_type_validates_against_libvirts_schema() {
-    if Command::new("virt-xml-validate")
+    let installed = Command::new("virt-xml-validate")
         .arg("--help")
         .output()
-        .is_err()
-    {
-        eprintln!("skipping: virt-xml-validate is not installed (package libvirt-clients)");
+        .map(|_| ())
+        .map_err(|_| "virt-xml-validate is not installed (package libvirt-clients)".to_string());
+    if !common::prerequisite(installed) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");

@@ -5,6 +5,8 @@
 //! see each other's domains; the foreign-domain test uses the shared `test:///default`,
 //! whose ready-made `test` domain is exactly the stranger hostd must leave alone.
 
+mod common;
+
 use std::future::Future;
 use std::time::Duration;
 
@@ -106,15 +108,9 @@ impl Hostd {
     }
 }
 
-/// Whether libvirt's test driver can be opened here; says why not when it cannot.
+/// Whether libvirt's test driver can be opened here (see `common::prerequisite`).
 fn libvirt_available() -> bool {
-    match virt::connect::Connect::open(Some("test:///default")) {
-        Ok(_) => true,
-        Err(e) => {
-            eprintln!("skipping: cannot open libvirt's test driver: {e}");
-            false
-        }
-    }
+    common::prerequisite(common::libvirt_test_driver())
 }
 
 async fn within<F: Future>(what: &str, future: F) -> F::Output {
@@ -144,6 +140,22 @@ fn vm_ref(name: &str) -> VmRef {
             generation: 0,
         }),
     }
+}
+
+/// Stop and destroy of a VM hostd does not manage both answer NotFound.
+async fn assert_stop_and_destroy_not_found(client: &mut HostAgentClient<Channel>, name: &str) {
+    let stop = StopVmRequest {
+        name: name.into(),
+        timeout_ms: 100,
+        fence: None,
+    };
+    let err = client.stop_vm(stop).await.expect_err("StopVm must fail");
+    assert_eq!(err.code(), Code::NotFound, "stop {name}: {err:?}");
+    let err = client
+        .destroy_vm(vm_ref(name))
+        .await
+        .expect_err("DestroyVm must fail");
+    assert_eq!(err.code(), Code::NotFound, "destroy {name}: {err:?}");
 }
 
 fn state(domain: &Domain) -> DomainState {
@@ -301,22 +313,7 @@ async fn foreign_domains_and_bad_requests() {
     assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
 
     eprintln!("phase: the foreign domain is invisible to stop, destroy and undefine");
-    let err = hostd
-        .client
-        .stop_vm(StopVmRequest {
-            name: "test".into(),
-            timeout_ms: 100,
-            fence: None,
-        })
-        .await
-        .expect_err("StopVm on a foreign domain");
-    assert_eq!(err.code(), Code::NotFound, "{err:?}");
-    let err = hostd
-        .client
-        .destroy_vm(vm_ref("test"))
-        .await
-        .expect_err("DestroyVm on a foreign domain");
-    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert_stop_and_destroy_not_found(&mut hostd.client, "test").await;
     let undefined = hostd
         .client
         .undefine_vm(vm_ref("test"))
@@ -332,22 +329,7 @@ async fn foreign_domains_and_bad_requests() {
     );
 
     eprintln!("phase: unknown VMs are NotFound");
-    let err = hostd
-        .client
-        .stop_vm(StopVmRequest {
-            name: "foreign-test-no-such-vm".into(),
-            timeout_ms: 0,
-            fence: None,
-        })
-        .await
-        .expect_err("StopVm on an unknown VM");
-    assert_eq!(err.code(), Code::NotFound, "{err:?}");
-    let err = hostd
-        .client
-        .destroy_vm(vm_ref("foreign-test-no-such-vm"))
-        .await
-        .expect_err("DestroyVm on an unknown VM");
-    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert_stop_and_destroy_not_found(&mut hostd.client, "foreign-test-no-such-vm").await;
 
     eprintln!("phase: bad input is InvalidArgument");
     let bad = [

@@ -223,6 +223,30 @@ impl StateMachineStore {
         })
     }
 
+    /// Stores `data` as the current snapshot, durably: openraft may purge the log entries
+    /// it replaces as soon as this returns.
+    async fn save_snapshot(&self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), StorageError> {
+        let err = |e: &dyn std::error::Error| {
+            io_err(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Write,
+                &std::io::Error::other(e.to_string()),
+            )
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
+        let raw = serde_json::to_vec(&stored).map_err(|e| err(&e))?;
+        self.shared
+            .trees
+            .snapshot
+            .insert(CURRENT_SNAPSHOT, raw)
+            .map_err(|e| err(&e))?;
+        self.shared.db.flush_async().await.map_err(|e| err(&e))?;
+        Ok(())
+    }
+
     /// Replaces the whole persisted state with `data` (snapshot install).
     fn persist_all(&self, data: &SmData) -> Result<(), StorageError> {
         let t = &self.shared.trees;
@@ -257,23 +281,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             };
             (bytes, meta)
         };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: bytes.clone(),
-        };
-        let raw = serde_json::to_vec(&stored)
-            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, &e))?;
-        self.shared
-            .trees
-            .snapshot
-            .insert(CURRENT_SNAPSHOT, raw)
-            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, &e))?;
-        // Durable before openraft may purge the log entries the snapshot replaces.
-        self.shared
-            .db
-            .flush_async()
-            .await
-            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, &e))?;
+        self.save_snapshot(&meta, bytes.clone()).await?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
@@ -378,27 +386,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         new_data.last_applied = meta.last_log_id;
         new_data.membership = meta.last_membership.clone();
         self.persist_all(&new_data)?;
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: bytes,
-        };
-        let raw = serde_json::to_vec(&stored).map_err(|e| {
-            io_err(
-                ErrorSubject::Snapshot(Some(meta.signature())),
-                ErrorVerb::Write,
-                &e,
-            )
-        })?;
-        self.shared
-            .trees
-            .snapshot
-            .insert(CURRENT_SNAPSHOT, raw)
-            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, &e))?;
-        self.shared
-            .db
-            .flush_async()
-            .await
-            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, &e))?;
+        self.save_snapshot(meta, bytes).await?;
         *self.write_data() = new_data;
         let _ = self.shared.changes.send(Change::Reset);
         Ok(())
