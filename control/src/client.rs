@@ -3,18 +3,24 @@
 //! to the next endpoint when one is unreachable, and gives up with a clear error after a
 //! deadline.
 //!
-//! Retrying is safe for reads and for the idempotent writes (start/stop/delete). A create
-//! retried after a leader change may answer `ALREADY_EXISTS` for its own first attempt;
-//! request ids that make every write exactly-once come with the Raft hardening issue.
+//! Every write carries a request id (`x-drover-request-id`), the same on each retry, so a
+//! write whose reply was lost (leader change mid-commit) is applied once: the state
+//! machine answers the retry with the first result.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use drover_proto::v1 as pb;
 use drover_proto::v1::cluster_service_client::ClusterServiceClient;
 use drover_proto::v1::host_service_client::HostServiceClient;
 use drover_proto::v1::vm_service_client::VmServiceClient;
-use drover_proto::LEADER_METADATA_KEY;
+use drover_proto::{
+    APPLIED_INDEX_METADATA_KEY, LEADER_METADATA_KEY, REQUEST_ID_METADATA_KEY,
+    SERVED_BY_METADATA_KEY,
+};
+use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
@@ -65,6 +71,9 @@ pub struct Client {
     /// The controller that last answered (usually the leader): tried first.
     preferred: Mutex<Option<String>>,
     deadline: Duration,
+    /// Unique per client instance; request ids are `<nonce>-<counter>`.
+    nonce: String,
+    counter: AtomicU64,
 }
 
 impl Client {
@@ -90,7 +99,18 @@ impl Client {
             endpoints,
             preferred: Mutex::new(None),
             deadline: Duration::from_secs(15),
+            nonce: client_nonce(),
+            counter: AtomicU64::new(0),
         })
+    }
+
+    /// A fresh request id for one logical write (reused by its retries).
+    pub fn next_request_id(&self) -> String {
+        format!(
+            "{}-{}",
+            self.nonce,
+            self.counter.fetch_add(1, Ordering::Relaxed)
+        )
     }
 
     /// How long a call keeps retrying before it gives up.
@@ -177,39 +197,76 @@ impl Client {
         }
     }
 
-    pub async fn cluster_status(
-        &self,
-    ) -> Result<drover_proto::v1::ClusterStatusResponse, ClientError> {
+    pub async fn cluster_status(&self) -> Result<pb::ClusterStatusResponse, ClientError> {
         self.call(|c| async move {
             ClusterServiceClient::new(c)
-                .status(drover_proto::v1::ClusterStatusRequest { local_only: false })
+                .status(pb::ClusterStatusRequest { local_only: false })
                 .await
                 .map(tonic::Response::into_inner)
         })
         .await
     }
 
-    pub async fn hosts(&self) -> Result<Vec<drover_proto::v1::Host>, ClientError> {
-        self.call(|c| async move {
-            HostServiceClient::new(c)
-                .list_hosts(drover_proto::v1::ListHostsRequest {})
-                .await
-                .map(|r| r.into_inner().hosts)
+    /// `drover cluster add-node|remove-node|transfer-leader`.
+    pub async fn membership(
+        &self,
+        change: Membership,
+    ) -> Result<pb::ClusterStatusResponse, ClientError> {
+        self.call(|c| {
+            let change = change.clone();
+            async move {
+                let mut client = ClusterServiceClient::new(c);
+                let resp = match change {
+                    Membership::Add { id, address } => {
+                        client.add_node(pb::AddNodeRequest { id, address }).await
+                    }
+                    Membership::Remove { id } => {
+                        client.remove_node(pb::RemoveNodeRequest { id }).await
+                    }
+                    Membership::TransferLeader { id } => {
+                        client
+                            .transfer_leader(pb::TransferLeaderRequest { id })
+                            .await
+                    }
+                };
+                resp.map(tonic::Response::into_inner)
+            }
         })
         .await
     }
 
-    pub async fn add_host(
-        &self,
-        name: &str,
-        address: &str,
-    ) -> Result<drover_proto::v1::Host, ClientError> {
-        let req = drover_proto::v1::AddHostRequest {
+    pub async fn hosts(&self, stale: bool) -> Result<Read<Vec<pb::Host>>, ClientError> {
+        self.call(|c| async move {
+            let resp = HostServiceClient::new(c)
+                .list_hosts(pb::ListHostsRequest { stale })
+                .await?;
+            Ok(Read::from_response(resp).map(|r| r.hosts))
+        })
+        .await
+    }
+
+    pub async fn host(&self, name: &str, stale: bool) -> Result<Read<pb::Host>, ClientError> {
+        let name = name.to_string();
+        self.call(|c| {
+            let name = name.clone();
+            async move {
+                let resp = HostServiceClient::new(c)
+                    .get_host(pb::GetHostRequest { name, stale })
+                    .await?;
+                Ok(Read::from_response(resp))
+            }
+        })
+        .await
+    }
+
+    pub async fn add_host(&self, name: &str, address: &str) -> Result<pb::Host, ClientError> {
+        let req = pb::AddHostRequest {
             name: name.to_string(),
             address: address.to_string(),
         };
+        let id = self.next_request_id();
         self.call(|c| {
-            let req = req.clone();
+            let req = with_request_id(req.clone(), &id);
             async move {
                 HostServiceClient::new(c)
                     .add_host(req)
@@ -220,50 +277,34 @@ impl Client {
         .await
     }
 
-    pub async fn host(&self, name: &str) -> Result<drover_proto::v1::Host, ClientError> {
-        let name = name.to_string();
-        self.call(|c| {
-            let name = name.clone();
-            async move {
-                HostServiceClient::new(c)
-                    .get_host(drover_proto::v1::GetHostRequest { name })
-                    .await
-                    .map(tonic::Response::into_inner)
-            }
-        })
-        .await
-    }
-
-    pub async fn vms(&self) -> Result<Vec<drover_proto::v1::Vm>, ClientError> {
+    pub async fn vms(&self, stale: bool) -> Result<Read<Vec<pb::Vm>>, ClientError> {
         self.call(|c| async move {
-            VmServiceClient::new(c)
-                .list_vms(drover_proto::v1::ListVmsRequest {})
-                .await
-                .map(|r| r.into_inner().vms)
+            let resp = VmServiceClient::new(c)
+                .list_vms(pb::ListVmsRequest { stale })
+                .await?;
+            Ok(Read::from_response(resp).map(|r| r.vms))
         })
         .await
     }
 
-    pub async fn vm(&self, name: &str) -> Result<drover_proto::v1::Vm, ClientError> {
+    pub async fn vm(&self, name: &str, stale: bool) -> Result<Read<pb::Vm>, ClientError> {
         let name = name.to_string();
         self.call(|c| {
             let name = name.clone();
             async move {
-                VmServiceClient::new(c)
-                    .get_vm(drover_proto::v1::GetVmRequest { name })
-                    .await
-                    .map(tonic::Response::into_inner)
+                let resp = VmServiceClient::new(c)
+                    .get_vm(pb::GetVmRequest { name, stale })
+                    .await?;
+                Ok(Read::from_response(resp))
             }
         })
         .await
     }
 
-    pub async fn create_vm(
-        &self,
-        req: drover_proto::v1::CreateVmRequest,
-    ) -> Result<drover_proto::v1::Vm, ClientError> {
+    pub async fn create_vm(&self, req: pb::CreateVmRequest) -> Result<pb::Vm, ClientError> {
+        let id = self.next_request_id();
         self.call(|c| {
-            let req = req.clone();
+            let req = with_request_id(req.clone(), &id);
             async move {
                 VmServiceClient::new(c)
                     .create_vm(req)
@@ -274,17 +315,13 @@ impl Client {
         .await
     }
 
-    /// `verb` is `start`, `stop` or `delete`.
-    pub async fn vm_action(
-        &self,
-        verb: VmVerb,
-        name: &str,
-    ) -> Result<drover_proto::v1::Vm, ClientError> {
-        let req = drover_proto::v1::VmNameRequest {
+    pub async fn vm_action(&self, verb: VmVerb, name: &str) -> Result<pb::Vm, ClientError> {
+        let req = pb::VmNameRequest {
             name: name.to_string(),
         };
+        let id = self.next_request_id();
         self.call(|c| {
-            let req = req.clone();
+            let req = with_request_id(req.clone(), &id);
             async move {
                 let mut client = VmServiceClient::new(c);
                 let resp = match verb {
@@ -297,6 +334,75 @@ impl Client {
         })
         .await
     }
+}
+
+/// A read's answer and what it reflects.
+#[derive(Debug, Clone)]
+pub struct Read<T> {
+    pub value: T,
+    /// The answering controller's applied index when it read.
+    pub applied_index: u64,
+    pub served_by: u64,
+}
+
+impl<T> Read<T> {
+    fn from_response(resp: tonic::Response<T>) -> Self {
+        let number = |key: &str| {
+            resp.metadata()
+                .get(key)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let applied_index = number(APPLIED_INDEX_METADATA_KEY);
+        let served_by = number(SERVED_BY_METADATA_KEY);
+        Read {
+            value: resp.into_inner(),
+            applied_index,
+            served_by,
+        }
+    }
+
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Read<U> {
+        Read {
+            value: f(self.value),
+            applied_index: self.applied_index,
+            served_by: self.served_by,
+        }
+    }
+}
+
+/// A change to the controller membership.
+#[derive(Debug, Clone)]
+pub enum Membership {
+    Add { id: u64, address: String },
+    Remove { id: u64 },
+    TransferLeader { id: u64 },
+}
+
+/// Wraps `msg` in a request carrying `id` as its request id.
+pub fn with_request_id<T>(msg: T, id: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    if let Ok(v) = MetadataValue::try_from(id) {
+        req.metadata_mut().insert(REQUEST_ID_METADATA_KEY, v);
+    }
+    req
+}
+
+/// Distinguishes this client's request ids from every other client's: process id, start
+/// time and the address of a stack value (ASLR) — unique enough without a random crate.
+fn client_nonce() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let marker = 0u8;
+    format!(
+        "{:x}{:x}{:x}",
+        std::process::id(),
+        nanos,
+        &marker as *const u8 as usize
+    )
 }
 
 /// An error and its sources, `a: b: c`: tonic's transport errors say little on their own.

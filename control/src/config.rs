@@ -13,9 +13,12 @@ pub struct ServerConfig {
     /// The address peers and clients use to reach this controller (from the initial
     /// cluster, so it matches what the Raft membership records).
     pub advertise: String,
-    /// All founding members, this one included. Used only on a pristine data dir.
+    /// All founding members, this one included; used only on a pristine data dir. Empty
+    /// when the node joins an existing cluster instead (`--join`).
     pub initial_cluster: BTreeMap<NodeId, String>,
     pub raft: RaftTimings,
+    /// Entries applied between snapshots.
+    pub snapshot_logs: u64,
     pub heartbeat_interval: Duration,
 }
 

@@ -165,7 +165,7 @@ impl DevCluster {
             client.add_host(name, addr).await?;
         }
         loop {
-            let hosts = client.hosts().await?;
+            let hosts = client.hosts(false).await?.value;
             if hosts.iter().all(|h| h.health == HostHealth::Up as i32) {
                 break;
             }

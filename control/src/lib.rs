@@ -13,20 +13,47 @@ use std::time::Duration;
 
 /// `drover server …` on an already bound listener: runs until SIGTERM or Ctrl-C.
 pub async fn serve(args: cli::ServerArgs, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
-    let initial_cluster = config::parse_initial_cluster(&args.initial_cluster)?;
-    let advertise = initial_cluster
-        .get(&args.id)
-        .cloned()
-        .ok_or(config::ConfigError::MissingSelf(args.id))?;
+    if args.id == 0 {
+        anyhow::bail!("--id must be at least 1");
+    }
     if args.heartbeat_interval_ms == 0 {
         anyhow::bail!("--heartbeat-interval-ms must be at least 1");
     }
+    if args.snapshot_logs == 0 {
+        anyhow::bail!("--snapshot-logs must be at least 1");
+    }
+    let (initial_cluster, advertise) = match &args.initial_cluster {
+        Some(members) => {
+            let members = config::parse_initial_cluster(members)?;
+            let own = members
+                .get(&args.id)
+                .cloned()
+                .ok_or(config::ConfigError::MissingSelf(args.id))?;
+            if args.advertise.as_ref().is_some_and(|a| *a != own) {
+                anyhow::bail!(
+                    "--advertise differs from this node's address in --initial-cluster ({own})"
+                );
+            }
+            (members, own)
+        }
+        None => {
+            let advertise = args
+                .advertise
+                .clone()
+                .unwrap_or_else(|| args.listen.clone());
+            if advertise.ends_with(":0") || advertise.starts_with("0.0.0.0") {
+                anyhow::bail!("--join needs --advertise with the address peers can reach");
+            }
+            (Default::default(), advertise)
+        }
+    };
     let config = config::ServerConfig {
         id: args.id,
         data_dir: args.data_dir,
         advertise,
         initial_cluster,
         raft: Default::default(),
+        snapshot_logs: args.snapshot_logs,
         heartbeat_interval: Duration::from_millis(args.heartbeat_interval_ms),
     };
     server::run(config, listener, shutdown_signal()).await?;

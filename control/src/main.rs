@@ -58,7 +58,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let out = match command {
+        let printed = match command {
             Command::Dev(args) => {
                 let cluster = drover_control::dev::start(&args).await?;
                 println!("{}", cluster.banner());
@@ -73,7 +73,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Vm(cmd) => cli::vm(&target, output, cmd).await?,
             Command::Server(_) => unreachable!("handled above"),
         };
-        println!("{out}");
+        println!("{}", printed.stdout);
+        if let Some(note) = printed.note {
+            eprintln!("{note}");
+        }
         Ok(())
     })
 }

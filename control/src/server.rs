@@ -38,7 +38,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    if !config.initial_cluster.contains_key(&config.id) {
+    if !config.initial_cluster.is_empty() && !config.initial_cluster.contains_key(&config.id) {
         return Err(ConfigError::MissingSelf(config.id).into());
     }
     let node = RaftNode::start(&NodeConfig {
@@ -46,6 +46,7 @@ pub async fn run(
         address: config.advertise.clone(),
         data_dir: config.data_dir.clone(),
         timings: config.raft.clone(),
+        snapshot_logs: config.snapshot_logs,
     })
     .await?;
     tracing::info!(node = config.id, addr = %config.advertise, "controller starting");
@@ -64,7 +65,10 @@ pub async fn run(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .add_service(ClusterServiceServer::new(ClusterApi::new(node.clone())))
+        .add_service(ClusterServiceServer::new(ClusterApi::new(
+            node.clone(),
+            config.raft.clone(),
+        )))
         .add_service(HostServiceServer::new(HostApi::new(node.clone())))
         .add_service(VmServiceServer::new(VmApi::new(node.clone())))
         .add_service(health_service)
@@ -76,8 +80,11 @@ pub async fn run(
         },
     ));
 
-    // A pristine node bootstraps with the founding members; one with state just rejoins.
-    if node.bootstrap(&config.initial_cluster).await? {
+    // A pristine node bootstraps with the founding members; one with state just rejoins;
+    // a joining node waits for `add-node`.
+    if config.initial_cluster.is_empty() {
+        tracing::info!(node = config.id, "waiting to be added to a cluster");
+    } else if node.bootstrap(&config.initial_cluster).await? {
         tracing::info!(node = config.id, "bootstrapped a new cluster");
     }
 

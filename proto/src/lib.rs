@@ -30,3 +30,13 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("drov
 
 /// Response metadata key carrying the leader's API address on `UNAVAILABLE`.
 pub const LEADER_METADATA_KEY: &str = "x-drover-leader";
+
+/// Request metadata key carrying a client's request id: a retried write with the same id
+/// is applied once and answers with the first result.
+pub const REQUEST_ID_METADATA_KEY: &str = "x-drover-request-id";
+
+/// Read-response metadata: the applied log index the answer reflects.
+pub const APPLIED_INDEX_METADATA_KEY: &str = "x-drover-applied-index";
+
+/// Read-response metadata: the id of the controller that answered.
+pub const SERVED_BY_METADATA_KEY: &str = "x-drover-served-by";

@@ -63,6 +63,32 @@ impl Command {
     }
 }
 
+/// What goes into the Raft log: a command and, when the client sent one, its request id
+/// (see [`crate::dedup`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub id: Option<String>,
+    pub command: Command,
+}
+
+impl Request {
+    /// A request without an id: applied every time it is committed. Internal writers
+    /// (actors) use this; their commands are compare-and-set on generations instead.
+    pub fn anonymous(command: Command) -> Self {
+        Self { id: None, command }
+    }
+}
+
+impl std::fmt::Display for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.command.kind())?;
+        if let Some(id) = &self.id {
+            write!(f, " (request {id})")?;
+        }
+        Ok(())
+    }
+}
+
 /// What a successfully applied command returns to its writer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {

@@ -7,6 +7,8 @@
 
 mod apply;
 pub mod command;
+pub mod dedup;
+pub mod membership;
 pub mod model;
 pub mod network;
 pub mod node;
@@ -14,6 +16,7 @@ pub mod store;
 mod types;
 
 pub use apply::Touched;
-pub use command::{ApplyError, ApplyResult, Command, Reply};
+pub use command::{ApplyError, ApplyResult, Command, Reply, Request};
+pub use membership::MembershipError;
 pub use node::{NodeConfig, NodeError, RaftNode, RaftTimings, WriteError};
 pub use types::*;

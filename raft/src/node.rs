@@ -12,7 +12,7 @@ use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 
-use crate::command::{ApplyResult, Command};
+use crate::command::{ApplyResult, Request};
 use crate::network::{client::peer_channel, Network, MAX_MESSAGE_BYTES};
 use crate::store::{self, OpenError, StateView};
 use crate::{NodeId, Raft, RaftMetrics};
@@ -43,6 +43,9 @@ pub struct NodeConfig {
     pub address: String,
     pub data_dir: PathBuf,
     pub timings: RaftTimings,
+    /// Applied entries between snapshots; the log up to a snapshot is then purged, keeping
+    /// a tail for followers that are only a little behind.
+    pub snapshot_logs: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,9 +110,10 @@ impl RaftNode {
             // forever (openraft trap noted in shared/notes/crates.md).
             install_snapshot_timeout: 10_000,
             snapshot_max_chunk_size: 8 * 1024 * 1024,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(10_000),
-            // Keep enough log that a follower installing a snapshot can still catch up.
-            max_in_snapshot_log_to_keep: 5_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
+            // Keep enough log that a follower installing a snapshot can still catch up
+            // without a second snapshot (the purge-during-install trap).
+            max_in_snapshot_log_to_keep: config.snapshot_logs / 2,
             ..Default::default()
         }
         .validate()
@@ -175,13 +179,13 @@ impl RaftNode {
         Some((leader, addr))
     }
 
-    /// Commits `cmd` here if this node leads, else forwards it once to the leader.
-    pub async fn write(&self, cmd: Command) -> Result<ApplyResult, WriteError> {
-        match self.write_local(cmd.clone()).await {
+    /// Commits `req` here if this node leads, else forwards it once to the leader.
+    pub async fn write(&self, req: Request) -> Result<ApplyResult, WriteError> {
+        match self.write_local(req.clone()).await {
             Err(WriteError::NotLeader {
                 leader_id,
                 leader_addr: Some(addr),
-            }) => match forward(&addr, &cmd).await {
+            }) => match forward(&addr, &req).await {
                 Ok(result) => result,
                 Err(e) => {
                     tracing::debug!(leader = %addr, error = %e, "forwarding a write failed");
@@ -195,9 +199,9 @@ impl RaftNode {
         }
     }
 
-    /// Commits `cmd` only if this node is the leader.
-    pub async fn write_local(&self, cmd: Command) -> Result<ApplyResult, WriteError> {
-        match self.inner.raft.client_write(cmd).await {
+    /// Commits `req` only if this node is the leader.
+    pub async fn write_local(&self, req: Request) -> Result<ApplyResult, WriteError> {
+        match self.inner.raft.client_write(req).await {
             Ok(resp) => Ok(resp.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(WriteError::NotLeader {
@@ -226,11 +230,11 @@ enum ForwardError {
 
 async fn forward(
     addr: &str,
-    cmd: &Command,
+    req: &Request,
 ) -> Result<Result<ApplyResult, WriteError>, ForwardError> {
     let channel = peer_channel(addr).map_err(|e| ForwardError::Transport(e.to_string()))?;
     let mut client = RaftServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let data = serde_json::to_vec(cmd).map_err(|e| ForwardError::Decode(e.to_string()))?;
+    let data = serde_json::to_vec(req).map_err(|e| ForwardError::Decode(e.to_string()))?;
     let reply = client
         .forward_write(RaftPayload { data })
         .await

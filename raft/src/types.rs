@@ -2,7 +2,7 @@
 
 use std::io::Cursor;
 
-use crate::command::{ApplyResult, Command};
+use crate::command::{ApplyResult, Request};
 
 /// A controller's identity in the Raft group (`--id`).
 pub type NodeId = u64;
@@ -11,7 +11,7 @@ openraft::declare_raft_types!(
     /// drover's Raft: commands in, apply results out, controllers addressed by their
     /// gRPC address, snapshots as one in-memory buffer.
     pub TypeConfig:
-        D = Command,
+        D = Request,
         R = ApplyResult,
         NodeId = NodeId,
         Node = openraft::BasicNode,

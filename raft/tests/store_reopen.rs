@@ -3,14 +3,14 @@
 
 use drover_raft::model::VmSpec;
 use drover_raft::store;
-use drover_raft::{Command, Entry, LogId};
+use drover_raft::{Command, Entry, LogId, Request};
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload};
 
 fn entry(index: u64, cmd: Command) -> Entry {
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(cmd),
+        payload: EntryPayload::Normal(Request::anonymous(cmd)),
     }
 }
 
@@ -96,5 +96,43 @@ fn unreadable_record_refuses_to_open() -> anyhow::Result<()> {
         "{msg}"
     );
     assert!(msg.contains("rejoining this node"), "{msg}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_retried_request_applies_once_even_across_reopen() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let create = |name: &str| Command::CreateVm {
+        name: name.into(),
+        spec: VmSpec {
+            vcpus: 1,
+            memory_mib: 64,
+        },
+        start: false,
+    };
+    let with_id = |index: u64, cmd: Command| Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Request {
+            id: Some("client-a-1".into()),
+            command: cmd,
+        }),
+    };
+    let first = {
+        let (_log, mut sm) = store::open(dir.path())?;
+        let results = sm
+            .apply(vec![with_id(1, create("web")), with_id(2, create("web"))])
+            .await?;
+        // The retry answers like the first attempt (not "already exists").
+        assert!(results[0].is_ok(), "{results:?}");
+        assert_eq!(results[0], results[1]);
+        results[0].clone()
+    };
+    let (_log, mut sm) = store::open(dir.path())?;
+    let results = sm.apply(vec![with_id(3, create("other"))]).await?;
+    assert_eq!(results[0], first, "the remembered result survives a reopen");
+    sm.view().read(|d| {
+        assert_eq!(d.state.vms.keys().collect::<Vec<_>>(), ["web"]);
+        assert_eq!(d.requests.len(), 1);
+    });
     Ok(())
 }

@@ -13,7 +13,7 @@ use drover_proto::agent::v1::{
     session_event, session_request, Domain, Hello, SessionEvent, SessionRequest,
 };
 use drover_raft::model::{Capacity, HostHealth};
-use drover_raft::{Command, RaftNode};
+use drover_raft::{Command, RaftNode, Request};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -155,7 +155,7 @@ impl HostActor {
         };
         ctx.spawn(
             async move {
-                if let Err(e) = node.write_local(cmd).await {
+                if let Err(e) = node.write_local(Request::anonymous(cmd)).await {
                     tracing::warn!(error = %e, "cannot commit host health");
                 }
             }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use drover_proto::agent::v1::{DomainState, Fence, StartVmRequest, StopVmRequest, VmRef};
 use drover_raft::model::{ObservedState, Vm};
-use drover_raft::{Command, RaftNode};
+use drover_raft::{Command, RaftNode, Request};
 
 use super::reconcile::{decide, Action, Observation};
 use crate::agents::AgentPool;
@@ -255,7 +255,7 @@ impl Exec {
     }
 
     async fn commit(&self, cmd: Command) -> Result<(), String> {
-        match self.node.write_local(cmd).await {
+        match self.node.write_local(Request::anonymous(cmd)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(refused)) => Err(format!("refused: {refused}")),
             Err(e) => Err(e.to_string()),

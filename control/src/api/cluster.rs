@@ -5,9 +5,13 @@ use std::time::Duration;
 use drover_proto::v1 as pb;
 use drover_proto::v1::cluster_service_client::ClusterServiceClient;
 use drover_proto::v1::cluster_service_server::ClusterService;
-use drover_raft::RaftNode;
+use std::collections::BTreeSet;
+
+use drover_proto::{APPLIED_INDEX_METADATA_KEY, SERVED_BY_METADATA_KEY};
+use drover_raft::{MembershipError, RaftNode, RaftTimings};
 use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::ServerState;
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use super::errors::not_leader;
@@ -17,9 +21,12 @@ const PEER_STATUS_TIMEOUT: Duration = Duration::from_millis(800);
 
 /// Makes a read linearizable: the leader confirms it still leads with a quorum round and
 /// waits until it has applied everything committed before the read. A follower cannot
-/// promise that on its own, so it sends the client to the leader (`--stale` local reads
-/// come with the Raft hardening issue).
-pub async fn fresh_read(node: &RaftNode) -> Result<(), Status> {
+/// promise that on its own, so it sends the client to the leader. A `stale` read skips all
+/// of this and reads the local state machine as it is.
+pub async fn fresh_read(node: &RaftNode, stale: bool) -> Result<(), Status> {
+    if stale {
+        return Ok(());
+    }
     match node.raft().ensure_linearizable().await {
         Ok(_) => Ok(()),
         Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
@@ -31,13 +38,69 @@ pub async fn fresh_read(node: &RaftNode) -> Result<(), Status> {
     }
 }
 
+/// The applied index of the state machine data `d`.
+pub fn applied(d: &drover_raft::store::SmData) -> u64 {
+    d.last_applied.map(|l| l.index).unwrap_or(0)
+}
+
+/// Attaches what a read reflects: the applied index and the answering controller.
+pub fn read_response<T>(node: &RaftNode, applied_index: u64, msg: T) -> Response<T> {
+    let mut resp = Response::new(msg);
+    let meta = resp.metadata_mut();
+    meta.insert(
+        APPLIED_INDEX_METADATA_KEY,
+        MetadataValue::from(applied_index),
+    );
+    meta.insert(SERVED_BY_METADATA_KEY, MetadataValue::from(node.id()));
+    resp
+}
+
+fn membership_error(e: MembershipError) -> Status {
+    match e {
+        MembershipError::NotLeader { leader_addr } => not_leader(leader_addr.as_deref()),
+        MembershipError::Invalid(_) => Status::invalid_argument(e.to_string()),
+        MembershipError::UnknownNode(_) => Status::not_found(e.to_string()),
+        MembershipError::Refused(_) => Status::failed_precondition(e.to_string()),
+        MembershipError::Raft(_) => Status::unavailable(e.to_string()),
+    }
+}
+
 pub struct ClusterApi {
     node: RaftNode,
+    timings: RaftTimings,
 }
 
 impl ClusterApi {
-    pub fn new(node: RaftNode) -> Self {
-        Self { node }
+    pub fn new(node: RaftNode, timings: RaftTimings) -> Self {
+        Self { node, timings }
+    }
+
+    /// Every member's own view, asked of each in parallel (unreachable ones say so).
+    async fn all_members(&self) -> Vec<pb::Member> {
+        let me = self.local_member();
+        let peers: Vec<(u64, String)> = self
+            .node
+            .metrics()
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != self.node.id())
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect();
+        let answers =
+            futures::future::join_all(peers.into_iter().map(|(id, addr)| ask_peer(id, addr))).await;
+        let mut members = vec![me];
+        members.extend(answers);
+        members.sort_by_key(|m| m.id);
+        members
+    }
+
+    async fn status_response(&self) -> Response<pb::ClusterStatusResponse> {
+        let members = self.all_members().await;
+        Response::new(pb::ClusterStatusResponse {
+            leader_id: self.node.metrics().current_leader.unwrap_or(0),
+            members,
+        })
     }
 
     fn local_member(&self) -> pb::Member {
@@ -49,12 +112,12 @@ impl ClusterApi {
             ServerState::Learner => "learner",
             ServerState::Shutdown => "shutdown",
         };
-        let address = m
-            .membership_config
-            .membership()
+        let membership = m.membership_config.membership();
+        let address = membership
             .get_node(&self.node.id())
             .map(|n| n.addr.clone())
             .unwrap_or_default();
+        let voter = membership.voter_ids().any(|v| v == self.node.id());
         pb::Member {
             id: self.node.id(),
             address,
@@ -63,6 +126,10 @@ impl ClusterApi {
             last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
             leader_id: m.current_leader.unwrap_or(0),
             error: String::new(),
+            voter,
+            snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
+            purged_index: m.purged.map(|l| l.index).unwrap_or(0),
+            last_log_index: m.last_log_index.unwrap_or(0),
         }
     }
 }
@@ -105,30 +172,61 @@ impl ClusterService for ClusterApi {
         &self,
         req: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
-        let me = self.local_member();
         if req.into_inner().local_only {
+            let me = self.local_member();
             return Ok(Response::new(pb::ClusterStatusResponse {
                 leader_id: me.leader_id,
                 members: vec![me],
             }));
         }
-        let peers: Vec<(u64, String)> = self
-            .node
-            .metrics()
-            .membership_config
-            .membership()
-            .nodes()
-            .filter(|(id, _)| **id != self.node.id())
-            .map(|(id, n)| (*id, n.addr.clone()))
+        Ok(self.status_response().await)
+    }
+
+    async fn add_node(
+        &self,
+        req: Request<pb::AddNodeRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        let req = req.into_inner();
+        if req.id == 0 {
+            return Err(Status::invalid_argument("Node id must be at least 1"));
+        }
+        self.node
+            .add_node(req.id, &req.address)
+            .await
+            .map_err(membership_error)?;
+        Ok(self.status_response().await)
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        let id = req.into_inner().id;
+        // Ask everyone now: a removal must leave a quorum that is actually up.
+        let reachable: BTreeSet<u64> = self
+            .all_members()
+            .await
+            .into_iter()
+            .filter(|m| m.error.is_empty())
+            .map(|m| m.id)
             .collect();
-        let answers =
-            futures::future::join_all(peers.into_iter().map(|(id, addr)| ask_peer(id, addr))).await;
-        let mut members = vec![me.clone()];
-        members.extend(answers);
-        members.sort_by_key(|m| m.id);
-        Ok(Response::new(pb::ClusterStatusResponse {
-            leader_id: me.leader_id,
-            members,
-        }))
+        self.node
+            .remove_node(id, &reachable)
+            .await
+            .map_err(membership_error)?;
+        Ok(self.status_response().await)
+    }
+
+    async fn transfer_leader(
+        &self,
+        req: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        let id = req.into_inner().id;
+        let election_max = Duration::from_millis(self.timings.election_max_ms);
+        self.node
+            .transfer_leader(id, election_max)
+            .await
+            .map_err(membership_error)?;
+        Ok(self.status_response().await)
     }
 }

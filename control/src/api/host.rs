@@ -5,9 +5,9 @@ use drover_proto::v1::host_service_server::HostService;
 use drover_raft::{Command, RaftNode, Reply};
 use tonic::{Request, Response, Status};
 
-use super::cluster::fresh_read;
+use super::cluster::{applied, fresh_read, read_response};
 use super::convert;
-use super::errors::committed;
+use super::write::commit;
 
 pub struct HostApi {
     node: RaftNode,
@@ -25,16 +25,12 @@ impl HostService for HostApi {
         &self,
         req: Request<pb::AddHostRequest>,
     ) -> Result<Response<pb::Host>, Status> {
-        let req = req.into_inner();
-        let reply = committed(
-            self.node
-                .write(Command::AddHost {
-                    name: req.name,
-                    address: req.address,
-                })
-                .await,
-        )?;
-        match reply {
+        let (meta, _, req) = req.into_parts();
+        let cmd = Command::AddHost {
+            name: req.name,
+            address: req.address,
+        };
+        match commit(&self.node, &meta, cmd).await? {
             Reply::Host(h) => Ok(Response::new(
                 self.node.view().read(|d| convert::host(&h, &d.state)),
             )),
@@ -46,27 +42,34 @@ impl HostService for HostApi {
         &self,
         req: Request<pb::GetHostRequest>,
     ) -> Result<Response<pb::Host>, Status> {
-        let name = req.into_inner().name;
-        fresh_read(&self.node).await?;
-        self.node
-            .view()
-            .read(|d| d.state.hosts.get(&name).map(|h| convert::host(h, &d.state)))
-            .map(Response::new)
-            .ok_or_else(|| Status::not_found(format!("Host {name:?} not found")))
+        let req = req.into_inner();
+        fresh_read(&self.node, req.stale).await?;
+        let (index, host) = self.node.view().read(|d| {
+            let host = d
+                .state
+                .hosts
+                .get(&req.name)
+                .map(|h| convert::host(h, &d.state));
+            (applied(d), host)
+        });
+        let host =
+            host.ok_or_else(|| Status::not_found(format!("Host {:?} not found", req.name)))?;
+        Ok(read_response(&self.node, index, host))
     }
 
     async fn list_hosts(
         &self,
-        _: Request<pb::ListHostsRequest>,
+        req: Request<pb::ListHostsRequest>,
     ) -> Result<Response<pb::ListHostsResponse>, Status> {
-        fresh_read(&self.node).await?;
-        let hosts = self.node.view().read(|d| {
-            d.state
-                .hosts
-                .values()
-                .map(|h| convert::host(h, &d.state))
-                .collect()
+        fresh_read(&self.node, req.into_inner().stale).await?;
+        let (index, hosts) = self.node.view().read(|d| {
+            let hosts = d.state.hosts.values().map(|h| convert::host(h, &d.state));
+            (applied(d), hosts.collect())
         });
-        Ok(Response::new(pb::ListHostsResponse { hosts }))
+        Ok(read_response(
+            &self.node,
+            index,
+            pb::ListHostsResponse { hosts },
+        ))
     }
 }

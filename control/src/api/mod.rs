@@ -7,6 +7,7 @@ mod convert;
 mod errors;
 mod host;
 mod vm;
+mod write;
 
 pub use cluster::ClusterApi;
 pub use host::HostApi;

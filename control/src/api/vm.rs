@@ -6,9 +6,9 @@ use drover_raft::model::{DesiredState, VmSpec};
 use drover_raft::{Command, RaftNode, Reply};
 use tonic::{Request, Response, Status};
 
-use super::cluster::fresh_read;
+use super::cluster::{applied, fresh_read, read_response};
 use super::convert;
-use super::errors::committed;
+use super::write::commit;
 
 pub struct VmApi {
     node: RaftNode,
@@ -21,21 +21,18 @@ impl VmApi {
 
     async fn set_desired(
         &self,
-        name: String,
+        req: Request<pb::VmNameRequest>,
         desired: DesiredState,
     ) -> Result<Response<pb::Vm>, Status> {
-        if name.is_empty() {
+        let (meta, _, req) = req.into_parts();
+        if req.name.is_empty() {
             return Err(Status::invalid_argument("VM name is empty"));
         }
-        let reply = committed(
-            self.node
-                .write(Command::SetDesiredState {
-                    name: name.clone(),
-                    desired,
-                })
-                .await,
-        )?;
-        vm_reply(reply, &name)
+        let cmd = Command::SetDesiredState {
+            name: req.name.clone(),
+            desired,
+        };
+        vm_reply(commit(&self.node, &meta, cmd).await?, &req.name)
     }
 }
 
@@ -59,59 +56,57 @@ impl VmService for VmApi {
         &self,
         req: Request<pb::CreateVmRequest>,
     ) -> Result<Response<pb::Vm>, Status> {
-        let req = req.into_inner();
+        let (meta, _, req) = req.into_parts();
         let spec = req
             .spec
             .ok_or_else(|| Status::invalid_argument("VM spec is missing"))?;
-        let reply = committed(
-            self.node
-                .write(Command::CreateVm {
-                    name: req.name.clone(),
-                    spec: VmSpec {
-                        vcpus: spec.vcpus,
-                        memory_mib: spec.memory_mib,
-                    },
-                    start: req.start,
-                })
-                .await,
-        )?;
-        vm_reply(reply, &req.name)
+        let cmd = Command::CreateVm {
+            name: req.name.clone(),
+            spec: VmSpec {
+                vcpus: spec.vcpus,
+                memory_mib: spec.memory_mib,
+            },
+            start: req.start,
+        };
+        vm_reply(commit(&self.node, &meta, cmd).await?, &req.name)
     }
 
     async fn get_vm(&self, req: Request<pb::GetVmRequest>) -> Result<Response<pb::Vm>, Status> {
-        let name = req.into_inner().name;
-        fresh_read(&self.node).await?;
-        self.node
+        let req = req.into_inner();
+        fresh_read(&self.node, req.stale).await?;
+        let (index, vm) = self
+            .node
             .view()
-            .read(|d| d.state.vms.get(&name).map(convert::vm))
-            .map(Response::new)
-            .ok_or_else(|| Status::not_found(format!("VM {name:?} not found")))
+            .read(|d| (applied(d), d.state.vms.get(&req.name).map(convert::vm)));
+        let vm = vm.ok_or_else(|| Status::not_found(format!("VM {:?} not found", req.name)))?;
+        Ok(read_response(&self.node, index, vm))
     }
 
     async fn list_vms(
         &self,
-        _: Request<pb::ListVmsRequest>,
+        req: Request<pb::ListVmsRequest>,
     ) -> Result<Response<pb::ListVmsResponse>, Status> {
-        fresh_read(&self.node).await?;
-        let vms = self
+        fresh_read(&self.node, req.into_inner().stale).await?;
+        let (index, vms) = self
             .node
             .view()
-            .read(|d| d.state.vms.values().map(convert::vm).collect());
-        Ok(Response::new(pb::ListVmsResponse { vms }))
+            .read(|d| (applied(d), d.state.vms.values().map(convert::vm).collect()));
+        Ok(read_response(
+            &self.node,
+            index,
+            pb::ListVmsResponse { vms },
+        ))
     }
 
     async fn start_vm(&self, req: Request<pb::VmNameRequest>) -> Result<Response<pb::Vm>, Status> {
-        self.set_desired(req.into_inner().name, DesiredState::Running)
-            .await
+        self.set_desired(req, DesiredState::Running).await
     }
 
     async fn stop_vm(&self, req: Request<pb::VmNameRequest>) -> Result<Response<pb::Vm>, Status> {
-        self.set_desired(req.into_inner().name, DesiredState::Stopped)
-            .await
+        self.set_desired(req, DesiredState::Stopped).await
     }
 
     async fn delete_vm(&self, req: Request<pb::VmNameRequest>) -> Result<Response<pb::Vm>, Status> {
-        self.set_desired(req.into_inner().name, DesiredState::Deleted)
-            .await
+        self.set_desired(req, DesiredState::Deleted).await
     }
 }

@@ -1,13 +1,12 @@
 //! The `drover` command line: flags (clap) and the client commands. `server` and `dev`
 //! live in their own modules.
 
+mod commands;
 pub mod output;
 
 use std::path::PathBuf;
 
-use drover_proto::v1 as pb;
-
-use crate::client::{Client, VmVerb};
+pub use commands::{cluster, host, vm, Printed, Target};
 use output::Format;
 
 #[derive(Debug, clap::Parser)]
@@ -49,7 +48,7 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
-    /// This node's Raft id (must appear in --initial-cluster).
+    /// This node's Raft id (unique in the cluster, at least 1).
     #[arg(long)]
     pub id: u64,
     #[arg(long)]
@@ -57,9 +56,20 @@ pub struct ServerArgs {
     /// Address to listen on for Raft peers and clients.
     #[arg(long)]
     pub listen: String,
-    /// Founding members: 1=HOST:PORT,2=HOST:PORT,3=HOST:PORT.
+    /// Founding members: 1=HOST:PORT,2=HOST:PORT,3=HOST:PORT. Used once, on a pristine
+    /// data dir; a restart rejoins from its stored membership.
+    #[arg(long, required_unless_present = "join", conflicts_with = "join")]
+    pub initial_cluster: Option<String>,
+    /// Start without bootstrapping and wait to be added (`drover cluster add-node`).
     #[arg(long)]
-    pub initial_cluster: String,
+    pub join: bool,
+    /// The address peers use to reach this node (default: --listen). Required with
+    /// --join when --listen is not a concrete address.
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Take a snapshot (and compact the log) after this many applied entries.
+    #[arg(long, default_value_t = 10_000)]
+    pub snapshot_logs: u64,
     /// Heartbeat interval asked of every hostd, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub heartbeat_interval_ms: u64,
@@ -83,6 +93,13 @@ pub struct DevArgs {
 pub enum ClusterCmd {
     /// Members, their roles, terms and applied indexes.
     Status,
+    /// Add a controller (started with `drover server --join`): it joins as a learner and
+    /// becomes a voter once it has caught up.
+    AddNode { id: u64, address: String },
+    /// Remove a controller. Refused if the rest could not form a quorum.
+    RemoveNode { id: u64 },
+    /// Make another voter the leader (before restarting this one, say).
+    TransferLeader { id: u64 },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -94,9 +111,16 @@ pub enum HostCmd {
         #[arg(long)]
         address: String,
     },
-    List,
+    List {
+        /// Answer from the contacted controller's own state, without a quorum check.
+        #[arg(long)]
+        stale: bool,
+    },
     Get {
         name: String,
+        /// Answer from the contacted controller's own state, without a quorum check.
+        #[arg(long)]
+        stale: bool,
     },
 }
 
@@ -113,9 +137,16 @@ pub enum VmCmd {
         #[arg(long)]
         stopped: bool,
     },
-    List,
+    List {
+        /// Answer from the contacted controller's own state, without a quorum check.
+        #[arg(long)]
+        stale: bool,
+    },
     Get {
         name: String,
+        /// Answer from the contacted controller's own state, without a quorum check.
+        #[arg(long)]
+        stale: bool,
     },
     Start {
         name: String,
@@ -126,94 +157,4 @@ pub enum VmCmd {
     Delete {
         name: String,
     },
-}
-
-/// Where and how long client commands try.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub endpoints: Vec<String>,
-    pub timeout: std::time::Duration,
-}
-
-fn client(target: &Target) -> anyhow::Result<Client> {
-    Ok(Client::new(&target.endpoints)?.with_deadline(target.timeout))
-}
-
-fn json(v: &serde_json::Value) -> anyhow::Result<String> {
-    Ok(serde_json::to_string_pretty(v)?)
-}
-
-fn show_vm(format: Format, vm: &pb::Vm) -> anyhow::Result<String> {
-    match format {
-        Format::Json => json(&output::vm_json(vm)),
-        Format::Table => Ok(output::vm_rows(std::slice::from_ref(vm))),
-    }
-}
-
-fn show_host(format: Format, h: &pb::Host) -> anyhow::Result<String> {
-    match format {
-        Format::Json => json(&output::host_json(h)),
-        Format::Table => Ok(output::host_rows(std::slice::from_ref(h))),
-    }
-}
-
-/// Runs a `drover cluster …` command; returns what to print.
-pub async fn cluster(target: &Target, format: Format, cmd: ClusterCmd) -> anyhow::Result<String> {
-    let c = client(target)?;
-    match cmd {
-        ClusterCmd::Status => {
-            let s = c.cluster_status().await?;
-            match format {
-                Format::Json => json(&output::status_json(&s)),
-                Format::Table => Ok(output::status_rows(&s)),
-            }
-        }
-    }
-}
-
-/// Runs a `drover host …` command; returns what to print.
-pub async fn host(target: &Target, format: Format, cmd: HostCmd) -> anyhow::Result<String> {
-    let c = client(target)?;
-    match cmd {
-        HostCmd::Add { name, address } => show_host(format, &c.add_host(&name, &address).await?),
-        HostCmd::Get { name } => show_host(format, &c.host(&name).await?),
-        HostCmd::List => {
-            let hosts = c.hosts().await?;
-            match format {
-                Format::Json => json(&hosts.iter().map(output::host_json).collect()),
-                Format::Table => Ok(output::host_rows(&hosts)),
-            }
-        }
-    }
-}
-
-/// Runs a `drover vm …` command; returns what to print.
-pub async fn vm(target: &Target, format: Format, cmd: VmCmd) -> anyhow::Result<String> {
-    let c = client(target)?;
-    match cmd {
-        VmCmd::Create {
-            name,
-            vcpus,
-            memory_mib,
-            stopped,
-        } => {
-            let req = pb::CreateVmRequest {
-                name,
-                spec: Some(pb::VmSpec { vcpus, memory_mib }),
-                start: !stopped,
-            };
-            show_vm(format, &c.create_vm(req).await?)
-        }
-        VmCmd::Get { name } => show_vm(format, &c.vm(&name).await?),
-        VmCmd::List => {
-            let vms = c.vms().await?;
-            match format {
-                Format::Json => json(&vms.iter().map(output::vm_json).collect()),
-                Format::Table => Ok(output::vm_rows(&vms)),
-            }
-        }
-        VmCmd::Start { name } => show_vm(format, &c.vm_action(VmVerb::Start, &name).await?),
-        VmCmd::Stop { name } => show_vm(format, &c.vm_action(VmVerb::Stop, &name).await?),
-        VmCmd::Delete { name } => show_vm(format, &c.vm_action(VmVerb::Delete, &name).await?),
-    }
 }

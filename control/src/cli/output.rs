@@ -74,6 +74,11 @@ pub fn status_json(s: &pb::ClusterStatusResponse) -> Value {
             "role": m.role,
             "term": m.term,
             "last_applied": m.last_applied,
+            "voter": m.voter,
+            "leader_id": m.leader_id,
+            "last_log_index": m.last_log_index,
+            "snapshot_index": m.snapshot_index,
+            "purged_index": m.purged_index,
             "error": if m.error.is_empty() { Value::Null } else { json!(m.error) },
         })).collect::<Vec<_>>(),
     })
@@ -153,7 +158,9 @@ pub fn host_rows(hosts: &[pb::Host]) -> String {
 
 pub fn status_rows(s: &pb::ClusterStatusResponse) -> String {
     table(
-        &["ID", "ADDRESS", "ROLE", "TERM", "LAST_APPLIED", "ERROR"],
+        &[
+            "ID", "ADDRESS", "ROLE", "TERM", "APPLIED", "SNAPSHOT", "ERROR",
+        ],
         s.members
             .iter()
             .map(|m| {
@@ -163,6 +170,7 @@ pub fn status_rows(s: &pb::ClusterStatusResponse) -> String {
                     m.role.clone(),
                     m.term.to_string(),
                     m.last_applied.to_string(),
+                    m.snapshot_index.to_string(),
                     m.error.clone(),
                 ]
             })

@@ -3,12 +3,17 @@
 
 use drover_proto::raft::v1::raft_service_server::RaftService;
 use drover_proto::raft::v1::RaftPayload;
+use std::time::Duration;
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
-use crate::command::Command;
+use crate::command::Request as WriteRequest;
 use crate::node::{RaftNode, WriteError};
+
+/// Longest election hold a peer may ask for.
+const MAX_HOLD_MS: u64 = 10_000;
 
 pub struct RaftGrpcService {
     node: RaftNode,
@@ -58,9 +63,32 @@ impl RaftService for RaftGrpcService {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let cmd: Command = decode(req)?;
+        let request: WriteRequest = decode(req)?;
         // Only one hop: a node that is not leader either answers NotLeader, never forwards again.
-        let result: Result<_, WriteError> = self.node.write_local(cmd).await;
+        let result: Result<_, WriteError> = self.node.write_local(request).await;
         encode(&result)
+    }
+
+    async fn hold_elections(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let millis: u64 = decode(req)?;
+        // Bounded: a transfer never holds a node's elections for long.
+        let hold = Duration::from_millis(millis.min(MAX_HOLD_MS));
+        tracing::info!(?hold, "holding elections for a leadership transfer");
+        self.node.hold_elections(hold);
+        encode(&())
+    }
+
+    async fn campaign(&self, _: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        tracing::info!("campaigning for leadership (transfer)");
+        self.node
+            .raft()
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        encode(&())
     }
 }

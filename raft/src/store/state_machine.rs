@@ -18,6 +18,7 @@ use tokio::sync::broadcast;
 use super::io_err;
 use crate::apply::Touched;
 use crate::command::{ApplyResult, Reply};
+use crate::dedup::{Dedup, Remembered};
 use crate::model::{ClusterState, Host, Vm};
 use crate::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
@@ -31,6 +32,9 @@ pub struct SmData {
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
     pub state: ClusterState,
+    /// Results of recent identified requests, for exactly-once retries.
+    #[serde(default)]
+    pub requests: Dedup,
 }
 
 /// A committed change, broadcast after it is applied so the leader's actors react to it.
@@ -61,6 +65,7 @@ struct Trees {
     meta: sled::Tree,
     hosts: sled::Tree,
     vms: sled::Tree,
+    requests: sled::Tree,
     snapshot: sled::Tree,
 }
 
@@ -114,6 +119,7 @@ impl StateMachineStore {
             meta: db.open_tree("sm_meta")?,
             hosts: db.open_tree("sm_hosts")?,
             vms: db.open_tree("sm_vms")?,
+            requests: db.open_tree("sm_requests")?,
             snapshot: db.open_tree("sm_snapshot")?,
         };
         let mut data = SmData::default();
@@ -141,6 +147,15 @@ impl StateMachineStore {
             }
             data.state.vms.insert(vm.name.clone(), vm);
         }
+        let mut requests = std::collections::BTreeMap::new();
+        for kv in trees.requests.iter() {
+            let (k, v) = kv?;
+            let id = String::from_utf8(k.to_vec()).map_err(|e| corrupt("sm_requests", e))?;
+            let r: Remembered =
+                serde_json::from_slice(&v).map_err(|e| corrupt("sm_requests", e))?;
+            requests.insert(id, r);
+        }
+        data.requests = Dedup::from(requests);
         let (changes, _) = broadcast::channel(4096);
         Ok(Self {
             shared: Arc::new(Shared {
@@ -165,53 +180,22 @@ impl StateMachineStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Writes the touched keys and the apply position in one transaction.
-    fn persist(&self, touched: &[Touched], data: &SmData) -> Result<(), StorageError> {
-        let ser = |e: serde_json::Error| io_err(ErrorSubject::StateMachine, ErrorVerb::Write, &e);
-        let mut host_writes = Vec::new();
-        let mut vm_writes = Vec::new();
-        for t in touched {
-            match t {
-                Touched::Host(name) => host_writes.push((
-                    name.clone(),
-                    data.state
-                        .hosts
-                        .get(name)
-                        .map(serde_json::to_vec)
-                        .transpose()
-                        .map_err(ser)?,
-                )),
-                Touched::Vm(name) => vm_writes.push((
-                    name.clone(),
-                    data.state
-                        .vms
-                        .get(name)
-                        .map(serde_json::to_vec)
-                        .transpose()
-                        .map_err(ser)?,
-                )),
-                Touched::Nothing => {}
-            }
-        }
-        let last_applied = serde_json::to_vec(&data.last_applied).map_err(ser)?;
-        let membership = serde_json::to_vec(&data.membership).map_err(ser)?;
+    /// Writes one applied batch in a single multi-tree transaction.
+    fn persist(&self, ws: &WriteSet) -> Result<(), StorageError> {
         let t = &self.shared.trees;
-        let res: Result<(), TransactionError<()>> =
-            (&t.meta, &t.hosts, &t.vms).transaction(|(meta, hosts, vms)| {
-                for (name, value) in &host_writes {
-                    match value {
-                        Some(v) => hosts.insert(name.as_bytes(), v.as_slice())?,
-                        None => hosts.remove(name.as_bytes())?,
-                    };
+        let res: Result<(), TransactionError<()>> = (&t.meta, &t.hosts, &t.vms, &t.requests)
+            .transaction(|(meta, hosts, vms, requests)| {
+                for (tree, writes) in [(hosts, &ws.hosts), (vms, &ws.vms), (requests, &ws.requests)]
+                {
+                    for (key, value) in writes {
+                        match value {
+                            Some(v) => tree.insert(key.as_bytes(), v.as_slice())?,
+                            None => tree.remove(key.as_bytes())?,
+                        };
+                    }
                 }
-                for (name, value) in &vm_writes {
-                    match value {
-                        Some(v) => vms.insert(name.as_bytes(), v.as_slice())?,
-                        None => vms.remove(name.as_bytes())?,
-                    };
-                }
-                meta.insert(LAST_APPLIED, last_applied.as_slice())?;
-                meta.insert(MEMBERSHIP, membership.as_slice())?;
+                meta.insert(LAST_APPLIED, ws.last_applied.as_slice())?;
+                meta.insert(MEMBERSHIP, ws.membership.as_slice())?;
                 Ok::<(), ConflictableTransactionError<()>>(())
             });
         res.map_err(|e| {
@@ -247,20 +231,72 @@ impl StateMachineStore {
         Ok(())
     }
 
-    /// Replaces the whole persisted state with `data` (snapshot install).
+    /// Replaces the whole persisted state with `data` (snapshot install, restore).
     fn persist_all(&self, data: &SmData) -> Result<(), StorageError> {
         let t = &self.shared.trees;
         let w = |e: sled::Error| io_err(ErrorSubject::StateMachine, ErrorVerb::Write, &e);
         t.hosts.clear().map_err(w)?;
         t.vms.clear().map_err(w)?;
-        let mut touched: Vec<Touched> = data
+        t.requests.clear().map_err(w)?;
+        let mut ws = WriteSet::position(data)?;
+        for name in data.state.hosts.keys() {
+            ws.host(data, name)?;
+        }
+        for name in data.state.vms.keys() {
+            ws.vm(data, name)?;
+        }
+        for (id, r) in data.requests.iter() {
+            ws.request(id, Some(r))?;
+        }
+        self.persist(&ws)
+    }
+}
+
+/// Serialized keys to write (`Some`) or delete (`None`) for one applied batch.
+#[derive(Default)]
+struct WriteSet {
+    hosts: Vec<(String, Option<Vec<u8>>)>,
+    vms: Vec<(String, Option<Vec<u8>>)>,
+    requests: Vec<(String, Option<Vec<u8>>)>,
+    last_applied: Vec<u8>,
+    membership: Vec<u8>,
+}
+
+fn ser_err(e: serde_json::Error) -> StorageError {
+    io_err(ErrorSubject::StateMachine, ErrorVerb::Write, &e)
+}
+
+impl WriteSet {
+    /// A write set holding `data`'s apply position and membership.
+    fn position(data: &SmData) -> Result<Self, StorageError> {
+        Ok(Self {
+            last_applied: serde_json::to_vec(&data.last_applied).map_err(ser_err)?,
+            membership: serde_json::to_vec(&data.membership).map_err(ser_err)?,
+            ..Default::default()
+        })
+    }
+
+    fn host(&mut self, data: &SmData, name: &str) -> Result<(), StorageError> {
+        let v = data
             .state
             .hosts
-            .keys()
-            .map(|k| Touched::Host(k.clone()))
-            .collect();
-        touched.extend(data.state.vms.keys().map(|k| Touched::Vm(k.clone())));
-        self.persist(&touched, data)
+            .get(name)
+            .map(serde_json::to_vec)
+            .transpose();
+        self.hosts.push((name.to_string(), v.map_err(ser_err)?));
+        Ok(())
+    }
+
+    fn vm(&mut self, data: &SmData, name: &str) -> Result<(), StorageError> {
+        let v = data.state.vms.get(name).map(serde_json::to_vec).transpose();
+        self.vms.push((name.to_string(), v.map_err(ser_err)?));
+        Ok(())
+    }
+
+    fn request(&mut self, id: &str, r: Option<&Remembered>) -> Result<(), StorageError> {
+        let v = r.map(serde_json::to_vec).transpose().map_err(ser_err)?;
+        self.requests.push((id.to_string(), v));
+        Ok(())
     }
 }
 
@@ -303,17 +339,32 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let mut results = Vec::new();
         let mut touched = Vec::new();
-        let snapshot_of_data;
-        {
+        let ws = {
             let mut data = self.write_data();
+            let mut request_writes: Vec<(String, bool)> = Vec::new();
             for entry in entries {
                 data.last_applied = Some(entry.log_id);
                 match entry.payload {
                     EntryPayload::Blank => results.push(Ok(Reply::Nothing)),
-                    EntryPayload::Normal(cmd) => {
-                        let (result, t) = data.state.apply(&cmd);
+                    EntryPayload::Normal(req) => {
+                        // A retried request gets its first result, and changes nothing.
+                        if let Some(prev) = req.id.as_deref().and_then(|id| data.requests.get(id)) {
+                            tracing::debug!(index = entry.log_id.index, %req, first = prev.index, "duplicate request");
+                            results.push(prev.result.clone());
+                            continue;
+                        }
+                        let (result, t) = data.state.apply(&req.command);
                         if let Err(e) = &result {
-                            tracing::debug!(index = entry.log_id.index, kind = cmd.kind(), error = %e, "command refused");
+                            tracing::debug!(index = entry.log_id.index, %req, error = %e, "command refused");
+                        }
+                        if let Some(id) = req.id {
+                            for evicted in
+                                data.requests
+                                    .insert(id.clone(), entry.log_id.index, result.clone())
+                            {
+                                request_writes.push((evicted, false));
+                            }
+                            request_writes.push((id, true));
                         }
                         touched.push(t);
                         results.push(result);
@@ -324,31 +375,23 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     }
                 }
             }
-            // Only the touched entities and the position are cloned for persisting.
-            snapshot_of_data = SmData {
-                last_applied: data.last_applied,
-                membership: data.membership.clone(),
-                state: ClusterState {
-                    hosts: touched
-                        .iter()
-                        .filter_map(|t| match t {
-                            Touched::Host(n) => {
-                                data.state.hosts.get(n).map(|h| (n.clone(), h.clone()))
-                            }
-                            _ => None,
-                        })
-                        .collect(),
-                    vms: touched
-                        .iter()
-                        .filter_map(|t| match t {
-                            Touched::Vm(n) => data.state.vms.get(n).map(|v| (n.clone(), v.clone())),
-                            _ => None,
-                        })
-                        .collect(),
-                },
-            };
-        }
-        self.persist(&touched, &snapshot_of_data)?;
+            // Serialize only what this batch touched, under the lock, so the write set is
+            // exactly the state readers now see.
+            let mut ws = WriteSet::position(&data)?;
+            for t in &touched {
+                match t {
+                    Touched::Host(n) => ws.host(&data, n)?,
+                    Touched::Vm(n) => ws.vm(&data, n)?,
+                    Touched::Nothing => {}
+                }
+            }
+            for (id, keep) in &request_writes {
+                let remembered = if *keep { data.requests.get(id) } else { None };
+                ws.request(id, remembered)?;
+            }
+            ws
+        };
+        self.persist(&ws)?;
         for t in touched {
             let change = match t {
                 Touched::Host(n) => Change::Host(n),

@@ -1,0 +1,146 @@
+//! The client commands (`cluster`, `host`, `vm`): call the API through [`Client`] and
+//! render the answer. They return what to print; `main` prints it.
+
+use drover_proto::v1 as pb;
+
+use super::output::{self, Format};
+use super::{ClusterCmd, HostCmd, VmCmd};
+use crate::client::{Client, Membership, Read, VmVerb};
+
+/// Where and how long client commands try.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub endpoints: Vec<String>,
+    pub timeout: std::time::Duration,
+}
+
+/// A command's result: the output proper, and a note for stderr (what a stale read
+/// reflects) that must not mix into JSON.
+#[derive(Debug, Default)]
+pub struct Printed {
+    pub stdout: String,
+    pub note: Option<String>,
+}
+
+impl From<String> for Printed {
+    fn from(stdout: String) -> Self {
+        Printed { stdout, note: None }
+    }
+}
+
+fn client(target: &Target) -> anyhow::Result<Client> {
+    Ok(Client::new(&target.endpoints)?.with_deadline(target.timeout))
+}
+
+fn json(v: &serde_json::Value) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(v)?)
+}
+
+/// Renders a read, noting what a stale one reflects.
+fn read<T>(
+    r: Read<T>,
+    stale: bool,
+    render: impl FnOnce(&T) -> anyhow::Result<String>,
+) -> anyhow::Result<Printed> {
+    let stdout = render(&r.value)?;
+    let note = stale.then(|| {
+        format!(
+            "stale read: controller {} at applied index {}",
+            r.served_by, r.applied_index
+        )
+    });
+    Ok(Printed { stdout, note })
+}
+
+fn show_vm(format: Format, vm: &pb::Vm) -> anyhow::Result<String> {
+    match format {
+        Format::Json => json(&output::vm_json(vm)),
+        Format::Table => Ok(output::vm_rows(std::slice::from_ref(vm))),
+    }
+}
+
+fn show_vms(format: Format, vms: &[pb::Vm]) -> anyhow::Result<String> {
+    match format {
+        Format::Json => json(&vms.iter().map(output::vm_json).collect()),
+        Format::Table => Ok(output::vm_rows(vms)),
+    }
+}
+
+fn show_host(format: Format, h: &pb::Host) -> anyhow::Result<String> {
+    match format {
+        Format::Json => json(&output::host_json(h)),
+        Format::Table => Ok(output::host_rows(std::slice::from_ref(h))),
+    }
+}
+
+fn show_hosts(format: Format, hosts: &[pb::Host]) -> anyhow::Result<String> {
+    match format {
+        Format::Json => json(&hosts.iter().map(output::host_json).collect()),
+        Format::Table => Ok(output::host_rows(hosts)),
+    }
+}
+
+fn show_status(format: Format, s: &pb::ClusterStatusResponse) -> anyhow::Result<String> {
+    match format {
+        Format::Json => json(&output::status_json(s)),
+        Format::Table => Ok(output::status_rows(s)),
+    }
+}
+
+/// Runs a `drover cluster …` command.
+pub async fn cluster(target: &Target, format: Format, cmd: ClusterCmd) -> anyhow::Result<Printed> {
+    let c = client(target)?;
+    let status = match cmd {
+        ClusterCmd::Status => c.cluster_status().await?,
+        ClusterCmd::AddNode { id, address } => {
+            c.membership(Membership::Add { id, address }).await?
+        }
+        ClusterCmd::RemoveNode { id } => c.membership(Membership::Remove { id }).await?,
+        ClusterCmd::TransferLeader { id } => {
+            c.membership(Membership::TransferLeader { id }).await?
+        }
+    };
+    Ok(show_status(format, &status)?.into())
+}
+
+/// Runs a `drover host …` command.
+pub async fn host(target: &Target, format: Format, cmd: HostCmd) -> anyhow::Result<Printed> {
+    let c = client(target)?;
+    match cmd {
+        HostCmd::Add { name, address } => {
+            Ok(show_host(format, &c.add_host(&name, &address).await?)?.into())
+        }
+        HostCmd::Get { name, stale } => {
+            read(c.host(&name, stale).await?, stale, |h| show_host(format, h))
+        }
+        HostCmd::List { stale } => read(c.hosts(stale).await?, stale, |h| show_hosts(format, h)),
+    }
+}
+
+/// Runs a `drover vm …` command.
+pub async fn vm(target: &Target, format: Format, cmd: VmCmd) -> anyhow::Result<Printed> {
+    let c = client(target)?;
+    let vm = match cmd {
+        VmCmd::Create {
+            name,
+            vcpus,
+            memory_mib,
+            stopped,
+        } => {
+            let req = pb::CreateVmRequest {
+                name,
+                spec: Some(pb::VmSpec { vcpus, memory_mib }),
+                start: !stopped,
+            };
+            c.create_vm(req).await?
+        }
+        VmCmd::Get { name, stale } => {
+            return read(c.vm(&name, stale).await?, stale, |v| show_vm(format, v))
+        }
+        VmCmd::List { stale } => return read(c.vms(stale).await?, stale, |v| show_vms(format, v)),
+        VmCmd::Start { name } => c.vm_action(VmVerb::Start, &name).await?,
+        VmCmd::Stop { name } => c.vm_action(VmVerb::Stop, &name).await?,
+        VmCmd::Delete { name } => c.vm_action(VmVerb::Delete, &name).await?,
+    };
+    Ok(show_vm(format, &vm)?.into())
+}
