@@ -207,6 +207,25 @@ impl Client {
         .await
     }
 
+    /// A backup from the leader: its bytes and the applied index it reflects.
+    pub async fn save_snapshot(&self) -> Result<(Vec<u8>, u64), ClientError> {
+        self.call(|c| async move {
+            let mut stream = ClusterServiceClient::new(c)
+                .max_decoding_message_size(4 * 1024 * 1024)
+                .save_snapshot(pb::SaveSnapshotRequest {})
+                .await?
+                .into_inner();
+            let mut bytes = Vec::new();
+            let mut index = 0;
+            while let Some(chunk) = stream.message().await? {
+                bytes.extend_from_slice(&chunk.data);
+                index = chunk.applied_index;
+            }
+            Ok((bytes, index))
+        })
+        .await
+    }
+
     /// `drover cluster add-node|remove-node|transfer-leader`.
     pub async fn membership(
         &self,

@@ -6,6 +6,7 @@
 //! - [`network`]: Raft RPCs over tonic; [`node`]: one controller's Raft member and write path.
 
 mod apply;
+pub mod backup;
 pub mod command;
 pub mod dedup;
 pub mod membership;

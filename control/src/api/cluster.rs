@@ -166,8 +166,39 @@ async fn ask_peer(id: u64, addr: String) -> pb::Member {
     }
 }
 
+/// Backup chunks: small enough for gRPC's default message limits.
+const BACKUP_CHUNK: usize = 1024 * 1024;
+
+type ChunkStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::SnapshotChunk, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl ClusterService for ClusterApi {
+    type SaveSnapshotStream = ChunkStream;
+
+    async fn save_snapshot(
+        &self,
+        _: Request<pb::SaveSnapshotRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
+        // A linearizable read on the leader: the backup holds every acknowledged write.
+        fresh_read(&self.node, false).await?;
+        let data = self.node.view().read(|d| d.clone());
+        let applied_index = applied(&data);
+        let bytes =
+            drover_raft::backup::encode(&data).map_err(|e| Status::internal(e.to_string()))?;
+        tracing::info!(applied_index, bytes = bytes.len(), "streaming a backup");
+        let chunks: Vec<Result<pb::SnapshotChunk, Status>> = bytes
+            .chunks(BACKUP_CHUNK)
+            .map(|c| {
+                Ok(pb::SnapshotChunk {
+                    data: c.to_vec(),
+                    applied_index,
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+
     async fn status(
         &self,
         req: Request<pb::ClusterStatusRequest>,

@@ -4,7 +4,7 @@
 use drover_proto::v1 as pb;
 
 use super::output::{self, Format};
-use super::{ClusterCmd, HostCmd, VmCmd};
+use super::{ClusterCmd, HostCmd, SnapshotCmd, VmCmd};
 use crate::client::{Client, Membership, Read, VmVerb};
 
 /// Where and how long client commands try.
@@ -89,6 +89,14 @@ fn show_status(format: Format, s: &pb::ClusterStatusResponse) -> anyhow::Result<
 
 /// Runs a `drover cluster …` command.
 pub async fn cluster(target: &Target, format: Format, cmd: ClusterCmd) -> anyhow::Result<Printed> {
+    if let ClusterCmd::Restore {
+        file,
+        data_dir,
+        initial_cluster,
+    } = &cmd
+    {
+        return super::backup::restore(file, data_dir, initial_cluster, format).await;
+    }
     let c = client(target)?;
     let status = match cmd {
         ClusterCmd::Status => c.cluster_status().await?,
@@ -99,6 +107,10 @@ pub async fn cluster(target: &Target, format: Format, cmd: ClusterCmd) -> anyhow
         ClusterCmd::TransferLeader { id } => {
             c.membership(Membership::TransferLeader { id }).await?
         }
+        ClusterCmd::Snapshot(SnapshotCmd::Save { file }) => {
+            return super::backup::save(&c, &file, format).await;
+        }
+        ClusterCmd::Restore { .. } => unreachable!("handled above"),
     };
     Ok(show_status(format, &status)?.into())
 }

@@ -1,6 +1,7 @@
 //! The `drover` command line: flags (clap) and the client commands. `server` and `dev`
 //! live in their own modules.
 
+mod backup;
 mod commands;
 pub mod output;
 
@@ -100,6 +101,25 @@ pub enum ClusterCmd {
     RemoveNode { id: u64 },
     /// Make another voter the leader (before restarting this one, say).
     TransferLeader { id: u64 },
+    /// Backups of the whole cluster state.
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
+    /// Seed a new controller's data dir from a backup (offline; run it for every founding
+    /// member with the same --initial-cluster, then start them with it).
+    Restore {
+        file: PathBuf,
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The new cluster's founding members: 1=HOST:PORT,2=HOST:PORT,3=HOST:PORT.
+        #[arg(long)]
+        initial_cluster: String,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SnapshotCmd {
+    /// Save a consistent backup, taken on the leader, to FILE.
+    Save { file: PathBuf },
 }
 
 #[derive(Debug, clap::Subcommand)]

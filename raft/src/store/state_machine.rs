@@ -300,6 +300,26 @@ impl WriteSet {
     }
 }
 
+impl StateMachineStore {
+    /// Replaces the state with `data` and stores it as the current snapshot (backup
+    /// restore into a fresh store).
+    pub async fn restore(&self, data: &SmData) -> Result<(), StorageError> {
+        self.persist_all(data)?;
+        let bytes = serde_json::to_vec(data).map_err(ser_err)?;
+        let meta = SnapshotMeta {
+            last_log_id: data.last_applied,
+            last_membership: data.membership.clone(),
+            snapshot_id: format!(
+                "restore-{}",
+                data.last_applied.map(|l| l.index).unwrap_or(0)
+            ),
+        };
+        self.save_snapshot(&meta, bytes).await?;
+        *self.write_data() = data.clone();
+        Ok(())
+    }
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let (bytes, meta) = {
