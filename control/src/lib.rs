@@ -7,6 +7,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod dev;
+pub mod metrics;
 pub mod server;
 
 use std::time::Duration;
@@ -47,6 +48,12 @@ pub async fn serve(args: cli::ServerArgs, listener: tokio::net::TcpListener) -> 
             (Default::default(), advertise)
         }
     };
+    if let Some(addr) = &args.metrics_listen {
+        let addr = addr
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--metrics-listen {addr:?}: {e}"))?;
+        metrics::serve(addr)?;
+    }
     let config = config::ServerConfig {
         id: args.id,
         data_dir: args.data_dir,

@@ -88,6 +88,7 @@ pub async fn run(
         tracing::info!(node = config.id, "bootstrapped a new cluster");
     }
 
+    tokio::spawn(crate::metrics::follow_raft(node.clone()));
     let supervisor = Supervisor::new(
         node.clone(),
         SupervisorConfig {

@@ -68,6 +68,9 @@ pub struct ServerArgs {
     /// --join when --listen is not a concrete address.
     #[arg(long)]
     pub advertise: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
     /// Take a snapshot (and compact the log) after this many applied entries.
     #[arg(long, default_value_t = 10_000)]
     pub snapshot_logs: u64,

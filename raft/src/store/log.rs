@@ -150,6 +150,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        metrics::gauge!("drover_raft_commit_index").set(committed.map_or(0, |l| l.index) as f64);
         // Not flushed: losing it only means re-deriving the commit index from the quorum.
         self.write_meta(COMMITTED, &committed, ErrorSubject::Store)
     }

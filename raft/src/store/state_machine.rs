@@ -357,6 +357,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let started = std::time::Instant::now();
         let mut results = Vec::new();
         let mut touched = Vec::new();
         let ws = {
@@ -412,6 +413,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             ws
         };
         self.persist(&ws)?;
+        metrics::histogram!("drover_raft_apply_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("drover_raft_applied_entries_total").increment(results.len() as u64);
         for t in touched {
             let change = match t {
                 Touched::Host(n) => Change::Host(n),
