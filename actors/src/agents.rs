@@ -3,17 +3,26 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use drover_proto::agent::v1::host_agent_client::HostAgentClient;
-use tonic::transport::{Channel, Endpoint};
+use drover_proto::transport::{endpoint, TlsHandle};
+use tonic::transport::Channel;
 
 #[derive(Debug, Clone, Default)]
 pub struct AgentPool {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// The controller's TLS identity; hostd requires it when the cluster uses mTLS.
+    tls: TlsHandle,
 }
 
 impl AgentPool {
+    pub fn new(tls: TlsHandle) -> Self {
+        Self {
+            channels: Default::default(),
+            tls,
+        }
+    }
+
     /// A client for the hostd at `address` (`host:port`).
     pub fn client(
         &self,
@@ -23,10 +32,7 @@ impl AgentPool {
         if let Some(c) = channels.get(address) {
             return Ok(HostAgentClient::new(c.clone()));
         }
-        let channel = Endpoint::from_shared(format!("http://{address}"))?
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let channel = endpoint(address, self.tls.as_deref())?.connect_lazy();
         channels.insert(address.to_string(), channel.clone());
         Ok(HostAgentClient::new(channel))
     }

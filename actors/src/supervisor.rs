@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use actix::prelude::*;
+use drover_proto::transport::TlsHandle;
 use drover_raft::model::ObservedState;
 use drover_raft::store::Change;
 use drover_raft::{RaftMetrics, RaftNode};
@@ -24,12 +25,15 @@ use crate::Shutdown;
 pub struct SupervisorConfig {
     /// How often hostd sends heartbeats on the session.
     pub heartbeat_interval: Duration,
+    /// The controller's identity towards hostd (mutual TLS), or plaintext.
+    pub tls: TlsHandle,
 }
 
 impl Default for SupervisorConfig {
     fn default() -> Self {
         Self {
             heartbeat_interval: Duration::from_secs(1),
+            tls: None,
         }
     }
 }
@@ -59,8 +63,8 @@ impl Supervisor {
     pub fn new(node: RaftNode, config: SupervisorConfig) -> Self {
         Self {
             node,
+            agents: AgentPool::new(config.tls.clone()),
             config,
-            agents: AgentPool::default(),
             leading: None,
         }
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use drover_proto::agent::v1::host_agent_client::HostAgentClient;
 use drover_proto::agent::v1::{Domain, ListDomainsRequest};
+use drover_proto::transport::endpoint;
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -19,6 +20,11 @@ pub struct ClusterSpec {
     pub controllers: u64,
     pub hosts: u64,
     pub libvirt_uri: String,
+    /// Extra `drover server` flags for every controller (e.g. `--snapshot-logs 64`, so a
+    /// short test still crosses snapshots and log purges).
+    pub controller_args: Vec<String>,
+    /// Mutual TLS on every hop, with a fresh CA (`drover certs`) for this cluster.
+    pub tls: bool,
 }
 
 impl Default for ClusterSpec {
@@ -27,7 +33,36 @@ impl Default for ClusterSpec {
             controllers: 3,
             hosts: 2,
             libvirt_uri: "test:///default".into(),
+            controller_args: Vec::new(),
+            tls: false,
         }
+    }
+}
+
+/// The PEM files of one process's TLS identity.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    pub fn flags(&self) -> Vec<String> {
+        vec![
+            "--ca".into(),
+            self.ca.display().to_string(),
+            "--cert".into(),
+            self.cert.display().to_string(),
+            "--key".into(),
+            self.key.display().to_string(),
+        ]
+    }
+
+    pub fn load(&self) -> anyhow::Result<drover_proto::transport::Tls> {
+        Ok(drover_proto::transport::Tls::load(
+            &self.ca, &self.cert, &self.key,
+        )?)
     }
 }
 
@@ -60,6 +95,9 @@ pub struct Cluster {
     pub controllers: Vec<Controller>,
     pub agents: Vec<Agent>,
     initial_cluster: String,
+    controller_args: Vec<String>,
+    /// Where the cluster's CA lives, when it uses mutual TLS.
+    certs: Option<PathBuf>,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -92,14 +130,26 @@ impl Cluster {
             controllers,
             agents: Vec::new(),
             initial_cluster,
+            controller_args: spec.controller_args.clone(),
+            certs: None,
         };
+        if spec.tls {
+            let certs = cluster.dir.path().join("certs");
+            let out = cluster
+                .drover(&["certs", "init", "--dir", &certs.display().to_string()])
+                .await?;
+            if !out.success {
+                bail!("certs init failed: {}", out.stderr);
+            }
+            cluster.certs = Some(certs);
+        }
         for id in 1..=spec.controllers {
             cluster.start_controller(id).await?;
         }
         cluster.wait_for_leader(None).await?;
         for i in 1..=spec.hosts {
             let name = format!("h{i}");
-            let args: Vec<String> = vec![
+            let mut args: Vec<String> = vec![
                 "--name".into(),
                 name.clone(),
                 "--listen".into(),
@@ -114,6 +164,9 @@ impl Cluster {
                     .display()
                     .to_string(),
             ];
+            if let Some(tls) = cluster.identity(&format!("host-{name}")).await? {
+                args.extend(tls.flags());
+            }
             let log = cluster.dir.path().join(format!("hostd-{name}.log"));
             let (process, addr) =
                 ChildProcess::spawn(&format!("hostd-{name}"), &binary("hostd"), &args, &log)
@@ -144,8 +197,9 @@ impl Cluster {
     /// (Re)starts controller `id` on its address and data dir.
     pub async fn start_controller(&mut self, id: u64) -> anyhow::Result<()> {
         let initial = self.initial_cluster.clone();
+        let extra = self.controller_args.clone();
         let c = self.controller_mut(id)?;
-        let args: Vec<String> = vec![
+        let mut args: Vec<String> = vec![
             "server".into(),
             "--id".into(),
             id.to_string(),
@@ -156,7 +210,12 @@ impl Cluster {
             "--initial-cluster".into(),
             initial,
         ];
+        args.extend(extra);
         let log = c.data_dir.with_extension("log");
+        if let Some(tls) = self.identity(&format!("controller-{id}")).await? {
+            args.extend(tls.flags());
+        }
+        let c = self.controller_mut(id)?;
         let (process, _) =
             ChildProcess::spawn(&format!("controller-{id}"), &binary("drover"), &args, &log)
                 .await?;
@@ -204,6 +263,96 @@ impl Cluster {
             .join(",")
     }
 
+    /// `(id, address)` of every controller, running or not.
+    pub fn members(&self) -> Vec<(u64, String)> {
+        self.controllers
+            .iter()
+            .map(|c| (c.id, c.addr.clone()))
+            .collect()
+    }
+
+    /// Every controller's address, running or not.
+    pub fn addrs(&self) -> Vec<String> {
+        self.controllers.iter().map(|c| c.addr.clone()).collect()
+    }
+
+    /// The TLS identity `name` (issued on first use) when the cluster uses mutual TLS.
+    pub async fn identity(&self, name: &str) -> anyhow::Result<Option<TlsFiles>> {
+        let Some(certs) = &self.certs else {
+            return Ok(None);
+        };
+        let files = TlsFiles {
+            ca: certs.join("ca.pem"),
+            cert: certs.join(format!("{name}.pem")),
+            key: certs.join(format!("{name}-key.pem")),
+        };
+        if !files.cert.exists() {
+            let out = self
+                .drover(&[
+                    "certs",
+                    "issue",
+                    name,
+                    "--dir",
+                    &certs.display().to_string(),
+                ])
+                .await?;
+            if !out.success {
+                bail!("certs issue {name} failed: {}", out.stderr);
+            }
+        }
+        Ok(Some(files))
+    }
+
+    /// Starts a new controller `id` with `--join` on a fresh port and data dir, and
+    /// returns its address (add it with `drover cluster add-node`).
+    pub async fn start_joining_controller(&mut self, id: u64) -> anyhow::Result<String> {
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let data_dir = self.dir.path().join(format!("controller-{id}"));
+        self.controllers.retain(|c| c.id != id);
+        self.controllers.push(Controller {
+            id,
+            addr: addr.clone(),
+            data_dir: data_dir.clone(),
+            process: None,
+        });
+        let mut args: Vec<String> = vec![
+            "server".into(),
+            "--id".into(),
+            id.to_string(),
+            "--listen".into(),
+            addr.clone(),
+            "--advertise".into(),
+            addr.clone(),
+            "--join".into(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+        ];
+        args.extend(self.controller_args.clone());
+        if let Some(tls) = self.identity(&format!("controller-{id}")).await? {
+            args.extend(tls.flags());
+        }
+        let log = data_dir.with_extension("log");
+        let (process, _) =
+            ChildProcess::spawn(&format!("controller-{id}"), &binary("drover"), &args, &log)
+                .await?;
+        self.controller_mut(id)?.process = Some(process);
+        Ok(addr)
+    }
+
+    /// Runs the drover binary with exactly `args` (no endpoints, no TLS flags).
+    pub async fn drover(&self, args: &[&str]) -> anyhow::Result<CliOutput> {
+        let out = tokio::process::Command::new(binary("drover"))
+            .args(args)
+            .env_remove("DROVER_ENDPOINTS")
+            .output()
+            .await?;
+        Ok(CliOutput {
+            success: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
     /// Runs `drover <args> --endpoints … -o json`.
     pub async fn cli(&self, args: &[&str]) -> anyhow::Result<CliOutput> {
         self.cli_at(&self.endpoints(), args).await
@@ -217,7 +366,19 @@ impl Cluster {
         if !args.contains(&"--timeout") {
             cmd.args(["--timeout", "20"]);
         }
-        let out = cmd.env_remove("DROVER_ENDPOINTS").output().await?;
+        // A test that passes its own identity means it.
+        if !args.contains(&"--cert") {
+            if let Some(tls) = self.identity("client-admin").await? {
+                cmd.args(tls.flags());
+            }
+        }
+        let out = cmd
+            .env_remove("DROVER_ENDPOINTS")
+            .env_remove("DROVER_CA")
+            .env_remove("DROVER_CERT")
+            .env_remove("DROVER_KEY")
+            .output()
+            .await?;
         Ok(CliOutput {
             success: out.status.success(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -256,7 +417,13 @@ impl Cluster {
             .iter()
             .find(|a| a.name == host)
             .with_context(|| format!("no agent {host}"))?;
-        let mut client = HostAgentClient::connect(format!("http://{}", agent.addr)).await?;
+        // As a controller would: hostd serves only holders of a cluster certificate.
+        let tls = match self.identity("controller-1").await? {
+            Some(files) => Some(files.load()?),
+            None => None,
+        };
+        let channel = endpoint(&agent.addr, tls.as_ref())?.connect().await?;
+        let mut client = HostAgentClient::new(channel);
         Ok(client
             .list_domains(ListDomainsRequest {})
             .await?

@@ -12,24 +12,26 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// Where the drover binaries are: `$DROVER_BIN_DIR`, else the `target/<profile>` directory
-/// this test executable was built into.
+/// this executable was built into (a test lives in `target/<profile>/deps`, a binary such
+/// as `bench_raft` in `target/<profile>` itself).
 pub fn bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("DROVER_BIN_DIR") {
         return PathBuf::from(dir);
     }
     let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/<test> → target/<profile>
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("test executable lives in target/<profile>/deps")
-        .to_path_buf()
+    let dir = exe.parent().expect("executable lives in target/<profile>");
+    match dir.file_name() {
+        Some(name) if name == "deps" => dir.parent().unwrap_or(dir).to_path_buf(),
+        _ => dir.to_path_buf(),
+    }
 }
 
 pub fn binary(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
     assert!(
         path.exists(),
-        "{} is missing: build the binaries first with `cargo build --bins`",
+        "{} is missing: build the binaries first with `cargo build --bins` (`--release` for \
+         release executables), or point DROVER_BIN_DIR at them",
         path.display()
     );
     path

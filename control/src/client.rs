@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use drover_proto::transport::{endpoint, TlsHandle};
 use drover_proto::v1 as pb;
 use drover_proto::v1::cluster_service_client::ClusterServiceClient;
 use drover_proto::v1::host_service_client::HostServiceClient;
@@ -21,7 +22,7 @@ use drover_proto::{
     SERVED_BY_METADATA_KEY,
 };
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -33,7 +34,10 @@ pub enum ClientError {
     NoEndpoints,
     #[error("Invalid endpoint {endpoint:?}: {reason}")]
     BadEndpoint { endpoint: String, reason: String },
-    #[error("No controller answered within {deadline:?} (tried {endpoints}); last error: {last}")]
+    #[error(
+        "No controller answered within {deadline:?} (tried {endpoints}); last error: {last}. \
+         If the cluster uses mutual TLS, check --ca/--cert/--key (DROVER_CA/DROVER_CERT/DROVER_KEY)"
+    )]
     Unreachable {
         endpoints: String,
         deadline: Duration,
@@ -74,6 +78,7 @@ pub struct Client {
     /// Unique per client instance; request ids are `<nonce>-<counter>`.
     nonce: String,
     counter: AtomicU64,
+    tls: TlsHandle,
 }
 
 impl Client {
@@ -88,11 +93,9 @@ impl Client {
             return Err(ClientError::NoEndpoints);
         }
         for e in &endpoints {
-            Endpoint::from_shared(format!("http://{e}")).map_err(|err| {
-                ClientError::BadEndpoint {
-                    endpoint: e.clone(),
-                    reason: err.to_string(),
-                }
+            endpoint(e, None).map_err(|err| ClientError::BadEndpoint {
+                endpoint: e.clone(),
+                reason: err.to_string(),
             })?;
         }
         Ok(Self {
@@ -101,6 +104,7 @@ impl Client {
             deadline: Duration::from_secs(15),
             nonce: client_nonce(),
             counter: AtomicU64::new(0),
+            tls: None,
         })
     }
 
@@ -119,8 +123,14 @@ impl Client {
         self
     }
 
-    async fn connect(addr: &str) -> Result<Channel, String> {
-        Endpoint::from_shared(format!("http://{addr}"))
+    /// Uses mutual TLS with this identity (the cluster's CA and a client certificate).
+    pub fn with_tls(mut self, tls: TlsHandle) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    async fn connect(&self, addr: &str) -> Result<Channel, String> {
+        endpoint(addr, self.tls.as_deref())
             .map_err(|e| e.to_string())?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
@@ -149,7 +159,7 @@ impl Client {
             order.dedup();
             let mut hint = None;
             for addr in &order {
-                let channel = match Self::connect(addr).await {
+                let channel = match self.connect(addr).await {
                     Ok(c) => c,
                     Err(e) => {
                         last = e;
@@ -173,6 +183,11 @@ impl Client {
                         if hint.is_some() {
                             break;
                         }
+                    }
+                    // tonic reports a connection that broke mid-call (a TLS handshake the
+                    // server refused, an HTTP/2 error) as UNKNOWN/CANCELLED: try elsewhere.
+                    Err(s) if matches!(s.code(), Code::Unknown | Code::Cancelled) => {
+                        last = format!("{addr}: {}", s.message());
                     }
                     Err(s) => return Err(ClientError::Status(s)),
                 }

@@ -19,6 +19,8 @@ pub struct ServerConfig {
     pub raft: RaftTimings,
     /// Entries applied between snapshots.
     pub snapshot_logs: u64,
+    /// Mutual TLS on every port and every outgoing hop (`None`: plaintext, dev only).
+    pub tls: drover_proto::transport::TlsHandle,
     pub heartbeat_interval: Duration,
 }
 

@@ -1,6 +1,7 @@
 //! `drover dev`: a whole local cluster for trying drover — controllers and hostd agents
 //! (on libvirt's `test:///default` driver) as child processes on loopback, bootstrapped,
-//! with the hosts registered. Stopping it stops every child by PID.
+//! with the hosts registered, and mutual TLS everywhere (a fresh CA and certificates in
+//! `<dir>/certs`). Stopping it stops every child by PID.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -11,13 +12,28 @@ use drover_proto::v1::HostHealth;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::certs::{self, Issued};
 use crate::cli::DevArgs;
 use crate::client::Client;
+
+/// `--ca/--cert/--key` for a child process.
+fn tls_flags(tls: &Issued) -> Vec<std::ffi::OsString> {
+    vec![
+        "--ca".into(),
+        tls.ca.clone().into(),
+        "--cert".into(),
+        tls.cert.clone().into(),
+        "--key".into(),
+        tls.key.clone().into(),
+    ]
+}
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct DevCluster {
     pub dir: PathBuf,
+    /// The client certificate for the operator's CLI.
+    pub client_tls: Issued,
     pub endpoints: Vec<String>,
     /// (name, hostd address)
     pub hosts: Vec<(String, String)>,
@@ -84,8 +100,12 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<DevCluster> {
     }
     std::fs::create_dir_all(args.dir.join("logs"))?;
     let dir = std::fs::canonicalize(&args.dir)?;
+    let certs = dir.join("certs");
+    certs::init(&certs)?;
+    let client_tls = certs::issue(&certs, "client-admin", &[])?;
     let mut cluster = DevCluster {
         dir: dir.clone(),
+        client_tls,
         endpoints: Vec::new(),
         hosts: Vec::new(),
         children: Vec::new(),
@@ -119,7 +139,9 @@ impl DevCluster {
             .join(",");
         for (id, addr) in &members {
             let name = format!("controller-{id}");
+            let tls = certs::issue(&self.dir.join("certs"), &name, &[])?;
             let child = Command::new(drover)
+                .args(tls_flags(&tls))
                 .args(["server", "--id", &id.to_string(), "--listen", addr])
                 .arg("--data-dir")
                 .arg(self.dir.join(&name))
@@ -134,7 +156,9 @@ impl DevCluster {
         }
         for i in 1..=args.hosts {
             let name = format!("h{i}");
+            let tls = certs::issue(&self.dir.join("certs"), &format!("host-{name}"), &[])?;
             let mut child = Command::new(hostd)
+                .args(tls_flags(&tls))
                 .args(["--name", &name, "--listen", "127.0.0.1:0"])
                 .args(["--libvirt-uri", &args.libvirt_uri])
                 .arg("--data-dir")
@@ -149,7 +173,9 @@ impl DevCluster {
             self.hosts.push((name, addr));
         }
 
-        let client = Client::new(&self.endpoints)?.with_deadline(READY_TIMEOUT);
+        let client = Client::new(&self.endpoints)?
+            .with_deadline(READY_TIMEOUT)
+            .with_tls(self.client_tls()?);
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             let status = client.cluster_status().await?;
@@ -186,13 +212,27 @@ impl DevCluster {
             .collect::<Vec<_>>()
             .join(", ");
         format!(
-            "drover dev cluster is up: {} controllers, hosts {hosts}; logs in {}/logs\n\
-             In another shell:\n\n    export DROVER_ENDPOINTS={}\n\n\
+            "drover dev cluster is up: {} controllers, hosts {hosts}; mutual TLS with the CA in \
+             {}/certs; logs in {}/logs\n\
+             In another shell:\n\n    export DROVER_ENDPOINTS={}\n    export DROVER_CA={} \
+             DROVER_CERT={} DROVER_KEY={}\n\n\
              Press Ctrl-C to stop it.",
             self.endpoints.len(),
             self.dir.display(),
-            self.endpoints.join(",")
+            self.dir.display(),
+            self.endpoints.join(","),
+            self.client_tls.ca.display(),
+            self.client_tls.cert.display(),
+            self.client_tls.key.display(),
         )
+    }
+
+    /// The operator's client identity, loaded.
+    pub fn client_tls(&self) -> anyhow::Result<drover_proto::transport::TlsHandle> {
+        let t = &self.client_tls;
+        Ok(Some(std::sync::Arc::new(
+            drover_proto::transport::Tls::load(&t.ca, &t.cert, &t.key)?,
+        )))
     }
 
     /// SIGTERM to every child (by PID), then SIGKILL to any still running after 10 s.

@@ -3,6 +3,7 @@
 //! ([`dev`]).
 
 pub mod api;
+pub mod certs;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -13,7 +14,11 @@ pub mod server;
 use std::time::Duration;
 
 /// `drover server …` on an already bound listener: runs until SIGTERM or Ctrl-C.
-pub async fn serve(args: cli::ServerArgs, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+pub async fn serve(
+    args: cli::ServerArgs,
+    tls: drover_proto::transport::TlsHandle,
+    listener: tokio::net::TcpListener,
+) -> anyhow::Result<()> {
     if args.id == 0 {
         anyhow::bail!("--id must be at least 1");
     }
@@ -61,6 +66,7 @@ pub async fn serve(args: cli::ServerArgs, listener: tokio::net::TcpListener) -> 
         initial_cluster,
         raft: Default::default(),
         snapshot_logs: args.snapshot_logs,
+        tls,
         heartbeat_interval: Duration::from_millis(args.heartbeat_interval_ms),
     };
     server::run(config, listener, shutdown_signal()).await?;

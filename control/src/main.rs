@@ -31,11 +31,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         endpoints,
         timeout,
         output,
+        tls,
         command,
     } = cli;
+    let tls = tls.load()?;
     let target = cli::Target {
         endpoints,
         timeout: std::time::Duration::from_secs(timeout),
+        tls: tls.clone(),
     };
     if let Command::Server(args) = command {
         // The controller runs actix actors: it needs an actix System over a multi-threaded
@@ -51,7 +54,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             // Harnesses that pass port 0 read the real address from this line.
             println!("listening on {}", listener.local_addr()?);
             std::io::stdout().flush()?;
-            drover_control::serve(args, listener).await
+            drover_control::serve(args, tls, listener).await
         });
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -71,6 +74,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Cluster(cmd) => cli::cluster(&target, output, cmd).await?,
             Command::Host(cmd) => cli::host(&target, output, cmd).await?,
             Command::Vm(cmd) => cli::vm(&target, output, cmd).await?,
+            Command::Certs(cmd) => cli::certs(cmd)?,
             Command::Server(_) => unreachable!("handled above"),
         };
         println!("{}", printed.stdout);

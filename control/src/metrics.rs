@@ -28,7 +28,9 @@ pub fn serve(addr: SocketAddr) -> Result<(), MetricsError> {
         // Real histogram buckets (aggregatable across controllers), not client quantiles.
         .set_buckets_for_metric(
             Matcher::Full("drover_raft_apply_seconds".into()),
-            &[0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0],
+            &[
+                0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ],
         )
         .map_err(err)?
         .install()

@@ -47,6 +47,7 @@ pub async fn run(
         data_dir: config.data_dir.clone(),
         timings: config.raft.clone(),
         snapshot_logs: config.snapshot_logs,
+        tls: config.tls.clone(),
     })
     .await?;
     tracing::info!(node = config.id, addr = %config.advertise, "controller starting");
@@ -59,7 +60,11 @@ pub async fn run(
         .register_encoded_file_descriptor_set(drover_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let router = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        builder = builder.tls_config(tls.server_config())?;
+    }
+    let router = builder
         .add_service(
             RaftServiceServer::new(RaftGrpcService::new(node.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -68,6 +73,7 @@ pub async fn run(
         .add_service(ClusterServiceServer::new(ClusterApi::new(
             node.clone(),
             config.raft.clone(),
+            config.tls.clone(),
         )))
         .add_service(HostServiceServer::new(HostApi::new(node.clone())))
         .add_service(VmServiceServer::new(VmApi::new(node.clone())))
@@ -93,6 +99,7 @@ pub async fn run(
         node.clone(),
         SupervisorConfig {
             heartbeat_interval: config.heartbeat_interval,
+            tls: config.tls.clone(),
         },
     )
     .start();

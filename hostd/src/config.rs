@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use drover_proto::transport::TlsHandle;
+
 /// How often a session sends heartbeats when the controller's Hello does not say.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(1000);
 
@@ -19,6 +21,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Heartbeat interval for sessions whose Hello leaves it at zero.
     pub heartbeat_interval: Duration,
+    /// Mutual TLS: serve only clients (controllers) with a certificate from the cluster CA.
+    /// `None` serves plaintext, for local trials only.
+    pub tls: TlsHandle,
 }
 
 impl Config {
@@ -33,6 +38,7 @@ impl Config {
             libvirt_uri: libvirt_uri.into(),
             data_dir: data_dir.into(),
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            tls: None,
         }
     }
 }

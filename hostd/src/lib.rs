@@ -62,6 +62,7 @@ pub async fn serve(
 ) -> Result<(), HostdError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let host = config.name.clone();
+    let tls = config.tls.clone();
     let service = AgentService::new(config, hypervisor, stop_rx);
     let signal = async move {
         shutdown.await;
@@ -75,7 +76,13 @@ pub async fn serve(
         stream.set_nodelay(true)?;
         Ok::<_, std::io::Error>(stream)
     });
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        builder = builder
+            .tls_config(tls.server_config())
+            .map_err(HostdError::Serve)?;
+    }
+    builder
         .add_service(HostAgentServer::new(service))
         .serve_with_incoming_shutdown(incoming, signal)
         .await

@@ -33,6 +33,14 @@ struct Flags {
     /// Heartbeat interval when the controller's Hello does not set one.
     #[arg(long, default_value_t = 1000)]
     heartbeat_interval_ms: u64,
+    /// Mutual TLS: the cluster CA, and this host's certificate and key (PEM). Only
+    /// clients with a certificate from that CA are served.
+    #[arg(long, env = "DROVER_CA")]
+    ca: Option<PathBuf>,
+    #[arg(long, env = "DROVER_CERT")]
+    cert: Option<PathBuf>,
+    #[arg(long, env = "DROVER_KEY")]
+    key: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -61,6 +69,11 @@ async fn hostd(flags: Flags) -> anyhow::Result<()> {
         anyhow::bail!("--heartbeat-interval-ms must be at least 1");
     }
     config.heartbeat_interval = Duration::from_millis(flags.heartbeat_interval_ms);
+    config.tls = drover_proto::transport::Tls::from_flags(
+        flags.ca.as_deref(),
+        flags.cert.as_deref(),
+        flags.key.as_deref(),
+    )?;
 
     let listener = TcpListener::bind(flags.listen)
         .await

@@ -3,22 +3,26 @@
 //! - [`v1`]: the public API (`ClusterService`, `HostService`, `VmService`).
 //! - [`agent::v1`]: controller → hostd (`HostAgent`).
 //! - [`raft::v1`]: controller ↔ controller Raft traffic (`RaftService`).
+//! - [`transport`]: how every hop connects (plaintext or mutual TLS).
 //!
 //! Conversions to domain types live with the domain types (`drover-raft`), which depend on
 //! this crate, not the other way round.
 
-#![allow(clippy::all, missing_docs)]
+pub mod transport;
 
+#[allow(clippy::all, missing_docs)]
 pub mod v1 {
     tonic::include_proto!("drover.v1");
 }
 
+#[allow(clippy::all, missing_docs)]
 pub mod agent {
     pub mod v1 {
         tonic::include_proto!("drover.agent.v1");
     }
 }
 
+#[allow(clippy::all, missing_docs)]
 pub mod raft {
     pub mod v1 {
         tonic::include_proto!("drover.raft.v1");

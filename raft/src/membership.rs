@@ -215,7 +215,7 @@ impl RaftNode {
             if *id == target || *id == self.id() || !voters.contains(id) {
                 continue;
             }
-            if let Err(e) = raft_rpc(addr, RaftRpc::HoldElections(hold)).await {
+            if let Err(e) = raft_rpc(addr, RaftRpc::HoldElections(hold), self.tls()).await {
                 tracing::warn!(node = id, error = %e, "cannot hold elections on a voter");
             }
         }
@@ -224,7 +224,7 @@ impl RaftNode {
         // Followers reject votes until the lease since our last heartbeat has run out.
         tokio::time::sleep(election_timeout_max + Duration::from_millis(100)).await;
         let target_addr = nodes.get(&target).cloned().unwrap_or_default();
-        let campaigned = raft_rpc(&target_addr, RaftRpc::Campaign).await;
+        let campaigned = raft_rpc(&target_addr, RaftRpc::Campaign, self.tls()).await;
         let moved = self
             .raft()
             .wait(Some(hold))
@@ -260,8 +260,12 @@ pub(crate) enum RaftRpc {
     Campaign,
 }
 
-async fn raft_rpc(addr: &str, rpc: RaftRpc) -> Result<(), String> {
-    let channel = peer_channel(addr).map_err(|e| e.to_string())?;
+async fn raft_rpc(
+    addr: &str,
+    rpc: RaftRpc,
+    tls: Option<&drover_proto::transport::Tls>,
+) -> Result<(), String> {
+    let channel = peer_channel(addr, tls).map_err(|e| e.to_string())?;
     let mut client = RaftServiceClient::new(channel);
     let result = match rpc {
         RaftRpc::HoldElections(d) => {

@@ -12,6 +12,8 @@ use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 
+use drover_proto::transport::{Tls, TlsHandle};
+
 use crate::command::{ApplyResult, Request};
 use crate::network::{client::peer_channel, Network, MAX_MESSAGE_BYTES};
 use crate::store::{self, OpenError, StateView};
@@ -46,6 +48,8 @@ pub struct NodeConfig {
     /// Applied entries between snapshots; the log up to a snapshot is then purged, keeping
     /// a tail for followers that are only a little behind.
     pub snapshot_logs: u64,
+    /// Mutual TLS for all controller-to-controller traffic (`None`: plaintext).
+    pub tls: TlsHandle,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +81,7 @@ pub struct RaftNode {
 
 struct Inner {
     id: NodeId,
+    tls: TlsHandle,
     raft: Raft,
     view: StateView,
 }
@@ -121,7 +126,7 @@ impl RaftNode {
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config),
-            Network::default(),
+            Network::new(config.tls.clone()),
             log,
             sm,
         )
@@ -130,6 +135,7 @@ impl RaftNode {
         Ok(Self {
             inner: Arc::new(Inner {
                 id: config.id,
+                tls: config.tls.clone(),
                 raft,
                 view,
             }),
@@ -153,6 +159,11 @@ impl RaftNode {
 
     pub fn id(&self) -> NodeId {
         self.inner.id
+    }
+
+    /// The TLS identity this node uses towards its peers (and the API uses to reach them).
+    pub fn tls(&self) -> Option<&Tls> {
+        self.inner.tls.as_deref()
     }
 
     pub fn raft(&self) -> &Raft {
@@ -185,7 +196,7 @@ impl RaftNode {
             Err(WriteError::NotLeader {
                 leader_id,
                 leader_addr: Some(addr),
-            }) => match forward(&addr, &req).await {
+            }) => match forward(&addr, &req, self.tls()).await {
                 Ok(result) => result,
                 Err(e) => {
                     tracing::debug!(leader = %addr, error = %e, "forwarding a write failed");
@@ -231,8 +242,9 @@ enum ForwardError {
 async fn forward(
     addr: &str,
     req: &Request,
+    tls: Option<&Tls>,
 ) -> Result<Result<ApplyResult, WriteError>, ForwardError> {
-    let channel = peer_channel(addr).map_err(|e| ForwardError::Transport(e.to_string()))?;
+    let channel = peer_channel(addr, tls).map_err(|e| ForwardError::Transport(e.to_string()))?;
     let mut client = RaftServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let data = serde_json::to_vec(req).map_err(|e| ForwardError::Decode(e.to_string()))?;
     let reply = client

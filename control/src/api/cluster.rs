@@ -7,6 +7,7 @@ use drover_proto::v1::cluster_service_client::ClusterServiceClient;
 use drover_proto::v1::cluster_service_server::ClusterService;
 use std::collections::BTreeSet;
 
+use drover_proto::transport::{endpoint, TlsHandle};
 use drover_proto::{APPLIED_INDEX_METADATA_KEY, SERVED_BY_METADATA_KEY};
 use drover_raft::{MembershipError, RaftNode, RaftTimings};
 use openraft::error::{CheckIsLeaderError, RaftError};
@@ -68,11 +69,12 @@ fn membership_error(e: MembershipError) -> Status {
 pub struct ClusterApi {
     node: RaftNode,
     timings: RaftTimings,
+    tls: TlsHandle,
 }
 
 impl ClusterApi {
-    pub fn new(node: RaftNode, timings: RaftTimings) -> Self {
-        Self { node, timings }
+    pub fn new(node: RaftNode, timings: RaftTimings, tls: TlsHandle) -> Self {
+        Self { node, timings, tls }
     }
 
     /// Every member's own view, asked of each in parallel (unreachable ones say so).
@@ -87,8 +89,12 @@ impl ClusterApi {
             .filter(|(id, _)| **id != self.node.id())
             .map(|(id, n)| (*id, n.addr.clone()))
             .collect();
-        let answers =
-            futures::future::join_all(peers.into_iter().map(|(id, addr)| ask_peer(id, addr))).await;
+        let answers = futures::future::join_all(
+            peers
+                .into_iter()
+                .map(|(id, addr)| ask_peer(id, addr, self.tls.clone())),
+        )
+        .await;
         let mut members = vec![me];
         members.extend(answers);
         members.sort_by_key(|m| m.id);
@@ -134,7 +140,7 @@ impl ClusterApi {
     }
 }
 
-async fn ask_peer(id: u64, addr: String) -> pb::Member {
+async fn ask_peer(id: u64, addr: String, tls: TlsHandle) -> pb::Member {
     let unreachable = |error: String| pb::Member {
         id,
         address: addr.clone(),
@@ -142,7 +148,7 @@ async fn ask_peer(id: u64, addr: String) -> pb::Member {
         error,
         ..Default::default()
     };
-    let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
+    let endpoint = match endpoint(&addr, tls.as_deref()) {
         Ok(e) => e
             .connect_timeout(PEER_STATUS_TIMEOUT)
             .timeout(PEER_STATUS_TIMEOUT),

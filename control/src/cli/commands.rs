@@ -12,6 +12,7 @@ use crate::client::{Client, Membership, Read, VmVerb};
 pub struct Target {
     pub endpoints: Vec<String>,
     pub timeout: std::time::Duration,
+    pub tls: drover_proto::transport::TlsHandle,
 }
 
 /// A command's result: the output proper, and a note for stderr (what a stale read
@@ -29,7 +30,9 @@ impl From<String> for Printed {
 }
 
 fn client(target: &Target) -> anyhow::Result<Client> {
-    Ok(Client::new(&target.endpoints)?.with_deadline(target.timeout))
+    Ok(Client::new(&target.endpoints)?
+        .with_deadline(target.timeout)
+        .with_tls(target.tls.clone()))
 }
 
 fn json(v: &serde_json::Value) -> anyhow::Result<String> {
@@ -155,4 +158,23 @@ pub async fn vm(target: &Target, format: Format, cmd: VmCmd) -> anyhow::Result<P
         VmCmd::Delete { name } => c.vm_action(VmVerb::Delete, &name).await?,
     };
     Ok(show_vm(format, &vm)?.into())
+}
+
+/// Runs a `drover certs …` command.
+pub fn certs(cmd: super::CertsCmd) -> anyhow::Result<Printed> {
+    match cmd {
+        super::CertsCmd::Init { dir } => {
+            let ca = crate::certs::init(&dir)?;
+            Ok(format!("created CA {}", ca.display()).into())
+        }
+        super::CertsCmd::Issue { name, dir, san } => {
+            let issued = crate::certs::issue(&dir, &name, &san)?;
+            Ok(format!(
+                "issued {} (key {})",
+                issued.cert.display(),
+                issued.key.display()
+            )
+            .into())
+        }
+    }
 }

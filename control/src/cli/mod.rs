@@ -7,7 +7,7 @@ pub mod output;
 
 use std::path::PathBuf;
 
-pub use commands::{cluster, host, vm, Printed, Target};
+pub use commands::{certs, cluster, host, vm, Printed, Target};
 use output::Format;
 
 #[derive(Debug, clap::Parser)]
@@ -26,8 +26,34 @@ pub struct Cli {
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value = "table")]
     pub output: Format,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Mutual TLS: the cluster CA and this process's certificate and key (PEM). Without them,
+/// connections are plaintext (for trying drover on one machine only).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TlsArgs {
+    #[arg(long, global = true, env = "DROVER_CA")]
+    pub ca: Option<PathBuf>,
+    #[arg(long, global = true, env = "DROVER_CERT")]
+    pub cert: Option<PathBuf>,
+    #[arg(long, global = true, env = "DROVER_KEY")]
+    pub key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    pub fn load(
+        &self,
+    ) -> Result<drover_proto::transport::TlsHandle, drover_proto::transport::TlsError> {
+        drover_proto::transport::Tls::from_flags(
+            self.ca.as_deref(),
+            self.cert.as_deref(),
+            self.key.as_deref(),
+        )
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -45,6 +71,28 @@ pub enum Command {
     /// VM commands.
     #[command(subcommand)]
     Vm(VmCmd),
+    /// A cluster CA and certificates for mutual TLS.
+    #[command(subcommand)]
+    Certs(CertsCmd),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CertsCmd {
+    /// Create a CA (ca.pem, ca-key.pem) in DIR.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Issue NAME.pem and NAME-key.pem, signed by the CA in DIR.
+    Issue {
+        name: String,
+        #[arg(long)]
+        dir: PathBuf,
+        /// Extra addresses or DNS names the certificate is valid for (localhost and
+        /// 127.0.0.1 always are).
+        #[arg(long, value_delimiter = ',')]
+        san: Vec<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use drover_proto::raft::v1::raft_service_client::RaftServiceClient;
 use drover_proto::raft::v1::RaftPayload;
+use drover_proto::transport::{endpoint, Tls, TlsHandle};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -18,22 +19,32 @@ use openraft::raft::{
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::MAX_MESSAGE_BYTES;
 use crate::{NodeId, TypeConfig};
 
-/// Builds a lazily connecting channel to a controller's gRPC address (`host:port`).
-pub fn peer_channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+/// Builds a lazily connecting channel to a controller's gRPC address (`host:port`),
+/// with mutual TLS when the cluster uses it.
+pub fn peer_channel(addr: &str, tls: Option<&Tls>) -> Result<Channel, tonic::transport::Error> {
+    Ok(endpoint(addr, tls)?
         .connect_timeout(Duration::from_millis(500))
-        .tcp_nodelay(true)
         .connect_lazy())
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct Network {
     channels: Arc<Mutex<HashMap<(NodeId, String), Channel>>>,
+    tls: TlsHandle,
+}
+
+impl Network {
+    pub fn new(tls: TlsHandle) -> Self {
+        Self {
+            channels: Default::default(),
+            tls,
+        }
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -45,7 +56,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
             match channels.get(&key) {
                 Some(c) => Ok(c.clone()),
-                None => peer_channel(&node.addr).inspect(|c| {
+                None => peer_channel(&node.addr, self.tls.as_deref()).inspect(|c| {
                     channels.insert(key, c.clone());
                 }),
             }

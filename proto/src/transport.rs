@@ -1,0 +1,107 @@
+//! How drover processes reach each other: every gRPC hop (controller↔controller,
+//! client→controller, controller→hostd) is built here, in plain HTTP/2 or with mutual TLS
+//! (rustls, ring) when a [`Tls`] identity is configured. One place, so no hop can forget
+//! to authenticate.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
+
+/// A process's TLS identity and the cluster CA it trusts. Peers must present a
+/// certificate signed by that CA; anything else is refused during the handshake.
+#[derive(Clone)]
+pub struct Tls {
+    ca: Certificate,
+    identity: Identity,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls").finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("Cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--ca, --cert and --key go together; missing {0}")]
+    Incomplete(&'static str),
+}
+
+/// The shared handle processes pass around; `None` means plaintext.
+pub type TlsHandle = Option<Arc<Tls>>;
+
+impl Tls {
+    pub fn from_pem(ca: &[u8], cert: &[u8], key: &[u8]) -> Self {
+        Self {
+            ca: Certificate::from_pem(ca),
+            identity: Identity::from_pem(cert, key),
+        }
+    }
+
+    /// Reads the CA certificate, the certificate and its key (PEM files).
+    pub fn load(ca: &Path, cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let read = |p: &Path| {
+            std::fs::read(p).map_err(|source| TlsError::Read {
+                path: p.to_path_buf(),
+                source,
+            })
+        };
+        Ok(Self::from_pem(&read(ca)?, &read(cert)?, &read(key)?))
+    }
+
+    /// From optional `--ca/--cert/--key` flags: all three, or none (plaintext).
+    pub fn from_flags(
+        ca: Option<&Path>,
+        cert: Option<&Path>,
+        key: Option<&Path>,
+    ) -> Result<TlsHandle, TlsError> {
+        match (ca, cert, key) {
+            (None, None, None) => Ok(None),
+            (Some(ca), Some(cert), Some(key)) => Ok(Some(Arc::new(Self::load(ca, cert, key)?))),
+            (None, _, _) => Err(TlsError::Incomplete("--ca")),
+            (_, None, _) => Err(TlsError::Incomplete("--cert")),
+            (_, _, None) => Err(TlsError::Incomplete("--key")),
+        }
+    }
+
+    /// Server side: present our certificate, require one from every client.
+    pub fn server_config(&self) -> ServerTlsConfig {
+        ServerTlsConfig::new()
+            .identity(self.identity.clone())
+            .client_ca_root(self.ca.clone())
+    }
+
+    fn client_config(&self, host: &str) -> ClientTlsConfig {
+        ClientTlsConfig::new()
+            .ca_certificate(self.ca.clone())
+            .identity(self.identity.clone())
+            .domain_name(host.to_string())
+    }
+}
+
+/// An endpoint for `addr` (`host:port`): `https` with mTLS when `tls` is set.
+pub fn endpoint(addr: &str, tls: Option<&Tls>) -> Result<Endpoint, tonic::transport::Error> {
+    let addr = addr
+        .trim_start_matches("http://")
+        .trim_start_matches("https://");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))?
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true);
+    match tls {
+        None => Ok(endpoint),
+        Some(tls) => {
+            let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            endpoint.tls_config(tls.client_config(host))
+        }
+    }
+}
