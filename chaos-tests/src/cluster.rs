@@ -230,6 +230,14 @@ impl Cluster {
             .with_context(|| format!("no controller {id}"))
     }
 
+    /// Takes controller `id`'s process out of the cluster's hands (to watch it exit).
+    pub fn take_controller_process(&mut self, id: u64) -> anyhow::Result<ChildProcess> {
+        self.controller_mut(id)?
+            .process
+            .take()
+            .with_context(|| format!("controller {id} is not running"))
+    }
+
     /// SIGKILLs controller `id`.
     pub async fn kill_controller(&mut self, id: u64) -> anyhow::Result<()> {
         let c = self.controller_mut(id)?;

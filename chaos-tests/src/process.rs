@@ -104,6 +104,14 @@ impl ChildProcess {
         Ok(())
     }
 
+    /// Waits for the process to exit by itself (a start-up refusal, say).
+    pub async fn exited(mut self, within: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let status = tokio::time::timeout(within, self.child.wait())
+            .await
+            .with_context(|| format!("{self:?} still running after {within:?}"))??;
+        Ok(status)
+    }
+
     /// SIGTERM, and wait for a clean exit.
     pub async fn terminate(mut self) -> anyhow::Result<std::process::ExitStatus> {
         self.signal(Signal::SIGTERM)?;

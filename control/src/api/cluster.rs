@@ -98,6 +98,12 @@ impl ClusterApi {
         let mut members = vec![me];
         members.extend(answers);
         members.sort_by_key(|m| m.id);
+        // Who votes is this node's (committed) view: a member that is still catching up
+        // does not know yet.
+        let voters = self.node.voters();
+        for m in &mut members {
+            m.voter = voters.contains(&m.id);
+        }
         members
     }
 

@@ -12,6 +12,10 @@ use tonic::{Request, Response, Status};
 use crate::command::Request as WriteRequest;
 use crate::node::{RaftNode, WriteError};
 
+/// Largest snapshot a peer may send: well above a 100k-VM state (~25 MB), far below what
+/// would exhaust a controller's memory (snapshots are assembled in memory).
+pub const MAX_SNAPSHOT_BYTES: u64 = 1024 * 1024 * 1024;
+
 /// Longest election hold a peer may ask for.
 const MAX_HOLD_MS: u64 = 10_000;
 
@@ -55,7 +59,13 @@ impl RaftService for RaftGrpcService {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let rpc = decode(req)?;
+        let rpc: openraft::raft::InstallSnapshotRequest<crate::TypeConfig> = decode(req)?;
+        let end = rpc.offset.saturating_add(rpc.data.len() as u64);
+        if end > MAX_SNAPSHOT_BYTES {
+            return Err(Status::resource_exhausted(format!(
+                "Snapshot larger than the {MAX_SNAPSHOT_BYTES}-byte cap"
+            )));
+        }
         encode(&self.node.raft().install_snapshot(rpc).await)
     }
 

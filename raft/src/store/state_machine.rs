@@ -24,7 +24,10 @@ use crate::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership
 
 const LAST_APPLIED: &[u8] = b"last_applied";
 const MEMBERSHIP: &[u8] = b"membership";
-const CURRENT_SNAPSHOT: &[u8] = b"current";
+/// The current snapshot: its metadata (JSON) and its bytes (the serialized `SmData`),
+/// under two keys so that reading the metadata never parses the state.
+const SNAPSHOT_META: &[u8] = b"current_meta";
+const SNAPSHOT_DATA: &[u8] = b"current_data";
 
 /// Everything the state machine holds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -44,13 +47,6 @@ pub enum Change {
     Vm(String),
     /// The whole state was replaced (snapshot installed): re-read everything.
     Reset,
-}
-
-/// A snapshot as stored: its metadata and the serialized [`SmData`].
-#[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta,
-    data: Vec<u8>,
 }
 
 struct Shared {
@@ -156,15 +152,41 @@ impl StateMachineStore {
             requests.insert(id, r);
         }
         data.requests = Dedup::from(requests);
+        // A snapshot newer than the trees means an install was cut short after the
+        // snapshot was stored (durably) but before the trees were rewritten: finish it.
+        let mut interrupted_install = false;
+        if let Some(meta) = trees.snapshot.get(SNAPSHOT_META)? {
+            let meta: SnapshotMeta =
+                serde_json::from_slice(&meta).map_err(|e| corrupt("sm_snapshot/meta", e))?;
+            if meta.last_log_id > data.last_applied {
+                let bytes = trees
+                    .snapshot
+                    .get(SNAPSHOT_DATA)?
+                    .ok_or_else(|| corrupt("sm_snapshot/data", "missing"))?;
+                data =
+                    serde_json::from_slice(&bytes).map_err(|e| corrupt("sm_snapshot/data", e))?;
+                data.last_applied = meta.last_log_id;
+                data.membership = meta.last_membership;
+                interrupted_install = true;
+            }
+        }
         let (changes, _) = broadcast::channel(4096);
-        Ok(Self {
+        let store = Self {
             shared: Arc::new(Shared {
                 trees,
                 data: RwLock::new(data),
                 changes,
                 db: db.clone(),
             }),
-        })
+        };
+        if interrupted_install {
+            tracing::warn!("completing a snapshot install interrupted by a crash");
+            let data = store.view().read(|d| d.clone());
+            store
+                .persist_all(&data)
+                .map_err(|e| corrupt("rewriting from the snapshot", e))?;
+        }
+        Ok(store)
     }
 
     pub fn view(&self) -> StateView {
@@ -217,38 +239,48 @@ impl StateMachineStore {
                 &std::io::Error::other(e.to_string()),
             )
         };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
-        let raw = serde_json::to_vec(&stored).map_err(|e| err(&e))?;
+        let meta_raw = serde_json::to_vec(meta).map_err(|e| err(&e))?;
+        let mut batch = sled::Batch::default();
+        batch.insert(SNAPSHOT_DATA, data);
+        batch.insert(SNAPSHOT_META, meta_raw);
         self.shared
             .trees
             .snapshot
-            .insert(CURRENT_SNAPSHOT, raw)
+            .apply_batch(batch)
             .map_err(|e| err(&e))?;
         self.shared.db.flush_async().await.map_err(|e| err(&e))?;
         Ok(())
     }
 
-    /// Replaces the whole persisted state with `data` (snapshot install, restore).
+    /// Replaces the whole persisted state with `data`. Only called once `data` is stored
+    /// durably as the current snapshot: one batch per tree (a single transaction over
+    /// 100k keys is slow in sled), the apply position last; if a crash cuts this short,
+    /// `open` sees the snapshot is ahead and redoes it.
     fn persist_all(&self, data: &SmData) -> Result<(), StorageError> {
         let t = &self.shared.trees;
         let w = |e: sled::Error| io_err(ErrorSubject::StateMachine, ErrorVerb::Write, &e);
-        t.hosts.clear().map_err(w)?;
-        t.vms.clear().map_err(w)?;
-        t.requests.clear().map_err(w)?;
-        let mut ws = WriteSet::position(data)?;
-        for name in data.state.hosts.keys() {
-            ws.host(data, name)?;
+        fn batch<'a, V: Serialize + 'a>(
+            entries: impl Iterator<Item = (&'a String, V)>,
+        ) -> Result<sled::Batch, StorageError> {
+            let mut b = sled::Batch::default();
+            for (k, v) in entries {
+                b.insert(k.as_bytes(), serde_json::to_vec(&v).map_err(ser_err)?);
+            }
+            Ok(b)
         }
-        for name in data.state.vms.keys() {
-            ws.vm(data, name)?;
+        for (tree, b) in [
+            (&t.hosts, batch(data.state.hosts.iter())?),
+            (&t.vms, batch(data.state.vms.iter())?),
+            (&t.requests, batch(data.requests.iter())?),
+        ] {
+            tree.clear().map_err(w)?;
+            tree.apply_batch(b).map_err(w)?;
         }
-        for (id, r) in data.requests.iter() {
-            ws.request(id, Some(r))?;
-        }
-        self.persist(&ws)
+        let ws = WriteSet::position(data)?;
+        let mut meta = sled::Batch::default();
+        meta.insert(LAST_APPLIED, ws.last_applied);
+        meta.insert(MEMBERSHIP, ws.membership);
+        t.meta.apply_batch(meta).map_err(w)
     }
 }
 
@@ -304,7 +336,6 @@ impl StateMachineStore {
     /// Replaces the state with `data` and stores it as the current snapshot (backup
     /// restore into a fresh store).
     pub async fn restore(&self, data: &SmData) -> Result<(), StorageError> {
-        self.persist_all(data)?;
         let bytes = serde_json::to_vec(data).map_err(ser_err)?;
         let meta = SnapshotMeta {
             last_log_id: data.last_applied,
@@ -315,6 +346,7 @@ impl StateMachineStore {
             ),
         };
         self.save_snapshot(&meta, bytes).await?;
+        self.persist_all(data)?;
         *self.write_data() = data.clone();
         Ok(())
     }
@@ -451,26 +483,34 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut new_data: SmData = serde_json::from_slice(&bytes).map_err(rd)?;
         new_data.last_applied = meta.last_log_id;
         new_data.membership = meta.last_membership.clone();
-        self.persist_all(&new_data)?;
+        // The snapshot first, durably: if the rewrite below is cut short, `open` redoes it.
         self.save_snapshot(meta, bytes).await?;
+        self.persist_all(&new_data)?;
         *self.write_data() = new_data;
         let _ = self.shared.changes.send(Change::Reset);
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        let raw = self
-            .shared
-            .trees
-            .snapshot
-            .get(CURRENT_SNAPSHOT)
-            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, &e))?;
-        let Some(raw) = raw else { return Ok(None) };
-        let stored: StoredSnapshot = serde_json::from_slice(&raw)
-            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, &e))?;
+        let rd = |e: &dyn std::error::Error| {
+            io_err(
+                ErrorSubject::Snapshot(None),
+                ErrorVerb::Read,
+                &std::io::Error::other(e.to_string()),
+            )
+        };
+        let tree = &self.shared.trees.snapshot;
+        let Some(meta) = tree.get(SNAPSHOT_META).map_err(|e| rd(&e))? else {
+            return Ok(None);
+        };
+        let meta: SnapshotMeta = serde_json::from_slice(&meta).map_err(|e| rd(&e))?;
+        let data = tree
+            .get(SNAPSHOT_DATA)
+            .map_err(|e| rd(&e))?
+            .ok_or_else(|| rd(&std::io::Error::other("snapshot data missing")))?;
         Ok(Some(Snapshot {
-            meta: stored.meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
+            meta,
+            snapshot: Box::new(Cursor::new(data.to_vec())),
         }))
     }
 }

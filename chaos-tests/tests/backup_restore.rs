@@ -1,0 +1,156 @@
+//! Backup round trip: `drover cluster snapshot save` on a live cluster, `drover cluster
+//! restore` into the data dirs of a brand-new cluster, which starts with exactly that state
+//! (hosts, VMs with their placement and generation) and accepts writes.
+
+use drover_chaos_tests::process::binary;
+use drover_chaos_tests::{ChildProcess, Cluster, ClusterSpec};
+use serde_json::Value;
+
+fn free_addr() -> anyhow::Result<String> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn save_restore_round_trip() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterSpec {
+        hosts: 1,
+        ..Default::default()
+    })
+    .await?;
+    for name in ["a", "b"] {
+        let out = cluster
+            .cli(&[
+                "vm",
+                "create",
+                name,
+                "--vcpus",
+                "1",
+                "--memory-mib",
+                "64",
+                "--stopped",
+            ])
+            .await?;
+        assert!(out.success, "{}", out.stderr);
+    }
+    let before_vms = cluster
+        .cli_json(&["vm", "list"])
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let before_hosts = cluster
+        .cli_json(&["host", "list"])
+        .await
+        .map_err(anyhow::Error::msg)?;
+
+    // phase: save.
+    let file = cluster.dir.path().join("backup.json");
+    let saved = cluster
+        .cli_json(&["cluster", "snapshot", "save", &file.display().to_string()])
+        .await
+        .map_err(anyhow::Error::msg)?;
+    assert!(saved["applied_index"].as_u64() > Some(0), "{saved}");
+    assert!(file.exists());
+
+    // phase: restore into three fresh data dirs with new addresses.
+    let dir = tempfile::tempdir()?;
+    let addrs: Vec<String> = (0..3).map(|_| free_addr()).collect::<anyhow::Result<_>>()?;
+    let initial = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    for id in 1..=3 {
+        let data_dir = dir.path().join(format!("n{id}")).display().to_string();
+        let out = cluster
+            .drover(&[
+                "cluster",
+                "restore",
+                &file.display().to_string(),
+                "--data-dir",
+                &data_dir,
+                "--initial-cluster",
+                &initial,
+                "-o",
+                "json",
+            ])
+            .await?;
+        assert!(out.success, "{}", out.stderr);
+        let report: Value = serde_json::from_str(&out.stdout)?;
+        assert_eq!(report["vms"], 2);
+    }
+    // Restoring over an existing store is refused.
+    let again = cluster
+        .drover(&[
+            "cluster",
+            "restore",
+            &file.display().to_string(),
+            "--data-dir",
+            &dir.path().join("n1").display().to_string(),
+            "--initial-cluster",
+            &initial,
+        ])
+        .await?;
+    assert!(
+        !again.success && again.stderr.contains("already holds a store"),
+        "{}",
+        again.stderr
+    );
+
+    // phase: start the new cluster; it holds the backed-up state.
+    let mut processes = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let id = (i + 1).to_string();
+        let data_dir = dir.path().join(format!("n{id}")).display().to_string();
+        let args: Vec<String> = [
+            "server",
+            "--id",
+            &id,
+            "--listen",
+            addr,
+            "--data-dir",
+            &data_dir,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["--initial-cluster".to_string(), initial.clone()])
+        .collect();
+        let log = dir.path().join(format!("n{id}.log"));
+        let (p, _) =
+            ChildProcess::spawn(&format!("restored-{id}"), &binary("drover"), &args, &log).await?;
+        processes.push(p);
+    }
+    let endpoints = addrs.join(",");
+    let vms = cluster.cli_at(&endpoints, &["vm", "list"]).await?;
+    assert!(vms.success, "{}", vms.stderr);
+    assert_eq!(serde_json::from_str::<Value>(&vms.stdout)?, before_vms);
+    let hosts = cluster.cli_at(&endpoints, &["host", "list"]).await?;
+    let hosts: Value = serde_json::from_str(&hosts.stdout)?;
+    assert_eq!(hosts[0]["name"], before_hosts[0]["name"]);
+    assert_eq!(hosts[0]["address"], before_hosts[0]["address"]);
+    let out = cluster
+        .cli_at(
+            &endpoints,
+            &[
+                "vm",
+                "create",
+                "c",
+                "--vcpus",
+                "1",
+                "--memory-mib",
+                "64",
+                "--stopped",
+            ],
+        )
+        .await?;
+    assert!(
+        out.success,
+        "the restored cluster takes writes: {}",
+        out.stderr
+    );
+    for p in processes {
+        p.terminate().await?;
+    }
+    Ok(())
+}

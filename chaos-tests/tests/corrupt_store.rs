@@ -1,0 +1,83 @@
+//! A controller whose store is unreadable refuses to start, says what is wrong and how to
+//! recover, and the documented recovery (docs/OPERATIONS.md) works: remove the member,
+//! move the data dir away, start it with `--join`, add it again; it catches up.
+
+use std::time::Duration;
+
+use drover_chaos_tests::{wait_until, Cluster, ClusterSpec};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_store_refuses_to_start_and_recovers_by_rejoining() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(ClusterSpec {
+        hosts: 0,
+        ..Default::default()
+    })
+    .await?;
+    for name in ["a", "b", "c"] {
+        let out = cluster
+            .cli(&[
+                "vm",
+                "create",
+                name,
+                "--vcpus",
+                "1",
+                "--memory-mib",
+                "64",
+                "--stopped",
+            ])
+            .await?;
+        assert!(out.success, "{}", out.stderr);
+    }
+    let leader = cluster.wait_for_leader(None).await?;
+    let victim = if leader == 3 { 2 } else { 3 };
+
+    // phase: stop the victim and damage one record of its state machine.
+    cluster.kill_controller(victim).await?;
+    let data_dir = cluster.controllers[(victim - 1) as usize].data_dir.clone();
+    {
+        let db = sled::open(data_dir.join("store"))?;
+        db.open_tree("sm_vms")?.insert("a", &b"\x00garbage"[..])?;
+        db.flush()?;
+    }
+
+    // phase: it refuses to start, naming the problem and the way out.
+    cluster.start_controller(victim).await?;
+    let status = cluster
+        .take_controller_process(victim)?
+        .exited(Duration::from_secs(20))
+        .await?;
+    assert!(!status.success());
+    let log = std::fs::read_to_string(data_dir.with_extension("log"))?;
+    assert!(
+        log.contains("unreadable") && log.contains("sm_vms"),
+        "{log}"
+    );
+    assert!(log.contains("rejoining this node"), "{log}");
+
+    // phase: recovery — remove it, wipe, start it with --join, add it back.
+    let out = cluster
+        .cli(&["cluster", "remove-node", &victim.to_string()])
+        .await?;
+    assert!(out.success, "{}", out.stderr);
+    std::fs::rename(&data_dir, data_dir.with_extension("damaged"))?;
+    let addr = cluster.start_joining_controller(victim).await?;
+    let out = cluster
+        .cli(&["cluster", "add-node", &victim.to_string(), &addr])
+        .await?;
+    assert!(out.success, "{}", out.stderr);
+    wait_until(
+        "rejoined node serves the data",
+        Duration::from_secs(15),
+        || async {
+            let out = cluster
+                .cli_at(&addr, &["vm", "list", "--stale"])
+                .await
+                .map_err(|e| e.to_string())?;
+            let vms: serde_json::Value =
+                serde_json::from_str(&out.stdout).map_err(|e| e.to_string())?;
+            Ok((vms.as_array().map(Vec::len) == Some(3)).then_some(()))
+        },
+    )
+    .await?;
+    Ok(())
+}
