@@ -73,6 +73,10 @@ async fn three_to_five_to_three() -> anyhow::Result<()> {
                 .cli_at(&addr, &["vm", "list", "--stale"])
                 .await
                 .map_err(|e| e.to_string())?;
+            let note = format!("stale read: controller {id} at applied index");
+            if !out.stderr.contains(&note) {
+                return Err(format!("no stale-read note: {}", out.stderr));
+            }
             let vms: Value = serde_json::from_str(&out.stdout).map_err(|e| e.to_string())?;
             Ok((vms.as_array().map(Vec::len) == Some(3)).then_some(()))
         })
