@@ -10,10 +10,25 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-async fn drover(endpoints: &str, args: &[&str]) -> Result<serde_json::Value, String> {
+/// The CLI as an operator runs it after `drover dev`: its endpoints and client certificate.
+struct Operator {
+    endpoints: String,
+    /// `DROVER_CA`, `DROVER_CERT`, `DROVER_KEY` from the banner's export line.
+    tls_env: Vec<(String, String)>,
+}
+
+async fn drover(op: &Operator, args: &[&str]) -> Result<serde_json::Value, String> {
     let out = tokio::process::Command::new(binary("drover"))
         .args(args)
-        .args(["--endpoints", endpoints, "-o", "json", "--timeout", "10"])
+        .args([
+            "--endpoints",
+            &op.endpoints,
+            "-o",
+            "json",
+            "--timeout",
+            "10",
+        ])
+        .envs(op.tls_env.iter().cloned())
         .output()
         .await
         .map_err(|e| e.to_string())?;
@@ -35,17 +50,34 @@ async fn dev_cluster_runs_a_vm_and_stops_cleanly() -> anyhow::Result<()> {
         .spawn()?;
     let pid = Pid::from_raw(dev.id().expect("pid") as i32);
     let mut lines = BufReader::new(dev.stdout.take().expect("stdout")).lines();
-    let endpoints = tokio::time::timeout(Duration::from_secs(60), async {
+    let op = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut endpoints = None;
         while let Some(line) = lines.next_line().await? {
-            if let Some(e) = line.trim().strip_prefix("export DROVER_ENDPOINTS=") {
-                return anyhow::Ok(e.to_string());
+            let line = line.trim();
+            if let Some(e) = line.strip_prefix("export DROVER_ENDPOINTS=") {
+                endpoints = Some(e.to_string());
+            } else if let Some(vars) = line.strip_prefix("export DROVER_CA=") {
+                let tls_env = format!("DROVER_CA={vars}")
+                    .split_whitespace()
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                let endpoints = endpoints.take().unwrap_or_default();
+                return anyhow::Ok(Operator { endpoints, tls_env });
             }
         }
         anyhow::bail!("drover dev exited before printing its endpoints")
     })
     .await??;
+    let endpoints = op.endpoints.clone();
+    assert_eq!(
+        op.tls_env.len(),
+        3,
+        "CA, certificate and key: {:?}",
+        op.tls_env
+    );
 
-    let hosts = drover(&endpoints, &["host", "list"])
+    let hosts = drover(&op, &["host", "list"])
         .await
         .map_err(anyhow::Error::msg)?;
     let health: Vec<_> = hosts
@@ -56,7 +88,7 @@ async fn dev_cluster_runs_a_vm_and_stops_cleanly() -> anyhow::Result<()> {
         .collect();
     assert_eq!(health, ["up", "up", "up"], "{hosts}");
     drover(
-        &endpoints,
+        &op,
         &[
             "vm",
             "create",
@@ -70,7 +102,7 @@ async fn dev_cluster_runs_a_vm_and_stops_cleanly() -> anyhow::Result<()> {
     .await
     .map_err(anyhow::Error::msg)?;
     wait_until("demo running", Duration::from_secs(10), || async {
-        let vm = drover(&endpoints, &["vm", "get", "demo"]).await?;
+        let vm = drover(&op, &["vm", "get", "demo"]).await?;
         Ok((vm["observed_state"] == "running").then_some(()))
     })
     .await?;

@@ -186,7 +186,7 @@ impl Client {
                     }
                     // tonic reports a connection that broke mid-call (a TLS handshake the
                     // server refused, an HTTP/2 error) as UNKNOWN/CANCELLED: try elsewhere.
-                    Err(s) if matches!(s.code(), Code::Unknown | Code::Cancelled) => {
+                    Err(s) if is_connection_failure(&s) => {
                         last = format!("{addr}: {}", s.message());
                     }
                     Err(s) => return Err(ClientError::Status(s)),
@@ -412,6 +412,17 @@ pub enum Membership {
     Add { id: u64, address: String },
     Remove { id: u64 },
     TransferLeader { id: u64 },
+}
+
+/// Whether `s` reports a broken connection rather than the server's answer: tonic turns
+/// transport failures (a refused TLS handshake, a plaintext client at a TLS port) into
+/// UNKNOWN/CANCELLED, or INTERNAL with an h2 error; drover's handlers never answer so.
+fn is_connection_failure(s: &Status) -> bool {
+    match s.code() {
+        Code::Unknown | Code::Cancelled => true,
+        Code::Internal => s.message().contains("h2 protocol error"),
+        _ => false,
+    }
 }
 
 /// Wraps `msg` in a request carrying `id` as its request id.

@@ -50,6 +50,23 @@ pub enum HostdError {
     #[error("Blocking libvirt task did not complete")]
     Blocking(#[source] tokio::task::JoinError),
 
+    /// The command's term is older than the highest this host has seen: it comes from a
+    /// deposed leader.
+    #[error("Stale leader term {term}: this host has seen term {highest}")]
+    StaleTerm { term: u64, highest: u64 },
+
+    /// The command is for an older placement of the VM than the one this host runs.
+    #[error("Stale generation {requested} for VM {vm}: its domain here is generation {held}")]
+    StaleGeneration {
+        vm: String,
+        requested: u64,
+        held: u64,
+    },
+
+    /// The persisted fencing state cannot be read or written.
+    #[error("Fencing state at {} unusable: {reason}", path.display())]
+    FencingState { path: PathBuf, reason: String },
+
     /// The gRPC server failed.
     #[error("gRPC server failed")]
     Serve(#[source] tonic::transport::Error),
@@ -68,6 +85,10 @@ impl From<HostdError> for Status {
             HostdError::NotFound { .. } => Status::not_found(err.to_string()),
             HostdError::NotManaged { .. } => Status::already_exists(err.to_string()),
             HostdError::InvalidArgument(_) => Status::invalid_argument(err.to_string()),
+            HostdError::StaleTerm { .. } | HostdError::StaleGeneration { .. } => {
+                Status::failed_precondition(err.to_string())
+            }
+            HostdError::FencingState { .. } => Status::internal(err.to_string()),
             // libvirt's own message is what an operator needs to act on; the error code
             // suffix that `virt`'s Display adds is noise in a status line.
             HostdError::Libvirt { source, .. } | HostdError::Connect { source, .. } => {

@@ -7,6 +7,7 @@
 
 mod config;
 mod error;
+pub mod fencing;
 pub mod hypervisor;
 mod service;
 mod session;
@@ -63,7 +64,8 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let host = config.name.clone();
     let tls = config.tls.clone();
-    let service = AgentService::new(config, hypervisor, stop_rx);
+    let fencing = fencing::Fencing::open(&config.data_dir)?;
+    let service = AgentService::new(config, hypervisor, stop_rx, fencing);
     let signal = async move {
         shutdown.await;
         info!(%host, "Shutting down");

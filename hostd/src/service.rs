@@ -1,4 +1,4 @@
-//! The `HostAgent` gRPC service: validates requests, logs the fencing tokens they carry, and
+//! The `HostAgent` gRPC service: validates requests, enforces the fencing tokens they carry, and
 //! runs the matching [`Hypervisor`] call on a blocking thread. Owns the translation between
 //! hypervisor types and the wire types, and the timing of a graceful stop.
 
@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::error::error_chain;
 use crate::error::HostdError;
+use crate::fencing::{check_generation, Fencing};
 use crate::hypervisor::{HostCapacity, Hypervisor, ManagedDomain, PowerState, VmSpec};
 use crate::session;
 
@@ -37,6 +38,8 @@ pub(crate) struct Shared {
     /// destroy of a StopVm (whose final destroy would kill the fresh guest) or an UndefineVm.
     /// DestroyVm does not take it: it must be able to cut a slow StopVm short.
     vm_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The highest leader term seen (persisted); see [`crate::fencing`].
+    pub(crate) fencing: Fencing,
 }
 
 impl Shared {
@@ -83,6 +86,7 @@ impl AgentService {
         config: Config,
         hypervisor: Arc<dyn Hypervisor>,
         stop: watch::Receiver<bool>,
+        fencing: Fencing,
     ) -> AgentService {
         AgentService {
             shared: Arc::new(Shared {
@@ -90,8 +94,39 @@ impl AgentService {
                 hypervisor,
                 stop,
                 vm_locks: Mutex::new(HashMap::new()),
+                fencing,
             }),
         }
+    }
+
+    /// Admits a command's fencing token: its term must not be older than the highest seen
+    /// (a newer one is persisted first), and its generation not older than the one the
+    /// VM's domain carries here. Callers that take the VM's lock check under it.
+    async fn fenced(
+        &self,
+        op: &'static str,
+        name: &str,
+        fence: Option<pb::Fence>,
+    ) -> Result<pb::Fence, Status> {
+        let fence = fence.ok_or_else(|| {
+            self.failed(op, name)(HostdError::InvalidArgument(
+                "missing fencing token (term and generation)".into(),
+            ))
+        })?;
+        self.shared
+            .fencing
+            .admit(fence.term)
+            .await
+            .map_err(self.failed(op, name))?;
+        let vm = name.to_string();
+        let held = self
+            .shared
+            .blocking(move |hv| hv.domain(&vm))
+            .await
+            .map_err(self.failed(op, name))?
+            .map(|d| d.generation);
+        check_generation(name, held, fence.generation).map_err(self.failed(op, name))?;
+        Ok(fence)
     }
 
     fn host(&self) -> &str {
@@ -112,7 +147,12 @@ impl AgentService {
                 | HostdError::InvalidArgument(_) => {
                     info!(host = %self.host(), vm, error = %err, "{op} refused");
                 }
-                HostdError::Libvirt { .. }
+                // A fencing refusal means some controller acts on stale authority: loud.
+                HostdError::StaleTerm { .. } | HostdError::StaleGeneration { .. } => {
+                    warn!(host = %self.host(), vm, error = %err, "{op} fenced off");
+                }
+                HostdError::FencingState { .. }
+                | HostdError::Libvirt { .. }
                 | HostdError::Connect { .. }
                 | HostdError::DataDir { .. }
                 | HostdError::Blocking(_)
@@ -181,9 +221,8 @@ impl HostAgent for AgentService {
             let err = HostdError::InvalidArgument("vcpus and memory_mib must be at least 1".into());
             return Err(self.failed("StartVm", &req.name)(err));
         }
-        let fence = req.fence.unwrap_or_default();
-        // seam: fencing — refuse a term lower than the highest seen, and a generation lower
-        // than the one this host holds for the VM, before touching libvirt.
+        let _guard = self.shared.lock_vm(&req.name).await;
+        let fence = self.fenced("StartVm", &req.name, req.fence).await?;
         info!(
             host = %self.host(), vm = %req.name, term = fence.term,
             generation = fence.generation, vcpus = req.vcpus, memory_mib = req.memory_mib,
@@ -197,7 +236,6 @@ impl HostAgent for AgentService {
             term: fence.term,
         };
         let name = spec.name.clone();
-        let _guard = self.shared.lock_vm(&name).await;
         let domain = self
             .shared
             .blocking(move |hv| hv.define_and_start(&spec))
@@ -212,8 +250,8 @@ impl HostAgent for AgentService {
     ) -> Result<Response<pb::Domain>, Status> {
         let req = request.into_inner();
         validate_name(&req.name).map_err(self.failed("StopVm", &req.name))?;
-        let fence = req.fence.unwrap_or_default();
-        // seam: fencing — check term and generation here.
+        let _guard = self.shared.lock_vm(&req.name).await;
+        let fence = self.fenced("StopVm", &req.name, req.fence).await?;
         let timeout = match req.timeout_ms {
             0 => DEFAULT_STOP_TIMEOUT,
             ms => Duration::from_millis(ms).min(MAX_STOP_TIMEOUT),
@@ -222,7 +260,6 @@ impl HostAgent for AgentService {
             host = %self.host(), vm = %req.name, term = fence.term,
             generation = fence.generation, ?timeout, "StopVm"
         );
-        let _guard = self.shared.lock_vm(&req.name).await;
         let domain = self
             .stop_vm_inner(req.name.clone(), timeout)
             .await
@@ -236,8 +273,7 @@ impl HostAgent for AgentService {
     ) -> Result<Response<pb::Domain>, Status> {
         let req = request.into_inner();
         validate_name(&req.name).map_err(self.failed("DestroyVm", &req.name))?;
-        let fence = req.fence.unwrap_or_default();
-        // seam: fencing — check term and generation here.
+        let fence = self.fenced("DestroyVm", &req.name, req.fence).await?;
         info!(
             host = %self.host(), vm = %req.name, term = fence.term,
             generation = fence.generation, "DestroyVm"
@@ -257,13 +293,12 @@ impl HostAgent for AgentService {
     ) -> Result<Response<pb::UndefineVmResponse>, Status> {
         let req = request.into_inner();
         validate_name(&req.name).map_err(self.failed("UndefineVm", &req.name))?;
-        let fence = req.fence.unwrap_or_default();
-        // seam: fencing — check term and generation here.
+        let _guard = self.shared.lock_vm(&req.name).await;
+        let fence = self.fenced("UndefineVm", &req.name, req.fence).await?;
         info!(
             host = %self.host(), vm = %req.name, term = fence.term,
             generation = fence.generation, "UndefineVm"
         );
-        let _guard = self.shared.lock_vm(&req.name).await;
         let name = req.name.clone();
         let existed = self
             .shared

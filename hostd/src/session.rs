@@ -71,8 +71,12 @@ async fn run(
         ms => Duration::from_millis(ms),
     }
     .clamp(MIN_HEARTBEAT_INTERVAL, MAX_HEARTBEAT_INTERVAL);
-    // seam: fencing — record hello.term as the highest term seen, and refuse a session from
-    // a lower term.
+    // A session from a deposed leader is refused; a newer leader's term is persisted.
+    if let Err(e) = shared.fencing.admit(hello.term).await {
+        warn!(%host, term = hello.term, error = %e, "Session refused");
+        let _ = tx.send(Err(Status::from(e))).await;
+        return;
+    }
     info!(
         %host, term = hello.term, leader_id = hello.leader_id, ?interval, "Session opened"
     );

@@ -64,9 +64,25 @@ impl Hostd {
     }
 
     async fn start(name: &str, uri: String, dir: TempDir) -> Hostd {
+        let data_dir = dir.path().join("data");
+        Hostd::start_with(name, uri, dir, data_dir).await
+    }
+
+    /// Starts hostd with its state in `data_dir` (which outlives it, for restarts).
+    async fn start_at(uri: &str, data_dir: &std::path::Path) -> Hostd {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Hostd::start_with("fencing", uri.to_string(), dir, data_dir.to_path_buf()).await
+    }
+
+    async fn start_with(
+        name: &str,
+        uri: String,
+        dir: TempDir,
+        data_dir: std::path::PathBuf,
+    ) -> Hostd {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
-        let mut config = Config::new(name, uri.clone(), dir.path().join("data"));
+        let mut config = Config::new(name, uri.clone(), data_dir);
         config.heartbeat_interval = Duration::from_millis(500);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(drover_hostd::run(config, listener, async {
@@ -133,11 +149,16 @@ fn start_req(name: &str, generation: u64) -> StartVmRequest {
 }
 
 fn vm_ref(name: &str) -> VmRef {
+    vm_ref_at(name, 0)
+}
+
+/// A reference carrying `generation`: hostd refuses one older than the domain's.
+fn vm_ref_at(name: &str, generation: u64) -> VmRef {
     VmRef {
         name: name.to_string(),
         fence: Some(Fence {
             term: 1,
-            generation: 0,
+            generation,
         }),
     }
 }
@@ -147,7 +168,7 @@ async fn assert_stop_and_destroy_not_found(client: &mut HostAgentClient<Channel>
     let stop = StopVmRequest {
         name: name.into(),
         timeout_ms: 100,
-        fence: None,
+        fence: vm_ref(name).fence,
     };
     let err = client.stop_vm(stop).await.expect_err("StopVm must fail");
     assert_eq!(err.code(), Code::NotFound, "stop {name}: {err:?}");
@@ -249,7 +270,7 @@ async fn full_lifecycle() {
     eprintln!("phase: destroy powers it off at once");
     let destroyed = hostd
         .client
-        .destroy_vm(vm_ref("vm-a"))
+        .destroy_vm(vm_ref_at("vm-a", 2))
         .await
         .expect("DestroyVm")
         .into_inner();
@@ -259,7 +280,7 @@ async fn full_lifecycle() {
     eprintln!("phase: undefine removes it, and is idempotent");
     let undefined = hostd
         .client
-        .undefine_vm(vm_ref("vm-a"))
+        .undefine_vm(vm_ref_at("vm-a", 2))
         .await
         .expect("UndefineVm")
         .into_inner();
@@ -267,7 +288,7 @@ async fn full_lifecycle() {
     assert!(hostd.list().await.is_empty());
     let again = hostd
         .client
-        .undefine_vm(vm_ref("vm-a"))
+        .undefine_vm(vm_ref_at("vm-a", 2))
         .await
         .expect("UndefineVm again")
         .into_inner();
@@ -281,7 +302,7 @@ async fn full_lifecycle() {
         .expect("StartVm vm-b");
     let undefined = hostd
         .client
-        .undefine_vm(vm_ref("vm-b"))
+        .undefine_vm(vm_ref_at("vm-b", 1))
         .await
         .expect("UndefineVm running")
         .into_inner();
@@ -367,7 +388,7 @@ async fn foreign_domains_and_bad_requests() {
     assert!(!names.contains(&"test".to_string()), "{names:?}");
     hostd
         .client
-        .undefine_vm(vm_ref("foreign-test-mine"))
+        .undefine_vm(vm_ref_at("foreign-test-mine", 4))
         .await
         .expect("UndefineVm");
 
@@ -496,4 +517,93 @@ async fn session_must_open_with_hello() {
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     drop(requests);
     hostd.shutdown().await;
+}
+
+/// Fencing tokens: a lower term than the highest seen (persisted across restarts) and a
+/// lower generation than the domain's are refused before libvirt is touched.
+#[tokio::test]
+async fn fencing_tokens_refuse_deposed_leaders_and_stale_generations() {
+    if !libvirt_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = dir.path().join("node.xml");
+    std::fs::write(&node, NODE_XML).expect("node.xml");
+    let uri = format!("test://{}", node.display());
+    let data_dir = dir.path().join("state");
+    let fenced = |term: u64, generation: u64| Some(Fence { term, generation });
+    let start = |term: u64, generation: u64| StartVmRequest {
+        name: "fenced".into(),
+        vcpus: 1,
+        memory_mib: 64,
+        fence: fenced(term, generation),
+    };
+
+    eprintln!("phase: term 5 starts generation 3; term 4 is a deposed leader");
+    let mut hostd = Hostd::start_at(&uri, &data_dir).await;
+    hostd.client.start_vm(start(5, 3)).await.expect("term 5");
+    let err = hostd
+        .client
+        .start_vm(start(4, 3))
+        .await
+        .expect_err("term 4");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("Stale leader term 4"), "{err:?}");
+    let stop = StopVmRequest {
+        name: "fenced".into(),
+        timeout_ms: 100,
+        fence: fenced(4, 3),
+    };
+    let err = hostd.client.stop_vm(stop).await.expect_err("deposed stop");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(state(&hostd.list().await[0]), DomainState::Running);
+
+    eprintln!("phase: an older generation cannot act on the VM");
+    let err = hostd
+        .client
+        .destroy_vm(vm_ref_at_term("fenced", 5, 2))
+        .await
+        .expect_err("stale generation");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("Stale generation 2"), "{err:?}");
+    assert_eq!(state(&hostd.list().await[0]), DomainState::Running);
+
+    eprintln!("phase: a missing token is bad input");
+    let err = hostd
+        .client
+        .destroy_vm(VmRef {
+            name: "fenced".into(),
+            fence: None,
+        })
+        .await
+        .expect_err("no token");
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    eprintln!("phase: a newer term is accepted and remembered across a restart");
+    hostd
+        .client
+        .destroy_vm(vm_ref_at_term("fenced", 6, 3))
+        .await
+        .expect("term 6");
+    hostd.shutdown().await;
+    let mut hostd = Hostd::start_at(&uri, &data_dir).await;
+    let err = hostd
+        .client
+        .start_vm(start(5, 3))
+        .await
+        .expect_err("term 5 after restart");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    hostd
+        .client
+        .start_vm(start(6, 3))
+        .await
+        .expect("term 6 after restart");
+    hostd.shutdown().await;
+}
+
+fn vm_ref_at_term(name: &str, term: u64, generation: u64) -> VmRef {
+    VmRef {
+        name: name.to_string(),
+        fence: Some(Fence { term, generation }),
+    }
 }
