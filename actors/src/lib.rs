@@ -3,8 +3,11 @@
 //! - [`Supervisor`]: follows Raft leadership; while this node leads it runs one
 //!   [`host::HostActor`] per host and one [`vm::VmActor`] per VM.
 //! - [`scheduler`] and [`vm::decide`]: the decisions, as pure functions the actors carry out.
+//! - [`host::health`] and [`failover`]: the HA decisions (host health with lease
+//!   arithmetic, failover planning), pure and tested; the HA issue wires them into the actors.
 
 mod agents;
+pub mod failover;
 pub mod host;
 pub mod scheduler;
 mod supervisor;

@@ -9,6 +9,7 @@ mod config;
 mod error;
 pub mod fencing;
 pub mod hypervisor;
+pub mod lease;
 mod service;
 mod session;
 

@@ -1,0 +1,246 @@
+//! The host health state machine of the HA design (DESIGN.md, "Failure detection and
+//! fencing"), as a pure function of observations and the monotonic clock. The actor feeds
+//! it events and commits the transitions it returns; nothing here does I/O.
+//!
+//! Safety rule: a host becomes `Dead` only once its lease has certainly lapsed on the host
+//! itself — `last_grant_sent + ttl + margin` has passed — and, after a leader change, not
+//! before the new leader has waited one full `ttl + margin` since its first entry of the
+//! term was committed (it cannot know what the old leader granted).
+
+use std::time::{Duration, Instant};
+
+/// Lease timings, validated together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTimings {
+    pub heartbeat: Duration,
+    pub ttl: Duration,
+    /// Covers clock-rate drift and scheduling slack between leader and host.
+    pub margin: Duration,
+}
+
+/// A heartbeat interval must fit this many times into the lease ttl, so that a few lost
+/// beats do not lapse a lease that the host keeps renewing.
+pub const MIN_BEATS_PER_TTL: u32 = 3;
+
+impl Default for LeaseTimings {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(1),
+            ttl: Duration::from_secs(5),
+            margin: Duration::from_secs(1),
+        }
+    }
+}
+
+impl LeaseTimings {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.heartbeat.is_zero() {
+            return Err("heartbeat interval must be positive".into());
+        }
+        if self.ttl < self.heartbeat * MIN_BEATS_PER_TTL {
+            return Err(format!(
+                "lease ttl {:?} must be at least {MIN_BEATS_PER_TTL} heartbeats ({:?})",
+                self.ttl,
+                self.heartbeat * MIN_BEATS_PER_TTL
+            ));
+        }
+        if self.margin.is_zero() {
+            return Err("lease margin must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// Heartbeats missed before a host is suspect.
+    pub fn suspect_after(&self) -> Duration {
+        self.heartbeat * 2
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Up,
+    /// Heartbeats missed; its VMs are left alone.
+    Suspect,
+    /// Its lease has certainly lapsed: it has fenced itself; its HA VMs may run elsewhere.
+    Dead,
+}
+
+/// What the health machine learns or is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A heartbeat arrived.
+    Beat { at: Instant },
+    /// Time passed (the actor's periodic check).
+    Tick { now: Instant },
+}
+
+/// The leader's memory about one host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tracker {
+    pub health: Health,
+    pub last_beat: Option<Instant>,
+    /// When the leader last sent this host a lease grant.
+    pub last_grant_sent: Option<Instant>,
+    /// When this leader's first entry of its term was committed: before then + ttl +
+    /// margin, grants of an earlier leader may still be live.
+    pub leader_since: Instant,
+}
+
+/// Whether the host's lease has certainly lapsed at `now`.
+pub fn lease_certainly_lapsed(t: &Tracker, timings: &LeaseTimings, now: Instant) -> bool {
+    let wait = timings.ttl + timings.margin;
+    let since_leading = now.saturating_duration_since(t.leader_since) >= wait;
+    let since_grant = match t.last_grant_sent {
+        Some(sent) => now.saturating_duration_since(sent) >= wait,
+        None => true,
+    };
+    since_leading && since_grant
+}
+
+/// The next health given an event; returns the new tracker and whether the health changed
+/// (changes are committed through Raft, beats are not).
+pub fn step(t: Tracker, timings: &LeaseTimings, event: Event) -> (Tracker, bool) {
+    let mut next = t;
+    match event {
+        Event::Beat { at } => {
+            next.last_beat = Some(at);
+            next.health = match t.health {
+                Health::Up | Health::Suspect => Health::Up,
+                // A dead host that talks again is not trusted on a beat: it must report
+                // its domains and be reconciled before it gets a lease (host comes back).
+                Health::Dead => Health::Dead,
+            };
+        }
+        Event::Tick { now } => {
+            let silent = match t.last_beat {
+                Some(b) => now.saturating_duration_since(b) >= timings.suspect_after(),
+                None => now.saturating_duration_since(t.leader_since) >= timings.suspect_after(),
+            };
+            next.health = match t.health {
+                Health::Up if silent => Health::Suspect,
+                Health::Up => Health::Up,
+                Health::Suspect if !silent => Health::Up,
+                Health::Suspect if lease_certainly_lapsed(&t, timings, now) => Health::Dead,
+                Health::Suspect => Health::Suspect,
+                Health::Dead => Health::Dead,
+            };
+        }
+    }
+    (next, next.health != t.health)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn timings() -> LeaseTimings {
+        LeaseTimings::default()
+    }
+
+    fn tracker(now: Instant) -> Tracker {
+        Tracker {
+            health: Health::Up,
+            last_beat: Some(now),
+            last_grant_sent: Some(now),
+            leader_since: now - Duration::from_secs(60),
+        }
+    }
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn timings_are_validated() {
+        assert!(timings().validate().is_ok());
+        let bad = LeaseTimings {
+            ttl: Duration::from_secs(2),
+            ..timings()
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .contains("at least 3 heartbeats"));
+        assert!(LeaseTimings {
+            margin: Duration::ZERO,
+            ..timings()
+        }
+        .validate()
+        .is_err());
+    }
+
+    #[test]
+    fn up_suspect_up() {
+        let t0 = Instant::now();
+        let t = tracker(t0);
+        let (t, changed) = step(t, &timings(), Event::Tick { now: t0 + S });
+        assert!(!changed);
+        let (t, changed) = step(t, &timings(), Event::Tick { now: t0 + 2 * S });
+        assert!(changed && t.health == Health::Suspect);
+        let (t, changed) = step(t, &timings(), Event::Beat { at: t0 + 3 * S });
+        assert!(changed && t.health == Health::Up);
+    }
+
+    #[test]
+    fn dead_only_after_grant_ttl_and_margin() {
+        let t0 = Instant::now();
+        let mut t = tracker(t0);
+        t.last_grant_sent = Some(t0 + S); // a grant sent just after the last beat
+        let (t, _) = step(t, &timings(), Event::Tick { now: t0 + 3 * S });
+        assert_eq!(t.health, Health::Suspect);
+        // ttl + margin = 6 s after the grant: not before 7 s.
+        let (t, _) = step(t, &timings(), Event::Tick { now: t0 + 6 * S });
+        assert_eq!(t.health, Health::Suspect);
+        let (t, changed) = step(t, &timings(), Event::Tick { now: t0 + 7 * S });
+        assert!(changed && t.health == Health::Dead);
+        // A beat from a dead host does not revive it.
+        let (t, changed) = step(t, &timings(), Event::Beat { at: t0 + 8 * S });
+        assert!(!changed && t.health == Health::Dead);
+    }
+
+    #[test]
+    fn a_new_leader_waits_a_full_lease_first() {
+        let t0 = Instant::now();
+        let t = Tracker {
+            health: Health::Suspect,
+            last_beat: None,
+            last_grant_sent: None,
+            leader_since: t0,
+        };
+        let (t, _) = step(t, &timings(), Event::Tick { now: t0 + 5 * S });
+        assert_eq!(
+            t.health,
+            Health::Suspect,
+            "the old leader's grants may still be live"
+        );
+        let (t, _) = step(t, &timings(), Event::Tick { now: t0 + 6 * S });
+        assert_eq!(t.health, Health::Dead);
+    }
+
+    proptest! {
+        /// Whatever the event sequence, a host is never Dead while a grant sent less than
+        /// ttl + margin ago may still be live on it.
+        #[test]
+        fn never_dead_inside_a_lease(
+            events in prop::collection::vec((any::<bool>(), 0u64..3000), 1..60),
+            grant_at in 0u64..20_000,
+        ) {
+            let t0 = Instant::now();
+            let timings = timings();
+            let mut t = tracker(t0);
+            t.last_grant_sent = Some(t0 + Duration::from_millis(grant_at));
+            let mut now = t0;
+            for (beat, dt) in events {
+                now += Duration::from_millis(dt);
+                let event = if beat { Event::Beat { at: now } } else { Event::Tick { now } };
+                let (next, _) = step(t, &timings, event);
+                if next.health == Health::Dead {
+                    let sent = t.last_grant_sent.unwrap();
+                    prop_assert!(now >= sent + timings.ttl + timings.margin);
+                    prop_assert!(now >= t.leader_since + timings.ttl + timings.margin);
+                }
+                t = next;
+            }
+        }
+    }
+}
