@@ -403,6 +403,31 @@ impl Cluster {
         serde_json::from_str(&out.stdout).map_err(|e| format!("bad JSON {:?}: {e}", out.stdout))
     }
 
+    /// `drover vm create NAME --vcpus 1 --memory-mib 64 --stopped` through `endpoints`;
+    /// an error carries the CLI's stderr.
+    pub async fn create_stopped_vm_at(&self, endpoints: &str, name: &str) -> anyhow::Result<()> {
+        let args = [
+            "vm",
+            "create",
+            name,
+            "--vcpus",
+            "1",
+            "--memory-mib",
+            "64",
+            "--stopped",
+        ];
+        let out = self.cli_at(endpoints, &args).await?;
+        if !out.success {
+            bail!("vm create {name} via {endpoints}: {}", out.stderr);
+        }
+        Ok(())
+    }
+
+    /// [`Cluster::create_stopped_vm_at`] through every controller.
+    pub async fn create_stopped_vm(&self, name: &str) -> anyhow::Result<()> {
+        self.create_stopped_vm_at(&self.endpoints(), name).await
+    }
+
     /// Waits until the cluster reports a leader other than `not`; returns its id.
     pub async fn wait_for_leader(&self, not: Option<u64>) -> anyhow::Result<u64> {
         wait_until("a leader", Duration::from_secs(30), || async {

@@ -20,19 +20,7 @@ async fn save_restore_round_trip() -> anyhow::Result<()> {
     })
     .await?;
     for name in ["a", "b"] {
-        let out = cluster
-            .cli(&[
-                "vm",
-                "create",
-                name,
-                "--vcpus",
-                "1",
-                "--memory-mib",
-                "64",
-                "--stopped",
-            ])
-            .await?;
-        assert!(out.success, "{}", out.stderr);
+        cluster.create_stopped_vm(name).await?;
     }
     let before_vms = cluster
         .cli_json(&["vm", "list"])
@@ -129,26 +117,8 @@ async fn save_restore_round_trip() -> anyhow::Result<()> {
     let hosts: Value = serde_json::from_str(&hosts.stdout)?;
     assert_eq!(hosts[0]["name"], before_hosts[0]["name"]);
     assert_eq!(hosts[0]["address"], before_hosts[0]["address"]);
-    let out = cluster
-        .cli_at(
-            &endpoints,
-            &[
-                "vm",
-                "create",
-                "c",
-                "--vcpus",
-                "1",
-                "--memory-mib",
-                "64",
-                "--stopped",
-            ],
-        )
-        .await?;
-    assert!(
-        out.success,
-        "the restored cluster takes writes: {}",
-        out.stderr
-    );
+    // The restored cluster takes writes.
+    cluster.create_stopped_vm_at(&endpoints, "c").await?;
     for p in processes {
         p.terminate().await?;
     }

@@ -29,19 +29,7 @@ async fn clear_errors() -> anyhow::Result<()> {
         "not found: Host \"nope\" not found",
     )
     .await?;
-    let out = cluster
-        .cli(&[
-            "vm",
-            "create",
-            "dup",
-            "--vcpus",
-            "1",
-            "--memory-mib",
-            "64",
-            "--stopped",
-        ])
-        .await?;
-    assert!(out.success, "{}", out.stderr);
+    cluster.create_stopped_vm("dup").await?;
     expect_err(
         &["vm", "create", "dup", "--vcpus", "1", "--memory-mib", "64"],
         "already exists: VM \"dup\" already exists",

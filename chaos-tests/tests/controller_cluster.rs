@@ -34,23 +34,9 @@ async fn writes_replicate_and_survive_leader_loss() -> anyhow::Result<()> {
     // phase: writes through each controller in turn (followers forward them).
     let addrs: Vec<String> = cluster.controllers.iter().map(|c| c.addr.clone()).collect();
     for (i, addr) in addrs.iter().enumerate() {
-        let name = format!("vm{i}");
-        let out = cluster
-            .cli_at(
-                addr,
-                &[
-                    "vm",
-                    "create",
-                    &name,
-                    "--vcpus",
-                    "1",
-                    "--memory-mib",
-                    "64",
-                    "--stopped",
-                ],
-            )
+        cluster
+            .create_stopped_vm_at(addr, &format!("vm{i}"))
             .await?;
-        assert!(out.success, "create via {addr}: {}", out.stderr);
     }
 
     // phase: every member applies them.
@@ -78,19 +64,7 @@ async fn writes_replicate_and_survive_leader_loss() -> anyhow::Result<()> {
     assert_ne!(new, old);
 
     // phase: the API keeps working; earlier VMs are all still there.
-    let out = cluster
-        .cli(&[
-            "vm",
-            "create",
-            "after",
-            "--vcpus",
-            "1",
-            "--memory-mib",
-            "64",
-            "--stopped",
-        ])
-        .await?;
-    assert!(out.success, "{}", out.stderr);
+    cluster.create_stopped_vm("after").await?;
     let names: Vec<String> = cluster
         .cli_json(&["vm", "list"])
         .await

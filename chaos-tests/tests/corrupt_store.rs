@@ -14,19 +14,7 @@ async fn corrupt_store_refuses_to_start_and_recovers_by_rejoining() -> anyhow::R
     })
     .await?;
     for name in ["a", "b", "c"] {
-        let out = cluster
-            .cli(&[
-                "vm",
-                "create",
-                name,
-                "--vcpus",
-                "1",
-                "--memory-mib",
-                "64",
-                "--stopped",
-            ])
-            .await?;
-        assert!(out.success, "{}", out.stderr);
+        cluster.create_stopped_vm(name).await?;
     }
     let leader = cluster.wait_for_leader(None).await?;
     let victim = if leader == 3 { 2 } else { 3 };

@@ -18,23 +18,6 @@ fn voters(status: &Value) -> Vec<u64> {
         .collect()
 }
 
-async fn create(cluster: &Cluster, name: &str) -> anyhow::Result<()> {
-    cluster
-        .cli_json(&[
-            "vm",
-            "create",
-            name,
-            "--vcpus",
-            "1",
-            "--memory-mib",
-            "64",
-            "--stopped",
-        ])
-        .await
-        .map(|_| ())
-        .map_err(anyhow::Error::msg)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_to_five_to_three() -> anyhow::Result<()> {
     let mut cluster = Cluster::start(ClusterSpec {
@@ -42,7 +25,7 @@ async fn three_to_five_to_three() -> anyhow::Result<()> {
         ..Default::default()
     })
     .await?;
-    create(&cluster, "before").await?;
+    cluster.create_stopped_vm("before").await?;
 
     // phase: grow to five; each new node joins as a learner and becomes a voter.
     for id in [4, 5] {
@@ -52,7 +35,7 @@ async fn three_to_five_to_three() -> anyhow::Result<()> {
             .await
             .map_err(anyhow::Error::msg)?;
         assert!(voters(&s).contains(&id), "{id} should vote now: {s}");
-        create(&cluster, &format!("with-{id}")).await?;
+        cluster.create_stopped_vm(&format!("with-{id}")).await?;
     }
     let s = cluster
         .cli_json(&["cluster", "status"])
@@ -97,7 +80,7 @@ async fn three_to_five_to_three() -> anyhow::Result<()> {
         .await
         .map_err(anyhow::Error::msg)?;
     assert_eq!(voters(&s), [1, 2, 3], "{s}");
-    create(&cluster, "after").await?;
+    cluster.create_stopped_vm("after").await?;
 
     // phase: with 3 down, removing 2 would leave {1, 3} with only 1 up: refused.
     cluster.kill_controller(3).await?;
@@ -140,7 +123,7 @@ async fn three_to_five_to_three() -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     assert_eq!(s["leader_id"], target, "{s}");
     assert_eq!(cluster.wait_for_leader(None).await?, target);
-    create(&cluster, "after-transfer").await?;
+    cluster.create_stopped_vm("after-transfer").await?;
     let vms = cluster
         .cli_json(&["vm", "list"])
         .await

@@ -40,19 +40,7 @@ async fn controller_metrics() -> anyhow::Result<()> {
     })
     .await?;
     for name in ["a", "b", "c"] {
-        let out = cluster
-            .cli(&[
-                "vm",
-                "create",
-                name,
-                "--vcpus",
-                "1",
-                "--memory-mib",
-                "64",
-                "--stopped",
-            ])
-            .await?;
-        assert!(out.success, "{}", out.stderr);
+        cluster.create_stopped_vm(name).await?;
     }
     let text = wait_until(
         "metrics reflect the writes",
