@@ -2,7 +2,8 @@
 # Installs the Debian packages drover builds and tests with. Idempotent; skips apt when
 # everything is present already.
 set -euo pipefail
-PACKAGES=(libvirt-dev pkg-config libvirt-clients)
+# libxml2-utils: virt-xml-validate (libvirt-clients) runs xmllint, only a Recommends there.
+PACKAGES=(libvirt-dev pkg-config libvirt-clients libxml2-utils)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
