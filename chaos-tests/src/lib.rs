@@ -2,14 +2,21 @@
 //! loopback, faults applied by PID, and outcomes read back through the CLI and the agents'
 //! gRPC API.
 //!
+//! Load comes from [`workload`] over a small leader-following gRPC client ([`client`]);
+//! [`checkers`] judges the cluster against the history the clients recorded.
+//!
 //! The binaries must be built first (`cargo build --bins`, as the README's test command
 //! does); they are found next to the test executable's `target/<profile>` directory, or in
 //! `$DROVER_BIN_DIR`.
 
+pub mod checkers;
+pub mod client;
 pub mod cluster;
 pub mod process;
 pub mod wait;
+pub mod workload;
 
 pub use cluster::{Cluster, ClusterSpec};
 pub use process::ChildProcess;
 pub use wait::wait_until;
+pub use workload::{History, Workload, WorkloadConfig};
