@@ -51,6 +51,9 @@ pub struct Supervisor {
     config: SupervisorConfig,
     agents: AgentPool,
     leading: Option<Leading>,
+    /// A quorum round in flight that must confirm leadership of this term before the
+    /// children start.
+    confirming: Option<u64>,
 }
 
 /// Whether the supervisor currently runs children, and for which term (for tests and
@@ -66,6 +69,7 @@ impl Supervisor {
             agents: AgentPool::new(config.tls.clone()),
             config,
             leading: None,
+            confirming: None,
         }
     }
 
@@ -80,12 +84,46 @@ impl Supervisor {
             (Some(l), true) if l.term == m.current_term => {}
             (Some(_), true) => {
                 self.step_down(ctx);
-                self.take_over(m.current_term, ctx);
+                self.confirm(m.current_term, ctx);
             }
-            (None, true) => self.take_over(m.current_term, ctx),
+            (None, true) => self.confirm(m.current_term, ctx),
             (Some(_), false) => self.step_down(ctx),
             (None, false) => {}
         }
+    }
+
+    /// Starts the children only once a quorum has acknowledged this node as leader of
+    /// `term` now: openraft 0.9 restores a restarted ex-leader as leader of its old term
+    /// until it hears otherwise, and it must not act on hosts in that window.
+    fn confirm(&mut self, term: u64, ctx: &mut Context<Self>) {
+        if self.confirming == Some(term) {
+            return;
+        }
+        self.confirming = Some(term);
+        let raft = self.node.raft().clone();
+        ctx.spawn(
+            async move { raft.ensure_linearizable().await }
+                .into_actor(self)
+                .map(move |res, act, ctx| {
+                    act.confirming = None;
+                    let m = act.node.metrics();
+                    let still = m.current_term == term
+                        && m.state == ServerState::Leader
+                        && act.leading.is_none();
+                    match res {
+                        Ok(_) if still => act.take_over(term, ctx),
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::info!(term, error = %e, "leadership not confirmed; not acting");
+                            // Look again shortly: we may still be (or become) leader.
+                            ctx.run_later(Duration::from_millis(200), |act, ctx| {
+                                let m = act.node.metrics();
+                                act.on_metrics(&m, ctx);
+                            });
+                        }
+                    }
+                }),
+        );
     }
 
     fn take_over(&mut self, term: u64, ctx: &mut Context<Self>) {

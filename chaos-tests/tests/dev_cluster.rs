@@ -38,6 +38,17 @@ async fn drover(op: &Operator, args: &[&str]) -> Result<serde_json::Value, Strin
     serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
 }
 
+/// SIGKILLs the whole process group on drop: if the test fails before `drover dev` stops
+/// its children, they must not outlive the test.
+struct GroupGuard(Pid);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        // ESRCH (all gone) is the normal case after a clean stop.
+        let _ = nix::sys::signal::killpg(self.0, Signal::SIGKILL);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_cluster_runs_a_vm_and_stops_cleanly() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -46,9 +57,12 @@ async fn dev_cluster_runs_a_vm_and_stops_cleanly() -> anyhow::Result<()> {
         .arg(dir.path().join("dev"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
+        // Its own process group, so a failing test can take down the children too.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()?;
     let pid = Pid::from_raw(dev.id().expect("pid") as i32);
+    let _group = GroupGuard(pid);
     let mut lines = BufReader::new(dev.stdout.take().expect("stdout")).lines();
     let op = tokio::time::timeout(Duration::from_secs(60), async {
         let mut endpoints = None;

@@ -129,6 +129,9 @@ impl Client {
         self
     }
 
+    /// Largest answer accepted: a `vm list` of 100k VMs is ~20 MB, above tonic's 4 MiB.
+    pub const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+
     async fn connect(&self, addr: &str) -> Result<Channel, String> {
         endpoint(addr, self.tls.as_deref())
             .map_err(|e| e.to_string())?
@@ -215,6 +218,7 @@ impl Client {
     pub async fn cluster_status(&self) -> Result<pb::ClusterStatusResponse, ClientError> {
         self.call(|c| async move {
             ClusterServiceClient::new(c)
+                .max_decoding_message_size(Self::MAX_RESPONSE_BYTES)
                 .status(pb::ClusterStatusRequest { local_only: false })
                 .await
                 .map(tonic::Response::into_inner)
@@ -226,7 +230,7 @@ impl Client {
     pub async fn save_snapshot(&self) -> Result<(Vec<u8>, u64), ClientError> {
         self.call(|c| async move {
             let mut stream = ClusterServiceClient::new(c)
-                .max_decoding_message_size(4 * 1024 * 1024)
+                .max_decoding_message_size(Self::MAX_RESPONSE_BYTES)
                 .save_snapshot(pb::SaveSnapshotRequest {})
                 .await?
                 .into_inner();
@@ -249,7 +253,8 @@ impl Client {
         self.call(|c| {
             let change = change.clone();
             async move {
-                let mut client = ClusterServiceClient::new(c);
+                let mut client = ClusterServiceClient::new(c)
+                    .max_decoding_message_size(Self::MAX_RESPONSE_BYTES);
                 let resp = match change {
                     Membership::Add { id, address } => {
                         client.add_node(pb::AddNodeRequest { id, address }).await
@@ -272,6 +277,7 @@ impl Client {
     pub async fn hosts(&self, stale: bool) -> Result<Read<Vec<pb::Host>>, ClientError> {
         self.call(|c| async move {
             let resp = HostServiceClient::new(c)
+                .max_decoding_message_size(Self::MAX_RESPONSE_BYTES)
                 .list_hosts(pb::ListHostsRequest { stale })
                 .await?;
             Ok(Read::from_response(resp).map(|r| r.hosts))
@@ -285,6 +291,7 @@ impl Client {
             let name = name.clone();
             async move {
                 let resp = HostServiceClient::new(c)
+                    .max_decoding_message_size(Self::MAX_RESPONSE_BYTES)
                     .get_host(pb::GetHostRequest { name, stale })
                     .await?;
                 Ok(Read::from_response(resp))
@@ -303,6 +310,7 @@ impl Client {
             let req = with_request_id(req.clone(), &id);
             async move {
                 HostServiceClient::new(c)
+                    .max_decoding_message_size(Self::MAX_RESPONSE_BYTES)
                     .add_host(req)
                     .await
                     .map(tonic::Response::into_inner)
@@ -314,6 +322,7 @@ impl Client {
     pub async fn vms(&self, stale: bool) -> Result<Read<Vec<pb::Vm>>, ClientError> {
         self.call(|c| async move {
             let resp = VmServiceClient::new(c)
+                .max_decoding_message_size(Self::MAX_RESPONSE_BYTES)
                 .list_vms(pb::ListVmsRequest { stale })
                 .await?;
             Ok(Read::from_response(resp).map(|r| r.vms))
@@ -327,6 +336,7 @@ impl Client {
             let name = name.clone();
             async move {
                 let resp = VmServiceClient::new(c)
+                    .max_decoding_message_size(Self::MAX_RESPONSE_BYTES)
                     .get_vm(pb::GetVmRequest { name, stale })
                     .await?;
                 Ok(Read::from_response(resp))
@@ -341,6 +351,7 @@ impl Client {
             let req = with_request_id(req.clone(), &id);
             async move {
                 VmServiceClient::new(c)
+                    .max_decoding_message_size(Self::MAX_RESPONSE_BYTES)
                     .create_vm(req)
                     .await
                     .map(tonic::Response::into_inner)
@@ -357,7 +368,8 @@ impl Client {
         self.call(|c| {
             let req = with_request_id(req.clone(), &id);
             async move {
-                let mut client = VmServiceClient::new(c);
+                let mut client =
+                    VmServiceClient::new(c).max_decoding_message_size(Self::MAX_RESPONSE_BYTES);
                 let resp = match verb {
                     VmVerb::Start => client.start_vm(req).await,
                     VmVerb::Stop => client.stop_vm(req).await,
