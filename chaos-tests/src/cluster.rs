@@ -89,6 +89,16 @@ pub struct CliOutput {
     pub stderr: String,
 }
 
+impl From<std::process::Output> for CliOutput {
+    fn from(out: std::process::Output) -> Self {
+        CliOutput {
+            success: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Cluster {
     pub dir: TempDir,
@@ -354,11 +364,7 @@ impl Cluster {
             .env_remove("DROVER_ENDPOINTS")
             .output()
             .await?;
-        Ok(CliOutput {
-            success: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
+        Ok(out.into())
     }
 
     /// Runs `drover <args> --endpoints … -o json`.
@@ -387,11 +393,7 @@ impl Cluster {
             .env_remove("DROVER_KEY")
             .output()
             .await?;
-        Ok(CliOutput {
-            success: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
+        Ok(out.into())
     }
 
     /// Runs the CLI and parses its JSON; a failing command is an `Err` with its stderr.

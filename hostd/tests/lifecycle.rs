@@ -163,6 +163,17 @@ fn vm_ref_at(name: &str, generation: u64) -> VmRef {
     }
 }
 
+/// The session's opening message from a leader of term 1.
+fn hello(heartbeat_interval_ms: u64) -> SessionRequest {
+    SessionRequest {
+        kind: Some(RequestKind::Hello(Hello {
+            term: 1,
+            leader_id: 1,
+            heartbeat_interval_ms,
+        })),
+    }
+}
+
 /// Stop and destroy of a VM hostd does not manage both answer NotFound.
 async fn assert_stop_and_destroy_not_found(client: &mut HostAgentClient<Channel>, name: &str) {
     let stop = StopVmRequest {
@@ -409,16 +420,7 @@ async fn session_sends_heartbeats() {
 
     eprintln!("phase: Hello opens the session; heartbeats follow at its interval");
     let (requests, outbound) = mpsc::channel(4);
-    requests
-        .send(SessionRequest {
-            kind: Some(RequestKind::Hello(Hello {
-                term: 1,
-                leader_id: 1,
-                heartbeat_interval_ms: 100,
-            })),
-        })
-        .await
-        .expect("queue Hello");
+    requests.send(hello(100)).await.expect("queue Hello");
     let mut events = within(
         "session to open",
         hostd.client.session(ReceiverStream::new(outbound)),
@@ -467,16 +469,7 @@ async fn shutdown_ends_open_sessions() {
     }
     let mut hostd = Hostd::private("h4").await;
     let (requests, outbound) = mpsc::channel(4);
-    requests
-        .send(SessionRequest {
-            kind: Some(RequestKind::Hello(Hello {
-                term: 1,
-                leader_id: 1,
-                heartbeat_interval_ms: 0,
-            })),
-        })
-        .await
-        .expect("queue Hello");
+    requests.send(hello(0)).await.expect("queue Hello");
     let mut events = hostd
         .client
         .session(ReceiverStream::new(outbound))
