@@ -64,13 +64,31 @@ pub async fn serve(
         data_dir: args.data_dir,
         advertise,
         initial_cluster,
-        raft: Default::default(),
+        raft: raft_timings(args.raft_heartbeat_ms, &args.raft_election_timeout_ms)?,
         snapshot_logs: args.snapshot_logs,
         tls,
         heartbeat_interval: Duration::from_millis(args.heartbeat_interval_ms),
     };
     server::run(config, listener, shutdown_signal()).await?;
     Ok(())
+}
+
+/// Parses and checks `--raft-heartbeat-ms` and `--raft-election-timeout-ms MIN-MAX`.
+fn raft_timings(heartbeat_ms: u64, election: &str) -> anyhow::Result<drover_raft::RaftTimings> {
+    let (min, max) = election
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?)))
+        .ok_or_else(|| anyhow::anyhow!("--raft-election-timeout-ms {election:?} is not MIN-MAX"))?;
+    if heartbeat_ms == 0 || min <= heartbeat_ms || max <= min {
+        anyhow::bail!(
+            "Raft timings need 0 < heartbeat ({heartbeat_ms} ms) < election min ({min} ms) < max ({max} ms)"
+        );
+    }
+    Ok(drover_raft::RaftTimings {
+        heartbeat_ms,
+        election_min_ms: min,
+        election_max_ms: max,
+    })
 }
 
 /// Completes on SIGTERM or Ctrl-C.

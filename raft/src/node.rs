@@ -19,8 +19,11 @@ use crate::network::{client::peer_channel, Network, MAX_MESSAGE_BYTES};
 use crate::store::{self, OpenError, StateView};
 use crate::{NodeId, Raft, RaftMetrics};
 
-/// Raft timings. Shorter than openraft's defaults would make elections flap on a loaded
-/// 2-core machine; longer would slow failover, which drover's users measure.
+/// Raft timings. openraft 0.9 makes a follower wait the leader lease (= the maximum
+/// election timeout) plus a random election timeout after the last heartbeat before it
+/// campaigns, so failover takes about 1.5–2.5 × the maximum. 80–160 ms with 20 ms
+/// heartbeats measured p50 379 ms / p99 899 ms for leader loss on this machine kind
+/// (BENCHMARKS.md); `--raft-*` flags lengthen them for slow or distant networks.
 #[derive(Debug, Clone)]
 pub struct RaftTimings {
     pub heartbeat_ms: u64,
@@ -31,9 +34,9 @@ pub struct RaftTimings {
 impl Default for RaftTimings {
     fn default() -> Self {
         Self {
-            heartbeat_ms: 100,
-            election_min_ms: 400,
-            election_max_ms: 800,
+            heartbeat_ms: 20,
+            election_min_ms: 80,
+            election_max_ms: 160,
         }
     }
 }

@@ -64,9 +64,15 @@ fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)
 }
 
+/// Extra `drover server` flags from `$DROVER_CONTROLLER_ARGS` (whitespace-separated), to
+/// compare settings such as Raft timings in one build.
 async fn start_cluster() -> anyhow::Result<(Cluster, LeaderClient)> {
+    let controller_args = std::env::var("DROVER_CONTROLLER_ARGS")
+        .map(|a| a.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
     let cluster = Cluster::start(ClusterSpec {
         hosts: 0,
+        controller_args,
         ..Default::default()
     })
     .await?;

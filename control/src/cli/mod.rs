@@ -119,6 +119,14 @@ pub struct ServerArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long)]
     pub metrics_listen: Option<String>,
+    /// Raft heartbeat interval between controllers, in milliseconds.
+    #[arg(long, default_value_t = drover_raft::RaftTimings::default().heartbeat_ms)]
+    pub raft_heartbeat_ms: u64,
+    /// Raft election timeout range MIN-MAX in milliseconds. Failover takes about MAX (the
+    /// leader lease followers honour) plus a random MIN..MAX; too short and a loaded
+    /// machine sees spurious elections.
+    #[arg(long, default_value = "80-160")]
+    pub raft_election_timeout_ms: String,
     /// Take a snapshot (and compact the log) after this many applied entries.
     #[arg(long, default_value_t = 10_000)]
     pub snapshot_logs: u64,
