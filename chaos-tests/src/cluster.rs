@@ -110,7 +110,9 @@ pub struct Cluster {
     certs: Option<PathBuf>,
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A free loopback port (bind port 0, read it, release it) for processes whose address must
+/// be known before they start.
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())

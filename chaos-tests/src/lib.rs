@@ -16,7 +16,7 @@ pub mod process;
 pub mod wait;
 pub mod workload;
 
-pub use cluster::{Cluster, ClusterSpec};
+pub use cluster::{free_port, Cluster, ClusterSpec};
 pub use process::ChildProcess;
 pub use wait::wait_until;
 pub use workload::{History, Workload, WorkloadConfig};

@@ -3,14 +3,8 @@
 //! (hosts, VMs with their placement and generation) and accepts writes.
 
 use drover_chaos_tests::process::binary;
-use drover_chaos_tests::{ChildProcess, Cluster, ClusterSpec};
+use drover_chaos_tests::{free_port, ChildProcess, Cluster, ClusterSpec};
 use serde_json::Value;
-
-fn free_addr() -> anyhow::Result<String> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .to_string())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn save_restore_round_trip() -> anyhow::Result<()> {
@@ -42,7 +36,9 @@ async fn save_restore_round_trip() -> anyhow::Result<()> {
 
     // phase: restore into three fresh data dirs with new addresses.
     let dir = tempfile::tempdir()?;
-    let addrs: Vec<String> = (0..3).map(|_| free_addr()).collect::<anyhow::Result<_>>()?;
+    let addrs: Vec<String> = (0..3)
+        .map(|_| Ok(format!("127.0.0.1:{}", free_port()?)))
+        .collect::<anyhow::Result<_>>()?;
     let initial = addrs
         .iter()
         .enumerate()

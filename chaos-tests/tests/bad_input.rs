@@ -73,12 +73,7 @@ async fn clear_errors() -> anyhow::Result<()> {
     assert_eq!(vms[0]["desired_state"], "stopped");
 
     // An endpoint nobody listens on: a clear error after the deadline, not a hang.
-    let dead = format!(
-        "127.0.0.1:{}",
-        std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port()
-    );
+    let dead = format!("127.0.0.1:{}", drover_chaos_tests::free_port()?);
     let out = cluster
         .cli_at(&dead, &["vm", "list", "--timeout", "2"])
         .await?;

@@ -29,9 +29,7 @@ fn value(text: &str, metric: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_metrics() -> anyhow::Result<()> {
-    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .to_string();
+    let metrics_addr = format!("127.0.0.1:{}", drover_chaos_tests::free_port()?);
     let cluster = Cluster::start(ClusterSpec {
         controllers: 1,
         hosts: 0,

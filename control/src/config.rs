@@ -44,10 +44,7 @@ pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<NodeId, String>, Config
         let (id, addr) = part.split_once('=').ok_or_else(bad)?;
         let id: NodeId = id.trim().parse().map_err(|_| bad())?;
         let addr = addr.trim();
-        let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
-        if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
-            return Err(bad());
-        }
+        drover_raft::model::validate_address(addr).map_err(|_| bad())?;
         if members.insert(id, addr.to_string()).is_some() {
             return Err(ConfigError::DuplicateMember(id));
         }

@@ -88,6 +88,21 @@ async fn listening_addr(child: &mut Child) -> anyhow::Result<String> {
         .with_context(|| format!("unexpected first line from child: {line:?}"))
 }
 
+/// Polls `ready` every 100 ms until it says yes, or fails once `deadline` has passed.
+async fn ready_by<F, Fut>(deadline: Instant, what: &str, mut ready: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    while !ready().await? {
+        if Instant::now() > deadline {
+            bail!("not ready in time: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
 pub async fn start(args: &DevArgs) -> anyhow::Result<DevCluster> {
     if args.controllers == 0 || args.hosts == 0 {
         bail!("--controllers and --hosts must be at least 1");
@@ -140,14 +155,16 @@ impl DevCluster {
         for (id, addr) in &members {
             let name = format!("controller-{id}");
             let tls = certs::issue(&self.dir.join("certs"), &name, &[])?;
+            // One open file for both streams: two handles would overwrite each other.
+            let log = log_file(&self.dir, &name)?;
             let child = Command::new(drover)
                 .args(tls_flags(&tls))
                 .args(["server", "--id", &id.to_string(), "--listen", addr])
                 .arg("--data-dir")
                 .arg(self.dir.join(&name))
                 .args(["--initial-cluster", &initial])
-                .stdout(Stdio::from(log_file(&self.dir, &name)?))
-                .stderr(Stdio::from(log_file(&self.dir, &name)?))
+                .stdout(Stdio::from(log.try_clone()?))
+                .stderr(Stdio::from(log))
                 .kill_on_drop(true)
                 .spawn()
                 .with_context(|| format!("cannot start {name}"))?;
@@ -177,29 +194,19 @@ impl DevCluster {
             .with_deadline(READY_TIMEOUT)
             .with_tls(self.client_tls()?);
         let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
+        ready_by(deadline, "a leader elected", || async {
             let status = client.cluster_status().await?;
-            if status.leader_id != 0 && status.members.iter().all(|m| m.error.is_empty()) {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("no leader elected within {READY_TIMEOUT:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            Ok(status.leader_id != 0 && status.members.iter().all(|m| m.error.is_empty()))
+        })
+        .await?;
         for (name, addr) in &self.hosts {
             client.add_host(name, addr).await?;
         }
-        loop {
+        ready_by(deadline, "every host up", || async {
             let hosts = client.hosts(false).await?.value;
-            if hosts.iter().all(|h| h.health == HostHealth::Up as i32) {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("hosts did not come up within {READY_TIMEOUT:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            Ok(hosts.iter().all(|h| h.health == HostHealth::Up as i32))
+        })
+        .await?;
         Ok(())
     }
 

@@ -168,20 +168,9 @@ impl ClusterState {
     }
 }
 
-/// `host:port` with a non-empty host and a port in 1..=65535.
 fn validate_address(address: &str) -> Result<(), ApplyError> {
-    let bad = |reason: &str| ApplyError::InvalidAddress {
+    crate::model::validate_address(address).map_err(|reason| ApplyError::InvalidAddress {
         address: address.to_string(),
-        reason: reason.to_string(),
-    };
-    let (host, port) = address
-        .rsplit_once(':')
-        .ok_or_else(|| bad("expected host:port"))?;
-    if host.is_empty() {
-        return Err(bad("host part is empty"));
-    }
-    match port.parse::<u16>() {
-        Ok(0) | Err(_) => Err(bad("port must be a number in 1..=65535")),
-        Ok(_) => Ok(()),
-    }
+        reason,
+    })
 }

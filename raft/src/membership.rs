@@ -85,14 +85,8 @@ impl RaftNode {
     /// then as a voter. Adding a node that already votes at that address is a no-op.
     pub async fn add_node(&self, id: NodeId, address: &str) -> Result<(), MembershipError> {
         self.leader_only()?;
-        if address
-            .rsplit_once(':')
-            .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
-        {
-            return Err(MembershipError::Invalid(format!(
-                "address {address:?} is not host:port"
-            )));
-        }
+        crate::model::validate_address(address)
+            .map_err(|reason| MembershipError::Invalid(format!("address {address:?}: {reason}")))?;
         let membership = self.metrics().membership_config.clone();
         if let Some(existing) = membership.membership().get_node(&id) {
             if existing.addr != address {

@@ -4,7 +4,7 @@
 use drover_proto::v1 as pb;
 
 use super::output::{self, Format};
-use super::{ClusterCmd, HostCmd, SnapshotCmd, VmCmd};
+use super::{ClusterCmd, HostCmd, ReadOpts, SnapshotCmd, VmCmd};
 use crate::client::{Client, Membership, Read, VmVerb};
 
 /// Where and how long client commands try.
@@ -125,10 +125,13 @@ pub async fn host(target: &Target, format: Format, cmd: HostCmd) -> anyhow::Resu
         HostCmd::Add { name, address } => {
             Ok(show_host(format, &c.add_host(&name, &address).await?)?.into())
         }
-        HostCmd::Get { name, stale } => {
-            read(c.host(&name, stale).await?, stale, |h| show_host(format, h))
-        }
-        HostCmd::List { stale } => read(c.hosts(stale).await?, stale, |h| show_hosts(format, h)),
+        HostCmd::Get {
+            name,
+            read: ReadOpts { stale },
+        } => read(c.host(&name, stale).await?, stale, |h| show_host(format, h)),
+        HostCmd::List {
+            read: ReadOpts { stale },
+        } => read(c.hosts(stale).await?, stale, |h| show_hosts(format, h)),
     }
 }
 
@@ -149,10 +152,13 @@ pub async fn vm(target: &Target, format: Format, cmd: VmCmd) -> anyhow::Result<P
             };
             c.create_vm(req).await?
         }
-        VmCmd::Get { name, stale } => {
-            return read(c.vm(&name, stale).await?, stale, |v| show_vm(format, v))
-        }
-        VmCmd::List { stale } => return read(c.vms(stale).await?, stale, |v| show_vms(format, v)),
+        VmCmd::Get {
+            name,
+            read: ReadOpts { stale },
+        } => return read(c.vm(&name, stale).await?, stale, |v| show_vm(format, v)),
+        VmCmd::List {
+            read: ReadOpts { stale },
+        } => return read(c.vms(stale).await?, stale, |v| show_vms(format, v)),
         VmCmd::Start { name } => c.vm_action(VmVerb::Start, &name).await?,
         VmCmd::Stop { name } => c.vm_action(VmVerb::Stop, &name).await?,
         VmCmd::Delete { name } => c.vm_action(VmVerb::Delete, &name).await?,

@@ -181,6 +181,14 @@ pub enum SnapshotCmd {
     Save { file: PathBuf },
 }
 
+/// How a `get`/`list` reads.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct ReadOpts {
+    /// Answer from the contacted controller's own state, without a quorum check.
+    #[arg(long)]
+    pub stale: bool,
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub enum HostCmd {
     /// Register a host running hostd.
@@ -191,15 +199,13 @@ pub enum HostCmd {
         address: String,
     },
     List {
-        /// Answer from the contacted controller's own state, without a quorum check.
-        #[arg(long)]
-        stale: bool,
+        #[command(flatten)]
+        read: ReadOpts,
     },
     Get {
         name: String,
-        /// Answer from the contacted controller's own state, without a quorum check.
-        #[arg(long)]
-        stale: bool,
+        #[command(flatten)]
+        read: ReadOpts,
     },
 }
 
@@ -217,15 +223,13 @@ pub enum VmCmd {
         stopped: bool,
     },
     List {
-        /// Answer from the contacted controller's own state, without a quorum check.
-        #[arg(long)]
-        stale: bool,
+        #[command(flatten)]
+        read: ReadOpts,
     },
     Get {
         name: String,
-        /// Answer from the contacted controller's own state, without a quorum check.
-        #[arg(long)]
-        stale: bool,
+        #[command(flatten)]
+        read: ReadOpts,
     },
     Start {
         name: String,

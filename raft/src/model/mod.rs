@@ -1,4 +1,5 @@
-//! The cluster's domain model: what the state machine holds and replicates.
+//! The cluster's domain model: what the state machine holds and replicates, and the rules
+//! for names and addresses in it.
 
 mod host;
 mod state;
@@ -36,9 +37,33 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a `host:port` address: a non-empty host and a port in 1..=65535. The one rule
+/// for host addresses, controller addresses and membership changes alike.
+pub fn validate_address(address: &str) -> Result<(), String> {
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| "expected host:port".to_string())?;
+    if host.is_empty() {
+        return Err("host part is empty".into());
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err("port must be a number in 1..=65535".into()),
+        Ok(_) => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::validate_name;
+    use super::{validate_address, validate_name};
+
+    #[test]
+    fn addresses() {
+        assert!(validate_address("127.0.0.1:7001").is_ok());
+        assert!(validate_address("ctl1.example:1").is_ok());
+        for bad in ["nohost", ":80", "h:0", "h:99999", "h:x"] {
+            assert!(validate_address(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn names() {
