@@ -7,4 +7,12 @@ cd "$(dirname "$0")/.."
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --bins
-cargo test --workspace
+# nextest runs each test in its own process and kills one that hangs (.config/nextest.toml),
+# so a stuck test fails by name instead of stalling CI. Plain cargo test is the fallback,
+# bounded as a whole.
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace
+else
+    echo "cargo-nextest not found: running cargo test with a 30-minute bound" >&2
+    timeout 1800 cargo test --workspace
+fi

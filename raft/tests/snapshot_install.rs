@@ -78,7 +78,14 @@ async fn learner_catches_up_by_chunked_snapshot() -> anyhow::Result<()> {
         id,
         address: addr.to_string(),
         data_dir: dir.path().join(format!("n{id}")),
-        timings: RaftTimings::default(),
+        // What is under test is the transfer, not election speed: the leader builds a 15 MB
+        // snapshot every 100 entries on a 2-core machine, so elections get slack enough that
+        // a starved heartbeat does not depose it mid-test.
+        timings: RaftTimings {
+            heartbeat_ms: 100,
+            election_min_ms: 1000,
+            election_max_ms: 2000,
+        },
         snapshot_logs: 100,
         tls: None,
     };
@@ -120,7 +127,7 @@ async fn learner_catches_up_by_chunked_snapshot() -> anyhow::Result<()> {
     let t = std::time::Instant::now();
     tokio::time::timeout(Duration::from_secs(120), n1.add_node(2, &a2)).await??;
     eprintln!("added (caught up) in {:?}", t.elapsed());
-    let written = writer.await? as usize;
+    let written = tokio::time::timeout(Duration::from_secs(60), writer).await?? as usize;
     let target = n1.metrics().last_applied;
     n2.raft()
         .wait(Some(Duration::from_secs(60)))
@@ -136,7 +143,10 @@ async fn learner_catches_up_by_chunked_snapshot() -> anyhow::Result<()> {
         n2.metrics().snapshot.is_some(),
         "node 2 installed a snapshot"
     );
-    n2.shutdown().await;
-    n1.shutdown().await;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        n2.shutdown().await;
+        n1.shutdown().await;
+    })
+    .await?;
     Ok(())
 }

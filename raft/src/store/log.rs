@@ -1,5 +1,5 @@
 //! The Raft log in sled. Durability rule: every method that changes the log or the vote
-//! returns (or signals `LogFlushed`) only after `flush_async` has put the change on disk,
+//! returns (or signals `LogFlushed`) only after a flush has put the change on disk,
 //! because openraft treats that signal as "this survives a crash".
 
 use std::fmt::Debug;
@@ -61,8 +61,7 @@ impl LogStore {
     }
 
     async fn flush(&self, subject: ErrorSubject<crate::NodeId>) -> Result<(), StorageError> {
-        self.db
-            .flush_async()
+        super::flush(&self.db)
             .await
             .map_err(|e| io_err(subject, ErrorVerb::Write, &e))?;
         Ok(())
@@ -179,7 +178,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.log
             .apply_batch(batch)
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, &e))?;
-        let flushed = self.db.flush_async().await;
+        let flushed = super::flush(&self.db).await;
         match flushed {
             Ok(_) => {
                 callback.log_io_completed(Ok(()));

@@ -51,6 +51,19 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), OpenError> {
     Ok((log, sm))
 }
 
+/// Puts every write so far on disk. sled 0.34's own `flush_async` can lose its wake-up when
+/// two flushes race (spacejam/sled#1241, #1308) and then never completes; the log store and the
+/// state machine flush concurrently, and that hang stalled a whole node. The blocking `flush`
+/// has no such bug, so it runs on tokio's blocking pool instead.
+async fn flush(db: &sled::Db) -> std::io::Result<()> {
+    let db = db.clone();
+    match tokio::task::spawn_blocking(move || db.flush()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(std::io::Error::other(e)),
+        Err(join) => Err(std::io::Error::other(join)),
+    }
+}
+
 /// Maps a sled or serde failure into openraft's I/O error for the given subject.
 fn io_err<E: std::error::Error + 'static>(
     subject: openraft::ErrorSubject<crate::NodeId>,

@@ -248,7 +248,7 @@ impl StateMachineStore {
             .snapshot
             .apply_batch(batch)
             .map_err(|e| err(&e))?;
-        self.shared.db.flush_async().await.map_err(|e| err(&e))?;
+        super::flush(&self.shared.db).await.map_err(|e| err(&e))?;
         Ok(())
     }
 
@@ -354,20 +354,30 @@ impl StateMachineStore {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        let (bytes, meta) = {
-            let data = self.view().read(|d| d.clone());
-            let bytes = serde_json::to_vec(&data)
-                .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, &e))?;
-            let snapshot_id = match data.last_applied {
-                Some(l) => format!("{}-{}-{}", l.leader_id, l.index, bytes.len()),
-                None => format!("empty-{}", bytes.len()),
-            };
-            let meta = SnapshotMeta {
-                last_log_id: data.last_applied,
-                last_membership: data.membership.clone(),
-                snapshot_id,
-            };
-            (bytes, meta)
+        // Cloning and serializing a large state takes long enough (a second for 100k VMs in
+        // a debug build) to starve Raft heartbeats if it ran on an async worker.
+        let view = self.view();
+        let built = tokio::task::spawn_blocking(move || {
+            let data = view.read(|d| d.clone());
+            serde_json::to_vec(&data).map(|bytes| (data, bytes))
+        })
+        .await;
+        let snap_err = |e: &dyn std::error::Error| {
+            io_err(
+                ErrorSubject::Snapshot(None),
+                ErrorVerb::Write,
+                &std::io::Error::other(e.to_string()),
+            )
+        };
+        let (data, bytes) = built.map_err(|e| snap_err(&e))?.map_err(|e| snap_err(&e))?;
+        let snapshot_id = match data.last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, bytes.len()),
+            None => format!("empty-{}", bytes.len()),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: data.last_applied,
+            last_membership: data.membership.clone(),
+            snapshot_id,
         };
         self.save_snapshot(&meta, bytes.clone()).await?;
         Ok(Snapshot {
