@@ -3,44 +3,49 @@
 //! machine holds everything earlier leaders committed), it starts one `HostActor` per host
 //! and one `VmActor` per VM, and keeps that set in step with committed changes. The moment
 //! the node stops leading, every child is stopped.
+//!
+//! It also runs failover rounds: for VMs placed on hosts committed `Dead`, the pure
+//! `failover::plan` decides which HA VMs to take off their host now (`FailoverVm`: placement
+//! none, generation + 1) and which non-HA VMs to mark `unknown`; the VM actors then place
+//! and start the HA ones like any unplaced VM.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use drover_proto::transport::TlsHandle;
-use drover_raft::model::ObservedState;
+use drover_raft::model::{DesiredState, HostHealth, ObservedState};
 use drover_raft::store::Change;
-use drover_raft::{RaftMetrics, RaftNode};
+use drover_raft::{Command, RaftMetrics, RaftNode, Request};
 use openraft::ServerState;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::{BroadcastStream, WatchStream};
 
 use crate::agents::AgentPool;
-use crate::host::{HostActor, HostReport};
+use crate::failover::{self, Candidate, FailoverPolicy, Plan};
+use crate::host::health::LeaseTimings;
+use crate::host::{GrantBook, HostActor, HostContext, HostReport};
 use crate::vm::{observed_state, Observation, Observe, Poke, VmActor};
 use crate::Shutdown;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SupervisorConfig {
-    /// How often hostd sends heartbeats on the session.
-    pub heartbeat_interval: Duration,
+    /// Heartbeat interval, lease ttl and margin (validated by the caller).
+    pub lease: LeaseTimings,
+    pub failover: FailoverPolicy,
     /// The controller's identity towards hostd (mutual TLS), or plaintext.
     pub tls: TlsHandle,
+    /// Grants this leader sent, shared with the API for `drover host list`.
+    pub grants: GrantBook,
 }
 
-impl Default for SupervisorConfig {
-    fn default() -> Self {
-        Self {
-            heartbeat_interval: Duration::from_secs(1),
-            tls: None,
-        }
-    }
-}
+/// How often a leader looks for VMs to fail over (the rate limit is per round).
+const FAILOVER_ROUND: Duration = Duration::from_millis(500);
 
 /// The children while this node leads.
 struct Leading {
     term: u64,
+    since: Instant,
     changes: SpawnHandle,
     hosts: HashMap<String, Addr<HostActor>>,
     vms: HashMap<String, Addr<VmActor>>,
@@ -54,6 +59,10 @@ pub struct Supervisor {
     /// A quorum round in flight that must confirm leadership of this term before the
     /// children start.
     confirming: Option<u64>,
+    /// A failover round's commits are in flight; the next round waits for them.
+    failing_over: bool,
+    /// The mass-failure brake is on (logged once per episode).
+    frozen: bool,
 }
 
 /// Whether the supervisor currently runs children, and for which term (for tests and
@@ -70,6 +79,8 @@ impl Supervisor {
             config,
             leading: None,
             confirming: None,
+            failing_over: false,
+            frozen: false,
         }
     }
 
@@ -135,6 +146,7 @@ impl Supervisor {
         let changes = ctx.add_stream(BroadcastStream::new(self.node.view().subscribe()));
         self.leading = Some(Leading {
             term,
+            since: Instant::now(),
             changes,
             hosts: HashMap::new(),
             vms: HashMap::new(),
@@ -151,6 +163,7 @@ impl Supervisor {
             "no longer leading: stopping host and VM actors"
         );
         ctx.cancel_future(leading.changes);
+        self.config.grants.clear();
         for addr in leading.hosts.values() {
             addr.do_send(Shutdown);
         }
@@ -197,11 +210,15 @@ impl Supervisor {
             (true, false) => {
                 let actor = HostActor::new(
                     name.to_string(),
-                    self.node.clone(),
-                    self.agents.clone(),
-                    ctx.address().recipient(),
-                    l.term,
-                    self.config.heartbeat_interval,
+                    HostContext {
+                        node: self.node.clone(),
+                        agents: self.agents.clone(),
+                        report_to: ctx.address().recipient(),
+                        term: l.term,
+                        timings: self.config.lease,
+                        grants: self.config.grants.clone(),
+                        leader_since: l.since,
+                    },
                 );
                 l.hosts.insert(name.to_string(), actor.start());
             }
@@ -212,6 +229,134 @@ impl Supervisor {
             }
             (true, true) | (false, false) => {}
         }
+        // A host's health or capacity changed: unplaced VMs may fit now.
+        let unplaced: Vec<String> = self.node.view().read(|d| {
+            d.state
+                .vms
+                .values()
+                .filter(|vm| vm.host.is_none() && vm.desired == DesiredState::Running)
+                .map(|vm| vm.name.clone())
+                .collect()
+        });
+        for vm in unplaced {
+            if let Some(addr) = l.vms.get(&vm) {
+                addr.do_send(Poke);
+            }
+        }
+    }
+
+    /// One failover round: plans over the committed state and commits the plan's first
+    /// steps. Every command is a compare-and-set on the VM's generation and `FailoverVm` is
+    /// refused unless the host is still `Dead`, so a round racing a returning host or a
+    /// newer leader changes nothing it should not.
+    fn failover_round(&mut self, ctx: &mut Context<Self>) {
+        let Some(term) = self.leading.as_ref().map(|l| l.term) else {
+            return;
+        };
+        if self.failing_over {
+            return;
+        }
+        let (candidates, looks_dead, hosts, generations) = self.node.view().read(|d| {
+            let dead = |h: &str| {
+                d.state
+                    .hosts
+                    .get(h)
+                    .is_none_or(|h| h.health == HostHealth::Dead)
+            };
+            let mut candidates = Vec::new();
+            let mut generations = HashMap::new();
+            for vm in d.state.vms.values() {
+                let Some(host) = vm.host.as_deref() else {
+                    continue;
+                };
+                if !dead(host) || vm.desired == DesiredState::Deleted {
+                    continue;
+                }
+                // A non-HA VM already marked unknown needs nothing more.
+                if !vm.ha && vm.observed == ObservedState::Unknown {
+                    continue;
+                }
+                candidates.push(Candidate {
+                    name: vm.name.clone(),
+                    ha: vm.ha,
+                    priority: vm.ha_priority,
+                });
+                generations.insert(vm.name.clone(), (vm.generation, host.to_string()));
+            }
+            let looks_dead = d
+                .state
+                .hosts
+                .values()
+                .filter(|h| matches!(h.health, HostHealth::Dead | HostHealth::Suspect))
+                .count();
+            (candidates, looks_dead, d.state.hosts.len(), generations)
+        });
+        if candidates.is_empty() {
+            self.set_frozen(false, 0, hosts);
+            return;
+        }
+        let (now, unknown) =
+            match failover::plan(&candidates, looks_dead, hosts, &self.config.failover) {
+                Plan::Frozen { dead, hosts } => {
+                    self.set_frozen(true, dead, hosts);
+                    return;
+                }
+                Plan::Restart { now, unknown, .. } => (now, unknown),
+            };
+        self.set_frozen(false, looks_dead, hosts);
+        let mut commands = Vec::new();
+        for name in &now {
+            let (generation, host) = &generations[name];
+            tracing::warn!(vm = %name, host = %host, term, generation, "failing over: host is dead");
+            commands.push(Command::FailoverVm {
+                name: name.clone(),
+                expected_generation: *generation,
+            });
+        }
+        for name in &unknown {
+            let (generation, host) = &generations[name];
+            commands.push(Command::VmObserved {
+                name: name.clone(),
+                generation: *generation,
+                observed: ObservedState::Unknown,
+                reason: format!("host {host} is dead; not HA, so it stays there"),
+            });
+        }
+        self.failing_over = true;
+        let node = self.node.clone();
+        let restarts = now.len() as u64;
+        ctx.spawn(
+            async move {
+                for cmd in commands {
+                    match node.write_local(Request::anonymous(cmd)).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => tracing::info!(error = %e, "failover step refused"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "failover step not committed");
+                            break;
+                        }
+                    }
+                }
+                metrics::counter!("drover_failover_vms_total").increment(restarts);
+            }
+            .into_actor(self)
+            .map(|(), act, _| act.failing_over = false),
+        );
+    }
+
+    fn set_frozen(&mut self, frozen: bool, dead: usize, hosts: usize) {
+        if frozen != self.frozen {
+            if frozen {
+                tracing::error!(
+                    dead, hosts,
+                    "failover frozen: more than half of the hosts look dead; this controller is more likely the one cut off"
+                );
+            } else {
+                tracing::info!("failover brake released");
+            }
+            metrics::gauge!("drover_failover_frozen").set(if frozen { 1.0 } else { 0.0 });
+        }
+        self.frozen = frozen;
     }
 
     fn sync_vm(&mut self, name: &str) {
@@ -243,6 +388,7 @@ impl Actor for Supervisor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.add_stream(WatchStream::new(self.node.raft().metrics()));
+        ctx.run_interval(FAILOVER_ROUND, |act, ctx| act.failover_round(ctx));
     }
 }
 
@@ -260,7 +406,10 @@ impl StreamHandler<RaftMetrics> for Supervisor {
 impl StreamHandler<Result<Change, BroadcastStreamRecvError>> for Supervisor {
     fn handle(&mut self, item: Result<Change, BroadcastStreamRecvError>, ctx: &mut Self::Context) {
         match item {
-            Ok(Change::Host(name)) => self.sync_host(&name, ctx),
+            Ok(Change::Host(name)) => {
+                self.sync_host(&name, ctx);
+                self.failover_round(ctx);
+            }
             Ok(Change::Vm(name)) => self.sync_vm(&name),
             // Missed changes or a replaced state: compare everything.
             Ok(Change::Reset) | Err(BroadcastStreamRecvError::Lagged(_)) => self.sync_all(ctx),

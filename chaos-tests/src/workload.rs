@@ -172,6 +172,7 @@ async fn run_client(
                 memory_mib: 64,
             }),
             start: false,
+            ..Default::default()
         };
         let started = Instant::now();
         let answer = client.create_vm(req, &name).await;

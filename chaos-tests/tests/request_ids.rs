@@ -15,6 +15,7 @@ fn create(name: &str, id: Option<&str>) -> tonic::Request<CreateVmRequest> {
             memory_mib: 64,
         }),
         start: false,
+        ..Default::default()
     });
     if let Some(id) = id {
         req.metadata_mut()

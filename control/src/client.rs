@@ -305,16 +305,34 @@ impl Client {
             name: name.to_string(),
             address: address.to_string(),
         };
+        self.host_write(req, |mut c, r| async move { c.add_host(r).await })
+            .await
+    }
+
+    /// Declares `name` powered off (`drover host fence`); the API refuses without the
+    /// confirmation.
+    pub async fn fence_host(&self, name: &str, confirm: bool) -> Result<pb::Host, ClientError> {
+        let req = pb::FenceHostRequest {
+            name: name.to_string(),
+            confirm_powered_off: confirm,
+        };
+        self.host_write(req, |mut c, r| async move { c.fence_host(r).await })
+            .await
+    }
+
+    /// A HostService write under one request id, so that a retry applies once.
+    async fn host_write<R, F, Fut>(&self, req: R, rpc: F) -> Result<pb::Host, ClientError>
+    where
+        R: Clone,
+        F: Fn(HostServiceClient<Channel>, tonic::Request<R>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<pb::Host>, Status>>,
+    {
         let id = self.next_request_id();
         self.call(|c| {
-            let req = with_request_id(req.clone(), &id);
-            async move {
-                HostServiceClient::new(c)
-                    .max_decoding_message_size(Self::MAX_RESPONSE_BYTES)
-                    .add_host(req)
-                    .await
-                    .map(tonic::Response::into_inner)
-            }
+            let client =
+                HostServiceClient::new(c).max_decoding_message_size(Self::MAX_RESPONSE_BYTES);
+            let fut = rpc(client, with_request_id(req.clone(), &id));
+            async move { fut.await.map(tonic::Response::into_inner) }
         })
         .await
     }

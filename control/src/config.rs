@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use drover_raft::{NodeId, RaftTimings};
 
@@ -21,7 +20,8 @@ pub struct ServerConfig {
     pub snapshot_logs: u64,
     /// Mutual TLS on every port and every outgoing hop (`None`: plaintext, dev only).
     pub tls: drover_proto::transport::TlsHandle,
-    pub heartbeat_interval: Duration,
+    /// hostd heartbeat interval, lease ttl and margin (validated).
+    pub lease: drover_actors::host::health::LeaseTimings,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -22,9 +22,16 @@ pub async fn serve(
     if args.id == 0 {
         anyhow::bail!("--id must be at least 1");
     }
-    if args.heartbeat_interval_ms == 0 {
-        anyhow::bail!("--heartbeat-interval-ms must be at least 1");
-    }
+    let lease = drover_actors::host::health::LeaseTimings {
+        heartbeat: Duration::from_millis(args.heartbeat_interval_ms),
+        ttl: Duration::from_millis(args.lease_ttl_ms),
+        margin: Duration::from_millis(args.lease_margin_ms),
+    };
+    lease.validate().map_err(|e| {
+        anyhow::anyhow!(
+            "Lease timings (--heartbeat-interval-ms, --lease-ttl-ms, --lease-margin-ms): {e}"
+        )
+    })?;
     if args.snapshot_logs == 0 {
         anyhow::bail!("--snapshot-logs must be at least 1");
     }
@@ -67,7 +74,7 @@ pub async fn serve(
         raft: raft_timings(args.raft_heartbeat_ms, &args.raft_election_timeout_ms)?,
         snapshot_logs: args.snapshot_logs,
         tls,
-        heartbeat_interval: Duration::from_millis(args.heartbeat_interval_ms),
+        lease,
     };
     server::run(config, listener, shutdown_signal()).await?;
     Ok(())

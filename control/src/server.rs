@@ -7,6 +7,7 @@
 use std::future::Future;
 
 use actix::Actor;
+use drover_actors::host::GrantBook;
 use drover_actors::{Shutdown, Supervisor, SupervisorConfig};
 use drover_proto::raft::v1::raft_service_server::RaftServiceServer;
 use drover_proto::v1::cluster_service_server::ClusterServiceServer;
@@ -61,6 +62,8 @@ pub async fn run(
         .register_encoded_file_descriptor_set(drover_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // The leader's lease grants: written by the host actors, read by `host list`.
+    let grants = GrantBook::default();
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &config.tls {
         builder = builder.tls_config(tls.server_config())?;
@@ -76,7 +79,10 @@ pub async fn run(
             config.raft.clone(),
             config.tls.clone(),
         )))
-        .add_service(HostServiceServer::new(HostApi::new(node.clone())))
+        .add_service(HostServiceServer::new(HostApi::new(
+            node.clone(),
+            grants.clone(),
+        )))
         .add_service(VmServiceServer::new(VmApi::new(node.clone())))
         .add_service(health_service)
         .add_service(reflection);
@@ -112,8 +118,10 @@ pub async fn run(
     let supervisor = Supervisor::new(
         node.clone(),
         SupervisorConfig {
-            heartbeat_interval: config.heartbeat_interval,
+            lease: config.lease,
+            failover: Default::default(),
             tls: config.tls.clone(),
+            grants: grants.clone(),
         },
     )
     .start();

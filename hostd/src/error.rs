@@ -63,6 +63,15 @@ pub enum HostdError {
         held: u64,
     },
 
+    /// This host holds no lease from the controllers (or it lapsed): it must not start
+    /// guests the cluster may already be restarting elsewhere.
+    #[error("No lease: this host has not been confirmed by the controllers within the lease ttl")]
+    NoLease,
+
+    /// The lease file shared with the watchdog cannot be written.
+    #[error("Lease file {} unusable: {reason}", path.display())]
+    LeaseFile { path: PathBuf, reason: String },
+
     /// The persisted fencing state cannot be read or written.
     #[error("Fencing state at {} unusable: {reason}", path.display())]
     FencingState { path: PathBuf, reason: String },
@@ -85,10 +94,12 @@ impl From<HostdError> for Status {
             HostdError::NotFound { .. } => Status::not_found(err.to_string()),
             HostdError::NotManaged { .. } => Status::already_exists(err.to_string()),
             HostdError::InvalidArgument(_) => Status::invalid_argument(err.to_string()),
-            HostdError::StaleTerm { .. } | HostdError::StaleGeneration { .. } => {
-                Status::failed_precondition(err.to_string())
+            HostdError::StaleTerm { .. }
+            | HostdError::StaleGeneration { .. }
+            | HostdError::NoLease => Status::failed_precondition(err.to_string()),
+            HostdError::FencingState { .. } | HostdError::LeaseFile { .. } => {
+                Status::internal(err.to_string())
             }
-            HostdError::FencingState { .. } => Status::internal(err.to_string()),
             // libvirt's own message is what an operator needs to act on; the error code
             // suffix that `virt`'s Display adds is noise in a status line.
             HostdError::Libvirt { source, .. } | HostdError::Connect { source, .. } => {
@@ -130,6 +141,7 @@ mod tests {
                 HostdError::InvalidArgument("vcpus must be > 0".into()),
                 Code::InvalidArgument,
             ),
+            (HostdError::NoLease, Code::FailedPrecondition),
         ];
         for (err, code) in cases {
             assert_eq!(Status::from(err).code(), code);

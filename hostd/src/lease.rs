@@ -53,6 +53,13 @@ impl Lease {
         Ok(until)
     }
 
+    /// Takes over a lease an earlier process on this host held until `until`, granted in
+    /// `term` (read back from the lease file).
+    pub fn resume(&mut self, until: Instant, term: u64) {
+        self.highest_term = self.highest_term.max(term);
+        self.expiry = Some(self.expiry.map_or(until, |e| e.max(until)));
+    }
+
     /// Whether the lease holds at `now`.
     pub fn holds(&self, now: Instant) -> bool {
         self.expiry.is_some_and(|e| now < e)

@@ -10,6 +10,8 @@ mod error;
 pub mod fencing;
 pub mod hypervisor;
 pub mod lease;
+pub mod lease_file;
+pub mod self_fence;
 mod service;
 mod session;
 
@@ -66,7 +68,14 @@ pub async fn serve(
     let host = config.name.clone();
     let tls = config.tls.clone();
     let fencing = fencing::Fencing::open(&config.data_dir)?;
-    let service = AgentService::new(config, hypervisor, stop_rx, fencing);
+    let keeper = Arc::new(self_fence::LeaseKeeper::open(&config.data_dir)?);
+    let fence_loop = tokio::spawn(self_fence::run_fence_loop(
+        host.clone(),
+        Arc::clone(&keeper),
+        Arc::clone(&hypervisor),
+        stop_rx.clone(),
+    ));
+    let service = AgentService::new(config, hypervisor, stop_rx, fencing, keeper);
     let signal = async move {
         shutdown.await;
         info!(%host, "Shutting down");
@@ -85,9 +94,12 @@ pub async fn serve(
             .tls_config(tls.server_config())
             .map_err(HostdError::Serve)?;
     }
-    builder
+    let served = builder
         .add_service(HostAgentServer::new(service))
         .serve_with_incoming_shutdown(incoming, signal)
         .await
-        .map_err(HostdError::Serve)
+        .map_err(HostdError::Serve);
+    // The stop signal has been sent by now (or serving failed): the loop ends on its own.
+    fence_loop.abort();
+    served
 }

@@ -19,6 +19,7 @@ use crate::error::error_chain;
 use crate::error::HostdError;
 use crate::fencing::{check_generation, Fencing};
 use crate::hypervisor::{HostCapacity, Hypervisor, ManagedDomain, PowerState, VmSpec};
+use crate::self_fence::LeaseKeeper;
 use crate::session;
 
 /// How long StopVm waits for a guest when the request leaves `timeout_ms` at zero.
@@ -40,6 +41,8 @@ pub(crate) struct Shared {
     vm_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The highest leader term seen (persisted); see [`crate::fencing`].
     pub(crate) fencing: Fencing,
+    /// This host's lease from the controllers; see [`crate::self_fence`].
+    pub(crate) lease: Arc<LeaseKeeper>,
 }
 
 impl Shared {
@@ -87,6 +90,7 @@ impl AgentService {
         hypervisor: Arc<dyn Hypervisor>,
         stop: watch::Receiver<bool>,
         fencing: Fencing,
+        lease: Arc<LeaseKeeper>,
     ) -> AgentService {
         AgentService {
             shared: Arc::new(Shared {
@@ -95,6 +99,7 @@ impl AgentService {
                 stop,
                 vm_locks: Mutex::new(HashMap::new()),
                 fencing,
+                lease,
             }),
         }
     }
@@ -148,10 +153,13 @@ impl AgentService {
                     info!(host = %self.host(), vm, error = %err, "{op} refused");
                 }
                 // A fencing refusal means some controller acts on stale authority: loud.
-                HostdError::StaleTerm { .. } | HostdError::StaleGeneration { .. } => {
+                HostdError::StaleTerm { .. }
+                | HostdError::StaleGeneration { .. }
+                | HostdError::NoLease => {
                     warn!(host = %self.host(), vm, error = %err, "{op} fenced off");
                 }
                 HostdError::FencingState { .. }
+                | HostdError::LeaseFile { .. }
                 | HostdError::Libvirt { .. }
                 | HostdError::Connect { .. }
                 | HostdError::DataDir { .. }
@@ -223,6 +231,11 @@ impl HostAgent for AgentService {
         }
         let _guard = self.shared.lock_vm(&req.name).await;
         let fence = self.fenced("StartVm", &req.name, req.fence).await?;
+        // Without a lease the cluster may already be restarting this VM elsewhere.
+        self.shared
+            .lease
+            .require()
+            .map_err(self.failed("StartVm", &req.name))?;
         info!(
             host = %self.host(), vm = %req.name, term = fence.term,
             generation = fence.generation, vcpus = req.vcpus, memory_mib = req.memory_mib,
@@ -234,6 +247,7 @@ impl HostAgent for AgentService {
             memory_mib: req.memory_mib,
             generation: fence.generation,
             term: fence.term,
+            ha: req.ha,
         };
         let name = spec.name.clone();
         let domain = self
@@ -361,6 +375,7 @@ pub(crate) fn domain_to_pb(domain: ManagedDomain) -> pb::Domain {
         generation: domain.generation,
         vcpus: domain.vcpus,
         memory_mib: domain.memory_mib,
+        ha: domain.ha,
     }
 }
 

@@ -1,7 +1,7 @@
 //! The controller's session with this host: one bidirectional stream per controller, opened
-//! with a Hello, answered with a heartbeat every interval. The heartbeat is how the
-//! controller learns that the host is alive and what it runs; lease requests and grants
-//! travel on the same stream in a later issue.
+//! with a Hello, answered every interval with a heartbeat (the host is alive, what it runs,
+//! its lease) and a `LeaseRequest`. The controller answers requests with `LeaseGrant`s,
+//! which extend the lease from when the request was sent (see [`crate::lease`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,7 +50,7 @@ async fn run(
         message = inbound.message() => match message {
             Ok(Some(request)) => match request.kind {
                 Some(RequestKind::Hello(hello)) => hello,
-                None => {
+                Some(RequestKind::Grant(_)) | None => {
                     let status = Status::invalid_argument("A session must open with Hello");
                     // The client may already be gone; nothing more to do either way.
                     let _ = tx.send(Err(status)).await;
@@ -102,8 +102,17 @@ async fn run(
                     Ok(()) => seq += 1,
                     Err(TrySendError::Full(_)) => {
                         warn!(%host, "Controller is not reading heartbeats; dropping one");
+                        continue;
                     }
                     Err(TrySendError::Closed(_)) => break,
+                }
+                // The send time is noted first: the lease counts from it, never later.
+                shared.lease.request_sent(seq);
+                let request = pb::SessionEvent {
+                    kind: Some(EventKind::LeaseRequest(pb::LeaseRequest { seq })),
+                };
+                if let Err(TrySendError::Closed(_)) = tx.try_send(Ok(request)) {
+                    break;
                 }
             }
             message = inbound.message() => match message {
@@ -111,6 +120,7 @@ async fn run(
                     Some(RequestKind::Hello(again)) => {
                         debug!(%host, term = again.term, "Repeated Hello ignored");
                     }
+                    Some(RequestKind::Grant(grant)) => granted(&shared, &grant).await,
                     None => debug!(%host, "Empty session request ignored"),
                 },
                 Ok(None) => {
@@ -141,13 +151,35 @@ async fn stopping(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopping| *stopping).await;
 }
 
+/// Applies a grant, unless it comes from a term older than the highest this host has
+/// persisted (a deposed leader's grant is worthless).
+async fn granted(shared: &Shared, grant: &pb::LeaseGrant) {
+    let host = &shared.config.name;
+    let highest = shared.fencing.highest().await;
+    if grant.term < highest {
+        warn!(%host, term = grant.term, highest, "Lease grant from a deposed leader ignored");
+        return;
+    }
+    let ttl = Duration::from_millis(grant.ttl_ms);
+    match shared.lease.granted(grant.seq, grant.term, ttl) {
+        Ok(_) => debug!(%host, seq = grant.seq, term = grant.term, "Lease extended"),
+        Err(ignored) => debug!(%host, ?ignored, "Lease grant ignored"),
+    }
+}
+
 async fn heartbeat(shared: &Shared, seq: u64) -> Result<pb::Heartbeat, HostdError> {
     let (capacity, domains) = shared
         .blocking(|hv| Ok((hv.host_info()?, hv.list_managed()?)))
         .await?;
+    let lease = shared.lease.view();
     Ok(pb::Heartbeat {
         seq,
         host: Some(shared.host_info(capacity)),
         domains: domains.into_iter().map(domain_to_pb).collect(),
+        lease: Some(pb::LeaseStatus {
+            held: lease.remaining.is_some(),
+            remaining_ms: lease.remaining.map_or(0, |d| d.as_millis() as u64),
+            self_fences: lease.self_fences,
+        }),
     })
 }

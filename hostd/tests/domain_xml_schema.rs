@@ -25,6 +25,7 @@ fn every_domain_type_validates_against_libvirts_schema() {
         memory_mib: 256,
         generation: 9,
         term: 4,
+        ha: true,
     };
     for (domain_type, uuid) in [
         (DomainType::Test, None),

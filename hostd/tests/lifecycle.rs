@@ -7,172 +7,16 @@
 
 mod common;
 
-use std::future::Future;
-use std::time::Duration;
-
-use drover_hostd::{Config, HostdError};
+use common::hostd::{hello, private_uri, start_req, state, vm_ref, vm_ref_at, within, Hostd};
 use drover_proto::agent::v1::host_agent_client::HostAgentClient;
 use drover_proto::agent::v1::session_event::Kind as EventKind;
-use drover_proto::agent::v1::session_request::Kind as RequestKind;
 use drover_proto::agent::v1::{
-    Domain, DomainState, Fence, GetHostInfoRequest, Hello, ListDomainsRequest, SessionRequest,
-    StartVmRequest, StopVmRequest, VmRef,
+    DomainState, Fence, GetHostInfoRequest, SessionRequest, StartVmRequest, StopVmRequest, VmRef,
 };
-use tempfile::TempDir;
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::Code;
-
-const WAIT: Duration = Duration::from_secs(10);
-
-/// A private test-driver host: 8 CPUs, 16 GiB, and one foreign domain named `test`, like
-/// `test:///default` has.
-const NODE_XML: &str = "<node>
-  <cpu>
-    <mhz>2000</mhz><model>x86_64</model><nodes>1</nodes><sockets>1</sockets>
-    <cores>8</cores><threads>1</threads><active>8</active>
-  </cpu>
-  <memory>16777216</memory>
-  <domain type='test'>
-    <name>test</name>
-    <memory unit='MiB'>128</memory>
-    <vcpu>1</vcpu>
-    <os><type arch='x86_64'>hvm</type></os>
-  </domain>
-</node>
-";
-
-struct Hostd {
-    client: HostAgentClient<Channel>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), HostdError>>,
-    uri: String,
-    dir: TempDir,
-}
-
-impl Hostd {
-    /// Starts hostd on a private test-driver instance.
-    async fn private(name: &str) -> Hostd {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let node = dir.path().join("node.xml");
-        std::fs::write(&node, NODE_XML).expect("write node.xml");
-        let uri = format!("test://{}", node.display());
-        Hostd::start(name, uri, dir).await
-    }
-
-    async fn start(name: &str, uri: String, dir: TempDir) -> Hostd {
-        let data_dir = dir.path().join("data");
-        Hostd::start_with(name, uri, dir, data_dir).await
-    }
-
-    /// Starts hostd with its state in `data_dir` (which outlives it, for restarts).
-    async fn start_at(uri: &str, data_dir: &std::path::Path) -> Hostd {
-        let dir = tempfile::tempdir().expect("tempdir");
-        Hostd::start_with("fencing", uri.to_string(), dir, data_dir.to_path_buf()).await
-    }
-
-    async fn start_with(
-        name: &str,
-        uri: String,
-        dir: TempDir,
-        data_dir: std::path::PathBuf,
-    ) -> Hostd {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("local addr");
-        let mut config = Config::new(name, uri.clone(), data_dir);
-        config.heartbeat_interval = Duration::from_millis(500);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(drover_hostd::run(config, listener, async {
-            let _ = stopped.await;
-        }));
-        let client = within(
-            "connect",
-            HostAgentClient::connect(format!("http://{addr}")),
-        )
-        .await
-        .expect("connect to hostd");
-        Hostd {
-            client,
-            stop: Some(stop),
-            task,
-            uri,
-            dir,
-        }
-    }
-
-    /// Stops hostd and checks that it stopped cleanly.
-    async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        within("hostd to stop", self.task)
-            .await
-            .expect("hostd task panicked")
-            .expect("hostd returned an error");
-    }
-
-    async fn list(&mut self) -> Vec<Domain> {
-        self.client
-            .list_domains(ListDomainsRequest {})
-            .await
-            .expect("ListDomains")
-            .into_inner()
-            .domains
-    }
-}
-
-/// Whether libvirt's test driver can be opened here (see `common::prerequisite`).
-fn libvirt_available() -> bool {
-    common::prerequisite(common::libvirt_test_driver())
-}
-
-async fn within<F: Future>(what: &str, future: F) -> F::Output {
-    match tokio::time::timeout(WAIT, future).await {
-        Ok(output) => output,
-        Err(_) => panic!("timed out after {WAIT:?} waiting for {what}"),
-    }
-}
-
-fn start_req(name: &str, generation: u64) -> StartVmRequest {
-    StartVmRequest {
-        name: name.to_string(),
-        vcpus: 2,
-        memory_mib: 128,
-        fence: Some(Fence {
-            term: 1,
-            generation,
-        }),
-    }
-}
-
-fn vm_ref(name: &str) -> VmRef {
-    vm_ref_at(name, 0)
-}
-
-/// A reference carrying `generation`: hostd refuses one older than the domain's.
-fn vm_ref_at(name: &str, generation: u64) -> VmRef {
-    VmRef {
-        name: name.to_string(),
-        fence: Some(Fence {
-            term: 1,
-            generation,
-        }),
-    }
-}
-
-/// The session's opening message from a leader of term 1.
-fn hello(heartbeat_interval_ms: u64) -> SessionRequest {
-    SessionRequest {
-        kind: Some(RequestKind::Hello(Hello {
-            term: 1,
-            leader_id: 1,
-            heartbeat_interval_ms,
-        })),
-    }
-}
 
 /// Stop and destroy of a VM hostd does not manage both answer NotFound.
 async fn assert_stop_and_destroy_not_found(client: &mut HostAgentClient<Channel>, name: &str) {
@@ -190,13 +34,9 @@ async fn assert_stop_and_destroy_not_found(client: &mut HostAgentClient<Channel>
     assert_eq!(err.code(), Code::NotFound, "destroy {name}: {err:?}");
 }
 
-fn state(domain: &Domain) -> DomainState {
-    DomainState::try_from(domain.state).unwrap_or(DomainState::Unspecified)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_lifecycle() {
-    if !libvirt_available() {
+    if !common::prerequisite(common::libvirt_test_driver()) {
         return;
     }
     let mut hostd = Hostd::private("h1").await;
@@ -325,7 +165,7 @@ async fn full_lifecycle() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_domains_and_bad_requests() {
-    if !libvirt_available() {
+    if !common::prerequisite(common::libvirt_test_driver()) {
         return;
     }
     // The shared default instance, on purpose: its built-in `test` domain is the foreign
@@ -408,7 +248,7 @@ async fn foreign_domains_and_bad_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_sends_heartbeats() {
-    if !libvirt_available() {
+    if !common::prerequisite(common::libvirt_test_driver()) {
         return;
     }
     let mut hostd = Hostd::private("h3").await;
@@ -420,7 +260,7 @@ async fn session_sends_heartbeats() {
 
     eprintln!("phase: Hello opens the session; heartbeats follow at its interval");
     let (requests, outbound) = mpsc::channel(4);
-    requests.send(hello(100)).await.expect("queue Hello");
+    requests.send(hello(1, 100)).await.expect("queue Hello");
     let mut events = within(
         "session to open",
         hostd.client.session(ReceiverStream::new(outbound)),
@@ -430,14 +270,24 @@ async fn session_sends_heartbeats() {
     .into_inner();
 
     let mut last_seq = 0;
-    for _ in 0..3 {
+    let mut beats = 0;
+    let mut lease_requests = 0;
+    while beats < 3 {
         let event = within("a heartbeat", events.message())
             .await
             .expect("session stream")
             .expect("session ended early");
-        let Some(EventKind::Heartbeat(beat)) = event.kind else {
-            panic!("expected a heartbeat, got {event:?}");
+        let beat = match event.kind {
+            Some(EventKind::Heartbeat(beat)) => beat,
+            // Each heartbeat is followed by a lease request carrying the same seq.
+            Some(EventKind::LeaseRequest(req)) => {
+                assert_eq!(req.seq, last_seq, "lease request follows its heartbeat");
+                lease_requests += 1;
+                continue;
+            }
+            None => panic!("empty session event"),
         };
+        beats += 1;
         assert!(beat.seq > last_seq, "seq {} after {last_seq}", beat.seq);
         last_seq = beat.seq;
         let host = beat.host.expect("heartbeat carries host info");
@@ -448,6 +298,7 @@ async fn session_sends_heartbeats() {
         assert_eq!(beat.domains[0].generation, 5);
         assert_eq!(state(&beat.domains[0]), DomainState::Running);
     }
+    assert!(lease_requests >= 2, "{lease_requests} lease requests");
 
     eprintln!("phase: closing the request stream ends the session");
     drop(requests);
@@ -464,12 +315,12 @@ async fn session_sends_heartbeats() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_ends_open_sessions() {
-    if !libvirt_available() {
+    if !common::prerequisite(common::libvirt_test_driver()) {
         return;
     }
     let mut hostd = Hostd::private("h4").await;
     let (requests, outbound) = mpsc::channel(4);
-    requests.send(hello(0)).await.expect("queue Hello");
+    requests.send(hello(1, 0)).await.expect("queue Hello");
     let mut events = hostd
         .client
         .session(ReceiverStream::new(outbound))
@@ -489,7 +340,7 @@ async fn shutdown_ends_open_sessions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_must_open_with_hello() {
-    if !libvirt_available() {
+    if !common::prerequisite(common::libvirt_test_driver()) {
         return;
     }
     let mut hostd = Hostd::private("h5").await;
@@ -516,13 +367,10 @@ async fn session_must_open_with_hello() {
 /// lower generation than the domain's are refused before libvirt is touched.
 #[tokio::test]
 async fn fencing_tokens_refuse_deposed_leaders_and_stale_generations() {
-    if !libvirt_available() {
+    if !common::prerequisite(common::libvirt_test_driver()) {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let node = dir.path().join("node.xml");
-    std::fs::write(&node, NODE_XML).expect("node.xml");
-    let uri = format!("test://{}", node.display());
+    let (uri, dir) = private_uri();
     let data_dir = dir.path().join("state");
     let fenced = |term: u64, generation: u64| Some(Fence { term, generation });
     let start = |term: u64, generation: u64| StartVmRequest {
@@ -530,10 +378,12 @@ async fn fencing_tokens_refuse_deposed_leaders_and_stale_generations() {
         vcpus: 1,
         memory_mib: 64,
         fence: fenced(term, generation),
+        ha: false,
     };
 
     eprintln!("phase: term 5 starts generation 3; term 4 is a deposed leader");
     let mut hostd = Hostd::start_at(&uri, &data_dir).await;
+    hostd.hold_lease(5).await;
     hostd.client.start_vm(start(5, 3)).await.expect("term 5");
     let err = hostd
         .client
@@ -580,6 +430,7 @@ async fn fencing_tokens_refuse_deposed_leaders_and_stale_generations() {
         .expect("term 6");
     hostd.shutdown().await;
     let mut hostd = Hostd::start_at(&uri, &data_dir).await;
+    hostd.hold_lease(6).await;
     let err = hostd
         .client
         .start_vm(start(5, 3))

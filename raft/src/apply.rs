@@ -18,10 +18,11 @@ impl ClusterState {
     /// Applies `cmd`. On `Err` the state is unchanged.
     pub fn apply(&mut self, cmd: &Command) -> (ApplyResult, Touched) {
         let touched = match cmd {
-            Command::AddHost { name, .. } | Command::HostObserved { name, .. } => {
-                Touched::Host(name.clone())
-            }
+            Command::AddHost { name, .. }
+            | Command::HostObserved { name, .. }
+            | Command::DeclareHostDead { name, .. } => Touched::Host(name.clone()),
             Command::CreateVm { name, .. }
+            | Command::FailoverVm { name, .. }
             | Command::SetDesiredState { name, .. }
             | Command::PlaceVm { name, .. }
             | Command::VmObserved { name, .. }
@@ -49,6 +50,7 @@ impl ClusterState {
                     address: address.clone(),
                     health: HostHealth::Unknown,
                     capacity: Default::default(),
+                    dead_reason: None,
                 };
                 self.hosts.insert(name.clone(), host.clone());
                 Ok(Reply::Host(host))
@@ -58,17 +60,65 @@ impl ClusterState {
                 health,
                 capacity,
             } => {
+                if *health == HostHealth::Dead {
+                    return Err(ApplyError::DeadNeedsReason(name.clone()));
+                }
                 let host = self
                     .hosts
                     .get_mut(name)
                     .ok_or_else(|| ApplyError::UnknownHost(name.clone()))?;
                 host.health = *health;
+                host.dead_reason = None;
                 if let Some(capacity) = capacity {
                     host.capacity = *capacity;
                 }
                 Ok(Reply::Host(host.clone()))
             }
-            Command::CreateVm { name, spec, start } => {
+            Command::DeclareHostDead { name, reason } => {
+                let host = self
+                    .hosts
+                    .get_mut(name)
+                    .ok_or_else(|| ApplyError::UnknownHost(name.clone()))?;
+                host.health = HostHealth::Dead;
+                host.dead_reason = Some(*reason);
+                Ok(Reply::Host(host.clone()))
+            }
+            Command::FailoverVm {
+                name,
+                expected_generation,
+            } => {
+                let vm = self
+                    .vms
+                    .get(name)
+                    .ok_or_else(|| ApplyError::UnknownVm(name.clone()))?;
+                let on = vm
+                    .host
+                    .clone()
+                    .ok_or_else(|| ApplyError::VmNotPlaced(name.clone()))?;
+                if !vm.ha {
+                    return Err(ApplyError::VmNotHa(name.clone()));
+                }
+                let health = self.hosts.get(&on).map_or(HostHealth::Dead, |h| h.health);
+                if health != HostHealth::Dead {
+                    return Err(ApplyError::HostNotDead {
+                        host: on,
+                        health: health.as_str().into(),
+                    });
+                }
+                let vm = self.vm_at(name, *expected_generation)?;
+                vm.host = None;
+                vm.generation += 1;
+                vm.observed = ObservedState::Unknown;
+                vm.reason = format!("failed over from dead host {on}");
+                Ok(Reply::Vm(vm.clone()))
+            }
+            Command::CreateVm {
+                name,
+                spec,
+                start,
+                ha,
+                ha_priority,
+            } => {
                 validate_name(name).map_err(|reason| ApplyError::InvalidName {
                     what: "VM".into(),
                     reason,
@@ -89,6 +139,8 @@ impl ClusterState {
                     host: None,
                     generation: 0,
                     reason: String::new(),
+                    ha: *ha,
+                    ha_priority: *ha_priority,
                 };
                 self.vms.insert(name.clone(), vm.clone());
                 Ok(Reply::Vm(vm))

@@ -6,23 +6,40 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Capacity, DesiredState, Host, HostHealth, ObservedState, Vm, VmSpec};
+use crate::model::{
+    Capacity, DeadReason, DesiredState, Host, HostHealth, ObservedState, Vm, VmSpec,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Operator registers a host running hostd at `address`.
     AddHost { name: String, address: String },
-    /// The leader's view of a host changed (session up/down, capacity reported).
+    /// The leader's view of a host changed (session up/down, capacity reported). Cannot
+    /// declare a host dead: that is `DeclareHostDead`, with its justification.
     HostObserved {
         name: String,
         health: HostHealth,
         capacity: Option<Capacity>,
     },
+    /// The host may no longer run anything: its lease has certainly lapsed, or an operator
+    /// confirmed it is off. Its HA VMs become eligible for `FailoverVm`.
+    DeclareHostDead { name: String, reason: DeadReason },
     /// Operator creates a VM; `start` makes its desired state `Running`.
     CreateVm {
         name: String,
         spec: VmSpec,
         start: bool,
+        #[serde(default)]
+        ha: bool,
+        #[serde(default)]
+        ha_priority: i32,
+    },
+    /// Takes an HA VM off its dead host so it can be placed elsewhere: placement none,
+    /// generation + 1 (the old host's copy is now stale everywhere). Refused unless the
+    /// VM's host is `Dead` — the state machine itself never moves a VM off a live host.
+    FailoverVm {
+        name: String,
+        expected_generation: u64,
     },
     /// Operator start/stop/delete.
     SetDesiredState { name: String, desired: DesiredState },
@@ -54,6 +71,8 @@ impl Command {
         match self {
             Command::AddHost { .. } => "add_host",
             Command::HostObserved { .. } => "host_observed",
+            Command::DeclareHostDead { .. } => "declare_host_dead",
+            Command::FailoverVm { .. } => "failover_vm",
             Command::CreateVm { .. } => "create_vm",
             Command::SetDesiredState { .. } => "set_desired_state",
             Command::PlaceVm { .. } => "place_vm",
@@ -129,6 +148,14 @@ pub enum ApplyError {
     VmDeleting(String),
     #[error("VM {0:?} is not marked for deletion")]
     VmNotDeleted(String),
+    #[error("Host {host:?} is {health}, not dead: its VMs cannot fail over")]
+    HostNotDead { host: String, health: String },
+    #[error("VM {0:?} is not placed on any host")]
+    VmNotPlaced(String),
+    #[error("VM {0:?} is not HA: it is never restarted elsewhere without a confirmed fence")]
+    VmNotHa(String),
+    #[error("Only DeclareHostDead may mark host {0:?} dead")]
+    DeadNeedsReason(String),
 }
 
 /// The state machine's answer to one log entry.

@@ -1,6 +1,8 @@
 //! `ClusterState::apply`: every command, every validation error, and determinism.
 
-use drover_raft::model::{Capacity, ClusterState, DesiredState, HostHealth, ObservedState, VmSpec};
+use drover_raft::model::{
+    Capacity, ClusterState, DeadReason, DesiredState, HostHealth, ObservedState, VmSpec,
+};
 use drover_raft::{ApplyError, Command, Reply};
 use proptest::prelude::*;
 
@@ -20,6 +22,8 @@ fn create(name: &str) -> Command {
         name: name.into(),
         spec: spec(1, 128),
         start: true,
+        ha: false,
+        ha_priority: 0,
     }
 }
 
@@ -70,7 +74,7 @@ fn add_host_and_observe_it() {
         &mut s,
         Command::HostObserved {
             name: "h1".into(),
-            health: HostHealth::Unreachable,
+            health: HostHealth::Suspect,
             capacity: None,
         },
     );
@@ -141,6 +145,8 @@ fn create_vm_and_its_validation() {
                 name: "x".into(),
                 spec: bad,
                 start: false,
+                ha: false,
+                ha_priority: 0,
             },
         );
         assert!(matches!(e, ApplyError::InvalidSpec(_)), "{bad:?}: {e}");
@@ -155,6 +161,8 @@ fn create_vm_and_its_validation() {
             name: "db".into(),
             spec: spec(2, 256),
             start: false,
+            ha: false,
+            ha_priority: 0,
         },
     ) else {
         panic!()
@@ -289,6 +297,8 @@ fn arb_command() -> impl Strategy<Value = Command> {
                 name: n.into(),
                 spec: spec(c, m),
                 start,
+                ha: false,
+                ha_priority: 0,
             }
         }),
         (name.clone(), desired).prop_map(|(n, d)| Command::SetDesiredState {
@@ -302,9 +312,33 @@ fn arb_command() -> impl Strategy<Value = Command> {
             observed: o,
             reason: String::new()
         }),
-        (name, 0u64..3).prop_map(|(n, g)| Command::RemoveVm {
+        (name.clone(), 0u64..3).prop_map(|(n, g)| Command::RemoveVm {
             name: n.into(),
             expected_generation: g
+        }),
+        (name.clone(), 0u64..3).prop_map(|(n, g)| Command::FailoverVm {
+            name: n.into(),
+            expected_generation: g
+        }),
+        (host.clone(), any::<bool>()).prop_map(|(h, op)| Command::DeclareHostDead {
+            name: h.into(),
+            reason: if op {
+                DeadReason::Operator
+            } else {
+                DeadReason::LeaseLapsed
+            },
+        }),
+        host.prop_map(|h| Command::HostObserved {
+            name: h.into(),
+            health: HostHealth::Up,
+            capacity: None,
+        }),
+        (name, 0u32..4, any::<bool>()).prop_map(|(n, c, start)| Command::CreateVm {
+            name: n.into(),
+            spec: spec(c.max(1), 64),
+            start,
+            ha: true,
+            ha_priority: 1,
         }),
     ]
 }
@@ -328,6 +362,89 @@ proptest! {
                 prop_assert!(a.hosts.contains_key(h));
                 prop_assert!(vm.generation >= 1);
             }
+            // Only an HA VM ever leaves a host without an operator moving it.
+            if vm.reason.starts_with("failed over") {
+                prop_assert!(vm.ha);
+            }
         }
     }
+}
+
+/// The HA commands: only `DeclareHostDead` kills a host, with its reason; `FailoverVm` moves
+/// only HA VMs, only off dead hosts, and bumps the generation so the old copy is stale.
+#[test]
+fn death_and_failover() {
+    let mut s = ClusterState::default();
+    ok(&mut s, add_host("h1"));
+    ok(
+        &mut s,
+        Command::CreateVm {
+            name: "ha".into(),
+            spec: spec(1, 128),
+            start: true,
+            ha: true,
+            ha_priority: 3,
+        },
+    );
+    ok(&mut s, create("plain"));
+    ok(&mut s, place("ha", "h1", 0));
+    ok(&mut s, place("plain", "h1", 0));
+    let failover = |name: &str, g: u64| Command::FailoverVm {
+        name: name.into(),
+        expected_generation: g,
+    };
+    assert_eq!(
+        refused(&mut s, failover("ha", 1)),
+        ApplyError::HostNotDead {
+            host: "h1".into(),
+            health: "unknown".into()
+        }
+    );
+    assert_eq!(
+        refused(
+            &mut s,
+            Command::HostObserved {
+                name: "h1".into(),
+                health: HostHealth::Dead,
+                capacity: None,
+            }
+        ),
+        ApplyError::DeadNeedsReason("h1".into())
+    );
+    ok(
+        &mut s,
+        Command::DeclareHostDead {
+            name: "h1".into(),
+            reason: DeadReason::LeaseLapsed,
+        },
+    );
+    assert_eq!(s.hosts["h1"].health, HostHealth::Dead);
+    assert_eq!(s.hosts["h1"].dead_reason, Some(DeadReason::LeaseLapsed));
+    assert_eq!(
+        refused(&mut s, failover("plain", 1)),
+        ApplyError::VmNotHa("plain".into())
+    );
+    assert!(matches!(
+        refused(&mut s, failover("ha", 0)),
+        ApplyError::StaleGeneration { .. }
+    ));
+    ok(&mut s, failover("ha", 1));
+    let vm = &s.vms["ha"];
+    assert_eq!((vm.host.as_deref(), vm.generation), (None, 2));
+    assert_eq!(vm.observed, ObservedState::Unknown);
+    assert!(vm.reason.contains("h1"), "{}", vm.reason);
+    assert_eq!(
+        refused(&mut s, failover("ha", 2)),
+        ApplyError::VmNotPlaced("ha".into())
+    );
+    // The host comes back: its health leaves Dead and the reason goes with it.
+    ok(
+        &mut s,
+        Command::HostObserved {
+            name: "h1".into(),
+            health: HostHealth::Up,
+            capacity: None,
+        },
+    );
+    assert_eq!(s.hosts["h1"].dead_reason, None);
 }

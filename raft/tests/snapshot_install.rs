@@ -46,6 +46,8 @@ fn big_state(vms: usize) -> SmData {
                 host: None,
                 generation: 0,
                 reason: String::new(),
+                ha: false,
+                ha_priority: 0,
             },
         );
     }
@@ -113,6 +115,8 @@ async fn learner_catches_up_by_chunked_snapshot() -> anyhow::Result<()> {
                         memory_mib: 64,
                     },
                     start: false,
+                    ha: false,
+                    ha_priority: 0,
                 });
                 match n1.write(req).await {
                     Ok(Ok(_)) => written += 1,

@@ -27,6 +27,8 @@ fn commands() -> Vec<Command> {
                 memory_mib: 512,
             },
             start: true,
+            ha: false,
+            ha_priority: 0,
         },
         Command::PlaceVm {
             name: "web".into(),
@@ -45,6 +47,8 @@ fn commands() -> Vec<Command> {
                 memory_mib: 64,
             },
             start: false,
+            ha: false,
+            ha_priority: 0,
         },
         Command::SetDesiredState {
             name: "tmp".into(),
@@ -109,6 +113,8 @@ async fn a_retried_request_applies_once_even_across_reopen() -> anyhow::Result<(
             memory_mib: 64,
         },
         start: false,
+        ha: false,
+        ha_priority: 0,
     };
     let with_id = |index: u64, cmd: Command| Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),

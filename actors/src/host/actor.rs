@@ -1,28 +1,34 @@
 //! `HostActor`: one per registered host on the leader. It opens the session stream to the
-//! host's hostd (Hello, then heartbeats), keeps the last beat in memory (heartbeats never
-//! go through Raft), commits health only when it changes, and hands each heartbeat's
-//! domain list to the supervisor, which routes it to the VM actors.
-//!
-//! Seam for the HA issue: leases ride on this session and `Unreachable` becomes the
-//! lease-driven `Suspect`/`Dead` machine.
+//! host's hostd (Hello, then heartbeats and lease requests), answers lease requests with
+//! grants only after a quorum round that started after they arrived, runs the pure health
+//! machine (`health::step`) and commits its transitions (heartbeats never go through Raft),
+//! destroys domains the cluster has moved elsewhere, and hands each heartbeat's domain list
+//! to the supervisor, which routes it to the VM actors.
 
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use drover_proto::agent::v1::{
-    session_event, session_request, Domain, Hello, SessionEvent, SessionRequest,
+    session_event, session_request, Domain, Fence, Heartbeat, Hello, LeaseGrant, SessionEvent,
+    SessionRequest, VmRef,
 };
-use drover_raft::model::{Capacity, HostHealth};
+use drover_raft::model::{Capacity, DeadReason, HostHealth};
 use drover_raft::{Command, RaftNode, Request};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::grants::GrantBook;
+use super::health::{self, Event, Health, LeaseTimings, Tracker};
+use super::stale::stale_domains;
 use crate::agents::AgentPool;
 use crate::Shutdown;
 
-/// Heartbeats missed before the session is considered broken.
+/// Heartbeats missed before the session is dropped and reopened.
 const MISSED_BEATS: u32 = 3;
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// Grants and Hellos queued towards hostd; a grant that finds the queue full is dropped
+/// (the next request gets the next one) rather than blocking the actor.
+const SESSION_BUFFER: usize = 16;
 
 /// A heartbeat's domain list, for the supervisor to route to VM actors.
 #[derive(Message)]
@@ -32,69 +38,98 @@ pub struct HostReport {
     pub domains: Vec<Domain>,
 }
 
+/// What a host actor needs besides its name.
+#[derive(Clone)]
+pub struct HostContext {
+    pub node: RaftNode,
+    pub agents: AgentPool,
+    pub report_to: Recipient<HostReport>,
+    pub term: u64,
+    pub timings: LeaseTimings,
+    pub grants: GrantBook,
+    /// When this leader took over (after a quorum confirmed its term): grants of an earlier
+    /// leader may be live until `leader_since + ttl + margin`.
+    pub leader_since: Instant,
+}
+
 pub struct HostActor {
     name: String,
-    node: RaftNode,
-    agents: AgentPool,
-    report_to: Recipient<HostReport>,
-    term: u64,
-    interval: Duration,
+    cx: HostContext,
     /// Dropping it closes our half of the session, which ends it on hostd's side too.
     session_tx: Option<mpsc::Sender<SessionRequest>>,
     session: Option<SpawnHandle>,
     connecting: bool,
-    last_beat: Option<Instant>,
     reconnect_backoff: Duration,
+    tracker: Tracker,
+    /// Lease requests received since the last quorum round started.
+    waiting: Vec<u64>,
+    /// A quorum round is in flight; requests arriving meanwhile wait for the next one.
+    confirming: bool,
+    /// Stale domains with a destroy in flight, so each beat does not resend it.
+    destroying: Vec<String>,
+    self_fences: u64,
 }
 
 impl HostActor {
-    pub fn new(
-        name: String,
-        node: RaftNode,
-        agents: AgentPool,
-        report_to: Recipient<HostReport>,
-        term: u64,
-        interval: Duration,
-    ) -> Self {
+    pub fn new(name: String, cx: HostContext) -> Self {
+        let committed = cx
+            .node
+            .view()
+            .read(|d| d.state.hosts.get(&name).map(|h| h.health));
+        let tracker = Tracker {
+            // A host already dead stays dead until it reconnects and is reconciled.
+            health: if committed == Some(HostHealth::Dead) {
+                Health::Dead
+            } else {
+                Health::Up
+            },
+            last_beat: None,
+            last_grant_sent: cx.grants.last(&name),
+            leader_since: cx.leader_since,
+        };
         Self {
             name,
-            node,
-            agents,
-            report_to,
-            term,
-            interval,
+            cx,
             session_tx: None,
             session: None,
             connecting: false,
-            last_beat: None,
             reconnect_backoff: Duration::ZERO,
+            tracker,
+            waiting: Vec::new(),
+            confirming: false,
+            destroying: Vec::new(),
+            self_fences: 0,
         }
+    }
+
+    /// hostd's address as registered; `None` once the host is removed.
+    fn address(&self) -> Option<String> {
+        self.cx
+            .node
+            .view()
+            .read(|d| d.state.hosts.get(&self.name).map(|h| h.address.clone()))
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
         if self.connecting || self.session.is_some() {
             return;
         }
-        let Some(address) = self
-            .node
-            .view()
-            .read(|d| d.state.hosts.get(&self.name).map(|h| h.address.clone()))
-        else {
+        let Some(address) = self.address() else {
             ctx.stop();
             return;
         };
         self.connecting = true;
-        let client = self.agents.client(&address);
+        let client = self.cx.agents.client(&address);
         let hello = SessionRequest {
             kind: Some(session_request::Kind::Hello(Hello {
-                term: self.term,
-                leader_id: self.node.id(),
-                heartbeat_interval_ms: self.interval.as_millis() as u64,
+                term: self.cx.term,
+                leader_id: self.cx.node.id(),
+                heartbeat_interval_ms: self.cx.timings.heartbeat.as_millis() as u64,
             })),
         };
         let fut = async move {
             let mut client = client.map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
-            let (tx, rx) = mpsc::channel(4);
+            let (tx, rx) = mpsc::channel(SESSION_BUFFER);
             tx.send(hello)
                 .await
                 .map_err(|_| tonic::Status::internal("session channel closed"))?;
@@ -105,9 +140,8 @@ impl HostActor {
             act.connecting = false;
             match res {
                 Ok((tx, stream)) => {
-                    tracing::info!(host = %act.name, term = act.term, %address, "session open");
+                    tracing::info!(host = %act.name, term = act.cx.term, %address, "session open");
                     act.session_tx = Some(tx);
-                    act.last_beat = Some(Instant::now());
                     act.session = Some(ctx.add_stream(stream));
                 }
                 Err(status) => {
@@ -118,59 +152,241 @@ impl HostActor {
         }));
     }
 
-    /// The session is gone: say so (once) and try again later.
+    /// The session is gone: try again later. Health follows from the missing beats.
     fn lost(&mut self, ctx: &mut Context<Self>) {
         if let Some(handle) = self.session.take() {
             ctx.cancel_future(handle);
         }
         self.session_tx = None;
-        self.commit_health(ctx, HostHealth::Unreachable, None);
+        self.waiting.clear();
         self.reconnect_backoff =
             (self.reconnect_backoff * 2).clamp(Duration::from_millis(250), RECONNECT_MAX);
         ctx.run_later(self.reconnect_backoff, |act, ctx| act.connect(ctx));
     }
 
-    /// Commits the host's health (and capacity) if the replicated record differs.
-    fn commit_health(
-        &self,
-        ctx: &mut Context<Self>,
-        health: HostHealth,
-        capacity: Option<Capacity>,
-    ) {
-        let differs = self.node.view().read(|d| {
-            d.state
-                .hosts
-                .get(&self.name)
-                .is_some_and(|h| h.health != health || capacity.is_some_and(|c| c != h.capacity))
+    /// Feeds the health machine and commits a transition.
+    fn observe(&mut self, ctx: &mut Context<Self>, event: Event) {
+        let (next, changed) = health::step(self.tracker, &self.cx.timings, event);
+        self.tracker = next;
+        if !changed {
+            return;
+        }
+        match next.health {
+            Health::Suspect => self.commit(ctx, suspect(&self.name)),
+            Health::Dead => {
+                tracing::warn!(
+                    host = %self.name, term = self.cx.term,
+                    "host declared dead: its lease has certainly lapsed"
+                );
+                metrics::counter!("drover_hosts_declared_dead_total").increment(1);
+                self.commit(
+                    ctx,
+                    Command::DeclareHostDead {
+                        name: self.name.clone(),
+                        reason: DeadReason::LeaseLapsed,
+                    },
+                );
+            }
+            // Up after Suspect; a dead host comes back only through `heartbeat`.
+            Health::Up => self.commit(ctx, up(&self.name, None)),
+        }
+    }
+
+    fn commit(&self, ctx: &mut Context<Self>, cmd: Command) {
+        let differs = self.cx.node.view().read(|d| {
+            d.state.hosts.get(&self.name).is_some_and(|h| match &cmd {
+                Command::HostObserved {
+                    health, capacity, ..
+                } => h.health != *health || capacity.is_some_and(|c| c != h.capacity),
+                Command::DeclareHostDead { .. } => h.health != HostHealth::Dead,
+                _ => true,
+            })
         });
         if !differs {
             return;
         }
-        tracing::info!(host = %self.name, term = self.term, health = health.as_str(), "host health changes");
-        let node = self.node.clone();
-        let cmd = Command::HostObserved {
-            name: self.name.clone(),
-            health,
-            capacity,
-        };
+        let node = self.cx.node.clone();
+        let host = self.name.clone();
         ctx.spawn(
             async move {
                 if let Err(e) = node.write_local(Request::anonymous(cmd)).await {
-                    tracing::warn!(error = %e, "cannot commit host health");
+                    tracing::warn!(%host, error = %e, "cannot commit host health");
                 }
             }
             .into_actor(self),
         );
     }
 
-    fn check_beats(&mut self, ctx: &mut Context<Self>) {
-        let overdue = self
-            .last_beat
-            .is_some_and(|t| t.elapsed() > self.interval * MISSED_BEATS);
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        self.observe(ctx, Event::Tick { now });
+        let overdue = self.tracker.last_beat.is_some_and(|t| {
+            now.saturating_duration_since(t) > self.cx.timings.heartbeat * MISSED_BEATS
+        });
         if self.session.is_some() && overdue {
             tracing::warn!(host = %self.name, "heartbeats missed; dropping the session");
             self.lost(ctx);
         }
+    }
+
+    fn heartbeat(&mut self, beat: Heartbeat, ctx: &mut Context<Self>) {
+        self.reconnect_backoff = Duration::ZERO;
+        self.observe(ctx, Event::Beat { at: Instant::now() });
+        if let Some(lease) = &beat.lease {
+            if lease.self_fences > self.self_fences {
+                tracing::warn!(
+                    host = %self.name, self_fences = lease.self_fences,
+                    "host reports it fenced itself (its lease lapsed)"
+                );
+                metrics::counter!("drover_host_self_fences_total", "host" => self.name.clone())
+                    .increment(lease.self_fences - self.self_fences);
+            }
+            self.self_fences = lease.self_fences;
+        }
+        let stale = self
+            .cx
+            .node
+            .view()
+            .read(|d| stale_domains(&self.name, &beat.domains, &d.state));
+        self.destroying
+            .retain(|n| stale.iter().any(|s| &s.name == n));
+        if stale.is_empty() && self.tracker.health == Health::Dead {
+            // The host is back and runs nothing the cluster placed elsewhere: trust it.
+            tracing::info!(host = %self.name, term = self.cx.term, "dead host is back and reconciled");
+            self.tracker.health = Health::Up;
+        }
+        for s in stale {
+            if self.destroying.contains(&s.name) {
+                continue;
+            }
+            tracing::warn!(
+                host = %self.name, vm = %s.name, generation = s.generation,
+                "destroying a stale copy: the cluster placed this VM elsewhere"
+            );
+            self.destroying.push(s.name.clone());
+            self.destroy(s.name, s.generation, ctx);
+        }
+        let capacity = beat.host.as_ref().map(|h| Capacity {
+            vcpus: h.vcpus,
+            memory_mib: h.memory_mib,
+        });
+        if self.tracker.health == Health::Up {
+            self.commit(ctx, up(&self.name, capacity));
+        }
+        self.cx.report_to.do_send(HostReport {
+            host: self.name.clone(),
+            domains: beat.domains,
+        });
+    }
+
+    fn destroy(&self, vm: String, generation: u64, ctx: &mut Context<Self>) {
+        let Some(address) = self.address() else {
+            return;
+        };
+        let client = self.cx.agents.client(&address);
+        let fence = Some(Fence {
+            term: self.cx.term,
+            generation,
+        });
+        let host = self.name.clone();
+        ctx.spawn(
+            async move {
+                let result = match client {
+                    Ok(mut c) => c
+                        .destroy_vm(VmRef {
+                            name: vm.clone(),
+                            fence,
+                        })
+                        .await
+                        .map(|_| ()),
+                    Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+                };
+                if let Err(status) = result {
+                    tracing::warn!(%host, %vm, error = %status.message(), "cannot destroy stale copy");
+                }
+                vm
+            }
+            .into_actor(self)
+            .map(|vm, act, _| act.destroying.retain(|n| n != &vm)),
+        );
+    }
+
+    fn lease_requested(&mut self, seq: u64, ctx: &mut Context<Self>) {
+        if self.tracker.health == Health::Dead {
+            // Not until it has reported its domains and run nothing stale (`heartbeat`).
+            tracing::debug!(host = %self.name, seq, "no lease for a host still dead");
+            return;
+        }
+        self.waiting.push(seq);
+        if !self.confirming {
+            self.confirm_and_grant(ctx);
+        }
+    }
+
+    /// One quorum round answers every request received before it started (DESIGN.md,
+    /// lease protocol step 2). A leader cut off from its quorum never gets here, so it
+    /// grants nothing and its hosts fence themselves.
+    fn confirm_and_grant(&mut self, ctx: &mut Context<Self>) {
+        let batch = std::mem::take(&mut self.waiting);
+        if batch.is_empty() {
+            return;
+        }
+        self.confirming = true;
+        let raft = self.cx.node.raft().clone();
+        ctx.spawn(
+            async move { raft.ensure_linearizable().await.map(|_| ()) }
+                .into_actor(self)
+                .map(move |res, act, ctx| {
+                    act.confirming = false;
+                    match res {
+                        Ok(()) => act.grant(&batch),
+                        Err(e) => {
+                            tracing::info!(host = %act.name, term = act.cx.term, error = %e, "leadership not confirmed; no lease granted");
+                        }
+                    }
+                    act.confirm_and_grant(ctx);
+                }),
+        );
+    }
+
+    fn grant(&mut self, seqs: &[u64]) {
+        // Only the newest request matters: its grant ends latest on the host.
+        let (Some(&seq), Some(tx)) = (seqs.iter().max(), &self.session_tx) else {
+            return;
+        };
+        if self.tracker.health == Health::Dead {
+            return;
+        }
+        // Recorded before sending: the host's lease ends by (this moment) + ttl.
+        let now = Instant::now();
+        self.tracker.last_grant_sent = Some(now);
+        self.cx.grants.record(&self.name, now);
+        let grant = SessionRequest {
+            kind: Some(session_request::Kind::Grant(LeaseGrant {
+                seq,
+                term: self.cx.term,
+                ttl_ms: self.cx.timings.ttl.as_millis() as u64,
+            })),
+        };
+        if tx.try_send(grant).is_err() {
+            tracing::debug!(host = %self.name, seq, "session queue full; grant dropped");
+        }
+    }
+}
+
+fn up(name: &str, capacity: Option<Capacity>) -> Command {
+    Command::HostObserved {
+        name: name.to_string(),
+        health: HostHealth::Up,
+        capacity,
+    }
+}
+
+fn suspect(name: &str) -> Command {
+    Command::HostObserved {
+        name: name.to_string(),
+        health: HostHealth::Suspect,
+        capacity: None,
     }
 }
 
@@ -178,7 +394,8 @@ impl Actor for HostActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(self.interval, |act, ctx| act.check_beats(ctx));
+        // Twice per heartbeat, so missed beats and lapsed leases are noticed promptly.
+        ctx.run_interval(self.cx.timings.heartbeat / 2, |act, ctx| act.tick(ctx));
         self.connect(ctx);
     }
 }
@@ -188,19 +405,10 @@ impl StreamHandler<Result<SessionEvent, tonic::Status>> for HostActor {
         match item {
             Ok(SessionEvent {
                 kind: Some(session_event::Kind::Heartbeat(beat)),
-            }) => {
-                self.last_beat = Some(Instant::now());
-                self.reconnect_backoff = Duration::ZERO;
-                let capacity = beat.host.as_ref().map(|h| Capacity {
-                    vcpus: h.vcpus,
-                    memory_mib: h.memory_mib,
-                });
-                self.commit_health(ctx, HostHealth::Up, capacity);
-                self.report_to.do_send(HostReport {
-                    host: self.name.clone(),
-                    domains: beat.domains,
-                });
-            }
+            }) => self.heartbeat(beat, ctx),
+            Ok(SessionEvent {
+                kind: Some(session_event::Kind::LeaseRequest(req)),
+            }) => self.lease_requested(req.seq, ctx),
             Ok(SessionEvent { kind: None }) => {}
             Err(status) => {
                 tracing::warn!(host = %self.name, error = %status.message(), "session failed");

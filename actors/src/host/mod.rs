@@ -1,7 +1,11 @@
-//! One host's supervision on the leader: the session with its hostd, and the pure health
-//! state machine the HA design runs on it.
+//! One host's supervision on the leader: the session with its hostd (heartbeats, lease
+//! grants), the pure health state machine the HA design runs on it, and the rule for
+//! which domains a returning host must destroy.
 
 mod actor;
+mod grants;
 pub mod health;
+pub mod stale;
 
-pub use actor::{HostActor, HostReport};
+pub use actor::{HostActor, HostContext, HostReport};
+pub use grants::GrantBook;

@@ -85,6 +85,7 @@ mod tests {
             address: "127.0.0.1:1".into(),
             health,
             capacity: Capacity { vcpus, memory_mib },
+            dead_reason: None,
         }
     }
 
@@ -97,6 +98,8 @@ mod tests {
             host: Some(host.into()),
             generation: 1,
             reason: String::new(),
+            ha: false,
+            ha_priority: 0,
         }
     }
 
@@ -140,7 +143,7 @@ mod tests {
     fn skips_hosts_not_up_and_explains() {
         let s = state(
             vec![
-                host("h1", 8, 4096, HostHealth::Unreachable),
+                host("h1", 8, 4096, HostHealth::Suspect),
                 host("h2", 8, 256, HostHealth::Up),
                 host("h3", 0, 0, HostHealth::Unknown),
             ],
@@ -148,7 +151,7 @@ mod tests {
         );
         let err = place(&SMALL, &s).unwrap_err();
         assert_eq!(err.reasons.len(), 3);
-        assert!(err.reasons["h1"].contains("unreachable"), "{err}");
+        assert!(err.reasons["h1"].contains("suspect"), "{err}");
         assert!(err.reasons["h2"].contains("256 MiB free"), "{err}");
         assert!(err.to_string().contains("h3: health is unknown"));
         assert_eq!(

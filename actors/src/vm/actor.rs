@@ -182,6 +182,7 @@ impl Exec {
                 let req = StartVmRequest {
                     name,
                     vcpus: self.vm.spec.vcpus,
+                    ha: self.vm.ha,
                     memory_mib: self.vm.spec.memory_mib,
                     fence,
                 };

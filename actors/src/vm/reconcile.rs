@@ -113,6 +113,7 @@ mod tests {
                     vcpus: 4,
                     memory_mib: 4096,
                 },
+                dead_reason: None,
             },
         );
         s
@@ -130,6 +131,8 @@ mod tests {
             host: host.map(Into::into),
             generation: u64::from(host.is_some()),
             reason: String::new(),
+            ha: false,
+            ha_priority: 0,
         }
     }
 
@@ -150,11 +153,11 @@ mod tests {
             decide(&vm(D::Running, None, O::Unknown), &s, None),
             Action::Place { host: "h1".into() }
         );
-        let s = state_with(HostHealth::Unreachable);
+        let s = state_with(HostHealth::Suspect);
         let Action::Pending { reason } = decide(&vm(D::Running, None, O::Unknown), &s, None) else {
             panic!("expected pending")
         };
-        assert!(reason.contains("h1: health is unreachable"), "{reason}");
+        assert!(reason.contains("h1: health is suspect"), "{reason}");
         // Already recorded: do not commit the same reason again.
         let mut v = vm(D::Running, None, O::Unknown);
         v.reason = reason;
@@ -180,7 +183,7 @@ mod tests {
         assert_eq!(
             decide(
                 &v,
-                &state_with(HostHealth::Unreachable),
+                &state_with(HostHealth::Suspect),
                 Some(&on_h1(O::Missing))
             ),
             Action::Wait

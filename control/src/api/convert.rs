@@ -1,5 +1,7 @@
 //! Domain types → `drover.v1` messages.
 
+use std::time::Duration;
+
 use drover_proto::v1 as pb;
 use drover_raft::model::{ClusterState, DesiredState, Host, HostHealth, ObservedState, Vm};
 
@@ -15,10 +17,13 @@ pub fn vm(vm: &Vm) -> pb::Vm {
         host: vm.host.clone().unwrap_or_default(),
         generation: vm.generation,
         reason: vm.reason.clone(),
+        ha: vm.ha,
+        ha_priority: vm.ha_priority,
     }
 }
 
-pub fn host(host: &Host, state: &ClusterState) -> pb::Host {
+/// `lease_granted` is how long ago this leader last granted the host a lease, if it did.
+pub fn host(host: &Host, state: &ClusterState, lease_granted: Option<Duration>) -> pb::Host {
     let (vcpus, memory, count) = state.allocated(&host.name);
     pb::Host {
         name: host.name.clone(),
@@ -29,6 +34,11 @@ pub fn host(host: &Host, state: &ClusterState) -> pb::Host {
         allocated_vcpus: vcpus,
         allocated_memory_mib: memory,
         vm_count: count,
+        lease_granted_ms_ago: lease_granted.map(|d| d.as_millis() as u64),
+        dead_reason: host
+            .dead_reason
+            .map(|r| r.as_str().to_string())
+            .unwrap_or_default(),
     }
 }
 
@@ -55,6 +65,7 @@ fn health(h: HostHealth) -> pb::HostHealth {
     match h {
         HostHealth::Unknown => pb::HostHealth::Unknown,
         HostHealth::Up => pb::HostHealth::Up,
-        HostHealth::Unreachable => pb::HostHealth::Unreachable,
+        HostHealth::Suspect => pb::HostHealth::Suspect,
+        HostHealth::Dead => pb::HostHealth::Dead,
     }
 }

@@ -17,7 +17,12 @@ pub fn apply_error(e: &ApplyError) -> Status {
         ApplyError::UnknownHost(_) | ApplyError::UnknownVm(_) => Status::not_found(msg),
         ApplyError::StaleGeneration { .. }
         | ApplyError::VmDeleting(_)
-        | ApplyError::VmNotDeleted(_) => Status::failed_precondition(msg),
+        | ApplyError::VmNotDeleted(_)
+        | ApplyError::HostNotDead { .. }
+        | ApplyError::VmNotPlaced(_)
+        | ApplyError::VmNotHa(_) => Status::failed_precondition(msg),
+        // Only the leader's own host actors send this; a client never can.
+        ApplyError::DeadNeedsReason(_) => Status::invalid_argument(msg),
     }
 }
 

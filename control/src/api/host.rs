@@ -1,7 +1,9 @@
 //! `drover.v1.HostService`.
 
+use drover_actors::host::GrantBook;
 use drover_proto::v1 as pb;
 use drover_proto::v1::host_service_server::HostService;
+use drover_raft::model::{ClusterState, DeadReason, Host};
 use drover_raft::{Command, RaftNode, Reply};
 use tonic::{Request, Response, Status};
 
@@ -11,11 +13,26 @@ use super::write::commit;
 
 pub struct HostApi {
     node: RaftNode,
+    grants: GrantBook,
 }
 
 impl HostApi {
-    pub fn new(node: RaftNode) -> Self {
-        Self { node }
+    pub fn new(node: RaftNode, grants: GrantBook) -> Self {
+        Self { node, grants }
+    }
+
+    fn to_pb(&self, host: &Host, state: &ClusterState) -> pb::Host {
+        let granted = self.grants.last(&host.name).map(|t| t.elapsed());
+        convert::host(host, state, granted)
+    }
+
+    fn host_reply(&self, reply: Reply) -> Result<Response<pb::Host>, Status> {
+        match reply {
+            Reply::Host(h) => Ok(Response::new(
+                self.node.view().read(|d| self.to_pb(&h, &d.state)),
+            )),
+            other => Err(Status::internal(format!("unexpected reply {other:?}"))),
+        }
     }
 }
 
@@ -30,12 +47,27 @@ impl HostService for HostApi {
             name: req.name,
             address: req.address,
         };
-        match commit(&self.node, &meta, cmd).await? {
-            Reply::Host(h) => Ok(Response::new(
-                self.node.view().read(|d| convert::host(&h, &d.state)),
-            )),
-            other => Err(Status::internal(format!("unexpected reply {other:?}"))),
+        self.host_reply(commit(&self.node, &meta, cmd).await?)
+    }
+
+    async fn fence_host(
+        &self,
+        req: Request<pb::FenceHostRequest>,
+    ) -> Result<Response<pb::Host>, Status> {
+        let (meta, _, req) = req.into_parts();
+        if !req.confirm_powered_off {
+            return Err(Status::invalid_argument(format!(
+                "Fencing host {:?} needs confirm_powered_off: its HA VMs will be started \
+                 elsewhere at once, so if it still runs they run twice",
+                req.name
+            )));
         }
+        tracing::warn!(host = %req.name, "operator confirms the host is off; declaring it dead");
+        let cmd = Command::DeclareHostDead {
+            name: req.name,
+            reason: DeadReason::Operator,
+        };
+        self.host_reply(commit(&self.node, &meta, cmd).await?)
     }
 
     async fn get_host(
@@ -49,7 +81,7 @@ impl HostService for HostApi {
                 .state
                 .hosts
                 .get(&req.name)
-                .map(|h| convert::host(h, &d.state));
+                .map(|h| self.to_pb(h, &d.state));
             (applied(d), host)
         });
         let host =
@@ -63,7 +95,7 @@ impl HostService for HostApi {
     ) -> Result<Response<pb::ListHostsResponse>, Status> {
         fresh_read(&self.node, req.into_inner().stale).await?;
         let (index, hosts) = self.node.view().read(|d| {
-            let hosts = d.state.hosts.values().map(|h| convert::host(h, &d.state));
+            let hosts = d.state.hosts.values().map(|h| self.to_pb(h, &d.state));
             (applied(d), hosts.collect())
         });
         Ok(read_response(

@@ -67,6 +67,8 @@ impl VmService for VmApi {
                 memory_mib: spec.memory_mib,
             },
             start: req.start,
+            ha: req.ha,
+            ha_priority: req.ha_priority,
         };
         vm_reply(commit(&self.node, &meta, cmd).await?, &req.name)
     }

@@ -132,6 +132,18 @@ pub async fn host(target: &Target, format: Format, cmd: HostCmd) -> anyhow::Resu
         HostCmd::List {
             read: ReadOpts { stale },
         } => read(c.hosts(stale).await?, stale, |h| show_hosts(format, h)),
+        HostCmd::Fence {
+            name,
+            yes_it_is_off,
+        } => {
+            if !yes_it_is_off {
+                anyhow::bail!(
+                    "Refusing to fence {name}: pass --yes-it-is-off once you have powered it \
+                     off. Its HA VMs start elsewhere at once; if it still runs, they run twice"
+                );
+            }
+            Ok(show_host(format, &c.fence_host(&name, true).await?)?.into())
+        }
     }
 }
 
@@ -144,11 +156,15 @@ pub async fn vm(target: &Target, format: Format, cmd: VmCmd) -> anyhow::Result<P
             vcpus,
             memory_mib,
             stopped,
+            ha,
+            ha_priority,
         } => {
             let req = pb::CreateVmRequest {
                 name,
                 spec: Some(pb::VmSpec { vcpus, memory_mib }),
                 start: !stopped,
+                ha,
+                ha_priority,
             };
             c.create_vm(req).await?
         }

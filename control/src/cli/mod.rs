@@ -130,9 +130,16 @@ pub struct ServerArgs {
     /// Take a snapshot (and compact the log) after this many applied entries.
     #[arg(long, default_value_t = 10_000)]
     pub snapshot_logs: u64,
-    /// Heartbeat interval asked of every hostd, in milliseconds.
+    /// Heartbeat (and lease request) interval asked of every hostd, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub heartbeat_interval_ms: u64,
+    /// How long a lease grant lets a host run its HA VMs, counted from when the host sent
+    /// the request. Must be at least 3 heartbeats. Failover waits ttl + margin.
+    #[arg(long, default_value_t = 5000)]
+    pub lease_ttl_ms: u64,
+    /// Slack the leader adds before declaring a host dead (clock-rate drift, scheduling).
+    #[arg(long, default_value_t = 1000)]
+    pub lease_margin_ms: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -207,6 +214,14 @@ pub enum HostCmd {
         #[command(flatten)]
         read: ReadOpts,
     },
+    /// Declare a host powered off, so its HA VMs fail over now instead of after its lease.
+    /// Only for a host you have switched off: if it still runs, its VMs would run twice.
+    Fence {
+        name: String,
+        /// Required: confirms the host is powered off.
+        #[arg(long)]
+        yes_it_is_off: bool,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -221,6 +236,18 @@ pub enum VmCmd {
         /// Create it without starting it.
         #[arg(long)]
         stopped: bool,
+        /// Restart it on another host when its host dies (its host destroys it when its
+        /// lease lapses, so it never runs twice).
+        #[arg(long)]
+        ha: bool,
+        /// Failover order among HA VMs: higher first.
+        #[arg(
+            long,
+            requires = "ha",
+            default_value_t = 0,
+            allow_negative_numbers = true
+        )]
+        ha_priority: i32,
     },
     List {
         #[command(flatten)]

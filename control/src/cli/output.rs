@@ -33,7 +33,8 @@ pub fn observed(v: i32) -> &'static str {
 pub fn health(v: i32) -> &'static str {
     match pb::HostHealth::try_from(v).unwrap_or(pb::HostHealth::Unspecified) {
         pb::HostHealth::Up => "up",
-        pb::HostHealth::Unreachable => "unreachable",
+        pb::HostHealth::Suspect => "suspect",
+        pb::HostHealth::Dead => "dead",
         pb::HostHealth::Unknown | pb::HostHealth::Unspecified => "unknown",
     }
 }
@@ -49,6 +50,8 @@ pub fn vm_json(vm: &pb::Vm) -> Value {
         "host": if vm.host.is_empty() { Value::Null } else { json!(vm.host) },
         "generation": vm.generation,
         "reason": vm.reason,
+        "ha": vm.ha,
+        "ha_priority": vm.ha_priority,
     })
 }
 
@@ -62,6 +65,8 @@ pub fn host_json(h: &pb::Host) -> Value {
         "allocated_vcpus": h.allocated_vcpus,
         "allocated_memory_mib": h.allocated_memory_mib,
         "vm_count": h.vm_count,
+        "lease_granted_ms_ago": h.lease_granted_ms_ago,
+        "dead_reason": if h.dead_reason.is_empty() { Value::Null } else { json!(h.dead_reason) },
     })
 }
 
@@ -113,7 +118,7 @@ pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
 pub fn vm_rows(vms: &[pb::Vm]) -> String {
     table(
         &[
-            "NAME", "DESIRED", "OBSERVED", "HOST", "GEN", "VCPUS", "MEMORY", "REASON",
+            "NAME", "DESIRED", "OBSERVED", "HOST", "GEN", "HA", "VCPUS", "MEMORY", "REASON",
         ],
         vms.iter()
             .map(|vm| {
@@ -128,6 +133,11 @@ pub fn vm_rows(vms: &[pb::Vm]) -> String {
                         vm.host.clone()
                     },
                     vm.generation.to_string(),
+                    if vm.ha {
+                        format!("yes ({})", vm.ha_priority)
+                    } else {
+                        "no".into()
+                    },
                     spec.vcpus.to_string(),
                     format!("{} MiB", spec.memory_mib),
                     vm.reason.clone(),
@@ -139,14 +149,20 @@ pub fn vm_rows(vms: &[pb::Vm]) -> String {
 
 pub fn host_rows(hosts: &[pb::Host]) -> String {
     table(
-        &["NAME", "ADDRESS", "HEALTH", "VMS", "VCPUS", "MEMORY"],
+        &[
+            "NAME", "ADDRESS", "HEALTH", "LEASE", "VMS", "VCPUS", "MEMORY",
+        ],
         hosts
             .iter()
             .map(|h| {
                 vec![
                     h.name.clone(),
                     h.address.clone(),
-                    health(h.health).into(),
+                    match h.dead_reason.as_str() {
+                        "" => health(h.health).into(),
+                        why => format!("{} ({why})", health(h.health)),
+                    },
+                    lease_cell(h.lease_granted_ms_ago),
                     h.vm_count.to_string(),
                     format!("{}/{}", h.allocated_vcpus, h.vcpus),
                     format!("{}/{} MiB", h.allocated_memory_mib, h.memory_mib),
@@ -154,6 +170,14 @@ pub fn host_rows(hosts: &[pb::Host]) -> String {
             })
             .collect(),
     )
+}
+
+/// How long ago the leader last granted the host a lease, as the table shows it.
+fn lease_cell(ms_ago: Option<u64>) -> String {
+    match ms_ago {
+        Some(ms) => format!("granted {:.1}s ago", ms as f64 / 1000.0),
+        None => "-".into(),
+    }
 }
 
 pub fn status_rows(s: &pb::ClusterStatusResponse) -> String {
@@ -195,8 +219,12 @@ mod tests {
             host: "h1".into(),
             generation: 3,
             reason: String::new(),
+            ha: true,
+            ha_priority: 5,
         };
         let v = vm_json(&vm);
+        assert_eq!(v["ha"], true);
+        assert_eq!(v["ha_priority"], 5);
         assert_eq!(v["name"], "web");
         assert_eq!(v["desired_state"], "stopped");
         assert_eq!(v["observed_state"], "shut off");

@@ -56,6 +56,9 @@ impl DomainType {
 pub struct Marker {
     pub generation: u64,
     pub term: u64,
+    /// Destroyed when the host's lease lapses (also by the separate watchdog process,
+    /// which knows HA domains only by this flag).
+    pub ha: bool,
 }
 
 /// Builds the XML that defines `spec`'s domain. `uuid` must be the existing domain's UUID
@@ -85,6 +88,12 @@ pub fn build(spec: &VmSpec, domain_type: DomainType, uuid: Option<&str>) -> Stri
         xml,
         "      <{p}:term>{}</{p}:term>",
         spec.term,
+        p = DROVER_NS_PREFIX
+    );
+    let _ = writeln!(
+        xml,
+        "      <{p}:ha>{}</{p}:ha>",
+        spec.ha,
         p = DROVER_NS_PREFIX
     );
     let _ = writeln!(xml, "    </{p}:vm>", p = DROVER_NS_PREFIX);
@@ -127,7 +136,13 @@ fn marker_in(xml: &str) -> Option<Marker> {
         Some(text) => text.parse().ok()?,
         None => 0,
     };
-    Some(Marker { generation, term })
+    // Absent in markers written before HA existed: not HA.
+    let ha = child_text(xml, "ha") == Some("true");
+    Some(Marker {
+        generation,
+        term,
+        ha,
+    })
 }
 
 /// Text of the first `<[prefix:]local>` element, stopping at the close of the `vm` element.
@@ -189,6 +204,7 @@ mod tests {
             memory_mib: 256,
             generation: 7,
             term: 3,
+            ha: true,
         }
     }
 
@@ -259,7 +275,8 @@ mod tests {
             parse_metadata_element(xml),
             Some(Marker {
                 generation: 3,
-                term: 7
+                term: 7,
+                ha: false,
             })
         );
     }
@@ -271,7 +288,8 @@ mod tests {
             parse_domain_xml(&xml),
             Some(Marker {
                 generation: 7,
-                term: 3
+                term: 3,
+                ha: true,
             })
         );
     }

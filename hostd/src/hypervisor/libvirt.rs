@@ -94,6 +94,7 @@ impl LibvirtHypervisor {
             Marker {
                 generation: spec.generation,
                 term: spec.term,
+                ha: spec.ha,
             },
         )
     }
@@ -233,6 +234,7 @@ fn describe(dom: &Domain, name: &str, marker: Marker) -> Result<ManagedDomain, H
         state: power_state(info.state),
         generation: marker.generation,
         term: marker.term,
+        ha: marker.ha,
         vcpus: info.nr_virt_cpu,
         memory_mib: info.max_mem / 1024,
     })

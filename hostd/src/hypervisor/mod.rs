@@ -23,6 +23,8 @@ pub struct VmSpec {
     pub generation: u64,
     /// The Raft term of the leader that asked; recorded alongside the generation.
     pub term: u64,
+    /// Destroyed when this host's lease lapses.
+    pub ha: bool,
 }
 
 /// Power state of a domain, reduced to what the controller reasons about.
@@ -43,6 +45,7 @@ pub struct ManagedDomain {
     pub state: PowerState,
     pub generation: u64,
     pub term: u64,
+    pub ha: bool,
     pub vcpus: u32,
     pub memory_mib: u64,
 }

@@ -5,6 +5,8 @@
 // Each test crate uses a different subset.
 #![allow(dead_code)]
 
+pub mod hostd;
+
 /// Returns whether to go on; `Err(reason)` means the prerequisite is missing.
 pub fn prerequisite(check: Result<(), String>) -> bool {
     match check {

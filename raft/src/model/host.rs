@@ -16,9 +16,12 @@ pub enum HostHealth {
     /// Registered; the current leader has not heard from it yet.
     Unknown,
     Up,
-    /// Session broken or heartbeats missed. Not a death certificate: the HA issue adds
-    /// leases and `Dead`.
-    Unreachable,
+    /// Session broken or heartbeats missed. Not a death certificate: its VMs stay put.
+    #[serde(alias = "Unreachable")]
+    Suspect,
+    /// Its lease has certainly lapsed (so it has fenced itself), or an operator confirmed
+    /// it is off: its HA VMs may run elsewhere. Left only by reconnecting and reporting.
+    Dead,
 }
 
 impl HostHealth {
@@ -26,7 +29,8 @@ impl HostHealth {
         match self {
             HostHealth::Unknown => "unknown",
             HostHealth::Up => "up",
-            HostHealth::Unreachable => "unreachable",
+            HostHealth::Suspect => "suspect",
+            HostHealth::Dead => "dead",
         }
     }
 }
@@ -39,4 +43,25 @@ pub struct Host {
     pub health: HostHealth,
     /// Zero until the host has reported; the scheduler skips such hosts.
     pub capacity: Capacity,
+    /// Why it is `Dead`; `None` otherwise.
+    #[serde(default)]
+    pub dead_reason: Option<DeadReason>,
+}
+
+/// What entitles the cluster to call a host dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeadReason {
+    /// The leader's last grant plus ttl and margin has passed: the host fenced itself.
+    LeaseLapsed,
+    /// An operator confirmed the host is powered off (`drover host fence`).
+    Operator,
+}
+
+impl DeadReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadReason::LeaseLapsed => "lease",
+            DeadReason::Operator => "operator",
+        }
+    }
 }

@@ -5,7 +5,7 @@ mod host;
 mod state;
 mod vm;
 
-pub use host::{Capacity, Host, HostHealth};
+pub use host::{Capacity, DeadReason, Host, HostHealth};
 pub use state::ClusterState;
 pub use vm::{DesiredState, ObservedState, Vm, VmSpec};
 

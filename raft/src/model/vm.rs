@@ -93,6 +93,13 @@ pub struct Vm {
     pub generation: u64,
     /// Why the VM is not where it should be (no capacity, start failed), empty otherwise.
     pub reason: String,
+    /// Restarted elsewhere when its host dies; destroyed by its host when the host's lease
+    /// lapses (self-fencing). Non-HA VMs are never moved without a confirmed fence.
+    #[serde(default)]
+    pub ha: bool,
+    /// Higher restarts first in a failover.
+    #[serde(default)]
+    pub ha_priority: i32,
 }
 
 impl DesiredState {

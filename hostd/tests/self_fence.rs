@@ -1,0 +1,178 @@
+//! Self-fencing (layer 1) against libvirt's test driver: hostd destroys its HA guests when
+//! its lease lapses, keeps non-HA guests, refuses starts without a lease, ignores grants
+//! from a deposed leader, and a restarted hostd resumes the lease its predecessor held.
+
+mod common;
+
+use std::time::Duration;
+
+use common::hostd::{private_uri, state, within, Hostd, Leader};
+use drover_hostd::lease_file;
+use drover_proto::agent::v1::{DomainState, Fence, StartVmRequest};
+use tonic::Code;
+
+fn start(name: &str, term: u64, ha: bool) -> StartVmRequest {
+    StartVmRequest {
+        name: name.into(),
+        vcpus: 1,
+        memory_mib: 64,
+        fence: Some(Fence {
+            term,
+            generation: 1,
+        }),
+        ha,
+    }
+}
+
+/// Polls ListDomains until `name` is in `want` (or gone when `want` is `None`).
+async fn wait_state(hostd: &mut Hostd, name: &str, want: DomainState) {
+    within(&format!("{name} to be {want:?}"), async {
+        loop {
+            let domains = hostd.list().await;
+            if domains.iter().any(|d| d.name == name && state(d) == want) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lapsed_lease_destroys_ha_guests_and_refuses_starts() {
+    if !common::prerequisite(common::libvirt_test_driver()) {
+        return;
+    }
+    let (uri, dir) = private_uri();
+    let data_dir = dir.path().join("data");
+    let mut hostd = Hostd::start_with("sf1", uri, dir, data_dir).await;
+
+    eprintln!("phase: without a lease nothing starts");
+    let err = hostd
+        .client
+        .start_vm(start("ha-vm", 1, true))
+        .await
+        .expect_err("no lease yet");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("No lease"), "{err:?}");
+
+    eprintln!("phase: a leader grants 1.5 s leases; an HA and a plain guest start");
+    let leader = Leader::open(&mut hostd.client, 1, Duration::from_millis(1500)).await;
+    leader.wait_held(true).await;
+    hostd
+        .client
+        .start_vm(start("ha-vm", 1, true))
+        .await
+        .expect("start HA");
+    hostd
+        .client
+        .start_vm(start("plain-vm", 1, false))
+        .await
+        .expect("start plain");
+    let listed = hostd.list().await;
+    assert!(
+        listed.iter().any(|d| d.name == "ha-vm" && d.ha),
+        "the HA flag is in the domain's marker: {listed:?}"
+    );
+
+    eprintln!("phase: grants stop; the lease lapses; hostd fences the HA guest only");
+    leader.set_granting(false);
+    let beat = leader
+        .wait_beat(|b| b.lease.is_some_and(|l| !l.held && l.self_fences >= 1))
+        .await;
+    eprintln!("lease after lapse: {:?}", beat.lease);
+    wait_state(&mut hostd, "ha-vm", DomainState::ShutOff).await;
+    let plain = hostd.list().await;
+    assert!(
+        plain
+            .iter()
+            .any(|d| d.name == "plain-vm" && state(d) == DomainState::Running),
+        "non-HA guests keep running through a lapse: {plain:?}"
+    );
+    let err = hostd
+        .client
+        .start_vm(start("ha-vm", 1, true))
+        .await
+        .expect_err("lapsed lease");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+
+    eprintln!("phase: grants resume; starts are allowed again");
+    leader.set_granting(true);
+    leader.wait_held(true).await;
+    hostd
+        .client
+        .start_vm(start("ha-vm", 1, true))
+        .await
+        .expect("start after a new lease");
+    wait_state(&mut hostd, "ha-vm", DomainState::Running).await;
+    drop(leader);
+    hostd.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_from_a_deposed_leader_do_not_extend_the_lease() {
+    if !common::prerequisite(common::libvirt_test_driver()) {
+        return;
+    }
+    let (uri, dir) = private_uri();
+    let data_dir = dir.path().join("data");
+    let mut hostd = Hostd::start_with("sf2", uri, dir, data_dir).await;
+
+    eprintln!("phase: the term-3 leader grants 1 s leases");
+    let old = Leader::open(&mut hostd.client, 3, Duration::from_millis(1000)).await;
+    old.wait_held(true).await;
+
+    eprintln!("phase: a term-5 leader says Hello and grants nothing; term 3 keeps granting");
+    let new = Leader::open(&mut hostd.client, 5, Duration::from_millis(1000)).await;
+    new.set_granting(false);
+    // The old leader's grants are now ignored, so the lease runs out under it.
+    old.wait_held(false).await;
+    let err = hostd
+        .client
+        .start_vm(start("vm", 5, true))
+        .await
+        .expect_err("no lease from the deposed leader");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+
+    eprintln!("phase: the term-5 leader grants; the lease holds again");
+    new.set_granting(true);
+    new.wait_held(true).await;
+    hostd
+        .client
+        .start_vm(start("vm", 5, true))
+        .await
+        .expect("start under the new leader");
+    drop((old, new));
+    hostd.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_hostd_resumes_its_lease_from_the_file() {
+    if !common::prerequisite(common::libvirt_test_driver()) {
+        return;
+    }
+    let (uri, dir) = private_uri();
+    let data_dir = dir.path().join("data");
+
+    eprintln!("phase: hostd holds a 60 s lease, then stops");
+    let mut hostd = Hostd::start_at(&uri, &data_dir).await;
+    hostd.hold_lease(2).await;
+    hostd.shutdown().await;
+    let record = lease_file::read(&lease_file::path_in(&data_dir))
+        .expect("readable lease file")
+        .expect("a lease file");
+    assert_eq!(record.term, 2);
+    assert!(
+        lease_file::remaining(record.expires_mono_ns).is_some_and(|d| d > Duration::from_secs(50)),
+        "the file names an expiry ~60 s ahead: {record:?}"
+    );
+
+    eprintln!("phase: a new hostd, with no session yet, still holds the host's lease");
+    let mut hostd = Hostd::start_at(&uri, &data_dir).await;
+    hostd
+        .client
+        .start_vm(start("vm", 2, true))
+        .await
+        .expect("start under the resumed lease");
+    hostd.shutdown().await;
+}
