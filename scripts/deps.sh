@@ -3,7 +3,8 @@
 # everything is present already.
 set -euo pipefail
 # libxml2-utils: virt-xml-validate (libvirt-clients) runs xmllint, only a Recommends there.
-PACKAGES=(libvirt-dev pkg-config libvirt-clients libxml2-utils)
+# iptables: the HA tests cut a host off from the controllers with it (as root).
+PACKAGES=(libvirt-dev pkg-config libvirt-clients libxml2-utils iptables)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -454,12 +454,49 @@ impl Cluster {
             .iter()
             .find(|a| a.name == host)
             .with_context(|| format!("no agent {host}"))?;
+        let probe = self.probe().await?;
+        probe.domains(&agent.addr).await
+    }
+
+    /// A way to ask agents what they run that a partition does not cut (see [`Probe`]).
+    pub async fn probe(&self) -> anyhow::Result<Probe> {
         // As a controller would: hostd serves only holders of a cluster certificate.
         let tls = match self.identity("controller-1").await? {
             Some(files) => Some(files.load()?),
             None => None,
         };
-        let channel = endpoint(&agent.addr, tls.as_ref())?.connect().await?;
+        Ok(Probe { tls })
+    }
+
+    /// Every agent's name and address, killed ones included.
+    pub fn agent_addrs(&self) -> Vec<(String, String)> {
+        self.agents
+            .iter()
+            .map(|a| (a.name.clone(), a.addr.clone()))
+            .collect()
+    }
+}
+
+/// The test's own line to the agents. It connects from 127.0.0.2, while controllers
+/// connect from 127.0.0.1, so a partition that drops the controllers' traffic
+/// ([`crate::partition`]) still lets the test see what the cut-off host runs.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    tls: Option<drover_proto::transport::Tls>,
+}
+
+/// The source address of the test's probes; controllers use 127.0.0.1.
+pub const PROBE_SOURCE: std::net::IpAddr =
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+
+impl Probe {
+    pub async fn domains(&self, addr: &str) -> anyhow::Result<Vec<Domain>> {
+        let channel = endpoint(addr, self.tls.as_ref())?
+            .local_address(Some(PROBE_SOURCE))
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(Duration::from_secs(2))
+            .connect()
+            .await?;
         let mut client = HostAgentClient::new(channel);
         Ok(client
             .list_domains(ListDomainsRequest {})

@@ -12,11 +12,14 @@
 pub mod checkers;
 pub mod client;
 pub mod cluster;
+pub mod partition;
 pub mod process;
+pub mod sampler;
 pub mod wait;
 pub mod workload;
 
 pub use cluster::{free_port, Cluster, ClusterSpec};
 pub use process::ChildProcess;
+pub use sampler::{Sampler, Samples};
 pub use wait::wait_until;
 pub use workload::{History, Workload, WorkloadConfig};

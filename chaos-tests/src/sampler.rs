@@ -1,0 +1,108 @@
+//! The never-twice sampler: asks every agent, over and over, which domains it runs, and
+//! keeps every answer with its time. A VM listed active (running or paused) by two hosts in
+//! one round is the violation drover exists to prevent; [`Samples::twice`] finds it.
+//!
+//! Rounds are sequential per agent, so "one round" spans a few milliseconds; a VM that
+//! moved within that window could in principle show on both. The checks here would report
+//! that as a violation — on the strict side.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use drover_proto::agent::v1::DomainState;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::cluster::{Cluster, Probe};
+
+const ROUND: Duration = Duration::from_millis(50);
+
+/// One round: for each VM, the hosts that listed it active.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub at: Instant,
+    pub active: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Default)]
+pub struct Samples(pub Vec<Sample>);
+
+impl Samples {
+    /// The first round where a VM was active on two hosts.
+    pub fn twice(&self) -> Option<(&Sample, &str)> {
+        self.0.iter().find_map(|s| {
+            s.active
+                .iter()
+                .find(|(_, hosts)| hosts.len() > 1)
+                .map(|(vm, _)| (s, vm.as_str()))
+        })
+    }
+
+    /// When `vm` was first seen active on a host other than `not`.
+    pub fn first_active_elsewhere(&self, vm: &str, not: &str) -> Option<Instant> {
+        self.0.iter().find_map(|s| {
+            s.active
+                .get(vm)
+                .is_some_and(|hosts| hosts.iter().any(|h| h != not))
+                .then_some(s.at)
+        })
+    }
+
+    /// When `vm` was last seen active on `host`.
+    pub fn last_active_on(&self, vm: &str, host: &str) -> Option<Instant> {
+        self.0.iter().rev().find_map(|s| {
+            s.active
+                .get(vm)
+                .is_some_and(|hosts| hosts.iter().any(|h| h == host))
+                .then_some(s.at)
+        })
+    }
+}
+
+pub struct Sampler {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Samples>,
+}
+
+impl Sampler {
+    /// Starts sampling every agent of `cluster` (killed agents simply answer nothing).
+    pub async fn start(cluster: &Cluster) -> anyhow::Result<Sampler> {
+        let probe = cluster.probe().await?;
+        let agents = cluster.agent_addrs();
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut samples = Samples::default();
+            loop {
+                samples.0.push(round(&probe, &agents).await);
+                tokio::select! {
+                    _ = tokio::time::sleep(ROUND) => {}
+                    _ = stopped.wait_for(|s| *s) => return samples,
+                }
+            }
+        });
+        Ok(Sampler { stop, task })
+    }
+
+    pub async fn finish(self) -> anyhow::Result<Samples> {
+        self.stop.send_replace(true);
+        Ok(self.task.await?)
+    }
+}
+
+async fn round(probe: &Probe, agents: &[(String, String)]) -> Sample {
+    let at = Instant::now();
+    let mut active: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (host, addr) in agents {
+        // An agent that does not answer runs nothing we can see: killed with its
+        // test-driver domains, or restarting.
+        let Ok(domains) = probe.domains(addr).await else {
+            continue;
+        };
+        for d in domains {
+            if matches!(d.state(), DomainState::Running | DomainState::Paused) {
+                active.entry(d.name).or_default().push(host.clone());
+            }
+        }
+    }
+    Sample { at, active }
+}

@@ -1,0 +1,306 @@
+//! HA failover with real processes: 3 controllers, 3 hostd on libvirt's test driver.
+//!
+//! (a) A hostd is SIGKILLed (its test-driver domains die with it, as on power loss): its HA
+//!     VMs come back on the other hosts, its non-HA VM becomes `unknown` and stays put.
+//! (b) A hostd is cut off from the controllers with iptables but keeps running: it fences
+//!     itself (destroys its HA guests) before any replacement starts, its non-HA guest keeps
+//!     running, and when the partition heals it is trusted again.
+//! (c) The leader is SIGKILLed in the middle of a failover: the next leader finishes it.
+//!
+//! All the while a sampler asks every hostd what it runs; no VM may ever be active on two
+//! hosts in one round.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use drover_chaos_tests::partition::{self, Partition};
+use drover_chaos_tests::{wait_until, Cluster, ClusterSpec, Sampler, Samples};
+use serde_json::Value;
+
+/// Fast lease timings for (b) and (c): failover after ~2 s instead of ~6 s.
+const FAST: [&str; 6] = [
+    "--heartbeat-interval-ms",
+    "200",
+    "--lease-ttl-ms",
+    "1500",
+    "--lease-margin-ms",
+    "500",
+];
+
+fn spec(controller_args: &[&str]) -> ClusterSpec {
+    ClusterSpec {
+        hosts: 3,
+        controller_args: controller_args.iter().map(|s| s.to_string()).collect(),
+        ..ClusterSpec::default()
+    }
+}
+
+async fn create(cluster: &Cluster, name: &str, ha: Option<i32>) -> anyhow::Result<()> {
+    let mut args = vec!["vm", "create", name, "--vcpus", "1", "--memory-mib", "64"];
+    let priority;
+    if let Some(p) = ha {
+        priority = p.to_string();
+        args.extend(["--ha", "--ha-priority", &priority]);
+    }
+    let vm = cluster.cli_json(&args).await.map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(vm["ha"] == ha.is_some(), "ha flag round trip: {vm}");
+    Ok(())
+}
+
+/// Every VM by name, once all of `names` are observed running.
+async fn all_running(
+    cluster: &Cluster,
+    names: &[String],
+    within: Duration,
+) -> anyhow::Result<BTreeMap<String, Value>> {
+    wait_until("VMs running", within, || async {
+        let vms = cluster.cli_json(&["vm", "list"]).await?;
+        let by_name: BTreeMap<String, Value> = vms
+            .as_array()
+            .ok_or("vm list is not an array")?
+            .iter()
+            .map(|v| {
+                (
+                    v["name"].as_str().unwrap_or_default().to_string(),
+                    v.clone(),
+                )
+            })
+            .collect();
+        let ready = names.iter().all(|n| {
+            by_name
+                .get(n)
+                .is_some_and(|v| v["observed_state"] == "running")
+        });
+        Ok(ready.then_some(by_name))
+    })
+    .await
+}
+
+/// Creates one non-HA and several HA VMs, and picks as victim the host of the non-HA one,
+/// adding HA VMs until the victim runs at least one.
+async fn populate(cluster: &Cluster) -> anyhow::Result<(String, Vec<String>)> {
+    create(cluster, "plain", None).await?;
+    let mut names = vec!["plain".to_string()];
+    for i in 1..=4 {
+        create(cluster, &format!("ha-{i}"), Some(i % 3)).await?;
+        names.push(format!("ha-{i}"));
+    }
+    let mut vms = all_running(cluster, &names, Duration::from_secs(20)).await?;
+    let victim = vms["plain"]["host"]
+        .as_str()
+        .context("plain is placed")?
+        .to_string();
+    let mut next = 5;
+    while !vms
+        .values()
+        .any(|v| v["ha"] == true && v["host"] == victim.as_str())
+    {
+        anyhow::ensure!(next < 12, "no HA VM ever landed on {victim}: {vms:?}");
+        create(cluster, &format!("ha-{next}"), Some(0)).await?;
+        names.push(format!("ha-{next}"));
+        next += 1;
+        vms = all_running(cluster, &names, Duration::from_secs(20)).await?;
+    }
+    let on_victim = vms
+        .values()
+        .filter(|v| v["ha"] == true && v["host"] == victim.as_str())
+        .map(|v| v["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    eprintln!("victim {victim}; its HA VMs {on_victim:?}; all {names:?}");
+    Ok((victim, on_victim))
+}
+
+/// Waits until every VM in `moved` runs on a host other than `victim` with a newer
+/// generation, and returns the VMs.
+async fn moved_elsewhere(
+    cluster: &Cluster,
+    victim: &str,
+    moved: &[String],
+    within: Duration,
+) -> anyhow::Result<BTreeMap<String, Value>> {
+    wait_until("HA VMs running elsewhere", within, || async {
+        let mut out = BTreeMap::new();
+        for name in moved {
+            let vm = cluster.cli_json(&["vm", "get", name]).await?;
+            if vm["observed_state"] != "running" || vm["host"] == victim {
+                return Ok(None);
+            }
+            out.insert(name.clone(), vm);
+        }
+        Ok(Some(out))
+    })
+    .await
+}
+
+async fn host_json(cluster: &Cluster, name: &str) -> Result<Value, String> {
+    cluster.cli_json(&["host", "get", name]).await
+}
+
+fn assert_never_twice(samples: &Samples) {
+    if let Some((sample, vm)) = samples.twice() {
+        panic!(
+            "{vm} was active on several hosts at once: {:?}",
+            sample.active[vm]
+        );
+    }
+    assert!(
+        samples.0.len() > 10,
+        "the sampler must have sampled: {}",
+        samples.0.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_hostd_its_ha_vms_restart_elsewhere() -> anyhow::Result<()> {
+    // Default lease timings (1 s heartbeats, 5 s ttl, 1 s margin): what operators get.
+    let mut cluster = Cluster::start(spec(&[])).await?;
+    let (victim, on_victim) = populate(&cluster).await?;
+    let generations: BTreeMap<String, u64> = {
+        let mut g = BTreeMap::new();
+        for name in &on_victim {
+            let vm = cluster
+                .cli_json(&["vm", "get", name])
+                .await
+                .map_err(anyhow::Error::msg)?;
+            g.insert(name.clone(), vm["generation"].as_u64().unwrap_or(0));
+        }
+        g
+    };
+    let sampler = Sampler::start(&cluster).await?;
+
+    eprintln!("phase: SIGKILL hostd {victim}");
+    let killed = Instant::now();
+    cluster.kill_agent(&victim).await?;
+    let moved = moved_elsewhere(&cluster, &victim, &on_victim, Duration::from_secs(30)).await?;
+    eprintln!(
+        "all HA VMs of {victim} running elsewhere {:?} after the kill",
+        killed.elapsed()
+    );
+    let samples = sampler.finish().await?;
+    assert_never_twice(&samples);
+
+    for (name, vm) in &moved {
+        let was = generations[name];
+        let now = vm["generation"].as_u64().unwrap_or(0);
+        assert!(
+            now > was,
+            "{name}: generation {now} after failover, was {was}"
+        );
+    }
+    let host = host_json(&cluster, &victim)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    assert_eq!(host["health"], "dead", "{host}");
+    assert_eq!(host["dead_reason"], "lease", "{host}");
+    let plain = wait_until("plain marked unknown", Duration::from_secs(10), || async {
+        let vm = cluster.cli_json(&["vm", "get", "plain"]).await?;
+        Ok((vm["observed_state"] == "unknown").then_some(vm))
+    })
+    .await?;
+    assert_eq!(
+        plain["host"],
+        victim.as_str(),
+        "non-HA VMs stay put: {plain}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_hostd_fences_itself_before_replacements_start() -> anyhow::Result<()> {
+    if !partition::prerequisite(partition::available()) {
+        return Ok(());
+    }
+    let cluster = Cluster::start(spec(&FAST)).await?;
+    let (victim, on_victim) = populate(&cluster).await?;
+    let port: u16 = cluster
+        .agent_addrs()
+        .into_iter()
+        .find(|(n, _)| *n == victim)
+        .and_then(|(_, a)| a.rsplit(':').next().and_then(|p| p.parse().ok()))
+        .context("victim's port")?;
+    let sampler = Sampler::start(&cluster).await?;
+
+    eprintln!("phase: cut {victim} (port {port}) off from the controllers");
+    let cut = Partition::cut(port)?;
+    let cut_at = Instant::now();
+    moved_elsewhere(&cluster, &victim, &on_victim, Duration::from_secs(30)).await?;
+    eprintln!(
+        "HA VMs of {victim} running elsewhere {:?} after the cut",
+        cut_at.elapsed()
+    );
+    let host = host_json(&cluster, &victim)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    assert_eq!(host["health"], "dead", "{host}");
+
+    eprintln!("phase: heal; {victim} must be reconciled and trusted again");
+    cut.heal()?;
+    wait_until("victim up again", Duration::from_secs(20), || async {
+        let h = host_json(&cluster, &victim).await?;
+        Ok((h["health"] == "up").then_some(()))
+    })
+    .await?;
+    let samples = sampler.finish().await?;
+    assert_never_twice(&samples);
+
+    for vm in &on_victim {
+        let fenced = samples
+            .last_active_on(vm, &victim)
+            .with_context(|| format!("{vm} was seen on {victim}"))?;
+        let replaced = samples
+            .first_active_elsewhere(vm, &victim)
+            .with_context(|| format!("{vm} was seen elsewhere"))?;
+        assert!(
+            fenced < replaced,
+            "{vm}: the copy on {victim} was still active when its replacement started"
+        );
+        eprintln!(
+            "{vm}: fenced {:?} after the cut, replaced {:?} later",
+            fenced.saturating_duration_since(cut_at),
+            replaced - fenced
+        );
+    }
+    // The non-HA guest ran through the partition, on its host, and nowhere else.
+    let last = samples.0.last().context("samples")?;
+    assert_eq!(
+        last.active.get("plain"),
+        Some(&vec![victim.clone()]),
+        "non-HA guests keep running through isolation"
+    );
+    assert!(samples.first_active_elsewhere("plain", &victim).is_none());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_mid_failover_the_next_one_finishes() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(spec(&FAST)).await?;
+    let (victim, on_victim) = populate(&cluster).await?;
+    let sampler = Sampler::start(&cluster).await?;
+
+    eprintln!("phase: SIGKILL hostd {victim}; once it is declared dead, SIGKILL the leader");
+    cluster.kill_agent(&victim).await?;
+    wait_until("victim dead", Duration::from_secs(20), || async {
+        let h = host_json(&cluster, &victim).await?;
+        Ok((h["health"] == "dead").then_some(()))
+    })
+    .await?;
+    let leader = cluster.wait_for_leader(None).await?;
+    let done_before = moved_elsewhere(&cluster, &victim, &on_victim, Duration::ZERO)
+        .await
+        .is_ok();
+    cluster.kill_controller(leader).await?;
+    let next = cluster.wait_for_leader(Some(leader)).await?;
+    eprintln!(
+        "leader {leader} killed ({}); {next} leads",
+        if done_before {
+            "after the failover had already finished"
+        } else {
+            "with the failover unfinished"
+        }
+    );
+    moved_elsewhere(&cluster, &victim, &on_victim, Duration::from_secs(30)).await?;
+    let samples = sampler.finish().await?;
+    assert_never_twice(&samples);
+    Ok(())
+}
