@@ -14,6 +14,7 @@ pub mod client;
 pub mod cluster;
 pub mod partition;
 pub mod process;
+pub mod require;
 pub mod sampler;
 pub mod wait;
 pub mod workload;

@@ -26,21 +26,6 @@ pub fn available() -> Result<(), String> {
     }
 }
 
-/// Runs `check`; `true` means go on. Missing prerequisites fail under
-/// `DROVER_REQUIRE_LIBVIRT` (CI) and skip with the reason printed otherwise.
-pub fn prerequisite(check: Result<(), String>) -> bool {
-    match check {
-        Ok(()) => true,
-        Err(why) if std::env::var_os("DROVER_REQUIRE_LIBVIRT").is_some() => {
-            panic!("required here but missing: {why}")
-        }
-        Err(why) => {
-            eprintln!("skipping: {why}");
-            false
-        }
-    }
-}
-
 /// Traffic between the controllers (127.0.0.1) and the agent listening on `port` is
 /// dropped while this lives.
 #[derive(Debug)]

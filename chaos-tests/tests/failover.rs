@@ -208,7 +208,7 @@ async fn killed_hostd_its_ha_vms_restart_elsewhere() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitioned_hostd_fences_itself_before_replacements_start() -> anyhow::Result<()> {
-    if !partition::prerequisite(partition::available()) {
+    if !drover_chaos_tests::require::prerequisite(partition::available()) {
         return Ok(());
     }
     let cluster = Cluster::start(spec(&FAST)).await?;

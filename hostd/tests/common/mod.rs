@@ -7,19 +7,7 @@
 
 pub mod hostd;
 
-/// Returns whether to go on; `Err(reason)` means the prerequisite is missing.
-pub fn prerequisite(check: Result<(), String>) -> bool {
-    match check {
-        Ok(()) => true,
-        Err(why) if std::env::var_os("DROVER_REQUIRE_LIBVIRT").is_some() => {
-            panic!("required here but missing: {why}")
-        }
-        Err(why) => {
-            eprintln!("skipping: {why}");
-            false
-        }
-    }
-}
+pub use drover_chaos_tests::require::prerequisite;
 
 /// libvirt's test driver can be opened.
 pub fn libvirt_test_driver() -> Result<(), String> {
