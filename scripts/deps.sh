@@ -4,7 +4,10 @@
 set -euo pipefail
 # libxml2-utils: virt-xml-validate (libvirt-clients) runs xmllint, only a Recommends there.
 # iptables: the HA tests cut a host off from the controllers with it (as root).
-PACKAGES=(libvirt-dev pkg-config libvirt-clients libxml2-utils iptables)
+# libvirt-daemon-system, qemu-system-x86: real QEMU guests for the watchdog and frozen-hostd
+# tests (scripts/libvirtd.sh starts the daemon).
+PACKAGES=(libvirt-dev pkg-config libvirt-clients libxml2-utils iptables
+  libvirt-daemon-system qemu-system-x86)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -72,6 +72,10 @@ pub enum HostdError {
     #[error("Lease file {} unusable: {reason}", path.display())]
     LeaseFile { path: PathBuf, reason: String },
 
+    /// The kernel watchdog device cannot be opened.
+    #[error("Watchdog device {} unusable: {reason}", path.display())]
+    WatchdogDevice { path: PathBuf, reason: String },
+
     /// The persisted fencing state cannot be read or written.
     #[error("Fencing state at {} unusable: {reason}", path.display())]
     FencingState { path: PathBuf, reason: String },
@@ -97,9 +101,9 @@ impl From<HostdError> for Status {
             HostdError::StaleTerm { .. }
             | HostdError::StaleGeneration { .. }
             | HostdError::NoLease => Status::failed_precondition(err.to_string()),
-            HostdError::FencingState { .. } | HostdError::LeaseFile { .. } => {
-                Status::internal(err.to_string())
-            }
+            HostdError::FencingState { .. }
+            | HostdError::LeaseFile { .. }
+            | HostdError::WatchdogDevice { .. } => Status::internal(err.to_string()),
             // libvirt's own message is what an operator needs to act on; the error code
             // suffix that `virt`'s Display adds is noise in a status line.
             HostdError::Libvirt { source, .. } | HostdError::Connect { source, .. } => {

@@ -4,7 +4,8 @@
 //! time it names — the fence does not depend on hostd being alive.
 //!
 //! Times are the system-wide `CLOCK_MONOTONIC` in nanoseconds, which every process on the
-//! host shares and which never jumps with the wall clock. The file is replaced atomically
+//! host shares and which never jumps with the wall clock. That clock restarts at boot, so
+//! the record names the boot it belongs to; a record from another boot is no lease at all. The file is replaced atomically
 //! (write, then rename) and not fsynced: it must survive a process crash, and a machine
 //! crash takes the guests with it anyway.
 
@@ -19,12 +20,33 @@ use crate::error::HostdError;
 /// The file's name inside hostd's data directory.
 pub const FILE_NAME: &str = "lease.json";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseRecord {
     /// The lease holds while `CLOCK_MONOTONIC` is below this.
     pub expires_mono_ns: u64,
     /// The term of the leader whose grant set it.
     pub term: u64,
+    /// `/proc/sys/kernel/random/boot_id` when it was written.
+    pub boot_id: String,
+}
+
+impl LeaseRecord {
+    /// How long the lease still holds, if it does: `None` once lapsed or when the record
+    /// comes from an earlier boot (whose monotonic clock meant something else).
+    pub fn remaining(&self) -> Option<Duration> {
+        if self.boot_id != boot_id() {
+            return None;
+        }
+        remaining(self.expires_mono_ns)
+    }
+}
+
+/// This boot's id; empty if the kernel does not say (then no record ever matches one
+/// written with an id, and an empty one is only trusted within the same unknown boot).
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// `CLOCK_MONOTONIC` now, in nanoseconds.
@@ -102,11 +124,25 @@ mod tests {
         let record = LeaseRecord {
             expires_mono_ns: 42,
             term: 7,
+            boot_id: boot_id(),
         };
         write(&path, &record).unwrap();
         assert_eq!(read(&path).unwrap(), Some(record));
         std::fs::write(&path, b"{garbled").unwrap();
         assert!(read(&path).is_err());
+    }
+
+    #[test]
+    fn a_record_from_another_boot_holds_nothing() {
+        let ahead = instant_to_mono_ns(Instant::now() + Duration::from_secs(60));
+        let mut record = LeaseRecord {
+            expires_mono_ns: ahead,
+            term: 1,
+            boot_id: boot_id(),
+        };
+        assert!(record.remaining().is_some());
+        record.boot_id = "another-boot".into();
+        assert_eq!(record.remaining(), None);
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! - [`run`]: the whole agent on a listener, with one libvirt connection for its lifetime.
 //! - [`serve`]: the same over an already opened [`Hypervisor`].
 //! - [`Config`], [`HostdError`], and the hypervisor seam in [`hypervisor`].
+//! - Self-fencing: [`self_fence`] (in hostd) and [`watchdog`] (the separate
+//!   `hostd-watchdog` process), sharing the lease through [`lease_file`].
 
 mod config;
 mod error;
@@ -11,9 +13,12 @@ pub mod fencing;
 pub mod hypervisor;
 pub mod lease;
 pub mod lease_file;
+pub mod logging;
 pub mod self_fence;
 mod service;
 mod session;
+mod signal;
+pub mod watchdog;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -28,6 +33,7 @@ use tracing::info;
 pub use config::{Config, DEFAULT_HEARTBEAT_INTERVAL};
 pub use error::HostdError;
 pub use hypervisor::Hypervisor;
+pub use signal::shutdown_signal;
 
 use hypervisor::libvirt::LibvirtHypervisor;
 use service::AgentService;

@@ -2,7 +2,7 @@
 //! [`drover_hostd::run`]. Prints exactly one line to stdout, `listening on <addr>`, which
 //! test harnesses read to learn the port when `--listen` asks for port 0.
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,7 +12,6 @@ use anyhow::Context as _;
 use clap::Parser;
 use drover_hostd::Config;
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
 
 /// drover's host agent.
 #[derive(Debug, Parser)]
@@ -45,15 +44,7 @@ struct Flags {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    // Logs go to stderr: stdout carries only the "listening on" line.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Harnesses capture stderr into files; colour codes would only clutter them.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    drover_hostd::logging::init_stderr();
     match hostd(Flags::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -84,31 +75,6 @@ async fn hostd(flags: Flags) -> anyhow::Result<()> {
     stdout.flush().context("Cannot flush stdout")?;
     drop(stdout);
 
-    drover_hostd::run(config, listener, shutdown_signal()).await?;
+    drover_hostd::run(config, listener, drover_hostd::shutdown_signal()).await?;
     Ok(())
-}
-
-/// Completes on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
 }

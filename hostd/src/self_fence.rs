@@ -29,6 +29,7 @@ pub const FENCE_CHECK: Duration = Duration::from_millis(100);
 pub struct LeaseKeeper {
     lease: Mutex<Lease>,
     file: PathBuf,
+    boot_id: String,
     self_fences: AtomicU64,
 }
 
@@ -48,7 +49,7 @@ impl LeaseKeeper {
         let mut lease = Lease::default();
         match lease_file::read(&file) {
             Ok(Some(record)) => {
-                if let Some(left) = lease_file::remaining(record.expires_mono_ns) {
+                if let Some(left) = record.remaining() {
                     info!(remaining = ?left, term = record.term, "Resuming the lease a previous hostd held");
                     lease.resume(Instant::now() + left, record.term);
                 }
@@ -60,6 +61,7 @@ impl LeaseKeeper {
         Ok(Self {
             lease: Mutex::new(lease),
             file,
+            boot_id: lease_file::boot_id(),
             self_fences: AtomicU64::new(0),
         })
     }
@@ -83,6 +85,7 @@ impl LeaseKeeper {
             let record = LeaseRecord {
                 expires_mono_ns: lease_file::instant_to_mono_ns(expiry),
                 term,
+                boot_id: self.boot_id.clone(),
             };
             if let Err(e) = lease_file::write(&self.file, &record) {
                 // The watchdog will fence early, at the last expiry it could read: safe.

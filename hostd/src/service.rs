@@ -160,6 +160,7 @@ impl AgentService {
                 }
                 HostdError::FencingState { .. }
                 | HostdError::LeaseFile { .. }
+                | HostdError::WatchdogDevice { .. }
                 | HostdError::Libvirt { .. }
                 | HostdError::Connect { .. }
                 | HostdError::DataDir { .. }

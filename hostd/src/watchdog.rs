@@ -1,0 +1,191 @@
+//! Self-fencing, layers 2 and 3 (DESIGN.md, fence layers): `hostd-watchdog`, a separate
+//! small process beside hostd. It does not talk to hostd or the controllers at all: it reads
+//! the lease file hostd rewrites on every grant, and once the lease there has lapsed it
+//! destroys every active HA domain through its own libvirt connection. A hostd that is
+//! frozen (SIGSTOP, deadlock) stops renewing the file, so its guests are fenced anyway.
+//!
+//! Layer 3, optional: with `device` set (`/dev/watchdog`, softdog or hardware), the loop
+//! pets the device on every healthy round — the lease holds, or it lapsed and no HA domain
+//! is left running. If this process freezes, or cannot fence (libvirt hangs or fails), the
+//! petting stops and the kernel resets the host: the guests die with it.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{error, info, warn};
+
+use crate::error::{error_chain, HostdError};
+use crate::hypervisor::libvirt::LibvirtHypervisor;
+use crate::hypervisor::Hypervisor;
+use crate::lease_file::{self, LeaseRecord};
+use crate::self_fence::destroy_ha_guests;
+
+#[derive(Debug, Clone)]
+pub struct WatchdogConfig {
+    pub libvirt_uri: String,
+    /// hostd's data directory, where the lease file lives.
+    pub data_dir: PathBuf,
+    /// How often to look; bounds how late after the lapse the guests die.
+    pub interval: Duration,
+    /// The kernel watchdog device to pet, if any.
+    pub device: Option<PathBuf>,
+}
+
+/// What one look at the lease file says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Holds(Duration),
+    /// No lease, a lapsed one, one from another boot, or a file that cannot be read: HA
+    /// guests may be running elsewhere by now.
+    Lapsed(String),
+}
+
+/// Pure: the verdict on what was read from the lease file.
+pub fn verdict(read: &Result<Option<LeaseRecord>, HostdError>) -> Verdict {
+    match read {
+        Ok(Some(record)) => match record.remaining() {
+            Some(left) => Verdict::Holds(left),
+            None => Verdict::Lapsed(format!("lease of term {} has lapsed", record.term)),
+        },
+        Ok(None) => Verdict::Lapsed("no lease was ever granted".into()),
+        Err(e) => Verdict::Lapsed(format!("lease file unreadable: {e}")),
+    }
+}
+
+/// Runs until `stop` completes; `ready` is called once libvirt and the device are open.
+/// Returns an error only if it cannot start; once running it keeps trying.
+pub async fn run(
+    config: WatchdogConfig,
+    ready: impl FnOnce(),
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), HostdError> {
+    let uri = config.libvirt_uri.clone();
+    let hypervisor: Arc<dyn Hypervisor> = Arc::new(
+        tokio::task::spawn_blocking(move || LibvirtHypervisor::open(&uri))
+            .await
+            .map_err(HostdError::Blocking)??,
+    );
+    let mut device = match &config.device {
+        Some(path) => Some(Device::open(path)?),
+        None => None,
+    };
+    let file = lease_file::path_in(&config.data_dir);
+    info!(lease_file = %file.display(), uri = %config.libvirt_uri, device = ?config.device, "Watchdog running");
+    ready();
+    let mut ticker = tokio::time::interval(config.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    let mut lapsed = false;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = &mut stop => break,
+        }
+        let healthy = match verdict(&lease_file::read(&file)) {
+            Verdict::Holds(_) => {
+                lapsed = false;
+                true
+            }
+            Verdict::Lapsed(why) => {
+                let hv = Arc::clone(&hypervisor);
+                match tokio::task::spawn_blocking(move || destroy_ha_guests(hv.as_ref())).await {
+                    Ok(Ok(destroyed)) => {
+                        if !destroyed.is_empty() || !lapsed {
+                            warn!(%why, ?destroyed, "Watchdog fenced this host's HA guests");
+                        }
+                        lapsed = true;
+                        true
+                    }
+                    Ok(Err(e)) => {
+                        error!(%why, error = %error_chain(&e), "Watchdog cannot fence");
+                        false
+                    }
+                    Err(e) => {
+                        error!(%why, error = %e, "Watchdog fence task failed");
+                        false
+                    }
+                }
+            }
+        };
+        if let (true, Some(d)) = (healthy, device.as_mut()) {
+            d.pet();
+        }
+    }
+    if let Some(d) = device {
+        d.disarm();
+    }
+    info!("Watchdog stopped");
+    Ok(())
+}
+
+/// The kernel watchdog device: every write postpones the reset; writing `V` before close
+/// disarms it (the "magic close"), so a clean stop does not reset the host.
+struct Device {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl Device {
+    fn open(path: &std::path::Path) -> Result<Self, HostdError> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| HostdError::WatchdogDevice {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    fn pet(&mut self) {
+        if let Err(e) = self.file.write_all(b"\0").and_then(|()| self.file.flush()) {
+            error!(device = %self.path.display(), error = %e, "Cannot pet the watchdog device");
+        }
+    }
+
+    fn disarm(mut self) {
+        if let Err(e) = self.file.write_all(b"V").and_then(|()| self.file.flush()) {
+            warn!(device = %self.path.display(), error = %e, "Cannot disarm the watchdog device");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    #[test]
+    fn verdicts() {
+        let ahead = lease_file::instant_to_mono_ns(Instant::now() + Duration::from_secs(30));
+        let record = |expires_mono_ns, boot_id: String| LeaseRecord {
+            expires_mono_ns,
+            term: 4,
+            boot_id,
+        };
+        assert!(matches!(
+            verdict(&Ok(Some(record(ahead, lease_file::boot_id())))),
+            Verdict::Holds(d) if d > Duration::from_secs(29)
+        ));
+        assert!(matches!(
+            verdict(&Ok(Some(record(1, lease_file::boot_id())))),
+            Verdict::Lapsed(_)
+        ));
+        assert!(matches!(
+            verdict(&Ok(Some(record(ahead, "other".into())))),
+            Verdict::Lapsed(_)
+        ));
+        assert!(matches!(verdict(&Ok(None)), Verdict::Lapsed(_)));
+        let unreadable = Err(HostdError::LeaseFile {
+            path: "x".into(),
+            reason: "garbled".into(),
+        });
+        assert!(matches!(verdict(&unreadable), Verdict::Lapsed(_)));
+    }
+}
