@@ -78,6 +78,8 @@ pub struct Controller {
 pub struct Agent {
     pub name: String,
     pub addr: String,
+    pub libvirt_uri: String,
+    pub data_dir: PathBuf,
     pub process: Option<ChildProcess>,
 }
 
@@ -160,50 +162,88 @@ impl Cluster {
         }
         cluster.wait_for_leader(None).await?;
         for i in 1..=spec.hosts {
-            let name = format!("h{i}");
-            let mut args: Vec<String> = vec![
-                "--name".into(),
-                name.clone(),
-                "--listen".into(),
-                "127.0.0.1:0".into(),
-                "--libvirt-uri".into(),
-                spec.libvirt_uri.clone(),
-                "--data-dir".into(),
-                cluster
-                    .dir
-                    .path()
-                    .join(format!("hostd-{name}"))
-                    .display()
-                    .to_string(),
-            ];
-            if let Some(tls) = cluster.identity(&format!("host-{name}")).await? {
-                args.extend(tls.flags());
-            }
-            let log = cluster.dir.path().join(format!("hostd-{name}.log"));
-            let (process, addr) =
-                ChildProcess::spawn(&format!("hostd-{name}"), &binary("hostd"), &args, &log)
-                    .await?;
-            let out = cluster
-                .cli(&["host", "add", &name, "--address", &addr])
+            cluster
+                .add_agent(&format!("h{i}"), &spec.libvirt_uri)
                 .await?;
-            if !out.success {
-                bail!("host add {name} failed: {}", out.stderr);
-            }
-            cluster.agents.push(Agent {
-                name,
-                addr,
-                process: Some(process),
-            });
         }
+        cluster.wait_hosts_up().await?;
+        Ok(cluster)
+    }
+
+    /// Starts a hostd named `name` on `libvirt_uri` and registers it as a host (without
+    /// waiting for it to be up).
+    pub async fn add_agent(&mut self, name: &str, libvirt_uri: &str) -> anyhow::Result<()> {
+        let data_dir = self.dir.path().join(format!("hostd-{name}"));
+        let mut args: Vec<String> = vec![
+            "--name".into(),
+            name.into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--libvirt-uri".into(),
+            libvirt_uri.into(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+        ];
+        if let Some(tls) = self.identity(&format!("host-{name}")).await? {
+            args.extend(tls.flags());
+        }
+        let log = self.dir.path().join(format!("hostd-{name}.log"));
+        let (process, addr) =
+            ChildProcess::spawn(&format!("hostd-{name}"), &binary("hostd"), &args, &log).await?;
+        let out = self.cli(&["host", "add", name, "--address", &addr]).await?;
+        if !out.success {
+            bail!("host add {name} failed: {}", out.stderr);
+        }
+        self.agents.push(Agent {
+            name: name.into(),
+            addr,
+            libvirt_uri: libvirt_uri.into(),
+            data_dir,
+            process: Some(process),
+        });
+        Ok(())
+    }
+
+    /// Starts `hostd-watchdog` beside the hostd of `host` (same libvirt, same data dir).
+    pub async fn start_watchdog(&self, host: &str) -> anyhow::Result<ChildProcess> {
+        let agent = self.agent(host)?;
+        let args: Vec<String> = vec![
+            "--libvirt-uri".into(),
+            agent.libvirt_uri.clone(),
+            "--data-dir".into(),
+            agent.data_dir.display().to_string(),
+            "--interval-ms".into(),
+            "100".into(),
+        ];
+        let log = self.dir.path().join(format!("watchdog-{host}.log"));
+        let (process, _) = ChildProcess::spawn_until(
+            &format!("watchdog-{host}"),
+            &binary("hostd-watchdog"),
+            &args,
+            &log,
+            "watching ",
+        )
+        .await?;
+        Ok(process)
+    }
+
+    pub fn agent(&self, host: &str) -> anyhow::Result<&Agent> {
+        self.agents
+            .iter()
+            .find(|a| a.name == host)
+            .with_context(|| format!("no agent {host}"))
+    }
+
+    /// Waits until every registered host is up.
+    pub async fn wait_hosts_up(&self) -> anyhow::Result<()> {
         wait_until("all hosts up", Duration::from_secs(20), || async {
-            let hosts = cluster.cli_json(&["host", "list"]).await?;
+            let hosts = self.cli_json(&["host", "list"]).await?;
             let all_up = hosts
                 .as_array()
                 .is_some_and(|hs| hs.iter().all(|h| h["health"] == "up"));
             Ok(all_up.then_some(()))
         })
-        .await?;
-        Ok(cluster)
+        .await
     }
 
     /// (Re)starts controller `id` on its address and data dir.
@@ -449,11 +489,7 @@ impl Cluster {
 
     /// The domains hostd on `host` manages, straight from its gRPC API.
     pub async fn domains(&self, host: &str) -> anyhow::Result<Vec<Domain>> {
-        let agent = self
-            .agents
-            .iter()
-            .find(|a| a.name == host)
-            .with_context(|| format!("no agent {host}"))?;
+        let agent = self.agent(host)?;
         let probe = self.probe().await?;
         probe.domains(&agent.addr).await
     }

@@ -58,6 +58,18 @@ impl ChildProcess {
         args: &[String],
         log: &Path,
     ) -> anyhow::Result<(Self, String)> {
+        Self::spawn_until(name, program, args, log, "listening on ").await
+    }
+
+    /// Like [`ChildProcess::spawn`], for a first line starting with `ready`; returns the
+    /// rest of that line.
+    pub async fn spawn_until(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        log: &Path,
+        ready: &str,
+    ) -> anyhow::Result<(Self, String)> {
         let log_file = std::fs::File::create(log)?;
         let mut child = Command::new(program)
             .args(args)
@@ -71,10 +83,10 @@ impl ChildProcess {
         let mut lines = BufReader::new(stdout).lines();
         let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
             .await
-            .with_context(|| format!("{name} did not report its address"))??
+            .with_context(|| format!("{name} did not say it is ready"))??
             .with_context(|| format!("{name} exited at start; see {}", log.display()))?;
         let addr = line
-            .strip_prefix("listening on ")
+            .strip_prefix(ready)
             .with_context(|| format!("{name}: unexpected first line {line:?}"))?
             .to_string();
         // Keep draining stdout so the child never blocks on a full pipe.

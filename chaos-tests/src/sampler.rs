@@ -64,16 +64,39 @@ pub struct Sampler {
     task: JoinHandle<Samples>,
 }
 
+/// Where one host's active domains are read from.
+#[derive(Debug, Clone)]
+enum Source {
+    /// hostd's ListDomains, over the probe.
+    Agent(String),
+    /// libvirt itself (`virsh list`): for a host whose hostd may be frozen.
+    Libvirt(String),
+}
+
 impl Sampler {
     /// Starts sampling every agent of `cluster` (killed agents simply answer nothing).
     pub async fn start(cluster: &Cluster) -> anyhow::Result<Sampler> {
+        Self::start_with(cluster, &[]).await
+    }
+
+    /// Like [`Sampler::start`], but reads the hosts named in `from_libvirt` straight from
+    /// their libvirt (their hostd may be frozen; the guests are what matters).
+    pub async fn start_with(cluster: &Cluster, from_libvirt: &[&str]) -> anyhow::Result<Sampler> {
         let probe = cluster.probe().await?;
-        let agents = cluster.agent_addrs();
+        let mut sources = Vec::new();
+        for (name, addr) in cluster.agent_addrs() {
+            let source = if from_libvirt.contains(&name.as_str()) {
+                Source::Libvirt(cluster.agent(&name)?.libvirt_uri.clone())
+            } else {
+                Source::Agent(addr)
+            };
+            sources.push((name, source));
+        }
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
             let mut samples = Samples::default();
             loop {
-                samples.0.push(round(&probe, &agents).await);
+                samples.0.push(round(&probe, &sources).await);
                 tokio::select! {
                     _ = tokio::time::sleep(ROUND) => {}
                     _ = stopped.wait_for(|s| *s) => return samples,
@@ -89,20 +112,44 @@ impl Sampler {
     }
 }
 
-async fn round(probe: &Probe, agents: &[(String, String)]) -> Sample {
+async fn round(probe: &Probe, sources: &[(String, Source)]) -> Sample {
     let at = Instant::now();
     let mut active: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (host, addr) in agents {
-        // An agent that does not answer runs nothing we can see: killed with its
+    for (host, source) in sources {
+        // A host that does not answer runs nothing we can see: killed with its
         // test-driver domains, or restarting.
-        let Ok(domains) = probe.domains(addr).await else {
-            continue;
+        let names = match source {
+            Source::Agent(addr) => match probe.domains(addr).await {
+                Ok(domains) => domains
+                    .into_iter()
+                    .filter(|d| matches!(d.state(), DomainState::Running | DomainState::Paused))
+                    .map(|d| d.name)
+                    .collect(),
+                Err(_) => continue,
+            },
+            Source::Libvirt(uri) => match libvirt_active(uri).await {
+                Ok(names) => names,
+                Err(_) => continue,
+            },
         };
-        for d in domains {
-            if matches!(d.state(), DomainState::Running | DomainState::Paused) {
-                active.entry(d.name).or_default().push(host.clone());
-            }
+        for name in names {
+            active.entry(name).or_default().push(host.clone());
         }
     }
     Sample { at, active }
+}
+
+/// The active (running or paused) domains libvirt at `uri` lists.
+async fn libvirt_active(uri: &str) -> anyhow::Result<Vec<String>> {
+    let out = tokio::process::Command::new("virsh")
+        .args(["-c", uri, "list", "--name"])
+        .output()
+        .await?;
+    anyhow::ensure!(out.status.success(), "virsh list failed");
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect())
 }
