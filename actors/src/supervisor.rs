@@ -256,6 +256,12 @@ impl Supervisor {
         if self.failing_over {
             return;
         }
+        let disarmed = self.node.view().read(|d| d.state.ha.disarmed);
+        metrics::gauge!("drover_ha_disarmed").set(if disarmed { 1.0 } else { 0.0 });
+        if disarmed {
+            // Disarmed freezes every automatic move, even off a host an operator fenced.
+            return;
+        }
         let (candidates, looks_dead, hosts, generations) = self.node.view().read(|d| {
             let dead = |h: &str| {
                 d.state

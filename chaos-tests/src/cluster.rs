@@ -409,7 +409,7 @@ impl Cluster {
         Ok(out.into())
     }
 
-    /// Runs `drover <args> --endpoints … -o json`.
+    /// Runs `drover <args> --endpoints … -o json` (`-o json` unless `args` has `-o`).
     pub async fn cli(&self, args: &[&str]) -> anyhow::Result<CliOutput> {
         self.cli_at(&self.endpoints(), args).await
     }
@@ -417,8 +417,11 @@ impl Cluster {
     /// Runs the CLI against the given endpoints only.
     pub async fn cli_at(&self, endpoints: &str, args: &[&str]) -> anyhow::Result<CliOutput> {
         let mut cmd = tokio::process::Command::new(binary("drover"));
-        cmd.args(args)
-            .args(["--endpoints", endpoints, "-o", "json"]);
+        cmd.args(args).args(["--endpoints", endpoints]);
+        // JSON unless the test asks for another format.
+        if !args.contains(&"-o") {
+            cmd.args(["-o", "json"]);
+        }
         if !args.contains(&"--timeout") {
             cmd.args(["--timeout", "20"]);
         }

@@ -137,6 +137,17 @@ async fn host_json(cluster: &Cluster, name: &str) -> Result<Value, String> {
     cluster.cli_json(&["host", "get", name]).await
 }
 
+/// The port `host`'s hostd listens on (what a partition cuts).
+fn agent_port(cluster: &Cluster, host: &str) -> anyhow::Result<u16> {
+    cluster
+        .agent(host)?
+        .addr
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .with_context(|| format!("{host}'s port"))
+}
+
 fn assert_never_twice(samples: &Samples) {
     if let Some((sample, vm)) = samples.twice() {
         panic!(
@@ -213,12 +224,7 @@ async fn partitioned_hostd_fences_itself_before_replacements_start() -> anyhow::
     }
     let cluster = Cluster::start(spec(&FAST)).await?;
     let (victim, on_victim) = populate(&cluster).await?;
-    let port: u16 = cluster
-        .agent_addrs()
-        .into_iter()
-        .find(|(n, _)| *n == victim)
-        .and_then(|(_, a)| a.rsplit(':').next().and_then(|p| p.parse().ok()))
-        .context("victim's port")?;
+    let port = agent_port(&cluster, &victim)?;
     let sampler = Sampler::start(&cluster).await?;
 
     eprintln!("phase: cut {victim} (port {port}) off from the controllers");
@@ -302,5 +308,108 @@ async fn leader_killed_mid_failover_the_next_one_finishes() -> anyhow::Result<()
     moved_elsewhere(&cluster, &victim, &on_victim, Duration::from_secs(30)).await?;
     let samples = sampler.finish().await?;
     assert_never_twice(&samples);
+    Ok(())
+}
+
+/// `drover ha disarm` (planned network maintenance): a host cut off from the controllers
+/// keeps its HA guests and nothing is restarted elsewhere; re-arming does not make the
+/// still-cut host fair game, because it never confirmed an armed grant; once it reconnects
+/// and confirms, it counts as armed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disarmed_cluster_neither_fails_over_nor_fences() -> anyhow::Result<()> {
+    if !drover_chaos_tests::require::prerequisite(partition::available()) {
+        return Ok(());
+    }
+    let cluster = Cluster::start(spec(&FAST)).await?;
+    let (victim, on_victim) = populate(&cluster).await?;
+    let port = agent_port(&cluster, &victim)?;
+
+    eprintln!("phase: disarm; every host counts as not armed");
+    let status = cluster
+        .cli_json(&["ha", "disarm"])
+        .await
+        .map_err(anyhow::Error::msg)?;
+    assert_eq!(status["armed"], false, "{status}");
+    assert_eq!(
+        status["hosts_not_armed"].as_array().map(Vec::len),
+        Some(3),
+        "{status}"
+    );
+    let table = cluster.cli(&["ha", "status", "-o", "table"]).await?;
+    assert!(table.stdout.contains("HA DISARMED"), "{table:?}");
+    // The hosts must have applied a disarmed grant before the cut.
+    wait_until(
+        "hosts hold disarmed grants",
+        Duration::from_secs(10),
+        || async {
+            let s = cluster.cli_json(&["ha", "status"]).await?;
+            Ok((s["hosts_not_armed"].as_array().map(Vec::len) == Some(3)).then_some(()))
+        },
+    )
+    .await?;
+    // One lease request round-trip after the disarm is committed, so the victim's newest
+    // grant says disarmed: wait for its grant to be fresher than the disarm.
+    let disarmed_at = Instant::now();
+    wait_until(
+        "a grant after the disarm",
+        Duration::from_secs(10),
+        || async {
+            let h = host_json(&cluster, &victim).await?;
+            let ago = h["lease_granted_ms_ago"].as_u64().unwrap_or(u64::MAX);
+            Ok((Duration::from_millis(ago) < disarmed_at.elapsed()).then_some(()))
+        },
+    )
+    .await?;
+    let sampler = Sampler::start(&cluster).await?;
+
+    eprintln!("phase: cut {victim} off for 2x (ttl + margin); nothing moves, nothing is fenced");
+    let cut = Partition::cut(port)?;
+    let window = Duration::from_secs(4);
+    let started = Instant::now();
+    while started.elapsed() < window {
+        let h = host_json(&cluster, &victim)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        assert_ne!(h["health"], "dead", "disarmed: {h}");
+        for vm in &on_victim {
+            let v = cluster
+                .cli_json(&["vm", "get", vm])
+                .await
+                .map_err(anyhow::Error::msg)?;
+            assert_eq!(v["host"], victim.as_str(), "disarmed: {vm} must stay: {v}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    eprintln!("phase: arm while {victim} is still cut: it never confirmed, so it stays put");
+    let status = cluster
+        .cli_json(&["ha", "arm"])
+        .await
+        .map_err(anyhow::Error::msg)?;
+    assert_eq!(status["armed"], true, "{status}");
+    let started = Instant::now();
+    while started.elapsed() < window {
+        let h = host_json(&cluster, &victim)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        assert_ne!(h["health"], "dead", "unconfirmed host declared dead: {h}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    eprintln!("phase: heal; {victim} confirms it is armed again");
+    cut.heal()?;
+    wait_until("every host armed", Duration::from_secs(20), || async {
+        let s = cluster.cli_json(&["ha", "status"]).await?;
+        Ok((s["hosts_not_armed"].as_array().map(Vec::len) == Some(0)).then_some(()))
+    })
+    .await?;
+    let samples = sampler.finish().await?;
+    assert_never_twice(&samples);
+    // Its HA guests ran through the whole partition.
+    let last = samples.0.last().context("samples")?;
+    for vm in &on_victim {
+        assert_eq!(last.active.get(vm), Some(&vec![victim.clone()]), "{vm}");
+        assert!(samples.first_active_elsewhere(vm, &victim).is_none());
+    }
     Ok(())
 }

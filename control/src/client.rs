@@ -226,6 +226,31 @@ impl Client {
         .await
     }
 
+    /// `drover ha arm` (`true`) / `disarm` (`false`).
+    pub async fn set_ha_armed(&self, armed: bool) -> Result<pb::HaStatus, ClientError> {
+        let id = self.next_request_id();
+        self.call(|c| {
+            let req = with_request_id(pb::SetHaArmedRequest { armed }, &id);
+            async move {
+                ClusterServiceClient::new(c)
+                    .set_ha_armed(req)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        })
+        .await
+    }
+
+    pub async fn ha_status(&self) -> Result<pb::HaStatus, ClientError> {
+        self.call(|c| async move {
+            ClusterServiceClient::new(c)
+                .get_ha_status(pb::GetHaStatusRequest { stale: false })
+                .await
+                .map(tonic::Response::into_inner)
+        })
+        .await
+    }
+
     /// A backup from the leader: its bytes and the applied index it reflects.
     pub async fn save_snapshot(&self) -> Result<(Vec<u8>, u64), ClientError> {
         self.call(|c| async move {

@@ -28,6 +28,9 @@ pub struct LeaseRecord {
     pub term: u64,
     /// `/proc/sys/kernel/random/boot_id` when it was written.
     pub boot_id: String,
+    /// The newest grant said HA is disarmed: nobody fences this host's guests.
+    #[serde(default)]
+    pub disarmed: bool,
 }
 
 impl LeaseRecord {
@@ -125,6 +128,7 @@ mod tests {
             expires_mono_ns: 42,
             term: 7,
             boot_id: boot_id(),
+            disarmed: false,
         };
         write(&path, &record).unwrap();
         assert_eq!(read(&path).unwrap(), Some(record));
@@ -139,6 +143,7 @@ mod tests {
             expires_mono_ns: ahead,
             term: 1,
             boot_id: boot_id(),
+            disarmed: false,
         };
         assert!(record.remaining().is_some());
         record.boot_id = "another-boot".into();

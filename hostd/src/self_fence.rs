@@ -27,7 +27,8 @@ use crate::lease_file::{self, LeaseRecord};
 pub const FENCE_CHECK: Duration = Duration::from_millis(100);
 
 pub struct LeaseKeeper {
-    lease: Mutex<Lease>,
+    /// The lease, and whether the newest grant disarmed self-fencing.
+    lease: Mutex<(Lease, bool)>,
     file: PathBuf,
     boot_id: String,
     self_fences: AtomicU64,
@@ -38,6 +39,8 @@ pub struct LeaseKeeper {
 pub struct LeaseView {
     pub remaining: Option<Duration>,
     pub self_fences: u64,
+    /// This host fences itself when the lease lapses (HA not disarmed).
+    pub armed: bool,
 }
 
 impl LeaseKeeper {
@@ -47,45 +50,65 @@ impl LeaseKeeper {
     pub fn open(data_dir: &std::path::Path) -> Result<Self, HostdError> {
         let file = lease_file::path_in(data_dir);
         let mut lease = Lease::default();
+        let mut disarmed = false;
         match lease_file::read(&file) {
             Ok(Some(record)) => {
                 if let Some(left) = record.remaining() {
                     info!(remaining = ?left, term = record.term, "Resuming the lease a previous hostd held");
                     lease.resume(Instant::now() + left, record.term);
                 }
+                // Disarmed stays disarmed across restarts: the cluster counts this host as
+                // not armed until it reports otherwise.
+                disarmed = record.disarmed && record.boot_id == lease_file::boot_id();
             }
             Ok(None) => {}
             // An unreadable file is no lease at all: the safe reading.
             Err(e) => warn!(error = %e, "Ignoring an unreadable lease file"),
         }
         Ok(Self {
-            lease: Mutex::new(lease),
+            lease: Mutex::new((lease, disarmed)),
             file,
             boot_id: lease_file::boot_id(),
             self_fences: AtomicU64::new(0),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Lease> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Lease, bool)> {
         // Lease has no invariant a panic mid-update could break.
         self.lease.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Notes that request `seq` is being sent now. Call it before the send.
     pub fn request_sent(&self, seq: u64) {
-        self.lock().request_sent(seq, Instant::now());
+        self.lock().0.request_sent(seq, Instant::now());
     }
 
     /// Applies a grant and mirrors the new expiry into the lease file. The file is written
     /// under the lock, so it never goes backwards.
-    pub fn granted(&self, seq: u64, term: u64, ttl: Duration) -> Result<Instant, Ignored> {
-        let mut lease = self.lock();
+    pub fn granted(
+        &self,
+        seq: u64,
+        term: u64,
+        ttl: Duration,
+        disarmed: bool,
+    ) -> Result<Instant, Ignored> {
+        let mut guard = self.lock();
+        let (lease, was_disarmed) = &mut *guard;
         let until = lease.granted(seq, term, ttl)?;
+        if *was_disarmed != disarmed {
+            warn!(
+                term,
+                "Self-fencing {} by the controllers",
+                if disarmed { "DISARMED" } else { "re-armed" }
+            );
+        }
+        *was_disarmed = disarmed;
         if let Some(expiry) = lease.expiry() {
             let record = LeaseRecord {
                 expires_mono_ns: lease_file::instant_to_mono_ns(expiry),
                 term,
                 boot_id: self.boot_id.clone(),
+                disarmed,
             };
             if let Err(e) = lease_file::write(&self.file, &record) {
                 // The watchdog will fence early, at the last expiry it could read: safe.
@@ -96,7 +119,12 @@ impl LeaseKeeper {
     }
 
     pub fn holds(&self) -> bool {
-        self.lock().holds(Instant::now())
+        self.lock().0.holds(Instant::now())
+    }
+
+    /// Whether the newest grant disarmed self-fencing.
+    pub fn disarmed(&self) -> bool {
+        self.lock().1
     }
 
     /// Refuses with `NoLease` unless the lease holds.
@@ -110,13 +138,15 @@ impl LeaseKeeper {
 
     pub fn view(&self) -> LeaseView {
         let now = Instant::now();
+        let guard = self.lock();
         LeaseView {
-            remaining: self
-                .lock()
+            remaining: guard
+                .0
                 .expiry()
                 .and_then(|e| e.checked_duration_since(now))
                 .filter(|d| !d.is_zero()),
             self_fences: self.self_fences.load(Ordering::Relaxed),
+            armed: !guard.1,
         }
     }
 }
@@ -139,8 +169,9 @@ pub async fn run_fence_loop(
             _ = ticker.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let holds = keeper.holds();
-        if holds {
+        // Disarmed (planned maintenance): the cluster does not count on this host fencing
+        // itself, and will not restart its guests elsewhere.
+        if keeper.holds() || keeper.disarmed() {
             held = true;
             continue;
         }

@@ -161,7 +161,10 @@ async fn granted(shared: &Shared, grant: &pb::LeaseGrant) {
         return;
     }
     let ttl = Duration::from_millis(grant.ttl_ms);
-    match shared.lease.granted(grant.seq, grant.term, ttl) {
+    match shared
+        .lease
+        .granted(grant.seq, grant.term, ttl, grant.disarmed)
+    {
         Ok(_) => debug!(%host, seq = grant.seq, term = grant.term, "Lease extended"),
         Err(ignored) => debug!(%host, ?ignored, "Lease grant ignored"),
     }
@@ -180,6 +183,7 @@ async fn heartbeat(shared: &Shared, seq: u64) -> Result<pb::Heartbeat, HostdErro
             held: lease.remaining.is_some(),
             remaining_ms: lease.remaining.map_or(0, |d| d.as_millis() as u64),
             self_fences: lease.self_fences,
+            armed: lease.armed,
         }),
     })
 }

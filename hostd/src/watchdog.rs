@@ -37,6 +37,8 @@ pub struct WatchdogConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Holds(Duration),
+    /// HA is disarmed (planned maintenance): nothing is fenced.
+    Disarmed,
     /// No lease, a lapsed one, one from another boot, or a file that cannot be read: HA
     /// guests may be running elsewhere by now.
     Lapsed(String),
@@ -45,6 +47,9 @@ pub enum Verdict {
 /// Pure: the verdict on what was read from the lease file.
 pub fn verdict(read: &Result<Option<LeaseRecord>, HostdError>) -> Verdict {
     match read {
+        Ok(Some(record)) if record.disarmed && record.boot_id == lease_file::boot_id() => {
+            Verdict::Disarmed
+        }
         Ok(Some(record)) => match record.remaining() {
             Some(left) => Verdict::Holds(left),
             None => Verdict::Lapsed(format!("lease of term {} has lapsed", record.term)),
@@ -84,7 +89,7 @@ pub async fn run(
             () = &mut stop => break,
         }
         let healthy = match verdict(&lease_file::read(&file)) {
-            Verdict::Holds(_) => {
+            Verdict::Holds(_) | Verdict::Disarmed => {
                 lapsed = false;
                 true
             }
@@ -168,6 +173,7 @@ mod tests {
             expires_mono_ns,
             term: 4,
             boot_id,
+            disarmed: false,
         };
         assert!(matches!(
             verdict(&Ok(Some(record(ahead, lease_file::boot_id())))),
@@ -182,6 +188,11 @@ mod tests {
             Verdict::Lapsed(_)
         ));
         assert!(matches!(verdict(&Ok(None)), Verdict::Lapsed(_)));
+        let disarmed = LeaseRecord {
+            disarmed: true,
+            ..record(1, lease_file::boot_id())
+        };
+        assert_eq!(verdict(&Ok(Some(disarmed))), Verdict::Disarmed);
         let unreadable = Err(HostdError::LeaseFile {
             path: "x".into(),
             reason: "garbled".into(),

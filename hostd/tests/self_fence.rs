@@ -24,6 +24,13 @@ fn start(name: &str, term: u64, ha: bool) -> StartVmRequest {
     }
 }
 
+/// hostd on a private test-driver instance with no session yet, so no lease.
+async fn without_lease(name: &str) -> Hostd {
+    let (uri, dir) = private_uri();
+    let data_dir = dir.path().join("data");
+    Hostd::start_with(name, uri, dir, data_dir).await
+}
+
 /// Polls ListDomains until `name` is in `want` (or gone when `want` is `None`).
 async fn wait_state(hostd: &mut Hostd, name: &str, want: DomainState) {
     within(&format!("{name} to be {want:?}"), async {
@@ -43,9 +50,7 @@ async fn lapsed_lease_destroys_ha_guests_and_refuses_starts() {
     if !common::prerequisite(common::libvirt_test_driver()) {
         return;
     }
-    let (uri, dir) = private_uri();
-    let data_dir = dir.path().join("data");
-    let mut hostd = Hostd::start_with("sf1", uri, dir, data_dir).await;
+    let mut hostd = without_lease("sf1").await;
 
     eprintln!("phase: without a lease nothing starts");
     let err = hostd
@@ -114,9 +119,7 @@ async fn grants_from_a_deposed_leader_do_not_extend_the_lease() {
     if !common::prerequisite(common::libvirt_test_driver()) {
         return;
     }
-    let (uri, dir) = private_uri();
-    let data_dir = dir.path().join("data");
-    let mut hostd = Hostd::start_with("sf2", uri, dir, data_dir).await;
+    let mut hostd = without_lease("sf2").await;
 
     eprintln!("phase: the term-3 leader grants 1 s leases");
     let old = Leader::open(&mut hostd.client, 3, Duration::from_millis(1000)).await;
@@ -176,5 +179,43 @@ async fn a_restarted_hostd_resumes_its_lease_from_the_file() {
         .start_vm(start("vm", 2, true))
         .await
         .expect("start under the resumed lease");
+    hostd.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disarmed_grants_suspend_self_fencing_until_an_armed_one() {
+    if !common::prerequisite(common::libvirt_test_driver()) {
+        return;
+    }
+    let mut hostd = without_lease("sf3").await;
+    let leader = Leader::open(&mut hostd.client, 1, Duration::from_millis(1000)).await;
+    leader.wait_held(true).await;
+    hostd
+        .client
+        .start_vm(start("ha-vm", 1, true))
+        .await
+        .expect("start HA");
+
+    eprintln!("phase: a disarmed grant, then silence: the lease lapses, the guest stays");
+    leader.set_disarmed(true);
+    leader
+        .wait_beat(|b| b.lease.is_some_and(|l| l.held && !l.armed))
+        .await;
+    leader.set_granting(false);
+    let beat = leader.wait_beat(|b| b.lease.is_some_and(|l| !l.held)).await;
+    // Two fence checks' worth after the lapse was reported.
+    tokio::time::sleep(drover_hostd::self_fence::FENCE_CHECK * 3).await;
+    assert_eq!(beat.lease.map(|l| l.self_fences), Some(0));
+    wait_state(&mut hostd, "ha-vm", DomainState::Running).await;
+
+    eprintln!("phase: an armed grant re-arms; the next lapse fences");
+    leader.set_disarmed(false);
+    leader.set_granting(true);
+    leader
+        .wait_beat(|b| b.lease.is_some_and(|l| l.held && l.armed))
+        .await;
+    leader.set_granting(false);
+    wait_state(&mut hostd, "ha-vm", DomainState::ShutOff).await;
+    drop(leader);
     hostd.shutdown().await;
 }

@@ -3,7 +3,7 @@
 
 use crate::command::{ApplyError, ApplyResult, Command, Reply};
 use crate::model::{
-    validate_name, ClusterState, DesiredState, Host, HostHealth, ObservedState, Vm,
+    validate_name, ClusterState, DeadReason, DesiredState, Host, HostHealth, ObservedState, Vm,
 };
 
 /// Which entity an applied command touched; the store persists exactly these keys.
@@ -11,6 +11,8 @@ use crate::model::{
 pub enum Touched {
     Host(String),
     Vm(String),
+    /// The HA switch and every host.
+    AllHosts,
     Nothing,
 }
 
@@ -21,6 +23,7 @@ impl ClusterState {
             Command::AddHost { name, .. }
             | Command::HostObserved { name, .. }
             | Command::DeclareHostDead { name, .. } => Touched::Host(name.clone()),
+            Command::SetHaArmed { .. } => Touched::AllHosts,
             Command::CreateVm { name, .. }
             | Command::FailoverVm { name, .. }
             | Command::SetDesiredState { name, .. }
@@ -51,6 +54,7 @@ impl ClusterState {
                     health: HostHealth::Unknown,
                     capacity: Default::default(),
                     dead_reason: None,
+                    fencing_armed: false,
                 };
                 self.hosts.insert(name.clone(), host.clone());
                 Ok(Reply::Host(host))
@@ -59,6 +63,7 @@ impl ClusterState {
                 name,
                 health,
                 capacity,
+                fencing_armed,
             } => {
                 if *health == HostHealth::Dead {
                     return Err(ApplyError::DeadNeedsReason(name.clone()));
@@ -72,13 +77,33 @@ impl ClusterState {
                 if let Some(capacity) = capacity {
                     host.capacity = *capacity;
                 }
+                // A report of "armed" that crosses a disarm in the log is stale: ignore it.
+                if let Some(armed) = fencing_armed {
+                    host.fencing_armed = *armed && !self.ha.disarmed;
+                }
                 Ok(Reply::Host(host.clone()))
             }
+            Command::SetHaArmed { armed } => {
+                self.ha.disarmed = !armed;
+                if !armed {
+                    for host in self.hosts.values_mut() {
+                        host.fencing_armed = false;
+                    }
+                }
+                Ok(Reply::Ha {
+                    disarmed: self.ha.disarmed,
+                    hosts_not_armed: self.hosts_not_armed(),
+                })
+            }
             Command::DeclareHostDead { name, reason } => {
+                let disarmed = self.ha.disarmed;
                 let host = self
                     .hosts
                     .get_mut(name)
                     .ok_or_else(|| ApplyError::UnknownHost(name.clone()))?;
+                if *reason == DeadReason::LeaseLapsed && (disarmed || !host.fencing_armed) {
+                    return Err(ApplyError::FencingNotArmed(name.clone()));
+                }
                 host.health = HostHealth::Dead;
                 host.dead_reason = Some(*reason);
                 Ok(Reply::Host(host.clone()))

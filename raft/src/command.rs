@@ -20,7 +20,13 @@ pub enum Command {
         name: String,
         health: HostHealth,
         capacity: Option<Capacity>,
+        /// What the host says about self-fencing (`None`: unchanged).
+        #[serde(default)]
+        fencing_armed: Option<bool>,
     },
+    /// `drover ha arm|disarm`. Disarming marks every host not armed in the same entry, so
+    /// no grant saying "disarmed" can reach a host the state still counts as armed.
+    SetHaArmed { armed: bool },
     /// The host may no longer run anything: its lease has certainly lapsed, or an operator
     /// confirmed it is off. Its HA VMs become eligible for `FailoverVm`.
     DeclareHostDead { name: String, reason: DeadReason },
@@ -72,6 +78,7 @@ impl Command {
             Command::AddHost { .. } => "add_host",
             Command::HostObserved { .. } => "host_observed",
             Command::DeclareHostDead { .. } => "declare_host_dead",
+            Command::SetHaArmed { .. } => "set_ha_armed",
             Command::FailoverVm { .. } => "failover_vm",
             Command::CreateVm { .. } => "create_vm",
             Command::SetDesiredState { .. } => "set_desired_state",
@@ -116,6 +123,11 @@ pub enum Reply {
     VmRemoved {
         name: String,
     },
+    /// The HA switch after `SetHaArmed`.
+    Ha {
+        disarmed: bool,
+        hosts_not_armed: Vec<String>,
+    },
     /// Raft-internal entries (blank, membership) and no-op observations.
     Nothing,
 }
@@ -156,6 +168,11 @@ pub enum ApplyError {
     VmNotHa(String),
     #[error("Only DeclareHostDead may mark host {0:?} dead")]
     DeadNeedsReason(String),
+    #[error(
+        "Host {0:?} cannot be declared dead by its lease: it has not reported self-fencing \
+         armed (or HA is disarmed); only an operator fence can"
+    )]
+    FencingNotArmed(String),
 }
 
 /// The state machine's answer to one log entry.

@@ -35,6 +35,16 @@ fn place(name: &str, host: &str, expected_generation: u64) -> Command {
     }
 }
 
+/// The leader's record of a heartbeat saying whether the host fences itself.
+fn armed_report(host: &str, armed: bool) -> Command {
+    Command::HostObserved {
+        name: host.into(),
+        health: HostHealth::Up,
+        capacity: None,
+        fencing_armed: Some(armed),
+    }
+}
+
 fn ok(state: &mut ClusterState, cmd: Command) -> Reply {
     let (result, _) = state.apply(&cmd);
     result.unwrap_or_else(|e| panic!("{cmd:?} refused: {e}"))
@@ -65,6 +75,7 @@ fn add_host_and_observe_it() {
             name: "h1".into(),
             health: HostHealth::Up,
             capacity: Some(cap),
+            fencing_armed: None,
         },
     );
     assert_eq!(s.hosts["h1"].health, HostHealth::Up);
@@ -76,6 +87,7 @@ fn add_host_and_observe_it() {
             name: "h1".into(),
             health: HostHealth::Suspect,
             capacity: None,
+            fencing_armed: None,
         },
     );
     assert_eq!(s.hosts["h1"].capacity, cap);
@@ -112,7 +124,8 @@ fn host_validation() {
             Command::HostObserved {
                 name: "nope".into(),
                 health: HostHealth::Up,
-                capacity: None
+                capacity: None,
+                fencing_armed: None,
             }
         ),
         ApplyError::UnknownHost("nope".into())
@@ -328,11 +341,13 @@ fn arb_command() -> impl Strategy<Value = Command> {
                 DeadReason::LeaseLapsed
             },
         }),
-        host.prop_map(|h| Command::HostObserved {
+        (host.clone(), any::<bool>()).prop_map(|(h, armed)| Command::HostObserved {
             name: h.into(),
             health: HostHealth::Up,
             capacity: None,
+            fencing_armed: Some(armed),
         }),
+        any::<bool>().prop_map(|armed| Command::SetHaArmed { armed }),
         (name, 0u32..4, any::<bool>()).prop_map(|(n, c, start)| Command::CreateVm {
             name: n.into(),
             spec: spec(c.max(1), 64),
@@ -363,9 +378,14 @@ proptest! {
                 prop_assert!(vm.generation >= 1);
             }
             // Only an HA VM ever leaves a host without an operator moving it.
+            // (Checked per VM below; the HA switch is checked after the loop.)
             if vm.reason.starts_with("failed over") {
                 prop_assert!(vm.ha);
             }
+        }
+        // Disarmed, no host counts as armed: no disarmed grant can reach an "armed" host.
+        if a.ha.disarmed {
+            prop_assert!(a.hosts.values().all(|h| !h.fencing_armed));
         }
     }
 }
@@ -389,6 +409,16 @@ fn death_and_failover() {
     ok(&mut s, create("plain"));
     ok(&mut s, place("ha", "h1", 0));
     ok(&mut s, place("plain", "h1", 0));
+    let lease_lapsed = Command::DeclareHostDead {
+        name: "h1".into(),
+        reason: DeadReason::LeaseLapsed,
+    };
+    assert_eq!(
+        refused(&mut s, lease_lapsed.clone()),
+        ApplyError::FencingNotArmed("h1".into()),
+        "a host that never confirmed self-fencing is not dead by its lease"
+    );
+    ok(&mut s, armed_report("h1", true));
     let failover = |name: &str, g: u64| Command::FailoverVm {
         name: name.into(),
         expected_generation: g,
@@ -397,7 +427,7 @@ fn death_and_failover() {
         refused(&mut s, failover("ha", 1)),
         ApplyError::HostNotDead {
             host: "h1".into(),
-            health: "unknown".into()
+            health: "up".into()
         }
     );
     assert_eq!(
@@ -407,6 +437,7 @@ fn death_and_failover() {
                 name: "h1".into(),
                 health: HostHealth::Dead,
                 capacity: None,
+                fencing_armed: None,
             }
         ),
         ApplyError::DeadNeedsReason("h1".into())
@@ -444,7 +475,46 @@ fn death_and_failover() {
             name: "h1".into(),
             health: HostHealth::Up,
             capacity: None,
+            fencing_armed: None,
         },
     );
     assert_eq!(s.hosts["h1"].dead_reason, None);
+}
+
+/// `ha disarm` marks every host not armed in the same entry; reports of "armed" while
+/// disarmed are ignored; after `ha arm` hosts count as armed only once they report it.
+#[test]
+fn disarm_and_arm() {
+    let mut s = ClusterState::default();
+    ok(&mut s, add_host("h1"));
+    let lease_lapsed = Command::DeclareHostDead {
+        name: "h1".into(),
+        reason: DeadReason::LeaseLapsed,
+    };
+    ok(&mut s, armed_report("h1", true));
+    assert!(s.hosts["h1"].fencing_armed);
+    ok(&mut s, Command::SetHaArmed { armed: false });
+    assert!(s.ha.disarmed && !s.hosts["h1"].fencing_armed);
+    ok(&mut s, armed_report("h1", true));
+    assert!(
+        !s.hosts["h1"].fencing_armed,
+        "a stale armed report is ignored"
+    );
+    assert_eq!(
+        refused(&mut s, lease_lapsed.clone()),
+        ApplyError::FencingNotArmed("h1".into())
+    );
+    ok(&mut s, Command::SetHaArmed { armed: true });
+    assert!(!s.ha.disarmed && !s.hosts["h1"].fencing_armed);
+    ok(&mut s, armed_report("h1", true));
+    ok(&mut s, lease_lapsed);
+    // An operator fence needs no armed host.
+    ok(&mut s, add_host("h2"));
+    ok(
+        &mut s,
+        Command::DeclareHostDead {
+            name: "h2".into(),
+            reason: DeadReason::Operator,
+        },
+    );
 }

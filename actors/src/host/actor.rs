@@ -72,10 +72,13 @@ pub struct HostActor {
 
 impl HostActor {
     pub fn new(name: String, cx: HostContext) -> Self {
-        let committed = cx
-            .node
-            .view()
-            .read(|d| d.state.hosts.get(&name).map(|h| h.health));
+        let (committed, fencing_armed) = cx.node.view().read(|d| {
+            let host = d.state.hosts.get(&name);
+            (
+                host.map(|h| h.health),
+                host.is_some_and(|h| h.fencing_armed) && !d.state.ha.disarmed,
+            )
+        });
         let tracker = Tracker {
             // A host already dead stays dead until it reconnects and is reconciled.
             health: if committed == Some(HostHealth::Dead) {
@@ -86,6 +89,7 @@ impl HostActor {
             last_beat: None,
             last_grant_sent: cx.grants.last(&name),
             leader_since: cx.leader_since,
+            fencing_armed,
         };
         Self {
             name,
@@ -188,7 +192,7 @@ impl HostActor {
                 );
             }
             // Up after Suspect; a dead host comes back only through `heartbeat`.
-            Health::Up => self.commit(ctx, up(&self.name, None)),
+            Health::Up => self.commit(ctx, up(&self.name, None, None)),
         }
     }
 
@@ -196,8 +200,15 @@ impl HostActor {
         let differs = self.cx.node.view().read(|d| {
             d.state.hosts.get(&self.name).is_some_and(|h| match &cmd {
                 Command::HostObserved {
-                    health, capacity, ..
-                } => h.health != *health || capacity.is_some_and(|c| c != h.capacity),
+                    health,
+                    capacity,
+                    fencing_armed,
+                    ..
+                } => {
+                    h.health != *health
+                        || capacity.is_some_and(|c| c != h.capacity)
+                        || fencing_armed.is_some_and(|a| a != h.fencing_armed)
+                }
                 Command::DeclareHostDead { .. } => h.health != HostHealth::Dead,
                 _ => true,
             })
@@ -219,6 +230,13 @@ impl HostActor {
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
+        self.tracker.fencing_armed = self.cx.node.view().read(|d| {
+            d.state
+                .hosts
+                .get(&self.name)
+                .is_some_and(|h| h.fencing_armed)
+                && !d.state.ha.disarmed
+        });
         self.observe(ctx, Event::Tick { now });
         let overdue = self.tracker.last_beat.is_some_and(|t| {
             now.saturating_duration_since(t) > self.cx.timings.heartbeat * MISSED_BEATS
@@ -232,7 +250,9 @@ impl HostActor {
     fn heartbeat(&mut self, beat: Heartbeat, ctx: &mut Context<Self>) {
         self.reconnect_backoff = Duration::ZERO;
         self.observe(ctx, Event::Beat { at: Instant::now() });
+        let mut fencing_armed = None;
         if let Some(lease) = &beat.lease {
+            fencing_armed = Some(lease.armed);
             if lease.self_fences > self.self_fences {
                 tracing::warn!(
                     host = %self.name, self_fences = lease.self_fences,
@@ -271,7 +291,7 @@ impl HostActor {
             memory_mib: h.memory_mib,
         });
         if self.tracker.health == Health::Up {
-            self.commit(ctx, up(&self.name, capacity));
+            self.commit(ctx, up(&self.name, capacity, fencing_armed));
         }
         self.cx.report_to.do_send(HostReport {
             host: self.name.clone(),
@@ -361,11 +381,15 @@ impl HostActor {
         let now = Instant::now();
         self.tracker.last_grant_sent = Some(now);
         self.cx.grants.record(&self.name, now);
+        // Read at send time: a disarm is applied (every host marked not armed) before any
+        // grant can say so.
+        let disarmed = self.cx.node.view().read(|d| d.state.ha.disarmed);
         let grant = SessionRequest {
             kind: Some(session_request::Kind::Grant(LeaseGrant {
                 seq,
                 term: self.cx.term,
                 ttl_ms: self.cx.timings.ttl.as_millis() as u64,
+                disarmed,
             })),
         };
         if tx.try_send(grant).is_err() {
@@ -374,11 +398,12 @@ impl HostActor {
     }
 }
 
-fn up(name: &str, capacity: Option<Capacity>) -> Command {
+fn up(name: &str, capacity: Option<Capacity>, fencing_armed: Option<bool>) -> Command {
     Command::HostObserved {
         name: name.to_string(),
         health: HostHealth::Up,
         capacity,
+        fencing_armed,
     }
 }
 
@@ -387,6 +412,7 @@ fn suspect(name: &str) -> Command {
         name: name.to_string(),
         health: HostHealth::Suspect,
         capacity: None,
+        fencing_armed: None,
     }
 }
 

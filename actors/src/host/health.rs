@@ -84,6 +84,9 @@ pub struct Tracker {
     /// When this leader's first entry of its term was committed: before then + ttl +
     /// margin, grants of an earlier leader may still be live.
     pub leader_since: Instant,
+    /// The committed state says the host fences itself on a lapse (it reported an armed
+    /// grant, and HA is not disarmed). A host that does not is never `Dead` by its lease.
+    pub fencing_armed: bool,
 }
 
 /// Whether the host's lease has certainly lapsed at `now`.
@@ -120,7 +123,9 @@ pub fn step(t: Tracker, timings: &LeaseTimings, event: Event) -> (Tracker, bool)
                 Health::Up if silent => Health::Suspect,
                 Health::Up => Health::Up,
                 Health::Suspect if !silent => Health::Up,
-                Health::Suspect if lease_certainly_lapsed(&t, timings, now) => Health::Dead,
+                Health::Suspect if t.fencing_armed && lease_certainly_lapsed(&t, timings, now) => {
+                    Health::Dead
+                }
                 Health::Suspect => Health::Suspect,
                 Health::Dead => Health::Dead,
             };
@@ -145,6 +150,7 @@ mod tests {
             last_beat: Some(now),
             last_grant_sent: Some(now),
             leader_since: now - Duration::from_secs(60),
+            fencing_armed: true,
         }
     }
 
@@ -206,6 +212,7 @@ mod tests {
             last_beat: None,
             last_grant_sent: None,
             leader_since: t0,
+            fencing_armed: true,
         };
         let (t, _) = step(t, &timings(), Event::Tick { now: t0 + 5 * S });
         assert_eq!(
@@ -215,6 +222,17 @@ mod tests {
         );
         let (t, _) = step(t, &timings(), Event::Tick { now: t0 + 6 * S });
         assert_eq!(t.health, Health::Dead);
+    }
+
+    #[test]
+    fn a_host_not_armed_is_never_dead_by_its_lease() {
+        let t0 = Instant::now();
+        let mut t = tracker(t0);
+        t.fencing_armed = false;
+        let (t, _) = step(t, &timings(), Event::Tick { now: t0 + 3 * S });
+        assert_eq!(t.health, Health::Suspect);
+        let (t, _) = step(t, &timings(), Event::Tick { now: t0 + 3600 * S });
+        assert_eq!(t.health, Health::Suspect, "it keeps its guests: never dead");
     }
 
     proptest! {

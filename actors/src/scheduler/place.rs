@@ -86,6 +86,7 @@ mod tests {
             health,
             capacity: Capacity { vcpus, memory_mib },
             dead_reason: None,
+            fencing_armed: true,
         }
     }
 
@@ -107,6 +108,7 @@ mod tests {
         ClusterState {
             hosts: hosts.into_iter().map(|h| (h.name.clone(), h)).collect(),
             vms: vms.into_iter().map(|v| (v.name.clone(), v)).collect(),
+            ..Default::default()
         }
     }
 

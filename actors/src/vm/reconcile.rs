@@ -114,6 +114,7 @@ mod tests {
                     memory_mib: 4096,
                 },
                 dead_reason: None,
+                fencing_armed: true,
             },
         );
         s

@@ -260,6 +260,24 @@ impl ClusterService for ClusterApi {
         Ok(self.status_response().await)
     }
 
+    async fn set_ha_armed(
+        &self,
+        req: Request<pb::SetHaArmedRequest>,
+    ) -> Result<Response<pb::HaStatus>, Status> {
+        let (meta, _, req) = req.into_parts();
+        Ok(Response::new(
+            super::ha::set_armed(&self.node, &meta, req.armed).await?,
+        ))
+    }
+
+    async fn get_ha_status(
+        &self,
+        req: Request<pb::GetHaStatusRequest>,
+    ) -> Result<Response<pb::HaStatus>, Status> {
+        let stale = req.into_inner().stale;
+        Ok(Response::new(super::ha::get(&self.node, stale).await?))
+    }
+
     async fn transfer_leader(
         &self,
         req: Request<pb::TransferLeaderRequest>,

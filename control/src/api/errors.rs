@@ -20,7 +20,8 @@ pub fn apply_error(e: &ApplyError) -> Status {
         | ApplyError::VmNotDeleted(_)
         | ApplyError::HostNotDead { .. }
         | ApplyError::VmNotPlaced(_)
-        | ApplyError::VmNotHa(_) => Status::failed_precondition(msg),
+        | ApplyError::VmNotHa(_)
+        | ApplyError::FencingNotArmed(_) => Status::failed_precondition(msg),
         // Only the leader's own host actors send this; a client never can.
         ApplyError::DeadNeedsReason(_) => Status::invalid_argument(msg),
     }

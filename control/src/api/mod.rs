@@ -5,6 +5,7 @@
 mod cluster;
 mod convert;
 mod errors;
+mod ha;
 mod host;
 mod vm;
 mod write;

@@ -4,7 +4,7 @@
 use drover_proto::v1 as pb;
 
 use super::output::{self, Format};
-use super::{ClusterCmd, HostCmd, ReadOpts, SnapshotCmd, VmCmd};
+use super::{ClusterCmd, HaCmd, HostCmd, ReadOpts, SnapshotCmd, VmCmd};
 use crate::client::{Client, Membership, Read, VmVerb};
 
 /// Where and how long client commands try.
@@ -116,6 +116,21 @@ pub async fn cluster(target: &Target, format: Format, cmd: ClusterCmd) -> anyhow
         ClusterCmd::Restore { .. } => unreachable!("handled above"),
     };
     Ok(show_status(format, &status)?.into())
+}
+
+/// Runs a `drover ha …` command.
+pub async fn ha(target: &Target, format: Format, cmd: HaCmd) -> anyhow::Result<Printed> {
+    let c = client(target)?;
+    let status = match cmd {
+        HaCmd::Disarm => c.set_ha_armed(false).await?,
+        HaCmd::Arm => c.set_ha_armed(true).await?,
+        HaCmd::Status => c.ha_status().await?,
+    };
+    Ok(match format {
+        Format::Json => json(&output::ha_json(&status))?,
+        Format::Table => output::ha_text(&status),
+    }
+    .into())
 }
 
 /// Runs a `drover host …` command.

@@ -7,7 +7,7 @@ pub mod output;
 
 use std::path::PathBuf;
 
-pub use commands::{certs, cluster, host, vm, Printed, Target};
+pub use commands::{certs, cluster, ha, host, vm, Printed, Target};
 use output::Format;
 
 #[derive(Debug, clap::Parser)]
@@ -71,9 +71,23 @@ pub enum Command {
     /// VM commands.
     #[command(subcommand)]
     Vm(VmCmd),
+    /// The cluster-wide HA switch, for planned network maintenance.
+    #[command(subcommand)]
+    Ha(HaCmd),
     /// A cluster CA and certificates for mutual TLS.
     #[command(subcommand)]
     Certs(CertsCmd),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum HaCmd {
+    /// Suspend failover and self-fencing: hosts keep their guests even if they lose the
+    /// controllers, and nothing is restarted elsewhere. For planned network maintenance.
+    Disarm,
+    /// Resume failover and self-fencing (each host counts as armed once it confirms).
+    Arm,
+    /// Whether HA is armed, and which hosts have not confirmed it yet.
+    Status,
 }
 
 #[derive(Debug, clap::Subcommand)]

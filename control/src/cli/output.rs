@@ -70,6 +70,30 @@ pub fn host_json(h: &pb::Host) -> Value {
     })
 }
 
+pub fn ha_json(s: &pb::HaStatus) -> Value {
+    json!({
+        "armed": !s.disarmed,
+        "hosts_not_armed": s.hosts_not_armed,
+    })
+}
+
+/// Loud on purpose when disarmed: it is easy to forget to re-arm after maintenance.
+pub fn ha_text(s: &pb::HaStatus) -> String {
+    let mut out = if s.disarmed {
+        "HA DISARMED: no failover, no self-fencing. Run `drover ha arm` after maintenance."
+            .to_string()
+    } else {
+        "HA armed".to_string()
+    };
+    if !s.hosts_not_armed.is_empty() {
+        out.push_str(&format!(
+            "\nhosts not (yet) armed, never failed over by lease: {}",
+            s.hosts_not_armed.join(", ")
+        ));
+    }
+    out
+}
+
 pub fn status_json(s: &pb::ClusterStatusResponse) -> Value {
     json!({
         "leader_id": if s.leader_id == 0 { Value::Null } else { json!(s.leader_id) },

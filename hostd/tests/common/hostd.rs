@@ -144,6 +144,7 @@ pub fn private_uri() -> (String, TempDir) {
 /// (while granting is on) and publishes every heartbeat.
 pub struct Leader {
     granting: watch::Sender<bool>,
+    disarmed: watch::Sender<bool>,
     beats: watch::Receiver<Option<Heartbeat>>,
     task: JoinHandle<()>,
 }
@@ -160,17 +161,22 @@ impl Leader {
         .expect("Session")
         .into_inner();
         let (granting, granting_rx) = watch::channel(true);
+        let (disarmed, disarmed_rx) = watch::channel(false);
         let (beats_tx, beats) = watch::channel(None);
         let task = tokio::spawn(serve_session(
             events,
             requests,
-            term,
-            ttl,
-            granting_rx,
+            Grants {
+                term,
+                ttl,
+                on: granting_rx,
+                disarmed: disarmed_rx,
+            },
             beats_tx,
         ));
         Leader {
             granting,
+            disarmed,
             beats,
             task,
         }
@@ -181,24 +187,31 @@ impl Leader {
         self.granting.send_replace(on);
     }
 
+    /// Makes the following grants say HA is disarmed (or armed).
+    pub fn set_disarmed(&self, disarmed: bool) {
+        self.disarmed.send_replace(disarmed);
+    }
+
     /// Waits for a heartbeat reporting the lease `held` (or not).
     pub async fn wait_held(&self, held: bool) -> Heartbeat {
         self.wait_beat(|b| b.lease.is_some_and(|l| l.held == held))
             .await
     }
 
-    /// Waits for a heartbeat satisfying `pred` and returns it.
+    /// Waits for a heartbeat, sent after this call, satisfying `pred` and returns it.
+    /// Only fresh beats count: the last one seen may predate whatever the test just did.
     pub async fn wait_beat(&self, pred: impl Fn(&Heartbeat) -> bool) -> Heartbeat {
         let mut beats = self.beats.clone();
-        let seen = within("a matching heartbeat", async {
-            beats
-                .wait_for(|b| b.as_ref().is_some_and(&pred))
-                .await
-                .expect("session task alive")
-                .clone()
+        beats.mark_unchanged();
+        within("a matching heartbeat", async {
+            loop {
+                beats.changed().await.expect("session task alive");
+                if let Some(beat) = beats.borrow_and_update().as_ref().filter(|b| pred(b)) {
+                    return beat.clone();
+                }
+            }
         })
-        .await;
-        seen.expect("checked above")
+        .await
     }
 }
 
@@ -209,12 +222,18 @@ impl Drop for Leader {
     }
 }
 
+/// What the test leader answers lease requests with.
+struct Grants {
+    term: u64,
+    ttl: Duration,
+    on: watch::Receiver<bool>,
+    disarmed: watch::Receiver<bool>,
+}
+
 async fn serve_session(
     mut events: Streaming<SessionEvent>,
     requests: mpsc::Sender<SessionRequest>,
-    term: u64,
-    ttl: Duration,
-    granting: watch::Receiver<bool>,
+    grants: Grants,
     beats: watch::Sender<Option<Heartbeat>>,
 ) {
     while let Ok(Some(event)) = events.message().await {
@@ -222,12 +241,13 @@ async fn serve_session(
             Some(EventKind::Heartbeat(beat)) => {
                 beats.send_replace(Some(beat));
             }
-            Some(EventKind::LeaseRequest(req)) if *granting.borrow() => {
+            Some(EventKind::LeaseRequest(req)) if *grants.on.borrow() => {
                 let grant = SessionRequest {
                     kind: Some(RequestKind::Grant(LeaseGrant {
                         seq: req.seq,
-                        term,
-                        ttl_ms: ttl.as_millis() as u64,
+                        term: grants.term,
+                        ttl_ms: grants.ttl.as_millis() as u64,
+                        disarmed: *grants.disarmed.borrow(),
                     })),
                 };
                 if requests.send(grant).await.is_err() {

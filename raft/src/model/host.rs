@@ -46,6 +46,11 @@ pub struct Host {
     /// Why it is `Dead`; `None` otherwise.
     #[serde(default)]
     pub dead_reason: Option<DeadReason>,
+    /// The host reported that it will fence itself when its lease lapses (it applied a
+    /// grant from an armed cluster). Only such a host may be declared dead by its lease:
+    /// a host still holding a disarmed grant keeps its guests running.
+    #[serde(default)]
+    pub fencing_armed: bool,
 }
 
 /// What entitles the cluster to call a host dead.

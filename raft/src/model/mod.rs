@@ -6,7 +6,7 @@ mod state;
 mod vm;
 
 pub use host::{Capacity, DeadReason, Host, HostHealth};
-pub use state::ClusterState;
+pub use state::{ClusterState, HaSettings};
 pub use vm::{DesiredState, ObservedState, Vm, VmSpec};
 
 /// Longest accepted host or VM name; libvirt and DNS labels both stay happy below this.

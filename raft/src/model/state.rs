@@ -11,9 +11,29 @@ use super::{Host, Vm};
 pub struct ClusterState {
     pub hosts: BTreeMap<String, Host>,
     pub vms: BTreeMap<String, Vm>,
+    #[serde(default)]
+    pub ha: HaSettings,
+}
+
+/// The cluster-wide HA switch. Disarmed (planned network maintenance): grants tell hosts
+/// not to fence themselves, and no host is declared dead by its lease, so nothing fails
+/// over. Re-arming does not re-arm hosts by itself: each host counts as armed again only
+/// once it reports that it applied an armed grant (`Host::fencing_armed`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaSettings {
+    pub disarmed: bool,
 }
 
 impl ClusterState {
+    /// Hosts that would not fence themselves today (so cannot be declared dead by lease).
+    pub fn hosts_not_armed(&self) -> Vec<String> {
+        self.hosts
+            .values()
+            .filter(|h| !h.fencing_armed)
+            .map(|h| h.name.clone())
+            .collect()
+    }
+
     /// vCPUs and memory of the VMs placed on `host` (running or not: a placed VM keeps its
     /// reservation so that starting it again cannot fail for lack of room).
     pub fn allocated(&self, host: &str) -> (u32, u64, u32) {

@@ -24,6 +24,8 @@ use crate::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership
 
 const LAST_APPLIED: &[u8] = b"last_applied";
 const MEMBERSHIP: &[u8] = b"membership";
+/// The cluster-wide HA switch (`drover ha arm|disarm`); written with every batch, it is tiny.
+const HA: &[u8] = b"ha";
 /// The current snapshot: its metadata (JSON) and its bytes (the serialized `SmData`),
 /// under two keys so that reading the metadata never parses the state.
 const SNAPSHOT_META: &[u8] = b"current_meta";
@@ -45,7 +47,8 @@ pub struct SmData {
 pub enum Change {
     Host(String),
     Vm(String),
-    /// The whole state was replaced (snapshot installed): re-read everything.
+    /// The whole state was replaced (snapshot installed) or a cluster-wide setting changed:
+    /// re-read everything.
     Reset,
 }
 
@@ -126,6 +129,9 @@ impl StateMachineStore {
         if let Some(v) = trees.meta.get(MEMBERSHIP)? {
             data.membership =
                 serde_json::from_slice(&v).map_err(|e| corrupt("sm_meta/membership", e))?;
+        }
+        if let Some(v) = trees.meta.get(HA)? {
+            data.state.ha = serde_json::from_slice(&v).map_err(|e| corrupt("sm_meta/ha", e))?;
         }
         for kv in trees.hosts.iter() {
             let (k, v) = kv?;
@@ -218,6 +224,7 @@ impl StateMachineStore {
                 }
                 meta.insert(LAST_APPLIED, ws.last_applied.as_slice())?;
                 meta.insert(MEMBERSHIP, ws.membership.as_slice())?;
+                meta.insert(HA, ws.ha.as_slice())?;
                 Ok::<(), ConflictableTransactionError<()>>(())
             });
         res.map_err(|e| {
@@ -280,6 +287,7 @@ impl StateMachineStore {
         let mut meta = sled::Batch::default();
         meta.insert(LAST_APPLIED, ws.last_applied);
         meta.insert(MEMBERSHIP, ws.membership);
+        meta.insert(HA, ws.ha);
         t.meta.apply_batch(meta).map_err(w)
     }
 }
@@ -292,6 +300,7 @@ struct WriteSet {
     requests: Vec<(String, Option<Vec<u8>>)>,
     last_applied: Vec<u8>,
     membership: Vec<u8>,
+    ha: Vec<u8>,
 }
 
 fn ser_err(e: serde_json::Error) -> StorageError {
@@ -304,6 +313,7 @@ impl WriteSet {
         Ok(Self {
             last_applied: serde_json::to_vec(&data.last_applied).map_err(ser_err)?,
             membership: serde_json::to_vec(&data.membership).map_err(ser_err)?,
+            ha: serde_json::to_vec(&data.state.ha).map_err(ser_err)?,
             ..Default::default()
         })
     }
@@ -445,6 +455,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 match t {
                     Touched::Host(n) => ws.host(&data, n)?,
                     Touched::Vm(n) => ws.vm(&data, n)?,
+                    Touched::AllHosts => {
+                        let names: Vec<String> = data.state.hosts.keys().cloned().collect();
+                        for n in &names {
+                            ws.host(&data, n)?;
+                        }
+                    }
                     Touched::Nothing => {}
                 }
             }
@@ -461,6 +477,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let change = match t {
                 Touched::Host(n) => Change::Host(n),
                 Touched::Vm(n) => Change::Vm(n),
+                Touched::AllHosts => Change::Reset,
                 Touched::Nothing => continue,
             };
             // No receivers (not leader) is normal.
