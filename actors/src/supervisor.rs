@@ -24,7 +24,7 @@ use tokio_stream::wrappers::{BroadcastStream, WatchStream};
 use crate::agents::AgentPool;
 use crate::failover::{self, Candidate, FailoverPolicy, Plan};
 use crate::host::health::LeaseTimings;
-use crate::host::{GrantBook, HostActor, HostContext, HostReport};
+use crate::host::{FenceAgent, GrantBook, HostActor, HostContext, HostReport};
 use crate::vm::{observed_state, Observation, Observe, Poke, VmActor};
 use crate::Shutdown;
 
@@ -37,6 +37,8 @@ pub struct SupervisorConfig {
     pub tls: TlsHandle,
     /// Grants this leader sent, shared with the API for `drover host list`.
     pub grants: GrantBook,
+    /// Optional power fencing for suspect hosts.
+    pub fence_agent: Option<FenceAgent>,
 }
 
 /// How often a leader looks for VMs to fail over (the rate limit is per round).
@@ -218,6 +220,7 @@ impl Supervisor {
                         timings: self.config.lease,
                         grants: self.config.grants.clone(),
                         leader_since: l.since,
+                        fence_agent: self.config.fence_agent.clone(),
                     },
                 );
                 l.hosts.insert(name.to_string(), actor.start());

@@ -12,6 +12,7 @@
 pub mod checkers;
 pub mod client;
 pub mod cluster;
+pub mod ha;
 pub mod partition;
 pub mod process;
 pub mod require;

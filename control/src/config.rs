@@ -22,6 +22,7 @@ pub struct ServerConfig {
     pub tls: drover_proto::transport::TlsHandle,
     /// hostd heartbeat interval, lease ttl and margin (validated).
     pub lease: drover_actors::host::health::LeaseTimings,
+    pub fence_agent: Option<drover_actors::host::FenceAgent>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

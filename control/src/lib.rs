@@ -66,6 +66,7 @@ pub async fn serve(
             .map_err(|e| anyhow::anyhow!("--metrics-listen {addr:?}: {e}"))?;
         metrics::serve(addr)?;
     }
+    let fence_agent = fence_agent(&args)?;
     let config = config::ServerConfig {
         id: args.id,
         data_dir: args.data_dir,
@@ -75,9 +76,33 @@ pub async fn serve(
         snapshot_logs: args.snapshot_logs,
         tls,
         lease,
+        fence_agent,
     };
     server::run(config, listener, shutdown_signal()).await?;
     Ok(())
+}
+
+/// Checks `--fence-agent` (it must be an executable file now, not at the first failure).
+fn fence_agent(args: &cli::ServerArgs) -> anyhow::Result<Option<drover_actors::host::FenceAgent>> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Some(program) = &args.fence_agent else {
+        return Ok(None);
+    };
+    let meta = std::fs::metadata(program)
+        .map_err(|e| anyhow::anyhow!("--fence-agent {}: {e}", program.display()))?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        anyhow::bail!(
+            "--fence-agent {} is not an executable file",
+            program.display()
+        );
+    }
+    if args.fence_agent_timeout_ms == 0 {
+        anyhow::bail!("--fence-agent-timeout-ms must be at least 1");
+    }
+    Ok(Some(drover_actors::host::FenceAgent {
+        program: program.clone(),
+        timeout: Duration::from_millis(args.fence_agent_timeout_ms),
+    }))
 }
 
 /// Parses and checks `--raft-heartbeat-ms` and `--raft-election-timeout-ms MIN-MAX`.

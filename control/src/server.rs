@@ -122,6 +122,7 @@ pub async fn run(
             failover: Default::default(),
             tls: config.tls.clone(),
             grants: grants.clone(),
+            fence_agent: config.fence_agent.clone(),
         },
     )
     .start();

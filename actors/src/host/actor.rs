@@ -17,6 +17,7 @@ use drover_raft::{Command, RaftNode, Request};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::fence_agent::{FenceAgent, Outcome};
 use super::grants::GrantBook;
 use super::health::{self, Event, Health, LeaseTimings, Tracker};
 use super::stale::stale_domains;
@@ -50,6 +51,8 @@ pub struct HostContext {
     /// When this leader took over (after a quorum confirmed its term): grants of an earlier
     /// leader may be live until `leader_since + ttl + margin`.
     pub leader_since: Instant,
+    /// Run when the host turns suspect; success declares it dead without the lease wait.
+    pub fence_agent: Option<FenceAgent>,
 }
 
 pub struct HostActor {
@@ -68,6 +71,8 @@ pub struct HostActor {
     /// Stale domains with a destroy in flight, so each beat does not resend it.
     destroying: Vec<String>,
     self_fences: u64,
+    /// The fence agent is running for this host.
+    fencing: bool,
 }
 
 impl HostActor {
@@ -103,6 +108,7 @@ impl HostActor {
             confirming: false,
             destroying: Vec::new(),
             self_fences: 0,
+            fencing: false,
         }
     }
 
@@ -176,7 +182,10 @@ impl HostActor {
             return;
         }
         match next.health {
-            Health::Suspect => self.commit(ctx, suspect(&self.name)),
+            Health::Suspect => {
+                self.commit(ctx, suspect(&self.name));
+                self.run_fence_agent(ctx);
+            }
             Health::Dead => {
                 tracing::warn!(
                     host = %self.name, term = self.cx.term,
@@ -194,6 +203,53 @@ impl HostActor {
             // Up after Suspect; a dead host comes back only through `heartbeat`.
             Health::Up => self.commit(ctx, up(&self.name, None, None)),
         }
+    }
+
+    /// Runs the fence agent once per suspect episode (never while HA is disarmed: planned
+    /// maintenance must not power hosts off). Only its success changes anything.
+    fn run_fence_agent(&mut self, ctx: &mut Context<Self>) {
+        let Some(agent) = self.cx.fence_agent.clone() else {
+            return;
+        };
+        let disarmed = self.cx.node.view().read(|d| d.state.ha.disarmed);
+        if self.fencing || disarmed {
+            return;
+        }
+        self.fencing = true;
+        let host = self.name.clone();
+        tracing::warn!(host = %host, term = self.cx.term, "host suspect: running the fence agent");
+        ctx.spawn(async move { agent.fence(&host).await }.into_actor(self).map(
+            |outcome, act, ctx| {
+                act.fencing = false;
+                match outcome {
+                    Outcome::PoweredOff if act.tracker.health == Health::Suspect => {
+                        tracing::warn!(
+                            host = %act.name, term = act.cx.term,
+                            "fence agent confirmed the host is off: declared dead without the lease wait"
+                        );
+                        metrics::counter!("drover_fence_agent_total", "outcome" => "powered_off")
+                            .increment(1);
+                        act.tracker.health = Health::Dead;
+                        act.commit(
+                            ctx,
+                            Command::DeclareHostDead {
+                                name: act.name.clone(),
+                                reason: DeadReason::FenceAgent,
+                            },
+                        );
+                    }
+                    Outcome::PoweredOff => {}
+                    Outcome::Failed(why) => {
+                        tracing::warn!(
+                            host = %act.name, error = %why,
+                            "fence agent failed: falling back to the lease wait"
+                        );
+                        metrics::counter!("drover_fence_agent_total", "outcome" => "failed")
+                            .increment(1);
+                    }
+                }
+            },
+        ));
     }
 
     fn commit(&self, ctx: &mut Context<Self>, cmd: Command) {

@@ -3,9 +3,11 @@
 //! which domains a returning host must destroy.
 
 mod actor;
+pub mod fence_agent;
 mod grants;
 pub mod health;
 pub mod stale;
 
 pub use actor::{HostActor, HostContext, HostReport};
+pub use fence_agent::FenceAgent;
 pub use grants::GrantBook;

@@ -154,6 +154,14 @@ pub struct ServerArgs {
     /// Slack the leader adds before declaring a host dead (clock-rate drift, scheduling).
     #[arg(long, default_value_t = 1000)]
     pub lease_margin_ms: u64,
+    /// A power-fencing program, run by the leader as `PROGRAM HOST` when a host turns
+    /// suspect. Exit 0 must mean "the host is off": its HA VMs fail over at once instead of
+    /// after the lease. Any other outcome falls back to the lease wait.
+    #[arg(long)]
+    pub fence_agent: Option<std::path::PathBuf>,
+    /// How long the fence agent may run before it counts as failed.
+    #[arg(long, default_value_t = 30_000)]
+    pub fence_agent_timeout_ms: u64,
 }
 
 #[derive(Debug, clap::Args)]

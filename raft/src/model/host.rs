@@ -60,6 +60,8 @@ pub enum DeadReason {
     LeaseLapsed,
     /// An operator confirmed the host is powered off (`drover host fence`).
     Operator,
+    /// The controllers' fence agent (an IPMI/Redfish power-off script) reported success.
+    FenceAgent,
 }
 
 impl DeadReason {
@@ -67,6 +69,7 @@ impl DeadReason {
         match self {
             DeadReason::LeaseLapsed => "lease",
             DeadReason::Operator => "operator",
+            DeadReason::FenceAgent => "fence-agent",
         }
     }
 }
