@@ -26,7 +26,7 @@ pub struct FailoverPolicy {
 impl Default for FailoverPolicy {
     fn default() -> Self {
         Self {
-            restarts_per_round: 8,
+            restarts_per_round: 16,
             mass_failure_fraction: 0.5,
         }
     }

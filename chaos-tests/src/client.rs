@@ -193,6 +193,18 @@ impl LeaderClient {
         .result
     }
 
+    /// Every host, read from the leader.
+    pub async fn list_hosts(&mut self) -> Result<Vec<drover_proto::v1::Host>, Status> {
+        self.call(|c| async move {
+            drover_proto::v1::host_service_client::HostServiceClient::new(c)
+                .list_hosts(drover_proto::v1::ListHostsRequest::default())
+                .await
+                .map(|r| r.into_inner().hosts)
+        })
+        .await
+        .result
+    }
+
     /// Every member's Raft progress, as seen by whichever controller answers.
     pub async fn status(&mut self) -> Result<ClusterStatusResponse, Status> {
         self.call(|c| async move {

@@ -1,0 +1,215 @@
+//! `bench_failover`: host loss → all of its HA VMs running elsewhere, on real processes
+//! (3 controllers, 3 hostd on libvirt's test driver), default lease timings unless
+//! overridden. Per trial: N HA VMs are placed on h1 alone (the other hosts join after), h1's
+//! hostd is SIGKILLed, and the leader's view is polled every 20 ms to split the time into
+//!
+//! - detection: kill → h1 committed `suspect` (missed heartbeats),
+//! - fencing wait: suspect → `dead` (last grant + ttl + margin: h1 has fenced itself),
+//! - placement: dead → every VM placed on another host,
+//! - start: placed → every VM observed running.
+//!
+//! `cargo build --release --bins && cargo run --release -p drover-chaos-tests --bin
+//! bench_failover -- --vms 10,50 --trials 5`
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use drover_chaos_tests::client::{ClientConfig, LeaderClient};
+use drover_chaos_tests::{wait_until, Cluster, ClusterSpec};
+use drover_proto::v1::cluster_service_client::ClusterServiceClient;
+use drover_proto::v1::{GetHaStatusRequest, HostHealth, ObservedState};
+
+#[derive(Parser, Debug)]
+#[command(about = "Host-loss failover time on real drover processes")]
+struct Args {
+    /// HA VMs on the failed host, one run of trials per count.
+    #[arg(long, value_delimiter = ',', default_value = "10,50")]
+    vms: Vec<usize>,
+    #[arg(long, default_value_t = 5)]
+    trials: usize,
+    /// Extra `drover server` flags (e.g. lease timings).
+    #[arg(long, allow_hyphen_values = true, value_delimiter = ' ')]
+    controller_args: Vec<String>,
+}
+
+/// A test-driver host big enough for 50 one-vCPU VMs of 64 MiB (test:///default has 16
+/// CPUs and 3 GiB). Each hostd opens its own private instance of it.
+const NODE_XML: &str = "<node>
+  <cpu><mhz>2000</mhz><model>x86_64</model><nodes>1</nodes><sockets>1</sockets>
+    <cores>64</cores><threads>1</threads><active>64</active></cpu>
+  <memory>67108864</memory>
+</node>
+";
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Split {
+    detection: Duration,
+    fencing: Duration,
+    placement: Duration,
+    start: Duration,
+}
+
+impl Split {
+    fn total(&self) -> Duration {
+        self.detection + self.fencing + self.placement + self.start
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let dir = tempfile::tempdir()?;
+    let node = dir.path().join("node.xml");
+    std::fs::write(&node, NODE_XML)?;
+    println!(
+        "| HA VMs | trial | detection | fencing wait | placement | start | total |\n|---|---|---|---|---|---|---|"
+    );
+    let mut summary = Vec::new();
+    for &n in &args.vms {
+        let mut splits = Vec::new();
+        for trial in 1..=args.trials {
+            let s = trial_once(&node, n, &args.controller_args).await?;
+            println!(
+                "| {n} | {trial} | {} | {} | {} | {} | {} |",
+                ms(s.detection),
+                ms(s.fencing),
+                ms(s.placement),
+                ms(s.start),
+                ms(s.total())
+            );
+            splits.push(s);
+        }
+        summary.push((n, splits));
+    }
+    println!("\n| HA VMs | total p50 | min | max | detection p50 | fencing p50 | placement p50 | start p50 |\n|---|---|---|---|---|---|---|---|");
+    for (n, splits) in summary {
+        let p50 = |f: fn(&Split) -> Duration| {
+            let mut v: Vec<Duration> = splits.iter().map(f).collect();
+            v.sort();
+            v[v.len() / 2]
+        };
+        let totals: Vec<Duration> = splits.iter().map(Split::total).collect();
+        println!(
+            "| {n} | {} | {} | {} | {} | {} | {} | {} |",
+            ms(p50(Split::total)),
+            ms(*totals.iter().min().unwrap_or(&Duration::ZERO)),
+            ms(*totals.iter().max().unwrap_or(&Duration::ZERO)),
+            ms(p50(|s| s.detection)),
+            ms(p50(|s| s.fencing)),
+            ms(p50(|s| s.placement)),
+            ms(p50(|s| s.start)),
+        );
+    }
+    Ok(())
+}
+
+fn ms(d: Duration) -> String {
+    format!("{} ms", d.as_millis())
+}
+
+async fn trial_once(node: &Path, n: usize, extra: &[String]) -> anyhow::Result<Split> {
+    let uri = format!("test://{}", node.display());
+    let mut cluster = Cluster::start(ClusterSpec {
+        hosts: 1,
+        libvirt_uri: uri.clone(),
+        controller_args: extra.to_vec(),
+        ..ClusterSpec::default()
+    })
+    .await?;
+    let endpoints: Vec<String> = cluster.addrs();
+    let mut client = LeaderClient::new(&endpoints, ClientConfig::default())?;
+    for i in 0..n {
+        let name = format!("ha-{i:03}");
+        let req = drover_proto::v1::CreateVmRequest {
+            name: name.clone(),
+            spec: Some(drover_proto::v1::VmSpec {
+                vcpus: 1,
+                memory_mib: 64,
+            }),
+            start: true,
+            ha: true,
+            ha_priority: 0,
+        };
+        client
+            .create_vm(req, &name)
+            .await
+            .result
+            .map_err(|s| anyhow::anyhow!("create {name}: {s}"))?;
+    }
+    let running = |vms: &[drover_proto::v1::Vm], pred: &dyn Fn(&drover_proto::v1::Vm) -> bool| {
+        vms.len() == n && vms.iter().all(pred)
+    };
+    wait_until("VMs running on h1", Duration::from_secs(60), || {
+        let mut c = client.clone();
+        async move {
+            let vms = c.list_vms().await.map_err(|s| s.to_string())?;
+            Ok(running(&vms, &|v| {
+                v.host == "h1" && v.observed_state == ObservedState::Running as i32
+            })
+            .then_some(()))
+        }
+    })
+    .await?;
+    cluster.add_agent("h2", &uri).await?;
+    cluster.add_agent("h3", &uri).await?;
+    cluster.wait_hosts_up().await?;
+    // Steady operation: every host holds a grant and has confirmed self-fencing armed
+    // (a host that has not could never be declared dead by its lease).
+    wait_until("hosts armed", Duration::from_secs(30), || {
+        let mut c = client.clone();
+        async move {
+            let status = c
+                .call(|ch| async move {
+                    ClusterServiceClient::new(ch)
+                        .get_ha_status(GetHaStatusRequest { stale: false })
+                        .await
+                        .map(tonic::Response::into_inner)
+                })
+                .await
+                .result
+                .map_err(|s| s.to_string())?;
+            Ok(status.hosts_not_armed.is_empty().then_some(()))
+        }
+    })
+    .await?;
+
+    let killed = Instant::now();
+    cluster.kill_agent("h1").await?;
+    let mut suspect = None;
+    let mut dead = None;
+    let mut placed = None;
+    loop {
+        anyhow::ensure!(
+            killed.elapsed() < Duration::from_secs(120),
+            "failover did not finish"
+        );
+        let hosts = client.list_hosts().await?;
+        let h1 = hosts.iter().find(|h| h.name == "h1").map(|h| h.health);
+        let now = Instant::now();
+        if suspect.is_none() && h1 == Some(HostHealth::Suspect as i32) {
+            suspect = Some(now);
+        }
+        if dead.is_none() && h1 == Some(HostHealth::Dead as i32) {
+            dead = Some(now);
+            suspect.get_or_insert(now);
+        }
+        let vms = client.list_vms().await?;
+        if placed.is_none() && running(&vms, &|v| !v.host.is_empty() && v.host != "h1") {
+            placed = Some(now);
+        }
+        if running(&vms, &|v| {
+            v.host != "h1" && v.observed_state == ObservedState::Running as i32
+        }) {
+            let (s, d) = (suspect.unwrap_or(now), dead.unwrap_or(now));
+            let p = placed.unwrap_or(now);
+            return Ok(Split {
+                detection: s - killed,
+                fencing: d.saturating_duration_since(s),
+                placement: p.saturating_duration_since(d),
+                start: now.saturating_duration_since(p),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
