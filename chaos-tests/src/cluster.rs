@@ -25,6 +25,11 @@ pub struct ClusterSpec {
     pub controller_args: Vec<String>,
     /// Mutual TLS on every hop, with a fresh CA (`drover certs`) for this cluster.
     pub tls: bool,
+    /// Give every process its own loopback address — controller N listens on and connects
+    /// from 127.0.0.(10+N), host hN listens on 127.0.0.(20+N) — so that
+    /// [`crate::partition::Partition::between`] can cut any set of them from any other.
+    /// The addresses are fixed, so only one such cluster may run at a time on a machine.
+    pub distinct_addresses: bool,
 }
 
 impl Default for ClusterSpec {
@@ -35,6 +40,7 @@ impl Default for ClusterSpec {
             libvirt_uri: "test:///default".into(),
             controller_args: Vec::new(),
             tls: false,
+            distinct_addresses: false,
         }
     }
 }
@@ -110,6 +116,17 @@ pub struct Cluster {
     controller_args: Vec<String>,
     /// Where the cluster's CA lives, when it uses mutual TLS.
     certs: Option<PathBuf>,
+    distinct_addresses: bool,
+}
+
+/// Controller `id`'s own loopback address under `ClusterSpec::distinct_addresses`.
+pub fn controller_ip(id: u64) -> String {
+    format!("127.0.0.{}", 10 + id)
+}
+
+/// Host number `n`'s (1-based) own loopback address under `distinct_addresses`.
+pub fn host_ip(n: usize) -> String {
+    format!("127.0.0.{}", 20 + n)
 }
 
 /// A free loopback port (bind port 0, read it, release it) for processes whose address must
@@ -127,9 +144,14 @@ impl Cluster {
         let dir = tempfile::tempdir()?;
         let mut controllers = Vec::new();
         for id in 1..=spec.controllers {
+            let ip = if spec.distinct_addresses {
+                controller_ip(id)
+            } else {
+                "127.0.0.1".into()
+            };
             controllers.push(Controller {
                 id,
-                addr: format!("127.0.0.1:{}", free_port()?),
+                addr: format!("{ip}:{}", free_port()?),
                 data_dir: dir.path().join(format!("controller-{id}")),
                 process: None,
             });
@@ -146,6 +168,7 @@ impl Cluster {
             initial_cluster,
             controller_args: spec.controller_args.clone(),
             certs: None,
+            distinct_addresses: spec.distinct_addresses,
         };
         if spec.tls {
             let certs = cluster.dir.path().join("certs");
@@ -174,11 +197,16 @@ impl Cluster {
     /// waiting for it to be up).
     pub async fn add_agent(&mut self, name: &str, libvirt_uri: &str) -> anyhow::Result<()> {
         let data_dir = self.dir.path().join(format!("hostd-{name}"));
+        let ip = if self.distinct_addresses {
+            host_ip(self.agents.len() + 1)
+        } else {
+            "127.0.0.1".into()
+        };
         let mut args: Vec<String> = vec![
             "--name".into(),
             name.into(),
             "--listen".into(),
-            "127.0.0.1:0".into(),
+            format!("{ip}:0"),
             "--libvirt-uri".into(),
             libvirt_uri.into(),
             "--data-dir".into(),
@@ -249,7 +277,10 @@ impl Cluster {
     /// (Re)starts controller `id` on its address and data dir.
     pub async fn start_controller(&mut self, id: u64) -> anyhow::Result<()> {
         let initial = self.initial_cluster.clone();
-        let extra = self.controller_args.clone();
+        let mut extra = self.controller_args.clone();
+        if self.distinct_addresses {
+            extra.extend(["--source-address".into(), controller_ip(id)]);
+        }
         let c = self.controller_mut(id)?;
         let mut args: Vec<String> = vec![
             "server".into(),

@@ -152,3 +152,42 @@ pub fn assert_never_twice(samples: &Samples) {
         samples.0.len()
     );
 }
+
+/// After a partition: heals it, waits until `victim` is trusted again, stops the sampler,
+/// and checks that no VM ran twice and that each of `moved`'s copies on `victim` was gone
+/// before its replacement appeared. Returns the samples for further checks.
+pub async fn heal_and_check_fenced_first(
+    cluster: &Cluster,
+    cut: crate::partition::Partition,
+    sampler: crate::Sampler,
+    victim: &str,
+    moved: &[String],
+    cut_at: std::time::Instant,
+) -> anyhow::Result<Samples> {
+    cut.heal()?;
+    wait_until("victim up again", Duration::from_secs(30), || async {
+        let h = host_json(cluster, victim).await?;
+        Ok((h["health"] == "up").then_some(()))
+    })
+    .await?;
+    let samples = sampler.finish().await?;
+    assert_never_twice(&samples);
+    for vm in moved {
+        let fenced = samples
+            .last_active_on(vm, victim)
+            .with_context(|| format!("{vm} was seen on {victim}"))?;
+        let replaced = samples
+            .first_active_elsewhere(vm, victim)
+            .with_context(|| format!("{vm} was seen elsewhere"))?;
+        assert!(
+            fenced < replaced,
+            "{vm}: the copy on {victim} was still active when its replacement started"
+        );
+        eprintln!(
+            "{vm}: fenced {:?} after the cut, replaced {:?} later",
+            fenced.saturating_duration_since(cut_at),
+            replaced - fenced
+        );
+    }
+    Ok(samples)
+}

@@ -1,7 +1,8 @@
 //! Network partitions with iptables: cut one agent off from the controllers without
 //! touching the process. Only TCP between 127.0.0.1 and the agent's port is dropped, both
 //! ways, so the test's own [`crate::cluster::Probe`] (from 127.0.0.2) still reaches it.
-//! Rules carry a comment naming this process and are removed on drop.
+//! [`Partition::between`] cuts whole sets of processes apart by their own loopback
+//! addresses instead. Rules carry a comment naming this process and are removed on drop.
 
 use std::process::Command;
 
@@ -37,32 +38,34 @@ impl Partition {
     pub fn cut(port: u16) -> anyhow::Result<Self> {
         let tag = format!("drover-test-{}-{port}", std::process::id());
         let port = port.to_string();
-        let rule = |chain: &str, dir: &str| -> Vec<String> {
-            [
-                chain,
-                "-p",
-                "tcp",
-                "-s",
-                "127.0.0.1",
-                "-d",
-                "127.0.0.1",
-                dir,
-                &port,
-                "-m",
-                "comment",
-                "--comment",
-                &tag,
-                "-j",
-                "DROP",
-            ]
-            .map(String::from)
-            .to_vec()
-        };
-        let mut partition = Partition { rules: Vec::new() };
+        let lo = "127.0.0.1";
         // Inbound to the agent and its answers: both halves of every connection.
-        for r in [rule("INPUT", "--dport"), rule("OUTPUT", "--sport")] {
-            iptables("-I", &r)?;
-            partition.rules.push(r);
+        Self::install(&[
+            drop_rule("INPUT", lo, lo, &["--dport", &port], &tag),
+            drop_rule("OUTPUT", lo, lo, &["--sport", &port], &tag),
+        ])
+    }
+
+    /// Drops all TCP between any address of `a` and any of `b`, both ways (processes with
+    /// their own loopback addresses: `ClusterSpec::distinct_addresses`).
+    pub fn between(a: &[String], b: &[String]) -> anyhow::Result<Self> {
+        let tag = format!("drover-test-{}-split", std::process::id());
+        let mut rules = Vec::new();
+        for x in a {
+            for y in b {
+                rules.push(drop_rule("INPUT", x, y, &[], &tag));
+                rules.push(drop_rule("INPUT", y, x, &[], &tag));
+            }
+        }
+        Self::install(&rules)
+    }
+
+    /// Inserts `rules`; the ones already in are removed again if one fails (on drop).
+    fn install(rules: &[Vec<String>]) -> anyhow::Result<Self> {
+        let mut partition = Partition { rules: Vec::new() };
+        for r in rules {
+            iptables("-I", r)?;
+            partition.rules.push(r.clone());
         }
         Ok(partition)
     }
@@ -89,6 +92,16 @@ impl Drop for Partition {
             eprintln!("cannot remove partition rules: {e:#}");
         }
     }
+}
+
+/// `CHAIN -p tcp -s SRC -d DST [extra] -m comment --comment TAG -j DROP`.
+fn drop_rule(chain: &str, src: &str, dst: &str, extra: &[&str], tag: &str) -> Vec<String> {
+    let mut r: Vec<String> = [chain, "-p", "tcp", "-s", src, "-d", dst]
+        .map(String::from)
+        .to_vec();
+    r.extend(extra.iter().map(|s| s.to_string()));
+    r.extend(["-m", "comment", "--comment", tag, "-j", "DROP"].map(String::from));
+    r
 }
 
 fn iptables(op: &str, rule: &[String]) -> anyhow::Result<()> {

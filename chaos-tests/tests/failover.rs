@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use drover_chaos_tests::ha::{
-    agent_port, assert_never_twice, host_json, moved_elsewhere, populate, spec, FAST,
+    agent_port, assert_never_twice, heal_and_check_fenced_first, host_json, moved_elsewhere,
+    populate, spec, FAST,
 };
 use drover_chaos_tests::partition::{self, Partition};
 use drover_chaos_tests::{wait_until, Cluster, Sampler};
@@ -99,32 +100,8 @@ async fn partitioned_hostd_fences_itself_before_replacements_start() -> anyhow::
     assert_eq!(host["health"], "dead", "{host}");
 
     eprintln!("phase: heal; {victim} must be reconciled and trusted again");
-    cut.heal()?;
-    wait_until("victim up again", Duration::from_secs(20), || async {
-        let h = host_json(&cluster, &victim).await?;
-        Ok((h["health"] == "up").then_some(()))
-    })
-    .await?;
-    let samples = sampler.finish().await?;
-    assert_never_twice(&samples);
-
-    for vm in &on_victim {
-        let fenced = samples
-            .last_active_on(vm, &victim)
-            .with_context(|| format!("{vm} was seen on {victim}"))?;
-        let replaced = samples
-            .first_active_elsewhere(vm, &victim)
-            .with_context(|| format!("{vm} was seen elsewhere"))?;
-        assert!(
-            fenced < replaced,
-            "{vm}: the copy on {victim} was still active when its replacement started"
-        );
-        eprintln!(
-            "{vm}: fenced {:?} after the cut, replaced {:?} later",
-            fenced.saturating_duration_since(cut_at),
-            replaced - fenced
-        );
-    }
+    let samples =
+        heal_and_check_fenced_first(&cluster, cut, sampler, &victim, &on_victim, cut_at).await?;
     // The non-HA guest ran through the partition, on its host, and nowhere else.
     let last = samples.0.last().context("samples")?;
     assert_eq!(

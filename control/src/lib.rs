@@ -67,6 +67,11 @@ pub async fn serve(
         metrics::serve(addr)?;
     }
     let fence_agent = fence_agent(&args)?;
+    if let Some(ip) = args.source_address {
+        if drover_proto::transport::set_source_address(ip).is_err() {
+            anyhow::bail!("--source-address set twice in one process");
+        }
+    }
     let config = config::ServerConfig {
         id: args.id,
         data_dir: args.data_dir,

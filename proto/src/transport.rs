@@ -87,7 +87,19 @@ impl Tls {
     }
 }
 
-/// An endpoint for `addr` (`host:port`): `https` with mTLS when `tls` is set.
+/// The source address every outgoing connection of this process binds to, if set.
+static SOURCE_ADDRESS: std::sync::OnceLock<std::net::IpAddr> = std::sync::OnceLock::new();
+
+/// Makes every endpoint built afterwards connect from `ip` (`drover server
+/// --source-address`): the node's network identity, so that firewalls — and the partition
+/// tests — can tell its traffic apart. Process-wide like the node's identity itself; the
+/// first call wins.
+pub fn set_source_address(ip: std::net::IpAddr) -> Result<(), std::net::IpAddr> {
+    SOURCE_ADDRESS.set(ip)
+}
+
+/// An endpoint for `addr` (`host:port`): `https` with mTLS when `tls` is set, from the
+/// process's source address when one is set.
 pub fn endpoint(addr: &str, tls: Option<&Tls>) -> Result<Endpoint, tonic::transport::Error> {
     let addr = addr
         .trim_start_matches("http://")
@@ -95,7 +107,8 @@ pub fn endpoint(addr: &str, tls: Option<&Tls>) -> Result<Endpoint, tonic::transp
     let scheme = if tls.is_some() { "https" } else { "http" };
     let endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))?
         .connect_timeout(Duration::from_secs(1))
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        .local_address(SOURCE_ADDRESS.get().copied());
     match tls {
         None => Ok(endpoint),
         Some(tls) => {

@@ -130,6 +130,10 @@ pub struct ServerArgs {
     /// --join when --listen is not a concrete address.
     #[arg(long)]
     pub advertise: Option<String>,
+    /// Connect to peers and hosts from this IP address (a multi-homed controller, or a
+    /// firewall that tells controllers apart by source). Default: chosen by the OS.
+    #[arg(long)]
+    pub source_address: Option<std::net::IpAddr>,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long)]
     pub metrics_listen: Option<String>,
