@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use drover_proto::agent::v1::{
-    session_event, session_request, Domain, Fence, Heartbeat, Hello, LeaseGrant, SessionEvent,
-    SessionRequest, VmRef,
+    session_event, session_request, Domain, DomainState, Fence, Heartbeat, Hello, LeaseGrant,
+    SessionEvent, SessionRequest, VmRef,
 };
 use drover_raft::model::{Capacity, DeadReason, HostHealth};
 use drover_raft::{Command, RaftNode, Request};
@@ -286,13 +286,20 @@ impl HostActor {
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
-        self.tracker.fencing_armed = self.cx.node.view().read(|d| {
-            d.state
-                .hosts
-                .get(&self.name)
-                .is_some_and(|h| h.fencing_armed)
-                && !d.state.ha.disarmed
+        let (armed, committed_dead) = self.cx.node.view().read(|d| {
+            let host = d.state.hosts.get(&self.name);
+            (
+                host.is_some_and(|h| h.fencing_armed) && !d.state.ha.disarmed,
+                host.is_some_and(|h| h.health == HostHealth::Dead),
+            )
         });
+        self.tracker.fencing_armed = armed;
+        if committed_dead && self.tracker.health != Health::Dead {
+            // Declared dead elsewhere (an operator or the fence agent): no more grants, and
+            // it must be reconciled like any dead host before it is trusted again.
+            tracing::warn!(host = %self.name, term = self.cx.term, "host declared dead: no more leases until it is reconciled");
+            self.tracker.health = Health::Dead;
+        }
         self.observe(ctx, Event::Tick { now });
         let overdue = self.tracker.last_beat.is_some_and(|t| {
             now.saturating_duration_since(t) > self.cx.timings.heartbeat * MISSED_BEATS
@@ -326,8 +333,14 @@ impl HostActor {
             .read(|d| stale_domains(&self.name, &beat.domains, &d.state));
         self.destroying
             .retain(|n| stale.iter().any(|s| &s.name == n));
-        if stale.is_empty() && self.tracker.health == Health::Dead {
-            // The host is back and runs nothing the cluster placed elsewhere: trust it.
+        // A dead host is trusted again once it runs nothing the cluster placed elsewhere
+        // and no HA guest at all: those are being restarted elsewhere, and it gets no lease,
+        // so it fences them itself within one ttl if it has not already.
+        let ha_active = beat
+            .domains
+            .iter()
+            .any(|d| d.ha && matches!(d.state(), DomainState::Running | DomainState::Paused));
+        if stale.is_empty() && !ha_active && self.tracker.health == Health::Dead {
             tracing::info!(host = %self.name, term = self.cx.term, "dead host is back and reconciled");
             self.tracker.health = Health::Up;
         }
