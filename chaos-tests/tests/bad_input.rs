@@ -85,3 +85,67 @@ async fn clear_errors() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `drover server` checks its HA flags before it starts anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_refuses_bad_ha_flags() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterSpec {
+        controllers: 1,
+        hosts: 0,
+        ..Default::default()
+    })
+    .await?;
+    let dir = tempfile::tempdir()?;
+    let data_dir = dir.path().display().to_string();
+    let base = [
+        "server",
+        "--id",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--initial-cluster",
+        "1=127.0.0.1:1",
+        "--data-dir",
+        &data_dir,
+    ];
+    for (extra, needle) in [
+        (
+            &["--lease-ttl-ms", "2000"][..],
+            "lease ttl 2s must be at least 3 heartbeats",
+        ),
+        (
+            &["--lease-margin-ms", "0"][..],
+            "lease margin must be positive",
+        ),
+        (
+            &["--heartbeat-interval-ms", "0"][..],
+            "heartbeat interval must be positive",
+        ),
+        (
+            &["--fence-agent", "/nonexistent/fence"][..],
+            "--fence-agent /nonexistent/fence",
+        ),
+    ] {
+        let args: Vec<&str> = base.iter().copied().chain(extra.iter().copied()).collect();
+        let out = tokio::time::timeout(std::time::Duration::from_secs(20), cluster.drover(&args))
+            .await
+            .map_err(|_| anyhow::anyhow!("{extra:?} was accepted: the server kept running"))??;
+        assert!(!out.success, "{extra:?} should be refused");
+        assert!(out.stderr.contains(needle), "{extra:?}: {:?}", out.stderr);
+    }
+    let out = cluster
+        .cli(&[
+            "vm",
+            "create",
+            "x",
+            "--vcpus",
+            "1",
+            "--memory-mib",
+            "64",
+            "--ha-priority",
+            "3",
+        ])
+        .await?;
+    assert!(!out.success && out.stderr.contains("--ha"), "{out:?}");
+    Ok(())
+}

@@ -135,3 +135,51 @@ async fn watchdog_fences_ha_guests_when_hostd_is_gone() {
     assert_eq!(active(&plain), Ok(true), "non-HA guests are left running");
     watchdog.kill().await.expect("kill watchdog");
 }
+
+/// Layer 3: with `--device`, every healthy round writes to the device, and a clean stop
+/// writes the magic `V` that disarms a Linux watchdog. A regular file stands in for
+/// `/dev/watchdog` here: the bytes written are the whole protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchdog_pets_the_device_and_disarms_it_on_a_clean_stop() {
+    if !common::prerequisite(common::libvirt_test_driver()) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let device = dir.path().join("watchdog");
+    std::fs::write(&device, b"").expect("device file");
+    let mut watchdog = Command::new(env!("CARGO_BIN_EXE_hostd-watchdog"))
+        .args(["--libvirt-uri", "test:///default", "--data-dir"])
+        .arg(dir.path())
+        .args(["--interval-ms", "50", "--device"])
+        .arg(&device)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start hostd-watchdog");
+    let stdout = watchdog.stdout.take().expect("stdout");
+    within("the watchdog to start", async {
+        BufReader::new(stdout).lines().next_line().await
+    })
+    .await
+    .expect("read")
+    .expect("a line");
+
+    within("the device to be petted", async {
+        while std::fs::read(&device).map_or(0, |b| b.len()) < 3 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let pid = nix::unistd::Pid::from_raw(watchdog.id().expect("pid") as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let status = within("the watchdog to stop", watchdog.wait())
+        .await
+        .expect("wait");
+    assert!(status.success(), "{status:?}");
+    let written = std::fs::read(&device).expect("device file");
+    assert!(
+        written[..written.len() - 1].iter().all(|b| *b == 0),
+        "{written:?}"
+    );
+    assert_eq!(written.last(), Some(&b'V'), "magic close on a clean stop");
+}
