@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use drover_proto::transport::TlsHandle;
-use drover_raft::model::{DesiredState, HostHealth, ObservedState};
+use drover_raft::model::{DesiredState, EventKind, HostHealth, ObservedState};
 use drover_raft::store::Change;
 use drover_raft::{Command, RaftMetrics, RaftNode, Request};
 use openraft::ServerState;
@@ -65,6 +65,8 @@ pub struct Supervisor {
     failing_over: bool,
     /// The mass-failure brake is on (logged once per episode).
     frozen: bool,
+    /// The brake's event, recorded on the next round.
+    frozen_event: Option<Command>,
 }
 
 /// Whether the supervisor currently runs children, and for which term (for tests and
@@ -83,6 +85,7 @@ impl Supervisor {
             confirming: None,
             failing_over: false,
             frozen: false,
+            frozen_event: None,
         }
     }
 
@@ -308,45 +311,75 @@ impl Supervisor {
             match failover::plan(&candidates, looks_dead, hosts, &self.config.failover) {
                 Plan::Frozen { dead, hosts } => {
                     self.set_frozen(true, dead, hosts);
+                    if let Some(event) = self.frozen_event.take() {
+                        let node = self.node.clone();
+                        ctx.spawn(
+                            async move {
+                                if let Err(e) = node.write_local(Request::anonymous(event)).await {
+                                    tracing::warn!(error = %e, "cannot record an event");
+                                }
+                            }
+                            .into_actor(self),
+                        );
+                    }
                     return;
                 }
                 Plan::Restart { now, unknown, .. } => (now, unknown),
             };
         self.set_frozen(false, looks_dead, hosts);
-        let mut commands = Vec::new();
+        // Each step with the event to record once it has been applied.
+        let mut steps: Vec<(Command, Option<Command>)> = Vec::new();
         for name in &now {
             let (generation, host) = &generations[name];
             tracing::warn!(vm = %name, host = %host, term, generation, "failing over: host is dead");
-            commands.push(Command::FailoverVm {
+            let event = Command::event(
+                EventKind::FailedOver,
+                Some(host),
+                Some(name),
+                format!(
+                    "host {host} is dead: restarting elsewhere (generation {generation} -> {})",
+                    generation + 1
+                ),
+            );
+            let step = Command::FailoverVm {
                 name: name.clone(),
                 expected_generation: *generation,
-            });
+            };
+            steps.push((step, Some(event)));
         }
         for name in &unknown {
             let (generation, host) = &generations[name];
-            commands.push(Command::VmObserved {
+            let step = Command::VmObserved {
                 name: name.clone(),
                 generation: *generation,
                 observed: ObservedState::Unknown,
                 reason: format!("host {host} is dead; not HA, so it stays there"),
-            });
+            };
+            steps.push((step, None));
         }
         self.failing_over = true;
         let node = self.node.clone();
-        let restarts = now.len() as u64;
         ctx.spawn(
             async move {
-                for cmd in commands {
-                    match node.write_local(Request::anonymous(cmd)).await {
+                for (step, event) in steps {
+                    match node.write_local(Request::anonymous(step)).await {
                         Ok(Ok(_)) => {}
-                        Ok(Err(e)) => tracing::info!(error = %e, "failover step refused"),
+                        Ok(Err(e)) => {
+                            tracing::info!(error = %e, "failover step refused");
+                            continue;
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "failover step not committed");
                             break;
                         }
                     }
+                    if let Some(event) = event {
+                        metrics::counter!("drover_failover_vms_total").increment(1);
+                        if let Err(e) = node.write_local(Request::anonymous(event)).await {
+                            tracing::warn!(error = %e, "cannot record an event");
+                        }
+                    }
                 }
-                metrics::counter!("drover_failover_vms_total").increment(restarts);
             }
             .into_actor(self)
             .map(|(), act, _| act.failing_over = false),
@@ -360,6 +393,12 @@ impl Supervisor {
                     dead, hosts,
                     "failover frozen: more than half of the hosts look dead; this controller is more likely the one cut off"
                 );
+                self.frozen_event = Some(Command::event(
+                    EventKind::FailoverFrozen,
+                    None,
+                    None,
+                    format!("{dead} of {hosts} hosts look dead at once: failover frozen (mass-failure brake)"),
+                ));
             } else {
                 tracing::info!("failover brake released");
             }

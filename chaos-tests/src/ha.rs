@@ -191,3 +191,38 @@ pub async fn heal_and_check_fenced_first(
     }
     Ok(samples)
 }
+
+/// The cluster's events about `host`, oldest first (`drover event list --host`).
+pub async fn host_events(cluster: &Cluster, host: &str) -> anyhow::Result<Vec<Value>> {
+    let v = cluster
+        .cli_json(&["event", "list", "--host", host, "--limit", "0"])
+        .await
+        .map_err(anyhow::Error::msg)?;
+    Ok(v.as_array().cloned().unwrap_or_default())
+}
+
+/// Waits until the event log has an event about `host` of `kind` whose message contains
+/// `text` (and, when given, about `vm`).
+pub async fn wait_event(
+    cluster: &Cluster,
+    host: &str,
+    kind: &str,
+    vm: Option<&str>,
+    text: &str,
+) -> anyhow::Result<Value> {
+    wait_until(
+        &format!("a {kind} event about {host}"),
+        Duration::from_secs(10),
+        || async {
+            let events = host_events(cluster, host)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(events.into_iter().find(|e| {
+                e["kind"] == kind
+                    && vm.is_none_or(|v| e["vm"] == v)
+                    && e["message"].as_str().is_some_and(|m| m.contains(text))
+            }))
+        },
+    )
+    .await
+}

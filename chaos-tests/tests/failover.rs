@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use drover_chaos_tests::ha::{
     agent_port, assert_never_twice, heal_and_check_fenced_first, host_json, moved_elsewhere,
-    populate, spec, FAST,
+    populate, spec, wait_event, FAST,
 };
 use drover_chaos_tests::partition::{self, Partition};
 use drover_chaos_tests::{wait_until, Cluster, Sampler};
@@ -102,6 +102,9 @@ async fn partitioned_hostd_fences_itself_before_replacements_start() -> anyhow::
     eprintln!("phase: heal; {victim} must be reconciled and trusted again");
     let samples =
         heal_and_check_fenced_first(&cluster, cut, sampler, &victim, &on_victim, cut_at).await?;
+    // Back in touch, the host reports that it fenced itself, and is trusted again.
+    wait_event(&cluster, &victim, "self-fenced", None, "lease lapsed").await?;
+    wait_event(&cluster, &victim, "host-back", None, "trusted again").await?;
     // The non-HA guest ran through the partition, on its host, and nowhere else.
     let last = samples.0.last().context("samples")?;
     assert_eq!(

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use drover_chaos_tests::ha::{
-    agent_port, assert_never_twice, host_json, moved_elsewhere, populate, spec, FAST,
+    agent_port, assert_never_twice, host_json, moved_elsewhere, populate, spec, wait_event, FAST,
 };
 use drover_chaos_tests::partition::{self, Partition};
 use drover_chaos_tests::{require, Cluster, Sampler};
@@ -69,6 +69,14 @@ async fn a_successful_agent_fails_over_without_the_lease_wait() -> anyhow::Resul
         .map_err(anyhow::Error::msg)?;
     assert_eq!(host["health"], "dead", "{host}");
     assert_eq!(host["dead_reason"], "fence-agent", "{host}");
+    wait_event(
+        &cluster,
+        &victim,
+        "host-dead",
+        None,
+        "fence agent confirmed",
+    )
+    .await?;
     drop(cut);
     assert_never_twice(&sampler.finish().await?);
     Ok(())
@@ -99,6 +107,23 @@ async fn a_failing_agent_falls_back_to_the_lease() -> anyhow::Result<()> {
         .await
         .map_err(anyhow::Error::msg)?;
     assert_eq!(host["dead_reason"], "lease", "{host}");
+    // The events say which path was taken.
+    wait_event(
+        &cluster,
+        &victim,
+        "fence-agent-failed",
+        None,
+        "BMC unreachable",
+    )
+    .await?;
+    wait_event(
+        &cluster,
+        &victim,
+        "host-dead",
+        None,
+        "lease has certainly lapsed",
+    )
+    .await?;
     drop(cut);
     assert_never_twice(&sampler.finish().await?);
     Ok(())

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use drover_chaos_tests::ha::{host_json, moved_elsewhere, populate, spec};
+use drover_chaos_tests::ha::{host_json, moved_elsewhere, populate, spec, wait_event};
 use drover_chaos_tests::{wait_until, Cluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,6 +41,7 @@ async fn operator_fence_fails_over_and_the_stale_copy_is_destroyed() -> anyhow::
         .map_err(anyhow::Error::msg)?;
     assert_eq!(fenced["health"], "dead", "{fenced}");
     assert_eq!(fenced["dead_reason"], "operator", "{fenced}");
+    wait_event(&cluster, &victim, "host-dead", None, "operator confirmed").await?;
     let at = Instant::now();
     moved_elsewhere(&cluster, &victim, &on_victim, Duration::from_secs(10)).await?;
     eprintln!("moved {:?} after the fence", at.elapsed());

@@ -241,6 +241,23 @@ impl Client {
         .await
     }
 
+    pub async fn events(
+        &self,
+        req: pb::ListEventsRequest,
+    ) -> Result<pb::ListEventsResponse, ClientError> {
+        self.call(|c| {
+            let req = req.clone();
+            async move {
+                ClusterServiceClient::new(c)
+                    .max_decoding_message_size(Self::MAX_RESPONSE_BYTES)
+                    .list_events(req)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        })
+        .await
+    }
+
     pub async fn ha_status(&self) -> Result<pb::HaStatus, ClientError> {
         self.call(|c| async move {
             ClusterServiceClient::new(c)

@@ -3,7 +3,8 @@
 
 use crate::command::{ApplyError, ApplyResult, Command, Reply};
 use crate::model::{
-    validate_name, ClusterState, DeadReason, DesiredState, Host, HostHealth, ObservedState, Vm,
+    validate_name, ClusterState, DeadReason, DesiredState, Event, Host, HostHealth, ObservedState,
+    Vm,
 };
 
 /// Which entity an applied command touched; the store persists exactly these keys.
@@ -13,6 +14,11 @@ pub enum Touched {
     Vm(String),
     /// The HA switch and every host.
     AllHosts,
+    /// An event appended, and maybe the oldest one dropped.
+    Event {
+        added: u64,
+        evicted: Option<u64>,
+    },
     Nothing,
 }
 
@@ -24,6 +30,7 @@ impl ClusterState {
             | Command::HostObserved { name, .. }
             | Command::DeclareHostDead { name, .. } => Touched::Host(name.clone()),
             Command::SetHaArmed { .. } => Touched::AllHosts,
+            Command::RecordEvent { .. } => Touched::Nothing,
             Command::CreateVm { name, .. }
             | Command::FailoverVm { name, .. }
             | Command::SetDesiredState { name, .. }
@@ -31,6 +38,24 @@ impl ClusterState {
             | Command::VmObserved { name, .. }
             | Command::RemoveVm { name, .. } => Touched::Vm(name.clone()),
         };
+        if let Command::RecordEvent {
+            at_ms,
+            kind,
+            host,
+            vm,
+            message,
+        } = cmd
+        {
+            let (added, evicted) = self.events.push(Event {
+                seq: 0,
+                at_ms: *at_ms,
+                kind: *kind,
+                host: host.clone(),
+                vm: vm.clone(),
+                message: message.clone(),
+            });
+            return (Ok(Reply::Nothing), Touched::Event { added, evicted });
+        }
         match self.apply_inner(cmd) {
             Ok(reply) => (Ok(reply), touched),
             Err(e) => (Err(e), Touched::Nothing),
@@ -83,6 +108,8 @@ impl ClusterState {
                 }
                 Ok(Reply::Host(host.clone()))
             }
+            // Handled in `apply`, which knows which event it touched.
+            Command::RecordEvent { .. } => Ok(Reply::Nothing),
             Command::SetHaArmed { armed } => {
                 self.ha.disarmed = !armed;
                 if !armed {

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    Capacity, DeadReason, DesiredState, Host, HostHealth, ObservedState, Vm, VmSpec,
+    Capacity, DeadReason, DesiredState, EventKind, Host, HostHealth, ObservedState, Vm, VmSpec,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +23,14 @@ pub enum Command {
         /// What the host says about self-fencing (`None`: unchanged).
         #[serde(default)]
         fencing_armed: Option<bool>,
+    },
+    /// Appends to the event log (`at_ms`: the recording leader's wall clock).
+    RecordEvent {
+        at_ms: u64,
+        kind: EventKind,
+        host: Option<String>,
+        vm: Option<String>,
+        message: String,
     },
     /// `drover ha arm|disarm`. Disarming marks every host not armed in the same entry, so
     /// no grant saying "disarmed" can reach a host the state still counts as armed.
@@ -72,6 +80,26 @@ pub enum Command {
 }
 
 impl Command {
+    /// A `RecordEvent` stamped with this machine's wall clock (read here, by the writer;
+    /// `apply` never reads a clock).
+    pub fn event(
+        kind: EventKind,
+        host: Option<&str>,
+        vm: Option<&str>,
+        message: impl Into<String>,
+    ) -> Command {
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Command::RecordEvent {
+            at_ms,
+            kind,
+            host: host.map(String::from),
+            vm: vm.map(String::from),
+            message: message.into(),
+        }
+    }
+
     /// Short name for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -79,6 +107,7 @@ impl Command {
             Command::HostObserved { .. } => "host_observed",
             Command::DeclareHostDead { .. } => "declare_host_dead",
             Command::SetHaArmed { .. } => "set_ha_armed",
+            Command::RecordEvent { .. } => "record_event",
             Command::FailoverVm { .. } => "failover_vm",
             Command::CreateVm { .. } => "create_vm",
             Command::SetDesiredState { .. } => "set_desired_state",

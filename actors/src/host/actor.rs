@@ -12,7 +12,7 @@ use drover_proto::agent::v1::{
     session_event, session_request, Domain, DomainState, Fence, Heartbeat, Hello, LeaseGrant,
     SessionEvent, SessionRequest, VmRef,
 };
-use drover_raft::model::{Capacity, DeadReason, HostHealth};
+use drover_raft::model::{Capacity, DeadReason, EventKind, HostHealth};
 use drover_raft::{Command, RaftNode, Request};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -199,6 +199,11 @@ impl HostActor {
                         reason: DeadReason::LeaseLapsed,
                     },
                 );
+                self.record(
+                    ctx,
+                    EventKind::HostDead,
+                    "its lease has certainly lapsed (last grant + ttl + margin): it has fenced itself",
+                );
             }
             // Up after Suspect; a dead host comes back only through `heartbeat`.
             Health::Up => self.commit(ctx, up(&self.name, None, None)),
@@ -237,6 +242,11 @@ impl HostActor {
                                 reason: DeadReason::FenceAgent,
                             },
                         );
+                        act.record(
+                            ctx,
+                            EventKind::HostDead,
+                            "the fence agent confirmed it is powered off; no lease wait",
+                        );
                     }
                     Outcome::PoweredOff => {}
                     Outcome::Failed(why) => {
@@ -246,10 +256,31 @@ impl HostActor {
                         );
                         metrics::counter!("drover_fence_agent_total", "outcome" => "failed")
                             .increment(1);
+                        act.record(
+                            ctx,
+                            EventKind::FenceAgentFailed,
+                            &format!("{why}; waiting for the lease instead"),
+                        );
                     }
                 }
             },
         ));
+    }
+
+    /// Appends to the replicated event log (best effort: the state change it describes
+    /// was committed separately).
+    fn record(&self, ctx: &mut Context<Self>, kind: EventKind, message: &str) {
+        let cmd = Command::event(kind, Some(&self.name), None, message);
+        let node = self.cx.node.clone();
+        let host = self.name.clone();
+        ctx.spawn(
+            async move {
+                if let Err(e) = node.write_local(Request::anonymous(cmd)).await {
+                    tracing::warn!(%host, error = %e, "cannot record an event");
+                }
+            }
+            .into_actor(self),
+        );
     }
 
     fn commit(&self, ctx: &mut Context<Self>, cmd: Command) {
@@ -323,6 +354,14 @@ impl HostActor {
                 );
                 metrics::counter!("drover_host_self_fences_total", "host" => self.name.clone())
                     .increment(lease.self_fences - self.self_fences);
+                // Counts start at 0 in every hostd process: only report news seen live.
+                if self.self_fences > 0 || self.tracker.last_beat.is_some() {
+                    self.record(
+                        ctx,
+                        EventKind::SelfFenced,
+                        "its lease lapsed: it destroyed its HA guests and refuses starts",
+                    );
+                }
             }
             self.self_fences = lease.self_fences;
         }
@@ -343,6 +382,11 @@ impl HostActor {
         if stale.is_empty() && !ha_active && self.tracker.health == Health::Dead {
             tracing::info!(host = %self.name, term = self.cx.term, "dead host is back and reconciled");
             self.tracker.health = Health::Up;
+            self.record(
+                ctx,
+                EventKind::HostBack,
+                "reported back running nothing stale and no HA guest: trusted again",
+            );
         }
         for s in stale {
             if self.destroying.contains(&s.name) {

@@ -278,6 +278,15 @@ impl ClusterService for ClusterApi {
         Ok(Response::new(super::ha::get(&self.node, stale).await?))
     }
 
+    async fn list_events(
+        &self,
+        req: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        Ok(Response::new(
+            super::ha::events(&self.node, req.into_inner()).await?,
+        ))
+    }
+
     async fn transfer_leader(
         &self,
         req: Request<pb::TransferLeaderRequest>,

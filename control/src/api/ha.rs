@@ -1,9 +1,10 @@
 //! The cluster-wide HA switch behind `drover ha arm|disarm|status` (ClusterService's
-//! `SetHaArmed` and `GetHaStatus`).
+//! `SetHaArmed` and `GetHaStatus`), and the event log behind `drover event list`.
 
 use drover_proto::v1 as pb;
 use drover_raft::model::ClusterState;
-use drover_raft::{Command, RaftNode, Reply};
+use drover_raft::model::EventKind;
+use drover_raft::{Command, RaftNode, Reply, Request};
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
@@ -21,7 +22,23 @@ pub async fn set_armed(
         tracing::warn!("HA DISARMED by an operator: no failover and no self-fencing");
     }
     // The reply is the switch as applied at that entry: this node's own view may lag.
-    match commit(node, meta, Command::SetHaArmed { armed }).await? {
+    let reply = commit(node, meta, Command::SetHaArmed { armed }).await?;
+    let (kind, what) = if armed {
+        (EventKind::HaArmed, "HA armed by an operator")
+    } else {
+        (
+            EventKind::HaDisarmed,
+            "HA disarmed by an operator: no failover, no self-fencing",
+        )
+    };
+    // The switch is what matters; an event that cannot be written is only logged.
+    if let Err(e) = node
+        .write(Request::anonymous(Command::event(kind, None, None, what)))
+        .await
+    {
+        tracing::warn!(error = %e, "cannot record the HA switch event");
+    }
+    match reply {
         Reply::Ha {
             disarmed,
             hosts_not_armed,
@@ -43,4 +60,35 @@ fn status(state: &ClusterState) -> pb::HaStatus {
         disarmed: state.ha.disarmed,
         hosts_not_armed: state.hosts_not_armed(),
     }
+}
+
+pub async fn events(
+    node: &RaftNode,
+    req: pb::ListEventsRequest,
+) -> Result<pb::ListEventsResponse, Status> {
+    fresh_read(node, req.stale).await?;
+    let events = node.view().read(|d| {
+        let matching: Vec<pb::Event> = d
+            .state
+            .events
+            .entries
+            .iter()
+            .filter(|e| req.host.is_empty() || e.host.as_deref() == Some(req.host.as_str()))
+            .filter(|e| req.vm.is_empty() || e.vm.as_deref() == Some(req.vm.as_str()))
+            .map(|e| pb::Event {
+                seq: e.seq,
+                at_ms: e.at_ms,
+                kind: e.kind.as_str().into(),
+                host: e.host.clone().unwrap_or_default(),
+                vm: e.vm.clone().unwrap_or_default(),
+                message: e.message.clone(),
+            })
+            .collect();
+        let skip = match req.limit {
+            0 => 0,
+            n => matching.len().saturating_sub(n as usize),
+        };
+        matching.into_iter().skip(skip).collect()
+    });
+    Ok(pb::ListEventsResponse { events })
 }

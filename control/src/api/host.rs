@@ -3,7 +3,7 @@
 use drover_actors::host::GrantBook;
 use drover_proto::v1 as pb;
 use drover_proto::v1::host_service_server::HostService;
-use drover_raft::model::{ClusterState, DeadReason, Host};
+use drover_raft::model::{ClusterState, DeadReason, EventKind, Host};
 use drover_raft::{Command, RaftNode, Reply};
 use tonic::{Request, Response, Status};
 
@@ -64,10 +64,24 @@ impl HostService for HostApi {
         }
         tracing::warn!(host = %req.name, "operator confirms the host is off; declaring it dead");
         let cmd = Command::DeclareHostDead {
-            name: req.name,
+            name: req.name.clone(),
             reason: DeadReason::Operator,
         };
-        self.host_reply(commit(&self.node, &meta, cmd).await?)
+        let reply = self.host_reply(commit(&self.node, &meta, cmd).await?)?;
+        let event = Command::event(
+            EventKind::HostDead,
+            Some(&req.name),
+            None,
+            "an operator confirmed it is powered off (drover host fence)",
+        );
+        if let Err(e) = self
+            .node
+            .write(drover_raft::Request::anonymous(event))
+            .await
+        {
+            tracing::warn!(host = %req.name, error = %e, "cannot record the fence event");
+        }
+        Ok(reply)
     }
 
     async fn get_host(

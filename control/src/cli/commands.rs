@@ -4,7 +4,7 @@
 use drover_proto::v1 as pb;
 
 use super::output::{self, Format};
-use super::{ClusterCmd, HaCmd, HostCmd, ReadOpts, SnapshotCmd, VmCmd};
+use super::{ClusterCmd, EventCmd, HaCmd, HostCmd, ReadOpts, SnapshotCmd, VmCmd};
 use crate::client::{Client, Membership, Read, VmVerb};
 
 /// Where and how long client commands try.
@@ -116,6 +116,33 @@ pub async fn cluster(target: &Target, format: Format, cmd: ClusterCmd) -> anyhow
         ClusterCmd::Restore { .. } => unreachable!("handled above"),
     };
     Ok(show_status(format, &status)?.into())
+}
+
+/// Runs a `drover event …` command.
+pub async fn event(target: &Target, format: Format, cmd: EventCmd) -> anyhow::Result<Printed> {
+    let c = client(target)?;
+    let EventCmd::List {
+        host,
+        vm,
+        limit,
+        read: ReadOpts { stale },
+    } = cmd;
+    let events = c
+        .events(pb::ListEventsRequest {
+            stale,
+            host: host.unwrap_or_default(),
+            vm: vm.unwrap_or_default(),
+            limit,
+        })
+        .await?
+        .events;
+    Ok(match format {
+        Format::Json => json(&serde_json::Value::Array(
+            events.iter().map(output::event_json).collect(),
+        ))?,
+        Format::Table => output::event_rows(&events),
+    }
+    .into())
 }
 
 /// Runs a `drover ha …` command.

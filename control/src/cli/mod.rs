@@ -7,7 +7,7 @@ pub mod output;
 
 use std::path::PathBuf;
 
-pub use commands::{certs, cluster, ha, host, vm, Printed, Target};
+pub use commands::{certs, cluster, event, ha, host, vm, Printed, Target};
 use output::Format;
 
 #[derive(Debug, clap::Parser)]
@@ -74,9 +74,30 @@ pub enum Command {
     /// The cluster-wide HA switch, for planned network maintenance.
     #[command(subcommand)]
     Ha(HaCmd),
+    /// The cluster's event log: host deaths, self-fences, failovers, the HA switch.
+    #[command(subcommand)]
+    Event(EventCmd),
     /// A cluster CA and certificates for mutual TLS.
     #[command(subcommand)]
     Certs(CertsCmd),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum EventCmd {
+    /// Events, oldest first.
+    List {
+        /// Only events about this host.
+        #[arg(long)]
+        host: Option<String>,
+        /// Only events about this VM.
+        #[arg(long)]
+        vm: Option<String>,
+        /// Only the newest N (0: all the cluster keeps, up to 1000).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]

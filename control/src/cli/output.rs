@@ -70,6 +70,68 @@ pub fn host_json(h: &pb::Host) -> Value {
     })
 }
 
+pub fn event_json(e: &pb::Event) -> Value {
+    json!({
+        "seq": e.seq,
+        "at_ms": e.at_ms,
+        "kind": e.kind,
+        "host": if e.host.is_empty() { Value::Null } else { json!(e.host) },
+        "vm": if e.vm.is_empty() { Value::Null } else { json!(e.vm) },
+        "message": e.message,
+    })
+}
+
+pub fn event_rows(events: &[pb::Event]) -> String {
+    table(
+        &["SEQ", "TIME (UTC)", "KIND", "HOST", "VM", "MESSAGE"],
+        events
+            .iter()
+            .map(|e| {
+                vec![
+                    e.seq.to_string(),
+                    utc(e.at_ms),
+                    e.kind.clone(),
+                    dash(&e.host),
+                    dash(&e.vm),
+                    e.message.clone(),
+                ]
+            })
+            .collect(),
+    )
+}
+
+fn dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.to_string()
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS.mmm` from Unix milliseconds (civil-from-days, no time crate).
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
 pub fn ha_json(s: &pb::HaStatus) -> Value {
     json!({
         "armed": !s.disarmed,
@@ -229,6 +291,14 @@ pub fn status_rows(s: &pb::ClusterStatusResponse) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utc_formats_known_instants() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00.000");
+        // 2026-11-22 19:40:09.123 UTC
+        assert_eq!(utc(1_795_376_409_123), "2026-11-22 19:40:09.123");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00.000");
+    }
 
     #[test]
     fn vm_json_has_the_contract_fields() {

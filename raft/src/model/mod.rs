@@ -1,10 +1,12 @@
 //! The cluster's domain model: what the state machine holds and replicates, and the rules
 //! for names and addresses in it.
 
+mod event;
 mod host;
 mod state;
 mod vm;
 
+pub use event::{Event, EventKind, EventLog, MAX_EVENTS};
 pub use host::{Capacity, DeadReason, Host, HostHealth};
 pub use state::{ClusterState, HaSettings};
 pub use vm::{DesiredState, ObservedState, Vm, VmSpec};

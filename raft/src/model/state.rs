@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Host, Vm};
+use super::{EventLog, Host, Vm};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
@@ -13,6 +13,8 @@ pub struct ClusterState {
     pub vms: BTreeMap<String, Vm>,
     #[serde(default)]
     pub ha: HaSettings,
+    #[serde(default)]
+    pub events: EventLog,
 }
 
 /// The cluster-wide HA switch. Disarmed (planned network maintenance): grants tell hosts

@@ -19,7 +19,7 @@ use super::io_err;
 use crate::apply::Touched;
 use crate::command::{ApplyResult, Reply};
 use crate::dedup::{Dedup, Remembered};
-use crate::model::{ClusterState, Host, Vm};
+use crate::model::{ClusterState, Event, EventLog, Host, Vm};
 use crate::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
 const LAST_APPLIED: &[u8] = b"last_applied";
@@ -66,6 +66,8 @@ struct Trees {
     vms: sled::Tree,
     requests: sled::Tree,
     snapshot: sled::Tree,
+    /// `EventLog::key(seq)` → event.
+    events: sled::Tree,
 }
 
 /// Read access to the applied state, for API handlers and actors on any node.
@@ -120,6 +122,7 @@ impl StateMachineStore {
             vms: db.open_tree("sm_vms")?,
             requests: db.open_tree("sm_requests")?,
             snapshot: db.open_tree("sm_snapshot")?,
+            events: db.open_tree("sm_events")?,
         };
         let mut data = SmData::default();
         if let Some(v) = trees.meta.get(LAST_APPLIED)? {
@@ -148,6 +151,12 @@ impl StateMachineStore {
                 return Err(corrupt("sm_vms", "key does not match the VM's name"));
             }
             data.state.vms.insert(vm.name.clone(), vm);
+        }
+        for kv in trees.events.iter() {
+            let (_, v) = kv?;
+            let event: Event = serde_json::from_slice(&v).map_err(|e| corrupt("sm_events", e))?;
+            data.state.events.next_seq = event.seq + 1;
+            data.state.events.entries.push_back(event);
         }
         let mut requests = std::collections::BTreeMap::new();
         for kv in trees.requests.iter() {
@@ -211,22 +220,28 @@ impl StateMachineStore {
     /// Writes one applied batch in a single multi-tree transaction.
     fn persist(&self, ws: &WriteSet) -> Result<(), StorageError> {
         let t = &self.shared.trees;
-        let res: Result<(), TransactionError<()>> = (&t.meta, &t.hosts, &t.vms, &t.requests)
-            .transaction(|(meta, hosts, vms, requests)| {
-                for (tree, writes) in [(hosts, &ws.hosts), (vms, &ws.vms), (requests, &ws.requests)]
-                {
-                    for (key, value) in writes {
-                        match value {
-                            Some(v) => tree.insert(key.as_bytes(), v.as_slice())?,
-                            None => tree.remove(key.as_bytes())?,
-                        };
+        let res: Result<(), TransactionError<()>> =
+            (&t.meta, &t.hosts, &t.vms, &t.requests, &t.events).transaction(
+                |(meta, hosts, vms, requests, events)| {
+                    for (tree, writes) in [
+                        (hosts, &ws.hosts),
+                        (vms, &ws.vms),
+                        (requests, &ws.requests),
+                        (events, &ws.events),
+                    ] {
+                        for (key, value) in writes {
+                            match value {
+                                Some(v) => tree.insert(key.as_bytes(), v.as_slice())?,
+                                None => tree.remove(key.as_bytes())?,
+                            };
+                        }
                     }
-                }
-                meta.insert(LAST_APPLIED, ws.last_applied.as_slice())?;
-                meta.insert(MEMBERSHIP, ws.membership.as_slice())?;
-                meta.insert(HA, ws.ha.as_slice())?;
-                Ok::<(), ConflictableTransactionError<()>>(())
-            });
+                    meta.insert(LAST_APPLIED, ws.last_applied.as_slice())?;
+                    meta.insert(MEMBERSHIP, ws.membership.as_slice())?;
+                    meta.insert(HA, ws.ha.as_slice())?;
+                    Ok::<(), ConflictableTransactionError<()>>(())
+                },
+            );
         res.map_err(|e| {
             io_err(
                 ErrorSubject::StateMachine,
@@ -275,10 +290,18 @@ impl StateMachineStore {
             }
             Ok(b)
         }
+        let event_keys: Vec<(String, &Event)> = data
+            .state
+            .events
+            .entries
+            .iter()
+            .map(|e| (EventLog::key(e.seq), e))
+            .collect();
         for (tree, b) in [
             (&t.hosts, batch(data.state.hosts.iter())?),
             (&t.vms, batch(data.state.vms.iter())?),
             (&t.requests, batch(data.requests.iter())?),
+            (&t.events, batch(event_keys.iter().map(|(k, e)| (k, e)))?),
         ] {
             tree.clear().map_err(w)?;
             tree.apply_batch(b).map_err(w)?;
@@ -298,6 +321,7 @@ struct WriteSet {
     hosts: Vec<(String, Option<Vec<u8>>)>,
     vms: Vec<(String, Option<Vec<u8>>)>,
     requests: Vec<(String, Option<Vec<u8>>)>,
+    events: Vec<(String, Option<Vec<u8>>)>,
     last_applied: Vec<u8>,
     membership: Vec<u8>,
     ha: Vec<u8>,
@@ -326,6 +350,27 @@ impl WriteSet {
             .map(serde_json::to_vec)
             .transpose();
         self.hosts.push((name.to_string(), v.map_err(ser_err)?));
+        Ok(())
+    }
+
+    fn event(
+        &mut self,
+        data: &SmData,
+        added: u64,
+        evicted: Option<u64>,
+    ) -> Result<(), StorageError> {
+        let event = data
+            .state
+            .events
+            .entries
+            .iter()
+            .rev()
+            .find(|e| e.seq == added);
+        let v = event.map(serde_json::to_vec).transpose().map_err(ser_err)?;
+        self.events.push((EventLog::key(added), v));
+        if let Some(old) = evicted {
+            self.events.push((EventLog::key(old), None));
+        }
         Ok(())
     }
 
@@ -461,6 +506,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                             ws.host(&data, n)?;
                         }
                     }
+                    Touched::Event { added, evicted } => ws.event(&data, *added, *evicted)?,
                     Touched::Nothing => {}
                 }
             }
@@ -478,7 +524,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 Touched::Host(n) => Change::Host(n),
                 Touched::Vm(n) => Change::Vm(n),
                 Touched::AllHosts => Change::Reset,
-                Touched::Nothing => continue,
+                Touched::Event { .. } | Touched::Nothing => continue,
             };
             // No receivers (not leader) is normal.
             let _ = self.shared.changes.send(change);
