@@ -271,12 +271,17 @@ impl HostActor {
     /// was committed separately).
     fn record(&self, ctx: &mut Context<Self>, kind: EventKind, message: &str) {
         let cmd = Command::event(kind, Some(&self.name), None, message);
+        self.write(ctx, cmd, "cannot record an event");
+    }
+
+    /// Commits `cmd` in the background; a failure is logged with `failure`.
+    fn write(&self, ctx: &mut Context<Self>, cmd: Command, failure: &'static str) {
         let node = self.cx.node.clone();
         let host = self.name.clone();
         ctx.spawn(
             async move {
                 if let Err(e) = node.write_local(Request::anonymous(cmd)).await {
-                    tracing::warn!(%host, error = %e, "cannot record an event");
+                    tracing::warn!(%host, error = %e, "{failure}");
                 }
             }
             .into_actor(self),
@@ -300,19 +305,9 @@ impl HostActor {
                 _ => true,
             })
         });
-        if !differs {
-            return;
+        if differs {
+            self.write(ctx, cmd, "cannot commit host health");
         }
-        let node = self.cx.node.clone();
-        let host = self.name.clone();
-        ctx.spawn(
-            async move {
-                if let Err(e) = node.write_local(Request::anonymous(cmd)).await {
-                    tracing::warn!(%host, error = %e, "cannot commit host health");
-                }
-            }
-            .into_actor(self),
-        );
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
