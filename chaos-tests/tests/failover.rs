@@ -19,7 +19,7 @@ use drover_chaos_tests::ha::{
     populate, spec, wait_event, FAST,
 };
 use drover_chaos_tests::partition::{self, Partition};
-use drover_chaos_tests::{wait_until, Cluster, Sampler};
+use drover_chaos_tests::{wait_until, Cluster, ClusterSpec, Sampler};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_hostd_its_ha_vms_restart_elsewhere() -> anyhow::Result<()> {
@@ -249,5 +249,59 @@ async fn disarmed_cluster_neither_fails_over_nor_fences() -> anyhow::Result<()> 
         assert_eq!(last.active.get(vm), Some(&vec![victim.clone()]), "{vm}");
         assert!(samples.first_active_elsewhere(vm, &victim).is_none());
     }
+    Ok(())
+}
+
+/// A failed-over VM that fits nowhere waits, pending with the scheduler's reason, and
+/// starts as soon as a host with room joins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_waits_for_capacity_then_starts() -> anyhow::Result<()> {
+    // Two test-driver hosts of 3 GiB each.
+    let mut cluster = Cluster::start(ClusterSpec {
+        hosts: 2,
+        controller_args: FAST.map(String::from).to_vec(),
+        ..ClusterSpec::default()
+    })
+    .await?;
+    let big = ["--vcpus", "1", "--memory-mib", "2000"];
+    let mut args = vec!["vm", "create", "big", "--ha"];
+    args.extend(big);
+    cluster.cli_json(&args).await.map_err(anyhow::Error::msg)?;
+    let on = wait_until("big running", Duration::from_secs(20), || async {
+        let v = cluster.cli_json(&["vm", "get", "big"]).await?;
+        Ok((v["observed_state"] == "running").then(|| v["host"].as_str().map(String::from)))
+    })
+    .await?
+    .context("big is placed")?;
+    // The filler lands on the other host (most free memory) and leaves it 1 GiB.
+    let mut args = vec!["vm", "create", "filler"];
+    args.extend(big);
+    cluster.cli_json(&args).await.map_err(anyhow::Error::msg)?;
+    let filler_on = wait_until("filler running", Duration::from_secs(20), || async {
+        let v = cluster.cli_json(&["vm", "get", "filler"]).await?;
+        Ok((v["observed_state"] == "running").then(|| v["host"].as_str().map(String::from)))
+    })
+    .await?
+    .context("filler is placed")?;
+    assert_ne!(on, filler_on, "spread by free memory");
+
+    eprintln!("phase: SIGKILL {on}; big fits nowhere and waits");
+    cluster.kill_agent(&on).await?;
+    let pending = wait_until("big pending", Duration::from_secs(20), || async {
+        let v = cluster.cli_json(&["vm", "get", "big"]).await?;
+        let waiting =
+            v["host"].is_null() && v["reason"].as_str().is_some_and(|r| r.contains("pending"));
+        Ok(waiting.then_some(v))
+    })
+    .await?;
+    eprintln!("pending: {}", pending["reason"]);
+
+    eprintln!("phase: a host with room joins; big starts there");
+    cluster.add_agent("h3", "test:///default").await?;
+    wait_until("big running on h3", Duration::from_secs(20), || async {
+        let v = cluster.cli_json(&["vm", "get", "big"]).await?;
+        Ok((v["observed_state"] == "running" && v["host"] == "h3").then_some(()))
+    })
+    .await?;
     Ok(())
 }
