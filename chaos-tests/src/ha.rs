@@ -146,8 +146,9 @@ pub fn assert_never_twice(samples: &Samples) {
             sample.active[vm]
         );
     }
+    // A round before the fault (taken by `Sampler::start`) and some during it.
     assert!(
-        samples.0.len() > 10,
+        samples.0.len() >= 3,
         "the sampler must have sampled: {}",
         samples.0.len()
     );

@@ -93,8 +93,10 @@ impl Sampler {
             sources.push((name, source));
         }
         let (stop, mut stopped) = watch::channel(false);
+        // One round before returning, so every run has a sample from before the fault.
+        let first = round(&probe, &sources).await;
         let task = tokio::spawn(async move {
-            let mut samples = Samples::default();
+            let mut samples = Samples(vec![first]);
             loop {
                 samples.0.push(round(&probe, &sources).await);
                 tokio::select! {

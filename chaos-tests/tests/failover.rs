@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use drover_chaos_tests::ha::{
-    agent_port, assert_never_twice, heal_and_check_fenced_first, host_json, moved_elsewhere,
-    populate, spec, wait_event, FAST,
+    agent_port, assert_never_twice, heal_and_check_fenced_first, host_events, host_json,
+    moved_elsewhere, populate, spec, wait_event, FAST,
 };
 use drover_chaos_tests::partition::{self, Partition};
 use drover_chaos_tests::{wait_until, Cluster, ClusterSpec, Sampler};
@@ -303,5 +303,50 @@ async fn failover_waits_for_capacity_then_starts() -> anyhow::Result<()> {
         Ok((v["observed_state"] == "running" && v["host"] == "h3").then_some(()))
     })
     .await?;
+    Ok(())
+}
+
+/// The mass-failure brake: with two of three hosts dead at once the leader assumes it is
+/// the one cut off, fails nothing over, and says so in the event log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mass_failure_freezes_failover() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(spec(&FAST)).await?;
+    let (victim, on_victim) = populate(&cluster).await?;
+    let other = ["h1", "h2", "h3"]
+        .into_iter()
+        .find(|h| *h != victim)
+        .context("another host")?;
+
+    eprintln!("phase: SIGKILL {victim} and {other} together");
+    cluster.kill_agent(&victim).await?;
+    cluster.kill_agent(other).await?;
+    let frozen = wait_until(
+        "a failover-frozen event",
+        Duration::from_secs(20),
+        || async {
+            let events = cluster.cli_json(&["event", "list", "--limit", "0"]).await?;
+            Ok(events
+                .as_array()
+                .and_then(|es| es.iter().find(|e| e["kind"] == "failover-frozen").cloned()))
+        },
+    )
+    .await?;
+    eprintln!("{}", frozen["message"]);
+    for vm in &on_victim {
+        let v = cluster
+            .cli_json(&["vm", "get", vm])
+            .await
+            .map_err(anyhow::Error::msg)?;
+        assert_eq!(
+            v["host"],
+            victim.as_str(),
+            "frozen: {vm} must not move: {v}"
+        );
+    }
+    let events = host_events(&cluster, &victim).await?;
+    assert!(
+        events.iter().all(|e| e["kind"] != "failed-over"),
+        "nothing failed over: {events:?}"
+    );
     Ok(())
 }
