@@ -117,6 +117,8 @@ pub struct Cluster {
     /// Where the cluster's CA lives, when it uses mutual TLS.
     certs: Option<PathBuf>,
     distinct_addresses: bool,
+    /// The controllers the CLI talks to, when not all of them.
+    cli_controllers: Option<Vec<u64>>,
 }
 
 /// Controller `id`'s own loopback address under `ClusterSpec::distinct_addresses`.
@@ -169,6 +171,7 @@ impl Cluster {
             controller_args: spec.controller_args.clone(),
             certs: None,
             distinct_addresses: spec.distinct_addresses,
+            cli_controllers: None,
         };
         if spec.tls {
             let certs = cluster.dir.path().join("certs");
@@ -349,9 +352,20 @@ impl Cluster {
     pub fn endpoints(&self) -> String {
         self.controllers
             .iter()
+            .filter(|c| {
+                self.cli_controllers
+                    .as_ref()
+                    .is_none_or(|ids| ids.contains(&c.id))
+            })
             .map(|c| c.addr.clone())
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// From now on the CLI talks only to these controllers (`None`: all of them) — the
+    /// majority side of a partition, whose answers are the ones that count.
+    pub fn use_controllers(&mut self, ids: Option<Vec<u64>>) {
+        self.cli_controllers = ids;
     }
 
     /// `(id, address)` of every controller, running or not.

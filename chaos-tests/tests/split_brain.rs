@@ -24,7 +24,7 @@ async fn old_leader_and_one_host_cut_off_from_the_majority() -> anyhow::Result<(
     if !require::prerequisite(partition::available()) {
         return Ok(());
     }
-    let cluster = Cluster::start(ClusterSpec {
+    let mut cluster = Cluster::start(ClusterSpec {
         hosts: 3,
         controller_args: FAST.map(String::from).to_vec(),
         distinct_addresses: true,
@@ -45,6 +45,8 @@ async fn old_leader_and_one_host_cut_off_from_the_majority() -> anyhow::Result<(
         .chain((1..=3).filter(|n| *n != victim_n).map(host_ip))
         .collect();
     let sampler = Sampler::start(&cluster).await?;
+    // Ask the majority: the old leader keeps calling itself leader until it hears otherwise.
+    cluster.use_controllers(Some((1..=3u64).filter(|id| *id != leader).collect()));
 
     eprintln!("phase: cut {minority:?} (old leader {leader}, host {victim}) from {majority:?}");
     let cut = Partition::between(&minority, &majority)?;
