@@ -1,0 +1,360 @@
+//! The placement core issue 5 asks for, as a pure function over plain views (not wired
+//! into the actors yet: `place` still serves them). Filters, in order: host up, admin
+//! state active, not the source host, required labels, anti-affinity group, vCPUs and
+//! memory within capacity × overcommit ratio. Weighers: `Spread` (least loaded first, by
+//! memory then vCPU fraction) or `Pack` (most loaded that still fits). Ties break by name.
+//!
+//! [`place_batch`] places many VMs at once (failover, drain) without overbooking: it is
+//! exactly [`place_one`] applied in order, each answer booked into the view the next one
+//! sees. Same input, same answer.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Policy {
+    /// vCPUs that may be allocated per physical vCPU (default 4.0).
+    pub cpu_ratio: f64,
+    /// Memory that may be allocated per MiB present (default 1.0: no overcommit).
+    pub memory_ratio: f64,
+    pub weigher: Weigher,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            cpu_ratio: 4.0,
+            memory_ratio: 1.0,
+            weigher: Weigher::Spread,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weigher {
+    /// Least loaded first (VMmanager's "even" distribution).
+    Spread,
+    /// Fill one host before the next ("sequential").
+    Pack,
+}
+
+/// A host as the scheduler sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostView {
+    pub name: String,
+    pub up: bool,
+    /// Not in maintenance.
+    pub active: bool,
+    pub labels: BTreeMap<String, String>,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub used_vcpus: u32,
+    pub used_memory_mib: u64,
+    /// Anti-affinity groups with a VM on this host already.
+    pub groups: BTreeSet<String>,
+}
+
+/// A VM to place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub name: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub require_labels: BTreeMap<String, String>,
+    pub anti_affinity: Option<String>,
+    /// Its current host, when moving it (migration, drain).
+    pub not_on: Option<String>,
+}
+
+/// Why a VM fits nowhere: a reason per host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub reasons: BTreeMap<String, String>,
+}
+
+/// Why `host` cannot take `req`, or `None` if it can.
+pub fn refuse(req: &Request, host: &HostView, policy: &Policy) -> Option<String> {
+    if !host.up {
+        return Some("not up".into());
+    }
+    if !host.active {
+        return Some("in maintenance".into());
+    }
+    if req.not_on.as_deref() == Some(host.name.as_str()) {
+        return Some("it is the VM's current host".into());
+    }
+    for (k, v) in &req.require_labels {
+        if host.labels.get(k) != Some(v) {
+            return Some(format!("lacks label {k}={v}"));
+        }
+    }
+    if let Some(group) = &req.anti_affinity {
+        if host.groups.contains(group) {
+            return Some(format!("already runs a VM of anti-affinity group {group}"));
+        }
+    }
+    let cpu_limit = (f64::from(host.vcpus) * policy.cpu_ratio).floor() as u64;
+    let cpu_needed = u64::from(host.used_vcpus) + u64::from(req.vcpus);
+    if cpu_needed > cpu_limit {
+        return Some(format!(
+            "{} of {cpu_limit} vCPUs allocated (ratio {}), needs {}",
+            host.used_vcpus, policy.cpu_ratio, req.vcpus
+        ));
+    }
+    let mem_limit = (host.memory_mib as f64 * policy.memory_ratio).floor() as u64;
+    if host.used_memory_mib + req.memory_mib > mem_limit {
+        return Some(format!(
+            "{} of {mem_limit} MiB allocated (ratio {}), needs {}",
+            host.used_memory_mib, policy.memory_ratio, req.memory_mib
+        ));
+    }
+    None
+}
+
+/// Load after placing `req` on `host`, as (memory fraction, vCPU fraction) in parts per
+/// million, so that ordering is exact and the same everywhere.
+fn load_after(req: &Request, host: &HostView) -> (u64, u64) {
+    let frac = |used: u64, cap: u64| (used * 1_000_000).checked_div(cap).unwrap_or(u64::MAX);
+    (
+        frac(host.used_memory_mib + req.memory_mib, host.memory_mib),
+        frac(
+            u64::from(host.used_vcpus) + u64::from(req.vcpus),
+            u64::from(host.vcpus),
+        ),
+    )
+}
+
+/// The host for `req`, or why none fits.
+pub fn place_one(req: &Request, hosts: &[HostView], policy: &Policy) -> Result<String, Refusal> {
+    let mut reasons = BTreeMap::new();
+    let mut best: Option<((u64, u64), &str)> = None;
+    let mut sorted: Vec<&HostView> = hosts.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    for host in sorted {
+        if let Some(why) = refuse(req, host, policy) {
+            reasons.insert(host.name.clone(), why);
+            continue;
+        }
+        let load = load_after(req, host);
+        let better = match (best, policy.weigher) {
+            (None, _) => true,
+            (Some((b, _)), Weigher::Spread) => load < b,
+            (Some((b, _)), Weigher::Pack) => load > b,
+        };
+        if better {
+            best = Some((load, &host.name));
+        }
+    }
+    best.map(|(_, name)| name.to_string())
+        .ok_or(Refusal { reasons })
+}
+
+/// Places `reqs` in order, booking each placement before the next: no overbooking within
+/// the batch, and the same answers as placing them one by one.
+pub fn place_batch(
+    reqs: &[Request],
+    hosts: &[HostView],
+    policy: &Policy,
+) -> Vec<Result<String, Refusal>> {
+    let mut view = hosts.to_vec();
+    reqs.iter()
+        .map(|req| {
+            let placed = place_one(req, &view, policy);
+            if let Ok(name) = &placed {
+                if let Some(h) = view.iter_mut().find(|h| &h.name == name) {
+                    book(h, req);
+                }
+            }
+            placed
+        })
+        .collect()
+}
+
+/// Adds `req`'s reservation (and group) to `host`.
+pub fn book(host: &mut HostView, req: &Request) {
+    host.used_vcpus += req.vcpus;
+    host.used_memory_mib += req.memory_mib;
+    if let Some(g) = &req.anti_affinity {
+        host.groups.insert(g.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn host(name: &str, vcpus: u32, memory_mib: u64) -> HostView {
+        HostView {
+            name: name.into(),
+            up: true,
+            active: true,
+            labels: BTreeMap::new(),
+            vcpus,
+            memory_mib,
+            used_vcpus: 0,
+            used_memory_mib: 0,
+            groups: BTreeSet::new(),
+        }
+    }
+
+    fn req(name: &str, vcpus: u32, memory_mib: u64) -> Request {
+        Request {
+            name: name.into(),
+            vcpus,
+            memory_mib,
+            require_labels: BTreeMap::new(),
+            anti_affinity: None,
+            not_on: None,
+        }
+    }
+
+    #[test]
+    fn each_filter_explains_itself() {
+        let p = Policy::default();
+        let mut hosts = vec![
+            host("down", 8, 8192),
+            host("maint", 8, 8192),
+            host("src", 8, 8192),
+            host("nolabel", 8, 8192),
+            host("grouped", 8, 8192),
+            host("small", 1, 256),
+        ];
+        hosts[0].up = false;
+        hosts[1].active = false;
+        hosts[4].labels.insert("ssd".into(), "yes".into());
+        hosts[4].groups.insert("db".into());
+        hosts[5].labels.insert("ssd".into(), "yes".into());
+        let mut r = req("vm", 8, 512);
+        r.require_labels.insert("ssd".into(), "yes".into());
+        r.anti_affinity = Some("db".into());
+        r.not_on = Some("src".into());
+        let refusal = place_one(&r, &hosts, &p).unwrap_err();
+        let why = |h: &str| refusal.reasons[h].clone();
+        assert_eq!(why("down"), "not up");
+        assert_eq!(why("maint"), "in maintenance");
+        assert_eq!(why("src"), "it is the VM's current host");
+        assert_eq!(why("nolabel"), "lacks label ssd=yes");
+        assert!(why("grouped").contains("anti-affinity group db"));
+        assert_eq!(why("small"), "0 of 4 vCPUs allocated (ratio 4), needs 8");
+    }
+
+    #[test]
+    fn cpu_overcommit_ratio_applies() {
+        let p = Policy::default();
+        // 2 physical vCPUs × 4.0 = 8 allocatable.
+        let hosts = vec![host("h", 2, 8192)];
+        let placed = place_batch(
+            &[req("a", 4, 64), req("b", 4, 64), req("c", 1, 64)],
+            &hosts,
+            &p,
+        );
+        assert!(placed[0].is_ok() && placed[1].is_ok());
+        assert!(placed[2].is_err(), "the ninth vCPU is over the ratio");
+    }
+
+    #[test]
+    fn spread_and_pack() {
+        let hosts = vec![host("a", 8, 4096), host("b", 8, 4096)];
+        let reqs: Vec<Request> = (0..4).map(|i| req(&format!("v{i}"), 1, 512)).collect();
+        let spread: Vec<String> = place_batch(&reqs, &hosts, &Policy::default())
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(spread, ["a", "b", "a", "b"]);
+        let pack = Policy {
+            weigher: Weigher::Pack,
+            ..Policy::default()
+        };
+        let packed: Vec<String> = place_batch(&reqs, &hosts, &pack)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(packed, ["a", "a", "a", "a"]);
+    }
+
+    fn arb_hosts() -> impl Strategy<Value = Vec<HostView>> {
+        prop::collection::vec(
+            (1u32..8, 256u64..4096, 0u32..3, any::<bool>(), any::<bool>()),
+            1..6,
+        )
+        .prop_map(|hs| {
+            hs.into_iter()
+                .enumerate()
+                .map(|(i, (cpu, mem, g, up, label))| {
+                    let mut h = host(&format!("h{i}"), cpu, mem);
+                    h.up = up || i == 0;
+                    if label {
+                        h.labels.insert("zone".into(), "a".into());
+                    }
+                    if g > 0 {
+                        h.groups.insert(format!("g{g}"));
+                    }
+                    h
+                })
+                .collect()
+        })
+    }
+
+    fn arb_reqs() -> impl Strategy<Value = Vec<Request>> {
+        prop::collection::vec((1u32..4, 64u64..1024, 0u32..4, any::<bool>()), 1..20).prop_map(
+            |rs| {
+                rs.into_iter()
+                    .enumerate()
+                    .map(|(i, (cpu, mem, g, label))| {
+                        let mut r = req(&format!("v{i}"), cpu, mem);
+                        if g > 0 {
+                            r.anti_affinity = Some(format!("g{g}"));
+                        }
+                        if label {
+                            r.require_labels.insert("zone".into(), "a".into());
+                        }
+                        r
+                    })
+                    .collect()
+            },
+        )
+    }
+
+    proptest! {
+        /// Never beyond capacity × ratio, never two VMs of a group on one host, never on a
+        /// host that fails a filter; batch = one by one; same input, same answer.
+        #[test]
+        fn batch_invariants(hosts in arb_hosts(), reqs in arb_reqs(), pack in any::<bool>()) {
+            let policy = Policy {
+                weigher: if pack { Weigher::Pack } else { Weigher::Spread },
+                ..Policy::default()
+            };
+            let placed = place_batch(&reqs, &hosts, &policy);
+            prop_assert_eq!(&placed, &place_batch(&reqs, &hosts, &policy));
+            let mut view = hosts.clone();
+            for (r, p) in reqs.iter().zip(&placed) {
+                // Sequential: the same answer place_one gives on the booked view.
+                prop_assert_eq!(p, &place_one(r, &view, &policy));
+                if let Ok(name) = p {
+                    let h = view.iter_mut().find(|h| &h.name == name).unwrap();
+                    prop_assert!(refuse(r, h, &policy).is_none());
+                    if let Some(g) = &r.anti_affinity {
+                        prop_assert!(!h.groups.contains(g), "anti-affinity violated");
+                    }
+                    book(h, r);
+                    prop_assert!(f64::from(h.used_vcpus) <= f64::from(h.vcpus) * policy.cpu_ratio);
+                    prop_assert!(h.used_memory_mib as f64 <= h.memory_mib as f64 * policy.memory_ratio);
+                }
+            }
+        }
+
+        /// Spread never picks a host that ends up more loaded than another candidate would.
+        #[test]
+        fn spread_picks_the_least_loaded(hosts in arb_hosts(), r in arb_reqs()) {
+            let r = &r[0];
+            let policy = Policy::default();
+            if let Ok(name) = place_one(r, &hosts, &policy) {
+                let chosen = hosts.iter().find(|h| h.name == name).unwrap();
+                for h in hosts.iter().filter(|h| refuse(r, h, &policy).is_none()) {
+                    prop_assert!(load_after(r, chosen) <= load_after(r, h));
+                }
+            }
+        }
+    }
+}
