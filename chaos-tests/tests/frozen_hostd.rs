@@ -55,7 +55,7 @@ async fn frozen_hostd_is_fenced_by_its_watchdog_before_the_restart() -> anyhow::
             "--lease-ttl-ms",
             "1500",
             "--lease-margin-ms",
-            "700",
+            "1000",
         ]
         .map(String::from)
         .to_vec(),
