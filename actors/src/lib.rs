@@ -3,8 +3,9 @@
 //! - [`Supervisor`]: follows Raft leadership; while this node leads it runs one
 //!   [`host::HostActor`] per host and one [`vm::VmActor`] per VM.
 //! - [`scheduler`] and [`vm::decide`]: the decisions, as pure functions the actors carry out.
-//! - [`host::health`] and [`failover`]: the HA decisions (host health with lease
-//!   arithmetic, failover planning), pure and tested; the HA issue wires them into the actors.
+//! - [`host::health`], [`host::stale`] and [`failover`]: the HA decisions (host health with
+//!   lease arithmetic, which domains a returning host must destroy, failover planning),
+//!   pure and tested; the host actors and the supervisor's failover rounds carry them out.
 
 mod agents;
 pub mod failover;

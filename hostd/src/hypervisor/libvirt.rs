@@ -108,8 +108,8 @@ impl Hypervisor for LibvirtHypervisor {
             }),
             Lookup::Managed(dom, marker) => {
                 if is_active(&dom)? {
-                    // seam: fencing — compare spec.generation with marker.generation here
-                    // once generations are enforced; for now a running domain is left alone.
+                    // Already running: the service checked the generation (an older request
+                    // is refused before this point), so this is a repeat; leave it alone.
                     return describe(&dom, &spec.name, marker);
                 }
                 let uuid = dom
