@@ -108,8 +108,10 @@ impl Hypervisor for LibvirtHypervisor {
             }),
             Lookup::Managed(dom, marker) => {
                 if is_active(&dom)? {
-                    // Already running: the service checked the generation (an older request
-                    // is refused before this point), so this is a repeat; leave it alone.
+                    // Already running. An older generation was refused by the service before
+                    // this point; the same one is a repeat. A newer one means an old copy
+                    // still runs here: the leader destroys stale copies (actors'
+                    // `host::stale`) and starts the VM afresh, so nothing is redefined here.
                     return describe(&dom, &spec.name, marker);
                 }
                 let uuid = dom
