@@ -202,10 +202,17 @@ async fn disarmed_grants_suspend_self_fencing_until_an_armed_one() {
         .wait_beat(|b| b.lease.is_some_and(|l| l.held && !l.armed))
         .await;
     leader.set_granting(false);
-    let beat = leader.wait_beat(|b| b.lease.is_some_and(|l| !l.held)).await;
-    // Two fence checks' worth after the lapse was reported.
-    tokio::time::sleep(drover_hostd::self_fence::FENCE_CHECK * 3).await;
-    assert_eq!(beat.lease.map(|l| l.self_fences), Some(0));
+    leader.wait_beat(|b| b.lease.is_some_and(|l| !l.held)).await;
+    // Every heartbeat over three fence checks after the lapse says: no self-fence.
+    let lapsed = std::time::Instant::now();
+    while lapsed.elapsed() < drover_hostd::self_fence::FENCE_CHECK * 3 {
+        let beat = leader.wait_beat(|_| true).await;
+        assert_eq!(
+            beat.lease.map(|l| l.self_fences),
+            Some(0),
+            "disarmed: no fence"
+        );
+    }
     wait_state(&mut hostd, "ha-vm", DomainState::Running).await;
 
     eprintln!("phase: an armed grant re-arms; the next lapse fences");
