@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use drover_chaos_tests::ha::FAST;
 use drover_chaos_tests::{require, wait_until, Cluster, ClusterSpec, Sampler};
 use nix::sys::signal::Signal;
 
@@ -49,16 +50,7 @@ async fn frozen_hostd_is_fenced_by_its_watchdog_before_the_restart() -> anyhow::
     let _undefine = Undefine(vm.clone());
     let mut cluster = Cluster::start(ClusterSpec {
         hosts: 0,
-        controller_args: [
-            "--heartbeat-interval-ms",
-            "200",
-            "--lease-ttl-ms",
-            "1500",
-            "--lease-margin-ms",
-            "1000",
-        ]
-        .map(String::from)
-        .to_vec(),
+        controller_args: FAST.map(String::from).to_vec(),
         ..ClusterSpec::default()
     })
     .await?;
