@@ -283,7 +283,7 @@ impl ClusterService for ClusterApi {
         req: Request<pb::ListEventsRequest>,
     ) -> Result<Response<pb::ListEventsResponse>, Status> {
         Ok(Response::new(
-            super::ha::events(&self.node, req.into_inner()).await?,
+            super::events::list(&self.node, req.into_inner()).await?,
         ))
     }
 

@@ -5,6 +5,7 @@
 mod cluster;
 mod convert;
 mod errors;
+mod events;
 mod ha;
 mod host;
 mod vm;
