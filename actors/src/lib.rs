@@ -6,10 +6,14 @@
 //! - [`host::health`], [`host::stale`] and [`failover`]: the HA decisions (host health with
 //!   lease arithmetic, which domains a returning host must destroy, failover planning),
 //!   pure and tested; the host actors and the supervisor's failover rounds carry them out.
+//! - [`migration`] and [`drain`]: one actor per running operation (live migration,
+//!   maintenance drain); [`migration::locate`] and [`drain::plan`] are their pure decisions.
 
 mod agents;
+pub mod drain;
 pub mod failover;
 pub mod host;
+pub mod migration;
 pub mod scheduler;
 mod supervisor;
 pub mod vm;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use drover_proto::transport::TlsHandle;
-use drover_raft::model::{DesiredState, EventKind, HostHealth, ObservedState};
+use drover_raft::model::{DesiredState, EventKind, HostHealth, ObservedState, OpKind};
 use drover_raft::store::Change;
 use drover_raft::{Command, RaftMetrics, RaftNode, Request};
 use openraft::ServerState;
@@ -22,9 +22,11 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::{BroadcastStream, WatchStream};
 
 use crate::agents::AgentPool;
+use crate::drain::{DrainActor, DrainLimits};
 use crate::failover::{self, Candidate, FailoverPolicy, Plan};
 use crate::host::health::LeaseTimings;
 use crate::host::{FenceAgent, GrantBook, HostActor, HostContext, HostReport};
+use crate::migration::MigrationActor;
 use crate::vm::{observed_state, Observation, Observe, Poke, VmActor};
 use crate::Shutdown;
 
@@ -39,6 +41,30 @@ pub struct SupervisorConfig {
     pub grants: GrantBook,
     /// Optional power fencing for suspect hosts.
     pub fence_agent: Option<FenceAgent>,
+    /// Live migrations a drain runs at once.
+    pub drain: DrainLimits,
+}
+
+/// The actor carrying out one running operation.
+enum OpActor {
+    Migrate(Addr<MigrationActor>),
+    Drain(Addr<DrainActor>),
+}
+
+impl OpActor {
+    fn poke(&self) {
+        match self {
+            OpActor::Migrate(a) => a.do_send(Poke),
+            OpActor::Drain(a) => a.do_send(Poke),
+        }
+    }
+
+    fn stop(&self) {
+        match self {
+            OpActor::Migrate(a) => a.do_send(Shutdown),
+            OpActor::Drain(a) => a.do_send(Shutdown),
+        }
+    }
 }
 
 /// How often a leader looks for VMs to fail over (the rate limit is per round).
@@ -51,6 +77,7 @@ struct Leading {
     changes: SpawnHandle,
     hosts: HashMap<String, Addr<HostActor>>,
     vms: HashMap<String, Addr<VmActor>>,
+    ops: HashMap<u64, OpActor>,
 }
 
 pub struct Supervisor {
@@ -155,6 +182,7 @@ impl Supervisor {
             changes,
             hosts: HashMap::new(),
             vms: HashMap::new(),
+            ops: HashMap::new(),
         });
         self.sync_all(ctx);
     }
@@ -174,6 +202,43 @@ impl Supervisor {
         }
         for addr in leading.vms.values() {
             addr.do_send(Shutdown);
+        }
+        for actor in leading.ops.values() {
+            actor.stop();
+        }
+    }
+
+    /// One actor per running operation: started for new ones, stopped for ended ones, and
+    /// poked, since whatever changed may be what an operation waits for.
+    fn sync_ops(&mut self) {
+        let running: Vec<(u64, bool)> = self.node.view().read(|d| {
+            d.state
+                .operations
+                .running()
+                .map(|o| (o.id, matches!(o.kind, OpKind::Migrate { .. })))
+                .collect()
+        });
+        let Some(l) = &mut self.leading else { return };
+        l.ops.retain(|id, actor| {
+            let keep = running.iter().any(|(r, _)| r == id);
+            if !keep {
+                actor.stop();
+            }
+            keep
+        });
+        for (id, migrate) in running {
+            if let Some(actor) = l.ops.get(&id) {
+                actor.poke();
+                continue;
+            }
+            let actor = if migrate {
+                OpActor::Migrate(
+                    MigrationActor::new(id, self.node.clone(), self.agents.clone(), l.term).start(),
+                )
+            } else {
+                OpActor::Drain(DrainActor::new(id, self.node.clone(), self.config.drain).start())
+            };
+            l.ops.insert(id, actor);
         }
     }
 
@@ -206,6 +271,7 @@ impl Supervisor {
         for v in vms {
             self.sync_vm(&v);
         }
+        self.sync_ops();
     }
 
     fn sync_host(&mut self, name: &str, ctx: &mut Context<Self>) {
@@ -457,8 +523,10 @@ impl StreamHandler<Result<Change, BroadcastStreamRecvError>> for Supervisor {
             Ok(Change::Host(name)) => {
                 self.sync_host(&name, ctx);
                 self.failover_round(ctx);
+                self.sync_ops();
             }
             Ok(Change::Vm(name)) => self.sync_vm(&name),
+            Ok(Change::Ops) => self.sync_ops(),
             // Missed changes or a replaced state: compare everything.
             Ok(Change::Reset) | Err(BroadcastStreamRecvError::Lagged(_)) => self.sync_all(ctx),
         }

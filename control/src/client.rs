@@ -16,6 +16,7 @@ use drover_proto::transport::{endpoint, TlsHandle};
 use drover_proto::v1 as pb;
 use drover_proto::v1::cluster_service_client::ClusterServiceClient;
 use drover_proto::v1::host_service_client::HostServiceClient;
+use drover_proto::v1::operation_service_client::OperationServiceClient;
 use drover_proto::v1::vm_service_client::VmServiceClient;
 use drover_proto::{
     APPLIED_INDEX_METADATA_KEY, LEADER_METADATA_KEY, REQUEST_ID_METADATA_KEY,
@@ -342,10 +343,16 @@ impl Client {
         .await
     }
 
-    pub async fn add_host(&self, name: &str, address: &str) -> Result<pb::Host, ClientError> {
+    pub async fn add_host(
+        &self,
+        name: &str,
+        address: &str,
+        labels: &[(String, String)],
+    ) -> Result<pb::Host, ClientError> {
         let req = pb::AddHostRequest {
             name: name.to_string(),
             address: address.to_string(),
+            labels: labels.iter().cloned().collect(),
         };
         self.host_write(req, |mut c, r| async move { c.add_host(r).await })
             .await
@@ -360,6 +367,91 @@ impl Client {
         };
         self.host_write(req, |mut c, r| async move { c.fence_host(r).await })
             .await
+    }
+
+    pub async fn activate_host(&self, name: &str) -> Result<pb::Host, ClientError> {
+        let req = pb::ActivateHostRequest {
+            name: name.to_string(),
+        };
+        self.host_write(req, |mut c, r| async move { c.activate_host(r).await })
+            .await
+    }
+
+    pub async fn drain_host(
+        &self,
+        req: pb::DrainHostRequest,
+    ) -> Result<pb::Operation, ClientError> {
+        let id = self.next_request_id();
+        self.call(|c| {
+            let req = with_request_id(req.clone(), &id);
+            async move {
+                HostServiceClient::new(c)
+                    .drain_host(req)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        })
+        .await
+    }
+
+    pub async fn migrate_vm(
+        &self,
+        req: pb::MigrateVmRequest,
+    ) -> Result<pb::Operation, ClientError> {
+        let id = self.next_request_id();
+        self.call(|c| {
+            let req = with_request_id(req.clone(), &id);
+            async move {
+                VmServiceClient::new(c)
+                    .migrate_vm(req)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        })
+        .await
+    }
+
+    pub async fn operations(
+        &self,
+        running: bool,
+        stale: bool,
+    ) -> Result<Read<Vec<pb::Operation>>, ClientError> {
+        self.call(|c| async move {
+            let resp = OperationServiceClient::new(c)
+                .max_decoding_message_size(Self::MAX_RESPONSE_BYTES)
+                .list_operations(pb::ListOperationsRequest { stale, running })
+                .await?;
+            Ok(Read::from_response(resp).map(|r| r.operations))
+        })
+        .await
+    }
+
+    pub async fn operation(
+        &self,
+        id: u64,
+        stale: bool,
+    ) -> Result<Read<pb::Operation>, ClientError> {
+        self.call(|c| async move {
+            let resp = OperationServiceClient::new(c)
+                .get_operation(pb::GetOperationRequest { id, stale })
+                .await?;
+            Ok(Read::from_response(resp))
+        })
+        .await
+    }
+
+    pub async fn cancel_operation(&self, id: u64) -> Result<pb::Operation, ClientError> {
+        let rid = self.next_request_id();
+        self.call(|c| {
+            let req = with_request_id(pb::CancelOperationRequest { id }, &rid);
+            async move {
+                OperationServiceClient::new(c)
+                    .cancel_operation(req)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        })
+        .await
     }
 
     /// A HostService write under one request id, so that a retry applies once.

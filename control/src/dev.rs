@@ -200,7 +200,7 @@ impl DevCluster {
         })
         .await?;
         for (name, addr) in &self.hosts {
-            client.add_host(name, addr).await?;
+            client.add_host(name, addr, &[]).await?;
         }
         ready_by(deadline, "every host up", || async {
             let hosts = client.hosts(false).await?.value;

@@ -76,6 +76,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Vm(cmd) => cli::vm(&target, output, cmd).await?,
             Command::Ha(cmd) => cli::ha(&target, output, cmd).await?,
             Command::Event(cmd) => cli::event(&target, output, cmd).await?,
+            Command::Op(cmd) => cli::op(&target, output, cmd).await?,
             Command::Certs(cmd) => cli::certs(cmd)?,
             Command::Server(_) => unreachable!("handled above"),
         };

@@ -12,6 +12,7 @@ use drover_actors::{Shutdown, Supervisor, SupervisorConfig};
 use drover_proto::raft::v1::raft_service_server::RaftServiceServer;
 use drover_proto::v1::cluster_service_server::ClusterServiceServer;
 use drover_proto::v1::host_service_server::HostServiceServer;
+use drover_proto::v1::operation_service_server::OperationServiceServer;
 use drover_proto::v1::vm_service_server::VmServiceServer;
 use drover_raft::network::{RaftGrpcService, MAX_MESSAGE_BYTES};
 use drover_raft::{NodeConfig, NodeError, RaftNode};
@@ -19,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt as _;
 
-use crate::api::{ClusterApi, HostApi, VmApi};
+use crate::api::{ClusterApi, HostApi, OperationApi, VmApi};
 use crate::config::{ConfigError, ServerConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +85,7 @@ pub async fn run(
             grants.clone(),
         )))
         .add_service(VmServiceServer::new(VmApi::new(node.clone())))
+        .add_service(OperationServiceServer::new(OperationApi::new(node.clone())))
         .add_service(health_service)
         .add_service(reflection);
     let server = tokio::spawn(router.serve_with_incoming_shutdown(
@@ -123,6 +125,7 @@ pub async fn run(
             tls: config.tls.clone(),
             grants: grants.clone(),
             fence_agent: config.fence_agent.clone(),
+            drain: Default::default(),
         },
     )
     .start();

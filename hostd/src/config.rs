@@ -16,6 +16,9 @@ pub struct Config {
     pub name: String,
     /// The libvirt connection URI (`qemu:///system`, `test:///default`, ...).
     pub libvirt_uri: String,
+    /// How peers' libvirt reaches this host's libvirt for live migration. Empty: derived
+    /// from `libvirt_uri` when that is a remote URI (`qemu+tcp://...`), else none.
+    pub migration_uri: String,
     /// Where hostd keeps state that must survive restarts (fencing tokens, later). Created
     /// if missing.
     pub data_dir: PathBuf,
@@ -36,9 +39,59 @@ impl Config {
         Config {
             name: name.into(),
             libvirt_uri: libvirt_uri.into(),
+            migration_uri: String::new(),
             data_dir: data_dir.into(),
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             tls: None,
+        }
+    }
+
+    /// The migration URI this host reports: the explicit one, else the libvirt URI when
+    /// peers can use it as it is (it names a host, not a local socket).
+    pub fn effective_migration_uri(&self) -> String {
+        if !self.migration_uri.is_empty() {
+            return self.migration_uri.clone();
+        }
+        if is_remote_uri(&self.libvirt_uri) {
+            return self.libvirt_uri.clone();
+        }
+        String::new()
+    }
+}
+
+/// `qemu+tcp://10.0.0.5:16509/system` is remote; `qemu:///system`, `test:///default` and
+/// `qemu+unix:///system?socket=...` are not.
+fn is_remote_uri(uri: &str) -> bool {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return false;
+    };
+    let transport = scheme.split_once('+').map(|(_, t)| t).unwrap_or("");
+    let authority = rest.split('/').next().unwrap_or("");
+    !authority.is_empty() && transport != "unix"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migration_uri_defaults_to_a_remote_libvirt_uri_only() {
+        let mut c = Config::new("h", "qemu+tcp://127.0.0.2:16510/system", "/tmp");
+        assert_eq!(
+            c.effective_migration_uri(),
+            "qemu+tcp://127.0.0.2:16510/system"
+        );
+        c.migration_uri = "qemu+tls://h1.example/system".into();
+        assert_eq!(c.effective_migration_uri(), "qemu+tls://h1.example/system");
+        for local in [
+            "qemu:///system",
+            "test:///default",
+            "qemu+unix:///system?socket=/x/libvirt-sock",
+        ] {
+            assert_eq!(
+                Config::new("h", local, "/tmp").effective_migration_uri(),
+                ""
+            );
         }
     }
 }

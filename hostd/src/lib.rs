@@ -14,6 +14,7 @@ pub mod hypervisor;
 pub mod lease;
 pub mod lease_file;
 pub mod logging;
+mod migration;
 pub mod self_fence;
 mod service;
 mod session;

@@ -26,6 +26,10 @@ struct Flags {
     /// libvirt connection URI, e.g. qemu:///system or test:///default.
     #[arg(long)]
     libvirt_uri: String,
+    /// How peers' libvirt reaches this host's libvirt for live migration, e.g.
+    /// qemu+tls://h1.example/system. Defaults to --libvirt-uri when that is remote.
+    #[arg(long, default_value = "")]
+    migration_uri: String,
     /// Directory for state that must survive restarts; created if missing.
     #[arg(long)]
     data_dir: PathBuf,
@@ -56,6 +60,7 @@ async fn main() -> ExitCode {
 
 async fn hostd(flags: Flags) -> anyhow::Result<()> {
     let mut config = Config::new(flags.name, flags.libvirt_uri, flags.data_dir);
+    config.migration_uri = flags.migration_uri;
     if flags.heartbeat_interval_ms == 0 {
         anyhow::bail!("--heartbeat-interval-ms must be at least 1");
     }

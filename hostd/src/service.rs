@@ -18,7 +18,10 @@ use crate::config::Config;
 use crate::error::error_chain;
 use crate::error::HostdError;
 use crate::fencing::{check_generation, Fencing};
-use crate::hypervisor::{HostCapacity, Hypervisor, ManagedDomain, PowerState, VmSpec};
+use crate::hypervisor::{
+    HostCapacity, Hypervisor, JobStats, ManagedDomain, MigrationRequest, PowerState, VmSpec,
+};
+use crate::migration::{Migrations, Update};
 use crate::self_fence::LeaseKeeper;
 use crate::session;
 
@@ -43,6 +46,8 @@ pub(crate) struct Shared {
     pub(crate) fencing: Fencing,
     /// This host's lease from the controllers; see [`crate::self_fence`].
     pub(crate) lease: Arc<LeaseKeeper>,
+    /// Live migrations running from this host.
+    migrations: Arc<Migrations>,
 }
 
 impl Shared {
@@ -74,6 +79,7 @@ impl Shared {
             memory_mib: capacity.memory_mib,
             libvirt_uri: self.config.libvirt_uri.clone(),
             hypervisor: capacity.hypervisor,
+            migration_uri: self.config.effective_migration_uri(),
         }
     }
 }
@@ -100,6 +106,7 @@ impl AgentService {
                 vm_locks: Mutex::new(HashMap::new()),
                 fencing,
                 lease,
+                migrations: Arc::default(),
             }),
         }
     }
@@ -206,8 +213,148 @@ impl AgentService {
     }
 }
 
+/// Progress timeout when the request leaves it at zero.
+const DEFAULT_PROGRESS_TIMEOUT: Duration = Duration::from_secs(150);
+
+/// Forwards a migration's updates to one client stream, ending after the final one.
+fn migration_stream(
+    mut updates: watch::Receiver<Update>,
+) -> ReceiverStream<Result<pb::MigrationEvent, Status>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let update = updates.borrow_and_update().clone();
+            let item = match &update {
+                Update::Progress(s) => Ok(pb::MigrationEvent {
+                    stats: Some(stats_to_pb(s)),
+                    done: false,
+                }),
+                Update::Done(s) => Ok(pb::MigrationEvent {
+                    stats: Some(stats_to_pb(s)),
+                    done: true,
+                }),
+                Update::Failed { code, message } => Err(Status::new(*code, message.clone())),
+            };
+            if tx.send(item).await.is_err() || update.is_final() {
+                return;
+            }
+            if updates.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+fn stats_to_pb(s: &JobStats) -> pb::MigrationStats {
+    pb::MigrationStats {
+        data_total: s.data_total,
+        data_processed: s.data_processed,
+        data_remaining: s.data_remaining,
+        dirty_rate: s.dirty_rate,
+        iteration: s.iteration,
+        elapsed_ms: s.elapsed_ms,
+        downtime_ms: s.downtime_ms,
+    }
+}
+
 #[tonic::async_trait]
 impl HostAgent for AgentService {
+    type MigrateVmStream = ReceiverStream<Result<pb::MigrationEvent, Status>>;
+
+    async fn migrate_vm(
+        &self,
+        request: Request<pb::MigrateVmRequest>,
+    ) -> Result<Response<Self::MigrateVmStream>, Status> {
+        let req = request.into_inner();
+        let failed = || self.failed("MigrateVm", &req.name);
+        validate_name(&req.name).map_err(failed())?;
+        // A controller that lost its stream (a new leader) follows the running migration.
+        if let Some(updates) = self.shared.migrations.attach(&req.name) {
+            info!(host = %self.host(), vm = %req.name, "MigrateVm attaches to the running migration");
+            return Ok(Response::new(migration_stream(updates)));
+        }
+        if req.dest_uri.is_empty() {
+            return Err(failed()(HostdError::InvalidArgument(
+                "dest_uri is empty: the destination reported no migration URI".into(),
+            )));
+        }
+        if req.max_downtime_ms == 0 {
+            return Err(failed()(HostdError::InvalidArgument(
+                "max_downtime_ms must be at least 1".into(),
+            )));
+        }
+        let guard = self.shared.lock_vm(&req.name).await;
+        if let Some(updates) = self.shared.migrations.attach(&req.name) {
+            return Ok(Response::new(migration_stream(updates)));
+        }
+        let fence = self.fenced("MigrateVm", &req.name, req.fence).await?;
+        if req.new_generation <= fence.generation {
+            return Err(failed()(HostdError::InvalidArgument(format!(
+                "new_generation {} must be above the current {}",
+                req.new_generation, fence.generation
+            ))));
+        }
+        // A job this hostd did not start: it restarted while libvirt kept migrating.
+        let name = req.name.clone();
+        if self
+            .shared
+            .blocking(move |hv| hv.job_stats(&name))
+            .await
+            .map_err(failed())?
+            .is_some()
+        {
+            // Unavailable: transient, the caller retries.
+            return Err(Status::unavailable(format!(
+                "domain {} already has a libvirt job running (started before this hostd \
+                 restarted?); retry when it ends",
+                req.name
+            )));
+        }
+        info!(
+            host = %self.host(), vm = %req.name, term = fence.term,
+            generation = fence.generation, dest = %req.dest_uri, "MigrateVm"
+        );
+        let timeout = match req.progress_timeout_ms {
+            0 => DEFAULT_PROGRESS_TIMEOUT,
+            ms => Duration::from_millis(ms),
+        };
+        let migration = MigrationRequest {
+            name: req.name,
+            dest_uri: req.dest_uri,
+            new_generation: req.new_generation,
+            term: fence.term,
+            max_downtime_ms: req.max_downtime_ms,
+            bandwidth_mibps: req.bandwidth_mibps,
+            auto_converge: req.auto_converge,
+        };
+        let updates = self.shared.migrations.start(
+            Arc::clone(&self.shared.hypervisor),
+            migration,
+            timeout,
+            guard,
+        );
+        Ok(Response::new(migration_stream(updates)))
+    }
+
+    async fn abort_migration(
+        &self,
+        request: Request<pb::VmRef>,
+    ) -> Result<Response<pb::AbortMigrationResponse>, Status> {
+        let req = request.into_inner();
+        validate_name(&req.name).map_err(self.failed("AbortMigration", &req.name))?;
+        let fence = self.fenced("AbortMigration", &req.name, req.fence).await?;
+        info!(host = %self.host(), vm = %req.name, term = fence.term, "AbortMigration");
+        self.shared.migrations.mark_cancelled(&req.name);
+        let name = req.name.clone();
+        let aborted = self
+            .shared
+            .blocking(move |hv| hv.abort_job(&name))
+            .await
+            .map_err(self.failed("AbortMigration", &req.name))?;
+        Ok(Response::new(pb::AbortMigrationResponse { aborted }))
+    }
+
     async fn get_host_info(
         &self,
         _request: Request<pb::GetHostInfoRequest>,

@@ -3,8 +3,8 @@
 
 use crate::command::{ApplyError, ApplyResult, Command, Reply};
 use crate::model::{
-    validate_name, ClusterState, DeadReason, DesiredState, Event, Host, HostHealth, ObservedState,
-    Vm,
+    validate_labels, validate_name, AdminState, ClusterState, DeadReason, DesiredState, Event,
+    Host, HostHealth, ObservedState, OpKind, OpState, Operation, Progress, Vm,
 };
 
 /// Which entity an applied command touched; the store persists exactly these keys.
@@ -19,7 +19,20 @@ pub enum Touched {
         added: u64,
         evicted: Option<u64>,
     },
+    /// The operations table.
+    Ops,
+    Many(Vec<Touched>),
     Nothing,
+}
+
+impl Touched {
+    /// The single touches this one stands for.
+    pub fn flatten(self) -> Vec<Touched> {
+        match self {
+            Touched::Many(all) => all.into_iter().flat_map(Touched::flatten).collect(),
+            one => vec![one],
+        }
+    }
 }
 
 impl ClusterState {
@@ -31,6 +44,27 @@ impl ClusterState {
             | Command::DeclareHostDead { name, .. } => Touched::Host(name.clone()),
             Command::SetHaArmed { .. } => Touched::AllHosts,
             Command::RecordEvent { .. } => Touched::Nothing,
+            Command::StartMigration { vm, dst, .. } => Touched::Many(vec![
+                Touched::Vm(vm.clone()),
+                Touched::Host(dst.clone()),
+                Touched::Ops,
+            ]),
+            Command::FinishMigration { op, .. } => match self.op_vm(*op) {
+                Some(vm) => Touched::Many(vec![Touched::Vm(vm), Touched::Ops]),
+                None => Touched::Ops,
+            },
+            Command::MigrationProgress { .. }
+            | Command::DrainProgress { .. }
+            | Command::CancelOperation { .. } => Touched::Ops,
+            Command::StartDrain { host, .. } | Command::ActivateHost { name: host, .. } => {
+                Touched::Many(vec![Touched::Host(host.clone()), Touched::Ops])
+            }
+            Command::FinishDrain { op, .. } => match self.operations.ops.get(op).map(|o| &o.kind) {
+                Some(OpKind::Drain { host, .. }) => {
+                    Touched::Many(vec![Touched::Host(host.clone()), Touched::Ops])
+                }
+                _ => Touched::Ops,
+            },
             Command::CreateVm { name, .. }
             | Command::FailoverVm { name, .. }
             | Command::SetDesiredState { name, .. }
@@ -64,12 +98,17 @@ impl ClusterState {
 
     fn apply_inner(&mut self, cmd: &Command) -> ApplyResult {
         match cmd {
-            Command::AddHost { name, address } => {
+            Command::AddHost {
+                name,
+                address,
+                labels,
+            } => {
                 validate_name(name).map_err(|reason| ApplyError::InvalidName {
                     what: "host".into(),
                     reason,
                 })?;
                 validate_address(address)?;
+                validate_labels(labels).map_err(ApplyError::InvalidLabels)?;
                 if self.hosts.contains_key(name) {
                     return Err(ApplyError::HostExists(name.clone()));
                 }
@@ -80,6 +119,9 @@ impl ClusterState {
                     capacity: Default::default(),
                     dead_reason: None,
                     fencing_armed: false,
+                    labels: labels.clone(),
+                    admin: AdminState::Active,
+                    migration_uri: String::new(),
                 };
                 self.hosts.insert(name.clone(), host.clone());
                 Ok(Reply::Host(host))
@@ -89,6 +131,7 @@ impl ClusterState {
                 health,
                 capacity,
                 fencing_armed,
+                migration_uri,
             } => {
                 if *health == HostHealth::Dead {
                     return Err(ApplyError::DeadNeedsReason(name.clone()));
@@ -105,6 +148,9 @@ impl ClusterState {
                 // A report of "armed" that crosses a disarm in the log is stale: ignore it.
                 if let Some(armed) = fencing_armed {
                     host.fencing_armed = *armed && !self.ha.disarmed;
+                }
+                if let Some(uri) = migration_uri {
+                    host.migration_uri.clone_from(uri);
                 }
                 Ok(Reply::Host(host.clone()))
             }
@@ -150,6 +196,12 @@ impl ClusterState {
                 if !vm.ha {
                     return Err(ApplyError::VmNotHa(name.clone()));
                 }
+                if let Some(op) = vm.migration {
+                    return Err(ApplyError::VmMigrating {
+                        vm: name.clone(),
+                        op,
+                    });
+                }
                 let health = self.hosts.get(&on).map_or(HostHealth::Dead, |h| h.health);
                 if health != HostHealth::Dead {
                     return Err(ApplyError::HostNotDead {
@@ -170,12 +222,21 @@ impl ClusterState {
                 start,
                 ha,
                 ha_priority,
+                require_labels,
+                anti_affinity,
             } => {
                 validate_name(name).map_err(|reason| ApplyError::InvalidName {
                     what: "VM".into(),
                     reason,
                 })?;
                 spec.validate().map_err(ApplyError::InvalidSpec)?;
+                validate_labels(require_labels).map_err(ApplyError::InvalidLabels)?;
+                if let Some(group) = anti_affinity {
+                    validate_name(group).map_err(|reason| ApplyError::InvalidName {
+                        what: "anti-affinity group".into(),
+                        reason,
+                    })?;
+                }
                 if self.vms.contains_key(name) {
                     return Err(ApplyError::VmExists(name.clone()));
                 }
@@ -193,6 +254,9 @@ impl ClusterState {
                     reason: String::new(),
                     ha: *ha,
                     ha_priority: *ha_priority,
+                    require_labels: require_labels.clone(),
+                    anti_affinity: anti_affinity.clone(),
+                    migration: None,
                 };
                 self.vms.insert(name.clone(), vm.clone());
                 Ok(Reply::Vm(vm))
@@ -204,6 +268,12 @@ impl ClusterState {
                     .ok_or_else(|| ApplyError::UnknownVm(name.clone()))?;
                 if !vm.desired.can_become(*desired) {
                     return Err(ApplyError::VmDeleting(name.clone()));
+                }
+                if let (Some(op), true) = (vm.migration, *desired != DesiredState::Running) {
+                    return Err(ApplyError::VmMigrating {
+                        vm: name.clone(),
+                        op,
+                    });
                 }
                 vm.desired = *desired;
                 // Nothing runs anywhere for an unplaced VM, so deleting it is immediate.
@@ -218,10 +288,24 @@ impl ClusterState {
                 host,
                 expected_generation,
             } => {
-                if !self.hosts.contains_key(host) {
-                    return Err(ApplyError::UnknownHost(host.clone()));
+                let admin = self
+                    .hosts
+                    .get(host)
+                    .ok_or_else(|| ApplyError::UnknownHost(host.clone()))?
+                    .admin;
+                if admin != AdminState::Active {
+                    return Err(ApplyError::HostNotActive {
+                        host: host.clone(),
+                        admin: admin.as_str().into(),
+                    });
                 }
                 let vm = self.vm_at(name, *expected_generation)?;
+                if let Some(op) = vm.migration {
+                    return Err(ApplyError::VmMigrating {
+                        vm: name.clone(),
+                        op,
+                    });
+                }
                 if vm.desired == DesiredState::Deleted {
                     return Err(ApplyError::VmDeleting(name.clone()));
                 }
@@ -253,6 +337,274 @@ impl ClusterState {
                 self.vms.remove(name);
                 Ok(Reply::VmRemoved { name: name.clone() })
             }
+            Command::StartMigration {
+                vm,
+                expected_generation,
+                dst,
+                policy,
+                at_ms,
+            } => self.start_migration(vm, *expected_generation, dst, policy, *at_ms),
+            Command::MigrationProgress { op, progress } => {
+                let o = self.running_op(*op, "migrate")?;
+                o.progress = Progress::Migration(*progress);
+                Ok(Reply::Nothing)
+            }
+            Command::FinishMigration {
+                op,
+                state,
+                message,
+                progress,
+                at_ms,
+            } => self.finish_migration(*op, *state, message, progress.as_ref(), *at_ms),
+            Command::StartDrain {
+                host,
+                stop_when_blocked,
+                at_ms,
+            } => {
+                let h = self
+                    .hosts
+                    .get_mut(host)
+                    .ok_or_else(|| ApplyError::UnknownHost(host.clone()))?;
+                if h.admin != AdminState::Active {
+                    return Err(ApplyError::HostAlreadyDraining {
+                        host: host.clone(),
+                        admin: h.admin.as_str().into(),
+                    });
+                }
+                h.admin = AdminState::Draining;
+                let id = self.operations.start(
+                    OpKind::Drain {
+                        host: host.clone(),
+                        stop_when_blocked: *stop_when_blocked,
+                    },
+                    *at_ms,
+                );
+                Ok(Reply::Operation(self.operations.ops[&id].clone()))
+            }
+            Command::DrainProgress { op, progress } => {
+                let o = self.running_op(*op, "drain")?;
+                o.progress = Progress::Drain(progress.clone());
+                Ok(Reply::Nothing)
+            }
+            Command::FinishDrain {
+                op,
+                state,
+                message,
+                at_ms,
+            } => {
+                let host = match &self.running_op(*op, "drain")?.kind {
+                    OpKind::Drain { host, .. } => host.clone(),
+                    OpKind::Migrate { .. } => unreachable_kind(*op)?,
+                };
+                let admin = if *state == OpState::Succeeded {
+                    let left: Vec<&str> = self
+                        .vms
+                        .values()
+                        .filter(|v| {
+                            v.host.as_deref() == Some(host.as_str())
+                                || self.migrating_to(v) == Some(host.as_str())
+                        })
+                        .map(|v| v.name.as_str())
+                        .collect();
+                    if !left.is_empty() {
+                        return Err(ApplyError::HostNotEmpty {
+                            host,
+                            vms: left.join(", "),
+                        });
+                    }
+                    AdminState::Maintenance
+                } else {
+                    AdminState::Active
+                };
+                if let Some(h) = self.hosts.get_mut(&host) {
+                    h.admin = admin;
+                }
+                self.operations.finish(*op, *state, message, *at_ms);
+                Ok(Reply::Nothing)
+            }
+            Command::CancelOperation { op } => {
+                let o = self
+                    .operations
+                    .ops
+                    .get_mut(op)
+                    .ok_or(ApplyError::UnknownOperation(*op))?;
+                if o.state.is_finished() {
+                    return Err(ApplyError::OperationFinished {
+                        id: *op,
+                        state: o.state.as_str().into(),
+                    });
+                }
+                o.cancel_requested = true;
+                Ok(Reply::Operation(o.clone()))
+            }
+            Command::ActivateHost { name, at_ms } => {
+                let h = self
+                    .hosts
+                    .get_mut(name)
+                    .ok_or_else(|| ApplyError::UnknownHost(name.clone()))?;
+                h.admin = AdminState::Active;
+                let h = h.clone();
+                if let Some(id) = self.operations.drain_of(name).map(|o| o.id) {
+                    self.operations.finish(
+                        id,
+                        OpState::Cancelled,
+                        "cancelled: the host was activated",
+                        *at_ms,
+                    );
+                }
+                Ok(Reply::Host(h))
+            }
+        }
+    }
+
+    fn start_migration(
+        &mut self,
+        name: &str,
+        expected_generation: u64,
+        dst: &str,
+        policy: &crate::model::MigrationPolicy,
+        at_ms: u64,
+    ) -> ApplyResult {
+        policy.validate().map_err(ApplyError::InvalidPolicy)?;
+        let vm = self
+            .vms
+            .get(name)
+            .ok_or_else(|| ApplyError::UnknownVm(name.to_string()))?;
+        if let Some(op) = vm.migration {
+            return Err(ApplyError::VmMigrating {
+                vm: name.to_string(),
+                op,
+            });
+        }
+        let src = vm
+            .host
+            .clone()
+            .ok_or_else(|| ApplyError::VmNotPlaced(name.to_string()))?;
+        if vm.desired != DesiredState::Running || vm.observed != ObservedState::Running {
+            return Err(ApplyError::VmNotRunning {
+                vm: name.to_string(),
+                state: vm.observed.as_str().into(),
+            });
+        }
+        if src == dst {
+            return Err(ApplyError::SameHost {
+                vm: name.to_string(),
+                host: src,
+            });
+        }
+        for (host, need_active) in [(src.as_str(), false), (dst, true)] {
+            let h = self
+                .hosts
+                .get(host)
+                .ok_or_else(|| ApplyError::UnknownHost(host.to_string()))?;
+            if h.health != HostHealth::Up {
+                return Err(ApplyError::HostNotUp {
+                    host: host.to_string(),
+                    health: h.health.as_str().into(),
+                });
+            }
+            if need_active && h.admin != AdminState::Active {
+                return Err(ApplyError::HostNotActive {
+                    host: host.to_string(),
+                    admin: h.admin.as_str().into(),
+                });
+            }
+            if need_active && h.migration_uri.is_empty() {
+                return Err(ApplyError::NoMigrationUri {
+                    host: host.to_string(),
+                });
+            }
+        }
+        let vm = self.vm_at(name, expected_generation)?;
+        let generation = vm.generation + 1;
+        let id = self.operations.start(
+            OpKind::Migrate {
+                vm: name.to_string(),
+                src,
+                dst: dst.to_string(),
+                generation,
+                policy: *policy,
+            },
+            at_ms,
+        );
+        if let Some(vm) = self.vms.get_mut(name) {
+            vm.migration = Some(id);
+        }
+        Ok(Reply::Operation(self.operations.ops[&id].clone()))
+    }
+
+    fn finish_migration(
+        &mut self,
+        op: u64,
+        state: OpState,
+        message: &str,
+        progress: Option<&crate::model::MigrationProgress>,
+        at_ms: u64,
+    ) -> ApplyResult {
+        let (vm_name, dst, generation) = match &self.running_op(op, "migrate")?.kind {
+            OpKind::Migrate {
+                vm,
+                dst,
+                generation,
+                ..
+            } => (vm.clone(), dst.clone(), *generation),
+            OpKind::Drain { .. } => unreachable_kind(op)?,
+        };
+        if state == OpState::Running {
+            return Err(ApplyError::OperationFinished {
+                id: op,
+                state: "running (a finish must end it)".into(),
+            });
+        }
+        if let Some(p) = progress {
+            if let Some(o) = self.operations.ops.get_mut(&op) {
+                o.progress = Progress::Migration(*p);
+            }
+        }
+        self.operations.finish(op, state, message, at_ms);
+        let Some(vm) = self.vms.get_mut(&vm_name) else {
+            return Ok(Reply::Nothing);
+        };
+        if vm.migration == Some(op) {
+            vm.migration = None;
+            if state == OpState::Succeeded {
+                vm.host = Some(dst);
+                vm.generation = generation;
+                vm.observed = ObservedState::Running;
+                vm.reason.clear();
+            }
+        }
+        Ok(Reply::Vm(vm.clone()))
+    }
+
+    /// The running operation `id`, which must be of `kind`.
+    fn running_op(&mut self, id: u64, kind: &str) -> Result<&mut Operation, ApplyError> {
+        let o = self
+            .operations
+            .ops
+            .get_mut(&id)
+            .ok_or(ApplyError::UnknownOperation(id))?;
+        if o.kind.as_str() != kind {
+            return Err(ApplyError::WrongOperation {
+                id,
+                kind: o.kind.as_str().into(),
+                expected: kind.into(),
+            });
+        }
+        if o.state.is_finished() {
+            return Err(ApplyError::OperationFinished {
+                id,
+                state: o.state.as_str().into(),
+            });
+        }
+        Ok(o)
+    }
+
+    /// The VM a migration operation moves.
+    fn op_vm(&self, id: u64) -> Option<String> {
+        match &self.operations.ops.get(&id)?.kind {
+            OpKind::Migrate { vm, .. } => Some(vm.clone()),
+            OpKind::Drain { .. } => None,
         }
     }
 
@@ -270,6 +622,16 @@ impl ClusterState {
         }
         Ok(vm)
     }
+}
+
+/// `running_op` already checked the kind; this arm cannot be reached, and says so as an
+/// error rather than a panic.
+fn unreachable_kind<T>(id: u64) -> Result<T, ApplyError> {
+    Err(ApplyError::WrongOperation {
+        id,
+        kind: "other".into(),
+        expected: "checked kind".into(),
+    })
 }
 
 fn validate_address(address: &str) -> Result<(), ApplyError> {

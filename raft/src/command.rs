@@ -7,13 +7,19 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    Capacity, DeadReason, DesiredState, EventKind, Host, HostHealth, ObservedState, Vm, VmSpec,
+    Capacity, DeadReason, DesiredState, DrainProgress, EventKind, Host, HostHealth, Labels,
+    MigrationPolicy, MigrationProgress, ObservedState, OpState, Operation, Vm, VmSpec,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Operator registers a host running hostd at `address`.
-    AddHost { name: String, address: String },
+    AddHost {
+        name: String,
+        address: String,
+        #[serde(default)]
+        labels: Labels,
+    },
     /// The leader's view of a host changed (session up/down, capacity reported). Cannot
     /// declare a host dead: that is `DeclareHostDead`, with its justification.
     HostObserved {
@@ -23,6 +29,9 @@ pub enum Command {
         /// What the host says about self-fencing (`None`: unchanged).
         #[serde(default)]
         fencing_armed: Option<bool>,
+        /// Where peers reach its libvirt for migration (`None`: unchanged).
+        #[serde(default)]
+        migration_uri: Option<String>,
     },
     /// Appends to the event log (`at_ms`: the recording leader's wall clock).
     RecordEvent {
@@ -34,10 +43,15 @@ pub enum Command {
     },
     /// `drover ha arm|disarm`. Disarming marks every host not armed in the same entry, so
     /// no grant saying "disarmed" can reach a host the state still counts as armed.
-    SetHaArmed { armed: bool },
+    SetHaArmed {
+        armed: bool,
+    },
     /// The host may no longer run anything: its lease has certainly lapsed, or an operator
     /// confirmed it is off. Its HA VMs become eligible for `FailoverVm`.
-    DeclareHostDead { name: String, reason: DeadReason },
+    DeclareHostDead {
+        name: String,
+        reason: DeadReason,
+    },
     /// Operator creates a VM; `start` makes its desired state `Running`.
     CreateVm {
         name: String,
@@ -47,6 +61,63 @@ pub enum Command {
         ha: bool,
         #[serde(default)]
         ha_priority: i32,
+        #[serde(default)]
+        require_labels: Labels,
+        #[serde(default)]
+        anti_affinity: Option<String>,
+    },
+    /// Starts a live migration of a running VM from its host to `dst`: a running
+    /// operation, the VM locked to it (no other placement change until it ends), `dst`
+    /// booked for the VM's size.
+    StartMigration {
+        vm: String,
+        expected_generation: u64,
+        dst: String,
+        policy: MigrationPolicy,
+        at_ms: u64,
+    },
+    /// The latest job statistics of a running migration.
+    MigrationProgress {
+        op: u64,
+        progress: MigrationProgress,
+    },
+    /// Ends a migration: `Succeeded` moves the VM to the destination (generation + 1,
+    /// which the destination domain already carries); any other end leaves it on the source.
+    FinishMigration {
+        op: u64,
+        state: OpState,
+        message: String,
+        /// libvirt's final statistics, when it completed.
+        progress: Option<MigrationProgress>,
+        at_ms: u64,
+    },
+    /// `drover host drain`: the host takes no new VMs, and a drain operation starts moving
+    /// its VMs away.
+    StartDrain {
+        host: String,
+        stop_when_blocked: bool,
+        at_ms: u64,
+    },
+    DrainProgress {
+        op: u64,
+        progress: DrainProgress,
+    },
+    /// Ends a drain: `Succeeded` (the host is empty) puts the host in maintenance; any
+    /// other end returns it to service.
+    FinishDrain {
+        op: u64,
+        state: OpState,
+        message: String,
+        at_ms: u64,
+    },
+    /// `drover op cancel`: asks the operation's coordinator to stop it.
+    CancelOperation {
+        op: u64,
+    },
+    /// `drover host activate`: back in service (a running drain is cancelled).
+    ActivateHost {
+        name: String,
+        at_ms: u64,
     },
     /// Takes an HA VM off its dead host so it can be placed elsewhere: placement none,
     /// generation + 1 (the old host's copy is now stale everywhere). Refused unless the
@@ -56,7 +127,10 @@ pub enum Command {
         expected_generation: u64,
     },
     /// Operator start/stop/delete.
-    SetDesiredState { name: String, desired: DesiredState },
+    SetDesiredState {
+        name: String,
+        desired: DesiredState,
+    },
     /// The VM's actor chose a host. Only applies if the VM still has `expected_generation`,
     /// so a stale actor cannot move a VM someone else already moved.
     PlaceVm {
@@ -79,6 +153,14 @@ pub enum Command {
     },
 }
 
+/// This machine's wall clock in Unix milliseconds, for the times commands carry (read by
+/// the writer; `apply` never reads a clock).
+pub fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 impl Command {
     /// A `RecordEvent` stamped with this machine's wall clock (read here, by the writer;
     /// `apply` never reads a clock).
@@ -88,11 +170,8 @@ impl Command {
         vm: Option<&str>,
         message: impl Into<String>,
     ) -> Command {
-        let at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
         Command::RecordEvent {
-            at_ms,
+            at_ms: wall_clock_ms(),
             kind,
             host: host.map(String::from),
             vm: vm.map(String::from),
@@ -114,6 +193,14 @@ impl Command {
             Command::PlaceVm { .. } => "place_vm",
             Command::VmObserved { .. } => "vm_observed",
             Command::RemoveVm { .. } => "remove_vm",
+            Command::StartMigration { .. } => "start_migration",
+            Command::MigrationProgress { .. } => "migration_progress",
+            Command::FinishMigration { .. } => "finish_migration",
+            Command::StartDrain { .. } => "start_drain",
+            Command::DrainProgress { .. } => "drain_progress",
+            Command::FinishDrain { .. } => "finish_drain",
+            Command::CancelOperation { .. } => "cancel_operation",
+            Command::ActivateHost { .. } => "activate_host",
         }
     }
 }
@@ -152,6 +239,7 @@ pub enum Reply {
     VmRemoved {
         name: String,
     },
+    Operation(Operation),
     /// The HA switch after `SetHaArmed`.
     Ha {
         disarmed: bool,
@@ -197,6 +285,36 @@ pub enum ApplyError {
     VmNotHa(String),
     #[error("Only DeclareHostDead may mark host {0:?} dead")]
     DeadNeedsReason(String),
+    #[error("Invalid labels: {0}")]
+    InvalidLabels(String),
+    #[error("Invalid migration policy: {0}")]
+    InvalidPolicy(String),
+    #[error("Operation {0} not found")]
+    UnknownOperation(u64),
+    #[error("Operation {id} is {state}, not running")]
+    OperationFinished { id: u64, state: String },
+    #[error("Operation {id} is a {kind}, not a {expected}")]
+    WrongOperation {
+        id: u64,
+        kind: String,
+        expected: String,
+    },
+    #[error("VM {vm:?} is being migrated by operation {op}; wait for it or cancel it")]
+    VmMigrating { vm: String, op: u64 },
+    #[error("VM {vm:?} is {state}; only a running VM can be live-migrated")]
+    VmNotRunning { vm: String, state: String },
+    #[error("VM {vm:?} is already on host {host:?}")]
+    SameHost { vm: String, host: String },
+    #[error("Host {host:?} is {health}; it must be up")]
+    HostNotUp { host: String, health: String },
+    #[error("Host {host:?} is in admin state {admin}; it takes no VMs")]
+    HostNotActive { host: String, admin: String },
+    #[error("Host {host:?} has not reported a migration URI (is its hostd current?)")]
+    NoMigrationUri { host: String },
+    #[error("Host {host:?} is already {admin}")]
+    HostAlreadyDraining { host: String, admin: String },
+    #[error("Host {host:?} still has VMs: {vms}")]
+    HostNotEmpty { host: String, vms: String },
     #[error(
         "Host {0:?} cannot be declared dead by its lease: it has not reported self-fencing \
          armed (or HA is disarmed); only an operator fence can"

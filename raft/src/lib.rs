@@ -17,7 +17,7 @@ pub mod store;
 mod types;
 
 pub use apply::Touched;
-pub use command::{ApplyError, ApplyResult, Command, Reply, Request};
+pub use command::{wall_clock_ms, ApplyError, ApplyResult, Command, Reply, Request};
 pub use membership::MembershipError;
 pub use node::{NodeConfig, NodeError, RaftNode, RaftTimings, WriteError};
 pub use types::*;

@@ -14,6 +14,7 @@ fn add_host(name: &str) -> Command {
     Command::AddHost {
         name: name.into(),
         address: "127.0.0.1:7001".into(),
+        labels: Default::default(),
     }
 }
 
@@ -24,6 +25,8 @@ fn create(name: &str) -> Command {
         start: true,
         ha: false,
         ha_priority: 0,
+        require_labels: Default::default(),
+        anti_affinity: None,
     }
 }
 
@@ -42,6 +45,7 @@ fn armed_report(host: &str, armed: bool) -> Command {
         health: HostHealth::Up,
         capacity: None,
         fencing_armed: Some(armed),
+        migration_uri: None,
     }
 }
 
@@ -76,6 +80,7 @@ fn add_host_and_observe_it() {
             health: HostHealth::Up,
             capacity: Some(cap),
             fencing_armed: None,
+            migration_uri: None,
         },
     );
     assert_eq!(s.hosts["h1"].health, HostHealth::Up);
@@ -88,6 +93,7 @@ fn add_host_and_observe_it() {
             health: HostHealth::Suspect,
             capacity: None,
             fencing_armed: None,
+            migration_uri: None,
         },
     );
     assert_eq!(s.hosts["h1"].capacity, cap);
@@ -111,6 +117,7 @@ fn host_validation() {
             Command::AddHost {
                 name: "h2".into(),
                 address: address.into(),
+                labels: Default::default(),
             },
         );
         assert!(
@@ -126,6 +133,7 @@ fn host_validation() {
                 health: HostHealth::Up,
                 capacity: None,
                 fencing_armed: None,
+                migration_uri: None,
             }
         ),
         ApplyError::UnknownHost("nope".into())
@@ -160,6 +168,8 @@ fn create_vm_and_its_validation() {
                 start: false,
                 ha: false,
                 ha_priority: 0,
+                require_labels: Default::default(),
+                anti_affinity: None,
             },
         );
         assert!(matches!(e, ApplyError::InvalidSpec(_)), "{bad:?}: {e}");
@@ -176,6 +186,8 @@ fn create_vm_and_its_validation() {
             start: false,
             ha: false,
             ha_priority: 0,
+            require_labels: Default::default(),
+            anti_affinity: None,
         },
     ) else {
         panic!()
@@ -312,6 +324,8 @@ fn arb_command() -> impl Strategy<Value = Command> {
                 start,
                 ha: false,
                 ha_priority: 0,
+                require_labels: Default::default(),
+                anti_affinity: None,
             }
         }),
         (name.clone(), desired).prop_map(|(n, d)| Command::SetDesiredState {
@@ -346,6 +360,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
             health: HostHealth::Up,
             capacity: None,
             fencing_armed: Some(armed),
+            migration_uri: None,
         }),
         any::<bool>().prop_map(|armed| Command::SetHaArmed { armed }),
         (name, 0u32..4, any::<bool>()).prop_map(|(n, c, start)| Command::CreateVm {
@@ -354,6 +369,8 @@ fn arb_command() -> impl Strategy<Value = Command> {
             start,
             ha: true,
             ha_priority: 1,
+            require_labels: Default::default(),
+            anti_affinity: None,
         }),
     ]
 }
@@ -404,6 +421,8 @@ fn death_and_failover() {
             start: true,
             ha: true,
             ha_priority: 3,
+            require_labels: Default::default(),
+            anti_affinity: None,
         },
     );
     ok(&mut s, create("plain"));
@@ -438,6 +457,7 @@ fn death_and_failover() {
                 health: HostHealth::Dead,
                 capacity: None,
                 fencing_armed: None,
+                migration_uri: None,
             }
         ),
         ApplyError::DeadNeedsReason("h1".into())
@@ -476,6 +496,7 @@ fn death_and_failover() {
             health: HostHealth::Up,
             capacity: None,
             fencing_armed: None,
+            migration_uri: None,
         },
     );
     assert_eq!(s.hosts["h1"].dead_reason, None);

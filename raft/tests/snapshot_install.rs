@@ -48,6 +48,9 @@ fn big_state(vms: usize) -> SmData {
                 reason: String::new(),
                 ha: false,
                 ha_priority: 0,
+                require_labels: Default::default(),
+                anti_affinity: None,
+                migration: None,
             },
         );
     }
@@ -117,6 +120,8 @@ async fn learner_catches_up_by_chunked_snapshot() -> anyhow::Result<()> {
                     start: false,
                     ha: false,
                     ha_priority: 0,
+                    require_labels: Default::default(),
+                    anti_affinity: None,
                 });
                 match n1.write(req).await {
                     Ok(Ok(_)) => written += 1,

@@ -19,6 +19,7 @@ fn commands() -> Vec<Command> {
         Command::AddHost {
             name: "h1".into(),
             address: "127.0.0.1:7001".into(),
+            labels: Default::default(),
         },
         Command::CreateVm {
             name: "web".into(),
@@ -29,6 +30,8 @@ fn commands() -> Vec<Command> {
             start: true,
             ha: false,
             ha_priority: 0,
+            require_labels: Default::default(),
+            anti_affinity: None,
         },
         Command::PlaceVm {
             name: "web".into(),
@@ -39,6 +42,7 @@ fn commands() -> Vec<Command> {
         Command::AddHost {
             name: "h1".into(),
             address: "127.0.0.1:9".into(),
+            labels: Default::default(),
         },
         Command::CreateVm {
             name: "tmp".into(),
@@ -49,6 +53,8 @@ fn commands() -> Vec<Command> {
             start: false,
             ha: false,
             ha_priority: 0,
+            require_labels: Default::default(),
+            anti_affinity: None,
         },
         Command::SetDesiredState {
             name: "tmp".into(),
@@ -115,6 +121,8 @@ async fn a_retried_request_applies_once_even_across_reopen() -> anyhow::Result<(
         start: false,
         ha: false,
         ha_priority: 0,
+        require_labels: Default::default(),
+        anti_affinity: None,
     };
     let with_id = |index: u64, cmd: Command| Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),

@@ -295,11 +295,15 @@ impl HostActor {
                     health,
                     capacity,
                     fencing_armed,
+                    migration_uri,
                     ..
                 } => {
                     h.health != *health
                         || capacity.is_some_and(|c| c != h.capacity)
                         || fencing_armed.is_some_and(|a| a != h.fencing_armed)
+                        || migration_uri
+                            .as_ref()
+                            .is_some_and(|u| *u != h.migration_uri)
                 }
                 Command::DeclareHostDead { .. } => h.health != HostHealth::Dead,
                 _ => true,
@@ -399,7 +403,11 @@ impl HostActor {
             memory_mib: h.memory_mib,
         });
         if self.tracker.health == Health::Up {
-            self.commit(ctx, up(&self.name, capacity, fencing_armed));
+            let mut cmd = up(&self.name, capacity, fencing_armed);
+            if let Command::HostObserved { migration_uri, .. } = &mut cmd {
+                *migration_uri = beat.host.as_ref().map(|h| h.migration_uri.clone());
+            }
+            self.commit(ctx, cmd);
         }
         self.cx.report_to.do_send(HostReport {
             host: self.name.clone(),
@@ -512,6 +520,7 @@ fn up(name: &str, capacity: Option<Capacity>, fencing_armed: Option<bool>) -> Co
         health: HostHealth::Up,
         capacity,
         fencing_armed,
+        migration_uri: None,
     }
 }
 
@@ -521,6 +530,7 @@ fn suspect(name: &str) -> Command {
         health: HostHealth::Suspect,
         capacity: None,
         fencing_armed: None,
+        migration_uri: None,
     }
 }
 

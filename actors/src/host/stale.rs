@@ -26,6 +26,8 @@ pub fn stale_domains(host: &str, domains: &[Domain], state: &ClusterState) -> Ve
             let stale = match state.vms.get(&d.name) {
                 // Deleted from the state while this host was away.
                 None => Some(d.generation),
+                // The incoming copy of a running migration to this host.
+                Some(vm) if state.migrating_to(vm) == Some(host) => None,
                 Some(vm) if vm.host.as_deref() != Some(host) => Some(vm.generation),
                 Some(vm) if vm.generation > d.generation => Some(vm.generation),
                 Some(_) => None,
@@ -69,6 +71,9 @@ mod tests {
             reason: String::new(),
             ha: true,
             ha_priority: 0,
+            require_labels: Default::default(),
+            anti_affinity: None,
+            migration: None,
         }
     }
 

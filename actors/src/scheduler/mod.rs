@@ -1,9 +1,11 @@
-//! Placement: which host a VM should run on. The decision is a pure function over the
-//! replicated state; the VM's actor commits what it returns. [`place`] is what the actors
-//! use today; [`batch`] is the filter/weigher scheduler of issue 5 (overcommit, labels,
-//! anti-affinity, spread/pack, batch placement), pure and property-tested, not wired yet.
+//! Placement: which host a VM should run on. [`batch`] is the filter/weigher core (health,
+//! admin state, labels, anti-affinity, capacity × overcommit, spread or pack, batch
+//! placement without overbooking), a pure function over plain views; [`views`] builds those
+//! views from the replicated state. The VM actors, migrations and drains all place through
+//! here.
 
 pub mod batch;
-mod place;
+mod views;
 
-pub use place::{place, NoCapacity};
+pub use batch::{Policy, Refusal, Weigher};
+pub use views::{host_views, place_vm, request_for};

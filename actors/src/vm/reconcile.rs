@@ -3,7 +3,7 @@
 
 use drover_raft::model::{ClusterState, DesiredState, HostHealth, ObservedState, Vm};
 
-use crate::scheduler;
+use crate::scheduler::{self, Policy};
 
 /// What a host reported for this VM's domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,9 +45,15 @@ pub enum Action {
 
 /// Decides the next step for `vm`. `obs` is the latest report about the VM, if any.
 pub fn decide(vm: &Vm, state: &ClusterState, obs: Option<&Observation>) -> Action {
+    // A migration owns the VM until it ends: the source's "missing" or the destination's
+    // paused copy are its business, not something to repair.
+    if vm.migration.is_some() {
+        return Action::Wait;
+    }
     let Some(host) = vm.host.as_deref() else {
         return match vm.desired {
-            DesiredState::Running => match scheduler::place(&vm.spec, state) {
+            DesiredState::Running => match scheduler::place_vm(vm, None, state, &Policy::default())
+            {
                 Ok(host) => Action::Place { host },
                 Err(e) => {
                     let reason = format!("pending: {e}");
@@ -115,6 +121,9 @@ mod tests {
                 },
                 dead_reason: None,
                 fencing_armed: true,
+                labels: Default::default(),
+                admin: Default::default(),
+                migration_uri: String::new(),
             },
         );
         s
@@ -134,6 +143,9 @@ mod tests {
             reason: String::new(),
             ha: false,
             ha_priority: 0,
+            require_labels: Default::default(),
+            anti_affinity: None,
+            migration: None,
         }
     }
 
@@ -158,7 +170,7 @@ mod tests {
         let Action::Pending { reason } = decide(&vm(D::Running, None, O::Unknown), &s, None) else {
             panic!("expected pending")
         };
-        assert!(reason.contains("h1: health is suspect"), "{reason}");
+        assert!(reason.contains("h1: not up"), "{reason}");
         // Already recorded: do not commit the same reason again.
         let mut v = vm(D::Running, None, O::Unknown);
         v.reason = reason;

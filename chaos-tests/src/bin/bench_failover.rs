@@ -130,6 +130,7 @@ async fn trial_once(node: &Path, n: usize, extra: &[String]) -> anyhow::Result<S
             start: true,
             ha: true,
             ha_priority: 0,
+            ..Default::default()
         };
         client
             .create_vm(req, &name)

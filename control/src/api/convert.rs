@@ -2,8 +2,65 @@
 
 use std::time::Duration;
 
+use drover_actors::scheduler::{place_vm, Policy};
 use drover_proto::v1 as pb;
-use drover_raft::model::{ClusterState, DesiredState, Host, HostHealth, ObservedState, Vm};
+use drover_raft::model::{
+    ClusterState, DesiredState, Host, HostHealth, ObservedState, OpKind, Operation, Progress, Vm,
+};
+
+/// `vm` with, when it waits for a placement, each host's reason for refusing it now.
+pub fn vm_in(vm_: &Vm, state: &ClusterState) -> pb::Vm {
+    let mut out = vm(vm_);
+    if vm_.host.is_none() && vm_.desired == DesiredState::Running {
+        if let Err(refusal) = place_vm(vm_, None, state, &Policy::default()) {
+            out.placement_refusals = refusal.reasons.into_iter().collect();
+        }
+    }
+    out
+}
+
+pub fn operation(op: &Operation) -> pb::Operation {
+    let mut out = pb::Operation {
+        id: op.id,
+        kind: op.kind.as_str().into(),
+        state: op.state.as_str().into(),
+        started_at_ms: op.started_at_ms,
+        finished_at_ms: op.finished_at_ms,
+        cancel_requested: op.cancel_requested,
+        message: op.message.clone(),
+        ..Default::default()
+    };
+    match &op.kind {
+        OpKind::Migrate { vm, src, dst, .. } => {
+            out.vm.clone_from(vm);
+            out.src.clone_from(src);
+            out.dst.clone_from(dst);
+        }
+        OpKind::Drain { host, .. } => out.host.clone_from(host),
+    }
+    match &op.progress {
+        Progress::Migration(p) => {
+            out.migration = Some(pb::MigrationProgress {
+                data_total: p.data_total,
+                data_processed: p.data_processed,
+                data_remaining: p.data_remaining,
+                dirty_rate: p.dirty_rate,
+                iteration: p.iteration,
+                elapsed_ms: p.elapsed_ms,
+                downtime_ms: p.downtime_ms,
+            })
+        }
+        Progress::Drain(p) => {
+            out.drain = Some(pb::DrainProgress {
+                total: p.total,
+                remaining: p.remaining.clone(),
+                blocked: p.blocked.clone().into_iter().collect(),
+            })
+        }
+        Progress::None => {}
+    }
+    out
+}
 
 pub fn vm(vm: &Vm) -> pb::Vm {
     pb::Vm {
@@ -19,6 +76,10 @@ pub fn vm(vm: &Vm) -> pb::Vm {
         reason: vm.reason.clone(),
         ha: vm.ha,
         ha_priority: vm.ha_priority,
+        require_labels: vm.require_labels.clone().into_iter().collect(),
+        anti_affinity: vm.anti_affinity.clone().unwrap_or_default(),
+        migration_op: vm.migration.unwrap_or(0),
+        placement_refusals: Default::default(),
     }
 }
 
@@ -39,6 +100,9 @@ pub fn host(host: &Host, state: &ClusterState, lease_granted: Option<Duration>) 
             .dead_reason
             .map(|r| r.as_str().to_string())
             .unwrap_or_default(),
+        labels: host.labels.clone().into_iter().collect(),
+        admin_state: host.admin.as_str().into(),
+        migration_uri: host.migration_uri.clone(),
     }
 }
 

@@ -12,16 +12,30 @@ pub fn apply_error(e: &ApplyError) -> Status {
     match e {
         ApplyError::InvalidName { .. }
         | ApplyError::InvalidSpec(_)
-        | ApplyError::InvalidAddress { .. } => Status::invalid_argument(msg),
+        | ApplyError::InvalidAddress { .. }
+        | ApplyError::InvalidLabels(_)
+        | ApplyError::InvalidPolicy(_)
+        | ApplyError::SameHost { .. } => Status::invalid_argument(msg),
         ApplyError::HostExists(_) | ApplyError::VmExists(_) => Status::already_exists(msg),
-        ApplyError::UnknownHost(_) | ApplyError::UnknownVm(_) => Status::not_found(msg),
+        ApplyError::UnknownHost(_) | ApplyError::UnknownVm(_) | ApplyError::UnknownOperation(_) => {
+            Status::not_found(msg)
+        }
         ApplyError::StaleGeneration { .. }
         | ApplyError::VmDeleting(_)
         | ApplyError::VmNotDeleted(_)
         | ApplyError::HostNotDead { .. }
         | ApplyError::VmNotPlaced(_)
         | ApplyError::VmNotHa(_)
-        | ApplyError::FencingNotArmed(_) => Status::failed_precondition(msg),
+        | ApplyError::FencingNotArmed(_)
+        | ApplyError::OperationFinished { .. }
+        | ApplyError::VmMigrating { .. }
+        | ApplyError::VmNotRunning { .. }
+        | ApplyError::HostNotUp { .. }
+        | ApplyError::HostNotActive { .. }
+        | ApplyError::NoMigrationUri { .. }
+        | ApplyError::HostAlreadyDraining { .. }
+        | ApplyError::HostNotEmpty { .. } => Status::failed_precondition(msg),
+        ApplyError::WrongOperation { .. } => Status::invalid_argument(msg),
         // Only the leader's own host actors send this; a client never can.
         ApplyError::DeadNeedsReason(_) => Status::invalid_argument(msg),
     }

@@ -46,6 +46,35 @@ impl HostService for HostApi {
         let cmd = Command::AddHost {
             name: req.name,
             address: req.address,
+            labels: req.labels.into_iter().collect(),
+        };
+        self.host_reply(commit(&self.node, &meta, cmd).await?)
+    }
+
+    async fn drain_host(
+        &self,
+        req: Request<pb::DrainHostRequest>,
+    ) -> Result<Response<pb::Operation>, Status> {
+        let (meta, _, req) = req.into_parts();
+        let cmd = Command::StartDrain {
+            host: req.name,
+            stop_when_blocked: req.stop_when_blocked,
+            at_ms: drover_raft::wall_clock_ms(),
+        };
+        match commit(&self.node, &meta, cmd).await? {
+            Reply::Operation(op) => Ok(Response::new(convert::operation(&op))),
+            other => Err(Status::internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    async fn activate_host(
+        &self,
+        req: Request<pb::ActivateHostRequest>,
+    ) -> Result<Response<pb::Host>, Status> {
+        let (meta, _, req) = req.into_parts();
+        let cmd = Command::ActivateHost {
+            name: req.name,
+            at_ms: drover_raft::wall_clock_ms(),
         };
         self.host_reply(commit(&self.node, &meta, cmd).await?)
     }

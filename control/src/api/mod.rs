@@ -8,9 +8,11 @@ mod errors;
 mod events;
 mod ha;
 mod host;
+mod operation;
 mod vm;
 mod write;
 
 pub use cluster::ClusterApi;
 pub use host::HostApi;
+pub use operation::OperationApi;
 pub use vm::VmApi;

@@ -1,9 +1,10 @@
 //! `drover.v1.VmService`.
 
+use drover_actors::scheduler::{batch::refuse, host_views, place_vm, request_for, Policy};
 use drover_proto::v1 as pb;
 use drover_proto::v1::vm_service_server::VmService;
-use drover_raft::model::{DesiredState, VmSpec};
-use drover_raft::{Command, RaftNode, Reply};
+use drover_raft::model::{DesiredState, MigrationPolicy, VmSpec};
+use drover_raft::{wall_clock_ms, Command, RaftNode, Reply};
 use tonic::{Request, Response, Status};
 
 use super::cluster::{applied, fresh_read, read_response};
@@ -33,6 +34,14 @@ impl VmApi {
             desired,
         };
         vm_reply(commit(&self.node, &meta, cmd).await?, &req.name)
+    }
+}
+
+fn nonzero_or(value: u64, default: u64) -> u64 {
+    if value == 0 {
+        default
+    } else {
+        value
     }
 }
 
@@ -69,17 +78,84 @@ impl VmService for VmApi {
             start: req.start,
             ha: req.ha,
             ha_priority: req.ha_priority,
+            require_labels: req.require_labels.into_iter().collect(),
+            anti_affinity: (!req.anti_affinity.is_empty()).then_some(req.anti_affinity),
         };
         vm_reply(commit(&self.node, &meta, cmd).await?, &req.name)
+    }
+
+    async fn migrate_vm(
+        &self,
+        req: Request<pb::MigrateVmRequest>,
+    ) -> Result<Response<pb::Operation>, Status> {
+        let (meta, _, req) = req.into_parts();
+        if req.name.is_empty() {
+            return Err(Status::invalid_argument("VM name is empty"));
+        }
+        let defaults = MigrationPolicy::default();
+        let policy = MigrationPolicy {
+            max_downtime_ms: nonzero_or(req.max_downtime_ms, defaults.max_downtime_ms),
+            bandwidth_mibps: req.bandwidth_mibps,
+            auto_converge: !req.no_auto_converge,
+            progress_timeout_ms: nonzero_or(req.progress_timeout_ms, defaults.progress_timeout_ms),
+        };
+        // The destination is chosen (or checked) here, against this node's state; apply
+        // re-checks what must hold at commit time (placement generation, hosts up and
+        // active), so a stale read can only make the command fail, never misplace.
+        let (dst, generation) = self.node.view().read(|d| {
+            let vm = d
+                .state
+                .vms
+                .get(&req.name)
+                .ok_or_else(|| Status::not_found(format!("VM {:?} not found", req.name)))?;
+            let src = vm.host.as_deref();
+            let policy = Policy::default();
+            let dst = if req.to.is_empty() {
+                place_vm(vm, src, &d.state, &policy).map_err(|r| {
+                    Status::failed_precondition(format!("VM {:?} cannot move: {r}", req.name))
+                })?
+            } else {
+                let views = host_views(&d.state);
+                let host = views
+                    .iter()
+                    .find(|h| h.name == req.to)
+                    .ok_or_else(|| Status::not_found(format!("Host {:?} not found", req.to)))?;
+                if src == Some(req.to.as_str()) {
+                    return Err(Status::invalid_argument(format!(
+                        "VM {:?} is already on host {:?}",
+                        req.name, req.to
+                    )));
+                }
+                if let Some(why) = refuse(&request_for(vm, src), host, &policy) {
+                    return Err(Status::failed_precondition(format!(
+                        "Host {:?} cannot take VM {:?}: {why}",
+                        req.to, req.name
+                    )));
+                }
+                req.to.clone()
+            };
+            Ok::<_, Status>((dst, vm.generation))
+        })?;
+        let cmd = Command::StartMigration {
+            vm: req.name.clone(),
+            expected_generation: generation,
+            dst,
+            policy,
+            at_ms: wall_clock_ms(),
+        };
+        match commit(&self.node, &meta, cmd).await? {
+            Reply::Operation(op) => Ok(Response::new(convert::operation(&op))),
+            other => Err(Status::internal(format!("unexpected reply {other:?}"))),
+        }
     }
 
     async fn get_vm(&self, req: Request<pb::GetVmRequest>) -> Result<Response<pb::Vm>, Status> {
         let req = req.into_inner();
         fresh_read(&self.node, req.stale).await?;
-        let (index, vm) = self
-            .node
-            .view()
-            .read(|d| (applied(d), d.state.vms.get(&req.name).map(convert::vm)));
+        let (index, vm) = self.node.view().read(|d| {
+            let vm = d.state.vms.get(&req.name);
+            (applied(d), vm.map(|vm| convert::vm_in(vm, &d.state)))
+        });
         let vm = vm.ok_or_else(|| Status::not_found(format!("VM {:?} not found", req.name)))?;
         Ok(read_response(&self.node, index, vm))
     }

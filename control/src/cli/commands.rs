@@ -3,8 +3,9 @@
 
 use drover_proto::v1 as pb;
 
+use super::follow::{follow, summary};
 use super::output::{self, Format};
-use super::{ClusterCmd, EventCmd, HaCmd, HostCmd, ReadOpts, SnapshotCmd, VmCmd};
+use super::{ClusterCmd, EventCmd, HaCmd, HostCmd, OpCmd, ReadOpts, SnapshotCmd, VmCmd};
 use crate::client::{Client, Membership, Read, VmVerb};
 
 /// Where and how long client commands try.
@@ -58,7 +59,15 @@ fn read<T>(
 fn show_vm(format: Format, vm: &pb::Vm) -> anyhow::Result<String> {
     match format {
         Format::Json => json(&output::vm_json(vm)),
-        Format::Table => Ok(output::vm_rows(std::slice::from_ref(vm))),
+        Format::Table => {
+            let mut out = output::vm_rows(std::slice::from_ref(vm));
+            let mut refusals: Vec<_> = vm.placement_refusals.iter().collect();
+            refusals.sort();
+            for (host, why) in refusals {
+                out.push_str(&format!("\n{host}: {why}"));
+            }
+            Ok(out)
+        }
     }
 }
 
@@ -164,8 +173,24 @@ pub async fn ha(target: &Target, format: Format, cmd: HaCmd) -> anyhow::Result<P
 pub async fn host(target: &Target, format: Format, cmd: HostCmd) -> anyhow::Result<Printed> {
     let c = client(target)?;
     match cmd {
-        HostCmd::Add { name, address } => {
-            Ok(show_host(format, &c.add_host(&name, &address).await?)?.into())
+        HostCmd::Add {
+            name,
+            address,
+            labels,
+        } => Ok(show_host(format, &c.add_host(&name, &address, &labels).await?)?.into()),
+        HostCmd::Activate { name } => Ok(show_host(format, &c.activate_host(&name).await?)?.into()),
+        HostCmd::Drain {
+            name,
+            stop_when_blocked,
+            detach,
+        } => {
+            let op = c
+                .drain_host(pb::DrainHostRequest {
+                    name,
+                    stop_when_blocked,
+                })
+                .await?;
+            finish_op(&c, format, op, detach).await
         }
         HostCmd::Get {
             name,
@@ -200,6 +225,8 @@ pub async fn vm(target: &Target, format: Format, cmd: VmCmd) -> anyhow::Result<P
             stopped,
             ha,
             ha_priority,
+            require_labels,
+            anti_affinity,
         } => {
             let req = pb::CreateVmRequest {
                 name,
@@ -207,8 +234,34 @@ pub async fn vm(target: &Target, format: Format, cmd: VmCmd) -> anyhow::Result<P
                 start: !stopped,
                 ha,
                 ha_priority,
+                require_labels: require_labels.into_iter().collect(),
+                anti_affinity: anti_affinity.unwrap_or_default(),
             };
             c.create_vm(req).await?
+        }
+        VmCmd::Migrate {
+            name,
+            to,
+            detach,
+            max_downtime_ms,
+            bandwidth_mibps,
+            no_auto_converge,
+            progress_timeout_s,
+        } => {
+            if max_downtime_ms == 0 {
+                anyhow::bail!("--max-downtime-ms must be at least 1");
+            }
+            let op = c
+                .migrate_vm(pb::MigrateVmRequest {
+                    name,
+                    to: to.unwrap_or_default(),
+                    max_downtime_ms,
+                    bandwidth_mibps,
+                    no_auto_converge,
+                    progress_timeout_ms: progress_timeout_s.saturating_mul(1000),
+                })
+                .await?;
+            return finish_op(&c, format, op, detach).await;
         }
         VmCmd::Get {
             name,
@@ -222,6 +275,58 @@ pub async fn vm(target: &Target, format: Format, cmd: VmCmd) -> anyhow::Result<P
         VmCmd::Delete { name } => c.vm_action(VmVerb::Delete, &name).await?,
     };
     Ok(show_vm(format, &vm)?.into())
+}
+
+/// Follows `op` to its end unless `detach`; prints it, and fails unless it succeeded.
+async fn finish_op(
+    c: &Client,
+    format: Format,
+    op: pb::Operation,
+    detach: bool,
+) -> anyhow::Result<Printed> {
+    let op = if detach { op } else { follow(c, op).await? };
+    let text = match format {
+        Format::Json => json(&output::op_json(&op))?,
+        Format::Table if detach => format!("operation {} started", op.id),
+        Format::Table => summary(&op),
+    };
+    if !detach && op.state != "succeeded" {
+        anyhow::bail!("{}", summary(&op));
+    }
+    Ok(text.into())
+}
+
+/// Runs a `drover op …` command.
+pub async fn op(target: &Target, format: Format, cmd: OpCmd) -> anyhow::Result<Printed> {
+    let c = client(target)?;
+    match cmd {
+        OpCmd::List {
+            running,
+            read: ReadOpts { stale },
+        } => read(c.operations(running, stale).await?, stale, |ops| {
+            Ok(match format {
+                Format::Json => json(&ops.iter().map(output::op_json).collect())?,
+                Format::Table => output::op_rows(ops),
+            })
+        }),
+        OpCmd::Get {
+            id,
+            read: ReadOpts { stale },
+        } => read(c.operation(id, stale).await?, stale, |op| {
+            Ok(match format {
+                Format::Json => json(&output::op_json(op))?,
+                Format::Table => output::op_text(op),
+            })
+        }),
+        OpCmd::Cancel { id } => {
+            let op = c.cancel_operation(id).await?;
+            Ok(match format {
+                Format::Json => json(&output::op_json(&op))?,
+                Format::Table => format!("cancel requested for operation {}", op.id),
+            }
+            .into())
+        }
+    }
 }
 
 /// Runs a `drover certs …` command.

@@ -3,11 +3,12 @@
 
 mod backup;
 mod commands;
+mod follow;
 pub mod output;
 
 use std::path::PathBuf;
 
-pub use commands::{certs, cluster, event, ha, host, vm, Printed, Target};
+pub use commands::{certs, cluster, event, ha, host, op, vm, Printed, Target};
 use output::Format;
 
 #[derive(Debug, clap::Parser)]
@@ -74,9 +75,12 @@ pub enum Command {
     /// The cluster-wide HA switch, for planned network maintenance.
     #[command(subcommand)]
     Ha(HaCmd),
-    /// The cluster's event log: host deaths, self-fences, failovers, the HA switch.
+    /// The cluster's event log: host deaths, self-fences, failovers, migrations, drains.
     #[command(subcommand)]
     Event(EventCmd),
+    /// Long-running operations: live migrations and host drains.
+    #[command(subcommand)]
+    Op(OpCmd),
     /// A cluster CA and certificates for mutual TLS.
     #[command(subcommand)]
     Certs(CertsCmd),
@@ -98,6 +102,26 @@ pub enum EventCmd {
         #[command(flatten)]
         read: ReadOpts,
     },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum OpCmd {
+    /// Operations, oldest first (running ones and the newest 200 finished).
+    List {
+        /// Only running operations.
+        #[arg(long)]
+        running: bool,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    Get {
+        id: u64,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    /// Stop an operation: a migration is aborted (the VM stays on its source, running), a
+    /// drain stops and its host returns to service.
+    Cancel { id: u64 },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -235,6 +259,10 @@ pub enum SnapshotCmd {
     Save { file: PathBuf },
 }
 
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    drover_raft::model::parse_label(text)
+}
+
 /// How a `get`/`list` reads.
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct ReadOpts {
@@ -251,7 +279,24 @@ pub enum HostCmd {
         /// hostd's gRPC address (host:port).
         #[arg(long)]
         address: String,
+        /// A label VMs can require, KEY=VALUE (repeatable).
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
     },
+    /// Maintenance: live-migrate every VM off the host (2 at a time from it, 8 in the
+    /// cluster), then mark it `maintenance`. Waits and shows progress unless --detach.
+    Drain {
+        name: String,
+        /// Stop the drain (host back in service) when a VM can go nowhere, instead of
+        /// waiting for room.
+        #[arg(long)]
+        stop_when_blocked: bool,
+        /// Return at once with the operation id.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Return a host in maintenance (or draining) to service.
+    Activate { name: String },
     List {
         #[command(flatten)]
         read: ReadOpts,
@@ -295,6 +340,34 @@ pub enum VmCmd {
             allow_negative_numbers = true
         )]
         ha_priority: i32,
+        /// Only hosts with this label, KEY=VALUE (repeatable).
+        #[arg(long = "require-label", value_parser = parse_label)]
+        require_labels: Vec<(String, String)>,
+        /// Never on one host with another VM of this group.
+        #[arg(long)]
+        anti_affinity: Option<String>,
+    },
+    /// Live-migrate a running VM to another host (the scheduler picks one unless --to).
+    /// Shows progress and ends with the downtime, unless --detach.
+    Migrate {
+        name: String,
+        #[arg(long)]
+        to: Option<String>,
+        /// Return at once with the operation id.
+        #[arg(long)]
+        detach: bool,
+        /// Longest pause the guest may see at the switch-over.
+        #[arg(long, default_value_t = 300)]
+        max_downtime_ms: u64,
+        /// Bandwidth cap in MiB/s (0: unlimited).
+        #[arg(long, default_value_t = 0)]
+        bandwidth_mibps: u64,
+        /// Do not throttle the guest's vCPUs when it dirties memory faster than it moves.
+        #[arg(long)]
+        no_auto_converge: bool,
+        /// Abort when the remaining data has not shrunk for this many seconds.
+        #[arg(long, default_value_t = 150)]
+        progress_timeout_s: u64,
     },
     List {
         #[command(flatten)]

@@ -52,7 +52,119 @@ pub fn vm_json(vm: &pb::Vm) -> Value {
         "reason": vm.reason,
         "ha": vm.ha,
         "ha_priority": vm.ha_priority,
+        "require_labels": vm.require_labels,
+        "anti_affinity": if vm.anti_affinity.is_empty() { Value::Null } else { json!(vm.anti_affinity) },
+        "migration_op": if vm.migration_op == 0 { Value::Null } else { json!(vm.migration_op) },
+        "placement_refusals": vm.placement_refusals,
     })
+}
+
+pub fn op_json(op: &pb::Operation) -> Value {
+    let mut v = json!({
+        "id": op.id,
+        "kind": op.kind,
+        "state": op.state,
+        "started_at_ms": op.started_at_ms,
+        "finished_at_ms": op.finished_at_ms,
+        "cancel_requested": op.cancel_requested,
+        "message": op.message,
+    });
+    if op.kind == "migrate" {
+        v["vm"] = json!(op.vm);
+        v["src"] = json!(op.src);
+        v["dst"] = json!(op.dst);
+    } else {
+        v["host"] = json!(op.host);
+    }
+    if let Some(m) = &op.migration {
+        v["migration"] = json!({
+            "data_total": m.data_total,
+            "data_processed": m.data_processed,
+            "data_remaining": m.data_remaining,
+            "dirty_rate": m.dirty_rate,
+            "iteration": m.iteration,
+            "elapsed_ms": m.elapsed_ms,
+            "downtime_ms": m.downtime_ms,
+        });
+    }
+    if let Some(d) = &op.drain {
+        v["drain"] = json!({
+            "total": d.total,
+            "remaining": d.remaining,
+            "blocked": d.blocked,
+        });
+    }
+    v
+}
+
+fn op_subject(op: &pb::Operation) -> String {
+    if op.kind == "migrate" {
+        format!("{} {} -> {}", op.vm, op.src, op.dst)
+    } else {
+        op.host.clone()
+    }
+}
+
+fn op_progress(op: &pb::Operation) -> String {
+    if let Some(m) = &op.migration {
+        return match m.downtime_ms {
+            Some(d) => format!("downtime {d} ms"),
+            None if m.data_total > 0 => {
+                format!("{}/{} MiB", m.data_processed >> 20, m.data_total >> 20)
+            }
+            None => "-".into(),
+        };
+    }
+    if let Some(d) = &op.drain {
+        let moved = d.total.saturating_sub(d.remaining.len() as u32);
+        return format!("{moved}/{} moved, {} blocked", d.total, d.blocked.len());
+    }
+    "-".into()
+}
+
+pub fn op_rows(ops: &[pb::Operation]) -> String {
+    table(
+        &[
+            "ID",
+            "KIND",
+            "STATE",
+            "SUBJECT",
+            "STARTED (UTC)",
+            "PROGRESS",
+            "MESSAGE",
+        ],
+        ops.iter()
+            .map(|op| {
+                vec![
+                    op.id.to_string(),
+                    op.kind.clone(),
+                    if op.cancel_requested && op.state == "running" {
+                        "cancelling".into()
+                    } else {
+                        op.state.clone()
+                    },
+                    op_subject(op),
+                    utc(op.started_at_ms),
+                    op_progress(op),
+                    op.message.clone(),
+                ]
+            })
+            .collect(),
+    )
+}
+
+/// One operation in full, for `drover op get`.
+pub fn op_text(op: &pb::Operation) -> String {
+    let mut out = op_rows(std::slice::from_ref(op));
+    if let Some(d) = &op.drain {
+        if !d.remaining.is_empty() {
+            out.push_str(&format!("\nstill on the host: {}", d.remaining.join(", ")));
+        }
+        for (vm, why) in &d.blocked {
+            out.push_str(&format!("\nblocked {vm}: {why}"));
+        }
+    }
+    out
 }
 
 pub fn host_json(h: &pb::Host) -> Value {
@@ -67,6 +179,9 @@ pub fn host_json(h: &pb::Host) -> Value {
         "vm_count": h.vm_count,
         "lease_granted_ms_ago": h.lease_granted_ms_ago,
         "dead_reason": if h.dead_reason.is_empty() { Value::Null } else { json!(h.dead_reason) },
+        "labels": h.labels,
+        "admin_state": h.admin_state,
+        "migration_uri": if h.migration_uri.is_empty() { Value::Null } else { json!(h.migration_uri) },
     })
 }
 
@@ -226,7 +341,11 @@ pub fn vm_rows(vms: &[pb::Vm]) -> String {
                     },
                     spec.vcpus.to_string(),
                     format!("{} MiB", spec.memory_mib),
-                    vm.reason.clone(),
+                    if vm.migration_op != 0 {
+                        format!("migrating (operation {})", vm.migration_op)
+                    } else {
+                        vm.reason.clone()
+                    },
                 ]
             })
             .collect(),
@@ -236,7 +355,7 @@ pub fn vm_rows(vms: &[pb::Vm]) -> String {
 pub fn host_rows(hosts: &[pb::Host]) -> String {
     table(
         &[
-            "NAME", "ADDRESS", "HEALTH", "LEASE", "VMS", "VCPUS", "MEMORY",
+            "NAME", "ADDRESS", "HEALTH", "ADMIN", "LEASE", "VMS", "VCPUS", "MEMORY", "LABELS",
         ],
         hosts
             .iter()
@@ -248,14 +367,26 @@ pub fn host_rows(hosts: &[pb::Host]) -> String {
                         "" => health(h.health).into(),
                         why => format!("{} ({why})", health(h.health)),
                     },
+                    h.admin_state.clone(),
                     lease_cell(h.lease_granted_ms_ago),
                     h.vm_count.to_string(),
                     format!("{}/{}", h.allocated_vcpus, h.vcpus),
                     format!("{}/{} MiB", h.allocated_memory_mib, h.memory_mib),
+                    labels_cell(&h.labels),
                 ]
             })
             .collect(),
     )
+}
+
+fn labels_cell(labels: &std::collections::HashMap<String, String>) -> String {
+    let mut pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    pairs.sort();
+    if pairs.is_empty() {
+        "-".into()
+    } else {
+        pairs.join(",")
+    }
 }
 
 /// How long ago the leader last granted the host a lease, as the table shows it.
@@ -315,8 +446,13 @@ mod tests {
             reason: String::new(),
             ha: true,
             ha_priority: 5,
+            anti_affinity: "db".into(),
+            migration_op: 4,
+            ..Default::default()
         };
         let v = vm_json(&vm);
+        assert_eq!(v["anti_affinity"], "db");
+        assert_eq!(v["migration_op"], 4);
         assert_eq!(v["ha"], true);
         assert_eq!(v["ha_priority"], 5);
         assert_eq!(v["name"], "web");

@@ -113,6 +113,26 @@ pub fn build(spec: &VmSpec, domain_type: DomainType, uuid: Option<&str>) -> Stri
     xml
 }
 
+/// `xml` (a whole domain description) with its marker's generation and term replaced: the
+/// destination definition of a migration, so that the copy there carries the generation
+/// the VM has once the controller records the move. `None` when `xml` has no marker.
+pub fn with_marker(xml: &str, generation: u64, term: u64) -> Option<String> {
+    let ns_at = xml.find(DROVER_NS)?;
+    let start = xml[..ns_at].rfind('<')?;
+    let prefix = xml[start + 1..].split(':').next()?;
+    let close = format!("</{prefix}:vm>");
+    let end = start + xml[start..].find(&close)?;
+    let mut element = xml[start..end].to_string();
+    for (child, value) in [("generation", generation), ("term", term)] {
+        let open_tag = format!("<{prefix}:{child}>");
+        let close_tag = format!("</{prefix}:{child}>");
+        let from = element.find(&open_tag)? + open_tag.len();
+        let to = from + element[from..].find(&close_tag)?;
+        element.replace_range(from..to, &value.to_string());
+    }
+    Some(format!("{}{element}{}", &xml[..start], &xml[end..]))
+}
+
 /// Reads the marker from what `virDomainGetMetadata(ELEMENT, DROVER_NS)` returns: our
 /// element alone, which libvirt hands back without its namespace prefix.
 pub fn parse_metadata_element(xml: &str) -> Option<Marker> {
@@ -291,6 +311,32 @@ mod tests {
                 term: 3,
                 ha: true,
             })
+        );
+    }
+
+    #[test]
+    fn rewrites_generation_and_term_for_a_migration() {
+        let xml = build(&spec("web"), DomainType::Qemu, Some("u-1"));
+        let moved = with_marker(&xml, 8, 5).expect("has a marker");
+        let marker = parse_domain_xml(&moved).unwrap();
+        assert_eq!((marker.generation, marker.term, marker.ha), (8, 5, true));
+        // Nothing else changes.
+        assert_eq!(
+            moved
+                .replace("<drover:generation>8<", "<drover:generation>3<")
+                .replace("<drover:term>5<", "<drover:term>2<"),
+            xml.replace(
+                &format!("<drover:generation>{}<", spec("web").generation),
+                "<drover:generation>3<"
+            )
+            .replace(
+                &format!("<drover:term>{}<", spec("web").term),
+                "<drover:term>2<"
+            )
+        );
+        assert_eq!(
+            with_marker("<domain type='qemu'><name>x</name></domain>", 1, 1),
+            None
         );
     }
 

@@ -13,7 +13,10 @@ use virt::error::{Error as VirtError, ErrorNumber};
 use virt::sys;
 
 use super::domain_xml::{self, DomainType, Marker, DROVER_NS};
-use super::{HostCapacity, Hypervisor, ManagedDomain, PowerState, VmSpec};
+use super::libvirt_migrate;
+use super::{
+    HostCapacity, Hypervisor, JobStats, ManagedDomain, MigrationRequest, PowerState, VmSpec,
+};
 use crate::error::HostdError;
 
 /// Drives one host's domains through one libvirt connection.
@@ -212,6 +215,29 @@ impl Hypervisor for LibvirtHypervisor {
             memory_mib: node.memory / 1024,
             hypervisor,
         })
+    }
+
+    fn migrate(&self, req: &MigrationRequest) -> Result<JobStats, HostdError> {
+        let (dom, _) = self.managed(&req.name)?;
+        if !is_active(&dom)? {
+            return Err(HostdError::InvalidArgument(format!(
+                "domain {} is not running; only a running domain is live-migrated",
+                req.name
+            )));
+        }
+        libvirt_migrate::migrate(&dom, req)
+    }
+
+    fn job_stats(&self, name: &str) -> Result<Option<JobStats>, HostdError> {
+        match self.lookup(name)? {
+            Lookup::Managed(dom, _) => libvirt_migrate::job_stats(&dom),
+            Lookup::Missing | Lookup::Foreign => Ok(None),
+        }
+    }
+
+    fn abort_job(&self, name: &str) -> Result<bool, HostdError> {
+        let (dom, _) = self.managed(name)?;
+        libvirt_migrate::abort_job(&dom)
     }
 }
 

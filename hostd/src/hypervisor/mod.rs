@@ -9,6 +9,7 @@
 
 pub mod domain_xml;
 pub mod libvirt;
+mod libvirt_migrate;
 
 use crate::error::HostdError;
 
@@ -59,6 +60,36 @@ pub struct HostCapacity {
     pub hypervisor: String,
 }
 
+/// One live migration, as the controller asked for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationRequest {
+    pub name: String,
+    /// The destination's libvirt URI, as this host's libvirt reaches it (peer to peer).
+    pub dest_uri: String,
+    /// The generation written into the destination domain's marker.
+    pub new_generation: u64,
+    /// The leader's term, written alongside.
+    pub term: u64,
+    pub max_downtime_ms: u64,
+    /// MiB/s; 0 = unlimited.
+    pub bandwidth_mibps: u64,
+    pub auto_converge: bool,
+}
+
+/// A migration job's statistics, from libvirt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobStats {
+    pub data_total: u64,
+    pub data_processed: u64,
+    pub data_remaining: u64,
+    /// Bytes of guest memory dirtied per second.
+    pub dirty_rate: u64,
+    pub iteration: u64,
+    pub elapsed_ms: u64,
+    /// Set on completion.
+    pub downtime_ms: Option<u64>,
+}
+
 /// Drives the guests of one host. Only domains carrying drover's ownership marker are
 /// visible through it: a domain of the same name that hostd did not create is reported as
 /// [`HostdError::NotManaged`] where a name clash matters (starting) and as absent elsewhere.
@@ -86,4 +117,15 @@ pub trait Hypervisor: Send + Sync {
 
     /// The host's capacity.
     fn host_info(&self) -> Result<HostCapacity, HostdError>;
+
+    /// Live-migrates a running managed domain to `req.dest_uri` (peer to peer, persistent
+    /// at the destination, undefined here) and blocks until libvirt is done. Returns the
+    /// completed job's statistics (with downtime) as the destination reports them.
+    fn migrate(&self, req: &MigrationRequest) -> Result<JobStats, HostdError>;
+
+    /// The running job of domain `name`, `None` when it has none.
+    fn job_stats(&self, name: &str) -> Result<Option<JobStats>, HostdError>;
+
+    /// Aborts domain `name`'s running job; `false` when it had none.
+    fn abort_job(&self, name: &str) -> Result<bool, HostdError>;
 }

@@ -27,6 +27,14 @@ pub enum EventKind {
     FenceAgentFailed,
     HaDisarmed,
     HaArmed,
+    /// A live migration completed (message: source, destination, downtime).
+    Migrated,
+    /// A live migration failed or was cancelled; the VM stayed on its source.
+    MigrationFailed,
+    /// A drain emptied its host, which is now in maintenance.
+    HostMaintenance,
+    /// A drain stopped (blocked, cancelled, or the host was activated).
+    DrainStopped,
 }
 
 impl EventKind {
@@ -40,6 +48,10 @@ impl EventKind {
             EventKind::FenceAgentFailed => "fence-agent-failed",
             EventKind::HaDisarmed => "ha-disarmed",
             EventKind::HaArmed => "ha-armed",
+            EventKind::Migrated => "migrated",
+            EventKind::MigrationFailed => "migration-failed",
+            EventKind::HostMaintenance => "host-maintenance",
+            EventKind::DrainStopped => "drain-stopped",
         }
     }
 }

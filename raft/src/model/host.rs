@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::Labels;
+
 /// What a host offers, as its hostd last reported it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capacity {
@@ -51,6 +53,38 @@ pub struct Host {
     /// a host still holding a disarmed grant keeps its guests running.
     #[serde(default)]
     pub fencing_armed: bool,
+    /// `key=value` pairs VMs can require (`vm create --require-label`).
+    #[serde(default)]
+    pub labels: Labels,
+    /// Whether the scheduler may place VMs here.
+    #[serde(default)]
+    pub admin: AdminState,
+    /// How peers' libvirt reaches this host's libvirt for live migration
+    /// (`qemu+tcp://10.0.0.5:16509/system`), as hostd reported it; empty: cannot take
+    /// migrations.
+    #[serde(default)]
+    pub migration_uri: String,
+}
+
+/// The operator's say over a host, apart from its health.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminState {
+    #[default]
+    Active,
+    /// A drain is moving its VMs off; no new placements.
+    Draining,
+    /// Empty and out of service until `drover host activate`.
+    Maintenance,
+}
+
+impl AdminState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminState::Active => "active",
+            AdminState::Draining => "draining",
+            AdminState::Maintenance => "maintenance",
+        }
+    }
 }
 
 /// What entitles the cluster to call a host dead.

@@ -3,11 +3,18 @@
 
 mod event;
 mod host;
+mod labels;
+mod operation;
 mod state;
 mod vm;
 
 pub use event::{Event, EventKind, EventLog, MAX_EVENTS};
-pub use host::{Capacity, DeadReason, Host, HostHealth};
+pub use host::{AdminState, Capacity, DeadReason, Host, HostHealth};
+pub use labels::{parse_label, validate_labels, Labels};
+pub use operation::{
+    DrainProgress, MigrationPolicy, MigrationProgress, OpKind, OpState, Operation, Operations,
+    Progress, MAX_FINISHED_OPS,
+};
 pub use state::{ClusterState, HaSettings};
 pub use vm::{DesiredState, ObservedState, Vm, VmSpec};
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{EventLog, Host, Vm};
+use super::{EventLog, Host, OpKind, Operations, Vm};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
@@ -15,6 +15,8 @@ pub struct ClusterState {
     pub ha: HaSettings,
     #[serde(default)]
     pub events: EventLog,
+    #[serde(default)]
+    pub operations: Operations,
 }
 
 /// The cluster-wide HA switch. Disarmed (planned network maintenance): grants tell hosts
@@ -37,13 +39,23 @@ impl ClusterState {
     }
 
     /// vCPUs and memory of the VMs placed on `host` (running or not: a placed VM keeps its
-    /// reservation so that starting it again cannot fail for lack of room).
+    /// reservation so that starting it again cannot fail for lack of room), and of the VMs
+    /// migrating to it (booked on both ends until the migration ends).
     pub fn allocated(&self, host: &str) -> (u32, u64, u32) {
         self.vms
             .values()
-            .filter(|vm| vm.host.as_deref() == Some(host))
+            .filter(|vm| vm.host.as_deref() == Some(host) || self.migrating_to(vm) == Some(host))
             .fold((0, 0, 0), |(c, m, n), vm| {
                 (c + vm.spec.vcpus, m + vm.spec.memory_mib, n + 1)
             })
+    }
+
+    /// The destination of `vm`'s running migration.
+    pub fn migrating_to(&self, vm: &Vm) -> Option<&str> {
+        let op = self.operations.ops.get(&vm.migration?)?;
+        match &op.kind {
+            OpKind::Migrate { dst, .. } => Some(dst),
+            OpKind::Drain { .. } => None,
+        }
     }
 }

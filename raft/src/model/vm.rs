@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::Labels;
+
 /// Upper bounds that catch typos (`--memory-mib 40960000`) before any scheduler sees them.
 pub const MAX_VCPUS: u32 = 512;
 pub const MAX_MEMORY_MIB: u64 = 16 * 1024 * 1024;
@@ -100,6 +102,15 @@ pub struct Vm {
     /// Higher restarts first in a failover.
     #[serde(default)]
     pub ha_priority: i32,
+    /// Only hosts carrying all of these labels may run it.
+    #[serde(default)]
+    pub require_labels: Labels,
+    /// Never on one host with another VM of the same group.
+    #[serde(default)]
+    pub anti_affinity: Option<String>,
+    /// The running migration operation; while set, only that operation moves the VM.
+    #[serde(default)]
+    pub migration: Option<u64>,
 }
 
 impl DesiredState {

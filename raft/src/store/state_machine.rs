@@ -26,6 +26,9 @@ const LAST_APPLIED: &[u8] = b"last_applied";
 const MEMBERSHIP: &[u8] = b"membership";
 /// The cluster-wide HA switch (`drover ha arm|disarm`); written with every batch, it is tiny.
 const HA: &[u8] = b"ha";
+/// The operations table (bounded: running ones plus the newest finished), written when a
+/// batch touched it.
+const OPS: &[u8] = b"ops";
 /// The current snapshot: its metadata (JSON) and its bytes (the serialized `SmData`),
 /// under two keys so that reading the metadata never parses the state.
 const SNAPSHOT_META: &[u8] = b"current_meta";
@@ -47,6 +50,8 @@ pub struct SmData {
 pub enum Change {
     Host(String),
     Vm(String),
+    /// An operation started, progressed, was cancelled or ended.
+    Ops,
     /// The whole state was replaced (snapshot installed) or a cluster-wide setting changed:
     /// re-read everything.
     Reset,
@@ -135,6 +140,10 @@ impl StateMachineStore {
         }
         if let Some(v) = trees.meta.get(HA)? {
             data.state.ha = serde_json::from_slice(&v).map_err(|e| corrupt("sm_meta/ha", e))?;
+        }
+        if let Some(v) = trees.meta.get(OPS)? {
+            data.state.operations =
+                serde_json::from_slice(&v).map_err(|e| corrupt("sm_meta/ops", e))?;
         }
         for kv in trees.hosts.iter() {
             let (k, v) = kv?;
@@ -239,6 +248,9 @@ impl StateMachineStore {
                     meta.insert(LAST_APPLIED, ws.last_applied.as_slice())?;
                     meta.insert(MEMBERSHIP, ws.membership.as_slice())?;
                     meta.insert(HA, ws.ha.as_slice())?;
+                    if let Some(ops) = &ws.ops {
+                        meta.insert(OPS, ops.as_slice())?;
+                    }
                     Ok::<(), ConflictableTransactionError<()>>(())
                 },
             );
@@ -311,6 +323,10 @@ impl StateMachineStore {
         meta.insert(LAST_APPLIED, ws.last_applied);
         meta.insert(MEMBERSHIP, ws.membership);
         meta.insert(HA, ws.ha);
+        meta.insert(
+            OPS,
+            serde_json::to_vec(&data.state.operations).map_err(ser_err)?,
+        );
         t.meta.apply_batch(meta).map_err(w)
     }
 }
@@ -325,6 +341,7 @@ struct WriteSet {
     last_applied: Vec<u8>,
     membership: Vec<u8>,
     ha: Vec<u8>,
+    ops: Option<Vec<u8>>,
 }
 
 fn ser_err(e: serde_json::Error) -> StorageError {
@@ -371,6 +388,11 @@ impl WriteSet {
         if let Some(old) = evicted {
             self.events.push((EventLog::key(old), None));
         }
+        Ok(())
+    }
+
+    fn ops(&mut self, data: &SmData) -> Result<(), StorageError> {
+        self.ops = Some(serde_json::to_vec(&data.state.operations).map_err(ser_err)?);
         Ok(())
     }
 
@@ -484,7 +506,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                             }
                             request_writes.push((id, true));
                         }
-                        touched.push(t);
+                        touched.extend(t.flatten());
                         results.push(result);
                     }
                     EntryPayload::Membership(m) => {
@@ -507,7 +529,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         }
                     }
                     Touched::Event { added, evicted } => ws.event(&data, *added, *evicted)?,
-                    Touched::Nothing => {}
+                    Touched::Ops => ws.ops(&data)?,
+                    Touched::Many(_) | Touched::Nothing => {}
                 }
             }
             for (id, keep) in &request_writes {
@@ -524,7 +547,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 Touched::Host(n) => Change::Host(n),
                 Touched::Vm(n) => Change::Vm(n),
                 Touched::AllHosts => Change::Reset,
-                Touched::Event { .. } | Touched::Nothing => continue,
+                Touched::Ops => Change::Ops,
+                Touched::Event { .. } | Touched::Many(_) | Touched::Nothing => continue,
             };
             // No receivers (not leader) is normal.
             let _ = self.shared.changes.send(change);

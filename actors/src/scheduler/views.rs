@@ -1,0 +1,183 @@
+//! The scheduler's inputs, read off the replicated state: one [`HostView`] per host (its
+//! allocations include VMs migrating to it) and one [`Request`] per VM to place. Pure.
+
+use std::fmt;
+
+use drover_raft::model::{AdminState, ClusterState, HostHealth, Vm};
+
+use super::batch::{place_one, HostView, Policy, Refusal, Request};
+
+/// Every host as the scheduler sees it, sorted by name.
+pub fn host_views(state: &ClusterState) -> Vec<HostView> {
+    state
+        .hosts
+        .values()
+        .map(|h| {
+            let (used_vcpus, used_memory_mib, _) = state.allocated(&h.name);
+            let groups = state
+                .vms
+                .values()
+                .filter(|vm| {
+                    vm.host.as_deref() == Some(h.name.as_str())
+                        || state.migrating_to(vm) == Some(h.name.as_str())
+                })
+                .filter_map(|vm| vm.anti_affinity.clone())
+                .collect();
+            HostView {
+                name: h.name.clone(),
+                up: h.health == HostHealth::Up,
+                active: h.admin == AdminState::Active,
+                labels: h.labels.clone(),
+                vcpus: h.capacity.vcpus,
+                memory_mib: h.capacity.memory_mib,
+                used_vcpus,
+                used_memory_mib,
+                groups,
+            }
+        })
+        .collect()
+}
+
+/// What placing `vm` asks for; `not_on` is its current host when moving it.
+pub fn request_for(vm: &Vm, not_on: Option<&str>) -> Request {
+    Request {
+        name: vm.name.clone(),
+        vcpus: vm.spec.vcpus,
+        memory_mib: vm.spec.memory_mib,
+        require_labels: vm.require_labels.clone(),
+        anti_affinity: vm.anti_affinity.clone(),
+        not_on: not_on.map(String::from),
+    }
+}
+
+/// The host for `vm` (unplaced, or moving off `not_on`), or why none fits.
+pub fn place_vm(
+    vm: &Vm,
+    not_on: Option<&str>,
+    state: &ClusterState,
+    policy: &Policy,
+) -> Result<String, Refusal> {
+    place_one(&request_for(vm, not_on), &host_views(state), policy)
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.reasons.is_empty() {
+            return write!(f, "no hosts registered");
+        }
+        write!(f, "no host can take it: ")?;
+        for (i, (host, why)) in self.reasons.iter().enumerate() {
+            if i > 0 {
+                write!(f, "; ")?;
+            }
+            write!(f, "{host}: {why}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use drover_raft::model::{
+        Capacity, DesiredState, Host, MigrationPolicy, ObservedState, OpKind, VmSpec,
+    };
+
+    use super::*;
+
+    fn host(name: &str, admin: AdminState) -> Host {
+        Host {
+            name: name.into(),
+            address: "127.0.0.1:1".into(),
+            health: HostHealth::Up,
+            capacity: Capacity {
+                vcpus: 2,
+                memory_mib: 1024,
+            },
+            dead_reason: None,
+            fencing_armed: true,
+            labels: [("rack".to_string(), name.to_string())].into(),
+            admin,
+            migration_uri: String::new(),
+        }
+    }
+
+    fn vm(name: &str, host: Option<&str>, group: Option<&str>) -> Vm {
+        Vm {
+            name: name.into(),
+            spec: VmSpec {
+                vcpus: 1,
+                memory_mib: 512,
+            },
+            desired: DesiredState::Running,
+            observed: ObservedState::Running,
+            host: host.map(String::from),
+            generation: 1,
+            reason: String::new(),
+            ha: false,
+            ha_priority: 0,
+            require_labels: Default::default(),
+            anti_affinity: group.map(String::from),
+            migration: None,
+        }
+    }
+
+    fn state(hosts: Vec<Host>, vms: Vec<Vm>) -> ClusterState {
+        ClusterState {
+            hosts: hosts.into_iter().map(|h| (h.name.clone(), h)).collect(),
+            vms: vms.into_iter().map(|v| (v.name.clone(), v)).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn maintenance_labels_and_groups_come_from_the_state() {
+        let s = state(
+            vec![
+                host("h1", AdminState::Active),
+                host("h2", AdminState::Maintenance),
+                host("h3", AdminState::Active),
+            ],
+            vec![vm("a", Some("h1"), Some("db"))],
+        );
+        let new = vm("b", None, Some("db"));
+        let err = place_vm(&new, None, &s, &Policy::default()).map(|_| ());
+        // h3 is the only candidate: h1 runs group db, h2 is in maintenance.
+        assert_eq!(place_vm(&new, None, &s, &Policy::default()).unwrap(), "h3");
+        assert!(err.is_ok());
+        let mut pinned = vm("c", None, None);
+        pinned.require_labels = [("rack".to_string(), "h2".to_string())].into();
+        let refusal = place_vm(&pinned, None, &s, &Policy::default()).unwrap_err();
+        assert_eq!(refusal.reasons["h2"], "in maintenance");
+        assert!(refusal.reasons["h1"].contains("lacks label rack=h2"));
+        assert!(refusal.to_string().starts_with("no host can take it: h1: "));
+    }
+
+    #[test]
+    fn a_migration_books_its_destination() {
+        let mut s = state(
+            vec![
+                host("h1", AdminState::Active),
+                host("h2", AdminState::Active),
+            ],
+            vec![vm("a", Some("h1"), Some("db"))],
+        );
+        let id = s.operations.start(
+            OpKind::Migrate {
+                vm: "a".into(),
+                src: "h1".into(),
+                dst: "h2".into(),
+                generation: 2,
+                policy: MigrationPolicy::default(),
+            },
+            0,
+        );
+        s.vms.get_mut("a").unwrap().migration = Some(id);
+        let views = host_views(&s);
+        assert_eq!(views[1].used_memory_mib, 512, "{views:?}");
+        assert!(views[1].groups.contains("db"));
+        assert_eq!(
+            views[0].used_memory_mib, 512,
+            "the source keeps it until it ends"
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! Live migration on libvirt: peer-to-peer `virDomainMigrateToURI3`, its job statistics,
+//! and aborting it. Split from `libvirt.rs` because it is the one place that reaches a
+//! second libvirt (the destination's, for the completed job's statistics).
+
+use virt::connect::Connect;
+use virt::domain::{Domain, MigrateParameters};
+use virt::sys;
+
+use super::domain_xml;
+use super::{JobStats, MigrationRequest};
+use crate::error::HostdError;
+
+/// Runs the migration of `dom` (a running managed domain) and blocks until it ends.
+pub(super) fn migrate(dom: &Domain, req: &MigrationRequest) -> Result<JobStats, HostdError> {
+    let live = dom
+        .xml_desc(sys::VIR_DOMAIN_XML_MIGRATABLE)
+        .map_err(HostdError::libvirt("xml_desc"))?;
+    let inactive = dom
+        .xml_desc(sys::VIR_DOMAIN_XML_MIGRATABLE | sys::VIR_DOMAIN_XML_INACTIVE)
+        .map_err(HostdError::libvirt("xml_desc"))?;
+    let rewrite = |xml: &str| {
+        domain_xml::with_marker(xml, req.new_generation, req.term).ok_or_else(|| {
+            HostdError::InvalidArgument(format!("domain {} lost its drover marker", req.name))
+        })
+    };
+    // Set before the job starts; QEMU keeps it as a migration parameter. Failing to set it
+    // is not worth refusing the migration over, but the log must say so.
+    if let Err(e) = dom.migrate_set_max_downtime(req.max_downtime_ms, 0) {
+        tracing::warn!(vm = %req.name, error = %e.message(), "could not set max downtime");
+    }
+    let params = MigrateParameters {
+        dest_xml: Some(rewrite(&live)?),
+        persist_xml: Some(rewrite(&inactive)?),
+        bandwidth: (req.bandwidth_mibps > 0).then_some(req.bandwidth_mibps),
+        ..Default::default()
+    };
+    let mut flags = sys::VIR_MIGRATE_LIVE
+        | sys::VIR_MIGRATE_PEER2PEER
+        | sys::VIR_MIGRATE_PERSIST_DEST
+        | sys::VIR_MIGRATE_UNDEFINE_SOURCE;
+    if req.auto_converge {
+        flags |= sys::VIR_MIGRATE_AUTO_CONVERGE;
+    }
+    dom.migrate_to_uri3(Some(&req.dest_uri), params, flags)
+        .map_err(HostdError::libvirt("migrate_to_uri3"))?;
+    // The source domain is gone now; the destination keeps the completed job's numbers.
+    Ok(completed_at_destination(&req.dest_uri, &req.name).unwrap_or_default())
+}
+
+/// The destination's statistics of the incoming migration it just completed; `None` when
+/// they cannot be read (the migration itself succeeded either way).
+fn completed_at_destination(dest_uri: &str, name: &str) -> Option<JobStats> {
+    // Dropping the connection closes it.
+    let conn = Connect::open(Some(dest_uri)).ok()?;
+    let dom = conn.lookup_domain_by_name(name).ok()?;
+    dom.job_stats(sys::VIR_DOMAIN_JOB_STATS_COMPLETED)
+        .ok()
+        .map(convert)
+}
+
+/// The running job of `dom`, `None` when there is none.
+pub(super) fn job_stats(dom: &Domain) -> Result<Option<JobStats>, HostdError> {
+    let stats = dom
+        .job_stats(0)
+        .map_err(HostdError::libvirt("get_job_stats"))?;
+    if stats.r#type == sys::VIR_DOMAIN_JOB_NONE as i32 {
+        return Ok(None);
+    }
+    Ok(Some(convert(stats)))
+}
+
+/// Aborts `dom`'s running job.
+pub(super) fn abort_job(dom: &Domain) -> Result<bool, HostdError> {
+    if job_stats(dom)?.is_none() {
+        return Ok(false);
+    }
+    // SAFETY: `dom` is a live `virDomainPtr` owned by `Domain` for the whole call;
+    // virDomainAbortJob only reads it. The `virt` crate has no wrapper for this call.
+    #[allow(unsafe_code)]
+    let rc = unsafe { sys::virDomainAbortJob(dom.as_ptr()) };
+    if rc < 0 {
+        return Err(HostdError::libvirt("abort_job")(
+            virt::error::Error::last_error(),
+        ));
+    }
+    Ok(true)
+}
+
+fn convert(s: virt::domain::JobStats) -> JobStats {
+    let page = s.mem_page_size.unwrap_or(4096);
+    JobStats {
+        data_total: s.data_total.unwrap_or(0),
+        data_processed: s.data_processed.unwrap_or(0),
+        data_remaining: s.data_remaining.unwrap_or(0),
+        // libvirt reports dirtied pages per second.
+        dirty_rate: s.mem_dirty_rate.unwrap_or(0).saturating_mul(page),
+        iteration: s.mem_iteration.unwrap_or(0),
+        elapsed_ms: s.time_elapsed.unwrap_or(0),
+        downtime_ms: s.downtime,
+    }
+}

@@ -1,0 +1,255 @@
+//! Long-running operations an operator starts and watches: a live migration, a host drain.
+//! Each has an id (`drover op get ID`), a state, progress and a final message. The leader's
+//! coordinators carry them out; what they learn is committed, so any controller (and the
+//! next leader) sees the same operation. Finished operations are kept, newest
+//! [`MAX_FINISHED_OPS`], for `drover op list`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Finished operations kept; running ones are never dropped.
+pub const MAX_FINISHED_OPS: usize = 200;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpKind {
+    /// Live-migrate `vm` from `src` to `dst`. The destination domain carries
+    /// `generation`, the VM's generation once the migration completes.
+    Migrate {
+        vm: String,
+        src: String,
+        dst: String,
+        generation: u64,
+        policy: MigrationPolicy,
+    },
+    /// Migrate every VM off `host`, then put it in maintenance.
+    Drain {
+        host: String,
+        /// Give up (rather than wait) when a VM can go nowhere.
+        stop_when_blocked: bool,
+    },
+}
+
+impl OpKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OpKind::Migrate { .. } => "migrate",
+            OpKind::Drain { .. } => "drain",
+        }
+    }
+}
+
+/// How a live migration may behave (libvirt's knobs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationPolicy {
+    /// Longest pause the guest may see when it switches hosts.
+    pub max_downtime_ms: u64,
+    /// Bandwidth cap in MiB/s; 0 = libvirt's default (unlimited).
+    pub bandwidth_mibps: u64,
+    /// Let QEMU throttle the guest's vCPUs when memory is dirtied faster than it is sent.
+    pub auto_converge: bool,
+    /// Abort when the remaining data has not shrunk for this long.
+    pub progress_timeout_ms: u64,
+}
+
+impl Default for MigrationPolicy {
+    fn default() -> Self {
+        Self {
+            max_downtime_ms: 300,
+            bandwidth_mibps: 0,
+            auto_converge: true,
+            progress_timeout_ms: 150_000,
+        }
+    }
+}
+
+impl MigrationPolicy {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_downtime_ms == 0 {
+            return Err("max downtime must be at least 1 ms".into());
+        }
+        if self.max_downtime_ms > 60_000 {
+            return Err(format!(
+                "max downtime {} ms is over a minute; that is not a live migration",
+                self.max_downtime_ms
+            ));
+        }
+        if self.progress_timeout_ms < 1_000 {
+            return Err("progress timeout must be at least 1000 ms".into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpState {
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl OpState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpState::Running => "running",
+            OpState::Succeeded => "succeeded",
+            OpState::Failed => "failed",
+            OpState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_finished(self) -> bool {
+        self != OpState::Running
+    }
+}
+
+/// A migration's progress as libvirt's job statistics report it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationProgress {
+    pub data_total: u64,
+    pub data_processed: u64,
+    pub data_remaining: u64,
+    /// Guest memory dirtied per second, bytes.
+    pub dirty_rate: u64,
+    pub iteration: u64,
+    pub elapsed_ms: u64,
+    /// Set when the migration completed: how long the guest was paused.
+    pub downtime_ms: Option<u64>,
+}
+
+/// A drain's progress: VMs still on the host, and why some of them cannot move now.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainProgress {
+    pub total: u32,
+    pub remaining: Vec<String>,
+    /// VM → why no host can take it.
+    pub blocked: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Progress {
+    None,
+    Migration(MigrationProgress),
+    Drain(DrainProgress),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Operation {
+    pub id: u64,
+    pub kind: OpKind,
+    pub state: OpState,
+    pub started_at_ms: u64,
+    pub finished_at_ms: Option<u64>,
+    /// An operator asked to cancel; the coordinator aborts and finishes it `Cancelled`.
+    pub cancel_requested: bool,
+    pub progress: Progress,
+    /// How it ended (or why it is stuck), in words.
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Operations {
+    pub next_id: u64,
+    pub ops: BTreeMap<u64, Operation>,
+}
+
+impl Operations {
+    /// Adds a running operation; returns its id.
+    pub fn start(&mut self, kind: OpKind, at_ms: u64) -> u64 {
+        self.next_id += 1;
+        let id = self.next_id;
+        let progress = match kind {
+            OpKind::Migrate { .. } => Progress::Migration(MigrationProgress::default()),
+            OpKind::Drain { .. } => Progress::Drain(DrainProgress::default()),
+        };
+        self.ops.insert(
+            id,
+            Operation {
+                id,
+                kind,
+                state: OpState::Running,
+                started_at_ms: at_ms,
+                finished_at_ms: None,
+                cancel_requested: false,
+                progress,
+                message: String::new(),
+            },
+        );
+        id
+    }
+
+    /// Marks `id` finished and drops the oldest finished operations beyond the bound.
+    pub fn finish(&mut self, id: u64, state: OpState, message: &str, at_ms: u64) {
+        if let Some(op) = self.ops.get_mut(&id) {
+            op.state = state;
+            op.finished_at_ms = Some(at_ms);
+            op.message = message.to_string();
+        }
+        let finished: Vec<u64> = self
+            .ops
+            .values()
+            .filter(|o| o.state.is_finished())
+            .map(|o| o.id)
+            .collect();
+        for old in finished
+            .iter()
+            .take(finished.len().saturating_sub(MAX_FINISHED_OPS))
+        {
+            self.ops.remove(old);
+        }
+    }
+
+    pub fn running(&self) -> impl Iterator<Item = &Operation> {
+        self.ops.values().filter(|o| o.state == OpState::Running)
+    }
+
+    /// The running drain of `host`, if any.
+    pub fn drain_of(&self, host: &str) -> Option<&Operation> {
+        self.running()
+            .find(|o| matches!(&o.kind, OpKind::Drain { host: h, .. } if h == host))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(host: &str) -> OpKind {
+        OpKind::Drain {
+            host: host.into(),
+            stop_when_blocked: false,
+        }
+    }
+
+    #[test]
+    fn ids_grow_and_finished_ones_are_bounded() {
+        let mut ops = Operations::default();
+        let keep = ops.start(drain("never-finishes"), 0);
+        for i in 0..(MAX_FINISHED_OPS as u64 + 10) {
+            let id = ops.start(drain("h"), i);
+            ops.finish(id, OpState::Succeeded, "done", i);
+        }
+        assert_eq!(ops.ops.len(), MAX_FINISHED_OPS + 1);
+        assert!(ops.ops.contains_key(&keep), "running ops are never dropped");
+        assert_eq!(ops.next_id, MAX_FINISHED_OPS as u64 + 11);
+        // The oldest finished went first.
+        assert!(!ops.ops.contains_key(&2));
+        assert!(ops.ops.contains_key(&(MAX_FINISHED_OPS as u64 + 11)));
+    }
+
+    #[test]
+    fn policy_validation_names_the_problem() {
+        assert!(MigrationPolicy::default().validate().is_ok());
+        let p = MigrationPolicy {
+            max_downtime_ms: 0,
+            ..Default::default()
+        };
+        assert!(p.validate().unwrap_err().contains("downtime"));
+        let p = MigrationPolicy {
+            progress_timeout_ms: 5,
+            ..Default::default()
+        };
+        assert!(p.validate().unwrap_err().contains("progress timeout"));
+    }
+}

@@ -1,0 +1,457 @@
+//! `apply` for operations: live migration (start, progress, finish, cancel) and drains
+//! (maintenance), with labels and anti-affinity carried on hosts and VMs. Every refusal
+//! leaves the state untouched; a proptest checks the invariants any log keeps.
+
+use drover_raft::model::{
+    AdminState, Capacity, ClusterState, DesiredState, HostHealth, MigrationPolicy,
+    MigrationProgress, ObservedState, OpKind, OpState, VmSpec,
+};
+use drover_raft::{ApplyError, Command, Reply};
+use proptest::prelude::*;
+
+fn ok(s: &mut ClusterState, cmd: Command) -> Reply {
+    let (r, _) = s.apply(&cmd);
+    r.unwrap_or_else(|e| panic!("{cmd:?} refused: {e}"))
+}
+
+fn refused(s: &mut ClusterState, cmd: Command) -> ApplyError {
+    let before = s.clone();
+    let (r, _) = s.apply(&cmd);
+    assert_eq!(*s, before, "a refused command must not change the state");
+    r.expect_err("should be refused")
+}
+
+fn host_up(s: &mut ClusterState, name: &str) {
+    ok(
+        s,
+        Command::AddHost {
+            name: name.into(),
+            address: "127.0.0.1:7001".into(),
+            labels: [("rack".to_string(), name.to_string())].into(),
+        },
+    );
+    ok(
+        s,
+        Command::HostObserved {
+            name: name.into(),
+            health: HostHealth::Up,
+            capacity: Some(Capacity {
+                vcpus: 4,
+                memory_mib: 4096,
+            }),
+            fencing_armed: Some(true),
+            migration_uri: Some(format!("qemu+tcp://{name}:16509/system")),
+        },
+    );
+}
+
+/// A running VM placed on `host` at generation 1.
+fn running_vm(s: &mut ClusterState, name: &str, host: &str) {
+    ok(
+        s,
+        Command::CreateVm {
+            name: name.into(),
+            spec: VmSpec {
+                vcpus: 1,
+                memory_mib: 256,
+            },
+            start: true,
+            ha: true,
+            ha_priority: 0,
+            require_labels: Default::default(),
+            anti_affinity: Some("web".into()),
+        },
+    );
+    ok(
+        s,
+        Command::PlaceVm {
+            name: name.into(),
+            host: host.into(),
+            expected_generation: 0,
+        },
+    );
+    ok(
+        s,
+        Command::VmObserved {
+            name: name.into(),
+            generation: 1,
+            observed: ObservedState::Running,
+            reason: String::new(),
+        },
+    );
+}
+
+fn migrate(vm: &str, generation: u64, dst: &str) -> Command {
+    Command::StartMigration {
+        vm: vm.into(),
+        expected_generation: generation,
+        dst: dst.into(),
+        policy: MigrationPolicy::default(),
+        at_ms: 10,
+    }
+}
+
+fn finish(op: u64, state: OpState) -> Command {
+    Command::FinishMigration {
+        op,
+        state,
+        message: "m".into(),
+        progress: None,
+        at_ms: 20,
+    }
+}
+
+fn op_id(reply: Reply) -> u64 {
+    match reply {
+        Reply::Operation(op) => op.id,
+        other => panic!("expected an operation, got {other:?}"),
+    }
+}
+
+#[test]
+fn labels_and_groups_are_validated_and_kept() {
+    let mut s = ClusterState::default();
+    host_up(&mut s, "h1");
+    assert_eq!(s.hosts["h1"].labels["rack"], "h1");
+    assert_eq!(s.hosts["h1"].migration_uri, "qemu+tcp://h1:16509/system");
+    let bad = refused(
+        &mut s,
+        Command::AddHost {
+            name: "h2".into(),
+            address: "127.0.0.1:7002".into(),
+            labels: [("ra ck".to_string(), "x".to_string())].into(),
+        },
+    );
+    assert!(matches!(bad, ApplyError::InvalidLabels(_)), "{bad}");
+    let bad = refused(
+        &mut s,
+        Command::CreateVm {
+            name: "v".into(),
+            spec: VmSpec {
+                vcpus: 1,
+                memory_mib: 1,
+            },
+            start: false,
+            ha: false,
+            ha_priority: 0,
+            require_labels: Default::default(),
+            anti_affinity: Some("bad group".into()),
+        },
+    );
+    assert!(bad.to_string().contains("anti-affinity group"), "{bad}");
+}
+
+#[test]
+fn migration_completes_with_a_new_generation_or_stays_put() {
+    let mut s = ClusterState::default();
+    host_up(&mut s, "h1");
+    host_up(&mut s, "h2");
+    running_vm(&mut s, "a", "h1");
+
+    // Refusals, each with its reason and no change.
+    assert!(matches!(
+        refused(&mut s, migrate("a", 1, "h1")),
+        ApplyError::SameHost { .. }
+    ));
+    assert!(matches!(
+        refused(&mut s, migrate("a", 0, "h2")),
+        ApplyError::StaleGeneration { .. }
+    ));
+    assert!(matches!(
+        refused(&mut s, migrate("a", 1, "nope")),
+        ApplyError::UnknownHost(_)
+    ));
+
+    let op = op_id(ok(&mut s, migrate("a", 1, "h2")));
+    assert_eq!(s.vms["a"].migration, Some(op));
+    assert_eq!(s.migrating_to(&s.vms["a"]), Some("h2"));
+    // Booked on both ends while it runs.
+    assert_eq!(s.allocated("h2").1, 256);
+    assert_eq!(s.allocated("h1").1, 256);
+    // The VM is locked to the operation.
+    assert!(matches!(
+        refused(&mut s, migrate("a", 1, "h2")),
+        ApplyError::VmMigrating { .. }
+    ));
+    assert!(matches!(
+        refused(
+            &mut s,
+            Command::SetDesiredState {
+                name: "a".into(),
+                desired: DesiredState::Stopped
+            }
+        ),
+        ApplyError::VmMigrating { .. }
+    ));
+    ok(
+        &mut s,
+        Command::MigrationProgress {
+            op,
+            progress: MigrationProgress {
+                data_total: 100,
+                data_processed: 40,
+                ..Default::default()
+            },
+        },
+    );
+    ok(&mut s, finish(op, OpState::Succeeded));
+    let vm = &s.vms["a"];
+    assert_eq!(vm.host.as_deref(), Some("h2"));
+    assert_eq!(vm.generation, 2);
+    assert_eq!(vm.migration, None);
+    assert_eq!(s.operations.ops[&op].state, OpState::Succeeded);
+    assert_eq!(s.allocated("h1").1, 0);
+    // Finishing twice is refused.
+    assert!(matches!(
+        refused(&mut s, finish(op, OpState::Failed)),
+        ApplyError::OperationFinished { .. }
+    ));
+
+    // A failed one leaves the VM where it was, at its generation.
+    let op = op_id(ok(&mut s, migrate("a", 2, "h1")));
+    ok(&mut s, Command::CancelOperation { op });
+    assert!(s.operations.ops[&op].cancel_requested);
+    ok(&mut s, finish(op, OpState::Cancelled));
+    let vm = &s.vms["a"];
+    assert_eq!((vm.host.as_deref(), vm.generation), (Some("h2"), 2));
+    assert_eq!(vm.migration, None);
+    assert!(matches!(
+        refused(&mut s, Command::CancelOperation { op }),
+        ApplyError::OperationFinished { .. }
+    ));
+}
+
+#[test]
+fn migration_needs_a_running_vm_and_an_active_destination_with_a_uri() {
+    let mut s = ClusterState::default();
+    host_up(&mut s, "h1");
+    host_up(&mut s, "h2");
+    running_vm(&mut s, "a", "h1");
+    ok(
+        &mut s,
+        Command::VmObserved {
+            name: "a".into(),
+            generation: 1,
+            observed: ObservedState::ShutOff,
+            reason: String::new(),
+        },
+    );
+    assert!(matches!(
+        refused(&mut s, migrate("a", 1, "h2")),
+        ApplyError::VmNotRunning { .. }
+    ));
+    ok(
+        &mut s,
+        Command::VmObserved {
+            name: "a".into(),
+            generation: 1,
+            observed: ObservedState::Running,
+            reason: String::new(),
+        },
+    );
+    ok(
+        &mut s,
+        Command::HostObserved {
+            name: "h2".into(),
+            health: HostHealth::Up,
+            capacity: None,
+            fencing_armed: None,
+            migration_uri: Some(String::new()),
+        },
+    );
+    assert!(matches!(
+        refused(&mut s, migrate("a", 1, "h2")),
+        ApplyError::NoMigrationUri { .. }
+    ));
+}
+
+#[test]
+fn drain_puts_an_empty_host_in_maintenance_and_activate_returns_it() {
+    let mut s = ClusterState::default();
+    host_up(&mut s, "h1");
+    host_up(&mut s, "h2");
+    running_vm(&mut s, "a", "h1");
+    let drain = op_id(ok(
+        &mut s,
+        Command::StartDrain {
+            host: "h1".into(),
+            stop_when_blocked: false,
+            at_ms: 1,
+        },
+    ));
+    assert_eq!(s.hosts["h1"].admin, AdminState::Draining);
+    assert!(matches!(
+        refused(
+            &mut s,
+            Command::StartDrain {
+                host: "h1".into(),
+                stop_when_blocked: false,
+                at_ms: 1
+            }
+        ),
+        ApplyError::HostAlreadyDraining { .. }
+    ));
+    // A draining host takes no placements, and no migrations in.
+    ok(
+        &mut s,
+        Command::CreateVm {
+            name: "b".into(),
+            spec: VmSpec {
+                vcpus: 1,
+                memory_mib: 64,
+            },
+            start: true,
+            ha: false,
+            ha_priority: 0,
+            require_labels: Default::default(),
+            anti_affinity: None,
+        },
+    );
+    assert!(matches!(
+        refused(
+            &mut s,
+            Command::PlaceVm {
+                name: "b".into(),
+                host: "h1".into(),
+                expected_generation: 0
+            }
+        ),
+        ApplyError::HostNotActive { .. }
+    ));
+    // Not empty yet: success is refused.
+    let not_empty = refused(
+        &mut s,
+        Command::FinishDrain {
+            op: drain,
+            state: OpState::Succeeded,
+            message: String::new(),
+            at_ms: 2,
+        },
+    );
+    assert!(
+        matches!(not_empty, ApplyError::HostNotEmpty { .. }),
+        "{not_empty}"
+    );
+    let m = op_id(ok(&mut s, migrate("a", 1, "h2")));
+    ok(&mut s, finish(m, OpState::Succeeded));
+    ok(
+        &mut s,
+        Command::FinishDrain {
+            op: drain,
+            state: OpState::Succeeded,
+            message: "empty".into(),
+            at_ms: 3,
+        },
+    );
+    assert_eq!(s.hosts["h1"].admin, AdminState::Maintenance);
+    assert!(matches!(
+        refused(&mut s, migrate("a", 2, "h1")),
+        ApplyError::HostNotActive { .. }
+    ));
+    ok(
+        &mut s,
+        Command::ActivateHost {
+            name: "h1".into(),
+            at_ms: 4,
+        },
+    );
+    assert_eq!(s.hosts["h1"].admin, AdminState::Active);
+
+    // Activating a draining host cancels its drain.
+    let drain = op_id(ok(
+        &mut s,
+        Command::StartDrain {
+            host: "h2".into(),
+            stop_when_blocked: true,
+            at_ms: 5,
+        },
+    ));
+    ok(
+        &mut s,
+        Command::ActivateHost {
+            name: "h2".into(),
+            at_ms: 6,
+        },
+    );
+    assert_eq!(s.operations.ops[&drain].state, OpState::Cancelled);
+    assert_eq!(s.hosts["h2"].admin, AdminState::Active);
+}
+
+fn arb_command() -> impl Strategy<Value = Command> {
+    let vm = prop::sample::select(vec!["a", "b"]);
+    let host = prop::sample::select(vec!["h1", "h2", "h3"]);
+    let state = prop::sample::select(vec![
+        OpState::Succeeded,
+        OpState::Failed,
+        OpState::Cancelled,
+    ]);
+    prop_oneof![
+        (vm.clone(), 0u64..4, host.clone()).prop_map(|(v, g, h)| migrate(v, g, h)),
+        (1u64..6, state.clone()).prop_map(|(op, st)| finish(op, st)),
+        (1u64..6).prop_map(|op| Command::CancelOperation { op }),
+        (host.clone(), any::<bool>()).prop_map(|(h, stop)| Command::StartDrain {
+            host: h.into(),
+            stop_when_blocked: stop,
+            at_ms: 1
+        }),
+        (1u64..6, state).prop_map(|(op, st)| Command::FinishDrain {
+            op,
+            state: st,
+            message: String::new(),
+            at_ms: 2
+        }),
+        host.clone().prop_map(|h| Command::ActivateHost {
+            name: h.into(),
+            at_ms: 3
+        }),
+        (vm.clone(), host, 0u64..4).prop_map(|(v, h, g)| Command::PlaceVm {
+            name: v.into(),
+            host: h.into(),
+            expected_generation: g
+        }),
+        (vm, 0u64..4).prop_map(|(v, g)| Command::VmObserved {
+            name: v.into(),
+            generation: g,
+            observed: ObservedState::Running,
+            reason: String::new()
+        }),
+    ]
+}
+
+proptest! {
+    /// After any log: a VM's migration lock and its running operation agree; a host in
+    /// maintenance runs nothing and receives nothing; applying is deterministic.
+    #[test]
+    fn operation_invariants(log in prop::collection::vec(arb_command(), 0..80)) {
+        let mut s = ClusterState::default();
+        for h in ["h1", "h2", "h3"] {
+            host_up(&mut s, h);
+        }
+        running_vm(&mut s, "a", "h1");
+        running_vm(&mut s, "b", "h2");
+        let mut twin = s.clone();
+        for cmd in &log {
+            let (ra, _) = s.apply(cmd);
+            let (rb, _) = twin.apply(cmd);
+            prop_assert_eq!(ra, rb);
+        }
+        prop_assert_eq!(&s, &twin);
+        for vm in s.vms.values() {
+            if let Some(id) = vm.migration {
+                let op = &s.operations.ops[&id];
+                prop_assert_eq!(op.state, OpState::Running);
+                let is_this_vm = matches!(&op.kind, OpKind::Migrate { vm: v, src, .. }
+                    if *v == vm.name && vm.host.as_deref() == Some(src.as_str()));
+                prop_assert!(is_this_vm, "{:?} locked by {:?}", vm, op);
+            }
+        }
+        for op in s.operations.running() {
+            if let OpKind::Migrate { vm, .. } = &op.kind {
+                prop_assert_eq!(s.vms[vm].migration, Some(op.id));
+            }
+        }
+        for h in s.hosts.values().filter(|h| h.admin == AdminState::Maintenance) {
+            prop_assert_eq!(s.allocated(&h.name).2, 0, "{} in maintenance hosts VMs", h.name);
+        }
+    }
+}
