@@ -13,6 +13,7 @@ pub mod checkers;
 pub mod client;
 pub mod cluster;
 pub mod ha;
+pub mod libvirt_hosts;
 pub mod partition;
 pub mod process;
 pub mod require;
