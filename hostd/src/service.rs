@@ -224,6 +224,13 @@ fn migration_stream(
     tokio::spawn(async move {
         loop {
             let update = updates.borrow_and_update().clone();
+            // The channel starts with empty statistics: nothing to tell yet.
+            if update == Update::Progress(JobStats::default()) {
+                if updates.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            }
             let item = match &update {
                 Update::Progress(s) => Ok(pb::MigrationEvent {
                     stats: Some(stats_to_pb(s)),

@@ -53,16 +53,15 @@ fn completed_at_destination(dest_uri: &str, name: &str) -> Option<JobStats> {
     // Dropping the connection closes it.
     let conn = Connect::open(Some(dest_uri)).ok()?;
     let dom = conn.lookup_domain_by_name(name).ok()?;
-    dom.job_stats(sys::VIR_DOMAIN_JOB_STATS_COMPLETED)
+    raw_job_stats(&dom, sys::VIR_DOMAIN_JOB_STATS_COMPLETED)
         .ok()
+        .filter(|s| s.r#type != sys::VIR_DOMAIN_JOB_NONE as i32)
         .map(convert)
 }
 
 /// The running job of `dom`, `None` when there is none.
 pub(super) fn job_stats(dom: &Domain) -> Result<Option<JobStats>, HostdError> {
-    let stats = dom
-        .job_stats(0)
-        .map_err(HostdError::libvirt("get_job_stats"))?;
+    let stats = raw_job_stats(dom, 0)?;
     if stats.r#type == sys::VIR_DOMAIN_JOB_NONE as i32 {
         return Ok(None);
     }
@@ -84,6 +83,41 @@ pub(super) fn abort_job(dom: &Domain) -> Result<bool, HostdError> {
         ));
     }
     Ok(true)
+}
+
+/// `virDomainGetJobStats`. The `virt` crate's `Domain::job_stats` builds a `Vec` from the
+/// parameter array libvirt returns, which is NULL when the domain has no job: undefined
+/// behaviour (a debug build aborts the process). This copies the parameters out and frees
+/// libvirt's array with libvirt's own function.
+#[allow(unsafe_code)]
+fn raw_job_stats(dom: &Domain, flags: u32) -> Result<virt::domain::JobStats, HostdError> {
+    let mut kind: std::os::raw::c_int = 0;
+    let mut params: sys::virTypedParameterPtr = std::ptr::null_mut();
+    let mut count: std::os::raw::c_int = 0;
+    // SAFETY: `dom` holds a live virDomainPtr for the whole call; the out-pointers point to
+    // locals that live past it.
+    let rc = unsafe {
+        sys::virDomainGetJobStats(dom.as_ptr(), &mut kind, &mut params, &mut count, flags)
+    };
+    if rc < 0 {
+        return Err(HostdError::libvirt("get_job_stats")(
+            virt::error::Error::last_error(),
+        ));
+    }
+    let copied: Vec<sys::virTypedParameter> = if params.is_null() || count <= 0 {
+        Vec::new()
+    } else {
+        // SAFETY: libvirt returned `count` initialized parameters at `params`; they are
+        // plain data (strings stay owned by libvirt until the free below, and the
+        // conversion copies them).
+        unsafe { std::slice::from_raw_parts(params, count as usize) }.to_vec()
+    };
+    let stats = virt::domain::JobStats::from((kind, copied));
+    if !params.is_null() {
+        // SAFETY: `params`/`count` are exactly what virDomainGetJobStats allocated.
+        unsafe { sys::virTypedParamsFree(params, count) };
+    }
+    Ok(stats)
 }
 
 fn convert(s: virt::domain::JobStats) -> JobStats {
