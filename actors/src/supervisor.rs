@@ -208,7 +208,7 @@ impl Supervisor {
         }
     }
 
-    /// One actor per running operation: started for new ones, stopped for ended ones, and
+    /// One actor per running operation: started for new ones, forgotten for ended ones, and
     /// poked, since whatever changed may be what an operation waits for.
     fn sync_ops(&mut self) {
         let running: Vec<(u64, bool)> = self.node.view().read(|d| {
@@ -219,13 +219,9 @@ impl Supervisor {
                 .collect()
         });
         let Some(l) = &mut self.leading else { return };
-        l.ops.retain(|id, actor| {
-            let keep = running.iter().any(|(r, _)| r == id);
-            if !keep {
-                actor.stop();
-            }
-            keep
-        });
+        // An ended operation's actor stops by itself once it has recorded the end (and its
+        // event); stopping it from here could cut that short.
+        l.ops.retain(|id, _| running.iter().any(|(r, _)| r == id));
         for (id, migrate) in running {
             if let Some(actor) = l.ops.get(&id) {
                 actor.poke();

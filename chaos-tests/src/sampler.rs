@@ -71,6 +71,9 @@ enum Source {
     Agent(String),
     /// libvirt itself (`virsh list`): for a host whose hostd may be frozen.
     Libvirt(String),
+    /// libvirt, running domains only: during a live migration the destination holds a
+    /// paused copy by design; what must never happen is two *running* copies.
+    LibvirtRunning(String),
 }
 
 impl Sampler {
@@ -92,13 +95,20 @@ impl Sampler {
             };
             sources.push((name, source));
         }
+        Self::spawn(Some(probe), sources).await
+    }
+
+    async fn spawn(
+        probe: Option<Probe>,
+        sources: Vec<(String, Source)>,
+    ) -> anyhow::Result<Sampler> {
         let (stop, mut stopped) = watch::channel(false);
         // One round before returning, so every run has a sample from before the fault.
-        let first = round(&probe, &sources).await;
+        let first = round(probe.as_ref(), &sources).await;
         let task = tokio::spawn(async move {
             let mut samples = Samples(vec![first]);
             loop {
-                samples.0.push(round(&probe, &sources).await);
+                samples.0.push(round(probe.as_ref(), &sources).await);
                 tokio::select! {
                     _ = tokio::time::sleep(ROUND) => {}
                     _ = stopped.wait_for(|s| *s) => return samples,
@@ -108,28 +118,53 @@ impl Sampler {
         Ok(Sampler { stop, task })
     }
 
+    /// Samples `hosts` (name, libvirt URI) straight from libvirt, counting only running
+    /// domains: the check for live migration (see [`Source::LibvirtRunning`]).
+    pub async fn start_running(hosts: &[(String, String)]) -> anyhow::Result<Sampler> {
+        let sources: Vec<(String, Source)> = hosts
+            .iter()
+            .map(|(name, uri)| (name.clone(), Source::LibvirtRunning(uri.clone())))
+            .collect();
+        let probe = None;
+        Self::spawn(probe, sources).await
+    }
+
     pub async fn finish(self) -> anyhow::Result<Samples> {
         self.stop.send_replace(true);
         Ok(self.task.await?)
     }
 }
 
-async fn round(probe: &Probe, sources: &[(String, Source)]) -> Sample {
+async fn round(probe: Option<&Probe>, sources: &[(String, Source)]) -> Sample {
+    if sources
+        .iter()
+        .all(|(_, s)| matches!(s, Source::LibvirtRunning(_)))
+        && sources.len() > 1
+    {
+        return bracketed_round(sources).await;
+    }
     let at = Instant::now();
     let mut active: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (host, source) in sources {
         // A host that does not answer runs nothing we can see: killed with its
         // test-driver domains, or restarting.
         let names = match source {
-            Source::Agent(addr) => match probe.domains(addr).await {
-                Ok(domains) => domains
-                    .into_iter()
-                    .filter(|d| matches!(d.state(), DomainState::Running | DomainState::Paused))
-                    .map(|d| d.name)
-                    .collect(),
+            Source::Agent(addr) => match probe.map(|p| p.domains(addr)) {
+                Some(call) => match call.await {
+                    Ok(domains) => domains
+                        .into_iter()
+                        .filter(|d| matches!(d.state(), DomainState::Running | DomainState::Paused))
+                        .map(|d| d.name)
+                        .collect(),
+                    Err(_) => continue,
+                },
+                None => continue,
+            },
+            Source::LibvirtRunning(uri) => match libvirt_list(uri, true).await {
+                Ok(names) => names,
                 Err(_) => continue,
             },
-            Source::Libvirt(uri) => match libvirt_active(uri).await {
+            Source::Libvirt(uri) => match libvirt_list(uri, false).await {
                 Ok(names) => names,
                 Err(_) => continue,
             },
@@ -141,10 +176,56 @@ async fn round(probe: &Probe, sources: &[(String, Source)]) -> Sample {
     Sample { at, active }
 }
 
-/// The active (running or paused) domains libvirt at `uri` lists.
-async fn libvirt_active(uri: &str) -> anyhow::Result<Vec<String>> {
+/// A round for the running-only check, which must not mistake a handover for a double
+/// run: a migration pauses the source and resumes the destination within tens of
+/// milliseconds, the time one `virsh list` takes, so "running at h1, then at h2" in one
+/// sequential pass proves nothing. Hosts are asked twice in the same order; a VM counts
+/// as running on two hosts only when one host saw it running *before and after* another
+/// host saw it running — the one pattern a handover cannot produce (after a handover the
+/// source never runs that copy again; after a failed one the destination never ran it).
+async fn bracketed_round(sources: &[(String, Source)]) -> Sample {
+    let at = Instant::now();
+    let mut seen: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for (host, source) in sources.iter().chain(sources.iter()) {
+        let Source::LibvirtRunning(uri) = source else {
+            continue;
+        };
+        let Ok(names) = libvirt_list(uri, true).await else {
+            continue;
+        };
+        for name in names {
+            seen.entry(name).or_default().push(host);
+        }
+    }
+    let active = seen
+        .into_iter()
+        .map(|(vm, hosts)| {
+            let bracket = (0..hosts.len()).find_map(|i| {
+                (i + 1..hosts.len()).find_map(|j| {
+                    (j + 1..hosts.len())
+                        .find(|&k| hosts[i] == hosts[k] && hosts[j] != hosts[i])
+                        .map(|_| vec![hosts[i].to_string(), hosts[j].to_string()])
+                })
+            });
+            let last = hosts
+                .last()
+                .map(|h| vec![h.to_string()])
+                .unwrap_or_default();
+            (vm, bracket.unwrap_or(last))
+        })
+        .collect();
+    Sample { at, active }
+}
+
+/// The active (running or paused) domains libvirt at `uri` lists, or only the running
+/// ones.
+async fn libvirt_list(uri: &str, running_only: bool) -> anyhow::Result<Vec<String>> {
+    let mut args = vec!["-c", uri, "list", "--name"];
+    if running_only {
+        args.push("--state-running");
+    }
     let out = tokio::process::Command::new("virsh")
-        .args(["-c", uri, "list", "--name"])
+        .args(&args)
         .output()
         .await?;
     anyhow::ensure!(out.status.success(), "virsh list failed");

@@ -419,6 +419,15 @@ impl ClusterState {
                 if let Some(h) = self.hosts.get_mut(&host) {
                     h.admin = admin;
                 }
+                if admin == AdminState::Maintenance {
+                    // Nothing is left: say so, whatever the last progress report held.
+                    if let Some(Progress::Drain(p)) =
+                        self.operations.ops.get_mut(op).map(|o| &mut o.progress)
+                    {
+                        p.remaining.clear();
+                        p.blocked.clear();
+                    }
+                }
                 self.operations.finish(*op, *state, message, *at_ms);
                 Ok(Reply::Nothing)
             }

@@ -241,7 +241,9 @@ impl Driver {
             Location::Unknown if code == Code::NotFound => return None,
             Location::Source | Location::Neither | Location::Unknown => {}
         }
-        let state = if info.cancel_requested && code == Code::Aborted {
+        // Read now: the cancel was most likely asked for after the stream began.
+        let cancelled = Info::read(&self.node, self.op).is_some_and(|i| i.cancel_requested);
+        let state = if cancelled && code == Code::Aborted {
             OpState::Cancelled
         } else {
             OpState::Failed

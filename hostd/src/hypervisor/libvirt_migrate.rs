@@ -65,7 +65,11 @@ pub(super) fn job_stats(dom: &Domain) -> Result<Option<JobStats>, HostdError> {
     if stats.r#type == sys::VIR_DOMAIN_JOB_NONE as i32 {
         return Ok(None);
     }
-    Ok(Some(convert(stats)))
+    // While the job runs, libvirt's "downtime" is the expected one, not a measurement.
+    Ok(Some(JobStats {
+        downtime_ms: None,
+        ..convert(stats)
+    }))
 }
 
 /// Aborts `dom`'s running job.
