@@ -14,6 +14,7 @@ pub mod client;
 pub mod cluster;
 pub mod ha;
 pub mod libvirt_hosts;
+pub mod multihost;
 pub mod partition;
 pub mod process;
 pub mod require;

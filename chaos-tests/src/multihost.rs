@@ -1,0 +1,101 @@
+//! A drover cluster on real libvirt hosts, for tests and benchmarks of live migration:
+//! [`LibvirtHosts`] (one mount namespace, address and libvirtd per host), three
+//! controllers, and one hostd per host on the host's TCP URI (also its migration URI).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::libvirt_hosts::LibvirtHosts;
+use crate::{wait_until, Cluster, ClusterSpec};
+
+/// A cluster with one hostd per libvirt host (`h1`.. on their TCP URIs, which are also
+/// their migration URIs), all up.
+pub struct Rig {
+    pub cluster: Cluster,
+    // Dropped after the cluster (fields drop in order), so hostd never outlives libvirt
+    // for long.
+    pub lv: LibvirtHosts,
+    _dir: tempfile::TempDir,
+}
+
+impl Rig {
+    pub async fn start(hosts: usize) -> anyhow::Result<Rig> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().to_path_buf();
+        let lv = tokio::task::spawn_blocking(move || LibvirtHosts::start(&path, hosts)).await??;
+        let mut cluster = Cluster::start(ClusterSpec {
+            hosts: 0,
+            ..ClusterSpec::default()
+        })
+        .await?;
+        for h in lv.hosts() {
+            cluster.add_agent(&h.name, &h.tcp_uri()).await?;
+        }
+        cluster.wait_hosts_up().await?;
+        Ok(Rig {
+            cluster,
+            lv,
+            _dir: dir,
+        })
+    }
+
+    pub fn uris(&self) -> Vec<(String, String)> {
+        self.lv
+            .hosts()
+            .iter()
+            .map(|h| (h.name.clone(), h.tcp_uri()))
+            .collect()
+    }
+
+    pub async fn json(&self, args: &[&str]) -> anyhow::Result<Value> {
+        self.cluster
+            .cli_json(args)
+            .await
+            .map_err(anyhow::Error::msg)
+    }
+
+    pub async fn vm(&self, name: &str) -> anyhow::Result<Value> {
+        self.json(&["vm", "get", name]).await
+    }
+
+    pub async fn create(&self, name: &str, memory_mib: u64) -> anyhow::Result<()> {
+        let mem = memory_mib.to_string();
+        self.json(&["vm", "create", name, "--vcpus", "1", "--memory-mib", &mem])
+            .await?;
+        Ok(())
+    }
+
+    /// Waits until every VM in `names` is observed running; returns name → host.
+    pub async fn running(&self, names: &[&str]) -> anyhow::Result<BTreeMap<String, String>> {
+        wait_until("VMs running", Duration::from_secs(60), || async {
+            let vms = self.cluster.cli_json(&["vm", "list"]).await?;
+            let mut placed = BTreeMap::new();
+            for vm in vms.as_array().into_iter().flatten() {
+                let name = vm["name"].as_str().unwrap_or_default();
+                if names.contains(&name) && vm["observed_state"] == "running" {
+                    placed.insert(name.to_string(), vm["host"].as_str().unwrap_or("").into());
+                }
+            }
+            Ok((placed.len() == names.len()).then_some(placed))
+        })
+        .await
+    }
+
+    pub async fn op(&self, id: u64) -> anyhow::Result<Value> {
+        self.json(&["op", "get", &id.to_string()]).await
+    }
+
+    /// Waits for operation `id` to end; returns it.
+    pub async fn op_end(&self, id: u64, within: Duration) -> anyhow::Result<Value> {
+        wait_until(&format!("operation {id} to end"), within, || async {
+            let op = self
+                .cluster
+                .cli_json(&["op", "get", &id.to_string(), "--stale"])
+                .await?;
+            Ok((op["state"] != "running").then_some(op))
+        })
+        .await
+    }
+}
