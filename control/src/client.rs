@@ -259,6 +259,33 @@ impl Client {
         .await
     }
 
+    pub async fn placement(&self) -> Result<pb::PlacementPolicy, ClientError> {
+        self.call(|c| async move {
+            ClusterServiceClient::new(c)
+                .get_placement_policy(pb::GetPlacementPolicyRequest { stale: false })
+                .await
+                .map(tonic::Response::into_inner)
+        })
+        .await
+    }
+
+    pub async fn set_placement(
+        &self,
+        req: pb::PlacementPolicy,
+    ) -> Result<pb::PlacementPolicy, ClientError> {
+        let id = self.next_request_id();
+        self.call(|c| {
+            let req = with_request_id(req.clone(), &id);
+            async move {
+                ClusterServiceClient::new(c)
+                    .set_placement_policy(req)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        })
+        .await
+    }
+
     pub async fn ha_status(&self) -> Result<pb::HaStatus, ClientError> {
         self.call(|c| async move {
             ClusterServiceClient::new(c)

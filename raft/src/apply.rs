@@ -43,6 +43,8 @@ impl ClusterState {
             | Command::HostObserved { name, .. }
             | Command::DeclareHostDead { name, .. } => Touched::Host(name.clone()),
             Command::SetHaArmed { .. } => Touched::AllHosts,
+            // Persisted with every batch, like the HA switch.
+            Command::SetPlacementPolicy { .. } => Touched::Nothing,
             Command::RecordEvent { .. } => Touched::Nothing,
             Command::StartMigration { vm, dst, .. } => Touched::Many(vec![
                 Touched::Vm(vm.clone()),
@@ -445,6 +447,11 @@ impl ClusterState {
                 }
                 o.cancel_requested = true;
                 Ok(Reply::Operation(o.clone()))
+            }
+            Command::SetPlacementPolicy { policy } => {
+                policy.validate().map_err(ApplyError::InvalidPlacement)?;
+                self.placement = *policy;
+                Ok(Reply::Placement(*policy))
             }
             Command::ActivateHost { name, at_ms } => {
                 let h = self

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{
     Capacity, DeadReason, DesiredState, DrainProgress, EventKind, Host, HostHealth, Labels,
-    MigrationPolicy, MigrationProgress, ObservedState, OpState, Operation, Vm, VmSpec,
+    MigrationPolicy, MigrationProgress, ObservedState, OpState, Operation, PlacementPolicy, Vm,
+    VmSpec,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +115,10 @@ pub enum Command {
     CancelOperation {
         op: u64,
     },
+    /// `drover cluster placement`: overcommit ratios and weigher for every placement.
+    SetPlacementPolicy {
+        policy: PlacementPolicy,
+    },
     /// `drover host activate`: back in service (a running drain is cancelled).
     ActivateHost {
         name: String,
@@ -201,6 +206,7 @@ impl Command {
             Command::FinishDrain { .. } => "finish_drain",
             Command::CancelOperation { .. } => "cancel_operation",
             Command::ActivateHost { .. } => "activate_host",
+            Command::SetPlacementPolicy { .. } => "set_placement_policy",
         }
     }
 }
@@ -240,6 +246,7 @@ pub enum Reply {
         name: String,
     },
     Operation(Operation),
+    Placement(PlacementPolicy),
     /// The HA switch after `SetHaArmed`.
     Ha {
         disarmed: bool,
@@ -287,6 +294,8 @@ pub enum ApplyError {
     DeadNeedsReason(String),
     #[error("Invalid labels: {0}")]
     InvalidLabels(String),
+    #[error("Invalid placement policy: {0}")]
+    InvalidPlacement(String),
     #[error("Invalid migration policy: {0}")]
     InvalidPolicy(String),
     #[error("Operation {0} not found")]

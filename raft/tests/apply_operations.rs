@@ -377,6 +377,28 @@ fn drain_puts_an_empty_host_in_maintenance_and_activate_returns_it() {
     assert_eq!(s.hosts["h2"].admin, AdminState::Active);
 }
 
+#[test]
+fn placement_policy_is_validated() {
+    use drover_raft::model::{PlacementPolicy, Weigher};
+    let mut s = ClusterState::default();
+    let pack = PlacementPolicy {
+        weigher: Weigher::Pack,
+        ..Default::default()
+    };
+    ok(&mut s, Command::SetPlacementPolicy { policy: pack });
+    assert_eq!(s.placement, pack);
+    let bad = refused(
+        &mut s,
+        Command::SetPlacementPolicy {
+            policy: PlacementPolicy {
+                memory_overcommit_pct: 0,
+                ..pack
+            },
+        },
+    );
+    assert!(matches!(bad, ApplyError::InvalidPlacement(_)), "{bad}");
+}
+
 fn arb_command() -> impl Strategy<Value = Command> {
     let vm = prop::sample::select(vec!["a", "b"]);
     let host = prop::sample::select(vec!["h1", "h2", "h3"]);

@@ -60,6 +60,19 @@ fn commands() -> Vec<Command> {
             name: "tmp".into(),
             desired: drover_raft::model::DesiredState::Deleted,
         },
+        // Cluster-wide settings and the operations table persist too.
+        Command::SetPlacementPolicy {
+            policy: drover_raft::model::PlacementPolicy {
+                cpu_overcommit_pct: 200,
+                memory_overcommit_pct: 100,
+                weigher: drover_raft::model::Weigher::Pack,
+            },
+        },
+        Command::StartDrain {
+            host: "h1".into(),
+            stop_when_blocked: false,
+            at_ms: 7,
+        },
     ]
 }
 
@@ -84,7 +97,9 @@ async fn state_machine_reopens_as_applied() -> anyhow::Result<()> {
     let (_log, mut sm) = store::open(dir.path())?;
     let after = sm.view().read(|d| (d.last_applied, d.state.clone()));
     assert_eq!(before, after);
-    assert_eq!(after.0.map(|l| l.index), Some(6));
+    assert_eq!(after.0.map(|l| l.index), Some(8));
+    assert_eq!(after.1.placement.cpu_overcommit_pct, 200);
+    assert_eq!(after.1.operations.running().count(), 1);
     assert_eq!(after.1.vms.keys().collect::<Vec<_>>(), ["web"]);
     assert_eq!(after.1.vms["web"].generation, 1);
     assert_eq!(sm.applied_state().await?.0, before.0);

@@ -52,7 +52,7 @@ impl DrainActor {
             };
             Some((
                 host,
-                step(op, &d.state, &Policy::default(), self.limits),
+                step(op, &d.state, &Policy::from(&d.state.placement), self.limits),
                 current,
             ))
         });

@@ -1,5 +1,5 @@
-//! The placement core issue 5 asks for, as a pure function over plain views (not wired
-//! into the actors yet: `place` still serves them). Filters, in order: host up, admin
+//! The placement core, a pure function over plain views (built from the state by
+//! `scheduler::views`; the policy comes from the replicated `PlacementPolicy`). Filters, in order: host up, admin
 //! state active, not the source host, required labels, anti-affinity group, vCPUs and
 //! memory within capacity × overcommit ratio. Weighers: `Spread` (least loaded first, by
 //! memory then vCPU fraction) or `Pack` (most loaded that still fits). Ties break by name.
@@ -29,12 +29,17 @@ impl Default for Policy {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Weigher {
-    /// Least loaded first (VMmanager's "even" distribution).
-    Spread,
-    /// Fill one host before the next ("sequential").
-    Pack,
+pub use drover_raft::model::Weigher;
+
+impl From<&drover_raft::model::PlacementPolicy> for Policy {
+    /// The replicated policy (ratios in percent) as the scheduler computes with it.
+    fn from(p: &drover_raft::model::PlacementPolicy) -> Self {
+        Self {
+            cpu_ratio: f64::from(p.cpu_overcommit_pct) / 100.0,
+            memory_ratio: f64::from(p.memory_overcommit_pct) / 100.0,
+            weigher: p.weigher,
+        }
+    }
 }
 
 /// A host as the scheduler sees it.

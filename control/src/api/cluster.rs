@@ -278,6 +278,26 @@ impl ClusterService for ClusterApi {
         Ok(Response::new(super::ha::get(&self.node, stale).await?))
     }
 
+    async fn get_placement_policy(
+        &self,
+        req: Request<pb::GetPlacementPolicyRequest>,
+    ) -> Result<Response<pb::PlacementPolicy>, Status> {
+        let stale = req.into_inner().stale;
+        Ok(Response::new(
+            super::placement::get(&self.node, stale).await?,
+        ))
+    }
+
+    async fn set_placement_policy(
+        &self,
+        req: Request<pb::PlacementPolicy>,
+    ) -> Result<Response<pb::PlacementPolicy>, Status> {
+        let (meta, _, req) = req.into_parts();
+        Ok(Response::new(
+            super::placement::set(&self.node, &meta, req).await?,
+        ))
+    }
+
     async fn list_events(
         &self,
         req: Request<pb::ListEventsRequest>,

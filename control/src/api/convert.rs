@@ -12,7 +12,7 @@ use drover_raft::model::{
 pub fn vm_in(vm_: &Vm, state: &ClusterState) -> pb::Vm {
     let mut out = vm(vm_);
     if vm_.host.is_none() && vm_.desired == DesiredState::Running {
-        if let Err(refusal) = place_vm(vm_, None, state, &Policy::default()) {
+        if let Err(refusal) = place_vm(vm_, None, state, &Policy::from(&state.placement)) {
             out.placement_refusals = refusal.reasons.into_iter().collect();
         }
     }

@@ -15,6 +15,7 @@ pub fn apply_error(e: &ApplyError) -> Status {
         | ApplyError::InvalidAddress { .. }
         | ApplyError::InvalidLabels(_)
         | ApplyError::InvalidPolicy(_)
+        | ApplyError::InvalidPlacement(_)
         | ApplyError::SameHost { .. } => Status::invalid_argument(msg),
         ApplyError::HostExists(_) | ApplyError::VmExists(_) => Status::already_exists(msg),
         ApplyError::UnknownHost(_) | ApplyError::UnknownVm(_) | ApplyError::UnknownOperation(_) => {

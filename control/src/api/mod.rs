@@ -9,6 +9,7 @@ mod events;
 mod ha;
 mod host;
 mod operation;
+mod placement;
 mod vm;
 mod write;
 

@@ -109,7 +109,7 @@ impl VmService for VmApi {
                 .get(&req.name)
                 .ok_or_else(|| Status::not_found(format!("VM {:?} not found", req.name)))?;
             let src = vm.host.as_deref();
-            let policy = Policy::default();
+            let policy = Policy::from(&d.state.placement);
             let dst = if req.to.is_empty() {
                 place_vm(vm, src, &d.state, &policy).map_err(|r| {
                     Status::failed_precondition(format!("VM {:?} cannot move: {r}", req.name))

@@ -110,7 +110,41 @@ pub async fn cluster(target: &Target, format: Format, cmd: ClusterCmd) -> anyhow
         return super::backup::restore(file, data_dir, initial_cluster, format).await;
     }
     let c = client(target)?;
+    if let ClusterCmd::Placement {
+        cpu_overcommit,
+        memory_overcommit,
+        weigher,
+    } = cmd
+    {
+        let change = pb::PlacementPolicy {
+            cpu_overcommit: cpu_overcommit.unwrap_or(0.0),
+            memory_overcommit: memory_overcommit.unwrap_or(0.0),
+            weigher: weigher.unwrap_or_default(),
+        };
+        let unchanged = change == pb::PlacementPolicy::default();
+        if cpu_overcommit == Some(0.0) || memory_overcommit == Some(0.0) {
+            anyhow::bail!("an overcommit ratio must be above 0");
+        }
+        let policy = if unchanged {
+            c.placement().await?
+        } else {
+            c.set_placement(change).await?
+        };
+        return Ok(match format {
+            Format::Json => json(&serde_json::json!({
+                "cpu_overcommit": policy.cpu_overcommit,
+                "memory_overcommit": policy.memory_overcommit,
+                "weigher": policy.weigher,
+            }))?,
+            Format::Table => format!(
+                "cpu overcommit {:.2}, memory overcommit {:.2}, weigher {}",
+                policy.cpu_overcommit, policy.memory_overcommit, policy.weigher
+            ),
+        }
+        .into());
+    }
     let status = match cmd {
+        ClusterCmd::Placement { .. } => unreachable!("handled above"),
         ClusterCmd::Status => c.cluster_status().await?,
         ClusterCmd::AddNode { id, address } => {
             c.membership(Membership::Add { id, address }).await?

@@ -238,6 +238,18 @@ pub enum ClusterCmd {
     RemoveNode { id: u64 },
     /// Make another voter the leader (before restarting this one, say).
     TransferLeader { id: u64 },
+    /// Show the placement policy, or change the parts given: overcommit ratios and how
+    /// hosts are ranked (spread: least loaded first; pack: fill one host first).
+    Placement {
+        /// vCPUs allocatable per physical CPU (default 4.0).
+        #[arg(long)]
+        cpu_overcommit: Option<f64>,
+        /// Memory allocatable per MiB present (default 1.0: no overcommit).
+        #[arg(long)]
+        memory_overcommit: Option<f64>,
+        #[arg(long, value_parser = ["spread", "pack"])]
+        weigher: Option<String>,
+    },
     /// Backups of the whole cluster state.
     #[command(subcommand)]
     Snapshot(SnapshotCmd),

@@ -5,6 +5,7 @@ mod event;
 mod host;
 mod labels;
 mod operation;
+mod placement;
 mod state;
 mod vm;
 
@@ -15,6 +16,7 @@ pub use operation::{
     DrainProgress, MigrationPolicy, MigrationProgress, OpKind, OpState, Operation, Operations,
     Progress, MAX_FINISHED_OPS,
 };
+pub use placement::{PlacementPolicy, Weigher};
 pub use state::{ClusterState, HaSettings};
 pub use vm::{DesiredState, ObservedState, Vm, VmSpec};
 

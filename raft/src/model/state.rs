@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{EventLog, Host, OpKind, Operations, Vm};
+use super::{EventLog, Host, OpKind, Operations, PlacementPolicy, Vm};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
@@ -17,6 +17,8 @@ pub struct ClusterState {
     pub events: EventLog,
     #[serde(default)]
     pub operations: Operations,
+    #[serde(default)]
+    pub placement: PlacementPolicy,
 }
 
 /// The cluster-wide HA switch. Disarmed (planned network maintenance): grants tell hosts

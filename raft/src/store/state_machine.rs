@@ -29,6 +29,8 @@ const HA: &[u8] = b"ha";
 /// The operations table (bounded: running ones plus the newest finished), written when a
 /// batch touched it.
 const OPS: &[u8] = b"ops";
+/// The placement policy; written with every batch, it is tiny.
+const PLACEMENT: &[u8] = b"placement";
 /// The current snapshot: its metadata (JSON) and its bytes (the serialized `SmData`),
 /// under two keys so that reading the metadata never parses the state.
 const SNAPSHOT_META: &[u8] = b"current_meta";
@@ -141,6 +143,10 @@ impl StateMachineStore {
         if let Some(v) = trees.meta.get(HA)? {
             data.state.ha = serde_json::from_slice(&v).map_err(|e| corrupt("sm_meta/ha", e))?;
         }
+        if let Some(v) = trees.meta.get(PLACEMENT)? {
+            data.state.placement =
+                serde_json::from_slice(&v).map_err(|e| corrupt("sm_meta/placement", e))?;
+        }
         if let Some(v) = trees.meta.get(OPS)? {
             data.state.operations =
                 serde_json::from_slice(&v).map_err(|e| corrupt("sm_meta/ops", e))?;
@@ -248,6 +254,7 @@ impl StateMachineStore {
                     meta.insert(LAST_APPLIED, ws.last_applied.as_slice())?;
                     meta.insert(MEMBERSHIP, ws.membership.as_slice())?;
                     meta.insert(HA, ws.ha.as_slice())?;
+                    meta.insert(PLACEMENT, ws.placement.as_slice())?;
                     if let Some(ops) = &ws.ops {
                         meta.insert(OPS, ops.as_slice())?;
                     }
@@ -323,6 +330,7 @@ impl StateMachineStore {
         meta.insert(LAST_APPLIED, ws.last_applied);
         meta.insert(MEMBERSHIP, ws.membership);
         meta.insert(HA, ws.ha);
+        meta.insert(PLACEMENT, ws.placement);
         meta.insert(
             OPS,
             serde_json::to_vec(&data.state.operations).map_err(ser_err)?,
@@ -341,6 +349,7 @@ struct WriteSet {
     last_applied: Vec<u8>,
     membership: Vec<u8>,
     ha: Vec<u8>,
+    placement: Vec<u8>,
     ops: Option<Vec<u8>>,
 }
 
@@ -355,6 +364,7 @@ impl WriteSet {
             last_applied: serde_json::to_vec(&data.last_applied).map_err(ser_err)?,
             membership: serde_json::to_vec(&data.membership).map_err(ser_err)?,
             ha: serde_json::to_vec(&data.state.ha).map_err(ser_err)?,
+            placement: serde_json::to_vec(&data.state.placement).map_err(ser_err)?,
             ..Default::default()
         })
     }
