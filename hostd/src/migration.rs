@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use futures::FutureExt as _;
 use tokio::sync::{watch, OwnedMutexGuard};
 use tokio::time::Instant;
 use tonic::Code;
@@ -119,23 +120,40 @@ async fn drive(
     let hv = Arc::clone(&hypervisor);
     let mut job = tokio::task::spawn_blocking(move || hv.migrate(&req));
     let mut tick = tokio::time::interval(POLL_INTERVAL);
-    let mut stall = StallWatch::new(progress_timeout);
+    let mut stall = StallWatch::new(progress_timeout, Instant::now());
     let mut stalled = false;
+    // At most one statistics query in flight. A query libvirt holds up (seen while the
+    // destination is frozen) must not hold up this loop: the tick goes on, and the time
+    // without an answer counts as time without progress.
+    let mut query: Option<tokio::task::JoinHandle<Result<Option<JobStats>, HostdError>>> = None;
     let result = loop {
         tokio::select! {
             r = &mut job => break r,
             _ = tick.tick() => {
-                let hv = Arc::clone(&hypervisor);
-                let n = name.clone();
-                let stats = tokio::task::spawn_blocking(move || hv.job_stats(&n)).await;
-                let Ok(Ok(Some(stats))) = stats else { continue };
-                let _ = tx.send(Update::Progress(stats));
-                if !stalled && stall.observe(stats.data_remaining, Instant::now()) {
-                    warn!(vm = %name, ?progress_timeout, remaining = stats.data_remaining, "migration made no progress; aborting");
+                let mut fresh = None;
+                if query.as_ref().is_some_and(|q| q.is_finished()) {
+                    if let Some(Ok(Ok(Some(stats)))) = query.take().and_then(|q| q.now_or_never()) {
+                        fresh = Some(stats);
+                    }
+                }
+                if query.is_none() {
+                    let hv = Arc::clone(&hypervisor);
+                    let n = name.clone();
+                    query = Some(tokio::task::spawn_blocking(move || hv.job_stats(&n)));
+                }
+                // Before the first iteration libvirt reports an empty job: no news.
+                let fresh = fresh.filter(|s| s.data_total > 0);
+                if let Some(stats) = fresh {
+                    let _ = tx.send(Update::Progress(stats));
+                }
+                let now = Instant::now();
+                if !stalled && stall.observe(fresh.map(|s| s.data_remaining), now) {
+                    warn!(vm = %name, ?progress_timeout, "migration made no progress; aborting");
                     stalled = true;
                     let hv = Arc::clone(&hypervisor);
                     let n = name.clone();
-                    let _ = tokio::task::spawn_blocking(move || hv.abort_job(&n)).await;
+                    // Not awaited: the abort shows as the migrate call's end.
+                    tokio::task::spawn_blocking(move || hv.abort_job(&n));
                 }
             }
         }
@@ -182,35 +200,35 @@ fn libvirt_message(e: &HostdError) -> String {
 }
 
 /// Decides when a migration has stopped converging: the remaining data has not reached a
-/// new low for `timeout`. Pure, so its arithmetic is tested without libvirt.
+/// new low for `timeout` (counted from the start, so a migration that never gets going is
+/// caught too). A poll without an answer is no news, and no progress. Pure, so its
+/// arithmetic is tested without libvirt.
 #[derive(Debug)]
 pub(crate) struct StallWatch {
     timeout: Duration,
     lowest: Option<u64>,
-    since: Option<Instant>,
+    since: Instant,
 }
 
 impl StallWatch {
-    pub(crate) fn new(timeout: Duration) -> Self {
+    pub(crate) fn new(timeout: Duration, now: Instant) -> Self {
         Self {
             timeout,
             lowest: None,
-            since: None,
+            since: now,
         }
     }
 
-    /// Feeds one sample; `true` when the migration is stalled.
-    pub(crate) fn observe(&mut self, remaining: u64, now: Instant) -> bool {
-        match self.lowest {
-            Some(low) if remaining >= low => {
-                now.duration_since(self.since.unwrap_or(now)) >= self.timeout
-            }
-            _ => {
-                self.lowest = Some(remaining);
-                self.since = Some(now);
-                false
+    /// Feeds one poll (`None`: no answer); `true` when the migration is stalled.
+    pub(crate) fn observe(&mut self, remaining: Option<u64>, now: Instant) -> bool {
+        if let Some(r) = remaining {
+            if self.lowest.is_none_or(|low| r < low) {
+                self.lowest = Some(r);
+                self.since = now;
+                return false;
             }
         }
+        now.duration_since(self.since) >= self.timeout
     }
 }
 
@@ -222,14 +240,27 @@ mod tests {
     fn stalls_only_without_a_new_low_for_the_whole_timeout() {
         let t0 = Instant::now();
         let s = |ms| t0 + Duration::from_millis(ms);
-        let mut w = StallWatch::new(Duration::from_secs(10));
-        assert!(!w.observe(1000, s(0)));
+        let mut w = StallWatch::new(Duration::from_secs(10), t0);
+        assert!(!w.observe(Some(1000), s(0)));
         // Dirty pages push the remaining data up and down; no new low for 9.9 s is fine.
-        assert!(!w.observe(1200, s(5_000)));
-        assert!(!w.observe(1000, s(9_900)));
+        assert!(!w.observe(Some(1200), s(5_000)));
+        assert!(!w.observe(Some(1000), s(9_900)));
         // A new low restarts the clock.
-        assert!(!w.observe(900, s(9_950)));
-        assert!(!w.observe(950, s(19_000)));
-        assert!(w.observe(950, s(19_950)));
+        assert!(!w.observe(Some(900), s(9_950)));
+        assert!(!w.observe(Some(950), s(19_000)));
+        assert!(w.observe(Some(950), s(19_950)));
+    }
+
+    #[test]
+    fn silence_counts_as_no_progress_from_the_start() {
+        let t0 = Instant::now();
+        let s = |ms| t0 + Duration::from_millis(ms);
+        let mut w = StallWatch::new(Duration::from_secs(2), t0);
+        assert!(!w.observe(None, s(1_999)));
+        assert!(w.observe(None, s(2_000)));
+        let mut w = StallWatch::new(Duration::from_secs(2), t0);
+        assert!(!w.observe(Some(10), s(1_000)));
+        assert!(!w.observe(None, s(2_999)));
+        assert!(w.observe(None, s(3_000)));
     }
 }

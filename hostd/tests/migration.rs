@@ -208,6 +208,64 @@ async fn multihost_failures_leave_the_guest_running_at_the_source() {
         Some((DomainState::Running, 1))
     );
 
+    eprintln!("phase: the destination QEMU freezes; the progress timeout aborts");
+    let mut stalling = req.clone();
+    stalling.progress_timeout_ms = 2_000;
+    let mut stream = a
+        .client
+        .migrate_vm(stalling)
+        .await
+        .expect("MigrateVm")
+        .into_inner();
+    let moving = data_moving(&mut stream).await;
+    assert!(!moving.done, "too fast to stall: {moving:?}");
+    // libvirt writes the incoming QEMU's PID under the destination's run directory.
+    let pid_file = lv.host(1).state_dir.join("run/qemu/slow.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .expect("incoming QEMU pid file")
+        .trim()
+        .parse()
+        .expect("pid");
+    let qemu = nix::unistd::Pid::from_raw(pid);
+    nix::sys::signal::kill(qemu, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+    // Socket buffers absorb a few more seconds of data; then the remaining data stops
+    // shrinking. Once it has been flat for longer than the timeout, hostd has aborted:
+    // thaw the QEMU so the destination can kill it (a stopped process ignores SIGTERM,
+    // and libvirt waits 10 s before SIGKILL).
+    let mut flat_since = (u64::MAX, std::time::Instant::now());
+    let mut thawed = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let err = within_long("the stalled migration to end", async {
+        loop {
+            tokio::select! {
+                msg = stream.message() => match msg {
+                    Ok(Some(ev)) => {
+                        let remaining = ev.stats.map(|s| s.data_remaining).unwrap_or_default();
+                        if remaining != flat_since.0 {
+                            flat_since = (remaining, std::time::Instant::now());
+                        }
+                    }
+                    Ok(None) => return None,
+                    Err(status) => return Some(status),
+                },
+                // Flat (or silent) for longer than the timeout: hostd has aborted by now.
+                _ = tick.tick() => {
+                    if !thawed && flat_since.1.elapsed() > Duration::from_secs(4) {
+                        let _ = nix::sys::signal::kill(qemu, nix::sys::signal::Signal::SIGCONT);
+                        thawed = true;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    let _ = nix::sys::signal::kill(qemu, nix::sys::signal::Signal::SIGCONT);
+    let err = err.expect("a stalled migration is aborted");
+    eprintln!("stalled: {err:?}");
+    assert_eq!(err.code(), Code::Aborted, "{err:?}");
+    assert!(err.message().contains("no progress for 2 s"), "{err:?}");
+    wait_running(&mut a, "slow", 1).await;
+
     eprintln!("phase: the destination's libvirtd dies mid-migration");
     let mut stream = a
         .client
@@ -261,6 +319,13 @@ async fn data_moving(stream: &mut Streaming<MigrationEvent>) -> MigrationEvent {
         }
     })
     .await
+}
+
+async fn within_long<F: std::future::Future>(what: &str, f: F) -> F::Output {
+    match tokio::time::timeout(Duration::from_secs(60), f).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after 60 s waiting for {what}"),
+    }
 }
 
 /// libvirt resumes the source guest after a failed migration; wait for it.

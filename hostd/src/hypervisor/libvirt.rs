@@ -24,6 +24,8 @@ pub struct LibvirtHypervisor {
     conn: Connect,
     /// Decided once from the URI and /dev/kvm, so every domain on this host gets the same.
     domain_type: DomainType,
+    /// For the migration's own connection (see `migrate`).
+    uri: String,
 }
 
 /// What a name refers to on this host, from hostd's point of view.
@@ -48,6 +50,7 @@ impl LibvirtHypervisor {
         Ok(LibvirtHypervisor {
             conn,
             domain_type: DomainType::for_uri(uri, kvm_available),
+            uri: uri.to_string(),
         })
     }
 
@@ -225,7 +228,18 @@ impl Hypervisor for LibvirtHypervisor {
                 req.name
             )));
         }
-        libvirt_migrate::migrate(&dom, req)
+        // The migrate call runs for seconds on a connection of its own: sharing the main
+        // connection with it, job-stat queries and heartbeats were seen to block until the
+        // migration ended (a query sent during the peer-to-peer handshake, most often).
+        // Migration needs a real daemon, where a second connection sees the same domains.
+        let conn = Connect::open(Some(&self.uri)).map_err(|source| HostdError::Connect {
+            uri: self.uri.clone(),
+            source,
+        })?;
+        let own = conn
+            .lookup_domain_by_name(&req.name)
+            .map_err(HostdError::libvirt("lookup_domain_by_name"))?;
+        libvirt_migrate::migrate(&own, req)
     }
 
     fn job_stats(&self, name: &str) -> Result<Option<JobStats>, HostdError> {
