@@ -290,16 +290,23 @@ impl ClusterState {
                 host,
                 expected_generation,
             } => {
-                let admin = self
+                let target = self
                     .hosts
                     .get(host)
-                    .ok_or_else(|| ApplyError::UnknownHost(host.clone()))?
-                    .admin;
-                if admin != AdminState::Active {
+                    .ok_or_else(|| ApplyError::UnknownHost(host.clone()))?;
+                if target.admin != AdminState::Active {
                     return Err(ApplyError::HostNotActive {
                         host: host.clone(),
-                        admin: admin.as_str().into(),
+                        admin: target.admin.as_str().into(),
                     });
+                }
+                if let Some(vm) = self.vms.get(name) {
+                    self.room_for(target, vm)
+                        .map_err(|reason| ApplyError::NoRoom {
+                            host: host.clone(),
+                            vm: name.clone(),
+                            reason,
+                        })?;
                 }
                 let vm = self.vm_at(name, *expected_generation)?;
                 if let Some(op) = vm.migration {
@@ -529,6 +536,13 @@ impl ClusterState {
                 return Err(ApplyError::NoMigrationUri {
                     host: host.to_string(),
                 });
+            }
+            if need_active {
+                self.room_for(h, vm).map_err(|reason| ApplyError::NoRoom {
+                    host: host.to_string(),
+                    vm: name.to_string(),
+                    reason,
+                })?;
             }
         }
         let vm = self.vm_at(name, expected_generation)?;

@@ -316,6 +316,12 @@ pub enum ApplyError {
     SameHost { vm: String, host: String },
     #[error("Host {host:?} is {health}; it must be up")]
     HostNotUp { host: String, health: String },
+    #[error("Host {host:?} has no room for VM {vm:?}: {reason}")]
+    NoRoom {
+        host: String,
+        vm: String,
+        reason: String,
+    },
     #[error("Host {host:?} is in admin state {admin}; it takes no VMs")]
     HostNotActive { host: String, admin: String },
     #[error("Host {host:?} has not reported a migration URI (is its hostd current?)")]

@@ -18,6 +18,24 @@ fn add_host(name: &str) -> Command {
     }
 }
 
+/// A host that reported room for a few small VMs (placements need room).
+fn host_with_room(s: &mut ClusterState, name: &str) {
+    ok(s, add_host(name));
+    ok(
+        s,
+        Command::HostObserved {
+            name: name.into(),
+            health: HostHealth::Unknown,
+            capacity: Some(Capacity {
+                vcpus: 8,
+                memory_mib: 8192,
+            }),
+            fencing_armed: None,
+            migration_uri: None,
+        },
+    );
+}
+
 fn create(name: &str) -> Command {
     Command::CreateVm {
         name: name.into(),
@@ -198,8 +216,8 @@ fn create_vm_and_its_validation() {
 #[test]
 fn placement_bumps_generation_and_checks_it() {
     let mut s = ClusterState::default();
-    ok(&mut s, add_host("h1"));
-    ok(&mut s, add_host("h2"));
+    host_with_room(&mut s, "h1");
+    host_with_room(&mut s, "h2");
     ok(&mut s, create("web"));
     ok(&mut s, place("web", "h1", 0));
     assert_eq!(s.vms["web"].host.as_deref(), Some("h1"));
@@ -227,7 +245,7 @@ fn placement_bumps_generation_and_checks_it() {
 #[test]
 fn observations_apply_only_to_their_generation() {
     let mut s = ClusterState::default();
-    ok(&mut s, add_host("h1"));
+    host_with_room(&mut s, "h1");
     ok(&mut s, create("web"));
     ok(&mut s, place("web", "h1", 0));
     ok(
@@ -255,7 +273,7 @@ fn observations_apply_only_to_their_generation() {
 #[test]
 fn desired_state_transitions_and_deletion() {
     let mut s = ClusterState::default();
-    ok(&mut s, add_host("h1"));
+    host_with_room(&mut s, "h1");
     ok(&mut s, create("web"));
     ok(&mut s, create("tmp"));
     let set = |name: &str, desired| Command::SetDesiredState {
@@ -412,7 +430,7 @@ proptest! {
 #[test]
 fn death_and_failover() {
     let mut s = ClusterState::default();
-    ok(&mut s, add_host("h1"));
+    host_with_room(&mut s, "h1");
     ok(
         &mut s,
         Command::CreateVm {
@@ -507,7 +525,7 @@ fn death_and_failover() {
 #[test]
 fn disarm_and_arm() {
     let mut s = ClusterState::default();
-    ok(&mut s, add_host("h1"));
+    host_with_room(&mut s, "h1");
     let lease_lapsed = Command::DeclareHostDead {
         name: "h1".into(),
         reason: DeadReason::LeaseLapsed,
@@ -530,7 +548,7 @@ fn disarm_and_arm() {
     ok(&mut s, armed_report("h1", true));
     ok(&mut s, lease_lapsed);
     // An operator fence needs no armed host.
-    ok(&mut s, add_host("h2"));
+    host_with_room(&mut s, "h2");
     ok(
         &mut s,
         Command::DeclareHostDead {

@@ -378,6 +378,80 @@ fn drain_puts_an_empty_host_in_maintenance_and_activate_returns_it() {
 }
 
 #[test]
+fn placements_never_overbook_or_break_anti_affinity() {
+    let mut s = ClusterState::default();
+    host_up(&mut s, "h1");
+    host_up(&mut s, "h2");
+    // "a" is in group web on h1.
+    running_vm(&mut s, "a", "h1");
+    ok(
+        &mut s,
+        Command::CreateVm {
+            name: "b".into(),
+            spec: VmSpec {
+                vcpus: 1,
+                memory_mib: 256,
+            },
+            start: true,
+            ha: false,
+            ha_priority: 0,
+            require_labels: Default::default(),
+            anti_affinity: Some("web".into()),
+        },
+    );
+    let err = refused(
+        &mut s,
+        Command::PlaceVm {
+            name: "b".into(),
+            host: "h1".into(),
+            expected_generation: 0,
+        },
+    );
+    assert!(err.to_string().contains("anti-affinity group web"), "{err}");
+    ok(
+        &mut s,
+        Command::CreateVm {
+            name: "huge".into(),
+            spec: VmSpec {
+                vcpus: 1,
+                memory_mib: 4000,
+            },
+            start: true,
+            ha: false,
+            ha_priority: 0,
+            require_labels: Default::default(),
+            anti_affinity: None,
+        },
+    );
+    // h1 has 4096 MiB and "a" holds 256 of it.
+    let err = refused(
+        &mut s,
+        Command::PlaceVm {
+            name: "huge".into(),
+            host: "h1".into(),
+            expected_generation: 0,
+        },
+    );
+    assert!(matches!(err, ApplyError::NoRoom { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("256 of 4096 MiB allocated, needs 4000"),
+        "{err}"
+    );
+    ok(
+        &mut s,
+        Command::PlaceVm {
+            name: "huge".into(),
+            host: "h2".into(),
+            expected_generation: 0,
+        },
+    );
+    // Nor may a migration bring "a" (256 MiB, group web) to the full h2.
+    let err = refused(&mut s, migrate("a", 1, "h2"));
+    assert!(err.to_string().contains("MiB allocated"), "{err}");
+}
+
+#[test]
 fn placement_policy_is_validated() {
     use drover_raft::model::{PlacementPolicy, Weigher};
     let mut s = ClusterState::default();
@@ -471,6 +545,11 @@ proptest! {
             if let OpKind::Migrate { vm, .. } = &op.kind {
                 prop_assert_eq!(s.vms[vm].migration, Some(op.id));
             }
+        }
+        for h in s.hosts.values() {
+            let (cpu, mem, _) = s.allocated(&h.name);
+            prop_assert!(u64::from(cpu) <= u64::from(h.capacity.vcpus) * 4, "{} overbooked", h.name);
+            prop_assert!(mem <= h.capacity.memory_mib, "{} overbooked", h.name);
         }
         for h in s.hosts.values().filter(|h| h.admin == AdminState::Maintenance) {
             prop_assert_eq!(s.allocated(&h.name).2, 0, "{} in maintenance hosts VMs", h.name);

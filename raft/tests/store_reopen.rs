@@ -21,6 +21,16 @@ fn commands() -> Vec<Command> {
             address: "127.0.0.1:7001".into(),
             labels: Default::default(),
         },
+        Command::HostObserved {
+            name: "h1".into(),
+            health: drover_raft::model::HostHealth::Up,
+            capacity: Some(drover_raft::model::Capacity {
+                vcpus: 4,
+                memory_mib: 4096,
+            }),
+            fencing_armed: None,
+            migration_uri: None,
+        },
         Command::CreateVm {
             name: "web".into(),
             spec: VmSpec {
@@ -97,7 +107,7 @@ async fn state_machine_reopens_as_applied() -> anyhow::Result<()> {
     let (_log, mut sm) = store::open(dir.path())?;
     let after = sm.view().read(|d| (d.last_applied, d.state.clone()));
     assert_eq!(before, after);
-    assert_eq!(after.0.map(|l| l.index), Some(8));
+    assert_eq!(after.0.map(|l| l.index), Some(9));
     assert_eq!(after.1.placement.cpu_overcommit_pct, 200);
     assert_eq!(after.1.operations.running().count(), 1);
     assert_eq!(after.1.vms.keys().collect::<Vec<_>>(), ["web"]);

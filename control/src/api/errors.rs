@@ -33,6 +33,7 @@ pub fn apply_error(e: &ApplyError) -> Status {
         | ApplyError::VmNotRunning { .. }
         | ApplyError::HostNotUp { .. }
         | ApplyError::HostNotActive { .. }
+        | ApplyError::NoRoom { .. }
         | ApplyError::NoMigrationUri { .. }
         | ApplyError::HostAlreadyDraining { .. }
         | ApplyError::HostNotEmpty { .. } => Status::failed_precondition(msg),

@@ -52,6 +52,49 @@ impl ClusterState {
             })
     }
 
+    /// Whether `host` has room for `vm` under the placement policy: vCPUs and memory within
+    /// capacity × overcommit (counting every VM placed on or migrating to it, except `vm`
+    /// itself), and no other VM of `vm`'s anti-affinity group there. The scheduler picks
+    /// hosts by the same rules; `apply` checks them again so that placements decided
+    /// concurrently (many VM actors after a failover) can never overbook a host together.
+    pub fn room_for(&self, host: &Host, vm: &Vm) -> Result<(), String> {
+        let mut used = (0u64, 0u64);
+        let mut group_there = false;
+        for other in self.vms.values() {
+            let here = other.host.as_deref() == Some(host.name.as_str())
+                || self.migrating_to(other) == Some(host.name.as_str());
+            if !here || other.name == vm.name {
+                continue;
+            }
+            used.0 += u64::from(other.spec.vcpus);
+            used.1 += other.spec.memory_mib;
+            group_there |= other.anti_affinity.is_some() && other.anti_affinity == vm.anti_affinity;
+        }
+        let cpu_limit =
+            u64::from(host.capacity.vcpus) * u64::from(self.placement.cpu_overcommit_pct) / 100;
+        let mem_limit =
+            host.capacity.memory_mib * u64::from(self.placement.memory_overcommit_pct) / 100;
+        if used.0 + u64::from(vm.spec.vcpus) > cpu_limit {
+            return Err(format!(
+                "{} of {cpu_limit} vCPUs allocated, needs {}",
+                used.0, vm.spec.vcpus
+            ));
+        }
+        if used.1 + vm.spec.memory_mib > mem_limit {
+            return Err(format!(
+                "{} of {mem_limit} MiB allocated, needs {}",
+                used.1, vm.spec.memory_mib
+            ));
+        }
+        if group_there {
+            return Err(format!(
+                "already runs a VM of anti-affinity group {}",
+                vm.anti_affinity.as_deref().unwrap_or_default()
+            ));
+        }
+        Ok(())
+    }
+
     /// The destination of `vm`'s running migration.
     pub fn migrating_to(&self, vm: &Vm) -> Option<&str> {
         let op = self.operations.ops.get(&vm.migration?)?;
