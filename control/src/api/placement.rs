@@ -23,6 +23,7 @@ pub async fn set(
     meta: &MetadataMap,
     req: pb::PlacementPolicy,
 ) -> Result<pb::PlacementPolicy, Status> {
+    fresh_read(node, false).await?;
     let mut policy = node.view().read(|d| d.state.placement);
     if req.cpu_overcommit != 0.0 {
         policy.cpu_overcommit_pct = percent("cpu_overcommit", req.cpu_overcommit)?;

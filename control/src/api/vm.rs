@@ -99,9 +99,11 @@ impl VmService for VmApi {
             auto_converge: !req.no_auto_converge,
             progress_timeout_ms: nonzero_or(req.progress_timeout_ms, defaults.progress_timeout_ms),
         };
-        // The destination is chosen (or checked) here, against this node's state; apply
-        // re-checks what must hold at commit time (placement generation, hosts up and
-        // active), so a stale read can only make the command fail, never misplace.
+        // The destination is chosen (or checked) against a current state: only the leader
+        // answers (a follower says where the leader is, and the client retries there), after
+        // a quorum round. Apply re-checks what must hold at commit time anyway (generation,
+        // hosts up, active, with room), so a race can only make the command fail.
+        fresh_read(&self.node, false).await?;
         let (dst, generation) = self.node.view().read(|d| {
             let vm = d
                 .state
