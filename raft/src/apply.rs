@@ -352,7 +352,13 @@ impl ClusterState {
                 dst,
                 policy,
                 at_ms,
-            } => self.start_migration(vm, *expected_generation, dst, policy, *at_ms),
+                limits,
+            } => {
+                if let Some((per_host, cluster)) = limits {
+                    self.check_migration_limits(vm, *per_host, *cluster)?;
+                }
+                self.start_migration(vm, *expected_generation, dst, policy, *at_ms)
+            }
             Command::MigrationProgress { op, progress } => {
                 let o = self.running_op(*op, "migrate")?;
                 o.progress = Progress::Migration(*progress);
@@ -605,6 +611,41 @@ impl ClusterState {
             }
         }
         Ok(Reply::Vm(vm.clone()))
+    }
+
+    /// Refuses a new migration of `vm` when `per_host` already run out of its host or
+    /// `cluster` in the whole cluster.
+    fn check_migration_limits(
+        &self,
+        vm: &str,
+        per_host: u32,
+        cluster: u32,
+    ) -> Result<(), ApplyError> {
+        let src = self.vms.get(vm).and_then(|v| v.host.clone());
+        let (mut from_src, mut all) = (0u32, 0u32);
+        for op in self.operations.running() {
+            if let OpKind::Migrate { src: s, .. } = &op.kind {
+                all += 1;
+                if Some(s) == src.as_ref() {
+                    from_src += 1;
+                }
+            }
+        }
+        if from_src >= per_host {
+            return Err(ApplyError::MigrationLimit {
+                scope: format!("out of {}", src.unwrap_or_default()),
+                running: from_src,
+                limit: per_host,
+            });
+        }
+        if all >= cluster {
+            return Err(ApplyError::MigrationLimit {
+                scope: "in the cluster".into(),
+                running: all,
+                limit: cluster,
+            });
+        }
+        Ok(())
     }
 
     /// The running operation `id`, which must be of `kind`.

@@ -76,6 +76,11 @@ pub enum Command {
         dst: String,
         policy: MigrationPolicy,
         at_ms: u64,
+        /// Refuse when this many migrations already run (out of the source host, in the
+        /// cluster): a drain's parallelism limits, checked here so that several drains
+        /// deciding at once cannot exceed them together. `None`: an operator's migration.
+        #[serde(default)]
+        limits: Option<(u32, u32)>,
     },
     /// The latest job statistics of a running migration.
     MigrationProgress {
@@ -316,6 +321,12 @@ pub enum ApplyError {
     SameHost { vm: String, host: String },
     #[error("Host {host:?} is {health}; it must be up")]
     HostNotUp { host: String, health: String },
+    #[error("Migration limit reached: {running} running {scope} (limit {limit})")]
+    MigrationLimit {
+        scope: String,
+        running: u32,
+        limit: u32,
+    },
     #[error("Host {host:?} has no room for VM {vm:?}: {reason}")]
     NoRoom {
         host: String,

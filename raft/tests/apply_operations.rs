@@ -88,6 +88,7 @@ fn migrate(vm: &str, generation: u64, dst: &str) -> Command {
         dst: dst.into(),
         policy: MigrationPolicy::default(),
         at_ms: 10,
+        limits: None,
     }
 }
 
@@ -449,6 +450,66 @@ fn placements_never_overbook_or_break_anti_affinity() {
     // Nor may a migration bring "a" (256 MiB, group web) to the full h2.
     let err = refused(&mut s, migrate("a", 1, "h2"));
     assert!(err.to_string().contains("MiB allocated"), "{err}");
+}
+
+#[test]
+fn drain_migrations_respect_the_limits_at_commit() {
+    let mut s = ClusterState::default();
+    for h in ["h1", "h2", "h3"] {
+        host_up(&mut s, h);
+    }
+    // Three plain (no group) running VMs: two on h1, one on h2.
+    for (vm, host) in [("a", "h1"), ("b", "h1"), ("c", "h2")] {
+        ok(
+            &mut s,
+            Command::CreateVm {
+                name: vm.into(),
+                spec: VmSpec {
+                    vcpus: 1,
+                    memory_mib: 64,
+                },
+                start: true,
+                ha: false,
+                ha_priority: 0,
+                require_labels: Default::default(),
+                anti_affinity: None,
+            },
+        );
+        ok(
+            &mut s,
+            Command::PlaceVm {
+                name: vm.into(),
+                host: host.into(),
+                expected_generation: 0,
+            },
+        );
+        ok(
+            &mut s,
+            Command::VmObserved {
+                name: vm.into(),
+                generation: 1,
+                observed: ObservedState::Running,
+                reason: String::new(),
+            },
+        );
+    }
+    let limited = |vm: &str, dst: &str, limits: (u32, u32)| Command::StartMigration {
+        vm: vm.into(),
+        expected_generation: 1,
+        dst: dst.into(),
+        policy: MigrationPolicy::default(),
+        at_ms: 10,
+        limits: Some(limits),
+    };
+    op_id(ok(&mut s, limited("a", "h3", (1, 8))));
+    // A second one out of h1 exceeds 1 per host; one out of h2 exceeds 1 in the cluster.
+    let err = refused(&mut s, limited("b", "h3", (1, 8)));
+    assert!(err.to_string().contains("out of h1"), "{err}");
+    let err = refused(&mut s, limited("c", "h3", (8, 1)));
+    assert!(err.to_string().contains("in the cluster"), "{err}");
+    // Within the limits it goes, and an operator's migration has none.
+    op_id(ok(&mut s, limited("c", "h3", (8, 2))));
+    op_id(ok(&mut s, migrate("b", 1, "h2")));
 }
 
 #[test]

@@ -21,6 +21,8 @@ pub struct DrainActor {
     node: RaftNode,
     limits: DrainLimits,
     busy: bool,
+    /// Something changed while a step's commits were in flight: step again after them.
+    again: bool,
 }
 
 impl DrainActor {
@@ -30,11 +32,13 @@ impl DrainActor {
             node,
             limits,
             busy: false,
+            again: false,
         }
     }
 
     fn run_step(&mut self, ctx: &mut Context<Self>) {
         if self.busy {
+            self.again = true;
             return;
         }
         let decided = self.node.view().read(|d| {
@@ -90,6 +94,7 @@ impl DrainActor {
                         dst,
                         policy: MigrationPolicy::default(),
                         at_ms: wall_clock_ms(),
+                        limits: Some((self.limits.per_host as u32, self.limits.cluster as u32)),
                     });
                 }
                 for (vm, generation, dst) in cold {
@@ -133,7 +138,12 @@ impl DrainActor {
                 }
             }
             .into_actor(self)
-            .map(|_, act, _| act.busy = false),
+            .map(|_, act, ctx| {
+                act.busy = false;
+                if std::mem::take(&mut act.again) {
+                    act.run_step(ctx);
+                }
+            }),
         );
     }
 }

@@ -34,6 +34,7 @@ pub fn apply_error(e: &ApplyError) -> Status {
         | ApplyError::HostNotUp { .. }
         | ApplyError::HostNotActive { .. }
         | ApplyError::NoRoom { .. }
+        | ApplyError::MigrationLimit { .. }
         | ApplyError::NoMigrationUri { .. }
         | ApplyError::HostAlreadyDraining { .. }
         | ApplyError::HostNotEmpty { .. } => Status::failed_precondition(msg),

@@ -144,6 +144,7 @@ impl VmService for VmApi {
             dst,
             policy,
             at_ms: wall_clock_ms(),
+            limits: None,
         };
         match commit(&self.node, &meta, cmd).await? {
             Reply::Operation(op) => Ok(Response::new(convert::operation(&op))),
