@@ -10,7 +10,6 @@ use drover_raft::model::{EventKind, MigrationPolicy, OpKind, Progress};
 use drover_raft::{wall_clock_ms, Command, RaftNode, Request};
 
 use super::plan::{step, DrainLimits, Step};
-use crate::scheduler::Policy;
 use crate::vm::Poke;
 use crate::Shutdown;
 
@@ -56,7 +55,7 @@ impl DrainActor {
             };
             Some((
                 host,
-                step(op, &d.state, &Policy::from(&d.state.placement), self.limits),
+                step(op, &d.state, &d.state.placement, self.limits),
                 current,
             ))
         });

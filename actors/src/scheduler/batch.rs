@@ -10,37 +10,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Policy {
-    /// vCPUs that may be allocated per physical vCPU (default 4.0).
-    pub cpu_ratio: f64,
-    /// Memory that may be allocated per MiB present (default 1.0: no overcommit).
-    pub memory_ratio: f64,
-    pub weigher: Weigher,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Self {
-            cpu_ratio: 4.0,
-            memory_ratio: 1.0,
-            weigher: Weigher::Spread,
-        }
-    }
-}
-
+/// The replicated placement policy: overcommit ratios (in percent) and the weigher.
+pub use drover_raft::model::PlacementPolicy as Policy;
 pub use drover_raft::model::Weigher;
-
-impl From<&drover_raft::model::PlacementPolicy> for Policy {
-    /// The replicated policy (ratios in percent) as the scheduler computes with it.
-    fn from(p: &drover_raft::model::PlacementPolicy) -> Self {
-        Self {
-            cpu_ratio: f64::from(p.cpu_overcommit_pct) / 100.0,
-            memory_ratio: f64::from(p.memory_overcommit_pct) / 100.0,
-            weigher: p.weigher,
-        }
-    }
-}
 
 /// A host as the scheduler sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,19 +69,23 @@ pub fn refuse(req: &Request, host: &HostView, policy: &Policy) -> Option<String>
             return Some(format!("already runs a VM of anti-affinity group {group}"));
         }
     }
-    let cpu_limit = (f64::from(host.vcpus) * policy.cpu_ratio).floor() as u64;
+    let cpu_limit = policy.cpu_limit(host.vcpus);
     let cpu_needed = u64::from(host.used_vcpus) + u64::from(req.vcpus);
     if cpu_needed > cpu_limit {
         return Some(format!(
             "{} of {cpu_limit} vCPUs allocated (ratio {}), needs {}",
-            host.used_vcpus, policy.cpu_ratio, req.vcpus
+            host.used_vcpus,
+            policy.cpu_ratio(),
+            req.vcpus
         ));
     }
-    let mem_limit = (host.memory_mib as f64 * policy.memory_ratio).floor() as u64;
+    let mem_limit = policy.memory_limit(host.memory_mib);
     if host.used_memory_mib + req.memory_mib > mem_limit {
         return Some(format!(
             "{} of {mem_limit} MiB allocated (ratio {}), needs {}",
-            host.used_memory_mib, policy.memory_ratio, req.memory_mib
+            host.used_memory_mib,
+            policy.memory_ratio(),
+            req.memory_mib
         ));
     }
     None
@@ -343,8 +319,8 @@ mod tests {
                         prop_assert!(!h.groups.contains(g), "anti-affinity violated");
                     }
                     book(h, r);
-                    prop_assert!(f64::from(h.used_vcpus) <= f64::from(h.vcpus) * policy.cpu_ratio);
-                    prop_assert!(h.used_memory_mib as f64 <= h.memory_mib as f64 * policy.memory_ratio);
+                    prop_assert!(u64::from(h.used_vcpus) <= policy.cpu_limit(h.vcpus));
+                    prop_assert!(h.used_memory_mib <= policy.memory_limit(h.memory_mib));
                 }
             }
         }

@@ -3,7 +3,7 @@
 
 use drover_raft::model::{ClusterState, DesiredState, HostHealth, ObservedState, Vm};
 
-use crate::scheduler::{self, Policy};
+use crate::scheduler;
 
 /// What a host reported for this VM's domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,19 +52,17 @@ pub fn decide(vm: &Vm, state: &ClusterState, obs: Option<&Observation>) -> Actio
     }
     let Some(host) = vm.host.as_deref() else {
         return match vm.desired {
-            DesiredState::Running => {
-                match scheduler::place_vm(vm, None, state, &Policy::from(&state.placement)) {
-                    Ok(host) => Action::Place { host },
-                    Err(e) => {
-                        let reason = format!("pending: {e}");
-                        if vm.reason == reason {
-                            Action::Wait
-                        } else {
-                            Action::Pending { reason }
-                        }
+            DesiredState::Running => match scheduler::place_vm(vm, None, state, &state.placement) {
+                Ok(host) => Action::Place { host },
+                Err(e) => {
+                    let reason = format!("pending: {e}");
+                    if vm.reason == reason {
+                        Action::Wait
+                    } else {
+                        Action::Pending { reason }
                     }
                 }
-            }
+            },
             // Apply removes an unplaced VM at once when it is deleted.
             DesiredState::Stopped | DesiredState::Deleted => Action::Wait,
         };

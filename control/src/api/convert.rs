@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use drover_actors::scheduler::{place_vm, Policy};
+use drover_actors::scheduler::place_vm;
 use drover_proto::v1 as pb;
 use drover_raft::model::{
     ClusterState, DesiredState, Host, HostHealth, ObservedState, OpKind, Operation, Progress, Vm,
@@ -12,7 +12,7 @@ use drover_raft::model::{
 pub fn vm_in(vm_: &Vm, state: &ClusterState) -> pb::Vm {
     let mut out = vm(vm_);
     if vm_.host.is_none() && vm_.desired == DesiredState::Running {
-        if let Err(refusal) = place_vm(vm_, None, state, &Policy::from(&state.placement)) {
+        if let Err(refusal) = place_vm(vm_, None, state, &state.placement) {
             out.placement_refusals = refusal.reasons.into_iter().collect();
         }
     }

@@ -1,6 +1,6 @@
 //! `drover.v1.VmService`.
 
-use drover_actors::scheduler::{batch::refuse, host_views, place_vm, request_for, Policy};
+use drover_actors::scheduler::{batch::refuse, host_views, place_vm, request_for};
 use drover_proto::v1 as pb;
 use drover_proto::v1::vm_service_server::VmService;
 use drover_raft::model::{DesiredState, MigrationPolicy, VmSpec};
@@ -111,7 +111,7 @@ impl VmService for VmApi {
                 .get(&req.name)
                 .ok_or_else(|| Status::not_found(format!("VM {:?} not found", req.name)))?;
             let src = vm.host.as_deref();
-            let policy = Policy::from(&d.state.placement);
+            let policy = d.state.placement;
             let dst = if req.to.is_empty() {
                 place_vm(vm, src, &d.state, &policy).map_err(|r| {
                     Status::failed_precondition(format!("VM {:?} cannot move: {r}", req.name))

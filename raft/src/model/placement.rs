@@ -56,6 +56,26 @@ impl Default for PlacementPolicy {
 }
 
 impl PlacementPolicy {
+    /// vCPUs that may be allocated on a host with `vcpus` physical CPUs. Integer
+    /// arithmetic, shared by the scheduler and `apply`, so the two never disagree.
+    pub fn cpu_limit(&self, vcpus: u32) -> u64 {
+        u64::from(vcpus) * u64::from(self.cpu_overcommit_pct) / 100
+    }
+
+    /// MiB that may be allocated on a host with `memory_mib` present.
+    pub fn memory_limit(&self, memory_mib: u64) -> u64 {
+        memory_mib * u64::from(self.memory_overcommit_pct) / 100
+    }
+
+    /// The CPU ratio as people write it (4.0).
+    pub fn cpu_ratio(&self) -> f64 {
+        f64::from(self.cpu_overcommit_pct) / 100.0
+    }
+
+    pub fn memory_ratio(&self) -> f64 {
+        f64::from(self.memory_overcommit_pct) / 100.0
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if !CPU_OVERCOMMIT_PCT.contains(&self.cpu_overcommit_pct) {
             return Err(format!(

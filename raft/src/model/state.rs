@@ -70,10 +70,8 @@ impl ClusterState {
             used.1 += other.spec.memory_mib;
             group_there |= other.anti_affinity.is_some() && other.anti_affinity == vm.anti_affinity;
         }
-        let cpu_limit =
-            u64::from(host.capacity.vcpus) * u64::from(self.placement.cpu_overcommit_pct) / 100;
-        let mem_limit =
-            host.capacity.memory_mib * u64::from(self.placement.memory_overcommit_pct) / 100;
+        let cpu_limit = self.placement.cpu_limit(host.capacity.vcpus);
+        let mem_limit = self.placement.memory_limit(host.capacity.memory_mib);
         if used.0 + u64::from(vm.spec.vcpus) > cpu_limit {
             return Err(format!(
                 "{} of {cpu_limit} vCPUs allocated, needs {}",
