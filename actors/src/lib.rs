@@ -12,6 +12,8 @@
 mod agents;
 pub mod drain;
 pub mod failover;
+#[cfg(test)]
+mod fixtures;
 pub mod host;
 pub mod migration;
 pub mod scheduler;

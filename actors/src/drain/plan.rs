@@ -162,59 +162,31 @@ pub fn step(op: &Operation, state: &ClusterState, policy: &Policy, limits: Drain
 
 #[cfg(test)]
 mod tests {
-    use drover_raft::model::{AdminState, Capacity, Host, HostHealth, MigrationPolicy, Vm, VmSpec};
+    use drover_raft::model::{AdminState, Host, MigrationPolicy, Vm};
     use proptest::prelude::*;
 
     use super::*;
+    use crate::fixtures;
 
     fn host(name: &str, memory_mib: u64) -> Host {
-        Host {
-            name: name.into(),
-            address: "127.0.0.1:1".into(),
-            health: HostHealth::Up,
-            capacity: Capacity {
-                vcpus: 8,
-                memory_mib,
-            },
-            dead_reason: None,
-            fencing_armed: true,
-            labels: Default::default(),
-            admin: AdminState::Active,
-            migration_uri: format!("qemu+tcp://{name}/system"),
-        }
+        fixtures::host(name, 8, memory_mib)
     }
 
     fn vm(name: &str, on: &str, running: bool, group: Option<&str>) -> Vm {
         Vm {
-            name: name.into(),
-            spec: VmSpec {
-                vcpus: 1,
-                memory_mib: 256,
-            },
-            desired: DesiredState::Running,
             observed: if running {
                 ObservedState::Running
             } else {
                 ObservedState::ShutOff
             },
-            host: Some(on.into()),
-            generation: 1,
-            reason: String::new(),
-            ha: false,
-            ha_priority: 0,
-            require_labels: Default::default(),
             anti_affinity: group.map(String::from),
-            migration: None,
+            ..fixtures::vm(name, Some(on), 1, 256)
         }
     }
 
     /// A cluster with h1 draining and VMs on it; returns the state and the drain op id.
     fn draining(hosts: Vec<Host>, vms: Vec<Vm>, stop_when_blocked: bool) -> (ClusterState, u64) {
-        let mut s = ClusterState {
-            hosts: hosts.into_iter().map(|h| (h.name.clone(), h)).collect(),
-            vms: vms.into_iter().map(|v| (v.name.clone(), v)).collect(),
-            ..Default::default()
-        };
+        let mut s = fixtures::state(hosts, vms);
         s.hosts.get_mut("h1").unwrap().admin = AdminState::Draining;
         let id = s.operations.start(
             OpKind::Drain {

@@ -78,54 +78,23 @@ impl fmt::Display for Refusal {
 
 #[cfg(test)]
 mod tests {
-    use drover_raft::model::{
-        Capacity, DesiredState, Host, MigrationPolicy, ObservedState, OpKind, VmSpec,
-    };
+    use drover_raft::model::{Host, MigrationPolicy, OpKind};
 
     use super::*;
+    use crate::fixtures::{self, state};
 
     fn host(name: &str, admin: AdminState) -> Host {
         Host {
-            name: name.into(),
-            address: "127.0.0.1:1".into(),
-            health: HostHealth::Up,
-            capacity: Capacity {
-                vcpus: 2,
-                memory_mib: 1024,
-            },
-            dead_reason: None,
-            fencing_armed: true,
             labels: [("rack".to_string(), name.to_string())].into(),
             admin,
-            migration_uri: String::new(),
+            ..fixtures::host(name, 2, 1024)
         }
     }
 
     fn vm(name: &str, host: Option<&str>, group: Option<&str>) -> Vm {
         Vm {
-            name: name.into(),
-            spec: VmSpec {
-                vcpus: 1,
-                memory_mib: 512,
-            },
-            desired: DesiredState::Running,
-            observed: ObservedState::Running,
-            host: host.map(String::from),
-            generation: 1,
-            reason: String::new(),
-            ha: false,
-            ha_priority: 0,
-            require_labels: Default::default(),
             anti_affinity: group.map(String::from),
-            migration: None,
-        }
-    }
-
-    fn state(hosts: Vec<Host>, vms: Vec<Vm>) -> ClusterState {
-        ClusterState {
-            hosts: hosts.into_iter().map(|h| (h.name.clone(), h)).collect(),
-            vms: vms.into_iter().map(|v| (v.name.clone(), v)).collect(),
-            ..Default::default()
+            ..fixtures::vm(name, host, 1, 512)
         }
     }
 
