@@ -81,6 +81,22 @@ fn running_vm(s: &mut ClusterState, name: &str, host: &str) {
     );
 }
 
+/// A plain VM (not HA) of one vCPU, to be started once placed.
+fn create(name: &str, memory_mib: u64, anti_affinity: Option<&str>) -> Command {
+    Command::CreateVm {
+        name: name.into(),
+        spec: VmSpec {
+            vcpus: 1,
+            memory_mib,
+        },
+        start: true,
+        ha: false,
+        ha_priority: 0,
+        require_labels: Default::default(),
+        anti_affinity: anti_affinity.map(String::from),
+    }
+}
+
 fn migrate(vm: &str, generation: u64, dst: &str) -> Command {
     Command::StartMigration {
         vm: vm.into(),
@@ -293,21 +309,7 @@ fn drain_puts_an_empty_host_in_maintenance_and_activate_returns_it() {
         ApplyError::HostAlreadyDraining { .. }
     ));
     // A draining host takes no placements, and no migrations in.
-    ok(
-        &mut s,
-        Command::CreateVm {
-            name: "b".into(),
-            spec: VmSpec {
-                vcpus: 1,
-                memory_mib: 64,
-            },
-            start: true,
-            ha: false,
-            ha_priority: 0,
-            require_labels: Default::default(),
-            anti_affinity: None,
-        },
-    );
+    ok(&mut s, create("b", 64, None));
     assert!(matches!(
         refused(
             &mut s,
@@ -385,21 +387,7 @@ fn placements_never_overbook_or_break_anti_affinity() {
     host_up(&mut s, "h2");
     // "a" is in group web on h1.
     running_vm(&mut s, "a", "h1");
-    ok(
-        &mut s,
-        Command::CreateVm {
-            name: "b".into(),
-            spec: VmSpec {
-                vcpus: 1,
-                memory_mib: 256,
-            },
-            start: true,
-            ha: false,
-            ha_priority: 0,
-            require_labels: Default::default(),
-            anti_affinity: Some("web".into()),
-        },
-    );
+    ok(&mut s, create("b", 256, Some("web")));
     let err = refused(
         &mut s,
         Command::PlaceVm {
@@ -409,21 +397,7 @@ fn placements_never_overbook_or_break_anti_affinity() {
         },
     );
     assert!(err.to_string().contains("anti-affinity group web"), "{err}");
-    ok(
-        &mut s,
-        Command::CreateVm {
-            name: "huge".into(),
-            spec: VmSpec {
-                vcpus: 1,
-                memory_mib: 4000,
-            },
-            start: true,
-            ha: false,
-            ha_priority: 0,
-            require_labels: Default::default(),
-            anti_affinity: None,
-        },
-    );
+    ok(&mut s, create("huge", 4000, None));
     // h1 has 4096 MiB and "a" holds 256 of it.
     let err = refused(
         &mut s,
@@ -460,21 +434,7 @@ fn drain_migrations_respect_the_limits_at_commit() {
     }
     // Three plain (no group) running VMs: two on h1, one on h2.
     for (vm, host) in [("a", "h1"), ("b", "h1"), ("c", "h2")] {
-        ok(
-            &mut s,
-            Command::CreateVm {
-                name: vm.into(),
-                spec: VmSpec {
-                    vcpus: 1,
-                    memory_mib: 64,
-                },
-                start: true,
-                ha: false,
-                ha_priority: 0,
-                require_labels: Default::default(),
-                anti_affinity: None,
-            },
-        );
+        ok(&mut s, create(vm, 64, None));
         ok(
             &mut s,
             Command::PlaceVm {
