@@ -169,14 +169,7 @@ async fn multihost_failures_leave_the_guest_running_at_the_source() {
     eprintln!("phase: abort while it runs");
     let mut req = migrate_req("slow", 1, uri2.clone());
     req.bandwidth_mibps = 1;
-    let mut stream = a
-        .client
-        .migrate_vm(req.clone())
-        .await
-        .expect("MigrateVm")
-        .into_inner();
-    let first = data_moving(&mut stream).await;
-    assert!(!first.done, "too fast to abort: {first:?}");
+    let stream = under_way(&mut a, req.clone()).await;
     // A second caller attaches to the same migration instead of starting another.
     let attached = a
         .client
@@ -211,14 +204,7 @@ async fn multihost_failures_leave_the_guest_running_at_the_source() {
     eprintln!("phase: the destination QEMU freezes; the progress timeout aborts");
     let mut stalling = req.clone();
     stalling.progress_timeout_ms = 2_000;
-    let mut stream = a
-        .client
-        .migrate_vm(stalling)
-        .await
-        .expect("MigrateVm")
-        .into_inner();
-    let moving = data_moving(&mut stream).await;
-    assert!(!moving.done, "too fast to stall: {moving:?}");
+    let mut stream = under_way(&mut a, stalling).await;
     // libvirt writes the incoming QEMU's PID under the destination's run directory.
     let pid_file = lv.host(1).state_dir.join("run/qemu/slow.pid");
     let pid: i32 = std::fs::read_to_string(&pid_file)
@@ -267,14 +253,7 @@ async fn multihost_failures_leave_the_guest_running_at_the_source() {
     wait_running(&mut a, "slow", 1).await;
 
     eprintln!("phase: the destination's libvirtd dies mid-migration");
-    let mut stream = a
-        .client
-        .migrate_vm(req.clone())
-        .await
-        .expect("MigrateVm")
-        .into_inner();
-    let moving = data_moving(&mut stream).await;
-    assert!(!moving.done, "too fast to interrupt: {moving:?}");
+    let stream = under_way(&mut a, req.clone()).await;
     let kill = {
         let host = lv.host_mut(1);
         tokio::task::block_in_place(|| host.stop_libvirtd())
@@ -306,6 +285,19 @@ async fn multihost_failures_leave_the_guest_running_at_the_source() {
 
     a.shutdown().await;
     drop(lv);
+}
+
+/// Starts `req` on `h` and returns its stream once data moves (failing if it already ended).
+async fn under_way(h: &mut Hostd, req: MigrateVmRequest) -> Streaming<MigrationEvent> {
+    let mut stream = h
+        .client
+        .migrate_vm(req)
+        .await
+        .expect("MigrateVm")
+        .into_inner();
+    let ev = data_moving(&mut stream).await;
+    assert!(!ev.done, "too fast to act on while it runs: {ev:?}");
+    stream
 }
 
 /// Reads events until the job reports data sent: the migration is under way.
