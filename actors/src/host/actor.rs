@@ -206,7 +206,7 @@ impl HostActor {
                 );
             }
             // Up after Suspect; a dead host comes back only through `heartbeat`.
-            Health::Up => self.commit(ctx, up(&self.name, None, None)),
+            Health::Up => self.commit(ctx, up(&self.name, None, None, None)),
         }
     }
 
@@ -403,11 +403,8 @@ impl HostActor {
             memory_mib: h.memory_mib,
         });
         if self.tracker.health == Health::Up {
-            let mut cmd = up(&self.name, capacity, fencing_armed);
-            if let Command::HostObserved { migration_uri, .. } = &mut cmd {
-                *migration_uri = beat.host.as_ref().map(|h| h.migration_uri.clone());
-            }
-            self.commit(ctx, cmd);
+            let migration_uri = beat.host.as_ref().map(|h| h.migration_uri.clone());
+            self.commit(ctx, up(&self.name, capacity, fencing_armed, migration_uri));
         }
         self.cx.report_to.do_send(HostReport {
             host: self.name.clone(),
@@ -514,13 +511,18 @@ impl HostActor {
     }
 }
 
-fn up(name: &str, capacity: Option<Capacity>, fencing_armed: Option<bool>) -> Command {
+fn up(
+    name: &str,
+    capacity: Option<Capacity>,
+    fencing_armed: Option<bool>,
+    migration_uri: Option<String>,
+) -> Command {
     Command::HostObserved {
         name: name.to_string(),
         health: HostHealth::Up,
         capacity,
         fencing_armed,
-        migration_uri: None,
+        migration_uri,
     }
 }
 

@@ -371,7 +371,7 @@ impl Driver {
                 true
             }
             // Someone else finished it (a newer leader): nothing left to do.
-            Err(e) if e.contains("not running") => true,
+            Err(_) if Info::read(&self.node, self.op).is_none() => true,
             Err(e) => {
                 tracing::warn!(op = self.op, error = %e, "could not record the migration's end; retrying");
                 false
