@@ -27,7 +27,7 @@ use crate::failover::{self, Candidate, FailoverPolicy, Plan};
 use crate::host::health::LeaseTimings;
 use crate::host::{FenceAgent, GrantBook, HostActor, HostContext, HostReport};
 use crate::migration::MigrationActor;
-use crate::vm::{observed_state, Observation, Observe, Poke, VmActor};
+use crate::vm::{observation, Observation, Observe, Poke, VmActor};
 use crate::Shutdown;
 
 #[derive(Debug, Clone, Default)]
@@ -546,17 +546,12 @@ impl Handler<HostReport> for Supervisor {
                 .collect()
         });
         for name in placed {
-            let state = report
-                .domains
-                .iter()
-                .find(|d| d.name == name)
-                .map(|d| observed_state(d.state()))
-                .unwrap_or(ObservedState::Missing);
+            let obs = report.domains.iter().find(|d| d.name == name).map_or_else(
+                || Observation::missing(&report.host),
+                |d| observation(&report.host, d),
+            );
             if let Some(addr) = l.vms.get(&name) {
-                addr.do_send(Observe(Observation {
-                    host: report.host.clone(),
-                    state,
-                }));
+                addr.do_send(Observe(obs));
             }
         }
     }

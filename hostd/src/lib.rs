@@ -19,6 +19,7 @@ pub mod self_fence;
 mod service;
 mod session;
 mod signal;
+mod vm_locks;
 pub mod watchdog;
 
 use std::future::Future;

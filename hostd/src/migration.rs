@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::FutureExt as _;
-use tokio::sync::{watch, OwnedMutexGuard};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::Code;
 use tracing::{info, warn};
@@ -78,7 +78,7 @@ impl Migrations {
         hypervisor: Arc<dyn Hypervisor>,
         req: MigrationRequest,
         progress_timeout: Duration,
-        guard: OwnedMutexGuard<()>,
+        guard: crate::vm_locks::VmGuard,
     ) -> watch::Receiver<Update> {
         let (tx, rx) = watch::channel(Update::Progress(JobStats::default()));
         let cancelled = Arc::new(AtomicBool::new(false));

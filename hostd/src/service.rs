@@ -2,13 +2,12 @@
 //! runs the matching [`Hypervisor`] call on a blocking thread. Owns the translation between
 //! hypervisor types and the wire types, and the timing of a graceful stop.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use drover_proto::agent::v1 as pb;
 use drover_proto::agent::v1::host_agent_server::HostAgent;
-use tokio::sync::{watch, OwnedMutexGuard};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -24,6 +23,7 @@ use crate::hypervisor::{
 use crate::migration::{Migrations, Update};
 use crate::self_fence::LeaseKeeper;
 use crate::session;
+use crate::vm_locks::{VmGuard, VmLocks};
 
 /// How long StopVm waits for a guest when the request leaves `timeout_ms` at zero.
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -40,8 +40,9 @@ pub(crate) struct Shared {
     pub(crate) stop: watch::Receiver<bool>,
     /// One lock per VM name, so that a StartVm cannot interleave with the shutdown-then-
     /// destroy of a StopVm (whose final destroy would kill the fresh guest) or an UndefineVm.
-    /// DestroyVm does not take it: it must be able to cut a slow StopVm short.
-    vm_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// DestroyVm does not take it: it must be able to cut a slow StopVm short. Heartbeats
+    /// read it to mark domains a command is changing `busy`.
+    pub(crate) vm_locks: VmLocks,
     /// The highest leader term seen (persisted); see [`crate::fencing`].
     pub(crate) fencing: Fencing,
     /// This host's lease from the controllers; see [`crate::self_fence`].
@@ -51,13 +52,8 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    async fn lock_vm(&self, name: &str) -> OwnedMutexGuard<()> {
-        let lock = {
-            // The map holds no invariant a panic could break, so a poisoned lock is usable.
-            let mut locks = self.vm_locks.lock().unwrap_or_else(PoisonError::into_inner);
-            Arc::clone(locks.entry(name.to_string()).or_default())
-        };
-        lock.lock_owned().await
+    async fn lock_vm(&self, name: &str) -> VmGuard {
+        self.vm_locks.lock(name).await
     }
 
     /// Runs a hypervisor call on a blocking thread: libvirt calls block.
@@ -103,7 +99,7 @@ impl AgentService {
                 config,
                 hypervisor,
                 stop,
-                vm_locks: Mutex::new(HashMap::new()),
+                vm_locks: VmLocks::default(),
                 fencing,
                 lease,
                 migrations: Arc::default(),
@@ -120,6 +116,25 @@ impl AgentService {
         name: &str,
         fence: Option<pb::Fence>,
     ) -> Result<pb::Fence, Status> {
+        let fence = self.fenced_term(op, name, fence).await?;
+        let vm = name.to_string();
+        let held = self
+            .shared
+            .blocking(move |hv| hv.domain(&vm))
+            .await
+            .map_err(self.failed(op, name))?
+            .map(|d| d.generation);
+        check_generation(name, held, fence.generation).map_err(self.failed(op, name))?;
+        Ok(fence)
+    }
+
+    /// Admits a command's term only (see [`Self::fenced`]).
+    async fn fenced_term(
+        &self,
+        op: &'static str,
+        name: &str,
+        fence: Option<pb::Fence>,
+    ) -> Result<pb::Fence, Status> {
         let fence = fence.ok_or_else(|| {
             self.failed(op, name)(HostdError::InvalidArgument(
                 "missing fencing token (term and generation)".into(),
@@ -130,14 +145,6 @@ impl AgentService {
             .admit(fence.term)
             .await
             .map_err(self.failed(op, name))?;
-        let vm = name.to_string();
-        let held = self
-            .shared
-            .blocking(move |hv| hv.domain(&vm))
-            .await
-            .map_err(self.failed(op, name))?
-            .map(|d| d.generation);
-        check_generation(name, held, fence.generation).map_err(self.failed(op, name))?;
         Ok(fence)
     }
 
@@ -442,10 +449,17 @@ impl HostAgent for AgentService {
     ) -> Result<Response<pb::Domain>, Status> {
         let req = request.into_inner();
         validate_name(&req.name).map_err(self.failed("DestroyVm", &req.name))?;
-        let fence = self.fenced("DestroyVm", &req.name, req.fence).await?;
+        let fence = if req.stray {
+            // The leader says the cluster does not place this VM here: a copy of any
+            // generation must go, or a stray newer than the state runs beside the real one.
+            // Its term still has to be current.
+            self.fenced_term("DestroyVm", &req.name, req.fence).await?
+        } else {
+            self.fenced("DestroyVm", &req.name, req.fence).await?
+        };
         info!(
             host = %self.host(), vm = %req.name, term = fence.term,
-            generation = fence.generation, "DestroyVm"
+            generation = fence.generation, stray = req.stray, "DestroyVm"
         );
         let name = req.name.clone();
         let domain = self
@@ -531,6 +545,7 @@ pub(crate) fn domain_to_pb(domain: ManagedDomain) -> pb::Domain {
         vcpus: domain.vcpus,
         memory_mib: domain.memory_mib,
         ha: domain.ha,
+        busy: false,
     }
 }
 

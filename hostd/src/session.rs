@@ -171,14 +171,26 @@ async fn granted(shared: &Shared, grant: &pb::LeaseGrant) {
 }
 
 async fn heartbeat(shared: &Shared, seq: u64) -> Result<pb::Heartbeat, HostdError> {
+    let before = shared.vm_locks.snapshot();
     let (capacity, domains) = shared
         .blocking(|hv| Ok((hv.host_info()?, hv.list_managed()?)))
         .await?;
+    let after = shared.vm_locks.snapshot();
     let lease = shared.lease.view();
+    let domains = domains
+        .into_iter()
+        .map(|d| {
+            let busy = before.busy(&after, &d.name);
+            pb::Domain {
+                busy,
+                ..domain_to_pb(d)
+            }
+        })
+        .collect();
     Ok(pb::Heartbeat {
         seq,
         host: Some(shared.host_info(capacity)),
-        domains: domains.into_iter().map(domain_to_pb).collect(),
+        domains,
         lease: Some(pb::LeaseStatus {
             held: lease.remaining.is_some(),
             remaining_ms: lease.remaining.map_or(0, |d| d.as_millis() as u64),

@@ -417,6 +417,7 @@ async fn fencing_tokens_refuse_deposed_leaders_and_stale_generations() {
         .destroy_vm(VmRef {
             name: "fenced".into(),
             fence: None,
+            stray: false,
         })
         .await
         .expect_err("no token");
@@ -449,5 +450,6 @@ fn vm_ref_at_term(name: &str, term: u64, generation: u64) -> VmRef {
     VmRef {
         name: name.to_string(),
         fence: Some(Fence { term, generation }),
+        stray: false,
     }
 }

@@ -185,6 +185,7 @@ async fn multihost_failures_leave_the_guest_running_at_the_source() {
                 term: 1,
                 generation: 1,
             }),
+            stray: false,
         })
         .await
         .expect("AbortMigration")

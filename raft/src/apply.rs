@@ -71,6 +71,7 @@ impl ClusterState {
             | Command::FailoverVm { name, .. }
             | Command::SetDesiredState { name, .. }
             | Command::PlaceVm { name, .. }
+            | Command::BeginStart { name, .. }
             | Command::VmObserved { name, .. }
             | Command::RemoveVm { name, .. } => Touched::Vm(name.clone()),
         };
@@ -318,9 +319,42 @@ impl ClusterState {
                 if vm.desired == DesiredState::Deleted {
                     return Err(ApplyError::VmDeleting(name.clone()));
                 }
+                // The last guard of never-twice, whatever the placer believed.
+                let current = vm.clone();
+                self.may_leave_host(&current)
+                    .map_err(|why| ApplyError::VmMayStillRun {
+                        vm: name.clone(),
+                        why,
+                    })?;
+                let vm = self.vm_at(name, *expected_generation)?;
                 vm.host = Some(host.clone());
                 vm.generation += 1;
                 vm.observed = ObservedState::Unknown;
+                vm.reason.clear();
+                Ok(Reply::Vm(vm.clone()))
+            }
+            Command::BeginStart {
+                name,
+                expected_generation,
+            } => {
+                let vm = self.vm_at(name, *expected_generation)?;
+                if vm.host.is_none() {
+                    return Err(ApplyError::VmNotPlaced(name.clone()));
+                }
+                if let Some(op) = vm.migration {
+                    return Err(ApplyError::VmMigrating {
+                        vm: name.clone(),
+                        op,
+                    });
+                }
+                if vm.desired != DesiredState::Running {
+                    return Err(ApplyError::NotToStart {
+                        vm: name.clone(),
+                        desired: vm.desired.as_str().into(),
+                    });
+                }
+                vm.generation += 1;
+                vm.observed = ObservedState::Starting;
                 vm.reason.clear();
                 Ok(Reply::Vm(vm.clone()))
             }
@@ -331,6 +365,12 @@ impl ClusterState {
                 reason,
             } => {
                 let vm = self.vm_at(name, *generation)?;
+                // "Not listed" says nothing about a start that has not arrived yet; only
+                // a report of the domain at this generation (it carries the start's
+                // generation once the start was handled) or the start's answer does.
+                if vm.observed == ObservedState::Starting && *observed == ObservedState::Missing {
+                    return Err(ApplyError::StartUnconfirmed(name.clone()));
+                }
                 vm.observed = *observed;
                 vm.reason.clone_from(reason);
                 Ok(Reply::Vm(vm.clone()))

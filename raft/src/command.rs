@@ -148,6 +148,14 @@ pub enum Command {
         host: String,
         expected_generation: u64,
     },
+    /// The VM's actor is about to send a start to the VM's host: generation + 1 and
+    /// observed `Starting`, before the start leaves. The start carries the new generation,
+    /// so a host's report of the domain at that generation proves the start was handled,
+    /// and no "shut off" recorded earlier can let a cold move race the start in flight.
+    BeginStart {
+        name: String,
+        expected_generation: u64,
+    },
     /// What the VM's host reports (or why it could not be placed or started), for the
     /// placement of `generation`; reports about an older placement are ignored.
     VmObserved {
@@ -201,6 +209,7 @@ impl Command {
             Command::CreateVm { .. } => "create_vm",
             Command::SetDesiredState { .. } => "set_desired_state",
             Command::PlaceVm { .. } => "place_vm",
+            Command::BeginStart { .. } => "begin_start",
             Command::VmObserved { .. } => "vm_observed",
             Command::RemoveVm { .. } => "remove_vm",
             Command::StartMigration { .. } => "start_migration",
@@ -341,6 +350,18 @@ pub enum ApplyError {
     HostAlreadyDraining { host: String, admin: String },
     #[error("Host {host:?} still has VMs: {vms}")]
     HostNotEmpty { host: String, vms: String },
+    #[error("VM {vm:?} cannot move: {why}")]
+    VmMayStillRun {
+        vm: String,
+        why: crate::model::MayStillRun,
+    },
+    #[error(
+        "VM {0:?} is starting: only a report of its domain at the new generation ends that \
+         (a start may still be in flight)"
+    )]
+    StartUnconfirmed(String),
+    #[error("VM {vm:?} is desired {desired}; only a VM that should run is started")]
+    NotToStart { vm: String, desired: String },
     #[error(
         "Host {0:?} cannot be declared dead by its lease: it has not reported self-fencing \
          armed (or HA is disarmed); only an operator fence can"

@@ -332,7 +332,11 @@ fn arb_command() -> impl Strategy<Value = Command> {
         DesiredState::Stopped,
         DesiredState::Deleted,
     ]);
-    let observed = prop::sample::select(vec![ObservedState::Running, ObservedState::ShutOff]);
+    let observed = prop::sample::select(vec![
+        ObservedState::Running,
+        ObservedState::ShutOff,
+        ObservedState::Missing,
+    ]);
     prop_oneof![
         host.clone().prop_map(add_host),
         (name.clone(), 0u32..4, 0u64..512, any::<bool>()).prop_map(|(n, c, m, start)| {
@@ -357,6 +361,10 @@ fn arb_command() -> impl Strategy<Value = Command> {
             observed: o,
             reason: String::new()
         }),
+        (name.clone(), 0u64..3).prop_map(|(n, g)| Command::BeginStart {
+            name: n.into(),
+            expected_generation: g
+        }),
         (name.clone(), 0u64..3).prop_map(|(n, g)| Command::RemoveVm {
             name: n.into(),
             expected_generation: g
@@ -376,7 +384,11 @@ fn arb_command() -> impl Strategy<Value = Command> {
         (host.clone(), any::<bool>()).prop_map(|(h, armed)| Command::HostObserved {
             name: h.into(),
             health: HostHealth::Up,
-            capacity: None,
+            // Room for a few VMs, so that placements (and moves) happen.
+            capacity: Some(Capacity {
+                vcpus: 8,
+                memory_mib: 1024,
+            }),
             fencing_armed: Some(armed),
             migration_uri: None,
         }),
@@ -400,9 +412,32 @@ proptest! {
         let mut a = ClusterState::default();
         let mut b = ClusterState::default();
         for cmd in &log {
+            let before = a.clone();
             let (ra, _) = a.apply(cmd);
             let (rb, _) = b.apply(cmd);
-            prop_assert_eq!(ra, rb);
+            prop_assert_eq!(&ra, &rb);
+            // Never twice: a placed VM got another host only when no copy could still
+            // run on the old one (confirmed off there, or the host dead and the VM HA,
+            // or the host confirmed off by an operator or fence agent).
+            for (name, old) in &before.vms {
+                let (Some(from), Some(new)) = (&old.host, a.vms.get(name)) else {
+                    continue;
+                };
+                if new.host.as_ref() == Some(from) {
+                    continue;
+                }
+                let host = &before.hosts[from];
+                let fenced = host.health == HostHealth::Dead
+                    && (old.ha || host.dead_reason != Some(DeadReason::LeaseLapsed));
+                prop_assert!(
+                    matches!(
+                        old.observed,
+                        ObservedState::ShutOff | ObservedState::Missing | ObservedState::Crashed
+                    ) || fenced,
+                    "{:?} moved {} off {} while {:?} there ({:?})",
+                    cmd, name, from, old.observed, host.health
+                );
+            }
         }
         prop_assert_eq!(&a, &b);
         // Invariants that hold after any log.
@@ -556,4 +591,144 @@ fn disarm_and_arm() {
             reason: DeadReason::Operator,
         },
     );
+}
+
+/// Issue 9, point 1: `apply` is the last guard of never-twice for cold moves. A placed VM
+/// gets another host only if (a) its host confirmed it off at its current generation, (b)
+/// its host is dead and it is HA, or (c) an operator (or fence agent) confirmed the host off.
+#[test]
+fn a_vm_that_may_still_run_is_never_placed_elsewhere() {
+    let observe = |name: &str, generation, observed| Command::VmObserved {
+        name: name.into(),
+        generation,
+        observed,
+        reason: String::new(),
+    };
+    let health = |host: &str, health| Command::HostObserved {
+        name: host.into(),
+        health,
+        capacity: None,
+        fencing_armed: None,
+        migration_uri: None,
+    };
+    let mut s = ClusterState::default();
+    host_with_room(&mut s, "h1");
+    host_with_room(&mut s, "h2");
+    ok(&mut s, armed_report("h1", true));
+    ok(&mut s, create("plain"));
+    ok(&mut s, place("plain", "h1", 0));
+    ok(&mut s, observe("plain", 1, ObservedState::Running));
+
+    // Up, running: only a live migration may move it.
+    let e = refused(&mut s, place("plain", "h2", 1));
+    assert!(matches!(e, ApplyError::VmMayStillRun { .. }), "{e}");
+    // Suspect (frozen hostd): it may still run there.
+    ok(&mut s, health("h1", HostHealth::Suspect));
+    let e = refused(&mut s, place("plain", "h2", 1));
+    assert!(
+        e.to_string()
+            .contains("drover host fence h1 --yes-it-is-off"),
+        "{e}"
+    );
+    // Dead by its lease: a non-HA VM is not fenced by a lapse, so it may still run.
+    ok(
+        &mut s,
+        Command::DeclareHostDead {
+            name: "h1".into(),
+            reason: DeadReason::LeaseLapsed,
+        },
+    );
+    assert!(matches!(
+        refused(&mut s, place("plain", "h2", 1)),
+        ApplyError::VmMayStillRun { .. }
+    ));
+    // An HA VM on that host was fenced by the lapse: it may move.
+    let mut t = s.clone();
+    t.vms.get_mut("plain").unwrap().ha = true;
+    ok(&mut t, place("plain", "h2", 1));
+    // An operator confirmed the host is off: it may move.
+    ok(
+        &mut s,
+        Command::DeclareHostDead {
+            name: "h1".into(),
+            reason: DeadReason::Operator,
+        },
+    );
+    ok(&mut s, place("plain", "h2", 1));
+    assert_eq!(s.vms["plain"].host.as_deref(), Some("h2"));
+}
+
+/// Issue 9, point 1, the race: a cold move must not land while a start is in flight on the
+/// old host. Every start moves the VM to a new generation first, and only a report of the
+/// domain at that generation (or the start's answer) ends `Starting`.
+#[test]
+fn a_cold_move_cannot_race_a_start_in_flight() {
+    let observe = |generation, observed| Command::VmObserved {
+        name: "web".into(),
+        generation,
+        observed,
+        reason: String::new(),
+    };
+    let mut s = ClusterState::default();
+    host_with_room(&mut s, "h1");
+    host_with_room(&mut s, "h2");
+    ok(&mut s, create("web"));
+    ok(&mut s, place("web", "h1", 0));
+    ok(&mut s, observe(1, ObservedState::ShutOff));
+    // The actor is about to send a start: generation 2, Starting.
+    let Reply::Vm(vm) = ok(
+        &mut s,
+        Command::BeginStart {
+            name: "web".into(),
+            expected_generation: 1,
+        },
+    ) else {
+        panic!()
+    };
+    assert_eq!((vm.generation, vm.observed), (2, ObservedState::Starting));
+    // A drain that read "shut off" before the start: stale generation.
+    assert!(matches!(
+        refused(&mut s, place("web", "h2", 1)),
+        ApplyError::StaleGeneration { .. }
+    ));
+    // One that read the new generation: the start may be in flight.
+    assert!(matches!(
+        refused(&mut s, place("web", "h2", 2)),
+        ApplyError::VmMayStillRun { .. }
+    ));
+    // A heartbeat listing the domain at the old generation proves nothing.
+    assert!(matches!(
+        refused(&mut s, observe(1, ObservedState::ShutOff)),
+        ApplyError::StaleGeneration { .. }
+    ));
+    // "Not listed" does not either: the start may not have arrived yet.
+    assert_eq!(
+        refused(&mut s, observe(2, ObservedState::Missing)),
+        ApplyError::StartUnconfirmed("web".into())
+    );
+    // The domain reported shut off at the start's generation: the start was handled.
+    ok(&mut s, observe(2, ObservedState::ShutOff));
+    ok(&mut s, place("web", "h2", 2));
+    // A start is only for a VM that should run.
+    let mut s2 = ClusterState::default();
+    host_with_room(&mut s2, "h1");
+    ok(&mut s2, create("web"));
+    ok(&mut s2, place("web", "h1", 0));
+    ok(
+        &mut s2,
+        Command::SetDesiredState {
+            name: "web".into(),
+            desired: DesiredState::Stopped,
+        },
+    );
+    assert!(matches!(
+        refused(
+            &mut s2,
+            Command::BeginStart {
+                name: "web".into(),
+                expected_generation: 1
+            }
+        ),
+        ApplyError::NotToStart { .. }
+    ));
 }

@@ -9,7 +9,8 @@
 use std::collections::BTreeMap;
 
 use drover_raft::model::{
-    ClusterState, DesiredState, DrainProgress, ObservedState, OpKind, OpState, Operation, Progress,
+    ClusterState, DesiredState, DrainProgress, HostHealth, ObservedState, OpKind, OpState,
+    Operation, Progress, Vm,
 };
 
 use crate::scheduler::batch::place_batch;
@@ -103,7 +104,25 @@ pub fn step(op: &Operation, state: &ClusterState, policy: &Policy, limits: Drain
         remaining: on_host.iter().map(|vm| vm.name.clone()).collect(),
         blocked: BTreeMap::new(),
     };
-    let movable: Vec<_> = on_host.iter().filter(|vm| vm.migration.is_none()).collect();
+    let source_up = state
+        .hosts
+        .get(host)
+        .is_some_and(|h| h.health == HostHealth::Up);
+    // Live-migrated (running on a host that answers), or moved cold — which `apply` allows
+    // only when no copy can still run on the host. The rest wait, with the reason and what
+    // unblocks them (a drain never moves a VM its host may still run by itself).
+    let live = |vm: &Vm| {
+        source_up && vm.desired == DesiredState::Running && vm.observed == ObservedState::Running
+    };
+    let mut movable = Vec::new();
+    for vm in on_host.iter().filter(|vm| vm.migration.is_none()) {
+        match state.may_leave_host(vm) {
+            Err(why) if !live(vm) => {
+                progress.blocked.insert(vm.name.clone(), why.to_string());
+            }
+            _ => movable.push(vm),
+        }
+    }
     let reqs: Vec<_> = movable
         .iter()
         .map(|vm| request_for(vm, Some(host)))
@@ -124,8 +143,7 @@ pub fn step(op: &Operation, state: &ClusterState, policy: &Policy, limits: Drain
                 continue;
             }
         };
-        let live = vm.desired == DesiredState::Running && vm.observed == ObservedState::Running;
-        if !live {
+        if !live(vm) {
             cold.push((vm.name.clone(), vm.generation, dst));
             continue;
         }
@@ -162,7 +180,7 @@ pub fn step(op: &Operation, state: &ClusterState, policy: &Policy, limits: Drain
 
 #[cfg(test)]
 mod tests {
-    use drover_raft::model::{AdminState, Host, MigrationPolicy, Vm};
+    use drover_raft::model::{AdminState, DeadReason, Host, MigrationPolicy, Vm};
     use proptest::prelude::*;
 
     use super::*;
@@ -303,6 +321,65 @@ mod tests {
         };
         assert_eq!(state, OpState::Failed);
         assert!(message.contains("a: no host can take it"), "{message}");
+    }
+
+    /// Issue 9, point 1: h1 frozen and declared dead by its lease while a non-HA VM runs
+    /// there. The drain must list it as blocked (with the command that unblocks it), not
+    /// move it; an HA VM may go (h1 fenced it), and after an operator fence both may.
+    #[test]
+    fn a_vm_its_dead_or_suspect_host_may_still_run_is_blocked_not_moved() {
+        let mut ha = vm("ha", "h1", true, None);
+        ha.ha = true;
+        let vms = vec![vm("plain", "h1", true, None), ha];
+        for (health, reason) in [
+            (HostHealth::Suspect, None),
+            (HostHealth::Dead, Some(DeadReason::LeaseLapsed)),
+        ] {
+            let (mut s, id) =
+                draining(vec![host("h1", 4096), host("h2", 4096)], vms.clone(), false);
+            let h1 = s.hosts.get_mut("h1").unwrap();
+            h1.health = health;
+            h1.dead_reason = reason;
+            let Step::Act {
+                migrate,
+                cold,
+                progress,
+            } = step(
+                &s.operations.ops[&id],
+                &s,
+                &Policy::default(),
+                DrainLimits::default(),
+            )
+            else {
+                panic!("should act")
+            };
+            assert!(migrate.is_empty(), "{health:?}: {migrate:?}");
+            let why = &progress.blocked["plain"];
+            assert!(
+                why.contains("drover host fence h1 --yes-it-is-off"),
+                "{why}"
+            );
+            let moved: Vec<&str> = cold.iter().map(|c| c.0.as_str()).collect();
+            if health == HostHealth::Dead {
+                assert_eq!(moved, ["ha"], "the lease fenced the HA VM");
+            } else {
+                assert!(moved.is_empty(), "suspect: {moved:?}");
+                assert!(progress.blocked.contains_key("ha"));
+            }
+        }
+        let (mut s, id) = draining(vec![host("h1", 4096), host("h2", 4096)], vms, false);
+        let h1 = s.hosts.get_mut("h1").unwrap();
+        h1.health = HostHealth::Dead;
+        h1.dead_reason = Some(DeadReason::Operator);
+        let Step::Act { cold, progress, .. } = step(
+            &s.operations.ops[&id],
+            &s,
+            &Policy::default(),
+            DrainLimits::default(),
+        ) else {
+            panic!("should act")
+        };
+        assert_eq!(cold.len(), 2, "operator fence: {cold:?} {progress:?}");
     }
 
     proptest! {

@@ -20,7 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::fence_agent::{FenceAgent, Outcome};
 use super::grants::GrantBook;
 use super::health::{self, Event, Health, LeaseTimings, Tracker};
-use super::stale::stale_domains;
+use super::stale::{stale_domains, Stale};
 use crate::agents::AgentPool;
 use crate::Shutdown;
 
@@ -396,7 +396,7 @@ impl HostActor {
                 "destroying a stale copy: the cluster placed this VM elsewhere"
             );
             self.destroying.push(s.name.clone());
-            self.destroy(s.name, s.generation, ctx);
+            self.destroy(s, ctx);
         }
         let capacity = beat.host.as_ref().map(|h| Capacity {
             vcpus: h.vcpus,
@@ -412,7 +412,12 @@ impl HostActor {
         });
     }
 
-    fn destroy(&self, vm: String, generation: u64, ctx: &mut Context<Self>) {
+    fn destroy(&self, stale: Stale, ctx: &mut Context<Self>) {
+        let Stale {
+            name: vm,
+            generation,
+            stray,
+        } = stale;
         let Some(address) = self.address() else {
             return;
         };
@@ -429,6 +434,7 @@ impl HostActor {
                         .destroy_vm(VmRef {
                             name: vm.clone(),
                             fence,
+                            stray,
                         })
                         .await
                         .map(|_| ()),

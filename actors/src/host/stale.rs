@@ -11,9 +11,12 @@ use drover_raft::model::ClusterState;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stale {
     pub name: String,
-    /// The VM's current generation (or the domain's own when the VM is gone): hostd
-    /// accepts it because it is not lower than what the domain carries.
+    /// The VM's current generation (or the domain's own when the VM is gone).
     pub generation: u64,
+    /// The state does not place the VM on this host: hostd destroys the copy whatever
+    /// generation it carries (it may be newer than the state's: a migration that went on
+    /// after it was recorded failed, a restore from an older backup).
+    pub stray: bool,
 }
 
 /// The running or paused domains on `host` that the state places elsewhere, places
@@ -23,18 +26,19 @@ pub fn stale_domains(host: &str, domains: &[Domain], state: &ClusterState) -> Ve
         .iter()
         .filter(|d| matches!(d.state(), DomainState::Running | DomainState::Paused))
         .filter_map(|d| {
-            let stale = match state.vms.get(&d.name) {
+            let (generation, stray) = match state.vms.get(&d.name) {
                 // Deleted from the state while this host was away.
-                None => Some(d.generation),
+                None => (d.generation, true),
                 // The incoming copy of a running migration to this host.
-                Some(vm) if state.migrating_to(vm) == Some(host) => None,
-                Some(vm) if vm.host.as_deref() != Some(host) => Some(vm.generation),
-                Some(vm) if vm.generation > d.generation => Some(vm.generation),
-                Some(_) => None,
+                Some(vm) if state.migrating_to(vm) == Some(host) => return None,
+                Some(vm) if vm.host.as_deref() != Some(host) => (vm.generation, true),
+                Some(vm) if vm.generation > d.generation => (vm.generation, false),
+                Some(_) => return None,
             };
-            stale.map(|generation| Stale {
+            Some(Stale {
                 name: d.name.clone(),
                 generation,
+                stray,
             })
         })
         .collect()
@@ -54,6 +58,7 @@ mod tests {
             vcpus: 1,
             memory_mib: 64,
             ha: true,
+            busy: false,
         }
     }
 
@@ -86,6 +91,8 @@ mod tests {
             vm("unplaced", None, 4),
             vm("newer", Some("h1"), 7),
             vm("moved-but-off", Some("h2"), 2),
+            // Recorded as migrated back (failed) to h2 at 8 while h1 runs it at 9.
+            vm("stray-newer", Some("h2"), 8),
         ] {
             state.vms.insert(v.name.clone(), v);
         }
@@ -96,15 +103,24 @@ mod tests {
             domain("newer", 6, DomainState::Running),
             domain("gone", 9, DomainState::Running),
             domain("moved-but-off", 1, DomainState::ShutOff),
+            domain("stray-newer", 9, DomainState::Running),
         ];
         let stale = stale_domains("h1", &domains, &state);
-        let names: Vec<(&str, u64)> = stale
+        let names: Vec<(&str, u64, bool)> = stale
             .iter()
-            .map(|s| (s.name.as_str(), s.generation))
+            .map(|s| (s.name.as_str(), s.generation, s.stray))
             .collect();
+        // Copies the state places elsewhere or nowhere are strays: hostd destroys them
+        // whatever their generation (a fenced destroy at 8 would be refused by a copy at 9).
         assert_eq!(
             names,
-            [("moved", 5), ("unplaced", 4), ("newer", 7), ("gone", 9)]
+            [
+                ("moved", 5, true),
+                ("unplaced", 4, true),
+                ("newer", 7, false),
+                ("gone", 9, true),
+                ("stray-newer", 8, true),
+            ]
         );
     }
 }

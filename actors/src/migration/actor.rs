@@ -73,6 +73,7 @@ impl MigrationActor {
                             term,
                             generation: info.generation - 1,
                         }),
+                        stray: false,
                     })
                     .await
                     .map(|r| r.into_inner().aborted)

@@ -66,6 +66,7 @@ mod tests {
             vcpus: 1,
             memory_mib: 64,
             ha: true,
+            busy: false,
         }
     }
 

@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use actix::prelude::*;
-use drover_proto::agent::v1::{DomainState, Fence, StartVmRequest, StopVmRequest, VmRef};
+use drover_proto::agent::v1::{Domain, DomainState, Fence, StartVmRequest, StopVmRequest, VmRef};
 use drover_raft::model::{ObservedState, Vm};
-use drover_raft::{Command, RaftNode, Request};
+use drover_raft::{Command, RaftNode, Reply, Request};
 
 use super::reconcile::{decide, Action, Observation};
 use crate::agents::AgentPool;
@@ -174,24 +174,56 @@ impl Exec {
                 self.observed(self.vm.observed, reason).await?;
                 Ok(None)
             }
-            Action::Record { observed } => {
-                self.observed(observed, String::new()).await?;
+            Action::Record {
+                observed,
+                generation,
+            } => {
+                self.commit(Command::VmObserved {
+                    name,
+                    generation,
+                    observed,
+                    reason: String::new(),
+                })
+                .await?;
                 Ok(None)
             }
             Action::Start { host } => {
+                // A new generation first: hostd stamps the domain with it, so only a report
+                // made after this start was handled can say the VM is off (never-twice:
+                // a cold move must not race a start in flight).
+                let started = match self
+                    .commit(Command::BeginStart {
+                        name: name.clone(),
+                        expected_generation: generation,
+                    })
+                    .await?
+                {
+                    Reply::Vm(vm) => vm,
+                    other => return Err(format!("BeginStart answered {other:?}")),
+                };
                 let req = StartVmRequest {
-                    name,
+                    name: name.clone(),
                     vcpus: self.vm.spec.vcpus,
                     ha: self.vm.ha,
                     memory_mib: self.vm.spec.memory_mib,
-                    fence,
+                    fence: Some(Fence {
+                        term: self.term,
+                        generation: started.generation,
+                    }),
                 };
                 match self.agent()?.start_vm(req).await {
-                    Ok(d) => Ok(Some(observation(&host, d.into_inner().state()))),
+                    Ok(d) => Ok(Some(observation(&host, &d.into_inner()))),
                     Err(status) => {
                         let reason = format!("start on {host} failed: {}", status.message());
                         // Record why, so `vm get` shows it; the retry follows the backoff.
-                        let _ = self.observed(self.vm.observed, reason.clone()).await;
+                        let _ = self
+                            .commit(Command::VmObserved {
+                                name,
+                                generation: started.generation,
+                                observed: started.observed,
+                                reason: reason.clone(),
+                            })
+                            .await;
                         Err(reason)
                     }
                 }
@@ -207,17 +239,18 @@ impl Exec {
                     .stop_vm(req)
                     .await
                     .map_err(|s| format!("stop on {host} failed: {}", s.message()))?;
-                Ok(Some(observation(&host, d.into_inner().state())))
+                Ok(Some(observation(&host, &d.into_inner())))
             }
             Action::Undefine { host } => {
                 self.agent()?
-                    .undefine_vm(VmRef { name, fence })
+                    .undefine_vm(VmRef {
+                        name,
+                        fence,
+                        stray: false,
+                    })
                     .await
                     .map_err(|s| format!("undefine on {host} failed: {}", s.message()))?;
-                Ok(Some(Observation {
-                    host,
-                    state: ObservedState::Missing,
-                }))
+                Ok(Some(Observation::missing(&host)))
             }
             Action::Remove => {
                 self.commit(Command::RemoveVm {
@@ -253,11 +286,12 @@ impl Exec {
             reason,
         })
         .await
+        .map(drop)
     }
 
-    async fn commit(&self, cmd: Command) -> Result<(), String> {
+    async fn commit(&self, cmd: Command) -> Result<Reply, String> {
         match self.node.write_local(Request::anonymous(cmd)).await {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(reply)) => Ok(reply),
             Ok(Err(refused)) => Err(format!("refused: {refused}")),
             Err(e) => Err(e.to_string()),
         }
@@ -275,9 +309,12 @@ pub fn observed_state(state: DomainState) -> ObservedState {
     }
 }
 
-fn observation(host: &str, state: DomainState) -> Observation {
+/// What `host` reports about one of its domains.
+pub fn observation(host: &str, domain: &Domain) -> Observation {
     Observation {
         host: host.to_string(),
-        state: observed_state(state),
+        state: observed_state(domain.state()),
+        generation: Some(domain.generation),
+        busy: domain.busy,
     }
 }

@@ -3,5 +3,5 @@
 mod actor;
 mod reconcile;
 
-pub use actor::{observed_state, Observe, Poke, VmActor};
+pub use actor::{observation, observed_state, Observe, Poke, VmActor};
 pub use reconcile::{decide, Action, Observation};

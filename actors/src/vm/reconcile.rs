@@ -11,6 +11,22 @@ pub struct Observation {
     pub host: String,
     /// `Missing` when the host's domain list does not contain the VM.
     pub state: ObservedState,
+    /// The generation the domain carries; `None` when it is missing.
+    pub generation: Option<u64>,
+    /// A command was changing the domain while hostd read it: proves nothing.
+    pub busy: bool,
+}
+
+impl Observation {
+    /// A report of the domain not being on `host`.
+    pub fn missing(host: &str) -> Self {
+        Self {
+            host: host.to_string(),
+            state: ObservedState::Missing,
+            generation: None,
+            busy: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,10 +41,12 @@ pub enum Action {
     Pending {
         reason: String,
     },
-    /// Commit what the host reports.
+    /// Commit what the host reports about the domain at `generation`.
     Record {
         observed: ObservedState,
+        generation: u64,
     },
+    /// Move the VM to a new generation (`BeginStart`), then start it there.
     Start {
         host: String,
     },
@@ -67,15 +85,17 @@ pub fn decide(vm: &Vm, state: &ClusterState, obs: Option<&Observation>) -> Actio
             DesiredState::Stopped | DesiredState::Deleted => Action::Wait,
         };
     };
-    // Only reports from the VM's own host count; a host we cannot reach reports nothing.
+    // Only reports from the VM's own host count; a host we cannot reach reports nothing,
+    // and a domain a command was changing while it was listed proves nothing either.
     let host_up = state
         .hosts
         .get(host)
         .is_some_and(|h| h.health == HostHealth::Up);
-    let observed = match obs {
-        Some(o) if o.host == host && host_up => o.state,
+    let o = match obs {
+        Some(o) if o.host == host && host_up && !o.busy => o,
         _ => return Action::Wait,
     };
+    let observed = o.state;
     if vm.desired == DesiredState::Deleted {
         return match observed {
             ObservedState::Missing => Action::Remove,
@@ -84,8 +104,36 @@ pub fn decide(vm: &Vm, state: &ClusterState, obs: Option<&Observation>) -> Actio
             },
         };
     }
+    let starting = vm.observed == ObservedState::Starting;
+    match o.generation {
+        // The domain is from before the start at this generation was handled (or the
+        // start never arrived): send it again, at a new generation.
+        Some(g) if g < vm.generation => {
+            return if starting && vm.desired == DesiredState::Running {
+                Action::Start {
+                    host: host.to_string(),
+                }
+            } else {
+                Action::Wait
+            };
+        }
+        // A copy newer than the state is a stray: the host actor destroys it.
+        Some(g) if g > vm.generation => return Action::Wait,
+        Some(_) => {}
+        // "Not listed" cannot end a start that may still be in flight (apply refuses
+        // it); a new start at a new generation can, since hostd then refuses the old one.
+        None if starting => {
+            return Action::Start {
+                host: host.to_string(),
+            }
+        }
+        None => {}
+    }
     if observed != vm.observed {
-        return Action::Record { observed };
+        return Action::Record {
+            observed,
+            generation: vm.generation,
+        };
     }
     let active = matches!(observed, ObservedState::Running | ObservedState::Paused);
     match (vm.desired, active) {
@@ -148,10 +196,13 @@ mod tests {
         }
     }
 
+    /// A settled report from h1 of the domain at generation 1 (`vm`'s placed generation).
     fn on_h1(state: ObservedState) -> Observation {
         Observation {
             host: "h1".into(),
             state,
+            generation: (state != ObservedState::Missing).then_some(1),
+            busy: false,
         }
     }
 
@@ -186,7 +237,7 @@ mod tests {
         assert_eq!(decide(&v, &state_with(HostHealth::Up), None), Action::Wait);
         let other = Observation {
             host: "h2".into(),
-            state: O::Running,
+            ..on_h1(O::Running)
         };
         assert_eq!(
             decide(&v, &state_with(HostHealth::Up), Some(&other)),
@@ -214,7 +265,8 @@ mod tests {
                 Some(&on_h1(O::Missing))
             ),
             Action::Record {
-                observed: O::Missing
+                observed: O::Missing,
+                generation: 1,
             }
         );
         let table = [
@@ -239,5 +291,56 @@ mod tests {
                 "{desired:?}/{observed:?}"
             );
         }
+    }
+
+    #[test]
+    fn busy_reports_and_other_generations_prove_nothing() {
+        let s = state_with(HostHealth::Up);
+        let v = vm(D::Running, Some("h1"), O::Running);
+        let busy = Observation {
+            busy: true,
+            ..on_h1(O::ShutOff)
+        };
+        assert_eq!(decide(&v, &s, Some(&busy)), Action::Wait);
+        // A newer copy is a stray for the host actor, not a state to record.
+        let newer = Observation {
+            generation: Some(2),
+            ..on_h1(O::ShutOff)
+        };
+        assert_eq!(decide(&v, &s, Some(&newer)), Action::Wait);
+        let older = Observation {
+            generation: Some(0),
+            ..on_h1(O::ShutOff)
+        };
+        assert_eq!(decide(&v, &s, Some(&older)), Action::Wait);
+    }
+
+    #[test]
+    fn a_start_ends_only_with_a_report_of_its_generation() {
+        let s = state_with(HostHealth::Up);
+        let h1 = || "h1".to_string();
+        let starting = vm(D::Running, Some("h1"), O::Starting);
+        // The domain still carries the generation before the start: start again.
+        let older = Observation {
+            generation: Some(0),
+            ..on_h1(O::ShutOff)
+        };
+        assert_eq!(
+            decide(&starting, &s, Some(&older)),
+            Action::Start { host: h1() }
+        );
+        // Not listed: the start may be in flight; a new start supersedes it.
+        assert_eq!(
+            decide(&starting, &s, Some(&on_h1(O::Missing))),
+            Action::Start { host: h1() }
+        );
+        // The domain at the start's generation: record what it is.
+        assert_eq!(
+            decide(&starting, &s, Some(&on_h1(O::ShutOff))),
+            Action::Record {
+                observed: O::ShutOff,
+                generation: 1
+            }
+        );
     }
 }

@@ -117,6 +117,7 @@ fn desired(d: DesiredState) -> pb::DesiredState {
 fn observed(o: ObservedState) -> pb::ObservedState {
     match o {
         ObservedState::Unknown => pb::ObservedState::Unknown,
+        ObservedState::Starting => pb::ObservedState::Starting,
         ObservedState::Running => pb::ObservedState::Running,
         ObservedState::Paused => pb::ObservedState::Paused,
         ObservedState::ShutOff => pb::ObservedState::ShutOff,

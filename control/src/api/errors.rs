@@ -37,7 +37,10 @@ pub fn apply_error(e: &ApplyError) -> Status {
         | ApplyError::MigrationLimit { .. }
         | ApplyError::NoMigrationUri { .. }
         | ApplyError::HostAlreadyDraining { .. }
-        | ApplyError::HostNotEmpty { .. } => Status::failed_precondition(msg),
+        | ApplyError::HostNotEmpty { .. }
+        | ApplyError::VmMayStillRun { .. }
+        | ApplyError::StartUnconfirmed(_)
+        | ApplyError::NotToStart { .. } => Status::failed_precondition(msg),
         ApplyError::WrongOperation { .. } => Status::invalid_argument(msg),
         // Only the leader's own host actors send this; a client never can.
         ApplyError::DeadNeedsReason(_) => Status::invalid_argument(msg),

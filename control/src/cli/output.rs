@@ -26,6 +26,7 @@ pub fn observed(v: i32) -> &'static str {
         pb::ObservedState::ShutOff => "shut off",
         pb::ObservedState::Crashed => "crashed",
         pb::ObservedState::Missing => "missing",
+        pb::ObservedState::Starting => "starting",
         pb::ObservedState::Unknown | pb::ObservedState::Unspecified => "unknown",
     }
 }

@@ -291,6 +291,7 @@ pub fn vm_ref_at(name: &str, generation: u64) -> VmRef {
             term: 1,
             generation,
         }),
+        stray: false,
     }
 }
 

@@ -4,6 +4,7 @@
 mod event;
 mod host;
 mod labels;
+mod moves;
 mod operation;
 mod placement;
 mod state;
@@ -12,6 +13,7 @@ mod vm;
 pub use event::{Event, EventKind, EventLog, MAX_EVENTS};
 pub use host::{AdminState, Capacity, DeadReason, Host, HostHealth};
 pub use labels::{parse_label, validate_labels, Labels};
+pub use moves::MayStillRun;
 pub use operation::{
     DrainProgress, MigrationPolicy, MigrationProgress, OpKind, OpState, Operation, Operations,
     Progress, MAX_FINISHED_OPS,

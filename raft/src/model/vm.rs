@@ -61,6 +61,9 @@ impl DesiredState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ObservedState {
     Unknown,
+    /// A start was sent (or is about to be) at this generation and its outcome is not
+    /// known yet: the copy may be running. Left only by a report that post-dates it.
+    Starting,
     Running,
     Paused,
     ShutOff,
@@ -73,6 +76,7 @@ impl ObservedState {
     pub fn as_str(self) -> &'static str {
         match self {
             ObservedState::Unknown => "unknown",
+            ObservedState::Starting => "starting",
             ObservedState::Running => "running",
             ObservedState::Paused => "paused",
             ObservedState::ShutOff => "shut off",
