@@ -411,6 +411,26 @@ async fn fencing_tokens_refuse_deposed_leaders_and_stale_generations() {
     assert!(err.message().contains("Stale generation 2"), "{err:?}");
     assert_eq!(state(&hostd.list().await[0]), DomainState::Running);
 
+    eprintln!("phase: a stray (the state places the VM elsewhere) goes whatever its generation");
+    let stray = |term: u64| VmRef {
+        stray: true,
+        ..vm_ref_at_term("fenced", term, 2)
+    };
+    let err = hostd
+        .client
+        .destroy_vm(stray(4))
+        .await
+        .expect_err("a deposed leader cannot call a copy stray");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert_eq!(state(&hostd.list().await[0]), DomainState::Running);
+    hostd
+        .client
+        .destroy_vm(stray(5))
+        .await
+        .expect("the current leader destroys a newer stray copy");
+    assert_eq!(state(&hostd.list().await[0]), DomainState::ShutOff);
+    hostd.client.start_vm(start(5, 3)).await.expect("restart");
+
     eprintln!("phase: a missing token is bad input");
     let err = hostd
         .client
