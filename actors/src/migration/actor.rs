@@ -13,13 +13,13 @@ use drover_proto::agent::v1::{
     MigrationStats, VmRef,
 };
 use drover_raft::model::{
-    EventKind, HostHealth, MigrationPolicy, MigrationProgress, OpKind, OpState,
+    DeadReason, EventKind, HostHealth, MigrationPolicy, MigrationProgress, OpKind, OpState,
 };
 use drover_raft::{wall_clock_ms, Command, RaftNode, Request};
 use tonic::transport::Channel;
 use tonic::Code;
 
-use super::locate::{locate, Location};
+use super::locate::{after_failure, locate, Location};
 use crate::agents::AgentPool;
 use crate::vm::Poke;
 use crate::Shutdown;
@@ -130,6 +130,9 @@ struct Info {
     dst_addr: String,
     dst_uri: String,
     src_dead: bool,
+    /// An operator (or fence agent) confirmed the destination is off: nothing runs there,
+    /// so a migration it cannot answer for may be recorded failed.
+    dst_off: bool,
     cancel_requested: bool,
 }
 
@@ -165,6 +168,13 @@ impl Info {
                     .map(|h| h.migration_uri.clone())
                     .unwrap_or_default(),
                 src_dead: src_host.is_none_or(|h| h.health == HostHealth::Dead),
+                dst_off: dst_host.is_none_or(|h| {
+                    h.health == HostHealth::Dead
+                        && matches!(
+                            h.dead_reason,
+                            Some(DeadReason::Operator | DeadReason::FenceAgent)
+                        )
+                }),
                 cancel_requested: o.cancel_requested,
             })
         })
@@ -229,27 +239,38 @@ impl Driver {
     }
 
     /// hostd reported a failure. Unless the VM is in fact running at the destination
-    /// (the stream broke after the handover), the operation failed or was cancelled.
+    /// (the stream broke after the handover), the operation failed or was cancelled — but
+    /// only once both hosts have been asked (`locate::after_failure`): until then, locate
+    /// again with backoff rather than start the migration anew.
     async fn after_failure(
         &self,
         info: &Info,
         code: Code,
         message: String,
     ) -> Option<(OpState, String, Option<MigrationStats>)> {
-        match self.locate(info).await {
-            Location::Destination => return Some((OpState::Succeeded, String::new(), None)),
-            // NotFound: the source no longer has it; wait until the destination answers.
-            Location::Unknown if code == Code::NotFound => return None,
-            Location::Source | Location::Neither | Location::Unknown => {}
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            // Read now: the cancel was most likely asked for after the stream began. Gone:
+            // someone else ended the operation, nothing is left to record.
+            let now = Info::read(&self.node, self.op)?;
+            let location = self.locate(&now).await;
+            let cancelled = now.cancel_requested;
+            match after_failure(&location, code, cancelled) {
+                Some(OpState::Succeeded) => return Some((OpState::Succeeded, String::new(), None)),
+                Some(state) => return Some((state, message, None)),
+                // NotFound: the source no longer has it; follow again once the
+                // destination answers.
+                None if code == Code::NotFound => return None,
+                None => {
+                    tracing::warn!(
+                        op = self.op, vm = %info.vm, dst = %info.dst, %message,
+                        "migration failed at the source but the destination cannot be asked; locating again"
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
         }
-        // Read now: the cancel was most likely asked for after the stream began.
-        let cancelled = Info::read(&self.node, self.op).is_some_and(|i| i.cancel_requested);
-        let state = if cancelled && code == Code::Aborted {
-            OpState::Cancelled
-        } else {
-            OpState::Failed
-        };
-        Some((state, message, None))
     }
 
     async fn follow(&self, info: &Info) -> Followed {
@@ -305,7 +326,11 @@ impl Driver {
 
     async fn locate(&self, info: &Info) -> Location {
         let src = self.domains(&info.src_addr).await;
-        let dst = self.domains(&info.dst_addr).await;
+        let dst = if info.dst_off {
+            Some(Vec::new())
+        } else {
+            self.domains(&info.dst_addr).await
+        };
         locate(
             &info.vm,
             info.generation,

@@ -7,6 +7,7 @@
 //! the source still shows for the moment.
 
 use drover_proto::agent::v1::{Domain, DomainState};
+use drover_raft::model::OpState;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
@@ -19,6 +20,24 @@ pub enum Location {
     Neither,
     /// Cannot tell yet (a host did not answer, or the handover is under way): ask again.
     Unknown,
+}
+
+/// How a migration hostd reported failed (or aborted) ends, once the VM is located:
+/// `None` means locate again. Never `Failed` while the destination's state is unknown: a
+/// destination that was unreachable may have taken the VM after all (libvirt went on), and
+/// recording "failed" would leave that copy running beside the source's.
+pub fn after_failure(location: &Location, code: tonic::Code, cancelled: bool) -> Option<OpState> {
+    match location {
+        Location::Destination => Some(OpState::Succeeded),
+        Location::Unknown => None,
+        Location::Source | Location::Neither => {
+            Some(if cancelled && code == tonic::Code::Aborted {
+                OpState::Cancelled
+            } else {
+                OpState::Failed
+            })
+        }
+    }
 }
 
 fn active(d: &Domain) -> bool {
@@ -118,5 +137,31 @@ mod tests {
         assert_eq!(locate("a", 5, None, Some(&other), false), Location::Unknown);
         // The source is dead: whatever it ran has stopped.
         assert_eq!(locate("a", 5, None, Some(&other), true), Location::Neither);
+    }
+
+    #[test]
+    fn a_failure_is_recorded_only_once_the_destination_answered() {
+        use tonic::Code;
+        // Issue 9, point 2: the source said "failed" while the destination was unreachable.
+        let src = [d("a", 4, DomainState::Running)];
+        let unknown = locate("a", 5, Some(&src), None, false);
+        assert_eq!(after_failure(&unknown, Code::Internal, false), None);
+        // The destination answered without the VM: failed, or cancelled when asked to.
+        let known = locate("a", 5, Some(&src), Some(&[]), false);
+        assert_eq!(
+            after_failure(&known, Code::Internal, false),
+            Some(OpState::Failed)
+        );
+        assert_eq!(
+            after_failure(&known, Code::Aborted, true),
+            Some(OpState::Cancelled)
+        );
+        // It took the VM after all.
+        let dst = [d("a", 5, DomainState::Running)];
+        let there = locate("a", 5, Some(&src), Some(&dst), false);
+        assert_eq!(
+            after_failure(&there, Code::Internal, false),
+            Some(OpState::Succeeded)
+        );
     }
 }
