@@ -32,6 +32,9 @@ pub struct LeaseKeeper {
     file: PathBuf,
     boot_id: String,
     self_fences: AtomicU64,
+    /// The HA epoch of the grant that set the disarmed flag (written under `lease`'s lock
+    /// with it), reported back so the cluster can tell a current "armed" from a stale one.
+    ha_epoch: AtomicU64,
 }
 
 /// What the heartbeat reports about the lease.
@@ -41,6 +44,8 @@ pub struct LeaseView {
     pub self_fences: u64,
     /// This host fences itself when the lease lapses (HA not disarmed).
     pub armed: bool,
+    /// The HA epoch of the grant `armed` comes from.
+    pub ha_epoch: u64,
 }
 
 impl LeaseKeeper {
@@ -70,6 +75,7 @@ impl LeaseKeeper {
             file,
             boot_id: lease_file::boot_id(),
             self_fences: AtomicU64::new(0),
+            ha_epoch: AtomicU64::new(0),
         })
     }
 
@@ -91,6 +97,7 @@ impl LeaseKeeper {
         term: u64,
         ttl: Duration,
         disarmed: bool,
+        ha_epoch: u64,
     ) -> Result<Instant, Ignored> {
         let mut guard = self.lock();
         let (lease, was_disarmed) = &mut *guard;
@@ -103,6 +110,7 @@ impl LeaseKeeper {
             );
         }
         *was_disarmed = disarmed;
+        self.ha_epoch.store(ha_epoch, Ordering::Relaxed);
         if let Some(expiry) = lease.expiry() {
             let record = LeaseRecord {
                 expires_mono_ns: lease_file::instant_to_mono_ns(expiry),
@@ -147,6 +155,7 @@ impl LeaseKeeper {
                 .filter(|d| !d.is_zero()),
             self_fences: self.self_fences.load(Ordering::Relaxed),
             armed: !guard.1,
+            ha_epoch: self.ha_epoch.load(Ordering::Relaxed),
         }
     }
 }

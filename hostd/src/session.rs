@@ -163,7 +163,7 @@ async fn granted(shared: &Shared, grant: &pb::LeaseGrant) {
     let ttl = Duration::from_millis(grant.ttl_ms);
     match shared
         .lease
-        .granted(grant.seq, grant.term, ttl, grant.disarmed)
+        .granted(grant.seq, grant.term, ttl, grant.disarmed, grant.ha_epoch)
     {
         Ok(_) => debug!(%host, seq = grant.seq, term = grant.term, "Lease extended"),
         Err(ignored) => debug!(%host, ?ignored, "Lease grant ignored"),
@@ -196,6 +196,7 @@ async fn heartbeat(shared: &Shared, seq: u64) -> Result<pb::Heartbeat, HostdErro
             remaining_ms: lease.remaining.map_or(0, |d| d.as_millis() as u64),
             self_fences: lease.self_fences,
             armed: lease.armed,
+            ha_epoch: lease.ha_epoch,
         }),
     })
 }

@@ -197,9 +197,13 @@ async fn disarmed_grants_suspend_self_fencing_until_an_armed_one() {
         .expect("start HA");
 
     eprintln!("phase: a disarmed grant, then silence: the lease lapses, the guest stays");
-    leader.set_disarmed(true);
+    let epoch = leader.set_disarmed(true);
+    // The heartbeat says which grant its "not armed" comes from.
     leader
-        .wait_beat(|b| b.lease.is_some_and(|l| l.held && !l.armed))
+        .wait_beat(|b| {
+            b.lease
+                .is_some_and(|l| l.held && !l.armed && l.ha_epoch == epoch)
+        })
         .await;
     leader.set_granting(false);
     leader.wait_beat(|b| b.lease.is_some_and(|l| !l.held)).await;
@@ -216,10 +220,13 @@ async fn disarmed_grants_suspend_self_fencing_until_an_armed_one() {
     wait_state(&mut hostd, "ha-vm", DomainState::Running).await;
 
     eprintln!("phase: an armed grant re-arms; the next lapse fences");
-    leader.set_disarmed(false);
+    let epoch = leader.set_disarmed(false);
     leader.set_granting(true);
     leader
-        .wait_beat(|b| b.lease.is_some_and(|l| l.held && l.armed))
+        .wait_beat(|b| {
+            b.lease
+                .is_some_and(|l| l.held && l.armed && l.ha_epoch == epoch)
+        })
         .await;
     leader.set_granting(false);
     wait_state(&mut hostd, "ha-vm", DomainState::ShutOff).await;

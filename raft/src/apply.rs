@@ -134,6 +134,7 @@ impl ClusterState {
                 health,
                 capacity,
                 fencing_armed,
+                armed_epoch,
                 migration_uri,
             } => {
                 if *health == HostHealth::Dead {
@@ -148,9 +149,12 @@ impl ClusterState {
                 if let Some(capacity) = capacity {
                     host.capacity = *capacity;
                 }
-                // A report of "armed" that crosses a disarm in the log is stale: ignore it.
+                // "Armed" counts only from a report of a grant made under the current HA
+                // switch: one that crosses a disarm (or a disarm and a re-arm) in the log
+                // is stale, and the host may no longer fence.
                 if let Some(armed) = fencing_armed {
-                    host.fencing_armed = *armed && !self.ha.disarmed;
+                    host.fencing_armed =
+                        *armed && !self.ha.disarmed && *armed_epoch == self.ha.epoch;
                 }
                 if let Some(uri) = migration_uri {
                     host.migration_uri.clone_from(uri);
@@ -161,6 +165,7 @@ impl ClusterState {
             Command::RecordEvent { .. } => Ok(Reply::Nothing),
             Command::SetHaArmed { armed } => {
                 self.ha.disarmed = !armed;
+                self.ha.epoch += 1;
                 if !armed {
                     for host in self.hosts.values_mut() {
                         host.fencing_armed = false;

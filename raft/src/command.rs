@@ -30,6 +30,10 @@ pub enum Command {
         /// What the host says about self-fencing (`None`: unchanged).
         #[serde(default)]
         fencing_armed: Option<bool>,
+        /// The HA epoch of the grant the host's report reflects; "armed" counts only when
+        /// it is the current one.
+        #[serde(default)]
+        armed_epoch: u64,
         /// Where peers reach its libvirt for migration (`None`: unchanged).
         #[serde(default)]
         migration_uri: Option<String>,

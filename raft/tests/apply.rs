@@ -31,6 +31,7 @@ fn host_with_room(s: &mut ClusterState, name: &str) {
                 memory_mib: 8192,
             }),
             fencing_armed: None,
+            armed_epoch: 0,
             migration_uri: None,
         },
     );
@@ -56,13 +57,20 @@ fn place(name: &str, host: &str, expected_generation: u64) -> Command {
     }
 }
 
-/// The leader's record of a heartbeat saying whether the host fences itself.
+/// The leader's record of a heartbeat saying whether the host fences itself (under the
+/// first HA epoch).
 fn armed_report(host: &str, armed: bool) -> Command {
+    armed_report_at(host, armed, 0)
+}
+
+/// The same, for a grant of HA epoch `armed_epoch`.
+fn armed_report_at(host: &str, armed: bool, armed_epoch: u64) -> Command {
     Command::HostObserved {
         name: host.into(),
         health: HostHealth::Up,
         capacity: None,
         fencing_armed: Some(armed),
+        armed_epoch,
         migration_uri: None,
     }
 }
@@ -98,6 +106,7 @@ fn add_host_and_observe_it() {
             health: HostHealth::Up,
             capacity: Some(cap),
             fencing_armed: None,
+            armed_epoch: 0,
             migration_uri: None,
         },
     );
@@ -111,6 +120,7 @@ fn add_host_and_observe_it() {
             health: HostHealth::Suspect,
             capacity: None,
             fencing_armed: None,
+            armed_epoch: 0,
             migration_uri: None,
         },
     );
@@ -151,6 +161,7 @@ fn host_validation() {
                 health: HostHealth::Up,
                 capacity: None,
                 fencing_armed: None,
+                armed_epoch: 0,
                 migration_uri: None,
             }
         ),
@@ -390,6 +401,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
                 memory_mib: 1024,
             }),
             fencing_armed: Some(armed),
+            armed_epoch: 0,
             migration_uri: None,
         }),
         any::<bool>().prop_map(|armed| Command::SetHaArmed { armed }),
@@ -510,6 +522,7 @@ fn death_and_failover() {
                 health: HostHealth::Dead,
                 capacity: None,
                 fencing_armed: None,
+                armed_epoch: 0,
                 migration_uri: None,
             }
         ),
@@ -549,6 +562,7 @@ fn death_and_failover() {
             health: HostHealth::Up,
             capacity: None,
             fencing_armed: None,
+            armed_epoch: 0,
             migration_uri: None,
         },
     );
@@ -580,7 +594,8 @@ fn disarm_and_arm() {
     );
     ok(&mut s, Command::SetHaArmed { armed: true });
     assert!(!s.ha.disarmed && !s.hosts["h1"].fencing_armed);
-    ok(&mut s, armed_report("h1", true));
+    let epoch = s.ha.epoch;
+    ok(&mut s, armed_report_at("h1", true, epoch));
     ok(&mut s, lease_lapsed);
     // An operator fence needs no armed host.
     host_with_room(&mut s, "h2");
@@ -609,6 +624,7 @@ fn a_vm_that_may_still_run_is_never_placed_elsewhere() {
         health,
         capacity: None,
         fencing_armed: None,
+        armed_epoch: 0,
         migration_uri: None,
     };
     let mut s = ClusterState::default();
@@ -731,4 +747,40 @@ fn a_cold_move_cannot_race_a_start_in_flight() {
         ),
         ApplyError::NotToStart { .. }
     ));
+}
+
+/// Issue 9, point 3: disarm, then a quick re-arm. A heartbeat built before the host applied
+/// the disarmed grant (it still says "armed") is committed after the re-arm: it must not
+/// count the host as armed, or the cluster would believe a host fences that does not.
+#[test]
+fn a_report_from_before_a_disarm_cannot_arm_a_host_after_a_rearm() {
+    let report = |armed, epoch| armed_report_at("h1", armed, epoch);
+    let mut s = ClusterState::default();
+    host_with_room(&mut s, "h1");
+    ok(&mut s, report(true, 0));
+    assert!(s.hosts["h1"].fencing_armed);
+    ok(&mut s, Command::SetHaArmed { armed: false });
+    ok(&mut s, Command::SetHaArmed { armed: true });
+    assert_eq!(s.ha.epoch, 2);
+    // Built under epoch 0, before the host saw the disarmed grant of epoch 1.
+    ok(&mut s, report(true, 0));
+    assert!(
+        !s.hosts["h1"].fencing_armed,
+        "a stale report armed the host"
+    );
+    assert_eq!(
+        refused(
+            &mut s,
+            Command::DeclareHostDead {
+                name: "h1".into(),
+                reason: DeadReason::LeaseLapsed,
+            }
+        ),
+        ApplyError::FencingNotArmed("h1".into())
+    );
+    // The host applied the disarmed grant, then the armed one of the current epoch.
+    ok(&mut s, report(false, 1));
+    assert!(!s.hosts["h1"].fencing_armed);
+    ok(&mut s, report(true, 2));
+    assert!(s.hosts["h1"].fencing_armed);
 }

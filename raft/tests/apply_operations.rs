@@ -40,6 +40,7 @@ fn host_up(s: &mut ClusterState, name: &str) {
                 memory_mib: 4096,
             }),
             fencing_armed: Some(true),
+            armed_epoch: 0,
             migration_uri: Some(format!("qemu+tcp://{name}:16509/system")),
         },
     );
@@ -273,6 +274,7 @@ fn migration_needs_a_running_vm_and_an_active_destination_with_a_uri() {
             health: HostHealth::Up,
             capacity: None,
             fencing_armed: None,
+            armed_epoch: 0,
             migration_uri: Some(String::new()),
         },
     );

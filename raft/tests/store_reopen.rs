@@ -29,6 +29,7 @@ fn commands() -> Vec<Command> {
                 memory_mib: 4096,
             }),
             fencing_armed: None,
+            armed_epoch: 0,
             migration_uri: None,
         },
         Command::CreateVm {

@@ -345,7 +345,7 @@ impl HostActor {
         self.observe(ctx, Event::Beat { at: Instant::now() });
         let mut fencing_armed = None;
         if let Some(lease) = &beat.lease {
-            fencing_armed = Some(lease.armed);
+            fencing_armed = Some((lease.armed, lease.ha_epoch));
             if lease.self_fences > self.self_fences {
                 tracing::warn!(
                     host = %self.name, self_fences = lease.self_fences,
@@ -502,13 +502,18 @@ impl HostActor {
         self.cx.grants.record(&self.name, now);
         // Read at send time: a disarm is applied (every host marked not armed) before any
         // grant can say so.
-        let disarmed = self.cx.node.view().read(|d| d.state.ha.disarmed);
+        let (disarmed, ha_epoch) = self
+            .cx
+            .node
+            .view()
+            .read(|d| (d.state.ha.disarmed, d.state.ha.epoch));
         let grant = SessionRequest {
             kind: Some(session_request::Kind::Grant(LeaseGrant {
                 seq,
                 term: self.cx.term,
                 ttl_ms: self.cx.timings.ttl.as_millis() as u64,
                 disarmed,
+                ha_epoch,
             })),
         };
         if tx.try_send(grant).is_err() {
@@ -517,17 +522,19 @@ impl HostActor {
     }
 }
 
+/// `fencing`: whether the host fences itself, and the HA epoch of the grant that told it.
 fn up(
     name: &str,
     capacity: Option<Capacity>,
-    fencing_armed: Option<bool>,
+    fencing: Option<(bool, u64)>,
     migration_uri: Option<String>,
 ) -> Command {
     Command::HostObserved {
         name: name.to_string(),
         health: HostHealth::Up,
         capacity,
-        fencing_armed,
+        fencing_armed: fencing.map(|(armed, _)| armed),
+        armed_epoch: fencing.map_or(0, |(_, epoch)| epoch),
         migration_uri,
     }
 }
@@ -538,6 +545,7 @@ fn suspect(name: &str) -> Command {
         health: HostHealth::Suspect,
         capacity: None,
         fencing_armed: None,
+        armed_epoch: 0,
         migration_uri: None,
     }
 }

@@ -144,7 +144,8 @@ pub fn private_uri() -> (String, TempDir) {
 /// (while granting is on) and publishes every heartbeat.
 pub struct Leader {
     granting: watch::Sender<bool>,
-    disarmed: watch::Sender<bool>,
+    /// Whether grants say disarmed, and the HA epoch they carry (bumped on every switch).
+    disarmed: watch::Sender<(bool, u64)>,
     beats: watch::Receiver<Option<Heartbeat>>,
     task: JoinHandle<()>,
 }
@@ -161,7 +162,7 @@ impl Leader {
         .expect("Session")
         .into_inner();
         let (granting, granting_rx) = watch::channel(true);
-        let (disarmed, disarmed_rx) = watch::channel(false);
+        let (disarmed, disarmed_rx) = watch::channel((false, 0));
         let (beats_tx, beats) = watch::channel(None);
         let task = tokio::spawn(serve_session(
             events,
@@ -187,9 +188,16 @@ impl Leader {
         self.granting.send_replace(on);
     }
 
-    /// Makes the following grants say HA is disarmed (or armed).
-    pub fn set_disarmed(&self, disarmed: bool) {
-        self.disarmed.send_replace(disarmed);
+    /// Makes the following grants say HA is disarmed (or armed), under a new HA epoch;
+    /// returns the epoch.
+    pub fn set_disarmed(&self, disarmed: bool) -> u64 {
+        let mut epoch = 0;
+        self.disarmed.send_modify(|(d, e)| {
+            *d = disarmed;
+            *e += 1;
+            epoch = *e;
+        });
+        epoch
     }
 
     /// Waits for a heartbeat reporting the lease `held` (or not).
@@ -227,7 +235,7 @@ struct Grants {
     term: u64,
     ttl: Duration,
     on: watch::Receiver<bool>,
-    disarmed: watch::Receiver<bool>,
+    disarmed: watch::Receiver<(bool, u64)>,
 }
 
 async fn serve_session(
@@ -242,12 +250,14 @@ async fn serve_session(
                 beats.send_replace(Some(beat));
             }
             Some(EventKind::LeaseRequest(req)) if *grants.on.borrow() => {
+                let (disarmed, ha_epoch) = *grants.disarmed.borrow();
                 let grant = SessionRequest {
                     kind: Some(RequestKind::Grant(LeaseGrant {
                         seq: req.seq,
                         term: grants.term,
                         ttl_ms: grants.ttl.as_millis() as u64,
-                        disarmed: *grants.disarmed.borrow(),
+                        disarmed,
+                        ha_epoch,
                     })),
                 };
                 if requests.send(grant).await.is_err() {

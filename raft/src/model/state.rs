@@ -28,6 +28,12 @@ pub struct ClusterState {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HaSettings {
     pub disarmed: bool,
+    /// Bumped by every arm and disarm. Grants carry it and hosts report the epoch of the
+    /// grant they applied, so a report made before the latest switch (a heartbeat built
+    /// before the host saw the disarmed grant, committed after a quick re-arm) cannot
+    /// count the host as armed.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 impl ClusterState {
