@@ -4,6 +4,8 @@
 
 use std::cmp::Reverse;
 
+use drover_raft::model::{AdminState, Host, HostHealth};
+
 /// A VM that was placed on a dead host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
@@ -44,6 +46,20 @@ pub enum Plan {
         /// Non-HA VMs: observed state becomes `unknown`, placement kept.
         unknown: Vec<String>,
     },
+}
+
+/// What the mass-failure brake counts: (hosts that look dead, hosts that count). A host in
+/// maintenance is out of service by the operator's choice (often powered off): it counts
+/// as neither, or one host in maintenance plus one real failure would freeze failover on
+/// a three-host cluster. Removed hosts are not in the state at all.
+pub fn brake_counts<'a>(hosts: impl IntoIterator<Item = &'a Host>) -> (usize, usize) {
+    hosts
+        .into_iter()
+        .filter(|h| h.admin != AdminState::Maintenance)
+        .fold((0, 0), |(dead, all), h| {
+            let looks_dead = matches!(h.health, HostHealth::Dead | HostHealth::Suspect);
+            (dead + usize::from(looks_dead), all + 1)
+        })
 }
 
 pub fn plan(candidates: &[Candidate], dead: usize, hosts: usize, policy: &FailoverPolicy) -> Plan {
@@ -139,5 +155,28 @@ mod tests {
                 prop_assert!(prio(last_now) >= prio(first_later));
             }
         }
+    }
+
+    /// Issue 9, point 9: one host in maintenance (powered off) and one real failure on a
+    /// three-host cluster is one failure out of two hosts in service: not a mass failure.
+    #[test]
+    fn maintenance_hosts_do_not_count_toward_the_brake() {
+        let host = |name: &str, health, admin| Host {
+            health,
+            admin,
+            ..crate::fixtures::host(name, 4, 4096)
+        };
+        let hosts = [
+            host("h1", HostHealth::Dead, AdminState::Maintenance),
+            host("h2", HostHealth::Dead, AdminState::Active),
+            host("h3", HostHealth::Up, AdminState::Active),
+        ];
+        let (dead, all) = brake_counts(&hosts);
+        assert_eq!((dead, all), (1, 2));
+        let candidates = [c("a", true, 0)];
+        assert!(matches!(
+            plan(&candidates, dead, all, &FailoverPolicy::default()),
+            Plan::Restart { .. }
+        ));
     }
 }

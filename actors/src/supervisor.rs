@@ -357,13 +357,8 @@ impl Supervisor {
                 });
                 generations.insert(vm.name.clone(), (vm.generation, host.to_string()));
             }
-            let looks_dead = d
-                .state
-                .hosts
-                .values()
-                .filter(|h| matches!(h.health, HostHealth::Dead | HostHealth::Suspect))
-                .count();
-            (candidates, looks_dead, d.state.hosts.len(), generations)
+            let (looks_dead, hosts) = failover::brake_counts(d.state.hosts.values());
+            (candidates, looks_dead, hosts, generations)
         });
         if candidates.is_empty() {
             self.set_frozen(false, 0, hosts);

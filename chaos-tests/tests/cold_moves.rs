@@ -3,7 +3,8 @@
 //! fenced by a lapse, so it may still run there: a drain of that host must list it as
 //! blocked, with the command that unblocks it, and leave it where it is. Once an operator
 //! confirms the host is off, the drain moves it; when the frozen hostd wakes, the leader
-//! destroys the copy it still holds before trusting the host again.
+//! destroys the copy it still holds before trusting the host again; the empty host can
+//! then be removed.
 
 use std::time::Duration;
 
@@ -101,5 +102,24 @@ async fn a_drain_never_moves_a_vm_its_frozen_host_may_still_run() -> anyhow::Res
         Ok((!running).then_some(()))
     })
     .await?;
+
+    eprintln!("phase: the drain ends; the empty host can be removed");
+    wait_until("drain succeeded", Duration::from_secs(30), || async {
+        let op = cluster.cli_json(&["op", "get", &id]).await?;
+        Ok((op["state"] == "succeeded").then_some(()))
+    })
+    .await?;
+    cluster.cli(&["host", "remove", &victim]).await?;
+    let hosts = cluster
+        .cli_json(&["host", "list"])
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let names: Vec<&str> = hosts
+        .as_array()
+        .context("host list")?
+        .iter()
+        .filter_map(|h| h["name"].as_str())
+        .collect();
+    assert!(!names.contains(&victim.as_str()), "{names:?}");
     Ok(())
 }

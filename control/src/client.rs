@@ -404,6 +404,18 @@ impl Client {
             .await
     }
 
+    pub async fn remove_host(&self, name: &str) -> Result<(), ClientError> {
+        let req = pb::RemoveHostRequest {
+            name: name.to_string(),
+        };
+        let id = self.next_request_id();
+        self.call(|c| {
+            let req = with_request_id(req.clone(), &id);
+            async move { HostServiceClient::new(c).remove_host(req).await.map(drop) }
+        })
+        .await
+    }
+
     pub async fn drain_host(
         &self,
         req: pb::DrainHostRequest,

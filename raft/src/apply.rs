@@ -40,6 +40,7 @@ impl ClusterState {
     pub fn apply(&mut self, cmd: &Command) -> (ApplyResult, Touched) {
         let touched = match cmd {
             Command::AddHost { name, .. }
+            | Command::RemoveHost { name }
             | Command::HostObserved { name, .. }
             | Command::DeclareHostDead { name, .. } => Touched::Host(name.clone()),
             Command::SetHaArmed { .. } => Touched::AllHosts,
@@ -129,6 +130,7 @@ impl ClusterState {
                 self.hosts.insert(name.clone(), host.clone());
                 Ok(Reply::Host(host))
             }
+            Command::RemoveHost { name } => self.remove_host(name),
             Command::HostObserved {
                 name,
                 health,
@@ -529,6 +531,38 @@ impl ClusterState {
                 Ok(Reply::Host(h))
             }
         }
+    }
+
+    fn remove_host(&mut self, name: &str) -> ApplyResult {
+        if !self.hosts.contains_key(name) {
+            return Err(ApplyError::UnknownHost(name.to_string()));
+        }
+        let left: Vec<&str> = self
+            .vms
+            .values()
+            .filter(|v| v.host.as_deref() == Some(name) || self.migrating_to(v) == Some(name))
+            .map(|v| v.name.as_str())
+            .collect();
+        if !left.is_empty() {
+            return Err(ApplyError::HostNotEmpty {
+                host: name.to_string(),
+                vms: left.join(", "),
+            });
+        }
+        if let Some(op) = self.operations.running().find(|o| match &o.kind {
+            OpKind::Drain { host, .. } => host == name,
+            OpKind::Migrate { src, dst, .. } => src == name || dst == name,
+        }) {
+            return Err(ApplyError::HostBusy {
+                host: name.to_string(),
+                op: op.id,
+                kind: op.kind.as_str().into(),
+            });
+        }
+        self.hosts.remove(name);
+        Ok(Reply::HostRemoved {
+            name: name.to_string(),
+        })
     }
 
     fn start_migration(

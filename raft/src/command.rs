@@ -57,6 +57,11 @@ pub enum Command {
         name: String,
         reason: DeadReason,
     },
+    /// `drover host remove`: forgets a host that runs nothing (no VM placed on it or
+    /// migrating to or from it, no drain running on it).
+    RemoveHost {
+        name: String,
+    },
     /// Operator creates a VM; `start` makes its desired state `Running`.
     CreateVm {
         name: String,
@@ -205,6 +210,7 @@ impl Command {
     pub fn kind(&self) -> &'static str {
         match self {
             Command::AddHost { .. } => "add_host",
+            Command::RemoveHost { .. } => "remove_host",
             Command::HostObserved { .. } => "host_observed",
             Command::DeclareHostDead { .. } => "declare_host_dead",
             Command::SetHaArmed { .. } => "set_ha_armed",
@@ -265,6 +271,9 @@ pub enum Reply {
     },
     Operation(Operation),
     Placement(PlacementPolicy),
+    HostRemoved {
+        name: String,
+    },
     /// The HA switch after `SetHaArmed`.
     Ha {
         disarmed: bool,
@@ -354,6 +363,8 @@ pub enum ApplyError {
     HostAlreadyDraining { host: String, admin: String },
     #[error("Host {host:?} still has VMs: {vms}")]
     HostNotEmpty { host: String, vms: String },
+    #[error("Host {host:?} has a running {kind} operation {op}; wait for it or cancel it")]
+    HostBusy { host: String, op: u64, kind: String },
     #[error("VM {vm:?} cannot move: {why}")]
     VmMayStillRun {
         vm: String,

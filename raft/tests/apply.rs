@@ -784,3 +784,46 @@ fn a_report_from_before_a_disarm_cannot_arm_a_host_after_a_rearm() {
     ok(&mut s, report(true, 2));
     assert!(s.hosts["h1"].fencing_armed);
 }
+
+/// Issue 9, point 9: `host remove` forgets only a host that runs nothing.
+#[test]
+fn a_host_is_removed_only_when_nothing_runs_there() {
+    let mut s = ClusterState::default();
+    host_with_room(&mut s, "h1");
+    host_with_room(&mut s, "h2");
+    ok(&mut s, create("web"));
+    ok(&mut s, place("web", "h1", 0));
+    let remove = |name: &str| Command::RemoveHost { name: name.into() };
+    assert!(matches!(
+        refused(&mut s, remove("h1")),
+        ApplyError::HostNotEmpty { .. }
+    ));
+    assert_eq!(
+        refused(&mut s, remove("h9")),
+        ApplyError::UnknownHost("h9".into())
+    );
+    ok(
+        &mut s,
+        Command::StartDrain {
+            host: "h2".into(),
+            stop_when_blocked: false,
+            at_ms: 0,
+        },
+    );
+    assert!(matches!(
+        refused(&mut s, remove("h2")),
+        ApplyError::HostBusy { .. }
+    ));
+    ok(
+        &mut s,
+        Command::ActivateHost {
+            name: "h2".into(),
+            at_ms: 1,
+        },
+    );
+    assert_eq!(
+        ok(&mut s, remove("h2")),
+        Reply::HostRemoved { name: "h2".into() }
+    );
+    assert!(!s.hosts.contains_key("h2"));
+}

@@ -38,6 +38,7 @@ pub fn apply_error(e: &ApplyError) -> Status {
         | ApplyError::NoMigrationUri { .. }
         | ApplyError::HostAlreadyDraining { .. }
         | ApplyError::HostNotEmpty { .. }
+        | ApplyError::HostBusy { .. }
         | ApplyError::VmMayStillRun { .. }
         | ApplyError::StartUnconfirmed(_)
         | ApplyError::NotToStart { .. } => Status::failed_precondition(msg),

@@ -67,6 +67,18 @@ impl HostService for HostApi {
         }
     }
 
+    async fn remove_host(
+        &self,
+        req: Request<pb::RemoveHostRequest>,
+    ) -> Result<Response<pb::RemoveHostResponse>, Status> {
+        let (meta, _, req) = req.into_parts();
+        let cmd = Command::RemoveHost { name: req.name };
+        match commit(&self.node, &meta, cmd).await? {
+            Reply::HostRemoved { .. } => Ok(Response::new(pb::RemoveHostResponse {})),
+            other => Err(Status::internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+
     async fn activate_host(
         &self,
         req: Request<pb::ActivateHostRequest>,

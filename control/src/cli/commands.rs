@@ -213,6 +213,14 @@ pub async fn host(target: &Target, format: Format, cmd: HostCmd) -> anyhow::Resu
             labels,
         } => Ok(show_host(format, &c.add_host(&name, &address, &labels).await?)?.into()),
         HostCmd::Activate { name } => Ok(show_host(format, &c.activate_host(&name).await?)?.into()),
+        HostCmd::Remove { name } => {
+            c.remove_host(&name).await?;
+            Ok(match format {
+                Format::Json => json(&serde_json::json!({ "removed": name }))?,
+                Format::Table => format!("host {name} removed\n"),
+            }
+            .into())
+        }
         HostCmd::Drain {
             name,
             stop_when_blocked,

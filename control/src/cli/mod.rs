@@ -309,6 +309,9 @@ pub enum HostCmd {
     },
     /// Return a host in maintenance (or draining) to service.
     Activate { name: String },
+    /// Forget a host that runs nothing (drain it first; a dead host's VMs must have
+    /// failed over or been moved). Its hostd gets no more leases.
+    Remove { name: String },
     List {
         #[command(flatten)]
         read: ReadOpts,
