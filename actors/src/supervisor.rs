@@ -73,6 +73,9 @@ const FAILOVER_ROUND: Duration = Duration::from_millis(500);
 /// The children while this node leads.
 struct Leading {
     term: u64,
+    /// The fencing term every hostd command and grant carries: `term`, above every term
+    /// of the clusters this one was restored from (`HaSettings::fencing_term`).
+    fence: u64,
     since: Instant,
     changes: SpawnHandle,
     hosts: HashMap<String, Addr<HostActor>>,
@@ -176,8 +179,10 @@ impl Supervisor {
             "leading: starting host and VM actors"
         );
         let changes = ctx.add_stream(BroadcastStream::new(self.node.view().subscribe()));
+        let fence = self.node.view().read(|d| d.state.ha.fencing_term(term));
         self.leading = Some(Leading {
             term,
+            fence,
             since: Instant::now(),
             changes,
             hosts: HashMap::new(),
@@ -229,7 +234,8 @@ impl Supervisor {
             }
             let actor = if migrate {
                 OpActor::Migrate(
-                    MigrationActor::new(id, self.node.clone(), self.agents.clone(), l.term).start(),
+                    MigrationActor::new(id, self.node.clone(), self.agents.clone(), l.fence)
+                        .start(),
                 )
             } else {
                 OpActor::Drain(DrainActor::new(id, self.node.clone(), self.config.drain).start())
@@ -281,7 +287,7 @@ impl Supervisor {
                         node: self.node.clone(),
                         agents: self.agents.clone(),
                         report_to: ctx.address().recipient(),
-                        term: l.term,
+                        term: l.fence,
                         timings: self.config.lease,
                         grants: self.config.grants.clone(),
                         leader_since: l.since,
@@ -474,7 +480,7 @@ impl Supervisor {
                     name.to_string(),
                     self.node.clone(),
                     self.agents.clone(),
-                    l.term,
+                    l.fence,
                 );
                 l.vms.insert(name.to_string(), actor.start());
             }

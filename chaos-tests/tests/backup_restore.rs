@@ -1,14 +1,18 @@
 //! Backup round trip: `drover cluster snapshot save` on a live cluster, `drover cluster
 //! restore` into the data dirs of a brand-new cluster, which starts with exactly that state
-//! (hosts, VMs with their placement and generation) and accepts writes.
+//! (hosts, VMs with their placement and generation), accepts writes, and drives the old
+//! cluster's host: its Raft terms start again at 1, below what hostd has seen, but its
+//! fencing terms continue above them (issue 9, point 8).
+
+use std::time::Duration;
 
 use drover_chaos_tests::process::binary;
-use drover_chaos_tests::{free_port, ChildProcess, Cluster, ClusterSpec};
+use drover_chaos_tests::{free_port, wait_until, ChildProcess, Cluster, ClusterSpec};
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn save_restore_round_trip() -> anyhow::Result<()> {
-    let cluster = Cluster::start(ClusterSpec {
+    let mut cluster = Cluster::start(ClusterSpec {
         hosts: 1,
         ..Default::default()
     })
@@ -16,6 +20,17 @@ async fn save_restore_round_trip() -> anyhow::Result<()> {
     for name in ["a", "b"] {
         cluster.create_stopped_vm(name).await?;
     }
+
+    // phase: a second leader (term 2 or more) drives h1, which remembers that term.
+    let first = cluster.wait_for_leader(None).await?;
+    cluster.kill_controller(first).await?;
+    cluster.wait_for_leader(Some(first)).await?;
+    cluster.cli(&["vm", "start", "a"]).await?;
+    wait_until("a running", Duration::from_secs(30), || async {
+        let vm = cluster.cli_json(&["vm", "get", "a"]).await?;
+        Ok((vm["observed_state"] == "running").then_some(()))
+    })
+    .await?;
     let before_vms = cluster
         .cli_json(&["vm", "list"])
         .await
@@ -82,6 +97,13 @@ async fn save_restore_round_trip() -> anyhow::Result<()> {
         again.stderr
     );
 
+    // phase: the old cluster is gone (the disaster the backup is for).
+    for id in 1..=3 {
+        if id != first {
+            cluster.kill_controller(id).await?;
+        }
+    }
+
     // phase: start the new cluster; it holds the backed-up state.
     let mut processes = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
@@ -115,6 +137,22 @@ async fn save_restore_round_trip() -> anyhow::Result<()> {
     assert_eq!(hosts[0]["address"], before_hosts[0]["address"]);
     // The restored cluster takes writes.
     cluster.create_stopped_vm_at(&endpoints, "c").await?;
+    // And its host follows it: h1 takes its session and starts a VM for it.
+    let started = cluster.cli_at(&endpoints, &["vm", "start", "b"]).await?;
+    assert!(started.success, "{}", started.stderr);
+    wait_until(
+        "b running, started by the restored cluster",
+        Duration::from_secs(30),
+        || async {
+            let out = cluster
+                .cli_at(&endpoints, &["vm", "get", "b", "-o", "json"])
+                .await
+                .map_err(|e| e.to_string())?;
+            let vm: Value = serde_json::from_str(&out.stdout).map_err(|e| e.to_string())?;
+            Ok((vm["observed_state"] == "running").then_some(()))
+        },
+    )
+    .await?;
     for p in processes {
         p.terminate().await?;
     }

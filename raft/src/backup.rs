@@ -91,10 +91,14 @@ pub async fn seed(
         .iter()
         .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
         .collect();
+    let mut state = backup.state;
+    // The new cluster's terms start again at 1: its fencing terms must still outrank every
+    // term the hosts saw from the cluster it replaces.
+    state.ha.restores += 1;
     let data = SmData {
         last_applied: Some(log_id),
         membership: StoredMembership::new(Some(log_id), Membership::new(vec![voters], nodes)),
-        state: backup.state,
+        state,
         requests: backup.requests,
     };
     let (mut log, sm) = store::open(&store_dir)?;

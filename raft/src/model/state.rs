@@ -34,6 +34,22 @@ pub struct HaSettings {
     /// count the host as armed.
     #[serde(default)]
     pub epoch: u64,
+    /// How many restores from a backup this cluster descends from. A restored cluster's
+    /// Raft terms start again at 1, below what its hosts have seen from the cluster it
+    /// replaces; the fencing term hostd compares is `restores << 32 | raft term`, so every
+    /// restored leader outranks every leader before the restore.
+    #[serde(default)]
+    pub restores: u64,
+}
+
+/// Raft terms stay below this in the fencing term (an election a second for 136 years).
+const TERM_BITS: u32 = 32;
+
+impl HaSettings {
+    /// The fencing token hostd compares for a leader of Raft `term` (see `restores`).
+    pub fn fencing_term(&self, term: u64) -> u64 {
+        (self.restores << TERM_BITS) | (term & ((1 << TERM_BITS) - 1))
+    }
 }
 
 impl ClusterState {
