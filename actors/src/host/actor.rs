@@ -21,7 +21,7 @@ use super::fence_agent::{FenceAgent, Outcome};
 use super::grants::GrantBook;
 use super::health::{self, Event, Health, LeaseTimings, Tracker};
 use super::stale::{stale_domains, Stale};
-use crate::agents::AgentPool;
+use crate::agents::{deadline, AgentPool, QUICK_CALL};
 use crate::Shutdown;
 
 /// Heartbeats missed before the session is dropped and reopened.
@@ -431,11 +431,14 @@ impl HostActor {
             async move {
                 let result = match client {
                     Ok(mut c) => c
-                        .destroy_vm(VmRef {
-                            name: vm.clone(),
-                            fence,
-                            stray,
-                        })
+                        .destroy_vm(deadline(
+                            VmRef {
+                                name: vm.clone(),
+                                fence,
+                                stray,
+                            },
+                            QUICK_CALL,
+                        ))
                         .await
                         .map(|_| ()),
                     Err(e) => Err(tonic::Status::unavailable(e.to_string())),

@@ -20,7 +20,7 @@ use tonic::transport::Channel;
 use tonic::Code;
 
 use super::locate::{after_failure, locate, Location};
-use crate::agents::AgentPool;
+use crate::agents::{deadline, AgentPool, QUICK_CALL};
 use crate::vm::Poke;
 use crate::Shutdown;
 
@@ -67,14 +67,17 @@ impl MigrationActor {
             async move {
                 let mut client = agents.client(&info.src_addr).map_err(|e| e.to_string())?;
                 client
-                    .abort_migration(VmRef {
-                        name: info.vm.clone(),
-                        fence: Some(Fence {
-                            term,
-                            generation: info.generation - 1,
-                        }),
-                        stray: false,
-                    })
+                    .abort_migration(deadline(
+                        VmRef {
+                            name: info.vm.clone(),
+                            fence: Some(Fence {
+                                term,
+                                generation: info.generation - 1,
+                            }),
+                            stray: false,
+                        },
+                        QUICK_CALL,
+                    ))
                     .await
                     .map(|r| r.into_inner().aborted)
                     .map_err(|s| s.message().to_string())
@@ -342,10 +345,12 @@ impl Driver {
 
     async fn domains(&self, address: &str) -> Option<Vec<Domain>> {
         let mut client = self.client(address).ok()?;
-        let call = client.list_domains(ListDomainsRequest {});
-        match tokio::time::timeout(Duration::from_secs(5), call).await {
-            Ok(Ok(r)) => Some(r.into_inner().domains),
-            _ => None,
+        match client
+            .list_domains(deadline(ListDomainsRequest {}, QUICK_CALL))
+            .await
+        {
+            Ok(r) => Some(r.into_inner().domains),
+            Err(_) => None,
         }
     }
 

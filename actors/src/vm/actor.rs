@@ -10,7 +10,7 @@ use drover_raft::model::{ObservedState, Vm};
 use drover_raft::{Command, RaftNode, Reply, Request};
 
 use super::reconcile::{decide, Action, Observation};
-use crate::agents::AgentPool;
+use crate::agents::{deadline, AgentPool, QUICK_CALL, START_CALL};
 use crate::Shutdown;
 
 /// How long hostd waits for a guest to shut down before it destroys it.
@@ -211,7 +211,7 @@ impl Exec {
                         generation: started.generation,
                     }),
                 };
-                match self.agent()?.start_vm(req).await {
+                match self.agent()?.start_vm(deadline(req, START_CALL)).await {
                     Ok(d) => Ok(Some(observation(&host, &d.into_inner()))),
                     Err(status) => {
                         let reason = format!("start on {host} failed: {}", status.message());
@@ -236,18 +236,21 @@ impl Exec {
                 };
                 let d = self
                     .agent()?
-                    .stop_vm(req)
+                    .stop_vm(deadline(req, STOP_TIMEOUT + QUICK_CALL))
                     .await
                     .map_err(|s| format!("stop on {host} failed: {}", s.message()))?;
                 Ok(Some(observation(&host, &d.into_inner())))
             }
             Action::Undefine { host } => {
                 self.agent()?
-                    .undefine_vm(VmRef {
-                        name,
-                        fence,
-                        stray: false,
-                    })
+                    .undefine_vm(deadline(
+                        VmRef {
+                            name,
+                            fence,
+                            stray: false,
+                        },
+                        QUICK_CALL,
+                    ))
                     .await
                     .map_err(|s| format!("undefine on {host} failed: {}", s.message()))?;
                 Ok(Some(Observation::missing(&host)))
