@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use drover_proto::transport::TlsHandle;
-use drover_raft::model::{DesiredState, EventKind, HostHealth, ObservedState, OpKind};
+use drover_raft::model::{DesiredState, EventKind, HostHealth, LeaseConfig, ObservedState, OpKind};
 use drover_raft::store::Change;
 use drover_raft::{Command, RaftMetrics, RaftNode, Request};
 use openraft::ServerState;
@@ -76,7 +76,11 @@ struct Leading {
     /// The fencing term every hostd command and grant carries: `term`, above every term
     /// of the clusters this one was restored from (`HaSettings::fencing_term`).
     fence: u64,
-    since: Instant,
+    /// The replicated lease (current, previous) the host actors run with, and since when:
+    /// a change restarts them, so that every grant made under an older configuration was
+    /// sent before `hosts_since`.
+    lease: (LeaseConfig, Option<LeaseConfig>),
+    hosts_since: Instant,
     changes: SpawnHandle,
     hosts: HashMap<String, Addr<HostActor>>,
     vms: HashMap<String, Addr<VmActor>>,
@@ -179,17 +183,90 @@ impl Supervisor {
             "leading: starting host and VM actors"
         );
         let changes = ctx.add_stream(BroadcastStream::new(self.node.view().subscribe()));
-        let fence = self.node.view().read(|d| d.state.ha.fencing_term(term));
+        let (fence, lease, previous) = self.node.view().read(|d| {
+            let ha = &d.state.ha;
+            (ha.fencing_term(term), ha.lease, ha.previous_lease)
+        });
+        // A new cluster has no replicated lease yet: its first leader commits its flags
+        // and grants by them meanwhile (what the state is about to say).
+        let lease = lease.unwrap_or_else(|| {
+            let config = self.config.lease.config();
+            self.write(ctx, Command::SetLeaseConfig { config });
+            config
+        });
+        let now = Instant::now();
         self.leading = Some(Leading {
             term,
             fence,
-            since: Instant::now(),
+            lease: (lease, previous),
+            hosts_since: now,
             changes,
             hosts: HashMap::new(),
             vms: HashMap::new(),
             ops: HashMap::new(),
         });
         self.sync_all(ctx);
+        self.settle_later(ctx);
+    }
+
+    /// Restarts the host actors when the replicated lease changed, so that they grant and
+    /// judge by it, and wait out the previous one (`LeaseTimings::floor`).
+    fn sync_lease(&mut self, ctx: &mut Context<Self>) {
+        let (lease, previous) = self
+            .node
+            .view()
+            .read(|d| (d.state.ha.lease, d.state.ha.previous_lease));
+        let Some(l) = &mut self.leading else { return };
+        let Some(lease) = lease else { return };
+        if l.lease == (lease, previous) {
+            return;
+        }
+        tracing::warn!(
+            term = l.term,
+            ?lease,
+            ?previous,
+            "lease changed: restarting host actors"
+        );
+        l.lease = (lease, previous);
+        l.hosts_since = Instant::now();
+        self.config.grants.clear();
+        for (_, addr) in l.hosts.drain() {
+            addr.do_send(Shutdown);
+        }
+        self.sync_all(ctx);
+        self.settle_later(ctx);
+    }
+
+    /// Once every grant made under the previous lease has certainly lapsed, forgets it.
+    fn settle_later(&mut self, ctx: &mut Context<Self>) {
+        let Some(l) = &self.leading else { return };
+        let Some(previous) = l.lease.1 else { return };
+        let wait = Duration::from_millis(previous.lapse_ms());
+        let term = l.term;
+        ctx.run_later(wait, move |act, ctx| {
+            if act
+                .leading
+                .as_ref()
+                .is_some_and(|l| l.term == term && l.lease.1 == Some(previous))
+            {
+                act.write(ctx, Command::LeaseSettled { previous });
+            }
+        });
+    }
+
+    /// Commits `cmd` in the background; a failure is logged (the next leader or change
+    /// tries again).
+    fn write(&self, ctx: &mut Context<Self>, cmd: Command) {
+        let node = self.node.clone();
+        ctx.spawn(
+            async move {
+                let kind = cmd.kind();
+                if let Err(e) = node.write_local(Request::anonymous(cmd)).await {
+                    tracing::warn!(error = %e, kind, "cannot commit");
+                }
+            }
+            .into_actor(self),
+        );
     }
 
     fn step_down(&mut self, ctx: &mut Context<Self>) {
@@ -288,9 +365,9 @@ impl Supervisor {
                         agents: self.agents.clone(),
                         report_to: ctx.address().recipient(),
                         term: l.fence,
-                        timings: self.config.lease,
+                        timings: LeaseTimings::from_config(&l.lease.0, l.lease.1.as_ref()),
                         grants: self.config.grants.clone(),
-                        leader_since: l.since,
+                        leader_since: l.hosts_since,
                         fence_agent: self.config.fence_agent.clone(),
                     },
                 );
@@ -525,7 +602,10 @@ impl StreamHandler<Result<Change, BroadcastStreamRecvError>> for Supervisor {
             Ok(Change::Vm(name)) => self.sync_vm(&name),
             Ok(Change::Ops) => self.sync_ops(),
             // Missed changes or a replaced state: compare everything.
-            Ok(Change::Reset) | Err(BroadcastStreamRecvError::Lagged(_)) => self.sync_all(ctx),
+            Ok(Change::Reset) | Err(BroadcastStreamRecvError::Lagged(_)) => {
+                self.sync_lease(ctx);
+                self.sync_all(ctx);
+            }
         }
     }
 

@@ -242,6 +242,20 @@ impl Client {
         .await
     }
 
+    pub async fn set_lease(&self, req: pb::SetLeaseRequest) -> Result<pb::HaStatus, ClientError> {
+        let id = self.next_request_id();
+        self.call(|c| {
+            let req = with_request_id(req, &id);
+            async move {
+                ClusterServiceClient::new(c)
+                    .set_lease(req)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        })
+        .await
+    }
+
     pub async fn events(
         &self,
         req: pb::ListEventsRequest,

@@ -22,10 +22,13 @@ pub async fn serve(
     if args.id == 0 {
         anyhow::bail!("--id must be at least 1");
     }
+    // Only a proposal: a new cluster's first leader commits it, later ones follow the
+    // replicated lease (`drover ha lease` changes it).
     let lease = drover_actors::host::health::LeaseTimings {
         heartbeat: Duration::from_millis(args.heartbeat_interval_ms),
         ttl: Duration::from_millis(args.lease_ttl_ms),
         margin: Duration::from_millis(args.lease_margin_ms),
+        floor: Duration::ZERO,
     };
     lease.validate().map_err(|e| {
         anyhow::anyhow!(

@@ -43,7 +43,10 @@ impl ClusterState {
             | Command::RemoveHost { name }
             | Command::HostObserved { name, .. }
             | Command::DeclareHostDead { name, .. } => Touched::Host(name.clone()),
-            Command::SetHaArmed { .. } => Touched::AllHosts,
+            // Every host's grants change: the leader re-reads the whole state.
+            Command::SetHaArmed { .. }
+            | Command::SetLeaseConfig { .. }
+            | Command::LeaseSettled { .. } => Touched::AllHosts,
             // Persisted with every batch, like the HA switch.
             Command::SetPlacementPolicy { .. } => Touched::Nothing,
             Command::RecordEvent { .. } => Touched::Nothing,
@@ -177,6 +180,27 @@ impl ClusterState {
                     disarmed: self.ha.disarmed,
                     hosts_not_armed: self.hosts_not_armed(),
                 })
+            }
+            Command::SetLeaseConfig { config } => {
+                config.validate().map_err(ApplyError::InvalidLease)?;
+                if let Some(previous) = self.ha.previous_lease {
+                    return Err(ApplyError::LeaseSettling {
+                        lapse_ms: previous.lapse_ms(),
+                    });
+                }
+                if self.ha.lease != Some(*config) {
+                    // Grants under the old lease may outlive the switch; a shorter new
+                    // ttl must not let a leader call such a host dead early.
+                    self.ha.previous_lease = self.ha.lease;
+                    self.ha.lease = Some(*config);
+                }
+                Ok(Reply::Nothing)
+            }
+            Command::LeaseSettled { previous } => {
+                if self.ha.previous_lease == Some(*previous) {
+                    self.ha.previous_lease = None;
+                }
+                Ok(Reply::Nothing)
             }
             Command::DeclareHostDead { name, reason } => {
                 let disarmed = self.ha.disarmed;

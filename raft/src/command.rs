@@ -51,6 +51,15 @@ pub enum Command {
     SetHaArmed {
         armed: bool,
     },
+    /// `drover ha lease` (or a new cluster's first leader, from its flags): the lease
+    /// timings. Refused while an earlier change is still settling.
+    SetLeaseConfig {
+        config: crate::model::LeaseConfig,
+    },
+    /// The leader waited out every grant made under `previous_lease`: forget it.
+    LeaseSettled {
+        previous: crate::model::LeaseConfig,
+    },
     /// The host may no longer run anything: its lease has certainly lapsed, or an operator
     /// confirmed it is off. Its HA VMs become eligible for `FailoverVm`.
     DeclareHostDead {
@@ -214,6 +223,8 @@ impl Command {
             Command::HostObserved { .. } => "host_observed",
             Command::DeclareHostDead { .. } => "declare_host_dead",
             Command::SetHaArmed { .. } => "set_ha_armed",
+            Command::SetLeaseConfig { .. } => "set_lease_config",
+            Command::LeaseSettled { .. } => "lease_settled",
             Command::RecordEvent { .. } => "record_event",
             Command::FailoverVm { .. } => "failover_vm",
             Command::CreateVm { .. } => "create_vm",
@@ -323,6 +334,13 @@ pub enum ApplyError {
     InvalidLabels(String),
     #[error("Invalid placement policy: {0}")]
     InvalidPlacement(String),
+    #[error("Invalid lease: {0}")]
+    InvalidLease(String),
+    #[error(
+        "A lease change is still settling (grants under the previous lease may be live for \
+         up to {lapse_ms} ms after it); try again then"
+    )]
+    LeaseSettling { lapse_ms: u64 },
     #[error("Invalid migration policy: {0}")]
     InvalidPolicy(String),
     #[error("Operation {0} not found")]

@@ -827,3 +827,41 @@ fn a_host_is_removed_only_when_nothing_runs_there() {
     );
     assert!(!s.hosts.contains_key("h2"));
 }
+
+/// Issue 9, point 4: one replicated lease; a change keeps the previous one until the leader
+/// has waited out its grants, and no second change overlaps it.
+#[test]
+fn lease_changes_settle_one_at_a_time() {
+    use drover_raft::model::LeaseConfig;
+    let set = |heartbeat_ms, ttl_ms, margin_ms| Command::SetLeaseConfig {
+        config: LeaseConfig {
+            heartbeat_ms,
+            ttl_ms,
+            margin_ms,
+        },
+    };
+    let mut s = ClusterState::default();
+    assert!(matches!(
+        refused(&mut s, set(1000, 2000, 1000)),
+        ApplyError::InvalidLease(_)
+    ));
+    assert!(matches!(
+        refused(&mut s, set(1000, 5000, 0)),
+        ApplyError::InvalidLease(_)
+    ));
+    // Bootstrap: nothing to wait out.
+    ok(&mut s, set(1000, 20_000, 1000));
+    assert_eq!(s.ha.previous_lease, None);
+    // A shorter lease: the longer one is kept until it settles.
+    ok(&mut s, set(1000, 5000, 1000));
+    let previous = s.ha.previous_lease.expect("settling");
+    assert_eq!(previous.ttl_ms, 20_000);
+    assert_eq!(
+        refused(&mut s, set(500, 3000, 500)),
+        ApplyError::LeaseSettling { lapse_ms: 21_000 }
+    );
+    ok(&mut s, Command::LeaseSettled { previous });
+    assert_eq!(s.ha.previous_lease, None);
+    ok(&mut s, set(500, 3000, 500));
+    assert_eq!(s.ha.lease.map(|l| l.ttl_ms), Some(3000));
+}

@@ -9,6 +9,8 @@
 
 use std::time::{Duration, Instant};
 
+use drover_raft::model::LeaseConfig;
+
 /// Lease timings, validated together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseTimings {
@@ -16,38 +18,45 @@ pub struct LeaseTimings {
     pub ttl: Duration,
     /// Covers clock-rate drift and scheduling slack between leader and host.
     pub margin: Duration,
+    /// While a lease change settles: how long after the host actors (re)started grants
+    /// made under the previous configuration may still be live (its ttl + margin).
+    pub floor: Duration,
 }
 
 /// A heartbeat interval must fit this many times into the lease ttl, so that a few lost
 /// beats do not lapse a lease that the host keeps renewing.
-pub const MIN_BEATS_PER_TTL: u32 = 3;
+pub const MIN_BEATS_PER_TTL: u32 = drover_raft::model::MIN_BEATS_PER_TTL as u32;
 
 impl Default for LeaseTimings {
     fn default() -> Self {
-        Self {
-            heartbeat: Duration::from_secs(1),
-            ttl: Duration::from_secs(5),
-            margin: Duration::from_secs(1),
-        }
+        Self::from_config(&LeaseConfig::default(), None)
     }
 }
 
 impl LeaseTimings {
+    /// The timings of the replicated `current` configuration, waiting out `previous`
+    /// (the one it replaced, while that settles).
+    pub fn from_config(current: &LeaseConfig, previous: Option<&LeaseConfig>) -> Self {
+        Self {
+            heartbeat: Duration::from_millis(current.heartbeat_ms),
+            ttl: Duration::from_millis(current.ttl_ms),
+            margin: Duration::from_millis(current.margin_ms),
+            floor: Duration::from_millis(previous.map_or(0, LeaseConfig::lapse_ms)),
+        }
+    }
+
+    /// The configuration these timings grant by (what a new cluster's first leader commits).
+    pub fn config(&self) -> LeaseConfig {
+        LeaseConfig {
+            heartbeat_ms: self.heartbeat.as_millis() as u64,
+            ttl_ms: self.ttl.as_millis() as u64,
+            margin_ms: self.margin.as_millis() as u64,
+        }
+    }
+
+    /// The replicated rules (`LeaseConfig::validate`).
     pub fn validate(&self) -> Result<(), String> {
-        if self.heartbeat.is_zero() {
-            return Err("heartbeat interval must be positive".into());
-        }
-        if self.ttl < self.heartbeat * MIN_BEATS_PER_TTL {
-            return Err(format!(
-                "lease ttl {:?} must be at least {MIN_BEATS_PER_TTL} heartbeats ({:?})",
-                self.ttl,
-                self.heartbeat * MIN_BEATS_PER_TTL
-            ));
-        }
-        if self.margin.is_zero() {
-            return Err("lease margin must be positive".into());
-        }
-        Ok(())
+        self.config().validate()
     }
 
     /// Heartbeats missed before a host is suspect.
@@ -92,7 +101,9 @@ pub struct Tracker {
 /// Whether the host's lease has certainly lapsed at `now`.
 pub fn lease_certainly_lapsed(t: &Tracker, timings: &LeaseTimings, now: Instant) -> bool {
     let wait = timings.ttl + timings.margin;
-    let since_leading = now.saturating_duration_since(t.leader_since) >= wait;
+    // Grants of an earlier leader, or made under an earlier lease configuration, were all
+    // sent before `leader_since`.
+    let since_leading = now.saturating_duration_since(t.leader_since) >= wait.max(timings.floor);
     let since_grant = match t.last_grant_sent {
         Some(sent) => now.saturating_duration_since(sent) >= wait,
         None => true,
@@ -173,6 +184,34 @@ mod tests {
         }
         .validate()
         .is_err());
+    }
+
+    /// Issue 9, point 4: after a switch from a 20 s lease to a 5 s one, a host that holds
+    /// a 20 s grant from before the switch is not dead 6 s later, only once the old lease
+    /// has certainly lapsed too.
+    #[test]
+    fn a_lease_change_waits_out_the_longer_previous_lease() {
+        let old = LeaseConfig {
+            heartbeat_ms: 1000,
+            ttl_ms: 20_000,
+            margin_ms: 1000,
+        };
+        let timings = LeaseTimings::from_config(&LeaseConfig::default(), Some(&old));
+        let t0 = Instant::now();
+        // The host actors restarted with the new lease at t0; the host went silent then.
+        let t = Tracker {
+            health: Health::Suspect,
+            last_beat: Some(t0),
+            last_grant_sent: None,
+            leader_since: t0,
+            fencing_armed: true,
+        };
+        assert!(!lease_certainly_lapsed(&t, &timings, t0 + 6 * S));
+        assert!(!lease_certainly_lapsed(&t, &timings, t0 + 20 * S));
+        assert!(lease_certainly_lapsed(&t, &timings, t0 + 21 * S));
+        // Settled: the new lease alone.
+        let settled = LeaseTimings::from_config(&LeaseConfig::default(), None);
+        assert!(lease_certainly_lapsed(&t, &settled, t0 + 6 * S));
     }
 
     #[test]

@@ -278,6 +278,16 @@ impl ClusterService for ClusterApi {
         Ok(Response::new(super::ha::get(&self.node, stale).await?))
     }
 
+    async fn set_lease(
+        &self,
+        req: Request<pb::SetLeaseRequest>,
+    ) -> Result<Response<pb::HaStatus>, Status> {
+        let (meta, _, req) = req.into_parts();
+        Ok(Response::new(
+            super::ha::set_lease(&self.node, &meta, req).await?,
+        ))
+    }
+
     async fn get_placement_policy(
         &self,
         req: Request<pb::GetPlacementPolicyRequest>,

@@ -16,6 +16,7 @@ pub fn apply_error(e: &ApplyError) -> Status {
         | ApplyError::InvalidLabels(_)
         | ApplyError::InvalidPolicy(_)
         | ApplyError::InvalidPlacement(_)
+        | ApplyError::InvalidLease(_)
         | ApplyError::SameHost { .. } => Status::invalid_argument(msg),
         ApplyError::HostExists(_) | ApplyError::VmExists(_) => Status::already_exists(msg),
         ApplyError::UnknownHost(_) | ApplyError::UnknownVm(_) | ApplyError::UnknownOperation(_) => {
@@ -39,6 +40,7 @@ pub fn apply_error(e: &ApplyError) -> Status {
         | ApplyError::HostAlreadyDraining { .. }
         | ApplyError::HostNotEmpty { .. }
         | ApplyError::HostBusy { .. }
+        | ApplyError::LeaseSettling { .. }
         | ApplyError::VmMayStillRun { .. }
         | ApplyError::StartUnconfirmed(_)
         | ApplyError::NotToStart { .. } => Status::failed_precondition(msg),

@@ -2,8 +2,7 @@
 //! `SetHaArmed` and `GetHaStatus`).
 
 use drover_proto::v1 as pb;
-use drover_raft::model::ClusterState;
-use drover_raft::model::EventKind;
+use drover_raft::model::{ClusterState, EventKind, LeaseConfig};
 use drover_raft::{Command, RaftNode, Reply, Request};
 use tonic::metadata::MetadataMap;
 use tonic::Status;
@@ -45,9 +44,29 @@ pub async fn set_armed(
         } => Ok(pb::HaStatus {
             disarmed,
             hosts_not_armed,
+            ..node.view().read(|d| status(&d.state))
         }),
         other => Err(Status::internal(format!("unexpected reply {other:?}"))),
     }
+}
+
+/// `drover ha lease`: zeros keep the current value.
+pub async fn set_lease(
+    node: &RaftNode,
+    meta: &MetadataMap,
+    req: pb::SetLeaseRequest,
+) -> Result<pb::HaStatus, Status> {
+    fresh_read(node, false).await?;
+    let current = node.view().read(|d| d.state.ha.lease).unwrap_or_default();
+    let keep = |v: u64, old: u64| if v == 0 { old } else { v };
+    let config = LeaseConfig {
+        heartbeat_ms: keep(req.heartbeat_ms, current.heartbeat_ms),
+        ttl_ms: keep(req.ttl_ms, current.ttl_ms),
+        margin_ms: keep(req.margin_ms, current.margin_ms),
+    };
+    tracing::warn!(?config, previous = ?current, "lease changed by an operator");
+    commit(node, meta, Command::SetLeaseConfig { config }).await?;
+    get(node, false).await
 }
 
 pub async fn get(node: &RaftNode, stale: bool) -> Result<pb::HaStatus, Status> {
@@ -56,8 +75,15 @@ pub async fn get(node: &RaftNode, stale: bool) -> Result<pb::HaStatus, Status> {
 }
 
 fn status(state: &ClusterState) -> pb::HaStatus {
+    let settings = |c: &LeaseConfig| pb::LeaseSettings {
+        heartbeat_ms: c.heartbeat_ms,
+        ttl_ms: c.ttl_ms,
+        margin_ms: c.margin_ms,
+    };
     pb::HaStatus {
         disarmed: state.ha.disarmed,
         hosts_not_armed: state.hosts_not_armed(),
+        lease: state.ha.lease.as_ref().map(settings),
+        previous_lease: state.ha.previous_lease.as_ref().map(settings),
     }
 }

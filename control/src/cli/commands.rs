@@ -195,6 +195,18 @@ pub async fn ha(target: &Target, format: Format, cmd: HaCmd) -> anyhow::Result<P
         HaCmd::Disarm => c.set_ha_armed(false).await?,
         HaCmd::Arm => c.set_ha_armed(true).await?,
         HaCmd::Status => c.ha_status().await?,
+        HaCmd::Lease {
+            heartbeat_ms,
+            ttl_ms,
+            margin_ms,
+        } => {
+            c.set_lease(pb::SetLeaseRequest {
+                heartbeat_ms: heartbeat_ms.unwrap_or(0),
+                ttl_ms: ttl_ms.unwrap_or(0),
+                margin_ms: margin_ms.unwrap_or(0),
+            })
+            .await?
+        }
     };
     Ok(match format {
         Format::Json => json(&output::ha_json(&status))?,

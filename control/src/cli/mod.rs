@@ -131,8 +131,18 @@ pub enum HaCmd {
     Disarm,
     /// Resume failover and self-fencing (each host counts as armed once it confirms).
     Arm,
-    /// Whether HA is armed, and which hosts have not confirmed it yet.
+    /// Whether HA is armed, which hosts have not confirmed it yet, and the lease.
     Status,
+    /// Change the cluster's lease timings (omitted values stay). Every leader grants and
+    /// judges hosts by them; a change waits out grants made under the previous lease.
+    Lease {
+        #[arg(long)]
+        heartbeat_ms: Option<u64>,
+        #[arg(long)]
+        ttl_ms: Option<u64>,
+        #[arg(long)]
+        margin_ms: Option<u64>,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]

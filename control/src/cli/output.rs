@@ -249,9 +249,12 @@ fn utc(ms: u64) -> String {
 }
 
 pub fn ha_json(s: &pb::HaStatus) -> Value {
+    let lease = |l: &pb::LeaseSettings| json!({"heartbeat_ms": l.heartbeat_ms, "ttl_ms": l.ttl_ms, "margin_ms": l.margin_ms});
     json!({
         "armed": !s.disarmed,
         "hosts_not_armed": s.hosts_not_armed,
+        "lease": s.lease.as_ref().map(lease),
+        "previous_lease": s.previous_lease.as_ref().map(lease),
     })
 }
 
@@ -267,6 +270,18 @@ pub fn ha_text(s: &pb::HaStatus) -> String {
         out.push_str(&format!(
             "\nhosts not (yet) armed, never failed over by lease: {}",
             s.hosts_not_armed.join(", ")
+        ));
+    }
+    if let Some(l) = &s.lease {
+        out.push_str(&format!(
+            "\nlease: heartbeat {} ms, ttl {} ms, margin {} ms",
+            l.heartbeat_ms, l.ttl_ms, l.margin_ms
+        ));
+    }
+    if let Some(p) = &s.previous_lease {
+        out.push_str(&format!(
+            " (settling: grants under the previous ttl {} ms may still be live)",
+            p.ttl_ms
         ));
     }
     out

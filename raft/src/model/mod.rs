@@ -19,7 +19,7 @@ pub use operation::{
     Progress, MAX_FINISHED_OPS,
 };
 pub use placement::{PlacementPolicy, Weigher};
-pub use state::{ClusterState, HaSettings};
+pub use state::{ClusterState, HaSettings, LeaseConfig, MAX_LEASE_TTL_MS, MIN_BEATS_PER_TTL};
 pub use vm::{DesiredState, ObservedState, Vm, VmSpec};
 
 /// Longest accepted host or VM name; libvirt and DNS labels both stay happy below this.

@@ -40,6 +40,73 @@ pub struct HaSettings {
     /// restored leader outranks every leader before the restore.
     #[serde(default)]
     pub restores: u64,
+    /// The lease every leader grants and every host is judged by; `None` until the first
+    /// leader of a cluster commits its `drover server` flags.
+    #[serde(default)]
+    pub lease: Option<LeaseConfig>,
+    /// The configuration `lease` replaced, while grants made under it may still be live;
+    /// the leader clears it once they certainly are not. No other change is accepted
+    /// meanwhile, so there is only ever one older configuration to wait out.
+    #[serde(default)]
+    pub previous_lease: Option<LeaseConfig>,
+}
+
+/// Lease timings, in milliseconds: how often hosts beat, how long a grant lasts, and the
+/// margin a leader adds before it calls a silent host's lease certainly lapsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseConfig {
+    pub heartbeat_ms: u64,
+    pub ttl_ms: u64,
+    pub margin_ms: u64,
+}
+
+/// A heartbeat interval must fit this many times into the lease ttl, so that a few lost
+/// beats do not lapse a lease that the host keeps renewing.
+pub const MIN_BEATS_PER_TTL: u64 = 3;
+/// Longest ttl accepted: a host stays unreplaceable this long after it goes silent.
+pub const MAX_LEASE_TTL_MS: u64 = 10 * 60 * 1000;
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 1000,
+            ttl_ms: 5000,
+            margin_ms: 1000,
+        }
+    }
+}
+
+impl LeaseConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.heartbeat_ms == 0 {
+            return Err("heartbeat interval must be positive".into());
+        }
+        if self.ttl_ms < self.heartbeat_ms.saturating_mul(MIN_BEATS_PER_TTL) {
+            return Err(format!(
+                "lease ttl {} ms must be at least {MIN_BEATS_PER_TTL} heartbeats ({} ms)",
+                self.ttl_ms,
+                self.heartbeat_ms.saturating_mul(MIN_BEATS_PER_TTL)
+            ));
+        }
+        if self.ttl_ms > MAX_LEASE_TTL_MS {
+            return Err(format!(
+                "lease ttl {} ms exceeds the limit of {MAX_LEASE_TTL_MS} ms",
+                self.ttl_ms
+            ));
+        }
+        if self.margin_ms == 0 || self.margin_ms > MAX_LEASE_TTL_MS {
+            return Err(format!(
+                "lease margin {} ms must be in 1..={MAX_LEASE_TTL_MS}",
+                self.margin_ms
+            ));
+        }
+        Ok(())
+    }
+
+    /// How long after its last grant a silent host's lease has certainly lapsed.
+    pub fn lapse_ms(&self) -> u64 {
+        self.ttl_ms + self.margin_ms
+    }
 }
 
 /// Raft terms stay below this in the fencing term (an election a second for 136 years).
