@@ -69,7 +69,12 @@ pub async fn run(
     if let Some(tls) = &config.tls {
         builder = builder.tls_config(tls.server_config())?;
     }
+    // One gate before every service below, Raft included (see `auth`).
+    let policy = crate::auth::ControllerPolicy {
+        tls: config.tls.is_some(),
+    };
     let router = builder
+        .layer(drover_proto::guard::GuardLayer::new(policy))
         .add_service(
             RaftServiceServer::new(RaftGrpcService::new(node.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -370,10 +370,30 @@ pub fn certs(cmd: super::CertsCmd) -> anyhow::Result<Printed> {
             let ca = crate::certs::init(&dir)?;
             Ok(format!("created CA {}", ca.display()).into())
         }
-        super::CertsCmd::Issue { name, dir, san } => {
-            let issued = crate::certs::issue(&dir, &name, &san)?;
+        super::CertsCmd::Issue {
+            dir,
+            controller,
+            host,
+            user,
+            role,
+            san,
+        } => {
+            use drover_proto::identity::Peer;
+            let peer = match (controller, host, user) {
+                (Some(id), None, None) if id > 0 => Peer::Controller(id),
+                (Some(_), None, None) => anyhow::bail!("--controller must be at least 1"),
+                (None, Some(name), None) => Peer::Host(name),
+                (None, None, Some(name)) => Peer::User {
+                    name,
+                    role: role.unwrap_or_default().parse()?,
+                },
+                _ => anyhow::bail!(
+                    "Name the holder: --controller N, --host NAME or --user NAME --role R"
+                ),
+            };
+            let issued = crate::certs::issue(&dir, &peer, &san)?;
             Ok(format!(
-                "issued {} (key {})",
+                "issued {} for {peer} (key {})",
                 issued.cert.display(),
                 issued.key.display()
             )

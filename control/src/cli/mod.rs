@@ -142,11 +142,26 @@ pub enum CertsCmd {
         #[arg(long)]
         dir: PathBuf,
     },
-    /// Issue NAME.pem and NAME-key.pem, signed by the CA in DIR.
+    /// Issue a certificate and its key (STEM.pem, STEM-key.pem), signed by the CA in DIR,
+    /// for exactly one holder: a controller (`controller-N`), a host (`host-NAME`) or a
+    /// user with a role (`user-NAME`). The holder is named in the certificate as a
+    /// drover:// URI; what it may call follows from that.
+    #[command(group(clap::ArgGroup::new("holder").required(true)))]
     Issue {
-        name: String,
         #[arg(long)]
         dir: PathBuf,
+        /// A controller's certificate, for `drover server --id N`.
+        #[arg(long, group = "holder")]
+        controller: Option<u64>,
+        /// A host's certificate, for `hostd --name NAME`.
+        #[arg(long, group = "holder")]
+        host: Option<String>,
+        /// A user's certificate (with --role).
+        #[arg(long, group = "holder", requires = "role")]
+        user: Option<String>,
+        /// The user's role: admin, operator or viewer.
+        #[arg(long, requires = "user")]
+        role: Option<String>,
         /// Extra addresses or DNS names the certificate is valid for (localhost and
         /// 127.0.0.1 always are).
         #[arg(long, value_delimiter = ',')]
