@@ -215,8 +215,9 @@ impl Cluster {
             "--data-dir".into(),
             data_dir.display().to_string(),
         ];
-        if let Some(tls) = self.identity(&format!("host-{name}")).await? {
-            args.extend(tls.flags());
+        match self.identity(&format!("host-{name}")).await? {
+            Some(tls) => args.extend(tls.flags()),
+            None => args.push("--insecure".into()),
         }
         let log = self.dir.path().join(format!("hostd-{name}.log"));
         let (process, addr) =
@@ -298,8 +299,9 @@ impl Cluster {
         ];
         args.extend(extra);
         let log = c.data_dir.with_extension("log");
-        if let Some(tls) = self.identity(&format!("controller-{id}")).await? {
-            args.extend(tls.flags());
+        match self.identity(&format!("controller-{id}")).await? {
+            Some(tls) => args.extend(tls.flags()),
+            None => args.push("--insecure".into()),
         }
         let c = self.controller_mut(id)?;
         let (process, _) =
@@ -457,8 +459,9 @@ impl Cluster {
             data_dir.display().to_string(),
         ];
         args.extend(self.controller_args.clone());
-        if let Some(tls) = self.identity(&format!("controller-{id}")).await? {
-            args.extend(tls.flags());
+        match self.identity(&format!("controller-{id}")).await? {
+            Some(tls) => args.extend(tls.flags()),
+            None => args.push("--insecure".into()),
         }
         let log = data_dir.with_extension("log");
         let (process, _) =

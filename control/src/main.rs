@@ -51,6 +51,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(&args.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", args.listen))?;
+            drover_proto::transport::check_plaintext(
+                tls.is_some(),
+                args.insecure,
+                args.allow_insecure_non_loopback,
+                listener.local_addr()?,
+            )?;
+            if args.insecure {
+                tracing::warn!("{}", drover_proto::transport::PLAINTEXT_WARNING);
+            }
             // Harnesses that pass port 0 read the real address from this line.
             println!("listening on {}", listener.local_addr()?);
             std::io::stdout().flush()?;

@@ -40,6 +40,14 @@ struct Flags {
     /// logged). Keep it at or above the controllers' --lease-ttl-ms.
     #[arg(long, default_value_t = drover_hostd::DEFAULT_MAX_LEASE_TTL.as_millis() as u64)]
     max_lease_ttl_ms: u64,
+    /// Serve plaintext, without TLS or authentication (only on a loopback address unless
+    /// --allow-insecure-non-loopback). Without it, hostd with no --ca/--cert/--key
+    /// refuses to start.
+    #[arg(long)]
+    insecure: bool,
+    /// With --insecure: listen on a non-loopback address anyway.
+    #[arg(long, requires = "insecure")]
+    allow_insecure_non_loopback: bool,
     /// Mutual TLS: the cluster CA, and this host's certificate and key (PEM). Only
     /// clients with a certificate from that CA are served.
     #[arg(long, env = "DROVER_CA")]
@@ -83,6 +91,15 @@ async fn hostd(flags: Flags) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("Cannot listen on {}", flags.listen))?;
     let addr = listener.local_addr().context("Cannot read bound address")?;
+    drover_proto::transport::check_plaintext(
+        config.tls.is_some(),
+        flags.insecure,
+        flags.allow_insecure_non_loopback,
+        addr,
+    )?;
+    if flags.insecure {
+        tracing::warn!("{}", drover_proto::transport::PLAINTEXT_WARNING);
+    }
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on {addr}").context("Cannot write to stdout")?;
     stdout.flush().context("Cannot flush stdout")?;

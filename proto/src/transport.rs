@@ -87,6 +87,47 @@ impl Tls {
     }
 }
 
+/// Why a server refuses to serve plaintext.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaintextError {
+    #[error(
+        "No TLS material (--ca, --cert, --key): refusing to serve without authentication. \
+         Pass --insecure to serve plaintext anyway (anyone who can connect can do anything)"
+    )]
+    NotAsked,
+    #[error("--insecure contradicts --ca/--cert/--key: give one or the other")]
+    Contradiction,
+    #[error(
+        "--insecure on {0}, which is not a loopback address: anyone on that network could \
+         take over the cluster. Add --allow-insecure-non-loopback if you really mean it"
+    )]
+    NonLoopback(std::net::SocketAddr),
+}
+
+/// How a server may listen: with TLS, or in plaintext only when asked for (`insecure`),
+/// and on a non-loopback address only when asked for twice (`non_loopback`). `listen` is
+/// the address actually bound.
+pub fn check_plaintext(
+    tls: bool,
+    insecure: bool,
+    non_loopback: bool,
+    listen: std::net::SocketAddr,
+) -> Result<(), PlaintextError> {
+    match (tls, insecure) {
+        (true, false) => Ok(()),
+        (true, true) => Err(PlaintextError::Contradiction),
+        (false, false) => Err(PlaintextError::NotAsked),
+        (false, true) if !listen.ip().is_loopback() && !non_loopback => {
+            Err(PlaintextError::NonLoopback(listen))
+        }
+        (false, true) => Ok(()),
+    }
+}
+
+/// The log line every plaintext server starts with.
+pub const PLAINTEXT_WARNING: &str =
+    "INSECURE: serving plaintext (--insecure): no TLS, no authentication, every caller may do everything";
+
 /// The source address every outgoing connection of this process binds to, if set.
 static SOURCE_ADDRESS: std::sync::OnceLock<std::net::IpAddr> = std::sync::OnceLock::new();
 

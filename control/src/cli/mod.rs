@@ -194,6 +194,14 @@ pub struct ServerArgs {
     /// firewall that tells controllers apart by source). Default: chosen by the OS.
     #[arg(long)]
     pub source_address: Option<std::net::IpAddr>,
+    /// Serve plaintext, without TLS or authentication (only on a loopback address unless
+    /// --allow-insecure-non-loopback). Without it, a server with no --ca/--cert/--key
+    /// refuses to start.
+    #[arg(long)]
+    pub insecure: bool,
+    /// With --insecure: listen on a non-loopback address anyway.
+    #[arg(long, requires = "insecure")]
+    pub allow_insecure_non_loopback: bool,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long)]
     pub metrics_listen: Option<String>,

@@ -285,6 +285,7 @@ pub fn status_json(s: &pb::ClusterStatusResponse) -> Value {
             "last_log_index": m.last_log_index,
             "snapshot_index": m.snapshot_index,
             "purged_index": m.purged_index,
+            "insecure": m.insecure,
             "error": if m.error.is_empty() { Value::Null } else { json!(m.error) },
         })).collect::<Vec<_>>(),
     })
@@ -398,7 +399,13 @@ fn lease_cell(ms_ago: Option<u64>) -> String {
 }
 
 pub fn status_rows(s: &pb::ClusterStatusResponse) -> String {
-    table(
+    let insecure: Vec<String> = s
+        .members
+        .iter()
+        .filter(|m| m.insecure)
+        .map(|m| m.id.to_string())
+        .collect();
+    let rows = table(
         &[
             "ID", "ADDRESS", "ROLE", "TERM", "APPLIED", "SNAPSHOT", "ERROR",
         ],
@@ -416,6 +423,14 @@ pub fn status_rows(s: &pb::ClusterStatusResponse) -> String {
                 ]
             })
             .collect(),
+    );
+    if insecure.is_empty() {
+        return rows;
+    }
+    format!(
+        "{rows}\nINSECURE: controller(s) {} serve plaintext (--insecure): no TLS, no \
+         authentication",
+        insecure.join(", ")
     )
 }
 
