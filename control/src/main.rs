@@ -34,11 +34,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         tls,
         command,
     } = cli;
+    let token = tls.token.clone();
     let tls = tls.load()?;
     let target = cli::Target {
         endpoints,
         timeout: std::time::Duration::from_secs(timeout),
         tls: tls.clone(),
+        token,
     };
     if let Command::Server(args) = command {
         // The controller runs actix actors: it needs an actix System over a multi-threaded
@@ -87,6 +89,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Event(cmd) => cli::event(&target, output, cmd).await?,
             Command::Op(cmd) => cli::op(&target, output, cmd).await?,
             Command::Certs(cmd) => cli::certs(cmd)?,
+            Command::Token(cmd) => cli::token(&target, output, cmd).await?,
             Command::Server(_) => unreachable!("handled above"),
         };
         println!("{}", printed.stdout);

@@ -14,6 +14,8 @@ pub struct Target {
     pub endpoints: Vec<String>,
     pub timeout: std::time::Duration,
     pub tls: drover_proto::transport::TlsHandle,
+    /// A bearer token to send with every call.
+    pub token: Option<String>,
 }
 
 /// A command's result: the output proper, and a note for stderr (what a stale read
@@ -30,18 +32,19 @@ impl From<String> for Printed {
     }
 }
 
-fn client(target: &Target) -> anyhow::Result<Client> {
+pub(super) fn client(target: &Target) -> anyhow::Result<Client> {
     Ok(Client::new(&target.endpoints)?
         .with_deadline(target.timeout)
-        .with_tls(target.tls.clone()))
+        .with_tls(target.tls.clone())
+        .with_token(target.token.as_deref())?)
 }
 
-fn json(v: &serde_json::Value) -> anyhow::Result<String> {
+pub(super) fn json(v: &serde_json::Value) -> anyhow::Result<String> {
     Ok(serde_json::to_string_pretty(v)?)
 }
 
 /// Renders a read, noting what a stale one reflects.
-fn read<T>(
+pub(super) fn read<T>(
     r: Read<T>,
     stale: bool,
     render: impl FnOnce(&T) -> anyhow::Result<String>,

@@ -5,11 +5,13 @@ mod backup;
 mod commands;
 mod follow;
 pub mod output;
+mod tokens;
 
 use std::path::PathBuf;
 
 pub use commands::{certs, cluster, event, ha, host, op, vm, Printed, Target};
 use output::Format;
+pub use tokens::token;
 
 #[derive(Debug, clap::Parser)]
 #[command(
@@ -33,8 +35,9 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Mutual TLS: the cluster CA and this process's certificate and key (PEM). Without them,
-/// connections are plaintext (for trying drover on one machine only).
+/// Mutual TLS: the cluster CA and this process's certificate and key (PEM); or, for a
+/// client, the CA and a bearer token. Without them, connections are plaintext (only a
+/// server started with --insecure answers those).
 #[derive(Debug, Clone, clap::Args)]
 pub struct TlsArgs {
     #[arg(long, global = true, env = "DROVER_CA")]
@@ -43,13 +46,21 @@ pub struct TlsArgs {
     pub cert: Option<PathBuf>,
     #[arg(long, global = true, env = "DROVER_KEY")]
     pub key: Option<PathBuf>,
+    /// A bearer token (`drover token create`), instead of a client certificate: the
+    /// controllers are still checked against --ca.
+    #[arg(long, global = true, env = "DROVER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 impl TlsArgs {
     pub fn load(
         &self,
     ) -> Result<drover_proto::transport::TlsHandle, drover_proto::transport::TlsError> {
-        drover_proto::transport::Tls::from_flags(
+        use drover_proto::transport::Tls;
+        if let (Some(ca), None, None, Some(_)) = (&self.ca, &self.cert, &self.key, &self.token) {
+            return Ok(Some(std::sync::Arc::new(Tls::ca_only(ca)?)));
+        }
+        Tls::from_flags(
             self.ca.as_deref(),
             self.cert.as_deref(),
             self.key.as_deref(),
@@ -84,6 +95,31 @@ pub enum Command {
     /// A cluster CA and certificates for mutual TLS.
     #[command(subcommand)]
     Certs(CertsCmd),
+    /// Users' bearer tokens (admin only).
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TokenCmd {
+    /// Create a token; it is printed once, on the last line, and never shown again.
+    Create {
+        #[arg(long)]
+        user: String,
+        /// admin, operator or viewer.
+        #[arg(long)]
+        role: String,
+        /// How long it works: e.g. 90s, 30m, 24h, 7d.
+        #[arg(long, value_parser = tokens::parse_ttl)]
+        ttl: std::time::Duration,
+    },
+    /// Every token's id, user, role and expiry (never the secret).
+    List {
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    /// Revoke a token by id: it authenticates nobody from then on.
+    Revoke { id: String },
 }
 
 #[derive(Debug, clap::Subcommand)]

@@ -224,7 +224,7 @@ fn dash(s: &str) -> String {
 }
 
 /// `YYYY-MM-DD HH:MM:SS.mmm` from Unix milliseconds (civil-from-days, no time crate).
-fn utc(ms: u64) -> String {
+pub fn utc(ms: u64) -> String {
     let secs = ms / 1000;
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;

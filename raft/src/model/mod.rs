@@ -7,6 +7,7 @@ mod labels;
 mod operation;
 mod placement;
 mod state;
+mod token;
 mod vm;
 
 pub use event::{Event, EventKind, EventLog, MAX_EVENTS};
@@ -18,6 +19,7 @@ pub use operation::{
 };
 pub use placement::{PlacementPolicy, Weigher};
 pub use state::{ClusterState, HaSettings};
+pub use token::{Token, MAX_TOKENS};
 pub use vm::{DesiredState, ObservedState, Vm, VmSpec};
 
 /// Longest accepted host or VM name; libvirt and DNS labels both stay happy below this.
