@@ -196,6 +196,31 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn a_certificate_without_a_drover_uri_has_no_identity() {
+        // What a CA-signed certificate from before identities (or a foreign PKI) looks
+        // like: DNS names only. Every drover service refuses it.
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        assert_eq!(
+            Peer::from_certificate(cert.der()),
+            Err(drover_proto::identity::IdentityError::Missing)
+        );
+        let mut two = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        for uri in ["drover://controller/1", "drover://host/h1"] {
+            two.subject_alt_names
+                .push(SanType::URI(Ia5String::try_from(uri).unwrap()));
+        }
+        let cert = two.self_signed(&key).unwrap();
+        assert_eq!(
+            Peer::from_certificate(cert.der()),
+            Err(drover_proto::identity::IdentityError::Ambiguous)
+        );
+    }
+
     /// The DER bytes of the first PEM block.
     fn pem_der(pem: &[u8]) -> Vec<u8> {
         x509_parser::pem::parse_x509_pem(pem).unwrap().1.contents
