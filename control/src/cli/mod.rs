@@ -53,18 +53,20 @@ pub struct TlsArgs {
 }
 
 impl TlsArgs {
-    pub fn load(
-        &self,
-    ) -> Result<drover_proto::transport::TlsHandle, drover_proto::transport::TlsError> {
+    pub fn load(&self) -> anyhow::Result<drover_proto::transport::TlsHandle> {
         use drover_proto::transport::Tls;
-        if let (Some(ca), None, None, Some(_)) = (&self.ca, &self.cert, &self.key, &self.token) {
-            return Ok(Some(std::sync::Arc::new(Tls::ca_only(ca)?)));
+        match (&self.ca, &self.cert, &self.key, &self.token) {
+            (Some(ca), None, None, Some(_)) => Ok(Some(std::sync::Arc::new(Tls::ca_only(ca)?))),
+            // A bearer token in plaintext is a token given away.
+            (None, _, _, Some(_)) => {
+                anyhow::bail!("--token needs --ca (DROVER_CA): a token is never sent in plaintext")
+            }
+            _ => Ok(Tls::from_flags(
+                self.ca.as_deref(),
+                self.cert.as_deref(),
+                self.key.as_deref(),
+            )?),
         }
-        Tls::from_flags(
-            self.ca.as_deref(),
-            self.cert.as_deref(),
-            self.key.as_deref(),
-        )
     }
 }
 
@@ -458,4 +460,21 @@ pub enum VmCmd {
     Delete {
         name: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_never_sent_in_plaintext() {
+        let args = TlsArgs {
+            ca: None,
+            cert: None,
+            key: None,
+            token: Some("drover_x_y".into()),
+        };
+        let e = args.load().unwrap_err().to_string();
+        assert!(e.contains("--token needs --ca"), "{e}");
+    }
 }
