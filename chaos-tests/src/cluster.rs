@@ -215,8 +215,9 @@ impl Cluster {
             "--data-dir".into(),
             data_dir.display().to_string(),
         ];
-        if let Some(tls) = self.identity(&format!("host-{name}")).await? {
-            args.extend(tls.flags());
+        match self.identity(&format!("host-{name}")).await? {
+            Some(tls) => args.extend(tls.flags()),
+            None => args.push("--insecure".into()),
         }
         let log = self.dir.path().join(format!("hostd-{name}.log"));
         let (process, addr) =
@@ -298,8 +299,9 @@ impl Cluster {
         ];
         args.extend(extra);
         let log = c.data_dir.with_extension("log");
-        if let Some(tls) = self.identity(&format!("controller-{id}")).await? {
-            args.extend(tls.flags());
+        match self.identity(&format!("controller-{id}")).await? {
+            Some(tls) => args.extend(tls.flags()),
+            None => args.push("--insecure".into()),
         }
         let c = self.controller_mut(id)?;
         let (process, _) =
@@ -381,28 +383,52 @@ impl Cluster {
         self.controllers.iter().map(|c| c.addr.clone()).collect()
     }
 
-    /// The TLS identity `name` (issued on first use) when the cluster uses mutual TLS.
-    pub async fn identity(&self, name: &str) -> anyhow::Result<Option<TlsFiles>> {
+    /// The TLS identity with file stem `stem` — `controller-N` or `host-NAME` — issued on
+    /// first use, when the cluster uses mutual TLS.
+    pub async fn identity(&self, stem: &str) -> anyhow::Result<Option<TlsFiles>> {
+        let holder: Vec<String> = if let Some(id) = stem.strip_prefix("controller-") {
+            vec!["--controller".into(), id.into()]
+        } else if let Some(name) = stem.strip_prefix("host-") {
+            vec!["--host".into(), name.into()]
+        } else {
+            bail!("identity {stem:?}: not controller-N or host-NAME (users: Cluster::user)")
+        };
+        self.issued(stem, &holder).await
+    }
+
+    /// The certificate of user `name` with `role` (issued on first use; a user keeps the
+    /// role it was first issued with), when the cluster uses mutual TLS.
+    pub async fn user(&self, name: &str, role: &str) -> anyhow::Result<Option<TlsFiles>> {
+        let holder = vec![
+            "--user".to_string(),
+            name.to_string(),
+            "--role".to_string(),
+            role.to_string(),
+        ];
+        self.issued(&format!("user-{name}"), &holder).await
+    }
+
+    /// The operator's identity every CLI call uses unless it passes its own.
+    pub async fn admin(&self) -> anyhow::Result<Option<TlsFiles>> {
+        self.user("admin", "admin").await
+    }
+
+    async fn issued(&self, stem: &str, holder: &[String]) -> anyhow::Result<Option<TlsFiles>> {
         let Some(certs) = &self.certs else {
             return Ok(None);
         };
         let files = TlsFiles {
             ca: certs.join("ca.pem"),
-            cert: certs.join(format!("{name}.pem")),
-            key: certs.join(format!("{name}-key.pem")),
+            cert: certs.join(format!("{stem}.pem")),
+            key: certs.join(format!("{stem}-key.pem")),
         };
         if !files.cert.exists() {
-            let out = self
-                .drover(&[
-                    "certs",
-                    "issue",
-                    name,
-                    "--dir",
-                    &certs.display().to_string(),
-                ])
-                .await?;
+            let dir = certs.display().to_string();
+            let mut args = vec!["certs", "issue", "--dir", &dir];
+            args.extend(holder.iter().map(String::as_str));
+            let out = self.drover(&args).await?;
             if !out.success {
-                bail!("certs issue {name} failed: {}", out.stderr);
+                bail!("certs issue {stem} failed: {}", out.stderr);
             }
         }
         Ok(Some(files))
@@ -433,8 +459,9 @@ impl Cluster {
             data_dir.display().to_string(),
         ];
         args.extend(self.controller_args.clone());
-        if let Some(tls) = self.identity(&format!("controller-{id}")).await? {
-            args.extend(tls.flags());
+        match self.identity(&format!("controller-{id}")).await? {
+            Some(tls) => args.extend(tls.flags()),
+            None => args.push("--insecure".into()),
         }
         let log = data_dir.with_extension("log");
         let (process, _) =
@@ -472,7 +499,7 @@ impl Cluster {
         }
         // A test that passes its own identity means it.
         if !args.contains(&"--cert") {
-            if let Some(tls) = self.identity("client-admin").await? {
+            if let Some(tls) = self.admin().await? {
                 cmd.args(tls.flags());
             }
         }

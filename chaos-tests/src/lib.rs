@@ -17,6 +17,7 @@ pub mod libvirt_hosts;
 pub mod multihost;
 pub mod partition;
 pub mod process;
+pub mod raw;
 pub mod require;
 pub mod sampler;
 pub mod wait;

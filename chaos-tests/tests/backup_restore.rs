@@ -117,6 +117,7 @@ async fn save_restore_round_trip() -> anyhow::Result<()> {
             addr,
             "--data-dir",
             &data_dir,
+            "--insecure",
         ]
         .iter()
         .map(|s| s.to_string())

@@ -107,6 +107,7 @@ async fn server_refuses_bad_ha_flags() -> anyhow::Result<()> {
         "1=127.0.0.1:1",
         "--data-dir",
         &data_dir,
+        "--insecure",
     ];
     for (extra, needle) in [
         (

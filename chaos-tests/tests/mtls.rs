@@ -44,16 +44,13 @@ async fn mtls_everywhere_and_strangers_refused() -> anyhow::Result<()> {
     );
     assert!(
         cluster
-            .drover(&["certs", "issue", "evil", "--dir", &other_dir])
+            .drover(&["certs", "issue", "--dir", &other_dir, "--user", "evil", "--role", "admin"])
             .await?
             .success
     );
-    let own = cluster
-        .identity("client-admin")
-        .await?
-        .expect("tls cluster");
-    let evil_cert = other.path().join("evil.pem");
-    let evil_key = other.path().join("evil-key.pem");
+    let own = cluster.admin().await?.expect("tls cluster");
+    let evil_cert = other.path().join("user-evil.pem");
+    let evil_key = other.path().join("user-evil-key.pem");
     let stranger = Tls::load(&own.ca, &evil_cert, &evil_key)?;
 
     // phase: the CLI without TLS, and with the stranger's certificate, is refused.

@@ -17,14 +17,33 @@ use drover_proto::v1 as pb;
 use drover_proto::v1::cluster_service_client::ClusterServiceClient;
 use drover_proto::v1::host_service_client::HostServiceClient;
 use drover_proto::v1::operation_service_client::OperationServiceClient;
+use drover_proto::v1::token_service_client::TokenServiceClient;
 use drover_proto::v1::vm_service_client::VmServiceClient;
 use drover_proto::{
     APPLIED_INDEX_METADATA_KEY, LEADER_METADATA_KEY, REQUEST_ID_METADATA_KEY,
     SERVED_BY_METADATA_KEY,
 };
-use tonic::metadata::MetadataValue;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
+
+/// A connection to a controller that adds the bearer token (if any) to every call.
+pub type Conn = InterceptedService<Channel, Bearer>;
+
+/// Adds `authorization: Bearer <token>` to each request, when the client has a token.
+#[derive(Debug, Clone, Default)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            req.metadata_mut()
+                .insert(crate::auth::identity::AUTHORIZATION, value.clone());
+        }
+        Ok(req)
+    }
+}
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,7 +56,8 @@ pub enum ClientError {
     BadEndpoint { endpoint: String, reason: String },
     #[error(
         "No controller answered within {deadline:?} (tried {endpoints}); last error: {last}. \
-         If the cluster uses mutual TLS, check --ca/--cert/--key (DROVER_CA/DROVER_CERT/DROVER_KEY)"
+         If the cluster uses mutual TLS, check --ca/--cert/--key (DROVER_CA/DROVER_CERT/DROVER_KEY) \
+         or --ca/--token (DROVER_TOKEN)"
     )]
     Unreachable {
         endpoints: String,
@@ -46,6 +66,8 @@ pub enum ClientError {
     },
     #[error("{}", status_text(.0))]
     Status(Status),
+    #[error("The token is not a valid metadata value")]
+    BadToken,
 }
 
 impl ClientError {
@@ -65,6 +87,8 @@ fn status_text(s: &Status) -> String {
         Code::InvalidArgument => "invalid argument",
         Code::FailedPrecondition => "failed precondition",
         Code::Unavailable => "unavailable",
+        Code::PermissionDenied => "permission denied",
+        Code::Unauthenticated => "unauthenticated",
         _ => "error",
     };
     format!("{code}: {}", s.message())
@@ -80,6 +104,7 @@ pub struct Client {
     nonce: String,
     counter: AtomicU64,
     tls: TlsHandle,
+    bearer: Bearer,
 }
 
 impl Client {
@@ -106,6 +131,7 @@ impl Client {
             nonce: client_nonce(),
             counter: AtomicU64::new(0),
             tls: None,
+            bearer: Bearer::default(),
         })
     }
 
@@ -130,23 +156,37 @@ impl Client {
         self
     }
 
+    /// Authenticates with a bearer token (with a CA-only `tls`, or none at all).
+    pub fn with_token(mut self, token: Option<&str>) -> Result<Self, ClientError> {
+        self.bearer = match token {
+            None => Bearer(None),
+            Some(t) => Bearer(Some(
+                format!("Bearer {}", t.trim())
+                    .parse()
+                    .map_err(|_| ClientError::BadToken)?,
+            )),
+        };
+        Ok(self)
+    }
+
     /// Largest answer accepted: a `vm list` of 100k VMs is ~20 MB, above tonic's 4 MiB.
     pub const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 
-    async fn connect(&self, addr: &str) -> Result<Channel, String> {
-        endpoint(addr, self.tls.as_deref())
+    async fn connect(&self, addr: &str) -> Result<Conn, String> {
+        let channel = endpoint(addr, self.tls.as_deref())
             .map_err(|e| e.to_string())?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .connect()
             .await
-            .map_err(|e| format!("{addr}: {}", error_chain(&e)))
+            .map_err(|e| format!("{addr}: {}", error_chain(&e)))?;
+        Ok(InterceptedService::new(channel, self.bearer.clone()))
     }
 
     /// Runs `f` against a controller, retrying as the module docs describe.
     pub async fn call<T, F, Fut>(&self, f: F) -> Result<T, ClientError>
     where
-        F: Fn(Channel) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let start = Instant::now();
@@ -507,11 +547,52 @@ impl Client {
         .await
     }
 
+    /// `drover token create`: the token's record and its secret (shown once).
+    pub async fn create_token(
+        &self,
+        req: pb::CreateTokenRequest,
+    ) -> Result<pb::CreatedToken, ClientError> {
+        self.call(|c| {
+            let req = req.clone();
+            async move {
+                TokenServiceClient::new(c)
+                    .create_token(req)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        })
+        .await
+    }
+
+    pub async fn tokens(&self, stale: bool) -> Result<Read<Vec<pb::TokenInfo>>, ClientError> {
+        self.call(|c| async move {
+            let resp = TokenServiceClient::new(c)
+                .list_tokens(pb::ListTokensRequest { stale })
+                .await?;
+            Ok(Read::from_response(resp).map(|r| r.tokens))
+        })
+        .await
+    }
+
+    pub async fn revoke_token(&self, id: &str) -> Result<pb::TokenInfo, ClientError> {
+        let rid = self.next_request_id();
+        self.call(|c| {
+            let req = with_request_id(pb::RevokeTokenRequest { id: id.to_string() }, &rid);
+            async move {
+                TokenServiceClient::new(c)
+                    .revoke_token(req)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        })
+        .await
+    }
+
     /// A HostService write under one request id, so that a retry applies once.
     async fn host_write<R, F, Fut>(&self, req: R, rpc: F) -> Result<pb::Host, ClientError>
     where
         R: Clone,
-        F: Fn(HostServiceClient<Channel>, tonic::Request<R>) -> Fut,
+        F: Fn(HostServiceClient<Conn>, tonic::Request<R>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<pb::Host>, Status>>,
     {
         let id = self.next_request_id();

@@ -8,6 +8,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use drover_proto::identity::{Peer, Role};
 use drover_proto::v1::HostHealth;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -32,7 +33,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct DevCluster {
     pub dir: PathBuf,
-    /// The client certificate for the operator's CLI.
+    /// The client certificate for the operator's CLI (user `admin`, role admin).
     pub client_tls: Issued,
     pub endpoints: Vec<String>,
     /// (name, hostd address)
@@ -117,7 +118,14 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<DevCluster> {
     let dir = std::fs::canonicalize(&args.dir)?;
     let certs = dir.join("certs");
     certs::init(&certs)?;
-    let client_tls = certs::issue(&certs, "client-admin", &[])?;
+    let client_tls = certs::issue(
+        &certs,
+        &Peer::User {
+            name: "admin".into(),
+            role: Role::Admin,
+        },
+        &[],
+    )?;
     let mut cluster = DevCluster {
         dir: dir.clone(),
         client_tls,
@@ -154,7 +162,7 @@ impl DevCluster {
             .join(",");
         for (id, addr) in &members {
             let name = format!("controller-{id}");
-            let tls = certs::issue(&self.dir.join("certs"), &name, &[])?;
+            let tls = certs::issue(&self.dir.join("certs"), &Peer::Controller(*id), &[])?;
             // One open file for both streams: two handles would overwrite each other.
             let log = log_file(&self.dir, &name)?;
             let child = Command::new(drover)
@@ -173,7 +181,7 @@ impl DevCluster {
         }
         for i in 1..=args.hosts {
             let name = format!("h{i}");
-            let tls = certs::issue(&self.dir.join("certs"), &format!("host-{name}"), &[])?;
+            let tls = certs::issue(&self.dir.join("certs"), &Peer::Host(name.clone()), &[])?;
             let mut child = Command::new(hostd)
                 .args(tls_flags(&tls))
                 .args(["--name", &name, "--listen", "127.0.0.1:0"])

@@ -1,8 +1,10 @@
-//! The `drover` binary's library: the controller ([`server`]), its public API ([`api`]),
+//! The `drover` binary's library: the controller ([`server`]), its public API ([`api`])
+//! and who may call it ([`auth`]),
 //! a leader-following client ([`client`]), the CLI ([`cli`]) and the local dev cluster
 //! ([`dev`]).
 
 pub mod api;
+pub mod auth;
 pub mod certs;
 pub mod cli;
 pub mod client;

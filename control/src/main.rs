@@ -34,11 +34,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         tls,
         command,
     } = cli;
+    let token = tls.token.clone();
     let tls = tls.load()?;
     let target = cli::Target {
         endpoints,
         timeout: std::time::Duration::from_secs(timeout),
         tls: tls.clone(),
+        token,
     };
     if let Command::Server(args) = command {
         // The controller runs actix actors: it needs an actix System over a multi-threaded
@@ -51,6 +53,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(&args.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", args.listen))?;
+            drover_proto::transport::check_plaintext(
+                tls.is_some(),
+                args.insecure,
+                args.allow_insecure_non_loopback,
+                listener.local_addr()?,
+            )?;
+            if args.insecure {
+                tracing::warn!("{}", drover_proto::transport::PLAINTEXT_WARNING);
+            }
             // Harnesses that pass port 0 read the real address from this line.
             println!("listening on {}", listener.local_addr()?);
             std::io::stdout().flush()?;
@@ -78,6 +89,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Event(cmd) => cli::event(&target, output, cmd).await?,
             Command::Op(cmd) => cli::op(&target, output, cmd).await?,
             Command::Certs(cmd) => cli::certs(cmd)?,
+            Command::Token(cmd) => cli::token(&target, output, cmd).await?,
             Command::Server(_) => unreachable!("handled above"),
         };
         println!("{}", printed.stdout);

@@ -13,6 +13,7 @@ use drover_proto::raft::v1::raft_service_server::RaftServiceServer;
 use drover_proto::v1::cluster_service_server::ClusterServiceServer;
 use drover_proto::v1::host_service_server::HostServiceServer;
 use drover_proto::v1::operation_service_server::OperationServiceServer;
+use drover_proto::v1::token_service_server::TokenServiceServer;
 use drover_proto::v1::vm_service_server::VmServiceServer;
 use drover_raft::network::{RaftGrpcService, MAX_MESSAGE_BYTES};
 use drover_raft::{NodeConfig, NodeError, RaftNode};
@@ -20,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt as _;
 
-use crate::api::{ClusterApi, HostApi, OperationApi, VmApi};
+use crate::api::{ClusterApi, HostApi, OperationApi, TokenApi, VmApi};
 use crate::config::{ConfigError, ServerConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -67,9 +68,17 @@ pub async fn run(
     let grants = GrantBook::default();
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &config.tls {
-        builder = builder.tls_config(tls.server_config())?;
+        // A client certificate is optional here (token clients have none): the policy
+        // layer requires a credential from every call that needs one.
+        builder = builder.tls_config(tls.server_config().client_auth_optional(true))?;
     }
+    // One gate before every service below, Raft included (see `auth`).
+    let policy = crate::auth::ControllerPolicy {
+        tls: config.tls.is_some(),
+        state: node.view().clone(),
+    };
     let router = builder
+        .layer(drover_proto::guard::GuardLayer::new(policy))
         .add_service(
             RaftServiceServer::new(RaftGrpcService::new(node.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -85,6 +94,7 @@ pub async fn run(
             grants.clone(),
         )))
         .add_service(VmServiceServer::new(VmApi::new(node.clone())))
+        .add_service(TokenServiceServer::new(TokenApi::new(node.clone())))
         .add_service(OperationServiceServer::new(OperationApi::new(node.clone())))
         .add_service(health_service)
         .add_service(reflection);

@@ -9,6 +9,9 @@ use drover_proto::transport::TlsHandle;
 /// How often a session sends heartbeats when the controller's Hello does not say.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(1000);
 
+/// The longest lease a grant may give unless `--max-lease-ttl-ms` says otherwise.
+pub const DEFAULT_MAX_LEASE_TTL: Duration = Duration::from_secs(60);
+
 /// Settings for one hostd process.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -27,6 +30,10 @@ pub struct Config {
     /// Mutual TLS: serve only clients (controllers) with a certificate from the cluster CA.
     /// `None` serves plaintext, for local trials only.
     pub tls: TlsHandle,
+    /// The longest lease a grant may give. A longer one is refused: a host must never be
+    /// told to keep its HA guests for longer than the controllers wait before failing
+    /// them over, whoever sends the grant.
+    pub max_lease_ttl: Duration,
 }
 
 impl Config {
@@ -43,6 +50,7 @@ impl Config {
             data_dir: data_dir.into(),
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             tls: None,
+            max_lease_ttl: DEFAULT_MAX_LEASE_TTL,
         }
     }
 

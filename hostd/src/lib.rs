@@ -10,6 +10,7 @@
 mod config;
 mod error;
 pub mod fencing;
+mod guard;
 pub mod hypervisor;
 pub mod lease;
 pub mod lease_file;
@@ -32,7 +33,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 use tracing::info;
 
-pub use config::{Config, DEFAULT_HEARTBEAT_INTERVAL};
+pub use config::{Config, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_LEASE_TTL};
 pub use error::HostdError;
 pub use hypervisor::Hypervisor;
 pub use signal::shutdown_signal;
@@ -83,6 +84,10 @@ pub async fn serve(
         Arc::clone(&hypervisor),
         stop_rx.clone(),
     ));
+    let guard = guard::ControllersOnly {
+        tls: tls.is_some(),
+        host: host.clone(),
+    };
     let service = AgentService::new(config, hypervisor, stop_rx, fencing, keeper);
     let signal = async move {
         shutdown.await;
@@ -103,6 +108,7 @@ pub async fn serve(
             .map_err(HostdError::Serve)?;
     }
     let served = builder
+        .layer(drover_proto::guard::GuardLayer::new(guard))
         .add_service(HostAgentServer::new(service))
         .serve_with_incoming_shutdown(incoming, signal)
         .await

@@ -36,6 +36,18 @@ struct Flags {
     /// Heartbeat interval when the controller's Hello does not set one.
     #[arg(long, default_value_t = 1000)]
     heartbeat_interval_ms: u64,
+    /// The longest lease a controller's grant may give; longer grants are refused (and
+    /// logged). Keep it at or above the controllers' --lease-ttl-ms.
+    #[arg(long, default_value_t = drover_hostd::DEFAULT_MAX_LEASE_TTL.as_millis() as u64)]
+    max_lease_ttl_ms: u64,
+    /// Serve plaintext, without TLS or authentication (only on a loopback address unless
+    /// --allow-insecure-non-loopback). Without it, hostd with no --ca/--cert/--key
+    /// refuses to start.
+    #[arg(long)]
+    insecure: bool,
+    /// With --insecure: listen on a non-loopback address anyway.
+    #[arg(long, requires = "insecure")]
+    allow_insecure_non_loopback: bool,
     /// Mutual TLS: the cluster CA, and this host's certificate and key (PEM). Only
     /// clients with a certificate from that CA are served.
     #[arg(long, env = "DROVER_CA")]
@@ -65,6 +77,10 @@ async fn hostd(flags: Flags) -> anyhow::Result<()> {
         anyhow::bail!("--heartbeat-interval-ms must be at least 1");
     }
     config.heartbeat_interval = Duration::from_millis(flags.heartbeat_interval_ms);
+    if flags.max_lease_ttl_ms == 0 {
+        anyhow::bail!("--max-lease-ttl-ms must be at least 1");
+    }
+    config.max_lease_ttl = Duration::from_millis(flags.max_lease_ttl_ms);
     config.tls = drover_proto::transport::Tls::from_flags(
         flags.ca.as_deref(),
         flags.cert.as_deref(),
@@ -75,6 +91,15 @@ async fn hostd(flags: Flags) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("Cannot listen on {}", flags.listen))?;
     let addr = listener.local_addr().context("Cannot read bound address")?;
+    drover_proto::transport::check_plaintext(
+        config.tls.is_some(),
+        flags.insecure,
+        flags.allow_insecure_non_loopback,
+        addr,
+    )?;
+    if flags.insecure {
+        tracing::warn!("{}", drover_proto::transport::PLAINTEXT_WARNING);
+    }
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on {addr}").context("Cannot write to stdout")?;
     stdout.flush().context("Cannot flush stdout")?;

@@ -161,6 +161,11 @@ async fn granted(shared: &Shared, grant: &pb::LeaseGrant) {
         return;
     }
     let ttl = Duration::from_millis(grant.ttl_ms);
+    if ttl > shared.config.max_lease_ttl {
+        let max_ms = shared.config.max_lease_ttl.as_millis() as u64;
+        warn!(%host, ttl_ms = grant.ttl_ms, max_ms, "Lease grant above --max-lease-ttl-ms refused");
+        return;
+    }
     match shared
         .lease
         .granted(grant.seq, grant.term, ttl, grant.disarmed, grant.ha_epoch)

@@ -36,6 +36,7 @@ async fn prints_its_address_serves_and_stops_on_sigterm() {
             "bin-1",
             "--listen",
             "127.0.0.1:0",
+            "--insecure",
             "--libvirt-uri",
         ])
         .arg(format!("test://{}", node.display()))

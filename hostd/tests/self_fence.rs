@@ -1,6 +1,7 @@
 //! Self-fencing (layer 1) against libvirt's test driver: hostd destroys its HA guests when
 //! its lease lapses, keeps non-HA guests, refuses starts without a lease, ignores grants
-//! from a deposed leader, and a restarted hostd resumes the lease its predecessor held.
+//! from a deposed leader and grants longer than the maximum ttl, and a restarted hostd
+//! resumes the lease its predecessor held.
 
 mod common;
 
@@ -146,6 +147,33 @@ async fn grants_from_a_deposed_leader_do_not_extend_the_lease() {
         .await
         .expect("start under the new leader");
     drop((old, new));
+    hostd.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_longer_than_the_maximum_ttl_are_refused() {
+    if !common::prerequisite(common::libvirt_test_driver()) {
+        return;
+    }
+    let mut hostd = without_lease("sf-max").await;
+    let max = drover_hostd::DEFAULT_MAX_LEASE_TTL;
+
+    eprintln!("phase: a session grants leases one hour long: every grant is refused");
+    let greedy = Leader::open(&mut hostd.client, 2, Duration::from_secs(3600)).await;
+    // Three fresh beats, each after a grant could have been applied, and still no lease.
+    for _ in 0..3 {
+        let beat = greedy.wait_beat(|_| true).await;
+        assert!(
+            beat.lease.is_some_and(|l| !l.held),
+            "a grant above {max:?} gave a lease: {beat:?}"
+        );
+    }
+    drop(greedy);
+
+    eprintln!("phase: grants of exactly the maximum are honoured");
+    let fair = Leader::open(&mut hostd.client, 2, max).await;
+    fair.wait_held(true).await;
+    drop(fair);
     hostd.shutdown().await;
 }
 

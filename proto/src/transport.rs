@@ -10,11 +10,12 @@ use std::time::Duration;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
 
 /// A process's TLS identity and the cluster CA it trusts. Peers must present a
-/// certificate signed by that CA; anything else is refused during the handshake.
+/// certificate signed by that CA; anything else is refused during the handshake. A client
+/// that authenticates with a bearer token instead has only the CA ([`Tls::ca_only`]).
 #[derive(Clone)]
 pub struct Tls {
     ca: Certificate,
-    identity: Identity,
+    identity: Option<Identity>,
 }
 
 impl std::fmt::Debug for Tls {
@@ -42,8 +43,21 @@ impl Tls {
     pub fn from_pem(ca: &[u8], cert: &[u8], key: &[u8]) -> Self {
         Self {
             ca: Certificate::from_pem(ca),
-            identity: Identity::from_pem(cert, key),
+            identity: Some(Identity::from_pem(cert, key)),
         }
+    }
+
+    /// A client that checks the server against the CA and presents no certificate of its
+    /// own (it sends a bearer token).
+    pub fn ca_only(ca: &Path) -> Result<Self, TlsError> {
+        let pem = std::fs::read(ca).map_err(|source| TlsError::Read {
+            path: ca.to_path_buf(),
+            source,
+        })?;
+        Ok(Self {
+            ca: Certificate::from_pem(pem),
+            identity: None,
+        })
     }
 
     /// Reads the CA certificate, the certificate and its key (PEM files).
@@ -72,20 +86,69 @@ impl Tls {
         }
     }
 
-    /// Server side: present our certificate, require one from every client.
+    /// Server side: present our certificate, require one from every client (the
+    /// controllers relax that for token clients and check every call instead).
     pub fn server_config(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new()
-            .identity(self.identity.clone())
-            .client_ca_root(self.ca.clone())
+        let config = ServerTlsConfig::new().client_ca_root(self.ca.clone());
+        // Only clients are ever CA-only (`from_flags` needs all three); tonic refuses to
+        // serve TLS without an identity should one reach a server.
+        match &self.identity {
+            Some(identity) => config.identity(identity.clone()),
+            None => config,
+        }
     }
 
     fn client_config(&self, host: &str) -> ClientTlsConfig {
-        ClientTlsConfig::new()
+        let config = ClientTlsConfig::new()
             .ca_certificate(self.ca.clone())
-            .identity(self.identity.clone())
-            .domain_name(host.to_string())
+            .domain_name(host.to_string());
+        match &self.identity {
+            Some(identity) => config.identity(identity.clone()),
+            None => config,
+        }
     }
 }
+
+/// Why a server refuses to serve plaintext.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaintextError {
+    #[error(
+        "No TLS material (--ca, --cert, --key): refusing to serve without authentication. \
+         Pass --insecure to serve plaintext anyway (anyone who can connect can do anything)"
+    )]
+    NotAsked,
+    #[error("--insecure contradicts --ca/--cert/--key: give one or the other")]
+    Contradiction,
+    #[error(
+        "--insecure on {0}, which is not a loopback address: anyone on that network could \
+         take over the cluster. Add --allow-insecure-non-loopback if you really mean it"
+    )]
+    NonLoopback(std::net::SocketAddr),
+}
+
+/// How a server may listen: with TLS, or in plaintext only when asked for (`insecure`),
+/// and on a non-loopback address only when asked for twice (`non_loopback`). `listen` is
+/// the address actually bound.
+pub fn check_plaintext(
+    tls: bool,
+    insecure: bool,
+    non_loopback: bool,
+    listen: std::net::SocketAddr,
+) -> Result<(), PlaintextError> {
+    match (tls, insecure) {
+        (true, false) => Ok(()),
+        (true, true) => Err(PlaintextError::Contradiction),
+        (false, false) => Err(PlaintextError::NotAsked),
+        (false, true) if !listen.ip().is_loopback() && !non_loopback => {
+            Err(PlaintextError::NonLoopback(listen))
+        }
+        (false, true) => Ok(()),
+    }
+}
+
+/// The log line every plaintext server starts with.
+pub const PLAINTEXT_WARNING: &str =
+    "INSECURE: serving plaintext (--insecure): no TLS, no authentication, every caller may do everything";
 
 /// The source address every outgoing connection of this process binds to, if set.
 static SOURCE_ADDRESS: std::sync::OnceLock<std::net::IpAddr> = std::sync::OnceLock::new();

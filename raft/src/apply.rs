@@ -50,6 +50,8 @@ impl ClusterState {
             // Persisted with every batch, like the HA switch.
             Command::SetPlacementPolicy { .. } => Touched::Nothing,
             Command::RecordEvent { .. } => Touched::Nothing,
+            // Persisted with every batch, like the placement policy (see `apply_tokens`).
+            Command::CreateToken { .. } | Command::RevokeToken { .. } => Touched::Nothing,
             Command::StartMigration { vm, dst, .. } => Touched::Many(vec![
                 Touched::Vm(vm.clone()),
                 Touched::Host(dst.clone()),
@@ -406,6 +408,8 @@ impl ClusterState {
                 vm.reason.clone_from(reason);
                 Ok(Reply::Vm(vm.clone()))
             }
+            Command::CreateToken { token } => self.create_token(token),
+            Command::RevokeToken { id } => self.revoke_token(id),
             Command::RemoveVm {
                 name,
                 expected_generation,

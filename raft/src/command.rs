@@ -187,6 +187,15 @@ pub enum Command {
         name: String,
         expected_generation: u64,
     },
+    /// An admin created a bearer token (its hash; the API made the secret and shows it
+    /// once). Expired tokens are dropped at the same time.
+    CreateToken {
+        token: crate::model::Token,
+    },
+    /// An admin revoked a token: it is forgotten, so it authenticates nobody.
+    RevokeToken {
+        id: String,
+    },
 }
 
 /// This machine's wall clock in Unix milliseconds, for the times commands carry (read by
@@ -242,6 +251,8 @@ impl Command {
             Command::CancelOperation { .. } => "cancel_operation",
             Command::ActivateHost { .. } => "activate_host",
             Command::SetPlacementPolicy { .. } => "set_placement_policy",
+            Command::CreateToken { .. } => "create_token",
+            Command::RevokeToken { .. } => "revoke_token",
         }
     }
 }
@@ -292,6 +303,8 @@ pub enum Reply {
     },
     /// Raft-internal entries (blank, membership) and no-op observations.
     Nothing,
+    /// The token created or revoked (its hash, never the secret).
+    Token(crate::model::Token),
 }
 
 /// Why `apply` refused a command. Replicated like any result: every node refuses the same
@@ -400,6 +413,14 @@ pub enum ApplyError {
          armed (or HA is disarmed); only an operator fence can"
     )]
     FencingNotArmed(String),
+    #[error("Invalid token: {0}")]
+    InvalidToken(String),
+    #[error("Token {0} exists already")]
+    TokenExists(String),
+    #[error("No token {0}")]
+    UnknownToken(String),
+    #[error("The cluster keeps at most {0} tokens: revoke some first")]
+    TooManyTokens(usize),
 }
 
 /// The state machine's answer to one log entry.

@@ -6,6 +6,7 @@
 //! - [`network`]: Raft RPCs over tonic; [`node`]: one controller's Raft member and write path.
 
 mod apply;
+mod apply_tokens;
 pub mod backup;
 pub mod command;
 pub mod dedup;

@@ -84,7 +84,22 @@ fn commands() -> Vec<Command> {
             stop_when_blocked: false,
             at_ms: 7,
         },
+        // Users' tokens (hashes) persist with the settings.
+        Command::CreateToken {
+            token: token("00000000000000aa", 1_000),
+        },
     ]
+}
+
+fn token(id: &str, expires_ms: u64) -> drover_raft::model::Token {
+    drover_raft::model::Token {
+        id: id.into(),
+        hash: "ab".repeat(32),
+        user: "alice".into(),
+        role: "operator".into(),
+        created_ms: 10,
+        expires_ms,
+    }
 }
 
 #[tokio::test]
@@ -108,7 +123,8 @@ async fn state_machine_reopens_as_applied() -> anyhow::Result<()> {
     let (_log, mut sm) = store::open(dir.path())?;
     let after = sm.view().read(|d| (d.last_applied, d.state.clone()));
     assert_eq!(before, after);
-    assert_eq!(after.0.map(|l| l.index), Some(9));
+    assert_eq!(after.0.map(|l| l.index), Some(10));
+    assert_eq!(after.1.tokens.len(), 1);
     assert_eq!(after.1.placement.cpu_overcommit_pct, 200);
     assert_eq!(after.1.operations.running().count(), 1);
     assert_eq!(after.1.vms.keys().collect::<Vec<_>>(), ["web"]);

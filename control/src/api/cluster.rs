@@ -142,6 +142,7 @@ impl ClusterApi {
             snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
             purged_index: m.purged.map(|l| l.index).unwrap_or(0),
             last_log_index: m.last_log_index.unwrap_or(0),
+            insecure: self.tls.is_none(),
         }
     }
 }

@@ -17,7 +17,11 @@ pub fn apply_error(e: &ApplyError) -> Status {
         | ApplyError::InvalidPolicy(_)
         | ApplyError::InvalidPlacement(_)
         | ApplyError::InvalidLease(_)
-        | ApplyError::SameHost { .. } => Status::invalid_argument(msg),
+        | ApplyError::SameHost { .. }
+        | ApplyError::InvalidToken(_) => Status::invalid_argument(msg),
+        ApplyError::TokenExists(_) => Status::already_exists(msg),
+        ApplyError::UnknownToken(_) => Status::not_found(msg),
+        ApplyError::TooManyTokens(_) => Status::resource_exhausted(msg),
         ApplyError::HostExists(_) | ApplyError::VmExists(_) => Status::already_exists(msg),
         ApplyError::UnknownHost(_) | ApplyError::UnknownVm(_) | ApplyError::UnknownOperation(_) => {
             Status::not_found(msg)

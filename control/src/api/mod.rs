@@ -10,10 +10,12 @@ mod ha;
 mod host;
 mod operation;
 mod placement;
+mod tokens;
 mod vm;
 mod write;
 
 pub use cluster::ClusterApi;
 pub use host::HostApi;
 pub use operation::OperationApi;
+pub use tokens::{TokenApi, MAX_TOKEN_TTL};
 pub use vm::VmApi;

@@ -14,6 +14,8 @@ pub struct Target {
     pub endpoints: Vec<String>,
     pub timeout: std::time::Duration,
     pub tls: drover_proto::transport::TlsHandle,
+    /// A bearer token to send with every call.
+    pub token: Option<String>,
 }
 
 /// A command's result: the output proper, and a note for stderr (what a stale read
@@ -30,18 +32,19 @@ impl From<String> for Printed {
     }
 }
 
-fn client(target: &Target) -> anyhow::Result<Client> {
+pub(super) fn client(target: &Target) -> anyhow::Result<Client> {
     Ok(Client::new(&target.endpoints)?
         .with_deadline(target.timeout)
-        .with_tls(target.tls.clone()))
+        .with_tls(target.tls.clone())
+        .with_token(target.token.as_deref())?)
 }
 
-fn json(v: &serde_json::Value) -> anyhow::Result<String> {
+pub(super) fn json(v: &serde_json::Value) -> anyhow::Result<String> {
     Ok(serde_json::to_string_pretty(v)?)
 }
 
 /// Renders a read, noting what a stale one reflects.
-fn read<T>(
+pub(super) fn read<T>(
     r: Read<T>,
     stale: bool,
     render: impl FnOnce(&T) -> anyhow::Result<String>,
@@ -390,10 +393,30 @@ pub fn certs(cmd: super::CertsCmd) -> anyhow::Result<Printed> {
             let ca = crate::certs::init(&dir)?;
             Ok(format!("created CA {}", ca.display()).into())
         }
-        super::CertsCmd::Issue { name, dir, san } => {
-            let issued = crate::certs::issue(&dir, &name, &san)?;
+        super::CertsCmd::Issue {
+            dir,
+            controller,
+            host,
+            user,
+            role,
+            san,
+        } => {
+            use drover_proto::identity::Peer;
+            let peer = match (controller, host, user) {
+                (Some(id), None, None) if id > 0 => Peer::Controller(id),
+                (Some(_), None, None) => anyhow::bail!("--controller must be at least 1"),
+                (None, Some(name), None) => Peer::Host(name),
+                (None, None, Some(name)) => Peer::User {
+                    name,
+                    role: role.unwrap_or_default().parse()?,
+                },
+                _ => anyhow::bail!(
+                    "Name the holder: --controller N, --host NAME or --user NAME --role R"
+                ),
+            };
+            let issued = crate::certs::issue(&dir, &peer, &san)?;
             Ok(format!(
-                "issued {} (key {})",
+                "issued {} for {peer} (key {})",
                 issued.cert.display(),
                 issued.key.display()
             )

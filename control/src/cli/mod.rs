@@ -5,11 +5,13 @@ mod backup;
 mod commands;
 mod follow;
 pub mod output;
+mod tokens;
 
 use std::path::PathBuf;
 
 pub use commands::{certs, cluster, event, ha, host, op, vm, Printed, Target};
 use output::Format;
+pub use tokens::token;
 
 #[derive(Debug, clap::Parser)]
 #[command(
@@ -33,8 +35,9 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Mutual TLS: the cluster CA and this process's certificate and key (PEM). Without them,
-/// connections are plaintext (for trying drover on one machine only).
+/// Mutual TLS: the cluster CA and this process's certificate and key (PEM); or, for a
+/// client, the CA and a bearer token. Without them, connections are plaintext (only a
+/// server started with --insecure answers those).
 #[derive(Debug, Clone, clap::Args)]
 pub struct TlsArgs {
     #[arg(long, global = true, env = "DROVER_CA")]
@@ -43,17 +46,27 @@ pub struct TlsArgs {
     pub cert: Option<PathBuf>,
     #[arg(long, global = true, env = "DROVER_KEY")]
     pub key: Option<PathBuf>,
+    /// A bearer token (`drover token create`), instead of a client certificate: the
+    /// controllers are still checked against --ca.
+    #[arg(long, global = true, env = "DROVER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 impl TlsArgs {
-    pub fn load(
-        &self,
-    ) -> Result<drover_proto::transport::TlsHandle, drover_proto::transport::TlsError> {
-        drover_proto::transport::Tls::from_flags(
-            self.ca.as_deref(),
-            self.cert.as_deref(),
-            self.key.as_deref(),
-        )
+    pub fn load(&self) -> anyhow::Result<drover_proto::transport::TlsHandle> {
+        use drover_proto::transport::Tls;
+        match (&self.ca, &self.cert, &self.key, &self.token) {
+            (Some(ca), None, None, Some(_)) => Ok(Some(std::sync::Arc::new(Tls::ca_only(ca)?))),
+            // A bearer token in plaintext is a token given away.
+            (None, _, _, Some(_)) => {
+                anyhow::bail!("--token needs --ca (DROVER_CA): a token is never sent in plaintext")
+            }
+            _ => Ok(Tls::from_flags(
+                self.ca.as_deref(),
+                self.cert.as_deref(),
+                self.key.as_deref(),
+            )?),
+        }
     }
 }
 
@@ -84,6 +97,31 @@ pub enum Command {
     /// A cluster CA and certificates for mutual TLS.
     #[command(subcommand)]
     Certs(CertsCmd),
+    /// Users' bearer tokens (admin only).
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TokenCmd {
+    /// Create a token; it is printed once, on the last line, and never shown again.
+    Create {
+        #[arg(long)]
+        user: String,
+        /// admin, operator or viewer.
+        #[arg(long)]
+        role: String,
+        /// How long it works: e.g. 90s, 30m, 24h, 7d.
+        #[arg(long, value_parser = tokens::parse_ttl)]
+        ttl: std::time::Duration,
+    },
+    /// Every token's id, user, role and expiry (never the secret).
+    List {
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    /// Revoke a token by id: it authenticates nobody from then on.
+    Revoke { id: String },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -152,11 +190,26 @@ pub enum CertsCmd {
         #[arg(long)]
         dir: PathBuf,
     },
-    /// Issue NAME.pem and NAME-key.pem, signed by the CA in DIR.
+    /// Issue a certificate and its key (STEM.pem, STEM-key.pem), signed by the CA in DIR,
+    /// for exactly one holder: a controller (`controller-N`), a host (`host-NAME`) or a
+    /// user with a role (`user-NAME`). The holder is named in the certificate as a
+    /// drover:// URI; what it may call follows from that.
+    #[command(group(clap::ArgGroup::new("holder").required(true)))]
     Issue {
-        name: String,
         #[arg(long)]
         dir: PathBuf,
+        /// A controller's certificate, for `drover server --id N`.
+        #[arg(long, group = "holder")]
+        controller: Option<u64>,
+        /// A host's certificate, for `hostd --name NAME`.
+        #[arg(long, group = "holder")]
+        host: Option<String>,
+        /// A user's certificate (with --role).
+        #[arg(long, group = "holder", requires = "role")]
+        user: Option<String>,
+        /// The user's role: admin, operator or viewer.
+        #[arg(long, requires = "user")]
+        role: Option<String>,
         /// Extra addresses or DNS names the certificate is valid for (localhost and
         /// 127.0.0.1 always are).
         #[arg(long, value_delimiter = ',')]
@@ -189,6 +242,14 @@ pub struct ServerArgs {
     /// firewall that tells controllers apart by source). Default: chosen by the OS.
     #[arg(long)]
     pub source_address: Option<std::net::IpAddr>,
+    /// Serve plaintext, without TLS or authentication (only on a loopback address unless
+    /// --allow-insecure-non-loopback). Without it, a server with no --ca/--cert/--key
+    /// refuses to start.
+    #[arg(long)]
+    pub insecure: bool,
+    /// With --insecure: listen on a non-loopback address anyway.
+    #[arg(long, requires = "insecure")]
+    pub allow_insecure_non_loopback: bool,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long)]
     pub metrics_listen: Option<String>,
@@ -412,4 +473,21 @@ pub enum VmCmd {
     Delete {
         name: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_never_sent_in_plaintext() {
+        let args = TlsArgs {
+            ca: None,
+            cert: None,
+            key: None,
+            token: Some("drover_x_y".into()),
+        };
+        let e = args.load().unwrap_err().to_string();
+        assert!(e.contains("--token needs --ca"), "{e}");
+    }
 }

@@ -225,7 +225,7 @@ fn dash(s: &str) -> String {
 }
 
 /// `YYYY-MM-DD HH:MM:SS.mmm` from Unix milliseconds (civil-from-days, no time crate).
-fn utc(ms: u64) -> String {
+pub fn utc(ms: u64) -> String {
     let secs = ms / 1000;
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
@@ -301,6 +301,7 @@ pub fn status_json(s: &pb::ClusterStatusResponse) -> Value {
             "last_log_index": m.last_log_index,
             "snapshot_index": m.snapshot_index,
             "purged_index": m.purged_index,
+            "insecure": m.insecure,
             "error": if m.error.is_empty() { Value::Null } else { json!(m.error) },
         })).collect::<Vec<_>>(),
     })
@@ -414,7 +415,13 @@ fn lease_cell(ms_ago: Option<u64>) -> String {
 }
 
 pub fn status_rows(s: &pb::ClusterStatusResponse) -> String {
-    table(
+    let insecure: Vec<String> = s
+        .members
+        .iter()
+        .filter(|m| m.insecure)
+        .map(|m| m.id.to_string())
+        .collect();
+    let rows = table(
         &[
             "ID", "ADDRESS", "ROLE", "TERM", "APPLIED", "SNAPSHOT", "ERROR",
         ],
@@ -432,6 +439,14 @@ pub fn status_rows(s: &pb::ClusterStatusResponse) -> String {
                 ]
             })
             .collect(),
+    );
+    if insecure.is_empty() {
+        return rows;
+    }
+    format!(
+        "{rows}\nINSECURE: controller(s) {} serve plaintext (--insecure): no TLS, no \
+         authentication",
+        insecure.join(", ")
     )
 }
 

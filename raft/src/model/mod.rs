@@ -8,6 +8,7 @@ mod moves;
 mod operation;
 mod placement;
 mod state;
+mod token;
 mod vm;
 
 pub use event::{Event, EventKind, EventLog, MAX_EVENTS};
@@ -20,6 +21,7 @@ pub use operation::{
 };
 pub use placement::{PlacementPolicy, Weigher};
 pub use state::{ClusterState, HaSettings, LeaseConfig, MAX_LEASE_TTL_MS, MIN_BEATS_PER_TTL};
+pub use token::{Token, MAX_TOKENS};
 pub use vm::{DesiredState, ObservedState, Vm, VmSpec};
 
 /// Longest accepted host or VM name; libvirt and DNS labels both stay happy below this.

@@ -19,6 +19,9 @@ pub struct ClusterState {
     pub operations: Operations,
     #[serde(default)]
     pub placement: PlacementPolicy,
+    /// Users' bearer tokens by id (hashes only; see [`super::Token`]).
+    #[serde(default)]
+    pub tokens: BTreeMap<String, super::Token>,
 }
 
 /// The cluster-wide HA switch. Disarmed (planned network maintenance): grants tell hosts

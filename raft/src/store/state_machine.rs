@@ -31,6 +31,8 @@ const HA: &[u8] = b"ha";
 const OPS: &[u8] = b"ops";
 /// The placement policy; written with every batch, it is tiny.
 const PLACEMENT: &[u8] = b"placement";
+/// Users' bearer tokens (hashes); written with every batch, it is small (capped).
+const TOKENS: &[u8] = b"tokens";
 /// The current snapshot: its metadata (JSON) and its bytes (the serialized `SmData`),
 /// under two keys so that reading the metadata never parses the state.
 const SNAPSHOT_META: &[u8] = b"current_meta";
@@ -147,6 +149,10 @@ impl StateMachineStore {
             data.state.placement =
                 serde_json::from_slice(&v).map_err(|e| corrupt("sm_meta/placement", e))?;
         }
+        if let Some(v) = trees.meta.get(TOKENS)? {
+            data.state.tokens =
+                serde_json::from_slice(&v).map_err(|e| corrupt("sm_meta/tokens", e))?;
+        }
         if let Some(v) = trees.meta.get(OPS)? {
             data.state.operations =
                 serde_json::from_slice(&v).map_err(|e| corrupt("sm_meta/ops", e))?;
@@ -255,6 +261,7 @@ impl StateMachineStore {
                     meta.insert(MEMBERSHIP, ws.membership.as_slice())?;
                     meta.insert(HA, ws.ha.as_slice())?;
                     meta.insert(PLACEMENT, ws.placement.as_slice())?;
+                    meta.insert(TOKENS, ws.tokens.as_slice())?;
                     if let Some(ops) = &ws.ops {
                         meta.insert(OPS, ops.as_slice())?;
                     }
@@ -331,6 +338,7 @@ impl StateMachineStore {
         meta.insert(MEMBERSHIP, ws.membership);
         meta.insert(HA, ws.ha);
         meta.insert(PLACEMENT, ws.placement);
+        meta.insert(TOKENS, ws.tokens);
         meta.insert(
             OPS,
             serde_json::to_vec(&data.state.operations).map_err(ser_err)?,
@@ -350,6 +358,7 @@ struct WriteSet {
     membership: Vec<u8>,
     ha: Vec<u8>,
     placement: Vec<u8>,
+    tokens: Vec<u8>,
     ops: Option<Vec<u8>>,
 }
 
@@ -365,6 +374,7 @@ impl WriteSet {
             membership: serde_json::to_vec(&data.membership).map_err(ser_err)?,
             ha: serde_json::to_vec(&data.state.ha).map_err(ser_err)?,
             placement: serde_json::to_vec(&data.state.placement).map_err(ser_err)?,
+            tokens: serde_json::to_vec(&data.state.tokens).map_err(ser_err)?,
             ..Default::default()
         })
     }
