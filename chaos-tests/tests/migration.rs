@@ -1,6 +1,6 @@
 //! Live migration and drains through `drover`, on real libvirt hosts: three controllers,
 //! and one hostd per `LibvirtHosts` host (own mount namespace, address and libvirtd each),
-//! QEMU guests (TCG where /dev/kvm is missing). A sampler reads every host's *running*
+//! QEMU guests (TCG where QEMU may not use /dev/kvm: hostd decides). A sampler reads every host's *running*
 //! domains straight from libvirt throughout, and each test ends by checking that no VM
 //! ever ran on two hosts.
 

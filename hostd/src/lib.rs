@@ -53,12 +53,17 @@ pub async fn run(
             source,
         })?;
     let uri = config.libvirt_uri.clone();
-    let hypervisor = tokio::task::spawn_blocking(move || LibvirtHypervisor::open(&uri))
-        .await
-        .map_err(HostdError::Blocking)??;
+    let choice = config.domain_type;
+    let (hypervisor, decision) = tokio::task::spawn_blocking(move || {
+        let decision = hypervisor::domain_type::probe(&uri, choice);
+        LibvirtHypervisor::open(&uri, decision.domain_type).map(|h| (h, decision))
+    })
+    .await
+    .map_err(HostdError::Blocking)??;
     info!(
         host = %config.name, uri = %config.libvirt_uri,
-        domain_type = hypervisor.domain_type().as_str(), "Connected to libvirt"
+        domain_type = decision.domain_type.as_str(), why = %decision.reason,
+        "Connected to libvirt"
     );
     serve(config, Arc::new(hypervisor), listener, shutdown).await
 }

@@ -17,6 +17,7 @@ use std::time::Duration;
 use tracing::{error, info, warn};
 
 use crate::error::{error_chain, HostdError};
+use crate::hypervisor::domain_xml::DomainType;
 use crate::hypervisor::libvirt::LibvirtHypervisor;
 use crate::hypervisor::Hypervisor;
 use crate::lease_file::{self, LeaseRecord};
@@ -68,7 +69,8 @@ pub async fn run(
 ) -> Result<(), HostdError> {
     let uri = config.libvirt_uri.clone();
     let hypervisor: Arc<dyn Hypervisor> = Arc::new(
-        tokio::task::spawn_blocking(move || LibvirtHypervisor::open(&uri))
+        // The watchdog never defines a domain, so the domain type plays no part.
+        tokio::task::spawn_blocking(move || LibvirtHypervisor::open(&uri, DomainType::Qemu))
             .await
             .map_err(HostdError::Blocking)??,
     );
