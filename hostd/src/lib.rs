@@ -5,8 +5,10 @@
 //! - [`serve`]: the same over an already opened [`Hypervisor`].
 //! - [`Config`], [`HostdError`], and the hypervisor seam in [`hypervisor`].
 //! - Self-fencing: [`self_fence`] (in hostd) and [`watchdog`] (the separate
-//!   `hostd-watchdog` process), sharing the lease through [`lease_file`].
+//!   `hostd-watchdog` process), sharing the lease through [`lease_file`], all counting on
+//!   the suspend-aware [`clock`].
 
+pub mod clock;
 mod config;
 mod error;
 pub mod fencing;
