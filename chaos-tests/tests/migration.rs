@@ -101,7 +101,9 @@ async fn multihost_vm_migrates_there_and_back() -> anyhow::Result<()> {
     assert_eq!(generation(&vm), gen0 + 2, "{vm}");
 
     let samples = sampler.finish().await?;
-    assert!(samples.0.len() > 10, "the sampler ran: {}", samples.0.len());
+    // Not a sample count: that depends on how fast the migrations go (under KVM both take
+    // a few seconds, and 9 samples were seen). Seeing web on the other host shows that
+    // the sampler ran through the move.
     assert!(
         samples.first_active_elsewhere("web", &first).is_some(),
         "the sampler saw web on {other}"
