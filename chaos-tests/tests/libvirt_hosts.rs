@@ -7,17 +7,21 @@ use std::time::Instant;
 
 use drover_chaos_tests::libvirt_hosts::{LibvirtHost, LibvirtHosts};
 use drover_chaos_tests::require;
+use drover_hostd::hypervisor::domain_type::{self, DomainTypeChoice};
 
 const GUEST: &str = "mig-guest";
 
 /// A diskless guest: SeaBIOS finds nothing to boot and idles, which is all a migration
-/// needs. No `<cpu>` element (nested KVM aborts on host-model); TCG where there is no KVM.
+/// needs. No `<cpu>` element (nested KVM aborts on host-model). KVM or TCG by hostd's own
+/// rule (whether QEMU's user may open /dev/kvm), so the rig and hostd never disagree.
 fn guest_xml() -> String {
-    let kind = if Path::new("/dev/kvm").exists() {
-        "kvm"
-    } else {
-        "qemu"
-    };
+    let decision = domain_type::probe("qemu:///system", DomainTypeChoice::Auto);
+    eprintln!(
+        "guest type {}: {}",
+        decision.domain_type.as_str(),
+        decision.reason
+    );
+    let kind = decision.domain_type.as_str();
     format!(
         "<domain type='{kind}'>
   <name>{GUEST}</name>

@@ -1,6 +1,6 @@
 //! Live migration and drains through `drover`, on real libvirt hosts: three controllers,
 //! and one hostd per `LibvirtHosts` host (own mount namespace, address and libvirtd each),
-//! QEMU guests (TCG where /dev/kvm is missing). A sampler reads every host's *running*
+//! QEMU guests (TCG where QEMU may not use /dev/kvm: hostd decides). A sampler reads every host's *running*
 //! domains straight from libvirt throughout, and each test ends by checking that no VM
 //! ever ran on two hosts.
 
@@ -101,7 +101,9 @@ async fn multihost_vm_migrates_there_and_back() -> anyhow::Result<()> {
     assert_eq!(generation(&vm), gen0 + 2, "{vm}");
 
     let samples = sampler.finish().await?;
-    assert!(samples.0.len() > 10, "the sampler ran: {}", samples.0.len());
+    // Not a sample count: that depends on how fast the migrations go (under KVM both take
+    // a few seconds, and 9 samples were seen). Seeing web on the other host shows that
+    // the sampler ran through the move.
     assert!(
         samples.first_active_elsewhere("web", &first).is_some(),
         "the sampler saw web on {other}"

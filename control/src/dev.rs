@@ -1,7 +1,8 @@
 //! `drover dev`: a whole local cluster for trying drover — controllers and hostd agents
 //! (on libvirt's `test:///default` driver) as child processes on loopback, bootstrapped,
 //! with the hosts registered, and mutual TLS everywhere (a fresh CA and certificates in
-//! `<dir>/certs`). Stopping it stops every child by PID.
+//! `<dir>/certs`). Stopping it stops every child by PID; killing it (SIGKILL, a closed
+//! terminal) kills them too, through the kernel's parent-death signal.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -30,6 +31,33 @@ fn tls_flags(tls: &Issued) -> Vec<std::ffi::OsString> {
 }
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Makes the child `cmd` starts die with this process. `drover dev` killed by SIGKILL (or
+/// by a closed terminal) cannot stop its children itself, and they would run on as
+/// orphans, still holding their ports. `PR_SET_PDEATHSIG` has the kernel SIGKILL the child
+/// when its parent goes: a dev cluster's state is thrown away at the next start anyway, and
+/// a child that handled SIGTERM slowly would outlive us. The signal fires when the
+/// *thread* that forked the child ends; `drover dev` spawns from the main thread (the
+/// runtime's `block_on`), which lives as long as the process.
+fn dies_with_this_process(cmd: &mut Command) -> &mut Command {
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs in the forked child before exec, where only
+    // async-signal-safe calls are allowed: prctl and getppid are plain system calls, and
+    // the errors are built from raw errno values, without allocating.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)?;
+            // If the parent died before the prctl, no signal will ever come (the child
+            // now has another parent): do not start at all.
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::from(nix::errno::Errno::ESRCH));
+            }
+            Ok(())
+        })
+    }
+}
 
 pub struct DevCluster {
     pub dir: PathBuf,
@@ -165,7 +193,7 @@ impl DevCluster {
             let tls = certs::issue(&self.dir.join("certs"), &Peer::Controller(*id), &[])?;
             // One open file for both streams: two handles would overwrite each other.
             let log = log_file(&self.dir, &name)?;
-            let child = Command::new(drover)
+            let child = dies_with_this_process(&mut Command::new(drover))
                 .args(tls_flags(&tls))
                 .args(["server", "--id", &id.to_string(), "--listen", addr])
                 .arg("--data-dir")
@@ -182,7 +210,7 @@ impl DevCluster {
         for i in 1..=args.hosts {
             let name = format!("h{i}");
             let tls = certs::issue(&self.dir.join("certs"), &Peer::Host(name.clone()), &[])?;
-            let mut child = Command::new(hostd)
+            let mut child = dies_with_this_process(&mut Command::new(hostd))
                 .args(tls_flags(&tls))
                 .args(["--name", &name, "--listen", "127.0.0.1:0"])
                 .args(["--libvirt-uri", &args.libvirt_uri])

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use drover_proto::transport::TlsHandle;
 
+use crate::hypervisor::domain_type::DomainTypeChoice;
+
 /// How often a session sends heartbeats when the controller's Hello does not say.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(1000);
 
@@ -19,6 +21,9 @@ pub struct Config {
     pub name: String,
     /// The libvirt connection URI (`qemu:///system`, `test:///default`, ...).
     pub libvirt_uri: String,
+    /// KVM or TCG guests; `Auto` asks whether QEMU can open /dev/kvm (see
+    /// [`crate::hypervisor::domain_type`]).
+    pub domain_type: DomainTypeChoice,
     /// How peers' libvirt reaches this host's libvirt for live migration. Empty: derived
     /// from `libvirt_uri` when that is a remote URI (`qemu+tcp://...`), else none.
     pub migration_uri: String,
@@ -46,6 +51,7 @@ impl Config {
         Config {
             name: name.into(),
             libvirt_uri: libvirt_uri.into(),
+            domain_type: DomainTypeChoice::Auto,
             migration_uri: String::new(),
             data_dir: data_dir.into(),
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,

@@ -1,5 +1,5 @@
-//! The host's side of the lease protocol (DESIGN.md): pure bookkeeping on the monotonic
-//! clock. The session loop records when each `LeaseRequest{seq}` was sent and feeds
+//! The host's side of the lease protocol (DESIGN.md): pure bookkeeping on the boot clock
+//! ([`BootInstant`], which keeps counting while the machine is suspended). The session loop records when each `LeaseRequest{seq}` was sent and feeds
 //! grants in; the fence timer asks whether the lease still holds.
 //!
 //! The rule that makes the lease safe: a grant extends the lease to `h0(seq) + ttl`, where
@@ -8,13 +8,15 @@
 //! than the highest seen are ignored.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::BootInstant;
 
 #[derive(Debug, Default, Clone)]
 pub struct Lease {
     /// Requests sent and not yet answered: seq → when sent.
-    pending: BTreeMap<u64, Instant>,
-    expiry: Option<Instant>,
+    pending: BTreeMap<u64, BootInstant>,
+    expiry: Option<BootInstant>,
     highest_term: u64,
 }
 
@@ -29,12 +31,12 @@ pub enum Ignored {
 
 impl Lease {
     /// Records that request `seq` left at `sent`.
-    pub fn request_sent(&mut self, seq: u64, sent: Instant) {
+    pub fn request_sent(&mut self, seq: u64, sent: BootInstant) {
         self.pending.insert(seq, sent);
     }
 
     /// Applies a grant for request `seq` from `term` lasting `ttl`.
-    pub fn granted(&mut self, seq: u64, term: u64, ttl: Duration) -> Result<Instant, Ignored> {
+    pub fn granted(&mut self, seq: u64, term: u64, ttl: Duration) -> Result<BootInstant, Ignored> {
         if term < self.highest_term {
             return Err(Ignored::StaleTerm {
                 term,
@@ -55,17 +57,17 @@ impl Lease {
 
     /// Takes over a lease an earlier process on this host held until `until`, granted in
     /// `term` (read back from the lease file).
-    pub fn resume(&mut self, until: Instant, term: u64) {
+    pub fn resume(&mut self, until: BootInstant, term: u64) {
         self.highest_term = self.highest_term.max(term);
         self.expiry = Some(self.expiry.map_or(until, |e| e.max(until)));
     }
 
     /// Whether the lease holds at `now`.
-    pub fn holds(&self, now: Instant) -> bool {
+    pub fn holds(&self, now: BootInstant) -> bool {
         self.expiry.is_some_and(|e| now < e)
     }
 
-    pub fn expiry(&self) -> Option<Instant> {
+    pub fn expiry(&self) -> Option<BootInstant> {
         self.expiry
     }
 }
@@ -80,19 +82,19 @@ mod tests {
 
     #[test]
     fn counts_from_the_request_not_the_grant() {
-        let t0 = Instant::now();
+        let t0 = BootInstant::from_nanos(1_000_000_000);
         let mut lease = Lease::default();
         assert!(!lease.holds(t0));
         lease.request_sent(1, t0);
         // The grant arrives 2 s later; the lease still ends at t0 + ttl.
         assert_eq!(lease.granted(1, 3, TTL), Ok(t0 + TTL));
-        assert!(lease.holds(t0 + TTL - Duration::from_millis(1)));
+        assert!(lease.holds(t0 + (TTL - Duration::from_millis(1))));
         assert!(!lease.holds(t0 + TTL));
     }
 
     #[test]
     fn ignores_stale_terms_unknown_and_repeated_grants() {
-        let t0 = Instant::now();
+        let t0 = BootInstant::from_nanos(1_000_000_000);
         let mut lease = Lease::default();
         lease.request_sent(1, t0);
         lease.request_sent(2, t0 + Duration::from_secs(1));
@@ -125,7 +127,7 @@ mod tests {
             sends in prop::collection::vec(0u64..10_000, 1..30),
             grants in prop::collection::vec((0usize..30, 1u64..5), 0..30),
         ) {
-            let t0 = Instant::now();
+            let t0 = BootInstant::from_nanos(1_000_000_000);
             let mut lease = Lease::default();
             let mut sent_at = Vec::new();
             for (i, ms) in sends.iter().enumerate() {
@@ -133,12 +135,12 @@ mod tests {
                 lease.request_sent(i as u64, at);
                 sent_at.push(at);
             }
-            let mut bound: Option<Instant> = None;
+            let mut bound: Option<BootInstant> = None;
             for (i, term) in grants {
                 if i >= sent_at.len() { continue; }
                 if lease.granted(i as u64, term, TTL).is_ok() {
                     let until = sent_at[i] + TTL;
-                    bound = Some(bound.map_or(until, |b: Instant| b.max(until)));
+                    bound = Some(bound.map_or(until, |b: BootInstant| b.max(until)));
                 }
                 prop_assert_eq!(lease.expiry(), bound);
             }

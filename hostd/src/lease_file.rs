@@ -3,18 +3,19 @@
 //! only reads it. If hostd freezes, the file stops moving and the watchdog fences at the
 //! time it names — the fence does not depend on hostd being alive.
 //!
-//! Times are the system-wide `CLOCK_MONOTONIC` in nanoseconds, which every process on the
-//! host shares and which never jumps with the wall clock. That clock restarts at boot, so
-//! the record names the boot it belongs to; a record from another boot is no lease at all. The file is replaced atomically
-//! (write, then rename) and not fsynced: it must survive a process crash, and a machine
-//! crash takes the guests with it anyway.
+//! Times are readings of the system-wide `CLOCK_BOOTTIME` in nanoseconds
+//! ([`BootInstant`]), which every process on the host shares, which never jumps with the
+//! wall clock, and which keeps counting while the machine is suspended. That clock restarts
+//! at boot, so the record names the boot it belongs to; a record from another boot is no
+//! lease at all. The file is replaced atomically (write, then rename) and not fsynced: it
+//! must survive a process crash, and a machine crash takes the guests with it anyway.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nix::time::{clock_gettime, ClockId};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::BootInstant;
 use crate::error::HostdError;
 
 /// The file's name inside hostd's data directory.
@@ -22,8 +23,19 @@ pub const FILE_NAME: &str = "lease.json";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseRecord {
-    /// The lease holds while `CLOCK_MONOTONIC` is below this.
-    pub expires_mono_ns: u64,
+    /// The lease holds while `CLOCK_BOOTTIME` is below this.
+    ///
+    /// `None` in a file written before hostd counted on the boot clock: that file has
+    /// `expires_mono_ns` instead (ignored when read), a `CLOCK_MONOTONIC` reading. Such a
+    /// file is no lease. Its number lags the boot clock by however long the machine has
+    /// been suspended since boot, and nothing in the file says by how much, so it cannot
+    /// be converted; and reading it as if it were boottime would be trusting a number for
+    /// what it does not mean. Losing the lease once costs an upgraded host its HA guests
+    /// unless HA is disarmed for the upgrade (`disarmed` below is still honoured: it is
+    /// not a time). An older watchdog cannot read a new file at all, which it treats as a
+    /// lapse: the safe side too.
+    #[serde(default)]
+    pub expires_boot_ns: Option<u64>,
     /// The term of the leader whose grant set it.
     pub term: u64,
     /// `/proc/sys/kernel/random/boot_id` when it was written.
@@ -34,13 +46,14 @@ pub struct LeaseRecord {
 }
 
 impl LeaseRecord {
-    /// How long the lease still holds, if it does: `None` once lapsed or when the record
-    /// comes from an earlier boot (whose monotonic clock meant something else).
+    /// How long the lease still holds, if it does: `None` once lapsed, when the record
+    /// comes from an earlier boot (whose clock meant something else), or when it holds no
+    /// boot-clock expiry (a file from before that clock, see `expires_boot_ns`).
     pub fn remaining(&self) -> Option<Duration> {
         if self.boot_id != boot_id() {
             return None;
         }
-        remaining(self.expires_mono_ns)
+        remaining(BootInstant::from_nanos(self.expires_boot_ns?))
     }
 }
 
@@ -52,35 +65,9 @@ pub fn boot_id() -> String {
         .unwrap_or_default()
 }
 
-/// `CLOCK_MONOTONIC` now, in nanoseconds.
-pub fn mono_now_ns() -> u64 {
-    // CLOCK_MONOTONIC cannot fail on Linux; 0 would only make a lease look lapsed.
-    clock_gettime(ClockId::CLOCK_MONOTONIC)
-        .map(|t| {
-            (t.tv_sec() as u64)
-                .saturating_mul(1_000_000_000)
-                .saturating_add(t.tv_nsec() as u64)
-        })
-        .unwrap_or(0)
-}
-
-/// `at` on the shared monotonic clock. The clock is read before `Instant::now()`, so the
-/// result can only come out early (in the safe direction), never late.
-pub fn instant_to_mono_ns(at: Instant) -> u64 {
-    let mono = mono_now_ns();
-    let now = Instant::now();
-    match at.checked_duration_since(now) {
-        Some(ahead) => mono.saturating_add(ahead.as_nanos() as u64),
-        None => mono.saturating_sub(now.duration_since(at).as_nanos() as u64),
-    }
-}
-
-/// How long until `mono_ns`, or `None` if it has passed.
-pub fn remaining(mono_ns: u64) -> Option<Duration> {
-    mono_ns
-        .checked_sub(mono_now_ns())
-        .filter(|ns| *ns > 0)
-        .map(Duration::from_nanos)
+/// How long until `until`, or `None` if it has passed.
+pub fn remaining(until: BootInstant) -> Option<Duration> {
+    until.checked_duration_since(BootInstant::now())
 }
 
 pub fn path_in(data_dir: &Path) -> PathBuf {
@@ -125,7 +112,7 @@ mod tests {
         let path = path_in(dir.path());
         assert_eq!(read(&path).unwrap(), None);
         let record = LeaseRecord {
-            expires_mono_ns: 42,
+            expires_boot_ns: Some(42),
             term: 7,
             boot_id: boot_id(),
             disarmed: false,
@@ -138,9 +125,9 @@ mod tests {
 
     #[test]
     fn a_record_from_another_boot_holds_nothing() {
-        let ahead = instant_to_mono_ns(Instant::now() + Duration::from_secs(60));
+        let ahead = BootInstant::now() + Duration::from_secs(60);
         let mut record = LeaseRecord {
-            expires_mono_ns: ahead,
+            expires_boot_ns: Some(ahead.as_nanos()),
             term: 1,
             boot_id: boot_id(),
             disarmed: false,
@@ -151,17 +138,20 @@ mod tests {
     }
 
     #[test]
-    fn instants_map_onto_the_shared_clock_never_late() {
-        let at = Instant::now() + Duration::from_secs(5);
-        let before = mono_now_ns();
-        let mono = instant_to_mono_ns(at);
-        // At most 5 s after the clock reading taken before the conversion.
-        assert!(
-            mono <= before + 5_000_000_000 + 1_000_000,
-            "{mono} vs {before}"
-        );
-        assert!(mono >= before + 4_900_000_000);
-        assert!(remaining(mono).is_some());
-        assert_eq!(remaining(mono_now_ns().saturating_sub(1)), None);
+    fn a_file_from_the_monotonic_clock_is_no_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_in(dir.path());
+        // As hostd wrote it before counting on the boot clock, with an expiry far ahead.
+        let old = serde_json::json!({
+            "expires_mono_ns": u64::MAX / 2,
+            "term": 7,
+            "boot_id": boot_id(),
+            "disarmed": true,
+        });
+        std::fs::write(&path, old.to_string()).unwrap();
+        let record = read(&path).unwrap().expect("still readable");
+        assert_eq!(record.expires_boot_ns, None);
+        assert_eq!(record.remaining(), None, "not trusted as a boottime expiry");
+        assert!(record.disarmed, "the disarm is not a time: it still counts");
     }
 }

@@ -5,8 +5,10 @@
 //! - [`serve`]: the same over an already opened [`Hypervisor`].
 //! - [`Config`], [`HostdError`], and the hypervisor seam in [`hypervisor`].
 //! - Self-fencing: [`self_fence`] (in hostd) and [`watchdog`] (the separate
-//!   `hostd-watchdog` process), sharing the lease through [`lease_file`].
+//!   `hostd-watchdog` process), sharing the lease through [`lease_file`], all counting on
+//!   the suspend-aware [`clock`].
 
+pub mod clock;
 mod config;
 mod error;
 pub mod fencing;
@@ -55,12 +57,17 @@ pub async fn run(
             source,
         })?;
     let uri = config.libvirt_uri.clone();
-    let hypervisor = tokio::task::spawn_blocking(move || LibvirtHypervisor::open(&uri))
-        .await
-        .map_err(HostdError::Blocking)??;
+    let choice = config.domain_type;
+    let (hypervisor, decision) = tokio::task::spawn_blocking(move || {
+        let decision = hypervisor::domain_type::probe(&uri, choice);
+        LibvirtHypervisor::open(&uri, decision.domain_type).map(|h| (h, decision))
+    })
+    .await
+    .map_err(HostdError::Blocking)??;
     info!(
         host = %config.name, uri = %config.libvirt_uri,
-        domain_type = hypervisor.domain_type().as_str(), "Connected to libvirt"
+        domain_type = decision.domain_type.as_str(), why = %decision.reason,
+        "Connected to libvirt"
     );
     serve(config, Arc::new(hypervisor), listener, shutdown).await
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use drover_hostd::hypervisor::domain_type::DomainTypeChoice;
 use drover_hostd::Config;
 use tokio::net::TcpListener;
 
@@ -26,6 +27,10 @@ struct Flags {
     /// libvirt connection URI, e.g. qemu:///system or test:///default.
     #[arg(long)]
     libvirt_uri: String,
+    /// Guests under KVM or TCG (`qemu`). `auto` uses KVM when the user QEMU runs as may
+    /// open /dev/kvm read-write, and logs which it chose and why. Ignored on the test driver.
+    #[arg(long, default_value = "auto")]
+    domain_type: DomainTypeChoice,
     /// How peers' libvirt reaches this host's libvirt for live migration, e.g.
     /// qemu+tls://h1.example/system. Defaults to --libvirt-uri when that is remote.
     #[arg(long, default_value = "")]
@@ -73,6 +78,7 @@ async fn main() -> ExitCode {
 async fn hostd(flags: Flags) -> anyhow::Result<()> {
     let mut config = Config::new(flags.name, flags.libvirt_uri, flags.data_dir);
     config.migration_uri = flags.migration_uri;
+    config.domain_type = flags.domain_type;
     if flags.heartbeat_interval_ms == 0 {
         anyhow::bail!("--heartbeat-interval-ms must be at least 1");
     }

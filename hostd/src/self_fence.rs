@@ -12,11 +12,12 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use crate::clock::BootInstant;
 use crate::error::{error_chain, HostdError};
 use crate::hypervisor::{Hypervisor, PowerState};
 use crate::lease::{Ignored, Lease};
@@ -60,7 +61,7 @@ impl LeaseKeeper {
             Ok(Some(record)) => {
                 if let Some(left) = record.remaining() {
                     info!(remaining = ?left, term = record.term, "Resuming the lease a previous hostd held");
-                    lease.resume(Instant::now() + left, record.term);
+                    lease.resume(BootInstant::now() + left, record.term);
                 }
                 // Disarmed stays disarmed across restarts: the cluster counts this host as
                 // not armed until it reports otherwise.
@@ -86,7 +87,7 @@ impl LeaseKeeper {
 
     /// Notes that request `seq` is being sent now. Call it before the send.
     pub fn request_sent(&self, seq: u64) {
-        self.lock().0.request_sent(seq, Instant::now());
+        self.lock().0.request_sent(seq, BootInstant::now());
     }
 
     /// Applies a grant and mirrors the new expiry into the lease file. The file is written
@@ -98,7 +99,7 @@ impl LeaseKeeper {
         ttl: Duration,
         disarmed: bool,
         ha_epoch: u64,
-    ) -> Result<Instant, Ignored> {
+    ) -> Result<BootInstant, Ignored> {
         let mut guard = self.lock();
         let (lease, was_disarmed) = &mut *guard;
         let until = lease.granted(seq, term, ttl)?;
@@ -113,7 +114,7 @@ impl LeaseKeeper {
         self.ha_epoch.store(ha_epoch, Ordering::Relaxed);
         if let Some(expiry) = lease.expiry() {
             let record = LeaseRecord {
-                expires_mono_ns: lease_file::instant_to_mono_ns(expiry),
+                expires_boot_ns: Some(expiry.as_nanos()),
                 term,
                 boot_id: self.boot_id.clone(),
                 disarmed,
@@ -127,7 +128,7 @@ impl LeaseKeeper {
     }
 
     pub fn holds(&self) -> bool {
-        self.lock().0.holds(Instant::now())
+        self.lock().0.holds(BootInstant::now())
     }
 
     /// Whether the newest grant disarmed self-fencing.
@@ -145,14 +146,10 @@ impl LeaseKeeper {
     }
 
     pub fn view(&self) -> LeaseView {
-        let now = Instant::now();
+        let now = BootInstant::now();
         let guard = self.lock();
         LeaseView {
-            remaining: guard
-                .0
-                .expiry()
-                .and_then(|e| e.checked_duration_since(now))
-                .filter(|d| !d.is_zero()),
+            remaining: guard.0.expiry().and_then(|e| e.checked_duration_since(now)),
             self_fences: self.self_fences.load(Ordering::Relaxed),
             armed: !guard.1,
             ha_epoch: self.ha_epoch.load(Ordering::Relaxed),

@@ -17,6 +17,7 @@ use std::time::Duration;
 use tracing::{error, info, warn};
 
 use crate::error::{error_chain, HostdError};
+use crate::hypervisor::domain_xml::DomainType;
 use crate::hypervisor::libvirt::LibvirtHypervisor;
 use crate::hypervisor::Hypervisor;
 use crate::lease_file::{self, LeaseRecord};
@@ -50,9 +51,13 @@ pub fn verdict(read: &Result<Option<LeaseRecord>, HostdError>) -> Verdict {
         Ok(Some(record)) if record.disarmed && record.boot_id == lease_file::boot_id() => {
             Verdict::Disarmed
         }
-        Ok(Some(record)) => match record.remaining() {
-            Some(left) => Verdict::Holds(left),
-            None => Verdict::Lapsed(format!("lease of term {} has lapsed", record.term)),
+        Ok(Some(record)) => match (record.remaining(), record.expires_boot_ns) {
+            (Some(left), _) => Verdict::Holds(left),
+            (None, None) => Verdict::Lapsed(format!(
+                "lease of term {} was recorded on the monotonic clock, not trusted",
+                record.term
+            )),
+            (None, Some(_)) => Verdict::Lapsed(format!("lease of term {} has lapsed", record.term)),
         },
         Ok(None) => Verdict::Lapsed("no lease was ever granted".into()),
         Err(e) => Verdict::Lapsed(format!("lease file unreadable: {e}")),
@@ -68,7 +73,8 @@ pub async fn run(
 ) -> Result<(), HostdError> {
     let uri = config.libvirt_uri.clone();
     let hypervisor: Arc<dyn Hypervisor> = Arc::new(
-        tokio::task::spawn_blocking(move || LibvirtHypervisor::open(&uri))
+        // The watchdog never defines a domain, so the domain type plays no part.
+        tokio::task::spawn_blocking(move || LibvirtHypervisor::open(&uri, DomainType::Qemu))
             .await
             .map_err(HostdError::Blocking)??,
     );
@@ -162,15 +168,14 @@ impl Device {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
-
     use super::*;
+    use crate::clock::BootInstant;
 
     #[test]
     fn verdicts() {
-        let ahead = lease_file::instant_to_mono_ns(Instant::now() + Duration::from_secs(30));
-        let record = |expires_mono_ns, boot_id: String| LeaseRecord {
-            expires_mono_ns,
+        let ahead = (BootInstant::now() + Duration::from_secs(30)).as_nanos();
+        let record = |expires: u64, boot_id: String| LeaseRecord {
+            expires_boot_ns: Some(expires),
             term: 4,
             boot_id,
             disarmed: false,
@@ -188,6 +193,11 @@ mod tests {
             Verdict::Lapsed(_)
         ));
         assert!(matches!(verdict(&Ok(None)), Verdict::Lapsed(_)));
+        let monotonic = LeaseRecord {
+            expires_boot_ns: None,
+            ..record(ahead, lease_file::boot_id())
+        };
+        assert!(matches!(verdict(&Ok(Some(monotonic))), Verdict::Lapsed(_)));
         let disarmed = LeaseRecord {
             disarmed: true,
             ..record(1, lease_file::boot_id())

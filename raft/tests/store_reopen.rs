@@ -1,8 +1,11 @@
 //! The sled state machine survives a reopen exactly as applied, and a store with an
 //! unreadable record refuses to open with a message naming the problem and the recovery.
 
+use std::path::Path;
+use std::time::{Duration, Instant};
+
 use drover_raft::model::VmSpec;
-use drover_raft::store;
+use drover_raft::store::{self, LogStore, OpenError, StateMachineStore};
 use drover_raft::{Command, Entry, LogId, Request};
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload};
@@ -12,6 +15,33 @@ fn entry(index: u64, cmd: Command) -> Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
         payload: EntryPayload::Normal(Request::anonymous(cmd)),
     }
+}
+
+/// Opens the store in `dir` again once the previous `Db` on it has let go of the directory.
+/// Dropping a `Db` does not release sled's lock on `<dir>/db` at once: the last writes a
+/// drop flushes run on sled's I/O thread pool, whose tasks hold the file until they end,
+/// and under load they end after the drop has returned. Opening then fails with "could not
+/// acquire lock" (seen under load, and in about 1 run in 70 with three copies of this file's
+/// tests in parallel). So this waits, bounded, for that lock itself: it takes and releases
+/// it the way sled takes it (`flock`), and only then opens.
+fn reopen(dir: &Path) -> Result<(LogStore, StateMachineStore), OpenError> {
+    use nix::errno::Errno;
+    use nix::fcntl::{Flock, FlockArg};
+
+    let file = dir.join("db");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let handle = std::fs::File::open(&file).expect("the first open created the db file");
+        match Flock::lock(handle, FlockArg::LockExclusiveNonblock) {
+            // Released when dropped here, before sled takes it.
+            Ok(_free) => break,
+            Err((_, Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err((_, e)) => panic!("waiting for sled to release {}: {e}", file.display()),
+        }
+    }
+    store::open(dir)
 }
 
 fn commands() -> Vec<Command> {
@@ -120,7 +150,7 @@ async fn state_machine_reopens_as_applied() -> anyhow::Result<()> {
         );
         sm.view().read(|d| (d.last_applied, d.state.clone()))
     };
-    let (_log, mut sm) = store::open(dir.path())?;
+    let (_log, mut sm) = reopen(dir.path())?;
     let after = sm.view().read(|d| (d.last_applied, d.state.clone()));
     assert_eq!(before, after);
     assert_eq!(after.0.map(|l| l.index), Some(10));
@@ -141,7 +171,7 @@ fn unreadable_record_refuses_to_open() -> anyhow::Result<()> {
         db.open_tree("sm_vms")?.insert("web", &b"{not json"[..])?;
         db.flush()?;
     }
-    let err = store::open(dir.path()).expect_err("a corrupt store must not open");
+    let err = reopen(dir.path()).expect_err("a corrupt store must not open");
     let msg = err.to_string();
     assert!(
         msg.contains("unreadable") && msg.contains("sm_vms"),
@@ -183,7 +213,7 @@ async fn a_retried_request_applies_once_even_across_reopen() -> anyhow::Result<(
         assert_eq!(results[0], results[1]);
         results[0].clone()
     };
-    let (_log, mut sm) = store::open(dir.path())?;
+    let (_log, mut sm) = reopen(dir.path())?;
     let results = sm.apply(vec![with_id(3, create("other"))]).await?;
     assert_eq!(results[0], first, "the remembered result survives a reopen");
     sm.view().read(|d| {
@@ -218,7 +248,7 @@ async fn event_log_reopens_bounded_and_numbered() -> anyhow::Result<()> {
     };
     assert_eq!(before.events.entries.len(), MAX_EVENTS);
     assert_eq!(before.events.entries.front().map(|e| e.seq), Some(5));
-    let (_log, mut sm) = store::open(dir.path())?;
+    let (_log, mut sm) = reopen(dir.path())?;
     let after = sm.view().read(|d| d.state.clone());
     assert_eq!(before, after);
     sm.apply(vec![entry(total + 1, record(total + 1))]).await?;

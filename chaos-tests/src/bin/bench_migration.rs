@@ -1,6 +1,6 @@
 //! `bench_migration`: live migration and drains on real libvirt hosts (the multi-host
 //! [`Rig`]: one mount namespace, address and libvirtd per host, 3 controllers, one hostd
-//! per host; QEMU guests, TCG where there is no /dev/kvm).
+//! per host; QEMU guests, TCG where QEMU may not use /dev/kvm: hostd decides).
 //!
 //! - `migrate`: a drover VM and a *foreign* domain of the same shape (a copy of the drover
 //!   domain's XML without the drover marker, so hostd leaves it alone) sit on the same

@@ -21,27 +21,11 @@ pub enum DomainType {
     Test,
     /// Hardware-accelerated QEMU.
     Kvm,
-    /// QEMU with TCG, where the host has no /dev/kvm (nested or CI machines).
+    /// QEMU with TCG, where QEMU cannot use /dev/kvm (see `domain_type`).
     Qemu,
 }
 
 impl DomainType {
-    /// Picks the domain type for a connection URI. `kvm_available` is passed in (rather than
-    /// probed here) to keep this function pure.
-    pub fn for_uri(uri: &str, kvm_available: bool) -> DomainType {
-        // The driver is the URI scheme up to an optional `+transport`: `test+unix://...` is
-        // still the test driver.
-        let scheme = uri.split(':').next().unwrap_or_default();
-        let driver = scheme.split('+').next().unwrap_or_default();
-        if driver.eq_ignore_ascii_case("test") {
-            DomainType::Test
-        } else if kvm_available {
-            DomainType::Kvm
-        } else {
-            DomainType::Qemu
-        }
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             DomainType::Test => "test",
@@ -264,27 +248,6 @@ mod tests {
             "{xml}"
         );
         assert!(!xml.contains("a&b"), "{xml}");
-    }
-
-    #[test]
-    fn domain_type_follows_the_uri() {
-        assert_eq!(
-            DomainType::for_uri("test:///default", true),
-            DomainType::Test
-        );
-        assert_eq!(
-            DomainType::for_uri("test:///tmp/node.xml", false),
-            DomainType::Test
-        );
-        assert_eq!(
-            DomainType::for_uri("test+unix:///default", false),
-            DomainType::Test
-        );
-        assert_eq!(DomainType::for_uri("qemu:///system", true), DomainType::Kvm);
-        assert_eq!(
-            DomainType::for_uri("qemu+tcp://127.0.0.2:16510/system", false),
-            DomainType::Qemu
-        );
     }
 
     #[test]

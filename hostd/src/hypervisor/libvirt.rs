@@ -4,8 +4,6 @@
 //! correctness matter, not only a cost one: `test:///<node file>` gives every connection its
 //! own private instance, so reconnecting would silently lose every domain.
 
-use std::path::Path;
-
 use virt::connect::Connect;
 use virt::domain::{Domain, DomainState};
 use virt::enumutil::Enum;
@@ -22,7 +20,7 @@ use crate::error::HostdError;
 /// Drives one host's domains through one libvirt connection.
 pub struct LibvirtHypervisor {
     conn: Connect,
-    /// Decided once from the URI and /dev/kvm, so every domain on this host gets the same.
+    /// Decided once, before opening, so every domain on this host gets the same.
     domain_type: DomainType,
     /// For the migration's own connection (see `migrate`).
     uri: String,
@@ -37,8 +35,9 @@ enum Lookup {
 }
 
 impl LibvirtHypervisor {
-    /// Opens the connection. Blocks; call it from a blocking thread.
-    pub fn open(uri: &str) -> Result<LibvirtHypervisor, HostdError> {
+    /// Opens the connection; every domain defined through it gets `domain_type` (settled
+    /// by `domain_type::probe`). Blocks; call it from a blocking thread.
+    pub fn open(uri: &str, domain_type: DomainType) -> Result<LibvirtHypervisor, HostdError> {
         // libvirt's default error handler prints every failed call to stderr, including the
         // expected ones ("domain not found"); hostd reports errors itself.
         virt::error::clear_error_callback();
@@ -46,17 +45,11 @@ impl LibvirtHypervisor {
             uri: uri.to_string(),
             source,
         })?;
-        let kvm_available = Path::new("/dev/kvm").exists();
         Ok(LibvirtHypervisor {
             conn,
-            domain_type: DomainType::for_uri(uri, kvm_available),
+            domain_type,
             uri: uri.to_string(),
         })
-    }
-
-    /// The domain type this host writes into domain XML.
-    pub fn domain_type(&self) -> DomainType {
-        self.domain_type
     }
 
     fn lookup(&self, name: &str) -> Result<Lookup, HostdError> {

@@ -7,6 +7,7 @@
 //! Every method blocks (libvirt calls do). Callers on the async side run them inside
 //! `tokio::task::spawn_blocking`.
 
+pub mod domain_type;
 pub mod domain_xml;
 pub mod libvirt;
 mod libvirt_migrate;
