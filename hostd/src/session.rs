@@ -1,6 +1,6 @@
 //! The controller's session with this host: one bidirectional stream per controller, opened
-//! with a Hello, answered every interval with a heartbeat (the host is alive, what it runs,
-//! its lease) and a `LeaseRequest`. The controller answers requests with `LeaseGrant`s,
+//! with a Hello, answered every interval with a `LeaseRequest` and a heartbeat (the host is
+//! alive, what it runs, its lease; built off the loop, since libvirt may be slow). The controller answers requests with `LeaseGrant`s,
 //! which extend the lease from when the request was sent (see [`crate::lease`]).
 
 use std::sync::Arc;
@@ -84,11 +84,36 @@ async fn run(
     // The first tick completes at once: the controller gets a heartbeat right after Hello.
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut seq = 0u64;
+    let (mut seq, mut lease_seq) = (0u64, 0u64);
+    // Heartbeats are built on a task of their own: listing domains is a libvirt call that
+    // can take seconds (a guest starting under TCG), and neither the lease request nor the
+    // grants coming back may wait for it — a lease lapsing because libvirt was slow would
+    // fence guests for nothing. At most one is built at a time.
+    let (built_tx, mut built) = mpsc::channel::<Result<pb::Heartbeat, HostdError>>(1);
+    let mut building = false;
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                let heartbeat = match heartbeat(&shared, seq + 1).await {
+                // The send time is noted first: the lease counts from it, never later.
+                lease_seq += 1;
+                shared.lease.request_sent(lease_seq);
+                let request = pb::SessionEvent {
+                    kind: Some(EventKind::LeaseRequest(pb::LeaseRequest { seq: lease_seq })),
+                };
+                if let Err(TrySendError::Closed(_)) = tx.try_send(Ok(request)) {
+                    break;
+                }
+                if !building {
+                    building = true;
+                    let (shared, built_tx) = (Arc::clone(&shared), built_tx.clone());
+                    tokio::spawn(async move {
+                        let _ = built_tx.send(heartbeat(&shared, seq + 1).await).await;
+                    });
+                }
+            }
+            Some(result) = built.recv() => {
+                building = false;
+                let heartbeat = match result {
                     Ok(heartbeat) => heartbeat,
                     Err(error) => {
                         // Skip the beat: a missing heartbeat tells the controller the truth
@@ -102,17 +127,8 @@ async fn run(
                     Ok(()) => seq += 1,
                     Err(TrySendError::Full(_)) => {
                         warn!(%host, "Controller is not reading heartbeats; dropping one");
-                        continue;
                     }
                     Err(TrySendError::Closed(_)) => break,
-                }
-                // The send time is noted first: the lease counts from it, never later.
-                shared.lease.request_sent(seq);
-                let request = pb::SessionEvent {
-                    kind: Some(EventKind::LeaseRequest(pb::LeaseRequest { seq })),
-                };
-                if let Err(TrySendError::Closed(_)) = tx.try_send(Ok(request)) {
-                    break;
                 }
             }
             message = inbound.message() => match message {
