@@ -112,11 +112,11 @@ async fn server_refuses_bad_ha_flags() -> anyhow::Result<()> {
     for (extra, needle) in [
         (
             &["--lease-ttl-ms", "2000"][..],
-            "lease ttl 2s must be at least 3 heartbeats",
+            "lease ttl 2000 ms must be at least 3 heartbeats",
         ),
         (
             &["--lease-margin-ms", "0"][..],
-            "lease margin must be positive",
+            "lease margin 0 ms must be in 1..=",
         ),
         (
             &["--heartbeat-interval-ms", "0"][..],

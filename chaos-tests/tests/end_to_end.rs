@@ -34,7 +34,11 @@ async fn create_run_stop_delete() -> anyhow::Result<()> {
         .as_str()
         .expect("a running VM has a host")
         .to_string();
-    assert_eq!(vm["generation"], 1, "one placement so far: {vm}");
+    // Placed (1), then moved to a new generation before its start (2, `BeginStart`).
+    assert_eq!(
+        vm["generation"], 2,
+        "one placement and one start so far: {vm}"
+    );
 
     // phase: libvirt agrees — running on that host, absent from the other.
     for agent in ["h1", "h2"] {
@@ -43,7 +47,7 @@ async fn create_run_stop_delete() -> anyhow::Result<()> {
         if agent == host {
             assert_eq!(web.len(), 1, "{agent}: {domains:?}");
             assert_eq!(web[0].state(), DomainState::Running);
-            assert_eq!(web[0].generation, 1);
+            assert_eq!(web[0].generation, 2);
         } else {
             assert!(
                 web.is_empty(),

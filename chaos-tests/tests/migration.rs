@@ -223,6 +223,22 @@ async fn multihost_cancel_leader_change_and_dying_destination() -> anyhow::Resul
         .context("dst host")?;
     let host = rig.lv.host_mut(idx);
     tokio::task::block_in_place(|| host.stop_libvirtd())?;
+    // The source reports the migration failed, but the destination cannot say whether
+    // it took the VM: the operation is not recorded failed until it can, or until an
+    // operator confirms the destination is off (issue 9, point 2).
+    wait_until("destination suspect", Duration::from_secs(30), || async {
+        let h = rig.cluster.cli_json(&["host", "get", &back_to]).await?;
+        Ok((h["health"] != "up").then_some(()))
+    })
+    .await?;
+    assert_eq!(
+        rig.op(id).await?["state"],
+        "running",
+        "failed while the destination is unknown"
+    );
+    rig.cluster
+        .cli(&["host", "fence", &back_to, "--yes-it-is-off"])
+        .await?;
     let op = rig.op_end(id, Duration::from_secs(60)).await?;
     eprintln!("operation: {op}");
     assert_eq!(op["state"], "failed", "{op}");
