@@ -261,8 +261,10 @@ impl Supervisor {
         ctx.spawn(
             async move {
                 let kind = cmd.kind();
-                if let Err(e) = node.write_local(Request::anonymous(cmd)).await {
-                    tracing::warn!(error = %e, kind, "cannot commit");
+                match node.write_local(Request::anonymous(cmd)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(refused)) => tracing::warn!(error = %refused, kind, "refused"),
+                    Err(e) => tracing::warn!(error = %e, kind, "cannot commit"),
                 }
             }
             .into_actor(self),
@@ -452,15 +454,7 @@ impl Supervisor {
                 Plan::Frozen { dead, hosts } => {
                     self.set_frozen(true, dead, hosts);
                     if let Some(event) = self.frozen_event.take() {
-                        let node = self.node.clone();
-                        ctx.spawn(
-                            async move {
-                                if let Err(e) = node.write_local(Request::anonymous(event)).await {
-                                    tracing::warn!(error = %e, "cannot record an event");
-                                }
-                            }
-                            .into_actor(self),
-                        );
+                        self.write(ctx, event);
                     }
                     return;
                 }
