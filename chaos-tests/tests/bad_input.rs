@@ -64,6 +64,23 @@ async fn clear_errors() -> anyhow::Result<()> {
     )
     .await?;
 
+    expect_err(
+        &["host", "add", "hy", "--address", "evil host:80"],
+        "Invalid host address",
+    )
+    .await?;
+    // One command is bounded as a whole (issue 9, point 13): refused before the log.
+    let huge = format!("{}:80", "a".repeat(131_000));
+    let out = cluster
+        .cli(&["host", "add", "hz", "--address", &huge])
+        .await?;
+    assert!(!out.success);
+    assert!(
+        out.stderr.contains("invalid argument") && out.stderr.contains("at most 131072"),
+        "{}",
+        &out.stderr[..out.stderr.len().min(500)]
+    );
+
     // Nothing above changed the state: only `dup` exists, still stopped and unplaced.
     let vms = cluster
         .cli_json(&["vm", "list"])

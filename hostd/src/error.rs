@@ -38,6 +38,18 @@ pub enum HostdError {
         source: virt::error::Error,
     },
 
+    /// The libvirt connection was lost and the last reopen failed; the next try is due in
+    /// `retry_in`.
+    #[error("libvirt at {uri} is unreachable (connection lost; next reconnect in {retry_in:?})")]
+    LibvirtLost {
+        uri: String,
+        retry_in: std::time::Duration,
+    },
+
+    /// A libvirt round trip did not answer within its deadline.
+    #[error("libvirt did not answer within {0:?}")]
+    LibvirtTimeout(std::time::Duration),
+
     /// The data directory could not be created.
     #[error("Cannot create data directory {}", path.display())]
     DataDir {
@@ -103,7 +115,9 @@ impl From<HostdError> for Status {
             | HostdError::NoLease => Status::failed_precondition(err.to_string()),
             HostdError::FencingState { .. }
             | HostdError::LeaseFile { .. }
-            | HostdError::WatchdogDevice { .. } => Status::internal(err.to_string()),
+            | HostdError::WatchdogDevice { .. }
+            | HostdError::LibvirtLost { .. }
+            | HostdError::LibvirtTimeout(_) => Status::internal(err.to_string()),
             // libvirt's own message is what an operator needs to act on; the error code
             // suffix that `virt`'s Display adds is noise in a status line.
             HostdError::Libvirt { source, .. } | HostdError::Connect { source, .. } => {

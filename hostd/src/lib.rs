@@ -1,7 +1,8 @@
 //! hostd, drover's host agent: serves `drover.agent.v1.HostAgent` over gRPC and drives the
 //! host's guests through libvirt.
 //!
-//! - [`run`]: the whole agent on a listener, with one libvirt connection for its lifetime.
+//! - [`run`]: the whole agent on a listener, with its libvirt connection (reopened after
+//!   libvirtd restarts).
 //! - [`serve`]: the same over an already opened [`Hypervisor`].
 //! - [`Config`], [`HostdError`], and the hypervisor seam in [`hypervisor`].
 //! - Self-fencing: [`self_fence`] (in hostd) and [`watchdog`] (the separate
@@ -11,6 +12,7 @@
 pub mod clock;
 mod config;
 mod error;
+pub mod fence_ready;
 pub mod fencing;
 mod guard;
 pub mod hypervisor;
@@ -91,11 +93,18 @@ pub async fn serve(
         Arc::clone(&hypervisor),
         stop_rx.clone(),
     ));
+    let ready = Arc::new(fence_ready::FenceReady::default());
+    let probe_loop = tokio::spawn(fence_ready::run_probe_loop(
+        host.clone(),
+        Arc::clone(&hypervisor),
+        Arc::clone(&ready),
+        stop_rx.clone(),
+    ));
     let guard = guard::ControllersOnly {
         tls: tls.is_some(),
         host: host.clone(),
     };
-    let service = AgentService::new(config, hypervisor, stop_rx, fencing, keeper);
+    let service = AgentService::new(config, hypervisor, stop_rx, fencing, keeper, ready);
     let signal = async move {
         shutdown.await;
         info!(%host, "Shutting down");
@@ -122,5 +131,6 @@ pub async fn serve(
         .map_err(HostdError::Serve);
     // The stop signal has been sent by now (or serving failed): the loop ends on its own.
     fence_loop.abort();
+    probe_loop.abort();
     served
 }

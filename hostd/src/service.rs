@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::error::error_chain;
 use crate::error::HostdError;
+use crate::fence_ready::FenceReady;
 use crate::fencing::{check_generation, Fencing};
 use crate::hypervisor::{
     HostCapacity, Hypervisor, JobStats, ManagedDomain, MigrationRequest, PowerState, VmSpec,
@@ -47,6 +48,8 @@ pub(crate) struct Shared {
     pub(crate) fencing: Fencing,
     /// This host's lease from the controllers; see [`crate::self_fence`].
     pub(crate) lease: Arc<LeaseKeeper>,
+    /// Whether libvirt answers, so that this host could fence; renewals wait for it.
+    pub(crate) fence_ready: Arc<FenceReady>,
     /// Live migrations running from this host.
     migrations: Arc<Migrations>,
 }
@@ -93,6 +96,7 @@ impl AgentService {
         stop: watch::Receiver<bool>,
         fencing: Fencing,
         lease: Arc<LeaseKeeper>,
+        fence_ready: Arc<FenceReady>,
     ) -> AgentService {
         AgentService {
             shared: Arc::new(Shared {
@@ -102,6 +106,7 @@ impl AgentService {
                 vm_locks: VmLocks::default(),
                 fencing,
                 lease,
+                fence_ready,
                 migrations: Arc::default(),
             }),
         }
@@ -177,6 +182,8 @@ impl AgentService {
                 | HostdError::WatchdogDevice { .. }
                 | HostdError::Libvirt { .. }
                 | HostdError::Connect { .. }
+                | HostdError::LibvirtLost { .. }
+                | HostdError::LibvirtTimeout(_)
                 | HostdError::DataDir { .. }
                 | HostdError::Blocking(_)
                 | HostdError::Serve(_) => {

@@ -94,14 +94,18 @@ async fn run(
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                // The send time is noted first: the lease counts from it, never later.
-                lease_seq += 1;
-                shared.lease.request_sent(lease_seq);
-                let request = pb::SessionEvent {
-                    kind: Some(EventKind::LeaseRequest(pb::LeaseRequest { seq: lease_seq })),
-                };
-                if let Err(TrySendError::Closed(_)) = tx.try_send(Ok(request)) {
-                    break;
+                // A lease promises a fence at its lapse: none is asked for while libvirt
+                // cannot destroy a guest (see `fence_ready`).
+                if shared.fence_ready.can_fence() {
+                    // The send time is noted first: the lease counts from it, never later.
+                    lease_seq += 1;
+                    shared.lease.request_sent(lease_seq);
+                    let request = pb::SessionEvent {
+                        kind: Some(EventKind::LeaseRequest(pb::LeaseRequest { seq: lease_seq })),
+                    };
+                    if let Err(TrySendError::Closed(_)) = tx.try_send(Ok(request)) {
+                        break;
+                    }
                 }
                 if !building {
                     building = true;

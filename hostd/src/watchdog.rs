@@ -8,6 +8,15 @@
 //! pets the device on every healthy round — the lease holds, or it lapsed and no HA domain
 //! is left running. If this process freezes, or cannot fence (libvirt hangs or fails), the
 //! petting stops and the kernel resets the host: the guests die with it.
+//!
+//! The arithmetic that makes layer 3 a fence: while the lease holds nothing is owed, so the
+//! device is petted even if libvirt is away for a moment (a restart); from the lapse on, a
+//! round pets only once no HA guest runs. The last pet is then at the lapse at the latest,
+//! and the kernel resets the host `device_timeout` later, which this process sets on the
+//! device itself: it must not exceed the cluster's lease margin (1 s by default), the time
+//! the controllers wait after a lapse before restarting the guests elsewhere. The libvirt
+//! connection is reopened after libvirtd restarts (`LibvirtConn`), so a restart does not
+//! leave the watchdog unable to fence for good.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -32,6 +41,8 @@ pub struct WatchdogConfig {
     pub interval: Duration,
     /// The kernel watchdog device to pet, if any.
     pub device: Option<PathBuf>,
+    /// The reset timeout set on the device: at most the cluster's lease margin.
+    pub device_timeout: Duration,
 }
 
 /// What one look at the lease file says.
@@ -79,7 +90,7 @@ pub async fn run(
             .map_err(HostdError::Blocking)??,
     );
     let mut device = match &config.device {
-        Some(path) => Some(Device::open(path)?),
+        Some(path) => Some(Device::open(path, config.device_timeout)?),
         None => None,
     };
     let file = lease_file::path_in(&config.data_dir);
@@ -89,6 +100,8 @@ pub async fn run(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
     let mut lapsed = false;
+    // Whether the last fence failed, to log failures once and not every round.
+    let mut unable = false;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -103,6 +116,10 @@ pub async fn run(
                 let hv = Arc::clone(&hypervisor);
                 match tokio::task::spawn_blocking(move || destroy_ha_guests(hv.as_ref())).await {
                     Ok(Ok(destroyed)) => {
+                        if unable {
+                            info!("Watchdog can fence again");
+                            unable = false;
+                        }
                         if !destroyed.is_empty() || !lapsed {
                             warn!(%why, ?destroyed, "Watchdog fenced this host's HA guests");
                         }
@@ -110,7 +127,11 @@ pub async fn run(
                         true
                     }
                     Ok(Err(e)) => {
-                        error!(%why, error = %error_chain(&e), "Watchdog cannot fence");
+                        // Every round fails alike until libvirt is back: say it once.
+                        if !unable {
+                            error!(%why, error = %error_chain(&e), "Watchdog cannot fence: the device is no longer petted");
+                        }
+                        unable = true;
                         false
                     }
                     Err(e) => {
@@ -138,19 +159,52 @@ struct Device {
     file: std::fs::File,
 }
 
+// linux/watchdog.h: WDIOC_SETTIMEOUT = _IOWR('W', 6, int), WDIOC_GETTIMEOUT = _IOR('W', 7, int).
+nix::ioctl_readwrite!(wdioc_settimeout, b'W', 6, std::ffi::c_int);
+nix::ioctl_read!(wdioc_gettimeout, b'W', 7, std::ffi::c_int);
+
 impl Device {
-    fn open(path: &std::path::Path) -> Result<Self, HostdError> {
+    /// Opens the device and sets its reset timeout to `timeout` (whole seconds, as the
+    /// kernel counts). A driver that cannot go that low is refused: a longer timeout would
+    /// reset the host only after its guests were restarted elsewhere. A path that is not a
+    /// character device (a file or FIFO, as tests use to watch the petting) is petted
+    /// without a timeout, with a warning.
+    fn open(path: &std::path::Path, timeout: Duration) -> Result<Self, HostdError> {
+        let unusable = |reason: String| HostdError::WatchdogDevice {
+            path: path.to_path_buf(),
+            reason,
+        };
         let file = std::fs::OpenOptions::new()
             .write(true)
             .open(path)
-            .map_err(|e| HostdError::WatchdogDevice {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
-        Ok(Self {
+            .map_err(|e| unusable(e.to_string()))?;
+        let is_device = {
+            use std::os::unix::fs::FileTypeExt as _;
+            file.metadata()
+                .map_err(|e| unusable(e.to_string()))?
+                .file_type()
+                .is_char_device()
+        };
+        let device = Self {
             path: path.to_path_buf(),
             file,
-        })
+        };
+        if !is_device {
+            warn!(device = %path.display(), "Not a character device: petted, but no reset timeout is set");
+            return Ok(device);
+        }
+        let wanted = device_timeout_secs(timeout).map_err(unusable)?;
+        let now = set_timeout(&device.file, wanted).map_err(unusable)?;
+        if now > wanted {
+            // The magic close first: a watchdog that refuses to start must not leave the
+            // host to be reset by a device nobody pets.
+            device.disarm();
+            return Err(unusable(format!(
+                "the driver set a {now} s timeout, longer than the {wanted} s asked for"
+            )));
+        }
+        info!(device = %path.display(), timeout_s = now, "Watchdog device armed");
+        Ok(device)
     }
 
     fn pet(&mut self) {
@@ -166,10 +220,48 @@ impl Device {
     }
 }
 
+/// Sets the reset timeout of the watchdog device `file` to `secs` and returns what the
+/// driver settled on (drivers round to what their hardware counts).
+// The kernel's watchdog API is ioctls only; nix wraps them as unsafe fns.
+#[allow(unsafe_code)]
+fn set_timeout(file: &std::fs::File, secs: std::ffi::c_int) -> Result<std::ffi::c_int, String> {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(file);
+    let mut asked = secs;
+    // SAFETY: `fd` is open for as long as `file` is borrowed, and both ioctls read or write
+    // exactly one int through the pointer, which points at a live local.
+    unsafe { wdioc_settimeout(fd, &mut asked) }
+        .map_err(|e| format!("cannot set a {secs} s timeout: {e}"))?;
+    let mut now: std::ffi::c_int = 0;
+    // SAFETY: as above.
+    unsafe { wdioc_gettimeout(fd, &mut now) }
+        .map_err(|e| format!("cannot read the timeout back: {e}"))?;
+    Ok(now)
+}
+
+/// Pure: the device timeout, in the whole seconds the kernel takes. Rounds down (a shorter
+/// reset is the safe side) but never to zero, which drivers read as "never".
+pub fn device_timeout_secs(timeout: Duration) -> Result<std::ffi::c_int, String> {
+    if timeout < Duration::from_secs(1) {
+        return Err(format!(
+            "device timeout {timeout:?} is below the 1 s the kernel can count"
+        ));
+    }
+    std::ffi::c_int::try_from(timeout.as_secs())
+        .map_err(|_| format!("device timeout {timeout:?} is out of range"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::clock::BootInstant;
+
+    #[test]
+    fn device_timeouts_round_down_to_whole_seconds() {
+        assert_eq!(device_timeout_secs(Duration::from_millis(1999)), Ok(1));
+        assert_eq!(device_timeout_secs(Duration::from_secs(3)), Ok(3));
+        assert!(device_timeout_secs(Duration::from_millis(999)).is_err());
+        assert!(device_timeout_secs(Duration::from_secs(u64::MAX)).is_err());
+    }
 
     #[test]
     fn verdicts() {

@@ -3,8 +3,8 @@
 
 use crate::command::{ApplyError, ApplyResult, Command, Reply};
 use crate::model::{
-    validate_labels, validate_name, AdminState, ClusterState, DeadReason, DesiredState, Event,
-    Host, HostHealth, ObservedState, OpKind, OpState, Operation, Progress, Vm,
+    validate_labels, validate_libvirt_uri, validate_name, AdminState, ClusterState, DeadReason,
+    DesiredState, Event, Host, HostHealth, ObservedState, OpKind, OpState, Operation, Progress, Vm,
 };
 
 /// Which entity an applied command touched; the store persists exactly these keys.
@@ -146,6 +146,15 @@ impl ClusterState {
             } => {
                 if *health == HostHealth::Dead {
                     return Err(ApplyError::DeadNeedsReason(name.clone()));
+                }
+                if let Some(capacity) = capacity {
+                    capacity.validate().map_err(ApplyError::InvalidReport)?;
+                }
+                // Empty: the host has no migration address (test driver).
+                if let Some(uri) = migration_uri.as_ref().filter(|u| !u.is_empty()) {
+                    validate_libvirt_uri(uri).map_err(|reason| {
+                        ApplyError::InvalidReport(format!("migration URI: {reason}"))
+                    })?;
                 }
                 let host = self
                     .hosts

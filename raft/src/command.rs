@@ -356,6 +356,8 @@ pub enum ApplyError {
     LeaseSettling { lapse_ms: u64 },
     #[error("Invalid migration policy: {0}")]
     InvalidPolicy(String),
+    #[error("Host report refused: {0}")]
+    InvalidReport(String),
     #[error("Operation {0} not found")]
     UnknownOperation(u64),
     #[error("Operation {id} is {state}, not running")]

@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use drover_proto::transport::{Tls, TlsHandle};
 
 use crate::command::{ApplyResult, Request};
-use crate::network::{client::peer_channel, Network, MAX_MESSAGE_BYTES};
+use crate::network::{
+    client::peer_channel, Network, MAX_COMMAND_BYTES, MAX_MESSAGE_BYTES, MAX_PAYLOAD_ENTRIES,
+};
 use crate::store::{self, OpenError, StateView};
 use crate::{NodeId, Raft, RaftMetrics};
 
@@ -75,6 +77,8 @@ pub enum WriteError {
     },
     #[error("Raft is shutting down or failed: {0}")]
     Raft(String),
+    #[error("Command is {bytes} bytes; at most {max} are accepted")]
+    TooLarge { bytes: usize, max: usize },
 }
 
 #[derive(Clone)]
@@ -122,6 +126,8 @@ impl RaftNode {
             // Keep enough log that a follower installing a snapshot can still catch up
             // without a second snapshot (the purge-during-install trap).
             max_in_snapshot_log_to_keep: config.snapshot_logs / 2,
+            // With MAX_COMMAND_BYTES this bounds a batch below the message limit.
+            max_payload_entries: MAX_PAYLOAD_ENTRIES,
             ..Default::default()
         }
         .validate()
@@ -215,6 +221,7 @@ impl RaftNode {
 
     /// Commits `req` only if this node is the leader.
     pub async fn write_local(&self, req: Request) -> Result<ApplyResult, WriteError> {
+        check_size(&req)?;
         match self.inner.raft.client_write(req).await {
             Ok(resp) => Ok(resp.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
@@ -232,6 +239,19 @@ impl RaftNode {
             tracing::warn!(error = %e, "raft shutdown");
         }
     }
+}
+
+/// Refuses a request whose log entry would exceed [`MAX_COMMAND_BYTES`].
+fn check_size(req: &Request) -> Result<(), WriteError> {
+    // Entries are JSON in the log and on the wire; the count is what they will weigh.
+    let bytes = serde_json::to_vec(req).map_or(usize::MAX, |v| v.len());
+    if bytes > MAX_COMMAND_BYTES {
+        return Err(WriteError::TooLarge {
+            bytes,
+            max: MAX_COMMAND_BYTES,
+        });
+    }
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -256,4 +276,30 @@ async fn forward(
         .map_err(|s| ForwardError::Transport(s.to_string()))?;
     serde_json::from_slice(&reply.into_inner().data)
         .map_err(|e| ForwardError::Decode(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Command;
+
+    fn add_host(address: String) -> Request {
+        Request::anonymous(Command::AddHost {
+            name: "h1".into(),
+            address,
+            labels: Default::default(),
+        })
+    }
+
+    #[test]
+    fn a_command_over_the_limit_is_refused_before_it_reaches_the_log() {
+        assert!(check_size(&add_host("127.0.0.1:1".into())).is_ok());
+        match check_size(&add_host("a".repeat(MAX_COMMAND_BYTES))) {
+            Err(WriteError::TooLarge { bytes, max }) => {
+                assert!(bytes > MAX_COMMAND_BYTES);
+                assert_eq!(max, MAX_COMMAND_BYTES);
+            }
+            other => panic!("not refused: {other:?}"),
+        }
+    }
 }

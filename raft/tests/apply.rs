@@ -139,7 +139,7 @@ fn host_validation() {
         refused(&mut s, add_host("bad name")),
         ApplyError::InvalidName { .. }
     ));
-    for address in ["nohost", ":80", "h:0", "h:99999", "h:x"] {
+    for address in ["nohost", ":80", "h:0", "h:99999", "h:x", "a b:80", "x/y:80"] {
         let e = refused(
             &mut s,
             Command::AddHost {
@@ -167,6 +167,43 @@ fn host_validation() {
         ),
         ApplyError::UnknownHost("nope".into())
     );
+    // What a host reports is bounded like any input: the last guard refuses it too.
+    let report = |capacity: Option<Capacity>, uri: Option<&str>| Command::HostObserved {
+        name: "h1".into(),
+        health: HostHealth::Up,
+        capacity,
+        fencing_armed: None,
+        armed_epoch: 0,
+        migration_uri: uri.map(String::from),
+    };
+    let huge = Capacity {
+        vcpus: u32::MAX,
+        memory_mib: 1,
+    };
+    assert!(matches!(
+        refused(&mut s, report(Some(huge), None)),
+        ApplyError::InvalidReport(_)
+    ));
+    assert!(matches!(
+        refused(&mut s, report(None, Some("not a uri"))),
+        ApplyError::InvalidReport(_)
+    ));
+    ok(&mut s, report(None, Some("qemu+tcp://10.0.0.5/system")));
+    let mut labels = std::collections::BTreeMap::new();
+    for i in 0..33 {
+        labels.insert(format!("k{i}"), "v".to_string());
+    }
+    assert!(matches!(
+        refused(
+            &mut s,
+            Command::AddHost {
+                name: "h3".into(),
+                address: "127.0.0.1:1".into(),
+                labels,
+            }
+        ),
+        ApplyError::InvalidLabels(_)
+    ));
 }
 
 #[test]

@@ -20,6 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::fence_agent::{FenceAgent, Outcome};
 use super::grants::GrantBook;
 use super::health::{self, Event, Health, LeaseTimings, Tracker};
+use super::report;
 use super::stale::{stale_domains, Stale};
 use crate::agents::{deadline, AgentPool, QUICK_CALL};
 use crate::Shutdown;
@@ -340,7 +341,10 @@ impl HostActor {
         }
     }
 
-    fn heartbeat(&mut self, beat: Heartbeat, ctx: &mut Context<Self>) {
+    fn heartbeat(&mut self, mut beat: Heartbeat, ctx: &mut Context<Self>) {
+        for problem in report::screen(&mut beat) {
+            tracing::warn!(host = %self.name, "{problem}");
+        }
         self.reconnect_backoff = Duration::ZERO;
         self.observe(ctx, Event::Beat { at: Instant::now() });
         let mut fencing_armed = None;

@@ -6,6 +6,7 @@ mod actor;
 pub mod fence_agent;
 mod grants;
 pub mod health;
+mod report;
 pub mod stale;
 
 pub use actor::{HostActor, HostContext, HostReport};

@@ -18,7 +18,8 @@ pub fn apply_error(e: &ApplyError) -> Status {
         | ApplyError::InvalidPlacement(_)
         | ApplyError::InvalidLease(_)
         | ApplyError::SameHost { .. }
-        | ApplyError::InvalidToken(_) => Status::invalid_argument(msg),
+        | ApplyError::InvalidToken(_)
+        | ApplyError::InvalidReport(_) => Status::invalid_argument(msg),
         ApplyError::TokenExists(_) => Status::already_exists(msg),
         ApplyError::UnknownToken(_) => Status::not_found(msg),
         ApplyError::TooManyTokens(_) => Status::resource_exhausted(msg),
@@ -58,6 +59,7 @@ pub fn write_error(e: &WriteError) -> Status {
     match e {
         WriteError::NotLeader { leader_addr, .. } => not_leader(leader_addr.as_deref()),
         WriteError::Raft(_) => Status::unavailable(e.to_string()),
+        WriteError::TooLarge { .. } => Status::invalid_argument(e.to_string()),
     }
 }
 

@@ -27,6 +27,11 @@ struct Flags {
     /// fence works; if this process stops or cannot fence, the kernel resets the host.
     #[arg(long)]
     device: Option<PathBuf>,
+    /// The reset timeout to set on --device, in whole seconds. Keep it at or below the
+    /// cluster's lease margin (`drover ha lease`), so that the host is reset before its
+    /// guests are restarted elsewhere.
+    #[arg(long, default_value_t = 1)]
+    device_timeout_s: u64,
 }
 
 #[tokio::main]
@@ -43,6 +48,7 @@ async fn main() -> ExitCode {
         data_dir: flags.data_dir,
         interval: Duration::from_millis(flags.interval_ms),
         device: flags.device,
+        device_timeout: Duration::from_secs(flags.device_timeout_s),
     };
     let announce = || {
         // Harnesses wait for this line: libvirt is open and the loop starts.

@@ -1,8 +1,8 @@
 //! [`Hypervisor`] on libvirt through the `virt` crate: the implementation hostd ships.
 //!
-//! Owns the process's single libvirt connection. One connection for the whole lifetime is a
-//! correctness matter, not only a cost one: `test:///<node file>` gives every connection its
-//! own private instance, so reconnecting would silently lose every domain.
+//! Owns the process's libvirt connection ([`LibvirtConn`]): one at a time, reopened after
+//! libvirtd restarts. Every call goes through [`LibvirtHypervisor::call`], which tells the
+//! connection when a call failed so that a dead one is replaced.
 
 use virt::connect::Connect;
 use virt::domain::{Domain, DomainState};
@@ -11,6 +11,7 @@ use virt::error::{Error as VirtError, ErrorNumber};
 use virt::sys;
 
 use super::domain_xml::{self, DomainType, Marker, DROVER_NS};
+use super::libvirt_conn::LibvirtConn;
 use super::libvirt_migrate;
 use super::{
     HostCapacity, Hypervisor, JobStats, ManagedDomain, MigrationRequest, PowerState, VmSpec,
@@ -19,11 +20,9 @@ use crate::error::HostdError;
 
 /// Drives one host's domains through one libvirt connection.
 pub struct LibvirtHypervisor {
-    conn: Connect,
+    conn: LibvirtConn,
     /// Decided once, before opening, so every domain on this host gets the same.
     domain_type: DomainType,
-    /// For the migration's own connection (see `migrate`).
-    uri: String,
 }
 
 /// What a name refers to on this host, from hostd's point of view.
@@ -41,47 +40,55 @@ impl LibvirtHypervisor {
         // libvirt's default error handler prints every failed call to stderr, including the
         // expected ones ("domain not found"); hostd reports errors itself.
         virt::error::clear_error_callback();
-        let conn = Connect::open(Some(uri)).map_err(|source| HostdError::Connect {
-            uri: uri.to_string(),
-            source,
-        })?;
         Ok(LibvirtHypervisor {
-            conn,
+            conn: LibvirtConn::open(uri)?,
             domain_type,
-            uri: uri.to_string(),
         })
     }
 
-    fn lookup(&self, name: &str) -> Result<Lookup, HostdError> {
-        let dom = match self.conn.lookup_domain_by_name(name) {
-            Ok(dom) => dom,
-            Err(e) if is(&e, ErrorNumber::NoDomain) => return Ok(Lookup::Missing),
-            Err(e) => return Err(HostdError::libvirt("lookup_domain_by_name")(e)),
-        };
-        Ok(match marker(&dom)? {
-            Some(marker) => Lookup::Managed(dom, marker),
-            None => Lookup::Foreign,
-        })
-    }
-
-    /// The managed domain of that name; foreign domains are as good as absent here.
-    fn managed(&self, name: &str) -> Result<(Domain, Marker), HostdError> {
-        match self.lookup(name)? {
-            Lookup::Managed(dom, marker) => Ok((dom, marker)),
-            Lookup::Missing | Lookup::Foreign => Err(HostdError::NotFound {
-                name: name.to_string(),
-            }),
+    /// Runs `f` on the current connection (reopened first if it was lost); a libvirt
+    /// failure lets the connection check whether it died.
+    fn call<T>(&self, f: impl FnOnce(&Connect) -> Result<T, HostdError>) -> Result<T, HostdError> {
+        let (conn, epoch) = self.conn.get()?;
+        let result = f(&conn);
+        if let Err(HostdError::Libvirt { .. }) = &result {
+            self.conn.failed(&conn, epoch);
         }
+        result
     }
+}
 
+fn lookup(conn: &Connect, name: &str) -> Result<Lookup, HostdError> {
+    let dom = match conn.lookup_domain_by_name(name) {
+        Ok(dom) => dom,
+        Err(e) if is(&e, ErrorNumber::NoDomain) => return Ok(Lookup::Missing),
+        Err(e) => return Err(HostdError::libvirt("lookup_domain_by_name")(e)),
+    };
+    Ok(match marker(&dom)? {
+        Some(marker) => Lookup::Managed(dom, marker),
+        None => Lookup::Foreign,
+    })
+}
+
+/// The managed domain of that name; foreign domains are as good as absent here.
+fn managed(conn: &Connect, name: &str) -> Result<(Domain, Marker), HostdError> {
+    match lookup(conn, name)? {
+        Lookup::Managed(dom, marker) => Ok((dom, marker)),
+        Lookup::Missing | Lookup::Foreign => Err(HostdError::NotFound {
+            name: name.to_string(),
+        }),
+    }
+}
+
+impl LibvirtHypervisor {
     fn define_and_create(
         &self,
+        conn: &Connect,
         spec: &VmSpec,
         uuid: Option<&str>,
     ) -> Result<ManagedDomain, HostdError> {
         let xml = domain_xml::build(spec, self.domain_type, uuid);
-        let dom = self
-            .conn
+        let dom = conn
             .define_domain_xml(&xml)
             .map_err(HostdError::libvirt("define_domain_xml"))?;
         // A failed start leaves the domain defined and shut off; a retried StartVm redefines
@@ -101,7 +108,7 @@ impl LibvirtHypervisor {
 
 impl Hypervisor for LibvirtHypervisor {
     fn define_and_start(&self, spec: &VmSpec) -> Result<ManagedDomain, HostdError> {
-        match self.lookup(&spec.name)? {
+        self.call(|conn| match lookup(conn, &spec.name)? {
             Lookup::Foreign => Err(HostdError::NotManaged {
                 name: spec.name.clone(),
             }),
@@ -116,117 +123,98 @@ impl Hypervisor for LibvirtHypervisor {
                 let uuid = dom
                     .uuid_string()
                     .map_err(HostdError::libvirt("uuid_string"))?;
-                self.define_and_create(spec, Some(&uuid))
+                self.define_and_create(conn, spec, Some(&uuid))
             }
-            Lookup::Missing => self.define_and_create(spec, None),
-        }
+            Lookup::Missing => self.define_and_create(conn, spec, None),
+        })
     }
 
     fn shutdown(&self, name: &str) -> Result<ManagedDomain, HostdError> {
-        let (dom, marker) = self.managed(name)?;
-        if is_active(&dom)? {
-            if let Err(e) = dom.shutdown() {
-                // It may have stopped between the check and the call; that is success.
-                if is_active(&dom)? {
-                    return Err(HostdError::libvirt("shutdown")(e));
+        self.call(|conn| {
+            let (dom, marker) = managed(conn, name)?;
+            if is_active(&dom)? {
+                if let Err(e) = dom.shutdown() {
+                    // It may have stopped between the check and the call; that is success.
+                    if is_active(&dom)? {
+                        return Err(HostdError::libvirt("shutdown")(e));
+                    }
                 }
             }
-        }
-        describe(&dom, name, marker)
+            describe(&dom, name, marker)
+        })
     }
 
     fn destroy(&self, name: &str) -> Result<ManagedDomain, HostdError> {
-        let (dom, marker) = self.managed(name)?;
-        power_off(&dom)?;
-        describe(&dom, name, marker)
+        self.call(|conn| {
+            let (dom, marker) = managed(conn, name)?;
+            power_off(&dom)?;
+            describe(&dom, name, marker)
+        })
     }
 
     fn undefine(&self, name: &str) -> Result<bool, HostdError> {
-        let dom = match self.lookup(name)? {
-            Lookup::Managed(dom, _) => dom,
-            Lookup::Missing | Lookup::Foreign => return Ok(false),
-        };
-        power_off(&dom)?;
-        // Leftover managed-save images or snapshot metadata would make a plain undefine
-        // fail; neither is anything drover wants to keep once the VM is deleted.
-        let flags =
-            sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA;
-        match dom.undefine_flags(flags) {
-            Ok(()) => Ok(true),
-            // A transient domain disappears on destroy; it existed all the same.
-            Err(e) if is(&e, ErrorNumber::NoDomain) => Ok(true),
-            Err(e) => Err(HostdError::libvirt("undefine")(e)),
-        }
+        self.call(|conn| {
+            let dom = match lookup(conn, name)? {
+                Lookup::Managed(dom, _) => dom,
+                Lookup::Missing | Lookup::Foreign => return Ok(false),
+            };
+            power_off(&dom)?;
+            // Leftover managed-save images or snapshot metadata would make a plain undefine
+            // fail; neither is anything drover wants to keep once the VM is deleted.
+            let flags =
+                sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA;
+            match dom.undefine_flags(flags) {
+                Ok(()) => Ok(true),
+                // A transient domain disappears on destroy; it existed all the same.
+                Err(e) if is(&e, ErrorNumber::NoDomain) => Ok(true),
+                Err(e) => Err(HostdError::libvirt("undefine")(e)),
+            }
+        })
     }
 
     fn list_managed(&self) -> Result<Vec<ManagedDomain>, HostdError> {
-        let all = self
-            .conn
-            .list_all_domains(0)
-            .map_err(HostdError::libvirt("list_all_domains"))?;
-        let mut managed = Vec::new();
-        for dom in all {
-            // Domains can vanish between the listing and the next call; skip those.
-            let marker = match marker(&dom) {
-                Ok(Some(marker)) => marker,
-                Ok(None) => continue,
-                Err(HostdError::Libvirt { source, .. }) if is(&source, ErrorNumber::NoDomain) => {
-                    continue
-                }
-                Err(e) => return Err(e),
-            };
-            let name = match dom.name() {
-                Ok(name) => name,
-                Err(e) if is(&e, ErrorNumber::NoDomain) => continue,
-                Err(e) => return Err(HostdError::libvirt("name")(e)),
-            };
-            match describe(&dom, &name, marker) {
-                Ok(domain) => managed.push(domain),
-                Err(HostdError::Libvirt { source, .. }) if is(&source, ErrorNumber::NoDomain) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        managed.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(managed)
+        self.call(list_managed)
     }
 
     fn domain(&self, name: &str) -> Result<Option<ManagedDomain>, HostdError> {
-        match self.lookup(name)? {
+        self.call(|conn| match lookup(conn, name)? {
             Lookup::Managed(dom, marker) => describe(&dom, name, marker).map(Some),
             Lookup::Missing | Lookup::Foreign => Ok(None),
-        }
+        })
     }
 
     fn host_info(&self) -> Result<HostCapacity, HostdError> {
-        let node = self
-            .conn
-            .node_info()
-            .map_err(HostdError::libvirt("node_info"))?;
-        let hypervisor = self
-            .conn
-            .driver_type()
-            .map_err(HostdError::libvirt("driver_type"))?;
-        Ok(HostCapacity {
-            vcpus: node.cpus,
-            memory_mib: node.memory / 1024,
-            hypervisor,
+        self.call(|conn| {
+            let node = conn.node_info().map_err(HostdError::libvirt("node_info"))?;
+            let hypervisor = conn
+                .driver_type()
+                .map_err(HostdError::libvirt("driver_type"))?;
+            Ok(HostCapacity {
+                vcpus: node.cpus,
+                memory_mib: node.memory / 1024,
+                hypervisor,
+            })
         })
     }
 
     fn migrate(&self, req: &MigrationRequest) -> Result<JobStats, HostdError> {
-        let (dom, _) = self.managed(&req.name)?;
-        if !is_active(&dom)? {
-            return Err(HostdError::InvalidArgument(format!(
-                "domain {} is not running; only a running domain is live-migrated",
-                req.name
-            )));
-        }
+        self.call(|conn| {
+            let (dom, _) = managed(conn, &req.name)?;
+            if !is_active(&dom)? {
+                return Err(HostdError::InvalidArgument(format!(
+                    "domain {} is not running; only a running domain is live-migrated",
+                    req.name
+                )));
+            }
+            Ok(())
+        })?;
         // The migrate call runs for seconds on a connection of its own: sharing the main
         // connection with it, job-stat queries and heartbeats were seen to block until the
         // migration ended (a query sent during the peer-to-peer handshake, most often).
         // Migration needs a real daemon, where a second connection sees the same domains.
-        let conn = Connect::open(Some(&self.uri)).map_err(|source| HostdError::Connect {
-            uri: self.uri.clone(),
+        let uri = self.conn.uri();
+        let conn = Connect::open(Some(uri)).map_err(|source| HostdError::Connect {
+            uri: uri.to_string(),
             source,
         })?;
         let own = conn
@@ -236,16 +224,58 @@ impl Hypervisor for LibvirtHypervisor {
     }
 
     fn job_stats(&self, name: &str) -> Result<Option<JobStats>, HostdError> {
-        match self.lookup(name)? {
+        self.call(|conn| match lookup(conn, name)? {
             Lookup::Managed(dom, _) => libvirt_migrate::job_stats(&dom),
             Lookup::Missing | Lookup::Foreign => Ok(None),
-        }
+        })
     }
 
     fn abort_job(&self, name: &str) -> Result<bool, HostdError> {
-        let (dom, _) = self.managed(name)?;
-        libvirt_migrate::abort_job(&dom)
+        self.call(|conn| {
+            let (dom, _) = managed(conn, name)?;
+            libvirt_migrate::abort_job(&dom)
+        })
     }
+
+    fn probe(&self) -> Result<(), HostdError> {
+        // A real round trip to the daemon (for remote URIs an RPC): it fails once libvirtd
+        // is gone, which is what lets the connection notice and reopen.
+        self.call(|conn| {
+            conn.lib_version()
+                .map(drop)
+                .map_err(HostdError::libvirt("lib_version"))
+        })
+    }
+}
+
+fn list_managed(conn: &Connect) -> Result<Vec<ManagedDomain>, HostdError> {
+    let all = conn
+        .list_all_domains(0)
+        .map_err(HostdError::libvirt("list_all_domains"))?;
+    let mut managed = Vec::new();
+    for dom in all {
+        // Domains can vanish between the listing and the next call; skip those.
+        let marker = match marker(&dom) {
+            Ok(Some(marker)) => marker,
+            Ok(None) => continue,
+            Err(HostdError::Libvirt { source, .. }) if is(&source, ErrorNumber::NoDomain) => {
+                continue
+            }
+            Err(e) => return Err(e),
+        };
+        let name = match dom.name() {
+            Ok(name) => name,
+            Err(e) if is(&e, ErrorNumber::NoDomain) => continue,
+            Err(e) => return Err(HostdError::libvirt("name")(e)),
+        };
+        match describe(&dom, &name, marker) {
+            Ok(domain) => managed.push(domain),
+            Err(HostdError::Libvirt { source, .. }) if is(&source, ErrorNumber::NoDomain) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    managed.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(managed)
 }
 
 /// drover's marker on `dom`, if it carries one.

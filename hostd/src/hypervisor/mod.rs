@@ -10,6 +10,7 @@
 pub mod domain_type;
 pub mod domain_xml;
 pub mod libvirt;
+mod libvirt_conn;
 mod libvirt_migrate;
 
 use crate::error::HostdError;
@@ -129,4 +130,8 @@ pub trait Hypervisor: Send + Sync {
 
     /// Aborts domain `name`'s running job; `false` when it had none.
     fn abort_job(&self, name: &str) -> Result<bool, HostdError>;
+
+    /// One cheap round trip to the hypervisor, reconnecting first if the connection was
+    /// lost. Succeeding means this host could fence (destroy its guests) right now.
+    fn probe(&self) -> Result<(), HostdError>;
 }

@@ -11,6 +11,31 @@ pub struct Capacity {
     pub memory_mib: u64,
 }
 
+/// Most vCPUs one host may report: above the largest machines libvirt runs on today.
+pub const MAX_HOST_VCPUS: u32 = 16_384;
+/// Most memory one host may report: 64 TiB.
+pub const MAX_HOST_MEMORY_MIB: u64 = 64 * 1024 * 1024;
+
+impl Capacity {
+    /// A host's report is input like any other: a broken or hostile hostd must not make
+    /// the scheduler believe in a machine of a billion cores.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.vcpus > MAX_HOST_VCPUS {
+            return Err(format!(
+                "{} vCPUs reported; at most {MAX_HOST_VCPUS} are believed",
+                self.vcpus
+            ));
+        }
+        if self.memory_mib > MAX_HOST_MEMORY_MIB {
+            return Err(format!(
+                "{} MiB of memory reported; at most {MAX_HOST_MEMORY_MIB} MiB are believed",
+                self.memory_mib
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The leader's verdict on a host, committed only when it changes (heartbeats themselves
 /// never go through the log).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

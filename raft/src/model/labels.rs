@@ -7,6 +7,9 @@ use std::collections::BTreeMap;
 pub type Labels = BTreeMap<String, String>;
 
 const MAX_LABEL_LEN: usize = 63;
+/// Most labels one host carries or one VM requires: enough for rack, zone, hardware and
+/// a few more; bounded so that one host cannot bloat every state snapshot.
+pub const MAX_LABELS: usize = 32;
 
 fn check_part(what: &str, part: &str) -> Result<(), String> {
     if part.is_empty() {
@@ -40,6 +43,12 @@ pub fn parse_label(text: &str) -> Result<(String, String), String> {
 
 /// Checks labels that arrive already split (API, commands).
 pub fn validate_labels(labels: &Labels) -> Result<(), String> {
+    if labels.len() > MAX_LABELS {
+        return Err(format!(
+            "{} labels; at most {MAX_LABELS} are allowed",
+            labels.len()
+        ));
+    }
     for (k, v) in labels {
         check_part("key", k)?;
         check_part("value", v)?;
@@ -62,5 +71,13 @@ mod tests {
         assert!(parse_label("rack=").unwrap_err().contains("value is empty"));
         assert!(parse_label("ra ck=r1").unwrap_err().contains("' '"));
         assert!(parse_label("a=b=c").unwrap_err().contains("'='"));
+    }
+
+    #[test]
+    fn label_count_is_bounded() {
+        let many = |n: usize| -> Labels { (0..n).map(|i| (format!("k{i}"), "v".into())).collect() };
+        assert!(validate_labels(&many(MAX_LABELS)).is_ok());
+        let err = validate_labels(&many(MAX_LABELS + 1)).unwrap_err();
+        assert!(err.contains("at most 32"), "{err}");
     }
 }

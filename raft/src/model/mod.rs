@@ -58,25 +58,134 @@ pub fn validate_address(address: &str) -> Result<(), String> {
     let (host, port) = address
         .rsplit_once(':')
         .ok_or_else(|| "expected host:port".to_string())?;
-    if host.is_empty() {
-        return Err("host part is empty".into());
-    }
+    validate_host_part(host)?;
     match port.parse::<u16>() {
         Ok(0) | Err(_) => Err("port must be a number in 1..=65535".into()),
         Ok(_) => Ok(()),
     }
 }
 
+/// Longest DNS name (RFC 1035).
+const MAX_HOSTNAME_LEN: usize = 253;
+
+/// The host part of an address: an IPv4 address, a bracketed IPv6 one, or a DNS name
+/// (labels of letters, digits and inner hyphens, 63 at most each, 253 in all). Addresses
+/// end up in URIs, logs and certificates: anything else is refused, not escaped.
+pub fn validate_host_part(host: &str) -> Result<(), String> {
+    if host.is_empty() {
+        return Err("host part is empty".into());
+    }
+    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return inner
+            .parse::<std::net::Ipv6Addr>()
+            .map(drop)
+            .map_err(|_| format!("{host} is not an IPv6 address"));
+    }
+    if host.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Ok(());
+    }
+    if host.len() > MAX_HOSTNAME_LEN {
+        return Err(format!(
+            "host name is longer than {MAX_HOSTNAME_LEN} characters"
+        ));
+    }
+    for label in host.split('.') {
+        let plain = label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if label.is_empty()
+            || label.len() > MAX_NAME_LEN
+            || !plain
+            || label.starts_with('-')
+            || label.ends_with('-')
+        {
+            return Err(format!(
+                "host {host:?} is neither an IP address nor a DNS name \
+                 (labels of A-Z a-z 0-9 and inner -, at most {MAX_NAME_LEN} each)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Longest libvirt URI a host may report as its migration URI.
+pub const MAX_URI_LEN: usize = 1024;
+
+/// Checks a libvirt URI a host reports (`qemu+tcp://10.0.0.5/system`): `scheme:` of
+/// lower-case letters, digits and `+`, then printable ASCII without spaces. hostd's
+/// reports are input like any other: a broken or hostile host must not put arbitrary
+/// text into the replicated state (it is handed to other hosts' libvirt as is).
+pub fn validate_libvirt_uri(uri: &str) -> Result<(), String> {
+    if uri.len() > MAX_URI_LEN {
+        return Err(format!("URI is longer than {MAX_URI_LEN} characters"));
+    }
+    let (scheme, _) = uri
+        .split_once(':')
+        .ok_or_else(|| format!("{uri:?} has no scheme"))?;
+    let scheme_ok = !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '+');
+    if !scheme_ok {
+        return Err(format!("{uri:?} has no valid scheme"));
+    }
+    if let Some(bad) = uri.chars().find(|c| !c.is_ascii_graphic()) {
+        return Err(format!("{uri:?} contains {bad:?}"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{validate_address, validate_name};
+    use super::{validate_address, validate_libvirt_uri, validate_name};
 
     #[test]
     fn addresses() {
         assert!(validate_address("127.0.0.1:7001").is_ok());
         assert!(validate_address("ctl1.example:1").is_ok());
-        for bad in ["nohost", ":80", "h:0", "h:99999", "h:x"] {
+        assert!(validate_address("[::1]:7001").is_ok());
+        assert!(validate_address("host-1.rack-2.example.org:7001").is_ok());
+        let long_label = format!("{}:1", "a".repeat(64));
+        let long_name = format!("{}:1", ["abc"; 70].join("."));
+        for bad in [
+            "nohost",
+            ":80",
+            "h:0",
+            "h:99999",
+            "h:x",
+            "a b:80",
+            "evil/path:80",
+            "h..x:80",
+            "-h:80",
+            "[not-v6]:80",
+            "h\n:80",
+            "user@h:80",
+            &long_label,
+            &long_name,
+        ] {
             assert!(validate_address(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn libvirt_uris() {
+        for good in [
+            "qemu+tcp://127.0.0.41:16510/system",
+            "qemu:///system",
+            "test:///default",
+            "qemu+ssh://root@h1/system?keyfile=/k",
+        ] {
+            assert!(validate_libvirt_uri(good).is_ok(), "{good}");
+        }
+        let long = format!("qemu+tcp://{}/system", "a".repeat(1100));
+        for bad in [
+            "",
+            "nouri",
+            "QEMU://x",
+            "qemu://a b",
+            "qemu://a\u{7f}",
+            "qemu://\u{e9}",
+            &long,
+        ] {
+            assert!(validate_libvirt_uri(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -77,9 +77,27 @@ impl MigrationPolicy {
         if self.progress_timeout_ms < 1_000 {
             return Err("progress timeout must be at least 1000 ms".into());
         }
+        if self.progress_timeout_ms > MAX_PROGRESS_TIMEOUT_MS {
+            return Err(format!(
+                "progress timeout {} ms is over a day",
+                self.progress_timeout_ms
+            ));
+        }
+        if self.bandwidth_mibps > MAX_BANDWIDTH_MIBPS {
+            return Err(format!(
+                "bandwidth {} MiB/s is above {MAX_BANDWIDTH_MIBPS} MiB/s (about 8 Tbit/s; 0 means unlimited)",
+                self.bandwidth_mibps
+            ));
+        }
         Ok(())
     }
 }
+
+/// Highest migration bandwidth cap accepted. QEMU counts bytes per second in an i64, so a
+/// cap in MiB/s above 2^43 overflows there; this is far below that and far above any link.
+pub const MAX_BANDWIDTH_MIBPS: u64 = 1_000_000;
+/// Longest a migration may go without progress before it is aborted.
+const MAX_PROGRESS_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OpState {
@@ -251,5 +269,15 @@ mod tests {
             ..Default::default()
         };
         assert!(p.validate().unwrap_err().contains("progress timeout"));
+        let p = MigrationPolicy {
+            bandwidth_mibps: MAX_BANDWIDTH_MIBPS + 1,
+            ..Default::default()
+        };
+        assert!(p.validate().unwrap_err().contains("bandwidth"));
+        let p = MigrationPolicy {
+            bandwidth_mibps: MAX_BANDWIDTH_MIBPS,
+            ..Default::default()
+        };
+        assert!(p.validate().is_ok());
     }
 }
