@@ -29,6 +29,8 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// Re-checks cancellation without news.
 const TICK: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often a backoff looks whether the source host was declared dead meanwhile.
+const DEATH_POLL: Duration = Duration::from_millis(100);
 
 pub struct MigrationActor {
     op: u64,
@@ -207,7 +209,14 @@ impl Driver {
     async fn run(self) {
         let mut backoff = Duration::from_millis(250);
         while let Some(info) = Info::read(&self.node, self.op) {
-            let outcome = self.follow(&info).await;
+            // A dead source runs nothing and answers nothing: asking it to migrate again
+            // would only wait out a connect timeout per round. Where the VM is depends on
+            // the destination alone.
+            let outcome = if info.src_dead {
+                Followed::Lost(format!("source {} is dead", info.src))
+            } else {
+                self.follow(&info).await
+            };
             let decided = match outcome {
                 Followed::Done(stats) => Some((OpState::Succeeded, String::new(), Some(stats))),
                 Followed::Failed { code, message } => {
@@ -215,7 +224,12 @@ impl Driver {
                 }
                 Followed::Lost(why) => {
                     tracing::warn!(op = self.op, vm = %info.vm, %why, "lost the migration stream; locating the VM");
-                    match self.locate(&info).await {
+                    // Read again: the source may have been declared dead while the stream
+                    // hung, and then it need not (and may not) be asked.
+                    let Some(now) = Info::read(&self.node, self.op) else {
+                        return;
+                    };
+                    match self.locate(&now).await {
                         Location::Destination => Some((OpState::Succeeded, String::new(), None)),
                         Location::Neither => Some((
                             OpState::Failed,
@@ -234,9 +248,23 @@ impl Driver {
                     }
                 }
                 None => {
-                    tokio::time::sleep(backoff).await;
+                    self.pause(backoff, info.src_dead).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
+            }
+        }
+    }
+
+    /// Waits `backoff` before the next round, but no longer than it takes the source to be
+    /// declared dead: from then on the destination alone decides, and an HA VM's failover
+    /// waits for this operation to end.
+    async fn pause(&self, backoff: Duration, src_dead: bool) {
+        let until = Instant::now() + backoff;
+        while Instant::now() < until {
+            tokio::time::sleep(DEATH_POLL.min(until - Instant::now())).await;
+            let died = Info::read(&self.node, self.op).is_none_or(|i| i.src_dead);
+            if died && !src_dead {
+                return;
             }
         }
     }
@@ -328,7 +356,13 @@ impl Driver {
     }
 
     async fn locate(&self, info: &Info) -> Location {
-        let src = self.domains(&info.src_addr).await;
+        // A dead source's answer would not be used (`locate` counts it empty), and a dead
+        // host may not answer at all: not asking spares a connect timeout.
+        let src = if info.src_dead {
+            None
+        } else {
+            self.domains(&info.src_addr).await
+        };
         let dst = if info.dst_off {
             Some(Vec::new())
         } else {
