@@ -12,6 +12,7 @@
 pub mod checkers;
 pub mod client;
 pub mod cluster;
+pub mod etcd;
 pub mod ha;
 pub mod libvirt_hosts;
 pub mod multihost;

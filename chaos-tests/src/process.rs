@@ -101,6 +101,35 @@ impl ChildProcess {
         ))
     }
 
+    /// Starts `program` with stdout and stderr to `log`, without waiting for a line: for
+    /// programs that announce nothing on stdout (etcd); the caller waits for readiness.
+    pub fn spawn_logged(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        log: &Path,
+    ) -> anyhow::Result<Self> {
+        let log_file = std::fs::File::create(log)?;
+        let child = Command::new(program)
+            .args(args)
+            .stdout(Stdio::from(log_file.try_clone()?))
+            .stderr(Stdio::from(log_file))
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {name} ({})", program.display()))?;
+        let pid = Pid::from_raw(child.id().context("child has no pid")? as i32);
+        Ok(Self {
+            name: name.to_string(),
+            child,
+            pid,
+        })
+    }
+
+    /// CPU time (user + system) the process has used so far, from `/proc/PID/stat`.
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        cpu_time(self.pid)
+    }
+
     pub fn pid(&self) -> Pid {
         self.pid
     }
@@ -131,5 +160,43 @@ impl ChildProcess {
             .await
             .with_context(|| format!("{self:?} ignored SIGTERM"))??;
         Ok(status)
+    }
+}
+
+/// CPU time (user + system) process `pid` has used, from `/proc/PID/stat`.
+pub fn cpu_time(pid: Pid) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let after = stat
+        .rsplit_once(") ")
+        .map(|(_, rest)| rest)
+        .context("malformed /proc/PID/stat")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        Ok(fields.get(i).context("short /proc/PID/stat")?.parse()?)
+    };
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?
+        .filter(|hz| *hz > 0)
+        .context("no CLK_TCK")? as u64;
+    let total = ticks(11)? + ticks(12)?;
+    Ok(Duration::from_micros(total * 1_000_000 / hz))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_of_this_process_grows_with_work() {
+        let me = Pid::this();
+        let before = cpu_time(me).expect("stat");
+        let mut x = 0u64;
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_millis(200) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        assert!(cpu_time(me).expect("stat") > before);
     }
 }
