@@ -25,7 +25,7 @@ use crate::agents::AgentPool;
 use crate::drain::{DrainActor, DrainLimits};
 use crate::failover::{self, Candidate, FailoverPolicy, Plan};
 use crate::host::health::LeaseTimings;
-use crate::host::{FenceAgent, GrantBook, HostActor, HostContext, HostReport};
+use crate::host::{FenceAgent, GrantBook, HostActor, HostContext, HostReport, LeadershipRounds};
 use crate::migration::MigrationActor;
 use crate::vm::{observation, Observation, Observe, Poke, VmActor};
 use crate::Shutdown;
@@ -81,6 +81,8 @@ struct Leading {
     /// sent before `hosts_since`.
     lease: (LeaseConfig, Option<LeaseConfig>),
     hosts_since: Instant,
+    /// Leadership confirmations shared by every host actor of this term.
+    rounds: LeadershipRounds,
     changes: SpawnHandle,
     hosts: HashMap<String, Addr<HostActor>>,
     vms: HashMap<String, Addr<VmActor>>,
@@ -200,6 +202,7 @@ impl Supervisor {
             fence,
             lease: (lease, previous),
             hosts_since: now,
+            rounds: LeadershipRounds::on(&self.node),
             changes,
             hosts: HashMap::new(),
             vms: HashMap::new(),
@@ -371,6 +374,7 @@ impl Supervisor {
                         grants: self.config.grants.clone(),
                         leader_since: l.hosts_since,
                         fence_agent: self.config.fence_agent.clone(),
+                        rounds: l.rounds.clone(),
                     },
                 );
                 l.hosts.insert(name.to_string(), actor.start());

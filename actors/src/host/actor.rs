@@ -21,6 +21,7 @@ use super::fence_agent::{FenceAgent, Outcome};
 use super::grants::GrantBook;
 use super::health::{self, Event, Health, LeaseTimings, Tracker};
 use super::report;
+use super::rounds::LeadershipRounds;
 use super::stale::{stale_domains, Stale};
 use crate::agents::{deadline, AgentPool, QUICK_CALL};
 use crate::Shutdown;
@@ -54,6 +55,8 @@ pub struct HostContext {
     pub leader_since: Instant,
     /// Run when the host turns suspect; success declares it dead without the lease wait.
     pub fence_agent: Option<FenceAgent>,
+    /// The leader's quorum rounds, shared by every host's lease requests.
+    pub rounds: LeadershipRounds,
 }
 
 pub struct HostActor {
@@ -470,17 +473,18 @@ impl HostActor {
     }
 
     /// One quorum round answers every request received before it started (DESIGN.md,
-    /// lease protocol step 2). A leader cut off from its quorum never gets here, so it
-    /// grants nothing and its hosts fence themselves.
+    /// lease protocol step 2), this host's and every other host's (`LeadershipRounds`).
+    /// A leader cut off from its quorum never gets here, so it grants nothing and its
+    /// hosts fence themselves.
     fn confirm_and_grant(&mut self, ctx: &mut Context<Self>) {
         let batch = std::mem::take(&mut self.waiting);
         if batch.is_empty() {
             return;
         }
         self.confirming = true;
-        let raft = self.cx.node.raft().clone();
+        let rounds = self.cx.rounds.clone();
         ctx.spawn(
-            async move { raft.ensure_linearizable().await.map(|_| ()) }
+            async move { rounds.confirm().await }
                 .into_actor(self)
                 .map(move |res, act, ctx| {
                     act.confirming = false;

@@ -7,8 +7,10 @@ pub mod fence_agent;
 mod grants;
 pub mod health;
 mod report;
+pub mod rounds;
 pub mod stale;
 
 pub use actor::{HostActor, HostContext, HostReport};
 pub use fence_agent::FenceAgent;
 pub use grants::GrantBook;
+pub use rounds::LeadershipRounds;

@@ -7,6 +7,9 @@
 //!   write sent after the kill is acknowledged (and, to split that time, until a survivor
 //!   reports itself leader); the killed node restarts and catches up between trials.
 //!
+//! - `hosts`: the leader's CPU with many real hostd processes (libvirt's test driver)
+//!   beating and asking for leases, all up, nothing else happening.
+//!
 //! Build the controllers in the same profile first: `cargo build --release --bins`, then
 //! `cargo run --release -p drover-chaos-tests --bin bench_raft -- writes` (binaries are
 //! looked up next to this executable, or in `$DROVER_BIN_DIR`).
@@ -36,6 +39,14 @@ enum Cmd {
         /// Client counts, in the order run.
         #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
         clients: Vec<usize>,
+    },
+    /// The leader's CPU with many hosts beating (each its own hostd process).
+    Hosts {
+        #[arg(long, default_value_t = 200)]
+        count: u64,
+        /// Measured seconds, once every host is up.
+        #[arg(long, default_value_t = 30)]
+        secs: u64,
     },
     /// Time from SIGKILL of the leader to the next acknowledged write.
     Failover {
@@ -234,6 +245,62 @@ async fn failover(trials: u32, clients: usize) -> anyhow::Result<()> {
     verify(&mut client, &all).await
 }
 
+async fn hosts(count: u64, secs: u64) -> anyhow::Result<()> {
+    let controller_args = std::env::var("DROVER_CONTROLLER_ARGS")
+        .map(|a| a.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    let started = Instant::now();
+    let cluster = Cluster::start(ClusterSpec {
+        hosts: count,
+        controller_args,
+        ..Default::default()
+    })
+    .await?;
+    let mut client = LeaderClient::new(&cluster.addrs(), ClientConfig::default())?;
+    wait_until("every host up", SETTLE, || async {
+        let hosts = cluster.cli_json(&["host", "list"]).await?;
+        let up = hosts
+            .as_array()
+            .map_or(0, |hs| hs.iter().filter(|h| h["health"] == "up").count());
+        Ok((up as u64 == count).then_some(()))
+    })
+    .await?;
+    println!("{count} hosts up after {:.1?}", started.elapsed());
+    let leader = wait_for_leader(&mut client, None, SETTLE).await?;
+    let cpu = |id: u64| -> anyhow::Result<Duration> {
+        let c = cluster
+            .controllers
+            .iter()
+            .find(|c| c.id == id)
+            .and_then(|c| c.process.as_ref())
+            .context("controller process")?;
+        c.cpu_time()
+    };
+    let followers: Vec<u64> = cluster
+        .members()
+        .iter()
+        .map(|(id, _)| *id)
+        .filter(|id| *id != leader)
+        .collect();
+    let before = (cpu(leader)?, cpu(followers[0])?);
+    let from = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let window = from.elapsed().as_secs_f64();
+    let after = (cpu(leader)?, cpu(followers[0])?);
+    anyhow::ensure!(
+        wait_for_leader(&mut client, None, SETTLE).await? == leader,
+        "the leader changed during the window"
+    );
+    println!("| hosts | leader CPU, % of a core | a follower's CPU, % of a core |");
+    println!("|--:|--:|--:|");
+    println!(
+        "| {count} | {:.1} | {:.1} |",
+        (after.0 - before.0).as_secs_f64() * 100.0 / window,
+        (after.1 - before.1).as_secs_f64() * 100.0 / window,
+    );
+    Ok(())
+}
+
 /// When one of `survivors` first reports itself leader, polled every 10 ms (the
 /// resolution of the election column).
 async fn first_leader(client: LeaderClient, survivors: Vec<String>) -> Instant {
@@ -256,6 +323,7 @@ async fn main() -> anyhow::Result<()> {
     match args.cmd {
         Cmd::Writes { secs, clients } => writes(secs, &clients).await?,
         Cmd::Failover { trials, clients } => failover(trials, clients).await?,
+        Cmd::Hosts { count, secs } => hosts(count, secs).await?,
     }
     println!("total {:.1?}", started.elapsed());
     Ok(())
