@@ -64,6 +64,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         };
         PeerClient {
             target,
+            detached: Detached::default(),
             client: channel.map(|c| {
                 RaftServiceClient::new(c)
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -73,9 +74,40 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     }
 }
 
+/// How long a detached AppendEntries may run: far beyond openraft's own wait, short
+/// enough that a peer that never answers does not hold tasks for long.
+const DETACHED_DEADLINE: Duration = Duration::from_secs(2);
+/// Detached AppendEntries calls in flight per peer, at most.
+const MAX_DETACHED: usize = 8;
+
+/// Counts a peer's detached calls; a [`Slot`] is one of them, released on drop.
+#[derive(Debug, Clone, Default)]
+struct Detached(Arc<std::sync::atomic::AtomicUsize>);
+
+struct Slot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Detached {
+    fn acquire(&self) -> Option<Slot> {
+        use std::sync::atomic::Ordering;
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_DETACHED).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(Arc::clone(&self.0)))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// One peer, as openraft's replication and election tasks see it.
 pub struct PeerClient {
     target: NodeId,
+    detached: Detached,
     /// An invalid address is reported on every call rather than at construction, which
     /// openraft's factory signature cannot fail.
     client: Result<RaftServiceClient<Channel>, tonic::transport::Error>,
@@ -125,14 +157,54 @@ impl PeerClient {
 }
 
 impl RaftNetwork<TypeConfig> for PeerClient {
+    /// openraft 0.9 bounds every AppendEntries by its heartbeat interval (20 ms by
+    /// default) and drops the call when that passes. Dropping a tonic call cancels it, so
+    /// on a busy machine, where a round trip with the follower's fsync takes longer, the
+    /// request was often never delivered at all: the follower heard nothing for a whole
+    /// election timeout and campaigned (issue 10: the term went from 1 to 7 in 15 s). The
+    /// call therefore runs on a task of its own that outlives openraft's timeout (up to
+    /// [`DETACHED_DEADLINE`]): the entries and the heartbeat still reach the follower, and
+    /// only the late answer is lost (openraft sends again; Raft appends are idempotent).
+    /// At most [`MAX_DETACHED`] such calls run per peer; beyond that the call is made in
+    /// place, cancellable as before.
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         let entries = rpc.entries.len();
-        self.call(&rpc, entries, &option, |c, p| Box::pin(c.append_entries(p)))
-            .await
+        let Some(slot) = self.detached.acquire() else {
+            return self
+                .call(&rpc, entries, &option, |c, p| Box::pin(c.append_entries(p)))
+                .await;
+        };
+        let mut client = match &self.client {
+            Ok(c) => c.clone(),
+            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(e))),
+        };
+        let data =
+            serde_json::to_vec(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if data.len() > MAX_MESSAGE_BYTES {
+            return Err(oversized(data.len(), entries));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let call = client.append_entries(RaftPayload { data });
+            let answer = tokio::time::timeout(DETACHED_DEADLINE, call).await;
+            drop(slot);
+            // openraft may have stopped waiting: then nobody wants the answer.
+            let _ = tx.send(answer);
+        });
+        let reply = match rx.await {
+            Ok(Ok(Ok(reply))) => reply.into_inner(),
+            Ok(Ok(Err(status))) => return Err(failed(status, entries)),
+            Ok(Err(elapsed)) => return Err(RPCError::Unreachable(Unreachable::new(&elapsed))),
+            Err(dropped) => return Err(RPCError::Network(NetworkError::new(&dropped))),
+        };
+        let result: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> =
+            serde_json::from_slice(&reply.data)
+                .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 
     async fn install_snapshot(
@@ -197,6 +269,16 @@ mod tests {
             RPCError::PayloadTooLarge(p) => Some(p.entries_hint()),
             _ => None,
         }
+    }
+
+    #[test]
+    fn detached_calls_are_bounded_and_released() {
+        let d = Detached::default();
+        let slots: Vec<Slot> = (0..MAX_DETACHED).filter_map(|_| d.acquire()).collect();
+        assert_eq!(slots.len(), MAX_DETACHED);
+        assert!(d.acquire().is_none(), "one more than the bound");
+        drop(slots);
+        assert!(d.acquire().is_some(), "released on drop");
     }
 
     #[test]
