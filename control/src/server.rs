@@ -50,7 +50,10 @@ pub async fn run(
         address: config.advertise.clone(),
         data_dir: config.data_dir.clone(),
         timings: config.raft.clone(),
-        snapshot_logs: config.snapshot_logs,
+        snapshots: drover_raft::snapshot_schedule::SnapshotSchedule {
+            min_logs: config.snapshot_logs,
+            scale_with_state: true,
+        },
         tls: config.tls.clone(),
     })
     .await?;

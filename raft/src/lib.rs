@@ -14,6 +14,7 @@ pub mod membership;
 pub mod model;
 pub mod network;
 pub mod node;
+pub mod snapshot_schedule;
 pub mod store;
 mod types;
 

@@ -10,6 +10,8 @@ use drover_proto::raft::v1::raft_service_client::RaftServiceClient;
 use drover_proto::raft::v1::RaftPayload;
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, Config, SnapshotPolicy};
+
+use crate::snapshot_schedule::SnapshotSchedule;
 use serde::{Deserialize, Serialize};
 
 use drover_proto::transport::{Tls, TlsHandle};
@@ -50,9 +52,9 @@ pub struct NodeConfig {
     pub address: String,
     pub data_dir: PathBuf,
     pub timings: RaftTimings,
-    /// Applied entries between snapshots; the log up to a snapshot is then purged, keeping
-    /// a tail for followers that are only a little behind.
-    pub snapshot_logs: u64,
+    /// When snapshots are taken; the log up to a snapshot is then purged, keeping a tail
+    /// for followers that are only a little behind.
+    pub snapshots: SnapshotSchedule,
     /// Mutual TLS for all controller-to-controller traffic (`None`: plaintext).
     pub tls: TlsHandle,
 }
@@ -84,6 +86,15 @@ pub enum WriteError {
 #[derive(Clone)]
 pub struct RaftNode {
     inner: Arc<Inner>,
+}
+
+/// A handle that does not keep the node alive (background schedules hold this).
+pub(crate) struct WeakRaftNode(std::sync::Weak<Inner>);
+
+impl WeakRaftNode {
+    pub(crate) fn upgrade(&self) -> Option<RaftNode> {
+        self.0.upgrade().map(|inner| RaftNode { inner })
+    }
 }
 
 struct Inner {
@@ -122,10 +133,11 @@ impl RaftNode {
             // forever (openraft trap noted in shared/notes/crates.md).
             install_snapshot_timeout: 10_000,
             snapshot_max_chunk_size: 8 * 1024 * 1024,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
+            // Taken by `snapshot_schedule`, whose interval grows with the state.
+            snapshot_policy: SnapshotPolicy::Never,
             // Keep enough log that a follower installing a snapshot can still catch up
             // without a second snapshot (the purge-during-install trap).
-            max_in_snapshot_log_to_keep: config.snapshot_logs / 2,
+            max_in_snapshot_log_to_keep: config.snapshots.min_logs / 2,
             // With MAX_COMMAND_BYTES this bounds a batch below the message limit.
             max_payload_entries: MAX_PAYLOAD_ENTRIES,
             ..Default::default()
@@ -141,14 +153,19 @@ impl RaftNode {
         )
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
-        Ok(Self {
+        let node = Self {
             inner: Arc::new(Inner {
                 id: config.id,
                 tls: config.tls.clone(),
                 raft,
                 view,
             }),
-        })
+        };
+        tokio::spawn(crate::snapshot_schedule::run(
+            WeakRaftNode(Arc::downgrade(&node.inner)),
+            config.snapshots,
+        ));
+        Ok(node)
     }
 
     /// etcd-style bootstrap: a pristine node initializes the cluster with the given

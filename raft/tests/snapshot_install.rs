@@ -12,6 +12,7 @@ use drover_proto::raft::v1::raft_service_server::RaftServiceServer;
 use drover_raft::backup;
 use drover_raft::model::{ClusterState, DesiredState, ObservedState, Vm, VmSpec};
 use drover_raft::network::{RaftGrpcService, MAX_MESSAGE_BYTES};
+use drover_raft::snapshot_schedule::SnapshotSchedule;
 use drover_raft::store::SmData;
 use drover_raft::{Command, LogId, NodeConfig, RaftNode, RaftTimings, Request};
 use openraft::CommittedLeaderId;
@@ -91,7 +92,11 @@ async fn learner_catches_up_by_chunked_snapshot() -> anyhow::Result<()> {
             election_min_ms: 1000,
             election_max_ms: 2000,
         },
-        snapshot_logs: 100,
+        // Every 100 entries whatever the state's size: the trap needs frequent purges.
+        snapshots: SnapshotSchedule {
+            min_logs: 100,
+            scale_with_state: false,
+        },
         tls: None,
     };
     eprintln!("seeded in {:?}", t.elapsed());

@@ -261,7 +261,9 @@ pub struct ServerArgs {
     /// machine sees spurious elections.
     #[arg(long, default_value = "80-160")]
     pub raft_election_timeout_ms: String,
-    /// Take a snapshot (and compact the log) after this many applied entries.
+    /// Take a snapshot (and compact the log) after this many applied entries at least, or
+    /// after as many entries as the state holds records when that is more (a snapshot
+    /// costs the whole state; this keeps its cost per write constant).
     #[arg(long, default_value_t = 10_000)]
     pub snapshot_logs: u64,
     /// Heartbeat (and lease request) interval asked of every hostd, in milliseconds.
