@@ -51,7 +51,11 @@ async fn acknowledged_writes_survive_kill9_cycles() -> anyhow::Result<()> {
     let began = Instant::now();
     let mut cluster = Cluster::start(ClusterSpec {
         hosts: 0,
-        controller_args: vec!["--snapshot-logs".into(), snapshot_logs.to_string()],
+        controller_args: vec![
+            "--snapshot-logs".into(),
+            snapshot_logs.to_string(),
+            "--snapshot-fixed".into(),
+        ],
         ..Default::default()
     })
     .await?;

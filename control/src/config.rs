@@ -18,6 +18,8 @@ pub struct ServerConfig {
     pub raft: RaftTimings,
     /// Entries applied between snapshots.
     pub snapshot_logs: u64,
+    /// `--snapshot-fixed`: do not scale the snapshot interval with the state.
+    pub snapshot_fixed: bool,
     /// Mutual TLS on every port and every outgoing hop (`None`: plaintext, dev only).
     pub tls: drover_proto::transport::TlsHandle,
     /// hostd heartbeat interval, lease ttl and margin (validated).

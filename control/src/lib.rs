@@ -84,6 +84,7 @@ pub async fn serve(
         initial_cluster,
         raft: raft_timings(args.raft_heartbeat_ms, &args.raft_election_timeout_ms)?,
         snapshot_logs: args.snapshot_logs,
+        snapshot_fixed: args.snapshot_fixed,
         tls,
         lease,
         fence_agent,

@@ -52,7 +52,7 @@ pub async fn run(
         timings: config.raft.clone(),
         snapshots: drover_raft::snapshot_schedule::SnapshotSchedule {
             min_logs: config.snapshot_logs,
-            scale_with_state: true,
+            scale_with_state: !config.snapshot_fixed,
         },
         tls: config.tls.clone(),
     })

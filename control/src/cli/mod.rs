@@ -266,6 +266,10 @@ pub struct ServerArgs {
     /// costs the whole state; this keeps its cost per write constant).
     #[arg(long, default_value_t = 10_000)]
     pub snapshot_logs: u64,
+    /// Snapshot every --snapshot-logs entries whatever the state's size (tests that must
+    /// cross snapshots often; a big state then pays for a whole snapshot each time).
+    #[arg(long)]
+    pub snapshot_fixed: bool,
     /// Heartbeat (and lease request) interval asked of every hostd, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub heartbeat_interval_ms: u64,
