@@ -23,7 +23,7 @@ use crate::hypervisor::Hypervisor;
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 /// A probe that takes longer than this counts as a failure: a hung libvirtd cannot fence.
 /// The probe is a call libvirtd answers without touching any domain, so a busy daemon
-/// (guests starting under TCG) still answers it in milliseconds.
+/// (guests starting under TCG) should still answer it well within this.
 pub const PROBE_DEADLINE: Duration = Duration::from_secs(2);
 
 /// The answer, shared by the probe loop and the sessions.

@@ -117,6 +117,22 @@ struct Drover {
     cluster: Cluster,
 }
 
+impl Drover {
+    /// Every controller that answers, with its own view of itself.
+    async fn members(&self) -> Vec<(String, drover_proto::v1::Member)> {
+        let Ok(client) = LeaderClient::new(&self.cluster.addrs(), ClientConfig::default()) else {
+            return Vec::new();
+        };
+        let mut members = Vec::new();
+        for addr in self.cluster.addrs() {
+            if let Ok(m) = client.local_status(&addr).await {
+                members.push((addr, m));
+            }
+        }
+        members
+    }
+}
+
 impl System for Drover {
     type Conn = VmServiceClient<Channel>;
 
@@ -125,16 +141,13 @@ impl System for Drover {
     }
 
     async fn connect(&self) -> anyhow::Result<Self::Conn> {
-        let client = LeaderClient::new(&self.cluster.addrs(), ClientConfig::default())?;
-        let mut leader = None;
-        for addr in self.cluster.addrs() {
-            if let Ok(m) = client.local_status(&addr).await {
-                if m.role == "leader" {
-                    leader = Some(addr);
-                }
-            }
-        }
-        let addr = leader.context("no drover leader")?;
+        let addr = self
+            .members()
+            .await
+            .into_iter()
+            .find(|(_, m)| m.role == "leader")
+            .map(|(addr, _)| addr)
+            .context("no drover leader")?;
         let channel = Endpoint::from_shared(format!("http://{addr}"))?
             .tcp_nodelay(true)
             .connect()
@@ -164,17 +177,8 @@ impl System for Drover {
     }
 
     async fn term(&self) -> u64 {
-        let client = match LeaderClient::new(&self.cluster.addrs(), ClientConfig::default()) {
-            Ok(c) => c,
-            Err(_) => return 0,
-        };
-        let mut term = 0;
-        for addr in self.cluster.addrs() {
-            if let Ok(m) = client.local_status(&addr).await {
-                term = term.max(m.term);
-            }
-        }
-        term
+        let members = self.members().await;
+        members.iter().map(|(_, m)| m.term).max().unwrap_or(0)
     }
 
     fn cpu(&self) -> Duration {
@@ -295,6 +299,7 @@ async fn level<S: System>(
                 let Some(c) = conn.as_mut() else {
                     match system.connect().await {
                         Ok(c) => conn = Some(c),
+                        // No leader right now (an election): ask again shortly.
                         Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
                     }
                     continue;

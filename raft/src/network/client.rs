@@ -150,9 +150,7 @@ impl PeerClient {
             Ok(Err(status)) => return Err(failed(status, entries)),
             Ok(Ok(reply)) => reply.into_inner(),
         };
-        let result: Result<Resp, E> = serde_json::from_slice(&reply.data)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        decode(self.target, &reply)
     }
 }
 
@@ -201,10 +199,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             Ok(Err(elapsed)) => return Err(RPCError::Unreachable(Unreachable::new(&elapsed))),
             Err(dropped) => return Err(RPCError::Network(NetworkError::new(&dropped))),
         };
-        let result: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> =
-            serde_json::from_slice(&reply.data)
-                .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        decode(self.target, &reply)
     }
 
     async fn install_snapshot(
@@ -227,6 +222,20 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         self.call(&rpc, 0, &option, |c, p| Box::pin(c.vote(p)))
             .await
     }
+}
+
+/// A peer's answer: its JSON `Result`, whose `Err` is the peer's own Raft error.
+fn decode<Resp, E>(
+    target: NodeId,
+    reply: &RaftPayload,
+) -> Result<Resp, RPCError<NodeId, BasicNode, E>>
+where
+    Resp: DeserializeOwned,
+    E: std::error::Error + DeserializeOwned,
+{
+    let result: Result<Resp, E> = serde_json::from_slice(&reply.data)
+        .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+    result.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
 }
 
 /// A payload of `bytes` that exceeds the message limit: with entries, openraft is told how
