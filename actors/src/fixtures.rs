@@ -34,6 +34,7 @@ pub fn vm(name: &str, host: Option<&str>, vcpus: u32, memory_mib: u64) -> Vm {
         require_labels: Default::default(),
         anti_affinity: None,
         migration: None,
+        placed_at: 0,
     }
 }
 

@@ -492,6 +492,7 @@ impl Supervisor {
                 generation: *generation,
                 observed: ObservedState::Unknown,
                 reason: format!("host {host} is dead; not HA, so it stays there"),
+                listed_after: 0,
             };
             steps.push((step, None));
         }
@@ -626,8 +627,8 @@ impl Handler<HostReport> for Supervisor {
         });
         for name in placed {
             let obs = report.domains.iter().find(|d| d.name == name).map_or_else(
-                || Observation::missing(&report.host),
-                |d| observation(&report.host, d),
+                || Observation::missing(&report.host, report.listed_after),
+                |d| observation(&report.host, d, report.listed_after),
             );
             if let Some(addr) = l.vms.get(&name) {
                 addr.do_send(Observe(obs));

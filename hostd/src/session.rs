@@ -91,6 +91,8 @@ async fn run(
     // fence guests for nothing. At most one is built at a time.
     let (built_tx, mut built) = mpsc::channel::<Result<pb::Heartbeat, HostdError>>(1);
     let mut building = false;
+    // The newest grant this session brought; a heartbeat names the one it was listed after.
+    let mut after_grant = 0u64;
     loop {
         tokio::select! {
             _ = ticker.tick() => {
@@ -111,7 +113,8 @@ async fn run(
                     building = true;
                     let (shared, built_tx) = (Arc::clone(&shared), built_tx.clone());
                     tokio::spawn(async move {
-                        let _ = built_tx.send(heartbeat(&shared, seq + 1).await).await;
+                        let beat = heartbeat(&shared, seq + 1, after_grant).await;
+                        let _ = built_tx.send(beat).await;
                     });
                 }
             }
@@ -140,7 +143,10 @@ async fn run(
                     Some(RequestKind::Hello(again)) => {
                         debug!(%host, term = again.term, "Repeated Hello ignored");
                     }
-                    Some(RequestKind::Grant(grant)) => granted(&shared, &grant).await,
+                    Some(RequestKind::Grant(grant)) => {
+                        after_grant = after_grant.max(grant.seq);
+                        granted(&shared, &grant).await;
+                    }
                     None => debug!(%host, "Empty session request ignored"),
                 },
                 Ok(None) => {
@@ -195,7 +201,12 @@ async fn granted(shared: &Shared, grant: &pb::LeaseGrant) {
     }
 }
 
-async fn heartbeat(shared: &Shared, seq: u64) -> Result<pb::Heartbeat, HostdError> {
+/// `after_grant`: the newest grant received before this listing began (see the proto).
+async fn heartbeat(
+    shared: &Shared,
+    seq: u64,
+    after_grant: u64,
+) -> Result<pb::Heartbeat, HostdError> {
     let before = shared.vm_locks.snapshot();
     let (capacity, domains) = shared
         .blocking(|hv| Ok((hv.host_info()?, hv.list_managed()?)))
@@ -223,5 +234,6 @@ async fn heartbeat(shared: &Shared, seq: u64) -> Result<pb::Heartbeat, HostdErro
             armed: lease.armed,
             ha_epoch: lease.ha_epoch,
         }),
+        after_grant,
     })
 }

@@ -150,6 +150,48 @@ async fn grants_from_a_deposed_leader_do_not_extend_the_lease() {
     hostd.shutdown().await;
 }
 
+/// A heartbeat names the newest grant of its session that hostd had received before it
+/// listed its domains, so the leader knows which placements the listing could know of.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_name_the_grant_they_were_listed_after() {
+    if !common::prerequisite(common::libvirt_test_driver()) {
+        return;
+    }
+    let mut hostd = without_lease("sf-mark").await;
+
+    eprintln!("phase: no grant yet: beats name none");
+    let leader =
+        Leader::open_granting(&mut hostd.client, 2, Duration::from_millis(1500), false).await;
+    for _ in 0..2 {
+        let beat = leader.wait_beat(|_| true).await;
+        assert_eq!(beat.after_grant, 0, "{beat:?}");
+    }
+
+    eprintln!("phase: grants flow: beats name them, never one not yet sent, never going back");
+    leader.set_granting(true);
+    let first = leader.wait_beat(|b| b.after_grant > 0).await.after_grant;
+    let mut last = first;
+    for _ in 0..4 {
+        let beat = leader.wait_beat(|_| true).await;
+        assert!(
+            beat.after_grant >= last && beat.after_grant <= leader.highest_grant(),
+            "after {last}, with {} sent: {beat:?}",
+            leader.highest_grant()
+        );
+        last = beat.after_grant;
+    }
+    assert!(last > first, "later grants are named: {first} then {last}");
+
+    eprintln!("phase: a new session numbers its grants afresh");
+    drop(leader);
+    let next =
+        Leader::open_granting(&mut hostd.client, 3, Duration::from_millis(1500), false).await;
+    let beat = next.wait_beat(|_| true).await;
+    assert_eq!(beat.after_grant, 0, "{beat:?}");
+    drop(next);
+    hostd.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grants_longer_than_the_maximum_ttl_are_refused() {
     if !common::prerequisite(common::libvirt_test_driver()) {

@@ -254,9 +254,9 @@ impl ClusterState {
                         health: health.as_str().into(),
                     });
                 }
-                let vm = self.vm_at(name, *expected_generation)?;
-                vm.host = None;
-                vm.generation += 1;
+                self.vm_at(name, *expected_generation)?;
+                self.place(name, None, *expected_generation + 1);
+                let vm = self.vm_at(name, *expected_generation + 1)?;
                 vm.observed = ObservedState::Unknown;
                 vm.reason = format!("failed over from dead host {on}");
                 Ok(Reply::Vm(vm.clone()))
@@ -302,6 +302,7 @@ impl ClusterState {
                     require_labels: require_labels.clone(),
                     anti_affinity: anti_affinity.clone(),
                     migration: None,
+                    placed_at: 0,
                 };
                 self.vms.insert(name.clone(), vm.clone());
                 Ok(Reply::Vm(vm))
@@ -368,9 +369,8 @@ impl ClusterState {
                         vm: name.clone(),
                         why,
                     })?;
-                let vm = self.vm_at(name, *expected_generation)?;
-                vm.host = Some(host.clone());
-                vm.generation += 1;
+                self.place(name, Some(host.clone()), *expected_generation + 1);
+                let vm = self.vm_at(name, *expected_generation + 1)?;
                 vm.observed = ObservedState::Unknown;
                 vm.reason.clear();
                 Ok(Reply::Vm(vm.clone()))
@@ -395,7 +395,9 @@ impl ClusterState {
                         desired: vm.desired.as_str().into(),
                     });
                 }
-                vm.generation += 1;
+                let host = vm.host.clone();
+                self.place(name, host, *expected_generation + 1);
+                let vm = self.vm_at(name, *expected_generation + 1)?;
                 vm.observed = ObservedState::Starting;
                 vm.reason.clear();
                 Ok(Reply::Vm(vm.clone()))
@@ -405,8 +407,21 @@ impl ClusterState {
                 generation,
                 observed,
                 reason,
+                listed_after,
             } => {
                 let vm = self.vm_at(name, *generation)?;
+                // Only the change to "missing" needs the proof; keeping it (a new reason)
+                // does not.
+                if *observed == ObservedState::Missing
+                    && vm.observed != ObservedState::Missing
+                    && *listed_after < vm.placed_at
+                {
+                    return Err(ApplyError::StaleListing {
+                        vm: name.clone(),
+                        listed_after: *listed_after,
+                        placed_at: vm.placed_at,
+                    });
+                }
                 // "Not listed" says nothing about a start that has not arrived yet; only
                 // a report of the domain at this generation (it carries the start's
                 // generation once the start was handled) or the start's answer does.
@@ -717,16 +732,20 @@ impl ClusterState {
         let Some(vm) = self.vms.get_mut(&vm_name) else {
             return Ok(Reply::Nothing);
         };
-        if vm.migration == Some(op) {
-            vm.migration = None;
-            if state == OpState::Succeeded {
-                vm.host = Some(dst);
-                vm.generation = generation;
-                vm.observed = ObservedState::Running;
-                vm.reason.clear();
-            }
+        if vm.migration != Some(op) {
+            return Ok(Reply::Vm(vm.clone()));
         }
-        Ok(Reply::Vm(vm.clone()))
+        vm.migration = None;
+        if state == OpState::Succeeded {
+            self.place(&vm_name, Some(dst), generation);
+            let vm = self.vm_at(&vm_name, generation)?;
+            vm.observed = ObservedState::Running;
+            vm.reason.clear();
+        }
+        Ok(self
+            .vms
+            .get(&vm_name)
+            .map_or(Reply::Nothing, |vm| Reply::Vm(vm.clone())))
     }
 
     /// Refuses a new migration of `vm` when `per_host` already run out of its host or
@@ -793,6 +812,18 @@ impl ClusterState {
             OpKind::Migrate { vm, .. } => Some(vm.clone()),
             OpKind::Drain { .. } => None,
         }
+    }
+
+    /// Gives `name` its new `host` and `generation` and counts the placement
+    /// ([`ClusterState::placements`]). Callers check everything first: this cannot fail.
+    fn place(&mut self, name: &str, host: Option<String>, generation: u64) {
+        let Some(vm) = self.vms.get_mut(name) else {
+            return;
+        };
+        self.placements += 1;
+        vm.host = host;
+        vm.generation = generation;
+        vm.placed_at = self.placements;
     }
 
     fn vm_at(&mut self, name: &str, generation: u64) -> Result<&mut Vm, ApplyError> {

@@ -181,6 +181,12 @@ pub enum Command {
         generation: u64,
         observed: ObservedState,
         reason: String,
+        /// The [`ClusterState::placements`](crate::model::ClusterState::placements) the
+        /// host had been told of when it listed its domains (the count its newest lease
+        /// grant carried). Checked for `Missing` only: a listing from before the VM's
+        /// current placement (`Vm::placed_at`) does not show a domain a migration brought.
+        #[serde(default)]
+        listed_after: u64,
     },
     /// The VM's domain is gone from its host; drop the VM (it must be `Deleted`).
     RemoveVm {
@@ -408,6 +414,15 @@ pub enum ApplyError {
          (a start may still be in flight)"
     )]
     StartUnconfirmed(String),
+    #[error(
+        "VM {vm:?} was placed at {placed_at}; a listing made after placement {listed_after} \
+         cannot show it missing"
+    )]
+    StaleListing {
+        vm: String,
+        listed_after: u64,
+        placed_at: u64,
+    },
     #[error("VM {vm:?} is desired {desired}; only a VM that should run is started")]
     NotToStart { vm: String, desired: String },
     #[error(

@@ -303,6 +303,7 @@ fn observations_apply_only_to_their_generation() {
             generation: 1,
             observed: ObservedState::Running,
             reason: String::new(),
+            listed_after: u64::MAX,
         },
     );
     assert_eq!(s.vms["web"].observed, ObservedState::Running);
@@ -313,6 +314,7 @@ fn observations_apply_only_to_their_generation() {
             generation: 0,
             observed: ObservedState::ShutOff,
             reason: String::new(),
+            listed_after: u64::MAX,
         },
     );
     assert!(matches!(e, ApplyError::StaleGeneration { .. }));
@@ -403,11 +405,14 @@ fn arb_command() -> impl Strategy<Value = Command> {
             desired: d
         }),
         (name.clone(), host.clone(), 0u64..3).prop_map(|(n, h, g)| place(n, h, g)),
-        (name.clone(), 0u64..3, observed).prop_map(|(n, g, o)| Command::VmObserved {
-            name: n.into(),
-            generation: g,
-            observed: o,
-            reason: String::new()
+        (name.clone(), 0u64..3, observed, 0u64..12).prop_map(|(n, g, o, l)| {
+            Command::VmObserved {
+                name: n.into(),
+                generation: g,
+                observed: o,
+                reason: String::new(),
+                listed_after: l,
+            }
         }),
         (name.clone(), 0u64..3).prop_map(|(n, g)| Command::BeginStart {
             name: n.into(),
@@ -655,6 +660,7 @@ fn a_vm_that_may_still_run_is_never_placed_elsewhere() {
         generation,
         observed,
         reason: String::new(),
+        listed_after: u64::MAX,
     };
     let health = |host: &str, health| Command::HostObserved {
         name: host.into(),
@@ -721,6 +727,7 @@ fn a_cold_move_cannot_race_a_start_in_flight() {
         generation,
         observed,
         reason: String::new(),
+        listed_after: u64::MAX,
     };
     let mut s = ClusterState::default();
     host_with_room(&mut s, "h1");

@@ -78,6 +78,7 @@ fn running_vm(s: &mut ClusterState, name: &str, host: &str) {
             generation: 1,
             observed: ObservedState::Running,
             reason: String::new(),
+            listed_after: u64::MAX,
         },
     );
 }
@@ -239,6 +240,81 @@ fn migration_completes_with_a_new_generation_or_stays_put() {
     ));
 }
 
+/// A migration's destination has the domain before the state places the VM there, so a
+/// listing of that host made before the migration ended shows it missing. Recorded, that
+/// "missing" would confirm the VM off and let a cold move start a second copy; `apply`
+/// takes "missing" only from a listing made after the VM's placement.
+#[test]
+fn a_listing_from_before_a_migration_ended_cannot_call_the_vm_missing() {
+    let missing = |generation, listed_after| Command::VmObserved {
+        name: "a".into(),
+        generation,
+        observed: ObservedState::Missing,
+        reason: String::new(),
+        listed_after,
+    };
+    let mut s = ClusterState::default();
+    for h in ["h1", "h2", "h3"] {
+        host_up(&mut s, h);
+    }
+    running_vm(&mut s, "a", "h1");
+    assert_eq!((s.placements, s.vms["a"].placed_at), (1, 1));
+    // What a grant sent to h2 before the migration ended told it.
+    let told_h2 = s.placements;
+    let op = op_id(ok(&mut s, migrate("a", 1, "h2")));
+    ok(&mut s, finish(op, OpState::Succeeded));
+    assert_eq!((s.placements, s.vms["a"].placed_at), (2, 2));
+
+    let e = refused(&mut s, missing(2, told_h2));
+    assert!(matches!(e, ApplyError::StaleListing { .. }), "{e}");
+    assert!(e.to_string().contains("placed at 2"), "{e}");
+    // So the VM still counts as running on h2 and cannot be cold-moved.
+    assert!(matches!(
+        refused(
+            &mut s,
+            Command::PlaceVm {
+                name: "a".into(),
+                host: "h3".into(),
+                expected_generation: 2,
+            }
+        ),
+        ApplyError::VmMayStillRun { .. }
+    ));
+    // Other states are about the domain at this generation: no proof of age is needed.
+    ok(
+        &mut s,
+        Command::VmObserved {
+            name: "a".into(),
+            generation: 2,
+            observed: ObservedState::Paused,
+            reason: String::new(),
+            listed_after: 0,
+        },
+    );
+    // A listing made after the placement does prove the domain gone.
+    let now = s.placements;
+    ok(&mut s, missing(2, now));
+    assert_eq!(s.vms["a"].observed, ObservedState::Missing);
+    ok(
+        &mut s,
+        Command::PlaceVm {
+            name: "a".into(),
+            host: "h3".into(),
+            expected_generation: 2,
+        },
+    );
+    // Every placement counts: the move, then a start.
+    assert_eq!((s.placements, s.vms["a"].placed_at), (3, 3));
+    ok(
+        &mut s,
+        Command::BeginStart {
+            name: "a".into(),
+            expected_generation: 3,
+        },
+    );
+    assert_eq!((s.placements, s.vms["a"].placed_at), (4, 4));
+}
+
 #[test]
 fn migration_needs_a_running_vm_and_an_active_destination_with_a_uri() {
     let mut s = ClusterState::default();
@@ -252,6 +328,7 @@ fn migration_needs_a_running_vm_and_an_active_destination_with_a_uri() {
             generation: 1,
             observed: ObservedState::ShutOff,
             reason: String::new(),
+            listed_after: u64::MAX,
         },
     );
     assert!(matches!(
@@ -265,6 +342,7 @@ fn migration_needs_a_running_vm_and_an_active_destination_with_a_uri() {
             generation: 1,
             observed: ObservedState::Running,
             reason: String::new(),
+            listed_after: u64::MAX,
         },
     );
     ok(
@@ -452,6 +530,7 @@ fn drain_migrations_respect_the_limits_at_commit() {
                 generation: 1,
                 observed: ObservedState::Running,
                 reason: String::new(),
+                listed_after: u64::MAX,
             },
         );
     }
@@ -532,7 +611,8 @@ fn arb_command() -> impl Strategy<Value = Command> {
             name: v.into(),
             generation: g,
             observed: ObservedState::Running,
-            reason: String::new()
+            reason: String::new(),
+            listed_after: u64::MAX,
         }),
     ]
 }

@@ -52,6 +52,7 @@ fn big_state(vms: usize) -> SmData {
                 require_labels: Default::default(),
                 anti_affinity: None,
                 migration: None,
+                placed_at: 0,
             },
         );
     }

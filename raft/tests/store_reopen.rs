@@ -159,6 +159,7 @@ async fn state_machine_reopens_as_applied() -> anyhow::Result<()> {
     assert_eq!(after.1.operations.running().count(), 1);
     assert_eq!(after.1.vms.keys().collect::<Vec<_>>(), ["web"]);
     assert_eq!(after.1.vms["web"].generation, 1);
+    assert_eq!((after.1.placements, after.1.vms["web"].placed_at), (1, 1));
     assert_eq!(sm.applied_state().await?.0, before.0);
     Ok(())
 }

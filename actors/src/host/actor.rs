@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::fence_agent::{FenceAgent, Outcome};
+use super::grant_marks::GrantMarks;
 use super::grants::GrantBook;
 use super::health::{self, Event, Health, LeaseTimings, Tracker};
 use super::report;
@@ -39,6 +40,9 @@ const SESSION_BUFFER: usize = 16;
 pub struct HostReport {
     pub host: String,
     pub domains: Vec<Domain>,
+    /// The listing was made after the host heard of this many placements
+    /// (`ClusterState::placements`; see `GrantMarks`).
+    pub listed_after: u64,
 }
 
 /// What a host actor needs besides its name.
@@ -77,6 +81,8 @@ pub struct HostActor {
     self_fences: u64,
     /// The fence agent is running for this host.
     fencing: bool,
+    /// What each grant of the current session told the host.
+    marks: GrantMarks,
 }
 
 impl HostActor {
@@ -113,6 +119,7 @@ impl HostActor {
             destroying: Vec::new(),
             self_fences: 0,
             fencing: false,
+            marks: GrantMarks::default(),
         }
     }
 
@@ -156,6 +163,7 @@ impl HostActor {
                 Ok((tx, stream)) => {
                     tracing::info!(host = %act.name, term = act.cx.term, %address, "session open");
                     act.session_tx = Some(tx);
+                    act.marks.clear();
                     act.session = Some(ctx.add_stream(stream));
                 }
                 Err(status) => {
@@ -415,6 +423,7 @@ impl HostActor {
         }
         self.cx.report_to.do_send(HostReport {
             host: self.name.clone(),
+            listed_after: self.marks.listed_after(beat.after_grant),
             domains: beat.domains,
         });
     }
@@ -513,11 +522,11 @@ impl HostActor {
         self.cx.grants.record(&self.name, now);
         // Read at send time: a disarm is applied (every host marked not armed) before any
         // grant can say so.
-        let (disarmed, ha_epoch) = self
+        let (disarmed, ha_epoch, placements) = self
             .cx
             .node
             .view()
-            .read(|d| (d.state.ha.disarmed, d.state.ha.epoch));
+            .read(|d| (d.state.ha.disarmed, d.state.ha.epoch, d.state.placements));
         let grant = SessionRequest {
             kind: Some(session_request::Kind::Grant(LeaseGrant {
                 seq,
@@ -529,6 +538,8 @@ impl HostActor {
         };
         if tx.try_send(grant).is_err() {
             tracing::debug!(host = %self.name, seq, "session queue full; grant dropped");
+        } else {
+            self.marks.sent(seq, placements);
         }
     }
 }

@@ -1,9 +1,10 @@
 //! One host's supervision on the leader: the session with its hostd (heartbeats, lease
-//! grants), the pure health state machine the HA design runs on it, and the rule for
+//! grants, and what each grant told the host), the pure health state machine the HA design runs on it, and the rule for
 //! which domains a returning host must destroy.
 
 mod actor;
 pub mod fence_agent;
+mod grant_marks;
 mod grants;
 pub mod health;
 mod report;

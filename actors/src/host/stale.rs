@@ -79,6 +79,7 @@ mod tests {
             require_labels: Default::default(),
             anti_affinity: None,
             migration: None,
+            placed_at: 0,
         }
     }
 

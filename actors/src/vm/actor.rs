@@ -67,10 +67,10 @@ impl VmActor {
                     .as_ref()
                     .and_then(|h| d.state.hosts.get(h))
                     .map(|h| h.address.clone());
-                (vm.clone(), action, address)
+                (vm.clone(), action, address, d.state.placements)
             })
         });
-        let Some((vm, action, address)) = next else {
+        let Some((vm, action, address, placements)) = next else {
             tracing::debug!(vm = %self.name, "VM is gone; actor stops");
             ctx.stop();
             return;
@@ -86,6 +86,7 @@ impl VmActor {
             term: self.term,
             address,
             vm,
+            placements,
         };
         ctx.spawn(exec.run(action).into_actor(self).map(|res, act, ctx| {
             act.busy = false;
@@ -148,6 +149,9 @@ struct Exec {
     term: u64,
     address: Option<String>,
     vm: Vm,
+    /// The state's placement count when the action was decided: hostd answers a command
+    /// sent after it, so its answer knows of every placement up to it.
+    placements: u64,
 }
 
 impl Exec {
@@ -177,12 +181,14 @@ impl Exec {
             Action::Record {
                 observed,
                 generation,
+                listed_after,
             } => {
                 self.commit(Command::VmObserved {
                     name,
                     generation,
                     observed,
                     reason: String::new(),
+                    listed_after,
                 })
                 .await?;
                 Ok(None)
@@ -212,7 +218,7 @@ impl Exec {
                     }),
                 };
                 match self.agent()?.start_vm(deadline(req, START_CALL)).await {
-                    Ok(d) => Ok(Some(observation(&host, &d.into_inner()))),
+                    Ok(d) => Ok(Some(observation(&host, &d.into_inner(), self.placements))),
                     Err(status) => {
                         let reason = format!("start on {host} failed: {}", status.message());
                         // Record why, so `vm get` shows it; the retry follows the backoff.
@@ -222,6 +228,7 @@ impl Exec {
                                 generation: started.generation,
                                 observed: started.observed,
                                 reason: reason.clone(),
+                                listed_after: 0,
                             })
                             .await;
                         Err(reason)
@@ -239,7 +246,7 @@ impl Exec {
                     .stop_vm(deadline(req, STOP_TIMEOUT + QUICK_CALL))
                     .await
                     .map_err(|s| format!("stop on {host} failed: {}", s.message()))?;
-                Ok(Some(observation(&host, &d.into_inner())))
+                Ok(Some(observation(&host, &d.into_inner(), self.placements)))
             }
             Action::Undefine { host } => {
                 self.agent()?
@@ -253,7 +260,7 @@ impl Exec {
                     ))
                     .await
                     .map_err(|s| format!("undefine on {host} failed: {}", s.message()))?;
-                Ok(Some(Observation::missing(&host)))
+                Ok(Some(Observation::missing(&host, self.placements)))
             }
             Action::Remove => {
                 self.commit(Command::RemoveVm {
@@ -287,6 +294,8 @@ impl Exec {
             generation: self.vm.generation,
             observed,
             reason,
+            // Re-records the observed state with a reason: never a change to "missing".
+            listed_after: 0,
         })
         .await
         .map(drop)
@@ -312,12 +321,14 @@ pub fn observed_state(state: DomainState) -> ObservedState {
     }
 }
 
-/// What `host` reports about one of its domains.
-pub fn observation(host: &str, domain: &Domain) -> Observation {
+/// What `host` reports about one of its domains, listed after it heard of
+/// `listed_after` placements.
+pub fn observation(host: &str, domain: &Domain, listed_after: u64) -> Observation {
     Observation {
         host: host.to_string(),
         state: observed_state(domain.state()),
         generation: Some(domain.generation),
         busy: domain.busy,
+        listed_after,
     }
 }

@@ -15,16 +15,20 @@ pub struct Observation {
     pub generation: Option<u64>,
     /// A command was changing the domain while hostd read it: proves nothing.
     pub busy: bool,
+    /// The host had heard of this many placements when it listed its domains
+    /// (`ClusterState::placements`): "missing" counts only for a VM placed no later.
+    pub listed_after: u64,
 }
 
 impl Observation {
-    /// A report of the domain not being on `host`.
-    pub fn missing(host: &str) -> Self {
+    /// A report of the domain not being on `host`, listed after `listed_after` placements.
+    pub fn missing(host: &str, listed_after: u64) -> Self {
         Self {
             host: host.to_string(),
             state: ObservedState::Missing,
             generation: None,
             busy: false,
+            listed_after,
         }
     }
 }
@@ -45,6 +49,7 @@ pub enum Action {
     Record {
         observed: ObservedState,
         generation: u64,
+        listed_after: u64,
     },
     /// Move the VM to a new generation (`BeginStart`), then start it there.
     Start {
@@ -95,6 +100,11 @@ pub fn decide(vm: &Vm, state: &ClusterState, obs: Option<&Observation>) -> Actio
         Some(o) if o.host == host && host_up && !o.busy => o,
         _ => return Action::Wait,
     };
+    // A listing from before this placement cannot show the domain a migration brought
+    // here (or a start just made): only a later one proves it missing (`apply` agrees).
+    if o.state == ObservedState::Missing && o.listed_after < vm.placed_at {
+        return Action::Wait;
+    }
     let observed = o.state;
     if vm.desired == DesiredState::Deleted {
         return match observed {
@@ -107,9 +117,12 @@ pub fn decide(vm: &Vm, state: &ClusterState, obs: Option<&Observation>) -> Actio
     let starting = vm.observed == ObservedState::Starting;
     match o.generation {
         // The domain is from before the start at this generation was handled (or the
-        // start never arrived): send it again, at a new generation.
+        // start never arrived): send it again, at a new generation — unless that old copy
+        // runs: hostd leaves a running domain alone, and the host actor destroys it as
+        // stale (`host::stale`); starting again meanwhile would only bump generations.
         Some(g) if g < vm.generation => {
-            return if starting && vm.desired == DesiredState::Running {
+            let old_runs = matches!(observed, ObservedState::Running | ObservedState::Paused);
+            return if starting && vm.desired == DesiredState::Running && !old_runs {
                 Action::Start {
                     host: host.to_string(),
                 }
@@ -133,6 +146,7 @@ pub fn decide(vm: &Vm, state: &ClusterState, obs: Option<&Observation>) -> Actio
         return Action::Record {
             observed,
             generation: vm.generation,
+            listed_after: o.listed_after,
         };
     }
     let active = matches!(observed, ObservedState::Running | ObservedState::Paused);
@@ -193,6 +207,7 @@ mod tests {
             require_labels: Default::default(),
             anti_affinity: None,
             migration: None,
+            placed_at: 0,
         }
     }
 
@@ -203,6 +218,7 @@ mod tests {
             state,
             generation: (state != ObservedState::Missing).then_some(1),
             busy: false,
+            listed_after: 0,
         }
     }
 
@@ -267,6 +283,7 @@ mod tests {
             Action::Record {
                 observed: O::Missing,
                 generation: 1,
+                listed_after: 0,
             }
         );
         let table = [
@@ -339,8 +356,60 @@ mod tests {
             decide(&starting, &s, Some(&on_h1(O::ShutOff))),
             Action::Record {
                 observed: O::ShutOff,
-                generation: 1
+                generation: 1,
+                listed_after: 0,
             }
+        );
+    }
+
+    /// The migration test's flake (CI, 2026-12-02): a listing of the destination made
+    /// before the migration ended reached the VM actor after it; "missing" was recorded
+    /// and the running VM started over at ever newer generations (and, recorded, it would
+    /// have let a cold move start a second copy).
+    #[test]
+    fn a_listing_from_before_the_placement_cannot_call_the_domain_missing() {
+        let s = state_with(HostHealth::Up);
+        let h1 = || "h1".to_string();
+        let listed = |listed_after| Observation {
+            listed_after,
+            ..on_h1(O::Missing)
+        };
+        for (desired, observed, fresh) in [
+            (
+                D::Running,
+                O::Running,
+                Action::Record {
+                    observed: O::Missing,
+                    generation: 1,
+                    listed_after: 7,
+                },
+            ),
+            (D::Running, O::Starting, Action::Start { host: h1() }),
+            (D::Running, O::Missing, Action::Start { host: h1() }),
+            (D::Deleted, O::Running, Action::Remove),
+            (D::Deleted, O::Missing, Action::Remove),
+        ] {
+            let mut v = vm(desired, Some("h1"), observed);
+            v.placed_at = 7;
+            let case = format!("{desired:?}/{observed:?}");
+            assert_eq!(decide(&v, &s, Some(&listed(6))), Action::Wait, "{case}");
+            assert_eq!(decide(&v, &s, Some(&listed(7))), fresh, "{case}");
+        }
+    }
+
+    #[test]
+    fn an_old_copy_that_still_runs_is_not_started_over() {
+        let s = state_with(HostHealth::Up);
+        let mut starting = vm(D::Running, Some("h1"), O::Starting);
+        starting.generation = 2;
+        for old in [O::Running, O::Paused] {
+            // hostd answers a start with the old copy it leaves alone: wait for the host
+            // actor to destroy it as stale, then start.
+            assert_eq!(decide(&starting, &s, Some(&on_h1(old))), Action::Wait);
+        }
+        assert_eq!(
+            decide(&starting, &s, Some(&on_h1(O::ShutOff))),
+            Action::Start { host: "h1".into() }
         );
     }
 }

@@ -48,6 +48,7 @@ pub fn apply_error(e: &ApplyError) -> Status {
         | ApplyError::LeaseSettling { .. }
         | ApplyError::VmMayStillRun { .. }
         | ApplyError::StartUnconfirmed(_)
+        | ApplyError::StaleListing { .. }
         | ApplyError::NotToStart { .. } => Status::failed_precondition(msg),
         ApplyError::WrongOperation { .. } => Status::invalid_argument(msg),
         // Only the leader's own host actors send this; a client never can.

@@ -147,11 +147,23 @@ pub struct Leader {
     /// Whether grants say disarmed, and the HA epoch they carry (bumped on every switch).
     disarmed: watch::Sender<(bool, u64)>,
     beats: watch::Receiver<Option<Heartbeat>>,
+    /// The highest grant seq sent so far.
+    granted: watch::Receiver<u64>,
     task: JoinHandle<()>,
 }
 
 impl Leader {
     pub async fn open(client: &mut HostAgentClient<Channel>, term: u64, ttl: Duration) -> Leader {
+        Self::open_granting(client, term, ttl, true).await
+    }
+
+    /// Opens a session that answers lease requests only if `granting` (see `set_granting`).
+    pub async fn open_granting(
+        client: &mut HostAgentClient<Channel>,
+        term: u64,
+        ttl: Duration,
+        granting: bool,
+    ) -> Leader {
         let (requests, outbound) = mpsc::channel(16);
         requests.send(hello(term, 100)).await.expect("queue Hello");
         let events = within(
@@ -161,9 +173,10 @@ impl Leader {
         .await
         .expect("Session")
         .into_inner();
-        let (granting, granting_rx) = watch::channel(true);
+        let (granting, granting_rx) = watch::channel(granting);
         let (disarmed, disarmed_rx) = watch::channel((false, 0));
         let (beats_tx, beats) = watch::channel(None);
+        let (granted_tx, granted) = watch::channel(0);
         let task = tokio::spawn(serve_session(
             events,
             requests,
@@ -172,6 +185,7 @@ impl Leader {
                 ttl,
                 on: granting_rx,
                 disarmed: disarmed_rx,
+                sent: granted_tx,
             },
             beats_tx,
         ));
@@ -179,6 +193,7 @@ impl Leader {
             granting,
             disarmed,
             beats,
+            granted,
             task,
         }
     }
@@ -198,6 +213,11 @@ impl Leader {
             epoch = *e;
         });
         epoch
+    }
+
+    /// The highest seq of the grants this leader has sent.
+    pub fn highest_grant(&self) -> u64 {
+        *self.granted.borrow()
     }
 
     /// Waits for a heartbeat reporting the lease `held` (or not).
@@ -236,6 +256,7 @@ struct Grants {
     ttl: Duration,
     on: watch::Receiver<bool>,
     disarmed: watch::Receiver<(bool, u64)>,
+    sent: watch::Sender<u64>,
 }
 
 async fn serve_session(
@@ -260,6 +281,8 @@ async fn serve_session(
                         ha_epoch,
                     })),
                 };
+                // Noted before it leaves: hostd may name it in a beat at once.
+                grants.sent.send_replace(req.seq);
                 if requests.send(grant).await.is_err() {
                     return;
                 }

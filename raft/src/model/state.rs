@@ -22,6 +22,12 @@ pub struct ClusterState {
     /// Users' bearer tokens by id (hashes only; see [`super::Token`]).
     #[serde(default)]
     pub tokens: BTreeMap<String, super::Token>,
+    /// Counts every placement change of every VM (a new host or generation); each VM keeps
+    /// the count of its latest in [`Vm::placed_at`]. A leader notes this count in each lease
+    /// grant it sends, so it knows which placements a host had been told of when it listed
+    /// its domains (see `Command::VmObserved`).
+    #[serde(default)]
+    pub placements: u64,
 }
 
 /// The cluster-wide HA switch. Disarmed (planned network maintenance): grants tell hosts

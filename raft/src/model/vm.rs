@@ -117,6 +117,12 @@ pub struct Vm {
     /// The running migration operation; while set, only that operation moves the VM.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration: Option<u64>,
+    /// [`ClusterState::placements`](super::ClusterState::placements) when the VM got its
+    /// current host and generation. A host's listing without the domain proves it is not
+    /// there only if the listing was made after this: a migration's destination has the
+    /// domain before the state says so, and an older listing would call it missing.
+    #[serde(default)]
+    pub placed_at: u64,
 }
 
 impl DesiredState {

@@ -33,6 +33,8 @@ const OPS: &[u8] = b"ops";
 const PLACEMENT: &[u8] = b"placement";
 /// Users' bearer tokens (hashes); written with every batch, it is small (capped).
 const TOKENS: &[u8] = b"tokens";
+/// `ClusterState::placements`, the count of VM placement changes; written with every batch.
+const PLACEMENTS: &[u8] = b"placements";
 /// The current snapshot: its metadata (JSON) and its bytes (the serialized `SmData`),
 /// under two keys so that reading the metadata never parses the state.
 const SNAPSHOT_META: &[u8] = b"current_meta";
@@ -153,6 +155,10 @@ impl StateMachineStore {
             data.state.tokens =
                 serde_json::from_slice(&v).map_err(|e| corrupt("sm_meta/tokens", e))?;
         }
+        if let Some(v) = trees.meta.get(PLACEMENTS)? {
+            data.state.placements =
+                serde_json::from_slice(&v).map_err(|e| corrupt("sm_meta/placements", e))?;
+        }
         if let Some(v) = trees.meta.get(OPS)? {
             data.state.operations =
                 serde_json::from_slice(&v).map_err(|e| corrupt("sm_meta/ops", e))?;
@@ -262,6 +268,7 @@ impl StateMachineStore {
                     meta.insert(HA, ws.ha.as_slice())?;
                     meta.insert(PLACEMENT, ws.placement.as_slice())?;
                     meta.insert(TOKENS, ws.tokens.as_slice())?;
+                    meta.insert(PLACEMENTS, ws.placements.as_slice())?;
                     if let Some(ops) = &ws.ops {
                         meta.insert(OPS, ops.as_slice())?;
                     }
@@ -339,6 +346,7 @@ impl StateMachineStore {
         meta.insert(HA, ws.ha);
         meta.insert(PLACEMENT, ws.placement);
         meta.insert(TOKENS, ws.tokens);
+        meta.insert(PLACEMENTS, ws.placements);
         meta.insert(
             OPS,
             serde_json::to_vec(&data.state.operations).map_err(ser_err)?,
@@ -359,6 +367,7 @@ struct WriteSet {
     ha: Vec<u8>,
     placement: Vec<u8>,
     tokens: Vec<u8>,
+    placements: Vec<u8>,
     ops: Option<Vec<u8>>,
 }
 
@@ -375,6 +384,7 @@ impl WriteSet {
             ha: serde_json::to_vec(&data.state.ha).map_err(ser_err)?,
             placement: serde_json::to_vec(&data.state.placement).map_err(ser_err)?,
             tokens: serde_json::to_vec(&data.state.tokens).map_err(ser_err)?,
+            placements: serde_json::to_vec(&data.state.placements).map_err(ser_err)?,
             ..Default::default()
         })
     }
