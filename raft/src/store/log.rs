@@ -1,6 +1,7 @@
 //! The Raft log in sled. Durability rule: every method that changes the log or the vote
 //! returns (or signals `LogFlushed`) only after a flush has put the change on disk,
-//! because openraft treats that signal as "this survives a crash".
+//! because openraft treats that signal as "this survives a crash". Appends return once
+//! written and signal from the `Flusher` thread (group commit).
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -8,6 +9,7 @@ use std::ops::{Bound, RangeBounds};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, LogState, RaftLogReader};
 
+use super::flusher::Flusher;
 use super::io_err;
 use crate::{Entry, LogId, StorageError, TypeConfig, Vote};
 
@@ -18,17 +20,17 @@ const COMMITTED: &[u8] = b"committed";
 /// Log entries keyed by big-endian index, so sled's key order is log order.
 #[derive(Debug, Clone)]
 pub struct LogStore {
-    db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
+    flusher: Flusher,
 }
 
 impl LogStore {
     pub(super) fn open(db: &sled::Db) -> Result<Self, sled::Error> {
         Ok(Self {
-            db: db.clone(),
             log: db.open_tree("raft_log")?,
             meta: db.open_tree("raft_meta")?,
+            flusher: Flusher::start(db.clone())?,
         })
     }
 
@@ -61,10 +63,10 @@ impl LogStore {
     }
 
     async fn flush(&self, subject: ErrorSubject<crate::NodeId>) -> Result<(), StorageError> {
-        super::flush(&self.db)
+        self.flusher
+            .flush()
             .await
-            .map_err(|e| io_err(subject, ErrorVerb::Write, &e))?;
-        Ok(())
+            .map_err(|e| io_err(subject, ErrorVerb::Write, &e))
     }
 
     fn last_entry_log_id(&self) -> Result<Option<LogId>, StorageError> {
@@ -178,17 +180,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.log
             .apply_batch(batch)
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, &e))?;
-        let flushed = super::flush(&self.db).await;
-        match flushed {
-            Ok(_) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(io_err(ErrorSubject::Logs, ErrorVerb::Write, &e))
-            }
-        }
+        // Group commit: openraft may append again while this flush runs; the callback
+        // tells it when these entries are durable.
+        self.flusher
+            .after_flush(callback)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, &e))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {

@@ -5,6 +5,7 @@
 //! Trees: `raft_log` (index → entry), `raft_meta` (vote, last purged, committed),
 //! `sm_meta` (last applied, membership), `sm_hosts`, `sm_vms`, `sm_snapshot`.
 
+mod flusher;
 mod log;
 mod state_machine;
 
