@@ -1,5 +1,6 @@
-//! The sled state machine survives a reopen exactly as applied, and a store with an
-//! unreadable record refuses to open with a message naming the problem and the recovery.
+//! The sled state machine survives a reopen exactly as applied, a store with an
+//! unreadable record refuses to open with a message naming the problem and the recovery,
+//! and a store of the old layout (one `Db` for log and state) is migrated on open.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -7,8 +8,8 @@ use std::time::{Duration, Instant};
 use drover_raft::model::VmSpec;
 use drover_raft::store::{self, LogStore, OpenError, StateMachineStore};
 use drover_raft::{Command, Entry, LogId, Request};
-use openraft::storage::RaftStateMachine;
-use openraft::{CommittedLeaderId, EntryPayload};
+use openraft::storage::{RaftLogStorage, RaftStateMachine};
+use openraft::{CommittedLeaderId, EntryPayload, RaftLogReader};
 
 fn entry(index: u64, cmd: Command) -> Entry {
     Entry {
@@ -28,17 +29,21 @@ fn reopen(dir: &Path) -> Result<(LogStore, StateMachineStore), OpenError> {
     use nix::errno::Errno;
     use nix::fcntl::{Flock, FlockArg};
 
-    let file = dir.join("db");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let handle = std::fs::File::open(&file).expect("the first open created the db file");
-        match Flock::lock(handle, FlockArg::LockExclusiveNonblock) {
-            // Released when dropped here, before sled takes it.
-            Ok(_free) => break,
-            Err((_, Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10));
+    // Both `Db`s: the state machine's and the log's (absent if the store never opened).
+    let log_db = dir.join("log").join("db");
+    let files = [Some(dir.join("db")), log_db.exists().then_some(log_db)];
+    for file in files.into_iter().flatten() {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let handle = std::fs::File::open(&file).expect("the first open created the db file");
+            match Flock::lock(handle, FlockArg::LockExclusiveNonblock) {
+                // Released when dropped here, before sled takes it.
+                Ok(_free) => break,
+                Err((_, Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err((_, e)) => panic!("waiting for sled to release {}: {e}", file.display()),
             }
-            Err((_, e)) => panic!("waiting for sled to release {}: {e}", file.display()),
         }
     }
     store::open(dir)
@@ -258,4 +263,73 @@ async fn event_log_reopens_bounded_and_numbered() -> anyhow::Result<()> {
         .read(|d| d.state.events.entries.back().map(|e| e.seq));
     assert_eq!(last, Some(total), "numbering continues after a reopen");
     Ok(())
+}
+
+/// Until the log got a `Db` of its own, its trees lived in the state machine's. Such a
+/// store opens with its log, vote and state intact, the log moved to `log/` and gone from
+/// the old `Db`; a migration cut short by a crash (a partial `log.migrating`) is redone.
+#[tokio::test]
+async fn a_store_of_the_one_db_layout_is_migrated_on_open() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let vote = drover_raft::Vote::new_committed(3, 2);
+    let entries: Vec<Entry> = commands()
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| entry(i as u64 + 1, c))
+        .collect();
+    {
+        // The old layout, written the way the old LogStore wrote it.
+        let db = sled::open(dir.path())?;
+        let log = db.open_tree("raft_log")?;
+        for e in &entries {
+            log.insert(e.log_id.index.to_be_bytes(), serde_json::to_vec(e)?)?;
+        }
+        db.open_tree("raft_meta")?
+            .insert("vote", serde_json::to_vec(&vote)?)?;
+        db.flush()?;
+        // A migration that crashed halfway: a partial copy.
+        let partial = sled::open(dir.path().join("log.migrating"))?;
+        partial.open_tree("raft_log")?.insert("junk", "junk")?;
+        partial.flush()?;
+    }
+    wait_unlocked(&dir.path().join("db"));
+    wait_unlocked(&dir.path().join("log.migrating").join("db"));
+    {
+        let (mut log, _sm) = store::open(dir.path())?;
+        assert_eq!(log.read_vote().await?, Some(vote));
+        let got = log.try_get_log_entries(0..).await?;
+        assert_eq!(got, entries);
+        let state = log.get_log_state().await?;
+        assert_eq!(state.last_log_id, entries.last().map(|e| e.log_id));
+    }
+    assert!(dir.path().join("log").join("db").exists());
+    assert!(!dir.path().join("log.migrating").exists());
+    // Opened again: nothing left to migrate, the same log.
+    let (mut log, _sm) = reopen(dir.path())?;
+    assert_eq!(log.try_get_log_entries(0..).await?, entries);
+    drop((log, _sm));
+    wait_unlocked(&dir.path().join("db"));
+    let db = sled::open(dir.path())?;
+    let names = db.tree_names();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.as_ref() == b"raft_log" || n.as_ref() == b"raft_meta"),
+        "the old Db keeps no log trees"
+    );
+    Ok(())
+}
+
+/// Waits, bounded, until no one holds sled's lock on `file` (see `reopen`).
+fn wait_unlocked(file: &Path) {
+    use nix::fcntl::{Flock, FlockArg};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let handle = std::fs::File::open(file).expect("db file exists");
+        if Flock::lock(handle, FlockArg::LockExclusiveNonblock).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{} still locked after 30 s", file.display());
 }
