@@ -171,15 +171,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut batch = sled::Batch::default();
+        // One insert per entry, in index order, not a `sled::Batch`: a batch rolls sled's
+        // I/O buffer twice (a synced write each; see `super::redo`), and atomicity is not
+        // needed: sled recovers a prefix of the inserts, and openraft relies only on what
+        // the flush below covers.
         for entry in entries {
             let raw = serde_json::to_vec(&entry)
                 .map_err(|e| io_err(ErrorSubject::Log(entry.log_id), ErrorVerb::Write, &e))?;
-            batch.insert(&entry.log_id.index.to_be_bytes(), raw);
+            self.log
+                .insert(entry.log_id.index.to_be_bytes(), raw)
+                .map_err(|e| io_err(ErrorSubject::Log(entry.log_id), ErrorVerb::Write, &e))?;
         }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, &e))?;
         // Group commit: openraft may append again while this flush runs; the callback
         // tells it when these entries are durable.
         self.flusher

@@ -8,6 +8,7 @@
 
 mod flusher;
 mod log;
+mod redo;
 mod state_machine;
 
 use std::path::Path;

@@ -1,6 +1,6 @@
 //! The state machine in sled: the [`ClusterState`] lives in memory for reads and is
-//! written through to the `sm_*` trees, one multi-tree transaction per applied batch, so the
-//! persisted state and its `last_applied` never disagree.
+//! written through to the `sm_*` trees, each applied batch behind a redo record (`redo`),
+//! so the persisted state and its `last_applied` never disagree.
 //!
 //! Applied state is not fsynced: after a crash openraft re-applies from the (durable) log
 //! anything past the persisted `last_applied`.
@@ -11,11 +11,10 @@ use std::sync::{Arc, RwLock};
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
 use tokio::sync::broadcast;
 
 use super::io_err;
+use super::redo::{self, TreeId, Write};
 use crate::apply::Touched;
 use crate::command::{ApplyResult, Reply};
 use crate::dedup::{Dedup, Remembered};
@@ -37,6 +36,8 @@ const TOKENS: &[u8] = b"tokens";
 const PLACEMENTS: &[u8] = b"placements";
 /// The current snapshot: its metadata (JSON) and its bytes (the serialized `SmData`),
 /// under two keys so that reading the metadata never parses the state.
+/// The batch being written, until it is (`redo`).
+const REDO: &[u8] = b"redo";
 const SNAPSHOT_META: &[u8] = b"current_meta";
 const SNAPSHOT_DATA: &[u8] = b"current_data";
 
@@ -79,6 +80,30 @@ struct Trees {
     snapshot: sled::Tree,
     /// `EventLog::key(seq)` → event.
     events: sled::Tree,
+}
+
+impl Trees {
+    fn tree(&self, id: TreeId) -> &sled::Tree {
+        match id {
+            TreeId::Meta => &self.meta,
+            TreeId::Hosts => &self.hosts,
+            TreeId::Vms => &self.vms,
+            TreeId::Requests => &self.requests,
+            TreeId::Events => &self.events,
+        }
+    }
+
+    /// Puts and deletes one key at a time, in order (no batch: see `redo`).
+    fn write_all(&self, writes: Vec<Write>) -> Result<(), sled::Error> {
+        for (tree, key, value) in writes {
+            let tree = self.tree(tree);
+            match value {
+                Some(v) => tree.insert(key, v)?,
+                None => tree.remove(key)?,
+            };
+        }
+        Ok(())
+    }
 }
 
 /// Read access to the applied state, for API handlers and actors on any node.
@@ -135,6 +160,13 @@ impl StateMachineStore {
             snapshot: db.open_tree("sm_snapshot")?,
             events: db.open_tree("sm_events")?,
         };
+        // A batch cut short by a crash: write it again (puts and deletes are idempotent).
+        if let Some(raw) = trees.meta.get(REDO)? {
+            let writes = redo::decode(&raw).map_err(|e| corrupt("sm_meta/redo", e))?;
+            trees.write_all(writes)?;
+            trees.meta.remove(REDO)?;
+            db.flush()?;
+        }
         let mut data = SmData::default();
         if let Some(v) = trees.meta.get(LAST_APPLIED)? {
             data.last_applied =
@@ -244,44 +276,16 @@ impl StateMachineStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Writes one applied batch in a single multi-tree transaction.
+    /// Writes one applied batch: its redo record, then each write, then the record's
+    /// removal (see `redo`: sled's transactions cost a synced write each).
     fn persist(&self, ws: &WriteSet) -> Result<(), StorageError> {
+        let writes = ws.writes();
         let t = &self.shared.trees;
-        let res: Result<(), TransactionError<()>> =
-            (&t.meta, &t.hosts, &t.vms, &t.requests, &t.events).transaction(
-                |(meta, hosts, vms, requests, events)| {
-                    for (tree, writes) in [
-                        (hosts, &ws.hosts),
-                        (vms, &ws.vms),
-                        (requests, &ws.requests),
-                        (events, &ws.events),
-                    ] {
-                        for (key, value) in writes {
-                            match value {
-                                Some(v) => tree.insert(key.as_bytes(), v.as_slice())?,
-                                None => tree.remove(key.as_bytes())?,
-                            };
-                        }
-                    }
-                    meta.insert(LAST_APPLIED, ws.last_applied.as_slice())?;
-                    meta.insert(MEMBERSHIP, ws.membership.as_slice())?;
-                    meta.insert(HA, ws.ha.as_slice())?;
-                    meta.insert(PLACEMENT, ws.placement.as_slice())?;
-                    meta.insert(TOKENS, ws.tokens.as_slice())?;
-                    meta.insert(PLACEMENTS, ws.placements.as_slice())?;
-                    if let Some(ops) = &ws.ops {
-                        meta.insert(OPS, ops.as_slice())?;
-                    }
-                    Ok::<(), ConflictableTransactionError<()>>(())
-                },
-            );
-        res.map_err(|e| {
-            io_err(
-                ErrorSubject::StateMachine,
-                ErrorVerb::Write,
-                &std::io::Error::other(format!("{e:?}")),
-            )
-        })
+        let w = |e: sled::Error| io_err(ErrorSubject::StateMachine, ErrorVerb::Write, &e);
+        t.meta.insert(REDO, redo::encode(&writes)).map_err(w)?;
+        t.write_all(writes).map_err(w)?;
+        t.meta.remove(REDO).map_err(w)?;
+        Ok(())
     }
 
     /// Stores `data` as the current snapshot, durably: openraft may purge the log entries
@@ -369,6 +373,32 @@ struct WriteSet {
     tokens: Vec<u8>,
     placements: Vec<u8>,
     ops: Option<Vec<u8>>,
+}
+
+impl WriteSet {
+    /// Every write of the batch, the apply position and membership last.
+    fn writes(&self) -> Vec<Write> {
+        let keyed = |tree: TreeId, list: &[(String, Option<Vec<u8>>)]| {
+            list.iter()
+                .map(move |(k, v)| (tree, k.as_bytes().to_vec(), v.clone()))
+                .collect::<Vec<Write>>()
+        };
+        let mut all = keyed(TreeId::Hosts, &self.hosts);
+        all.extend(keyed(TreeId::Vms, &self.vms));
+        all.extend(keyed(TreeId::Requests, &self.requests));
+        all.extend(keyed(TreeId::Events, &self.events));
+        let meta = |key: &[u8], value: &[u8]| (TreeId::Meta, key.to_vec(), Some(value.to_vec()));
+        all.push(meta(HA, &self.ha));
+        all.push(meta(PLACEMENT, &self.placement));
+        all.push(meta(TOKENS, &self.tokens));
+        all.push(meta(PLACEMENTS, &self.placements));
+        if let Some(ops) = &self.ops {
+            all.push(meta(OPS, ops));
+        }
+        all.push(meta(MEMBERSHIP, &self.membership));
+        all.push(meta(LAST_APPLIED, &self.last_applied));
+        all
+    }
 }
 
 fn ser_err(e: serde_json::Error) -> StorageError {
@@ -639,5 +669,63 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta,
             snapshot: Box::new(Cursor::new(data.to_vec())),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{DesiredState, ObservedState, Vm, VmSpec};
+    use crate::LogId;
+    use openraft::CommittedLeaderId;
+
+    /// A batch cut short by a crash (its redo record stored, some writes not) is written
+    /// again on open: the VM and the apply position it carried are there, the record gone.
+    #[test]
+    fn a_batch_cut_short_is_finished_on_open() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let vm = Vm {
+            name: "web".into(),
+            spec: VmSpec {
+                vcpus: 1,
+                memory_mib: 64,
+            },
+            desired: DesiredState::Stopped,
+            observed: ObservedState::Unknown,
+            host: None,
+            generation: 0,
+            reason: String::new(),
+            ha: false,
+            ha_priority: 0,
+            require_labels: Default::default(),
+            anti_affinity: None,
+            migration: None,
+            placed_at: 0,
+        };
+        let applied = Some(LogId::new(CommittedLeaderId::new(1, 1), 7));
+        // One handle throughout: `open` reads the trees, and reopening a directory right
+        // after a drop can race sled's release of its lock (see tests/store_reopen.rs).
+        let db = sled::open(dir.path())?;
+        {
+            let writes = vec![
+                (TreeId::Vms, b"web".to_vec(), Some(serde_json::to_vec(&vm)?)),
+                (
+                    TreeId::Meta,
+                    LAST_APPLIED.to_vec(),
+                    Some(serde_json::to_vec(&applied)?),
+                ),
+            ];
+            // Only the record made it to disk, none of its writes.
+            db.open_tree("sm_meta")?
+                .insert(REDO, redo::encode(&writes))?;
+            db.flush()?;
+        }
+        let sm = StateMachineStore::open(&db)?;
+        sm.view().read(|d| {
+            assert_eq!(d.state.vms.get("web"), Some(&vm));
+            assert_eq!(d.last_applied, applied);
+        });
+        assert_eq!(db.open_tree("sm_meta")?.get(REDO)?, None);
+        Ok(())
     }
 }
