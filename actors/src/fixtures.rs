@@ -22,19 +22,10 @@ pub fn host(name: &str, vcpus: u32, memory_mib: u64) -> Host {
 /// A VM that should run and runs, on `host` (placed once: generation 1).
 pub fn vm(name: &str, host: Option<&str>, vcpus: u32, memory_mib: u64) -> Vm {
     Vm {
-        name: name.into(),
-        spec: VmSpec { vcpus, memory_mib },
-        desired: DesiredState::Running,
         observed: ObservedState::Running,
         host: host.map(String::from),
         generation: 1,
-        reason: String::new(),
-        ha: false,
-        ha_priority: 0,
-        require_labels: Default::default(),
-        anti_affinity: None,
-        migration: None,
-        placed_at: 0,
+        ..Vm::new(name, VmSpec { vcpus, memory_mib }, DesiredState::Running)
     }
 }
 

@@ -285,24 +285,17 @@ impl ClusterState {
                 if self.vms.contains_key(name) {
                     return Err(ApplyError::VmExists(name.clone()));
                 }
+                let desired = if *start {
+                    DesiredState::Running
+                } else {
+                    DesiredState::Stopped
+                };
                 let vm = Vm {
-                    name: name.clone(),
-                    spec: *spec,
-                    desired: if *start {
-                        DesiredState::Running
-                    } else {
-                        DesiredState::Stopped
-                    },
-                    observed: ObservedState::Unknown,
-                    host: None,
-                    generation: 0,
-                    reason: String::new(),
                     ha: *ha,
                     ha_priority: *ha_priority,
                     require_labels: require_labels.clone(),
                     anti_affinity: anti_affinity.clone(),
-                    migration: None,
-                    placed_at: 0,
+                    ..Vm::new(name, *spec, desired)
                 };
                 self.vms.insert(name.clone(), vm.clone());
                 Ok(Reply::Vm(vm))

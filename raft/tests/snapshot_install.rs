@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use drover_proto::raft::v1::raft_service_server::RaftServiceServer;
 use drover_raft::backup;
-use drover_raft::model::{ClusterState, DesiredState, ObservedState, Vm, VmSpec};
+use drover_raft::model::{ClusterState, DesiredState, Vm, VmSpec};
 use drover_raft::network::{RaftGrpcService, MAX_MESSAGE_BYTES};
 use drover_raft::snapshot_schedule::SnapshotSchedule;
 use drover_raft::store::SmData;
@@ -36,24 +36,14 @@ fn big_state(vms: usize) -> SmData {
         let name = format!("vm-{i:06}");
         state.vms.insert(
             name.clone(),
-            Vm {
-                name,
-                spec: VmSpec {
+            Vm::new(
+                &name,
+                VmSpec {
                     vcpus: 1,
                     memory_mib: 512,
                 },
-                desired: DesiredState::Stopped,
-                observed: ObservedState::Unknown,
-                host: None,
-                generation: 0,
-                reason: String::new(),
-                ha: false,
-                ha_priority: 0,
-                require_labels: Default::default(),
-                anti_affinity: None,
-                migration: None,
-                placed_at: 0,
-            },
+                DesiredState::Stopped,
+            ),
         );
     }
     SmData {

@@ -63,23 +63,16 @@ mod tests {
     }
 
     fn vm(name: &str, host: Option<&str>, generation: u64) -> Vm {
+        let spec = VmSpec {
+            vcpus: 1,
+            memory_mib: 64,
+        };
         Vm {
-            name: name.into(),
-            spec: VmSpec {
-                vcpus: 1,
-                memory_mib: 64,
-            },
-            desired: DesiredState::Running,
             observed: ObservedState::Running,
             host: host.map(Into::into),
             generation,
-            reason: String::new(),
             ha: true,
-            ha_priority: 0,
-            require_labels: Default::default(),
-            anti_affinity: None,
-            migration: None,
-            placed_at: 0,
+            ..Vm::new(name, spec, DesiredState::Running)
         }
     }
 

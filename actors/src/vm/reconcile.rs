@@ -191,23 +191,15 @@ mod tests {
     }
 
     fn vm(desired: DesiredState, host: Option<&str>, observed: ObservedState) -> Vm {
+        let spec = VmSpec {
+            vcpus: 1,
+            memory_mib: 256,
+        };
         Vm {
-            name: "web".into(),
-            spec: VmSpec {
-                vcpus: 1,
-                memory_mib: 256,
-            },
-            desired,
             observed,
             host: host.map(Into::into),
             generation: u64::from(host.is_some()),
-            reason: String::new(),
-            ha: false,
-            ha_priority: 0,
-            require_labels: Default::default(),
-            anti_affinity: None,
-            migration: None,
-            placed_at: 0,
+            ..Vm::new("web", spec, desired)
         }
     }
 

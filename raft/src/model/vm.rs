@@ -47,6 +47,28 @@ pub enum DesiredState {
     Deleted,
 }
 
+impl Vm {
+    /// A new VM as `CreateVm` makes it: unplaced, generation 0, nothing observed, no
+    /// placement policy and not HA. Everything else is set on the result.
+    pub fn new(name: &str, spec: VmSpec, desired: DesiredState) -> Self {
+        Self {
+            name: name.to_string(),
+            spec,
+            desired,
+            observed: ObservedState::Unknown,
+            host: None,
+            generation: 0,
+            reason: String::new(),
+            ha: false,
+            ha_priority: 0,
+            require_labels: Labels::new(),
+            anti_affinity: None,
+            migration: None,
+            placed_at: 0,
+        }
+    }
+}
+
 impl DesiredState {
     pub fn as_str(self) -> &'static str {
         match self {

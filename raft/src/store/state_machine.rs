@@ -675,7 +675,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{DesiredState, ObservedState, Vm, VmSpec};
+    use crate::model::{DesiredState, Vm, VmSpec};
     use crate::LogId;
     use openraft::CommittedLeaderId;
 
@@ -684,24 +684,11 @@ mod tests {
     #[test]
     fn a_batch_cut_short_is_finished_on_open() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let vm = Vm {
-            name: "web".into(),
-            spec: VmSpec {
-                vcpus: 1,
-                memory_mib: 64,
-            },
-            desired: DesiredState::Stopped,
-            observed: ObservedState::Unknown,
-            host: None,
-            generation: 0,
-            reason: String::new(),
-            ha: false,
-            ha_priority: 0,
-            require_labels: Default::default(),
-            anti_affinity: None,
-            migration: None,
-            placed_at: 0,
+        let spec = VmSpec {
+            vcpus: 1,
+            memory_mib: 64,
         };
+        let vm = Vm::new("web", spec, DesiredState::Stopped);
         let applied = Some(LogId::new(CommittedLeaderId::new(1, 1), 7));
         // One handle throughout: `open` reads the trees, and reopening a directory right
         // after a drop can race sled's release of its lock (see tests/store_reopen.rs).
