@@ -1,8 +1,10 @@
 //! `Flusher`: group commit for the log. One thread owns the log's fsyncs: an append queues
 //! its `LogFlushed` callback and returns, and the thread flushes once for every callback
-//! queued before that flush began, then fires them in order. Under load one flush covers
-//! many appends, and no append waits for a hand-off to tokio's blocking pool (the profile
-//! of issue 10 put a third of the controllers' CPU in thread switches, one per flush).
+//! queued before that flush began, then fires them in order, so an append never waits
+//! for its own flush nor for a hand-off to tokio's blocking pool. Measured (BENCHMARKS.md,
+//! issue 10, session 6): no throughput change by itself — the switches the profile blamed
+//! came from sled's batches, not from these hand-offs — and openraft 0.9 still waits for
+//! each flush before its next batch, so one flush seldom covers more than one append.
 //!
 //! The blocking `sled::Db::flush` is used, never `flush_async` (see `super::flush`).
 
