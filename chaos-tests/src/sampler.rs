@@ -61,6 +61,8 @@ impl Samples {
 
 pub struct Sampler {
     stop: watch::Sender<bool>,
+    /// The newest round, for tests that wait until the sampler has seen something.
+    latest: watch::Receiver<Option<Sample>>,
     task: JoinHandle<Samples>,
 }
 
@@ -105,17 +107,48 @@ impl Sampler {
         let (stop, mut stopped) = watch::channel(false);
         // One round before returning, so every run has a sample from before the fault.
         let first = round(probe.as_ref(), &sources).await;
+        let (publish, latest) = watch::channel(Some(first.clone()));
         let task = tokio::spawn(async move {
             let mut samples = Samples(vec![first]);
             loop {
-                samples.0.push(round(probe.as_ref(), &sources).await);
+                let sample = round(probe.as_ref(), &sources).await;
+                publish.send_replace(Some(sample.clone()));
+                samples.0.push(sample);
                 tokio::select! {
                     _ = tokio::time::sleep(ROUND) => {}
                     _ = stopped.wait_for(|s| *s) => return samples,
                 }
             }
         });
-        Ok(Sampler { stop, task })
+        Ok(Sampler { stop, latest, task })
+    }
+
+    /// Waits, at most `within`, for a round in which `vm` is active on a host other than
+    /// `not`: a round is slow under load (a `virsh` per libvirt host), so a move the state
+    /// already shows may not have been sampled yet.
+    pub async fn wait_active_elsewhere(
+        &self,
+        vm: &str,
+        not: &str,
+        within: Duration,
+    ) -> anyhow::Result<()> {
+        let mut latest = self.latest.clone();
+        let seen = latest.wait_for(|s| {
+            s.as_ref().is_some_and(|s| {
+                s.active
+                    .get(vm)
+                    .is_some_and(|hosts| hosts.iter().any(|h| h != not))
+            })
+        });
+        // The guard `wait_for` returns borrows `latest`: drop it before matching.
+        let outcome = tokio::time::timeout(within, seen)
+            .await
+            .map(|r| r.map(drop));
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => anyhow::bail!("the sampler stopped"),
+            Err(_) => anyhow::bail!("no round saw {vm} active off {not} within {within:?}"),
+        }
     }
 
     /// Samples `hosts` (name, libvirt URI) straight from libvirt, counting only running

@@ -104,6 +104,12 @@ async fn frozen_hostd_is_fenced_by_its_watchdog_before_the_restart() -> anyhow::
         frozen.elapsed()
     );
 
+    // The state says it runs elsewhere; the sampler must have seen it too before q1 comes
+    // back (its rounds are slow under load).
+    sampler
+        .wait_active_elsewhere(&vm, "q1", Duration::from_secs(30))
+        .await?;
+
     eprintln!("phase: SIGCONT; q1 reports, is reconciled and trusted again");
     hostd.signal(Signal::SIGCONT)?;
     wait_until("q1 up again", Duration::from_secs(20), || async {

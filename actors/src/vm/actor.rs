@@ -120,7 +120,8 @@ impl Actor for VmActor {
 impl Handler<Observe> for VmActor {
     type Result = ();
     fn handle(&mut self, msg: Observe, ctx: &mut Self::Context) {
-        let changed = self.obs.as_ref() != Some(&msg.0);
+        // Every heartbeat renews `listed_after`; only news is worth a reconcile.
+        let changed = msg.0.news_over(self.obs.as_ref());
         self.obs = Some(msg.0);
         if changed {
             self.reconcile(ctx);

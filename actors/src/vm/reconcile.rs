@@ -21,6 +21,16 @@ pub struct Observation {
 }
 
 impl Observation {
+    /// Whether `other` tells the actor anything this one did not: a new listing of the
+    /// same settled domain does not, except that a later "missing" may now be believed
+    /// (`listed_after` grew past the placement).
+    pub fn news_over(&self, other: Option<&Observation>) -> bool {
+        let Some(o) = other else { return true };
+        (&self.host, self.state, self.generation, self.busy)
+            != (&o.host, o.state, o.generation, o.busy)
+            || (self.state == ObservedState::Missing && self.listed_after != o.listed_after)
+    }
+
     /// A report of the domain not being on `host`, listed after `listed_after` placements.
     pub fn missing(host: &str, listed_after: u64) -> Self {
         Self {
@@ -387,6 +397,24 @@ mod tests {
             assert_eq!(decide(&v, &s, Some(&listed(6))), Action::Wait, "{case}");
             assert_eq!(decide(&v, &s, Some(&listed(7))), fresh, "{case}");
         }
+    }
+
+    #[test]
+    fn a_relisting_is_news_only_when_it_may_prove_missing() {
+        let running = on_h1(O::Running);
+        let relisted = Observation {
+            listed_after: 9,
+            ..running.clone()
+        };
+        assert!(running.news_over(None));
+        assert!(!relisted.news_over(Some(&running)));
+        assert!(on_h1(O::ShutOff).news_over(Some(&running)));
+        let missing = on_h1(O::Missing);
+        let later = Observation {
+            listed_after: 9,
+            ..missing.clone()
+        };
+        assert!(later.news_over(Some(&missing)));
     }
 
     #[test]
