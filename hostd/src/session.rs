@@ -144,7 +144,11 @@ async fn run(
                         debug!(%host, term = again.term, "Repeated Hello ignored");
                     }
                     Some(RequestKind::Grant(grant)) => {
-                        after_grant = after_grant.max(grant.seq);
+                        // Only a grant this session asked for: a seq from an earlier
+                        // session would name grants this one has not had yet.
+                        if grant.seq <= lease_seq {
+                            after_grant = after_grant.max(grant.seq);
+                        }
                         granted(&shared, &grant).await;
                     }
                     None => debug!(%host, "Empty session request ignored"),

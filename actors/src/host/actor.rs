@@ -83,6 +83,9 @@ pub struct HostActor {
     fencing: bool,
     /// What each grant of the current session told the host.
     marks: GrantMarks,
+    /// Counts sessions opened, so a quorum round begun for one does not grant on the next
+    /// (its request seqs belong to the old session).
+    session_no: u64,
 }
 
 impl HostActor {
@@ -120,6 +123,7 @@ impl HostActor {
             self_fences: 0,
             fencing: false,
             marks: GrantMarks::default(),
+            session_no: 0,
         }
     }
 
@@ -164,6 +168,7 @@ impl HostActor {
                     tracing::info!(host = %act.name, term = act.cx.term, %address, "session open");
                     act.session_tx = Some(tx);
                     act.marks.clear();
+                    act.session_no += 1;
                     act.session = Some(ctx.add_stream(stream));
                 }
                 Err(status) => {
@@ -491,6 +496,7 @@ impl HostActor {
             return;
         }
         self.confirming = true;
+        let session_no = self.session_no;
         let rounds = self.cx.rounds.clone();
         ctx.spawn(
             async move { rounds.confirm().await }
@@ -498,7 +504,10 @@ impl HostActor {
                 .map(move |res, act, ctx| {
                     act.confirming = false;
                     match res {
-                        Ok(()) => act.grant(&batch),
+                        Ok(()) if act.session_no == session_no => act.grant(&batch),
+                        Ok(()) => {
+                            tracing::debug!(host = %act.name, "session changed during the round; its requests lapse");
+                        }
                         Err(e) => {
                             tracing::info!(host = %act.name, term = act.cx.term, error = %e, "leadership not confirmed; no lease granted");
                         }

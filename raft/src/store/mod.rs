@@ -107,6 +107,10 @@ fn open_log_db(dir: &Path, sm_db: &sled::Db) -> Result<sled::Db, OpenError> {
         copy.flush().map_err(sled_err(&tmp))?;
         drop(copy);
         std::fs::rename(&tmp, &log_dir).map_err(|e| io_open(&log_dir, e))?;
+        // The rename must be on disk before the old trees are dropped below.
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_open(dir, e))?;
         tracing::info!(path = %dir.display(), entries, "store migrated: the Raft log has a Db of its own");
     }
     let log_db = open_db(&log_dir)?;
