@@ -84,7 +84,18 @@ impl ChildProcess {
         let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
             .await
             .with_context(|| format!("{name} did not say it is ready"))??
-            .with_context(|| format!("{name} exited at start; see {}", log.display()))?;
+            .with_context(|| {
+                // The log lives in a temporary directory that is gone once the test fails:
+                // say why here.
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(8).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                format!(
+                    "{name} exited at start; the end of {}:\n{}",
+                    log.display(),
+                    tail.join("\n")
+                )
+            })?;
         let addr = line
             .strip_prefix(ready)
             .with_context(|| format!("{name}: unexpected first line {line:?}"))?

@@ -421,9 +421,20 @@ impl ClusterState {
                 if vm.observed == ObservedState::Starting && *observed == ObservedState::Missing {
                     return Err(ApplyError::StartUnconfirmed(name.clone()));
                 }
+                let came_up = !vm.observed.is_active() && observed.is_active();
                 vm.observed = *observed;
                 vm.reason.clone_from(reason);
-                Ok(Reply::Vm(vm.clone()))
+                // A domain that came up counts like a placement: a listing made before the
+                // start was handled (and delivered after its answer) must not call it
+                // missing; only one made after the host heard of this may.
+                if came_up {
+                    let (host, generation) = (vm.host.clone(), vm.generation);
+                    self.place(name, host, generation);
+                }
+                Ok(self
+                    .vms
+                    .get(name)
+                    .map_or(Reply::Nothing, |vm| Reply::Vm(vm.clone())))
             }
             Command::CreateToken { token } => self.create_token(token),
             Command::RevokeToken { id } => self.revoke_token(id),

@@ -243,7 +243,9 @@ fn migration_completes_with_a_new_generation_or_stays_put() {
 /// A migration's destination has the domain before the state places the VM there, so a
 /// listing of that host made before the migration ended shows it missing. Recorded, that
 /// "missing" would confirm the VM off and let a cold move start a second copy; `apply`
-/// takes "missing" only from a listing made after the VM's placement.
+/// takes "missing" only from a listing made after the VM's placement. The same holds for
+/// a start: a listing made before hostd ran it may arrive after the start's answer, so a
+/// guest coming up counts as a placement too.
 #[test]
 fn a_listing_from_before_a_migration_ended_cannot_call_the_vm_missing() {
     let missing = |generation, listed_after| Command::VmObserved {
@@ -258,16 +260,17 @@ fn a_listing_from_before_a_migration_ended_cannot_call_the_vm_missing() {
         host_up(&mut s, h);
     }
     running_vm(&mut s, "a", "h1");
-    assert_eq!((s.placements, s.vms["a"].placed_at), (1, 1));
+    // Placed, then seen running: both count.
+    assert_eq!((s.placements, s.vms["a"].placed_at), (2, 2));
     // What a grant sent to h2 before the migration ended told it.
     let told_h2 = s.placements;
     let op = op_id(ok(&mut s, migrate("a", 1, "h2")));
     ok(&mut s, finish(op, OpState::Succeeded));
-    assert_eq!((s.placements, s.vms["a"].placed_at), (2, 2));
+    assert_eq!((s.placements, s.vms["a"].placed_at), (3, 3));
 
     let e = refused(&mut s, missing(2, told_h2));
     assert!(matches!(e, ApplyError::StaleListing { .. }), "{e}");
-    assert!(e.to_string().contains("placed at 2"), "{e}");
+    assert!(e.to_string().contains("placed at 3"), "{e}");
     // So the VM still counts as running on h2 and cannot be cold-moved.
     assert!(matches!(
         refused(
@@ -304,7 +307,7 @@ fn a_listing_from_before_a_migration_ended_cannot_call_the_vm_missing() {
         },
     );
     // Every placement counts: the move, then a start.
-    assert_eq!((s.placements, s.vms["a"].placed_at), (3, 3));
+    assert_eq!((s.placements, s.vms["a"].placed_at), (4, 4));
     ok(
         &mut s,
         Command::BeginStart {
@@ -312,7 +315,48 @@ fn a_listing_from_before_a_migration_ended_cannot_call_the_vm_missing() {
             expected_generation: 3,
         },
     );
-    assert_eq!((s.placements, s.vms["a"].placed_at), (4, 4));
+    assert_eq!((s.placements, s.vms["a"].placed_at), (5, 5));
+
+    // The start is answered (running, recorded) before a heartbeat listed just before
+    // hostd ran it arrives: that listing knew of the start (placement 5) but not of the
+    // guest coming up, which counts too. Believed, it would confirm a running VM off.
+    let listed_before_the_start_ran = s.placements;
+    ok(
+        &mut s,
+        Command::VmObserved {
+            name: "a".into(),
+            generation: 4,
+            observed: ObservedState::Running,
+            reason: String::new(),
+            listed_after: 0,
+        },
+    );
+    assert_eq!((s.placements, s.vms["a"].placed_at), (6, 6));
+    let e = refused(&mut s, missing(4, listed_before_the_start_ran));
+    assert!(matches!(e, ApplyError::StaleListing { .. }), "{e}");
+    assert!(matches!(
+        refused(
+            &mut s,
+            Command::PlaceVm {
+                name: "a".into(),
+                host: "h1".into(),
+                expected_generation: 4,
+            }
+        ),
+        ApplyError::VmMayStillRun { .. }
+    ));
+    // Paused -> running is no news: the count stays.
+    ok(
+        &mut s,
+        Command::VmObserved {
+            name: "a".into(),
+            generation: 4,
+            observed: ObservedState::Paused,
+            reason: String::new(),
+            listed_after: 0,
+        },
+    );
+    assert_eq!(s.placements, 6);
 }
 
 #[test]

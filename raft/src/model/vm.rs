@@ -47,6 +47,13 @@ pub enum DesiredState {
     Deleted,
 }
 
+impl ObservedState {
+    /// The domain runs or is paused: it holds the guest's memory.
+    pub fn is_active(self) -> bool {
+        matches!(self, ObservedState::Running | ObservedState::Paused)
+    }
+}
+
 impl Vm {
     /// A new VM as `CreateVm` makes it: unplaced, generation 0, nothing observed, no
     /// placement policy and not HA. Everything else is set on the result.
@@ -140,9 +147,10 @@ pub struct Vm {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration: Option<u64>,
     /// [`ClusterState::placements`](super::ClusterState::placements) when the VM got its
-    /// current host and generation. A host's listing without the domain proves it is not
-    /// there only if the listing was made after this: a migration's destination has the
-    /// domain before the state says so, and an older listing would call it missing.
+    /// current host and generation, or its domain was last recorded coming up there. A
+    /// host's listing without the domain proves it is not there only if the listing was
+    /// made after this: a migration's destination has the domain before the state says
+    /// so, and a start may be answered before a listing made just before it arrives.
     #[serde(default)]
     pub placed_at: u64,
 }
