@@ -26,25 +26,11 @@ fn entry(index: u64, cmd: Command) -> Entry {
 /// tests in parallel). So this waits, bounded, for that lock itself: it takes and releases
 /// it the way sled takes it (`flock`), and only then opens.
 fn reopen(dir: &Path) -> Result<(LogStore, StateMachineStore), OpenError> {
-    use nix::errno::Errno;
-    use nix::fcntl::{Flock, FlockArg};
-
     // Both `Db`s: the state machine's and the log's (absent if the store never opened).
     let log_db = dir.join("log").join("db");
     let files = [Some(dir.join("db")), log_db.exists().then_some(log_db)];
     for file in files.into_iter().flatten() {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let handle = std::fs::File::open(&file).expect("the first open created the db file");
-            match Flock::lock(handle, FlockArg::LockExclusiveNonblock) {
-                // Released when dropped here, before sled takes it.
-                Ok(_free) => break,
-                Err((_, Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err((_, e)) => panic!("waiting for sled to release {}: {e}", file.display()),
-            }
-        }
+        wait_unlocked(&file);
     }
     store::open(dir)
 }
@@ -320,16 +306,21 @@ async fn a_store_of_the_one_db_layout_is_migrated_on_open() -> anyhow::Result<()
     Ok(())
 }
 
-/// Waits, bounded, until no one holds sled's lock on `file` (see `reopen`).
+/// Waits, bounded, until no one holds sled's lock on `file` (see `reopen`). A `flock`
+/// has no notification, so this polls.
 fn wait_unlocked(file: &Path) {
+    use nix::errno::Errno;
     use nix::fcntl::{Flock, FlockArg};
     let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        let handle = std::fs::File::open(file).expect("db file exists");
-        if Flock::lock(handle, FlockArg::LockExclusiveNonblock).is_ok() {
-            return;
+    loop {
+        let handle = std::fs::File::open(file).expect("the first open created the db file");
+        match Flock::lock(handle, FlockArg::LockExclusiveNonblock) {
+            // Released when dropped here, before sled takes it.
+            Ok(_free) => return,
+            Err((_, Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err((_, e)) => panic!("waiting for sled to release {}: {e}", file.display()),
         }
-        std::thread::sleep(Duration::from_millis(10));
     }
-    panic!("{} still locked after 30 s", file.display());
 }
