@@ -131,8 +131,7 @@ pub fn decide(vm: &Vm, state: &ClusterState, obs: Option<&Observation>) -> Actio
         // runs: hostd leaves a running domain alone, and the host actor destroys it as
         // stale (`host::stale`); starting again meanwhile would only bump generations.
         Some(g) if g < vm.generation => {
-            let old_runs = matches!(observed, ObservedState::Running | ObservedState::Paused);
-            return if starting && vm.desired == DesiredState::Running && !old_runs {
+            return if starting && vm.desired == DesiredState::Running && !observed.is_active() {
                 Action::Start {
                     host: host.to_string(),
                 }
@@ -159,8 +158,7 @@ pub fn decide(vm: &Vm, state: &ClusterState, obs: Option<&Observation>) -> Actio
             listed_after: o.listed_after,
         };
     }
-    let active = matches!(observed, ObservedState::Running | ObservedState::Paused);
-    match (vm.desired, active) {
+    match (vm.desired, observed.is_active()) {
         (DesiredState::Running, false) => Action::Start {
             host: host.to_string(),
         },

@@ -278,8 +278,8 @@ impl StateMachineStore {
 
     /// Writes one applied batch: its redo record, then each write, then the record's
     /// removal (see `redo`: sled's transactions cost a synced write each).
-    fn persist(&self, ws: &WriteSet) -> Result<(), StorageError> {
-        let writes = ws.writes();
+    fn persist(&self, ws: WriteSet) -> Result<(), StorageError> {
+        let writes = ws.into_writes();
         let t = &self.shared.trees;
         let w = |e: sled::Error| io_err(ErrorSubject::StateMachine, ErrorVerb::Write, &e);
         t.meta.insert(REDO, redo::encode(&writes)).map_err(w)?;
@@ -376,27 +376,28 @@ struct WriteSet {
 }
 
 impl WriteSet {
-    /// Every write of the batch, the apply position and membership last.
-    fn writes(&self) -> Vec<Write> {
-        let keyed = |tree: TreeId, list: &[(String, Option<Vec<u8>>)]| {
-            list.iter()
-                .map(move |(k, v)| (tree, k.as_bytes().to_vec(), v.clone()))
-                .collect::<Vec<Write>>()
+    /// Every write of the batch, the apply position and membership last. Consumes the
+    /// set: the serialized records move into the writes instead of being copied.
+    fn into_writes(self) -> Vec<Write> {
+        let keyed = |tree: TreeId, list: Vec<(String, Option<Vec<u8>>)>| {
+            list.into_iter()
+                .map(move |(k, v)| (tree, k.into_bytes(), v))
         };
-        let mut all = keyed(TreeId::Hosts, &self.hosts);
-        all.extend(keyed(TreeId::Vms, &self.vms));
-        all.extend(keyed(TreeId::Requests, &self.requests));
-        all.extend(keyed(TreeId::Events, &self.events));
-        let meta = |key: &[u8], value: &[u8]| (TreeId::Meta, key.to_vec(), Some(value.to_vec()));
-        all.push(meta(HA, &self.ha));
-        all.push(meta(PLACEMENT, &self.placement));
-        all.push(meta(TOKENS, &self.tokens));
-        all.push(meta(PLACEMENTS, &self.placements));
-        if let Some(ops) = &self.ops {
+        let meta = |key: &[u8], value: Vec<u8>| (TreeId::Meta, key.to_vec(), Some(value));
+        let mut all: Vec<Write> = keyed(TreeId::Hosts, self.hosts)
+            .chain(keyed(TreeId::Vms, self.vms))
+            .chain(keyed(TreeId::Requests, self.requests))
+            .chain(keyed(TreeId::Events, self.events))
+            .collect();
+        all.push(meta(HA, self.ha));
+        all.push(meta(PLACEMENT, self.placement));
+        all.push(meta(TOKENS, self.tokens));
+        all.push(meta(PLACEMENTS, self.placements));
+        if let Some(ops) = self.ops {
             all.push(meta(OPS, ops));
         }
-        all.push(meta(MEMBERSHIP, &self.membership));
-        all.push(meta(LAST_APPLIED, &self.last_applied));
+        all.push(meta(MEMBERSHIP, self.membership));
+        all.push(meta(LAST_APPLIED, self.last_applied));
         all
     }
 }
@@ -599,7 +600,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
             ws
         };
-        self.persist(&ws)?;
+        self.persist(ws)?;
         metrics::histogram!("drover_raft_apply_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("drover_raft_applied_entries_total").increment(results.len() as u64);
         for t in touched {
