@@ -52,6 +52,9 @@ impl ClusterState {
             Command::RecordEvent { .. } => Touched::Nothing,
             // Persisted with every batch, like the placement policy (see `apply_tokens`).
             Command::CreateToken { .. } | Command::RevokeToken { .. } => Touched::Nothing,
+            // The state machine unpacks a batch entry and applies its requests one by one;
+            // one that reaches here is nested.
+            Command::Batch { .. } => return (Err(ApplyError::NestedBatch), Touched::Nothing),
             Command::StartMigration { vm, dst, .. } => Touched::Many(vec![
                 Touched::Vm(vm.clone()),
                 Touched::Host(dst.clone()),
@@ -438,6 +441,7 @@ impl ClusterState {
             }
             Command::CreateToken { token } => self.create_token(token),
             Command::RevokeToken { id } => self.revoke_token(id),
+            Command::Batch { .. } => Err(ApplyError::NestedBatch),
             Command::RemoveVm {
                 name,
                 expected_generation,

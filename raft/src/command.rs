@@ -202,6 +202,13 @@ pub enum Command {
     RevokeToken {
         id: String,
     },
+    /// Writes that arrived together, committed as one log entry (group commit, see
+    /// `raft::write_batch`) and applied one after the other exactly as if each had its own
+    /// entry: each with its own request id and its own result. Only ever a whole entry: a
+    /// batch inside a batch is refused.
+    Batch {
+        requests: Vec<Request>,
+    },
 }
 
 /// This machine's wall clock in Unix milliseconds, for the times commands carry (read by
@@ -259,6 +266,7 @@ impl Command {
             Command::SetPlacementPolicy { .. } => "set_placement_policy",
             Command::CreateToken { .. } => "create_token",
             Command::RevokeToken { .. } => "revoke_token",
+            Command::Batch { .. } => "batch",
         }
     }
 }
@@ -311,6 +319,8 @@ pub enum Reply {
     Nothing,
     /// The token created or revoked (its hash, never the secret).
     Token(crate::model::Token),
+    /// One result per request of a `Command::Batch`, in its order.
+    Batch(Vec<ApplyResult>),
 }
 
 /// Why `apply` refused a command. Replicated like any result: every node refuses the same
@@ -438,6 +448,8 @@ pub enum ApplyError {
     UnknownToken(String),
     #[error("The cluster keeps at most {0} tokens: revoke some first")]
     TooManyTokens(usize),
+    #[error("A batch of writes is only ever a whole log entry; it cannot be nested")]
+    NestedBatch,
 }
 
 /// The state machine's answer to one log entry.

@@ -3,7 +3,8 @@
 //! - [`model`]: hosts and VMs; [`command`]: the changes to them; `apply`: the
 //!   deterministic state transition every controller runs on every committed entry.
 //! - [`store`]: the sled-backed openraft log store and state machine.
-//! - [`network`]: Raft RPCs over tonic; [`node`]: one controller's Raft member and write path.
+//! - [`network`]: Raft RPCs over tonic; [`node`]: one controller's Raft member and write path;
+//!   [`write_batch`]: group commit of concurrent writes into one log entry.
 
 mod apply;
 mod apply_tokens;
@@ -17,6 +18,7 @@ pub mod node;
 pub mod snapshot_schedule;
 pub mod store;
 mod types;
+pub mod write_batch;
 
 pub use apply::Touched;
 pub use command::{wall_clock_ms, ApplyError, ApplyResult, Command, Reply, Request};

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use drover_proto::raft::v1::raft_service_client::RaftServiceClient;
 use drover_proto::raft::v1::RaftPayload;
-use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, Config, SnapshotPolicy};
 
 use crate::snapshot_schedule::SnapshotSchedule;
@@ -21,6 +21,7 @@ use crate::network::{
     client::peer_channel, Network, MAX_COMMAND_BYTES, MAX_MESSAGE_BYTES, MAX_PAYLOAD_ENTRIES,
 };
 use crate::store::{self, OpenError, StateView};
+use crate::write_batch::WriteBatcher;
 use crate::{NodeId, Raft, RaftMetrics};
 
 /// Raft timings. openraft 0.9 makes a follower wait the leader lease (= the maximum
@@ -102,6 +103,8 @@ struct Inner {
     tls: TlsHandle,
     raft: Raft,
     view: StateView,
+    /// Every local write goes through it (group commit).
+    writes: WriteBatcher,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -157,6 +160,7 @@ impl RaftNode {
             inner: Arc::new(Inner {
                 id: config.id,
                 tls: config.tls.clone(),
+                writes: WriteBatcher::start(raft.clone()),
                 raft,
                 view,
             }),
@@ -236,19 +240,11 @@ impl RaftNode {
         }
     }
 
-    /// Commits `req` only if this node is the leader.
+    /// Commits `req` only if this node is the leader. Writes that arrive together share a
+    /// log entry (see [`crate::write_batch`]); each still gets its own result.
     pub async fn write_local(&self, req: Request) -> Result<ApplyResult, WriteError> {
-        check_size(&req)?;
-        match self.inner.raft.client_write(req).await {
-            Ok(resp) => Ok(resp.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(WriteError::NotLeader {
-                    leader_id: f.leader_id,
-                    leader_addr: f.leader_node.map(|n| n.addr),
-                })
-            }
-            Err(e) => Err(WriteError::Raft(e.to_string())),
-        }
+        let bytes = check_size(&req)?;
+        self.inner.writes.submit(req, bytes).await
     }
 
     pub async fn shutdown(&self) {
@@ -258,8 +254,8 @@ impl RaftNode {
     }
 }
 
-/// Refuses a request whose log entry would exceed [`MAX_COMMAND_BYTES`].
-fn check_size(req: &Request) -> Result<(), WriteError> {
+/// Refuses a request whose log entry would exceed [`MAX_COMMAND_BYTES`]; returns its size.
+fn check_size(req: &Request) -> Result<usize, WriteError> {
     // Entries are JSON in the log and on the wire; the count is what they will weigh.
     let bytes = serde_json::to_vec(req).map_or(usize::MAX, |v| v.len());
     if bytes > MAX_COMMAND_BYTES {
@@ -268,7 +264,7 @@ fn check_size(req: &Request) -> Result<(), WriteError> {
             max: MAX_COMMAND_BYTES,
         });
     }
-    Ok(())
+    Ok(bytes)
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -76,18 +76,7 @@ fn commands() -> Vec<Command> {
             address: "127.0.0.1:9".into(),
             labels: Default::default(),
         },
-        Command::CreateVm {
-            name: "tmp".into(),
-            spec: VmSpec {
-                vcpus: 1,
-                memory_mib: 64,
-            },
-            start: false,
-            ha: false,
-            ha_priority: 0,
-            require_labels: Default::default(),
-            anti_affinity: None,
-        },
+        create_vm("tmp"),
         Command::SetDesiredState {
             name: "tmp".into(),
             desired: drover_raft::model::DesiredState::Deleted,
@@ -110,6 +99,22 @@ fn commands() -> Vec<Command> {
             token: token("00000000000000aa", 1_000),
         },
     ]
+}
+
+/// A stopped 1-vCPU/64-MiB VM.
+fn create_vm(name: &str) -> Command {
+    Command::CreateVm {
+        name: name.into(),
+        spec: VmSpec {
+            vcpus: 1,
+            memory_mib: 64,
+        },
+        start: false,
+        ha: false,
+        ha_priority: 0,
+        require_labels: Default::default(),
+        anti_affinity: None,
+    }
 }
 
 fn token(id: &str, expires_ms: u64) -> drover_raft::model::Token {
@@ -176,18 +181,6 @@ fn unreadable_record_refuses_to_open() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_retried_request_applies_once_even_across_reopen() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let create = |name: &str| Command::CreateVm {
-        name: name.into(),
-        spec: VmSpec {
-            vcpus: 1,
-            memory_mib: 64,
-        },
-        start: false,
-        ha: false,
-        ha_priority: 0,
-        require_labels: Default::default(),
-        anti_affinity: None,
-    };
     let with_id = |index: u64, cmd: Command| Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
         payload: EntryPayload::Normal(Request {
@@ -198,7 +191,10 @@ async fn a_retried_request_applies_once_even_across_reopen() -> anyhow::Result<(
     let first = {
         let (_log, mut sm) = store::open(dir.path())?;
         let results = sm
-            .apply(vec![with_id(1, create("web")), with_id(2, create("web"))])
+            .apply(vec![
+                with_id(1, create_vm("web")),
+                with_id(2, create_vm("web")),
+            ])
             .await?;
         // The retry answers like the first attempt (not "already exists").
         assert!(results[0].is_ok(), "{results:?}");
@@ -206,12 +202,90 @@ async fn a_retried_request_applies_once_even_across_reopen() -> anyhow::Result<(
         results[0].clone()
     };
     let (_log, mut sm) = reopen(dir.path())?;
-    let results = sm.apply(vec![with_id(3, create("other"))]).await?;
+    let results = sm.apply(vec![with_id(3, create_vm("other"))]).await?;
     assert_eq!(results[0], first, "the remembered result survives a reopen");
     sm.view().read(|d| {
         assert_eq!(d.state.vms.keys().collect::<Vec<_>>(), ["web"]);
         assert_eq!(d.requests.len(), 1);
     });
+    Ok(())
+}
+
+/// A `Command::Batch` entry (group commit) applies its requests one after the other as if
+/// each had its own entry: its own result in order, a refusal that touches nothing else,
+/// exactly-once by request id inside the batch and across a reopen, and no nesting.
+#[tokio::test]
+async fn a_batch_entry_applies_each_request_as_its_own() -> anyhow::Result<()> {
+    use drover_raft::{ApplyError, Reply};
+    let dir = tempfile::tempdir()?;
+    let req = |id: &str, command: Command| Request {
+        id: Some(id.into()),
+        command,
+    };
+    let batch = |index: u64, requests: Vec<Request>| entry(index, Command::Batch { requests });
+    let results = {
+        let (_log, mut sm) = store::open(dir.path())?;
+        let mut results = sm
+            .apply(vec![batch(
+                1,
+                vec![
+                    req("a", create_vm("web")),
+                    req("b", create_vm("web")), // refused: exists (after "a" in the same entry)
+                    req("a", create_vm("other")), // a retry of "a": its first result, no "other"
+                    Request::anonymous(create_vm("db")),
+                    req("n", Command::Batch { requests: vec![] }),
+                ],
+            )])
+            .await?;
+        assert_eq!(results.len(), 1);
+        let Ok(Reply::Batch(each)) = results.remove(0) else {
+            panic!("not a batch reply: {results:?}");
+        };
+        assert_eq!(each.len(), 5);
+        assert!(
+            matches!(&each[0], Ok(Reply::Vm(vm)) if vm.name == "web"),
+            "{each:?}"
+        );
+        assert_eq!(each[1], Err(ApplyError::VmExists("web".into())));
+        assert_eq!(each[2], each[0]);
+        assert!(
+            matches!(&each[3], Ok(Reply::Vm(vm)) if vm.name == "db"),
+            "{each:?}"
+        );
+        assert_eq!(each[4], Err(ApplyError::NestedBatch));
+        each
+    };
+    let (_log, mut sm) = reopen(dir.path())?;
+    sm.view().read(|d| {
+        assert_eq!(d.state.vms.keys().collect::<Vec<_>>(), ["db", "web"]);
+        let slots = |id: &str| d.requests.get(id).map(|r| (r.index, r.slot));
+        assert_eq!(slots("a"), Some((1, 0)));
+        assert_eq!(slots("b"), Some((1, 1)));
+        assert_eq!(slots("n"), Some((1, 4)));
+    });
+    // Retries after the reopen, lone or batched, still get the first results.
+    let again = sm
+        .apply(vec![
+            Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), 2),
+                payload: EntryPayload::Normal(req("b", create_vm("web2"))),
+            },
+            batch(
+                3,
+                vec![req("a", create_vm("x")), req("c", create_vm("web"))],
+            ),
+        ])
+        .await?;
+    assert_eq!(again[0], results[1]);
+    assert_eq!(
+        again[1],
+        Ok(Reply::Batch(vec![
+            results[0].clone(),
+            Err(ApplyError::VmExists("web".into()))
+        ]))
+    );
+    sm.view()
+        .read(|d| assert_eq!(d.state.vms.keys().collect::<Vec<_>>(), ["db", "web"]));
     Ok(())
 }
 

@@ -53,6 +53,8 @@ pub fn apply_error(e: &ApplyError) -> Status {
         ApplyError::WrongOperation { .. } => Status::invalid_argument(msg),
         // Only the leader's own host actors send this; a client never can.
         ApplyError::DeadNeedsReason(_) => Status::invalid_argument(msg),
+        // Only the write path makes batches, and never nested: an internal error.
+        ApplyError::NestedBatch => Status::internal(msg),
     }
 }
 

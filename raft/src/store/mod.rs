@@ -6,6 +6,7 @@
 //! committed). State machine `Db` (`store`): `sm_meta` (last applied, membership, …),
 //! `sm_hosts`, `sm_vms`, `sm_requests`, `sm_events`, `sm_snapshot`.
 
+mod apply_request;
 mod flusher;
 mod log;
 mod redo;

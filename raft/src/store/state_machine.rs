@@ -13,10 +13,11 @@ use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use super::apply_request::{Applied, Slot};
 use super::io_err;
 use super::redo::{self, TreeId, Write};
 use crate::apply::Touched;
-use crate::command::{ApplyResult, Reply};
+use crate::command::{ApplyResult, Command, Reply, Request};
 use crate::dedup::{Dedup, Remembered};
 use crate::model::{ClusterState, Event, EventLog, Host, Vm};
 use crate::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
@@ -539,36 +540,28 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let started = std::time::Instant::now();
         let mut results = Vec::new();
-        let mut touched = Vec::new();
+        let mut applied = Applied::default();
         let ws = {
             let mut data = self.write_data();
-            let mut request_writes: Vec<(String, bool)> = Vec::new();
             for entry in entries {
                 data.last_applied = Some(entry.log_id);
                 match entry.payload {
                     EntryPayload::Blank => results.push(Ok(Reply::Nothing)),
+                    EntryPayload::Normal(Request {
+                        id: None,
+                        command: Command::Batch { requests },
+                    }) => {
+                        // Group commit: every request as if it had an entry of its own.
+                        let mut each = Vec::with_capacity(requests.len());
+                        for (slot, req) in requests.into_iter().enumerate() {
+                            let at = Slot::new(entry.log_id.index, slot);
+                            each.push(data.apply_request(at, req, &mut applied));
+                        }
+                        results.push(Ok(Reply::Batch(each)));
+                    }
                     EntryPayload::Normal(req) => {
-                        // A retried request gets its first result, and changes nothing.
-                        if let Some(prev) = req.id.as_deref().and_then(|id| data.requests.get(id)) {
-                            tracing::debug!(index = entry.log_id.index, %req, first = prev.index, "duplicate request");
-                            results.push(prev.result.clone());
-                            continue;
-                        }
-                        let (result, t) = data.state.apply(&req.command);
-                        if let Err(e) = &result {
-                            tracing::debug!(index = entry.log_id.index, %req, error = %e, "command refused");
-                        }
-                        if let Some(id) = req.id {
-                            for evicted in
-                                data.requests
-                                    .insert(id.clone(), entry.log_id.index, result.clone())
-                            {
-                                request_writes.push((evicted, false));
-                            }
-                            request_writes.push((id, true));
-                        }
-                        touched.extend(t.flatten());
-                        results.push(result);
+                        let at = Slot::new(entry.log_id.index, 0);
+                        results.push(data.apply_request(at, req, &mut applied));
                     }
                     EntryPayload::Membership(m) => {
                         data.membership = StoredMembership::new(Some(entry.log_id), m);
@@ -579,7 +572,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             // Serialize only what this batch touched, under the lock, so the write set is
             // exactly the state readers now see.
             let mut ws = WriteSet::position(&data)?;
-            for t in &touched {
+            for t in &applied.touched {
                 match t {
                     Touched::Host(n) => ws.host(&data, n)?,
                     Touched::Vm(n) => ws.vm(&data, n)?,
@@ -594,7 +587,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     Touched::Many(_) | Touched::Nothing => {}
                 }
             }
-            for (id, keep) in &request_writes {
+            for (id, keep) in &applied.request_writes {
                 let remembered = if *keep { data.requests.get(id) } else { None };
                 ws.request(id, remembered)?;
             }
@@ -603,7 +596,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.persist(ws)?;
         metrics::histogram!("drover_raft_apply_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("drover_raft_applied_entries_total").increment(results.len() as u64);
-        for t in touched {
+        for t in applied.touched {
             let change = match t {
                 Touched::Host(n) => Change::Host(n),
                 Touched::Vm(n) => Change::Vm(n),
