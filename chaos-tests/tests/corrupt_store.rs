@@ -4,12 +4,19 @@
 
 use std::time::Duration;
 
+use drover_chaos_tests::client::{ClientConfig, LeaderClient};
 use drover_chaos_tests::{wait_until, Cluster, ClusterSpec};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_store_refuses_to_start_and_recovers_by_rejoining() -> anyhow::Result<()> {
+    // Snapshots every 2 writes: the state machine's durable form is its snapshot.
     let mut cluster = Cluster::start(ClusterSpec {
         hosts: 0,
+        controller_args: vec![
+            "--snapshot-logs".into(),
+            "2".into(),
+            "--snapshot-fixed".into(),
+        ],
         ..Default::default()
     })
     .await?;
@@ -18,13 +25,28 @@ async fn corrupt_store_refuses_to_start_and_recovers_by_rejoining() -> anyhow::R
     }
     let leader = cluster.wait_for_leader(None).await?;
     let victim = if leader == 3 { 2 } else { 3 };
+    let victim_addr = cluster.addrs()[(victim - 1) as usize].clone();
+    let client = LeaderClient::new(&cluster.addrs(), ClientConfig::default())?;
+    wait_until(
+        "the victim took a snapshot",
+        Duration::from_secs(15),
+        || async {
+            let m = client
+                .local_status(&victim_addr)
+                .await
+                .map_err(|s| s.message().to_string())?;
+            Ok((m.snapshot_index > 0).then_some(()))
+        },
+    )
+    .await?;
 
-    // phase: stop the victim and damage one record of its state machine.
+    // phase: stop the victim and damage its snapshot.
     cluster.kill_controller(victim).await?;
     let data_dir = cluster.controllers[(victim - 1) as usize].data_dir.clone();
     {
         let db = sled::open(data_dir.join("store"))?;
-        db.open_tree("sm_vms")?.insert("a", &b"\x00garbage"[..])?;
+        db.open_tree("sm_snapshot")?
+            .insert("current_data", &b"\x00garbage"[..])?;
         db.flush()?;
     }
 
@@ -37,7 +59,7 @@ async fn corrupt_store_refuses_to_start_and_recovers_by_rejoining() -> anyhow::R
     assert!(!status.success());
     let log = std::fs::read_to_string(data_dir.with_extension("log"))?;
     assert!(
-        log.contains("unreadable") && log.contains("sm_vms"),
+        log.contains("unreadable") && log.contains("sm_snapshot"),
         "{log}"
     );
     assert!(log.contains("rejoining this node"), "{log}");

@@ -15,18 +15,20 @@ use crate::node::WeakRaftNode;
 /// How often the schedule looks.
 const CHECK_EVERY: Duration = Duration::from_millis(500);
 
-/// When snapshots are taken.
+/// When snapshots are taken. Counted in writes (requests applied), not log entries: one
+/// entry may carry a batch of hundreds (`write_batch`). A snapshot is also what bounds a
+/// restart: the state between snapshots is rebuilt by re-applying the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SnapshotSchedule {
-    /// Applied entries between snapshots, at least.
+    /// Applied writes between snapshots, at least.
     pub min_logs: u64,
-    /// Wait for as many entries as the state holds records, when that is more (the
+    /// Wait for as many writes as the state holds records, when that is more (the
     /// server's setting; tests of snapshot mechanics turn it off to snapshot often).
     pub scale_with_state: bool,
 }
 
 impl SnapshotSchedule {
-    /// Pure: whether a snapshot is due with `since` entries applied after the last one
+    /// Pure: whether a snapshot is due with `since` writes applied after the last one
     /// and a state of `state_entries` records.
     pub fn due(&self, since: u64, state_entries: u64) -> bool {
         let every = if self.scale_with_state {
@@ -56,11 +58,10 @@ pub(crate) async fn run(node: WeakRaftNode, schedule: SnapshotSchedule) {
             return;
         }
         let applied = m.last_applied.map_or(0, |l| l.index);
-        let snapshot = m.snapshot.map_or(0, |l| l.index);
-        let entries = node
-            .view()
-            .read(|d| (d.state.vms.len() + d.state.hosts.len() + d.requests.len()) as u64);
-        if schedule.due(applied.saturating_sub(snapshot), entries) {
+        let view = node.view();
+        let records =
+            view.read(|d| (d.state.vms.len() + d.state.hosts.len() + d.requests.len()) as u64);
+        if schedule.due(view.writes_since_snapshot(), records) {
             if let Err(e) = node.raft().trigger().snapshot().await {
                 tracing::debug!(error = %e, "snapshot trigger refused; stopping the schedule");
                 return;

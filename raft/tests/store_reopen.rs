@@ -1,6 +1,7 @@
-//! The sled state machine survives a reopen exactly as applied, a store with an
-//! unreadable record refuses to open with a message naming the problem and the recovery,
-//! and a store of the old layout (one `Db` for log and state) is migrated on open.
+//! The state machine reopens at its snapshot and re-applying the log after it (what
+//! openraft does at start) gives back exactly the state as applied; a store with an
+//! unreadable snapshot refuses to open with a message naming the problem and the
+//! recovery; a store of the old layout (one `Db` for log and state) is migrated on open.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -9,6 +10,7 @@ use drover_raft::model::VmSpec;
 use drover_raft::store::{self, LogStore, OpenError, StateMachineStore};
 use drover_raft::{Command, Entry, LogId, Request};
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
+use openraft::RaftSnapshotBuilder;
 use openraft::{CommittedLeaderId, EntryPayload, RaftLogReader};
 
 fn entry(index: u64, cmd: Command) -> Entry {
@@ -16,6 +18,24 @@ fn entry(index: u64, cmd: Command) -> Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
         payload: EntryPayload::Normal(Request::anonymous(cmd)),
     }
+}
+
+/// What openraft does when a node starts: re-apply the (durable) log after the state
+/// machine's position, which after a reopen is its last snapshot's.
+async fn replay(sm: &mut StateMachineStore, log: &[Entry]) -> anyhow::Result<()> {
+    let at = sm.applied_state().await?.0.map_or(0, |l| l.index);
+    let rest: Vec<Entry> = log
+        .iter()
+        .filter(|e| e.log_id.index > at)
+        .cloned()
+        .collect();
+    sm.apply(rest).await?;
+    Ok(())
+}
+
+async fn snapshot(sm: &mut StateMachineStore) -> anyhow::Result<u64> {
+    let snap = sm.get_snapshot_builder().await.build_snapshot().await?;
+    Ok(snap.meta.last_log_id.map_or(0, |l| l.index))
 }
 
 /// Opens the store in `dir` again once the previous `Db` on it has let go of the directory.
@@ -129,24 +149,33 @@ fn token(id: &str, expires_ms: u64) -> drover_raft::model::Token {
 }
 
 #[tokio::test]
-async fn state_machine_reopens_as_applied() -> anyhow::Result<()> {
+async fn the_state_reopens_at_its_snapshot_and_the_log_rebuilds_the_rest() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let before = {
+    let log: Vec<Entry> = commands()
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| entry(i as u64 + 1, c))
+        .collect();
+    let (at_snapshot, before) = {
         let (_log, mut sm) = store::open(dir.path())?;
-        let entries: Vec<Entry> = commands()
-            .into_iter()
-            .enumerate()
-            .map(|(i, c)| entry(i as u64 + 1, c))
-            .collect();
-        let results = sm.apply(entries).await?;
+        let mut results = sm.apply(log[..4].to_vec()).await?;
+        assert_eq!(snapshot(&mut sm).await?, 4);
+        let at_snapshot = sm.view().read(|d| (d.last_applied, d.state.clone()));
+        results.extend(sm.apply(log[4..].to_vec()).await?);
         assert_eq!(
             results.iter().filter(|r| r.is_err()).count(),
             1,
             "{results:?}"
         );
-        sm.view().read(|d| (d.last_applied, d.state.clone()))
+        (
+            at_snapshot,
+            sm.view().read(|d| (d.last_applied, d.state.clone())),
+        )
     };
     let (_log, mut sm) = reopen(dir.path())?;
+    let reopened = sm.view().read(|d| (d.last_applied, d.state.clone()));
+    assert_eq!(reopened, at_snapshot, "a reopened store is at its snapshot");
+    replay(&mut sm, &log).await?;
     let after = sm.view().read(|d| (d.last_applied, d.state.clone()));
     assert_eq!(before, after);
     assert_eq!(after.0.map(|l| l.index), Some(10));
@@ -160,18 +189,25 @@ async fn state_machine_reopens_as_applied() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[test]
-fn unreadable_record_refuses_to_open() -> anyhow::Result<()> {
+#[tokio::test]
+async fn an_unreadable_snapshot_refuses_to_open() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     {
+        let (_log, mut sm) = store::open(dir.path())?;
+        sm.apply(vec![entry(1, create_vm("web"))]).await?;
+        snapshot(&mut sm).await?;
+    }
+    wait_unlocked(&dir.path().join("db"));
+    {
         let db = sled::open(dir.path())?;
-        db.open_tree("sm_vms")?.insert("web", &b"{not json"[..])?;
+        db.open_tree("sm_snapshot")?
+            .insert("current_data", &b"{not json"[..])?;
         db.flush()?;
     }
     let err = reopen(dir.path()).expect_err("a corrupt store must not open");
     let msg = err.to_string();
     assert!(
-        msg.contains("unreadable") && msg.contains("sm_vms"),
+        msg.contains("unreadable") && msg.contains("sm_snapshot"),
         "{msg}"
     );
     assert!(msg.contains("rejoining this node"), "{msg}");
@@ -188,20 +224,17 @@ async fn a_retried_request_applies_once_even_across_reopen() -> anyhow::Result<(
             command: cmd,
         }),
     };
+    let log = vec![with_id(1, create_vm("web")), with_id(2, create_vm("web"))];
     let first = {
         let (_log, mut sm) = store::open(dir.path())?;
-        let results = sm
-            .apply(vec![
-                with_id(1, create_vm("web")),
-                with_id(2, create_vm("web")),
-            ])
-            .await?;
+        let results = sm.apply(log.clone()).await?;
         // The retry answers like the first attempt (not "already exists").
         assert!(results[0].is_ok(), "{results:?}");
         assert_eq!(results[0], results[1]);
         results[0].clone()
     };
     let (_log, mut sm) = reopen(dir.path())?;
+    replay(&mut sm, &log).await?;
     let results = sm.apply(vec![with_id(3, create_vm("other"))]).await?;
     assert_eq!(results[0], first, "the remembered result survives a reopen");
     sm.view().read(|d| {
@@ -223,20 +256,19 @@ async fn a_batch_entry_applies_each_request_as_its_own() -> anyhow::Result<()> {
         command,
     };
     let batch = |index: u64, requests: Vec<Request>| entry(index, Command::Batch { requests });
+    let log = vec![batch(
+        1,
+        vec![
+            req("a", create_vm("web")),
+            req("b", create_vm("web")), // refused: exists (after "a" in the same entry)
+            req("a", create_vm("other")), // a retry of "a": its first result, no "other"
+            Request::anonymous(create_vm("db")),
+            req("n", Command::Batch { requests: vec![] }),
+        ],
+    )];
     let results = {
         let (_log, mut sm) = store::open(dir.path())?;
-        let mut results = sm
-            .apply(vec![batch(
-                1,
-                vec![
-                    req("a", create_vm("web")),
-                    req("b", create_vm("web")), // refused: exists (after "a" in the same entry)
-                    req("a", create_vm("other")), // a retry of "a": its first result, no "other"
-                    Request::anonymous(create_vm("db")),
-                    req("n", Command::Batch { requests: vec![] }),
-                ],
-            )])
-            .await?;
+        let mut results = sm.apply(log.clone()).await?;
         assert_eq!(results.len(), 1);
         let Ok(Reply::Batch(each)) = results.remove(0) else {
             panic!("not a batch reply: {results:?}");
@@ -256,6 +288,7 @@ async fn a_batch_entry_applies_each_request_as_its_own() -> anyhow::Result<()> {
         each
     };
     let (_log, mut sm) = reopen(dir.path())?;
+    replay(&mut sm, &log).await?;
     sm.view().read(|d| {
         assert_eq!(d.state.vms.keys().collect::<Vec<_>>(), ["db", "web"]);
         let slots = |id: &str| d.requests.get(id).map(|r| (r.index, r.slot));
@@ -289,8 +322,8 @@ async fn a_batch_entry_applies_each_request_as_its_own() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The event log is persisted entry by entry, evicted entries are deleted, and a reopened
-/// store continues the numbering: the same state as before, not just the same count.
+/// The event log comes back bounded and numbered from a snapshot plus the log after it,
+/// and continues the numbering: the same state as before, not just the same count.
 #[tokio::test]
 async fn event_log_reopens_bounded_and_numbered() -> anyhow::Result<()> {
     use drover_raft::model::{EventKind, MAX_EVENTS};
@@ -303,18 +336,22 @@ async fn event_log_reopens_bounded_and_numbered() -> anyhow::Result<()> {
         message: format!("event {i}"),
     };
     let total = MAX_EVENTS as u64 + 5;
+    let log: Vec<Entry> = (1..=total).map(|i| entry(i, record(i))).collect();
     let before = {
         let (_log, mut sm) = store::open(dir.path())?;
-        // Several batches, so evictions cross batch boundaries.
-        for chunk in (1..=total).collect::<Vec<_>>().chunks(300) {
-            let entries: Vec<Entry> = chunk.iter().map(|i| entry(*i, record(*i))).collect();
-            sm.apply(entries).await?;
+        // Several batches, so evictions cross batch boundaries, and a snapshot midway.
+        for (n, chunk) in log.chunks(300).enumerate() {
+            sm.apply(chunk.to_vec()).await?;
+            if n == 1 {
+                snapshot(&mut sm).await?;
+            }
         }
         sm.view().read(|d| d.state.clone())
     };
     assert_eq!(before.events.entries.len(), MAX_EVENTS);
     assert_eq!(before.events.entries.front().map(|e| e.seq), Some(5));
     let (_log, mut sm) = reopen(dir.path())?;
+    replay(&mut sm, &log).await?;
     let after = sm.view().read(|d| d.state.clone());
     assert_eq!(before, after);
     sm.apply(vec![entry(total + 1, record(total + 1))]).await?;

@@ -261,12 +261,13 @@ pub struct ServerArgs {
     /// machine sees spurious elections.
     #[arg(long, default_value = "80-160")]
     pub raft_election_timeout_ms: String,
-    /// Take a snapshot (and compact the log) after this many applied entries at least, or
-    /// after as many entries as the state holds records when that is more (a snapshot
-    /// costs the whole state; this keeps its cost per write constant).
+    /// Take a snapshot (and compact the log) after this many applied writes at least, or
+    /// after as many writes as the state holds records when that is more (a snapshot
+    /// costs the whole state; this keeps its cost per write constant). Between snapshots
+    /// the state is rebuilt at restart by re-applying the log.
     #[arg(long, default_value_t = 10_000)]
     pub snapshot_logs: u64,
-    /// Snapshot every --snapshot-logs entries whatever the state's size (tests that must
+    /// Snapshot every --snapshot-logs writes whatever the state's size (tests that must
     /// cross snapshots often; a big state then pays for a whole snapshot each time).
     #[arg(long)]
     pub snapshot_fixed: bool,

@@ -34,6 +34,11 @@ impl LogStore {
         })
     }
 
+    /// The last entry purged from the log (`None`: nothing purged yet).
+    pub(super) fn last_purged(&self) -> Result<Option<LogId>, StorageError> {
+        self.read_meta(LAST_PURGED, ErrorSubject::Store)
+    }
+
     fn read_meta<T: serde::de::DeserializeOwned>(
         &self,
         key: &[u8],
@@ -171,8 +176,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        // One insert per entry, in index order, not a `sled::Batch`: a batch rolls sled's
-        // I/O buffer twice (a synced write each; see `super::redo`), and atomicity is not
+        // One insert per entry, in index order, not a `sled::Batch`: in sled 0.34 a batch
+        // rolls the I/O buffer before and after (`PageCache::pin_log`), each roll a synced
+        // write handed to sled's pool, whose `notify_all` wakes all seven idle I/O threads
+        // (4,200 writes a second at 2,200 client writes, issue 10), and atomicity is not
         // needed: sled recovers a prefix of the inserts, and openraft relies only on what
         // the flush below covers.
         for entry in entries {

@@ -3,13 +3,12 @@
 //! rest.
 //!
 //! Log `Db` (`store/log`): `raft_log` (index → entry), `raft_meta` (vote, last purged,
-//! committed). State machine `Db` (`store`): `sm_meta` (last applied, membership, …),
-//! `sm_hosts`, `sm_vms`, `sm_requests`, `sm_events`, `sm_snapshot`.
+//! committed). State machine `Db` (`store`): `sm_snapshot` only — the applied state lives
+//! in memory and is durable as the current snapshot plus the log after it.
 
 mod apply_request;
 mod flusher;
 mod log;
-mod redo;
 mod state_machine;
 
 use std::path::Path;
@@ -45,10 +44,8 @@ const LEGACY_LOG_TREES: [&str; 2] = ["raft_log", "raft_meta"];
 
 /// Opens (or creates) the store in `dir` and returns its two halves: the state machine's
 /// `Db` in `dir`, the log's in `dir/log`. Two `Db`s because a sled flush writes back every
-/// tree of its `Db`: with one, every log append's fsync also wrote the applied state
-/// (40 % of the controllers' CPU in the issue-10 profile), which needs no fsync of its own
-/// (openraft re-applies from the log after a crash). A store of the old layout (the log's
-/// trees in the state machine's `Db`) is migrated on open, crash-safely.
+/// tree of its `Db`, and a log flush should write the log's pages only. A store of the old
+/// layout (the log's trees in the state machine's `Db`) is migrated on open, crash-safely.
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), OpenError> {
     let sm_db = open_db(dir)?;
     let log_db = open_log_db(dir, &sm_db)?;
@@ -57,7 +54,8 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), OpenError> {
         what,
     };
     let log = LogStore::open(&log_db).map_err(|e| corrupt(e.to_string()))?;
-    let sm = StateMachineStore::open(&sm_db).map_err(|e| corrupt(e.to_string()))?;
+    let purged = log.last_purged().map_err(|e| corrupt(e.to_string()))?;
+    let sm = StateMachineStore::open(&sm_db, purged).map_err(|e| corrupt(e.to_string()))?;
     Ok((log, sm))
 }
 

@@ -1,11 +1,17 @@
-//! The state machine in sled: the [`ClusterState`] lives in memory for reads and is
-//! written through to the `sm_*` trees, each applied batch behind a redo record (`redo`),
-//! so the persisted state and its `last_applied` never disagree.
+//! The state machine: the [`ClusterState`] in memory, made durable by snapshots and the
+//! Raft log, as etcd's is by its snapshots and WAL. A snapshot (the whole serialized
+//! `SmData`) is stored in tree `sm_snapshot` and flushed before openraft may purge the log
+//! it replaces; between snapshots the applied state is only in memory, and after a restart
+//! openraft re-applies the log from the snapshot up to the commit index it stored
+//! (`save_committed`). The snapshot schedule bounds that replay (`snapshot_schedule`).
 //!
-//! Applied state is not fsynced: after a crash openraft re-applies from the (durable) log
-//! anything past the persisted `last_applied`.
+//! Why not a tree per record any more: writing every applied VM, request and event into
+//! sled took half of all three controllers' CPU at 256 clients (issue 10, session 7;
+//! sled 0.34 rewrites a whole leaf node per insert), and bought nothing a restart needs:
+//! the log has every entry since the snapshot anyway.
 
 use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use openraft::storage::RaftStateMachine;
@@ -15,32 +21,21 @@ use tokio::sync::broadcast;
 
 use super::apply_request::{Applied, Slot};
 use super::io_err;
-use super::redo::{self, TreeId, Write};
 use crate::apply::Touched;
 use crate::command::{ApplyResult, Command, Reply, Request};
-use crate::dedup::{Dedup, Remembered};
-use crate::model::{ClusterState, Event, EventLog, Host, Vm};
+use crate::dedup::Dedup;
+use crate::model::ClusterState;
 use crate::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
-const LAST_APPLIED: &[u8] = b"last_applied";
-const MEMBERSHIP: &[u8] = b"membership";
-/// The cluster-wide HA switch (`drover ha arm|disarm`); written with every batch, it is tiny.
-const HA: &[u8] = b"ha";
-/// The operations table (bounded: running ones plus the newest finished), written when a
-/// batch touched it.
-const OPS: &[u8] = b"ops";
-/// The placement policy; written with every batch, it is tiny.
-const PLACEMENT: &[u8] = b"placement";
-/// Users' bearer tokens (hashes); written with every batch, it is small (capped).
-const TOKENS: &[u8] = b"tokens";
-/// `ClusterState::placements`, the count of VM placement changes; written with every batch.
-const PLACEMENTS: &[u8] = b"placements";
 /// The current snapshot: its metadata (JSON) and its bytes (the serialized `SmData`),
 /// under two keys so that reading the metadata never parses the state.
-/// The batch being written, until it is (`redo`).
-const REDO: &[u8] = b"redo";
+const SNAPSHOT_TREE: &str = "sm_snapshot";
 const SNAPSHOT_META: &[u8] = b"current_meta";
 const SNAPSHOT_DATA: &[u8] = b"current_data";
+
+/// The per-record trees of earlier versions. Their content is in the snapshot and the
+/// log (they were never fsynced on their own), so a store that has them drops them.
+const LEGACY_TREES: [&str; 5] = ["sm_meta", "sm_hosts", "sm_vms", "sm_requests", "sm_events"];
 
 /// Everything the state machine holds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -66,45 +61,14 @@ pub enum Change {
 }
 
 struct Shared {
-    trees: Trees,
+    snapshot: sled::Tree,
     data: RwLock<SmData>,
     changes: broadcast::Sender<Change>,
     db: sled::Db,
-}
-
-#[derive(Clone)]
-struct Trees {
-    meta: sled::Tree,
-    hosts: sled::Tree,
-    vms: sled::Tree,
-    requests: sled::Tree,
-    snapshot: sled::Tree,
-    /// `EventLog::key(seq)` → event.
-    events: sled::Tree,
-}
-
-impl Trees {
-    fn tree(&self, id: TreeId) -> &sled::Tree {
-        match id {
-            TreeId::Meta => &self.meta,
-            TreeId::Hosts => &self.hosts,
-            TreeId::Vms => &self.vms,
-            TreeId::Requests => &self.requests,
-            TreeId::Events => &self.events,
-        }
-    }
-
-    /// Puts and deletes one key at a time, in order (no batch: see `redo`).
-    fn write_all(&self, writes: Vec<Write>) -> Result<(), sled::Error> {
-        for (tree, key, value) in writes {
-            let tree = self.tree(tree);
-            match value {
-                Some(v) => tree.insert(key, v)?,
-                None => tree.remove(key)?,
-            };
-        }
-        Ok(())
-    }
+    /// Requests applied since this store opened (a batch entry counts each of its own).
+    writes: AtomicU64,
+    /// `writes` when the current snapshot's state was taken (or installed).
+    writes_at_snapshot: AtomicU64,
 }
 
 /// Read access to the applied state, for API handlers and actors on any node.
@@ -134,6 +98,15 @@ impl StateView {
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.shared.changes.subscribe()
     }
+
+    /// Requests applied since the current snapshot's state (what a restart would
+    /// re-apply from the log).
+    pub fn writes_since_snapshot(&self) -> u64 {
+        let s = &self.shared;
+        s.writes
+            .load(Ordering::Relaxed)
+            .saturating_sub(s.writes_at_snapshot.load(Ordering::Relaxed))
+    }
 }
 
 #[derive(Clone)]
@@ -151,117 +124,68 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> sled::Error {
     sled::Error::Unsupported(format!("{what}: {e}"))
 }
 
+fn ser_err(e: serde_json::Error) -> StorageError {
+    io_err(ErrorSubject::StateMachine, ErrorVerb::Write, &e)
+}
+
 impl StateMachineStore {
-    pub(super) fn open(db: &sled::Db) -> Result<Self, sled::Error> {
-        let trees = Trees {
-            meta: db.open_tree("sm_meta")?,
-            hosts: db.open_tree("sm_hosts")?,
-            vms: db.open_tree("sm_vms")?,
-            requests: db.open_tree("sm_requests")?,
-            snapshot: db.open_tree("sm_snapshot")?,
-            events: db.open_tree("sm_events")?,
-        };
-        // A batch cut short by a crash: write it again (puts and deletes are idempotent).
-        if let Some(raw) = trees.meta.get(REDO)? {
-            let writes = redo::decode(&raw).map_err(|e| corrupt("sm_meta/redo", e))?;
-            trees.write_all(writes)?;
-            trees.meta.remove(REDO)?;
-            db.flush()?;
-        }
+    /// Opens the state at the current snapshot (empty without one); openraft re-applies
+    /// the log after it, which must therefore reach back to the snapshot: a log purged
+    /// past it (`purged`) refuses to open.
+    pub(super) fn open(db: &sled::Db, purged: Option<LogId>) -> Result<Self, sled::Error> {
+        let snapshot = db.open_tree(SNAPSHOT_TREE)?;
         let mut data = SmData::default();
-        if let Some(v) = trees.meta.get(LAST_APPLIED)? {
-            data.last_applied =
-                serde_json::from_slice(&v).map_err(|e| corrupt("sm_meta/last_applied", e))?;
-        }
-        if let Some(v) = trees.meta.get(MEMBERSHIP)? {
-            data.membership =
-                serde_json::from_slice(&v).map_err(|e| corrupt("sm_meta/membership", e))?;
-        }
-        if let Some(v) = trees.meta.get(HA)? {
-            data.state.ha = serde_json::from_slice(&v).map_err(|e| corrupt("sm_meta/ha", e))?;
-        }
-        if let Some(v) = trees.meta.get(PLACEMENT)? {
-            data.state.placement =
-                serde_json::from_slice(&v).map_err(|e| corrupt("sm_meta/placement", e))?;
-        }
-        if let Some(v) = trees.meta.get(TOKENS)? {
-            data.state.tokens =
-                serde_json::from_slice(&v).map_err(|e| corrupt("sm_meta/tokens", e))?;
-        }
-        if let Some(v) = trees.meta.get(PLACEMENTS)? {
-            data.state.placements =
-                serde_json::from_slice(&v).map_err(|e| corrupt("sm_meta/placements", e))?;
-        }
-        if let Some(v) = trees.meta.get(OPS)? {
-            data.state.operations =
-                serde_json::from_slice(&v).map_err(|e| corrupt("sm_meta/ops", e))?;
-        }
-        for kv in trees.hosts.iter() {
-            let (k, v) = kv?;
-            let host: Host = serde_json::from_slice(&v).map_err(|e| corrupt("sm_hosts", e))?;
-            if k.as_ref() != host.name.as_bytes() {
-                return Err(corrupt("sm_hosts", "key does not match the host's name"));
-            }
-            data.state.hosts.insert(host.name.clone(), host);
-        }
-        for kv in trees.vms.iter() {
-            let (k, v) = kv?;
-            let vm: Vm = serde_json::from_slice(&v).map_err(|e| corrupt("sm_vms", e))?;
-            if k.as_ref() != vm.name.as_bytes() {
-                return Err(corrupt("sm_vms", "key does not match the VM's name"));
-            }
-            data.state.vms.insert(vm.name.clone(), vm);
-        }
-        for kv in trees.events.iter() {
-            let (_, v) = kv?;
-            let event: Event = serde_json::from_slice(&v).map_err(|e| corrupt("sm_events", e))?;
-            data.state.events.next_seq = event.seq + 1;
-            data.state.events.entries.push_back(event);
-        }
-        let mut requests = std::collections::BTreeMap::new();
-        for kv in trees.requests.iter() {
-            let (k, v) = kv?;
-            let id = String::from_utf8(k.to_vec()).map_err(|e| corrupt("sm_requests", e))?;
-            let r: Remembered =
-                serde_json::from_slice(&v).map_err(|e| corrupt("sm_requests", e))?;
-            requests.insert(id, r);
-        }
-        data.requests = Dedup::from(requests);
-        // A snapshot newer than the trees means an install was cut short after the
-        // snapshot was stored (durably) but before the trees were rewritten: finish it.
-        let mut interrupted_install = false;
-        if let Some(meta) = trees.snapshot.get(SNAPSHOT_META)? {
+        if let Some(meta) = snapshot.get(SNAPSHOT_META)? {
             let meta: SnapshotMeta =
                 serde_json::from_slice(&meta).map_err(|e| corrupt("sm_snapshot/meta", e))?;
-            if meta.last_log_id > data.last_applied {
-                let bytes = trees
-                    .snapshot
-                    .get(SNAPSHOT_DATA)?
-                    .ok_or_else(|| corrupt("sm_snapshot/data", "missing"))?;
-                data =
-                    serde_json::from_slice(&bytes).map_err(|e| corrupt("sm_snapshot/data", e))?;
-                data.last_applied = meta.last_log_id;
-                data.membership = meta.last_membership;
-                interrupted_install = true;
+            let bytes = snapshot
+                .get(SNAPSHOT_DATA)?
+                .ok_or_else(|| corrupt("sm_snapshot/data", "missing"))?;
+            data = serde_json::from_slice(&bytes).map_err(|e| corrupt("sm_snapshot/data", e))?;
+            data.last_applied = meta.last_log_id;
+            data.membership = meta.last_membership;
+        }
+        if purged > data.last_applied {
+            // Only a store of an earlier version can be so: it kept the applied state in
+            // per-record trees, and after a crash that left them ahead of the log openraft
+            // purged the log up to them. Checked before those trees are dropped.
+            return Err(corrupt(
+                "sm_snapshot",
+                format!(
+                    "the log was purged up to {} but the snapshot ends at {}: the state \
+                     between them is only in the per-record trees of an earlier version",
+                    purged.map_or(0, |l| l.index),
+                    data.last_applied.map_or(0, |l| l.index)
+                ),
+            ));
+        }
+        let names = db.tree_names();
+        let legacy: Vec<&str> = LEGACY_TREES
+            .into_iter()
+            .filter(|t| names.iter().any(|n| n.as_ref() == t.as_bytes()))
+            .collect();
+        if !legacy.is_empty() {
+            tracing::info!(
+                trees = ?legacy,
+                "dropping the per-record state trees of an earlier version: the state is \
+                 the snapshot plus the log from now on"
+            );
+            for t in legacy {
+                db.drop_tree(t)?;
             }
+            db.flush()?;
         }
         let (changes, _) = broadcast::channel(4096);
-        let store = Self {
+        Ok(Self {
             shared: Arc::new(Shared {
-                trees,
+                snapshot,
                 data: RwLock::new(data),
                 changes,
                 db: db.clone(),
+                writes: AtomicU64::new(0),
+                writes_at_snapshot: AtomicU64::new(0),
             }),
-        };
-        if interrupted_install {
-            tracing::warn!("completing a snapshot install interrupted by a crash");
-            let data = store.view().read(|d| d.clone());
-            store
-                .persist_all(&data)
-                .map_err(|e| corrupt("rewriting from the snapshot", e))?;
-        }
-        Ok(store)
+        })
     }
 
     pub fn view(&self) -> StateView {
@@ -275,18 +199,6 @@ impl StateMachineStore {
             .data
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Writes one applied batch: its redo record, then each write, then the record's
-    /// removal (see `redo`: sled's transactions cost a synced write each).
-    fn persist(&self, ws: WriteSet) -> Result<(), StorageError> {
-        let writes = ws.into_writes();
-        let t = &self.shared.trees;
-        let w = |e: sled::Error| io_err(ErrorSubject::StateMachine, ErrorVerb::Write, &e);
-        t.meta.insert(REDO, redo::encode(&writes)).map_err(w)?;
-        t.write_all(writes).map_err(w)?;
-        t.meta.remove(REDO).map_err(w)?;
-        Ok(())
     }
 
     /// Stores `data` as the current snapshot, durably: openraft may purge the log entries
@@ -304,7 +216,6 @@ impl StateMachineStore {
         batch.insert(SNAPSHOT_DATA, data);
         batch.insert(SNAPSHOT_META, meta_raw);
         self.shared
-            .trees
             .snapshot
             .apply_batch(batch)
             .map_err(|e| err(&e))?;
@@ -312,166 +223,6 @@ impl StateMachineStore {
         Ok(())
     }
 
-    /// Replaces the whole persisted state with `data`. Only called once `data` is stored
-    /// durably as the current snapshot: one batch per tree (a single transaction over
-    /// 100k keys is slow in sled), the apply position last; if a crash cuts this short,
-    /// `open` sees the snapshot is ahead and redoes it.
-    fn persist_all(&self, data: &SmData) -> Result<(), StorageError> {
-        let t = &self.shared.trees;
-        let w = |e: sled::Error| io_err(ErrorSubject::StateMachine, ErrorVerb::Write, &e);
-        fn batch<'a, V: Serialize + 'a>(
-            entries: impl Iterator<Item = (&'a String, V)>,
-        ) -> Result<sled::Batch, StorageError> {
-            let mut b = sled::Batch::default();
-            for (k, v) in entries {
-                b.insert(k.as_bytes(), serde_json::to_vec(&v).map_err(ser_err)?);
-            }
-            Ok(b)
-        }
-        let event_keys: Vec<(String, &Event)> = data
-            .state
-            .events
-            .entries
-            .iter()
-            .map(|e| (EventLog::key(e.seq), e))
-            .collect();
-        for (tree, b) in [
-            (&t.hosts, batch(data.state.hosts.iter())?),
-            (&t.vms, batch(data.state.vms.iter())?),
-            (&t.requests, batch(data.requests.iter())?),
-            (&t.events, batch(event_keys.iter().map(|(k, e)| (k, e)))?),
-        ] {
-            tree.clear().map_err(w)?;
-            tree.apply_batch(b).map_err(w)?;
-        }
-        let ws = WriteSet::position(data)?;
-        let mut meta = sled::Batch::default();
-        meta.insert(LAST_APPLIED, ws.last_applied);
-        meta.insert(MEMBERSHIP, ws.membership);
-        meta.insert(HA, ws.ha);
-        meta.insert(PLACEMENT, ws.placement);
-        meta.insert(TOKENS, ws.tokens);
-        meta.insert(PLACEMENTS, ws.placements);
-        meta.insert(
-            OPS,
-            serde_json::to_vec(&data.state.operations).map_err(ser_err)?,
-        );
-        t.meta.apply_batch(meta).map_err(w)
-    }
-}
-
-/// Serialized keys to write (`Some`) or delete (`None`) for one applied batch.
-#[derive(Default)]
-struct WriteSet {
-    hosts: Vec<(String, Option<Vec<u8>>)>,
-    vms: Vec<(String, Option<Vec<u8>>)>,
-    requests: Vec<(String, Option<Vec<u8>>)>,
-    events: Vec<(String, Option<Vec<u8>>)>,
-    last_applied: Vec<u8>,
-    membership: Vec<u8>,
-    ha: Vec<u8>,
-    placement: Vec<u8>,
-    tokens: Vec<u8>,
-    placements: Vec<u8>,
-    ops: Option<Vec<u8>>,
-}
-
-impl WriteSet {
-    /// Every write of the batch, the apply position and membership last. Consumes the
-    /// set: the serialized records move into the writes instead of being copied.
-    fn into_writes(self) -> Vec<Write> {
-        let keyed = |tree: TreeId, list: Vec<(String, Option<Vec<u8>>)>| {
-            list.into_iter()
-                .map(move |(k, v)| (tree, k.into_bytes(), v))
-        };
-        let meta = |key: &[u8], value: Vec<u8>| (TreeId::Meta, key.to_vec(), Some(value));
-        let mut all: Vec<Write> = keyed(TreeId::Hosts, self.hosts)
-            .chain(keyed(TreeId::Vms, self.vms))
-            .chain(keyed(TreeId::Requests, self.requests))
-            .chain(keyed(TreeId::Events, self.events))
-            .collect();
-        all.push(meta(HA, self.ha));
-        all.push(meta(PLACEMENT, self.placement));
-        all.push(meta(TOKENS, self.tokens));
-        all.push(meta(PLACEMENTS, self.placements));
-        if let Some(ops) = self.ops {
-            all.push(meta(OPS, ops));
-        }
-        all.push(meta(MEMBERSHIP, self.membership));
-        all.push(meta(LAST_APPLIED, self.last_applied));
-        all
-    }
-}
-
-fn ser_err(e: serde_json::Error) -> StorageError {
-    io_err(ErrorSubject::StateMachine, ErrorVerb::Write, &e)
-}
-
-impl WriteSet {
-    /// A write set holding `data`'s apply position and membership.
-    fn position(data: &SmData) -> Result<Self, StorageError> {
-        Ok(Self {
-            last_applied: serde_json::to_vec(&data.last_applied).map_err(ser_err)?,
-            membership: serde_json::to_vec(&data.membership).map_err(ser_err)?,
-            ha: serde_json::to_vec(&data.state.ha).map_err(ser_err)?,
-            placement: serde_json::to_vec(&data.state.placement).map_err(ser_err)?,
-            tokens: serde_json::to_vec(&data.state.tokens).map_err(ser_err)?,
-            placements: serde_json::to_vec(&data.state.placements).map_err(ser_err)?,
-            ..Default::default()
-        })
-    }
-
-    fn host(&mut self, data: &SmData, name: &str) -> Result<(), StorageError> {
-        let v = data
-            .state
-            .hosts
-            .get(name)
-            .map(serde_json::to_vec)
-            .transpose();
-        self.hosts.push((name.to_string(), v.map_err(ser_err)?));
-        Ok(())
-    }
-
-    fn event(
-        &mut self,
-        data: &SmData,
-        added: u64,
-        evicted: Option<u64>,
-    ) -> Result<(), StorageError> {
-        let event = data
-            .state
-            .events
-            .entries
-            .iter()
-            .rev()
-            .find(|e| e.seq == added);
-        let v = event.map(serde_json::to_vec).transpose().map_err(ser_err)?;
-        self.events.push((EventLog::key(added), v));
-        if let Some(old) = evicted {
-            self.events.push((EventLog::key(old), None));
-        }
-        Ok(())
-    }
-
-    fn ops(&mut self, data: &SmData) -> Result<(), StorageError> {
-        self.ops = Some(serde_json::to_vec(&data.state.operations).map_err(ser_err)?);
-        Ok(())
-    }
-
-    fn vm(&mut self, data: &SmData, name: &str) -> Result<(), StorageError> {
-        let v = data.state.vms.get(name).map(serde_json::to_vec).transpose();
-        self.vms.push((name.to_string(), v.map_err(ser_err)?));
-        Ok(())
-    }
-
-    fn request(&mut self, id: &str, r: Option<&Remembered>) -> Result<(), StorageError> {
-        let v = r.map(serde_json::to_vec).transpose().map_err(ser_err)?;
-        self.requests.push((id.to_string(), v));
-        Ok(())
-    }
-}
-
-impl StateMachineStore {
     /// Replaces the state with `data` and stores it as the current snapshot (backup
     /// restore into a fresh store).
     pub async fn restore(&self, data: &SmData) -> Result<(), StorageError> {
@@ -485,9 +236,17 @@ impl StateMachineStore {
             ),
         };
         self.save_snapshot(&meta, bytes).await?;
-        self.persist_all(data)?;
-        *self.write_data() = data.clone();
+        self.replace(data.clone());
         Ok(())
+    }
+
+    /// The whole state becomes `data`, which is the current snapshot's.
+    fn replace(&self, data: SmData) {
+        *self.write_data() = data;
+        let s = &self.shared;
+        s.writes_at_snapshot
+            .store(s.writes.load(Ordering::Relaxed), Ordering::Relaxed);
+        let _ = s.changes.send(Change::Reset);
     }
 }
 
@@ -495,10 +254,14 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         // Cloning and serializing a large state takes long enough (a second for 100k VMs in
         // a debug build) to starve Raft heartbeats if it ran on an async worker.
-        let view = self.view();
+        let shared = self.shared.clone();
         let built = tokio::task::spawn_blocking(move || {
-            let data = view.read(|d| d.clone());
-            serde_json::to_vec(&data).map(|bytes| (data, bytes))
+            let (data, writes) = {
+                let d = shared.data.read().unwrap_or_else(|p| p.into_inner());
+                // Counted under the same lock `apply` counts under.
+                (d.clone(), shared.writes.load(Ordering::Relaxed))
+            };
+            serde_json::to_vec(&data).map(|bytes| (data, writes, bytes))
         })
         .await;
         let snap_err = |e: &dyn std::error::Error| {
@@ -508,7 +271,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 &std::io::Error::other(e.to_string()),
             )
         };
-        let (data, bytes) = built.map_err(|e| snap_err(&e))?.map_err(|e| snap_err(&e))?;
+        let (data, writes, bytes) = built.map_err(|e| snap_err(&e))?.map_err(|e| snap_err(&e))?;
         let snapshot_id = match data.last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, bytes.len()),
             None => format!("empty-{}", bytes.len()),
@@ -519,6 +282,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             snapshot_id,
         };
         self.save_snapshot(&meta, bytes.clone()).await?;
+        self.shared
+            .writes_at_snapshot
+            .fetch_max(writes, Ordering::Relaxed);
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
@@ -541,7 +307,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let started = std::time::Instant::now();
         let mut results = Vec::new();
         let mut applied = Applied::default();
-        let ws = {
+        let mut writes = 0u64;
+        {
             let mut data = self.write_data();
             for entry in entries {
                 data.last_applied = Some(entry.log_id);
@@ -556,12 +323,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         for (slot, req) in requests.into_iter().enumerate() {
                             let at = Slot::new(entry.log_id.index, slot);
                             each.push(data.apply_request(at, req, &mut applied));
+                            writes += 1;
                         }
                         results.push(Ok(Reply::Batch(each)));
                     }
                     EntryPayload::Normal(req) => {
                         let at = Slot::new(entry.log_id.index, 0);
                         results.push(data.apply_request(at, req, &mut applied));
+                        writes += 1;
                     }
                     EntryPayload::Membership(m) => {
                         data.membership = StoredMembership::new(Some(entry.log_id), m);
@@ -569,31 +338,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     }
                 }
             }
-            // Serialize only what this batch touched, under the lock, so the write set is
-            // exactly the state readers now see.
-            let mut ws = WriteSet::position(&data)?;
-            for t in &applied.touched {
-                match t {
-                    Touched::Host(n) => ws.host(&data, n)?,
-                    Touched::Vm(n) => ws.vm(&data, n)?,
-                    Touched::AllHosts => {
-                        let names: Vec<String> = data.state.hosts.keys().cloned().collect();
-                        for n in &names {
-                            ws.host(&data, n)?;
-                        }
-                    }
-                    Touched::Event { added, evicted } => ws.event(&data, *added, *evicted)?,
-                    Touched::Ops => ws.ops(&data)?,
-                    Touched::Many(_) | Touched::Nothing => {}
-                }
-            }
-            for (id, keep) in &applied.request_writes {
-                let remembered = if *keep { data.requests.get(id) } else { None };
-                ws.request(id, remembered)?;
-            }
-            ws
-        };
-        self.persist(ws)?;
+            self.shared.writes.fetch_add(writes, Ordering::Relaxed);
+        }
         metrics::histogram!("drover_raft_apply_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("drover_raft_applied_entries_total").increment(results.len() as u64);
         for t in applied.touched {
@@ -634,11 +380,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut new_data: SmData = serde_json::from_slice(&bytes).map_err(rd)?;
         new_data.last_applied = meta.last_log_id;
         new_data.membership = meta.last_membership.clone();
-        // The snapshot first, durably: if the rewrite below is cut short, `open` redoes it.
         self.save_snapshot(meta, bytes).await?;
-        self.persist_all(&new_data)?;
-        *self.write_data() = new_data;
-        let _ = self.shared.changes.send(Change::Reset);
+        self.replace(new_data);
         Ok(())
     }
 
@@ -650,7 +393,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 &std::io::Error::other(e.to_string()),
             )
         };
-        let tree = &self.shared.trees.snapshot;
+        let tree = &self.shared.snapshot;
         let Some(meta) = tree.get(SNAPSHOT_META).map_err(|e| rd(&e))? else {
             return Ok(None);
         };
@@ -669,44 +412,68 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{DesiredState, Vm, VmSpec};
-    use crate::LogId;
-    use openraft::CommittedLeaderId;
 
-    /// A batch cut short by a crash (its redo record stored, some writes not) is written
-    /// again on open: the VM and the apply position it carried are there, the record gone.
+    /// A store of the per-record layout (earlier versions) opens at its snapshot and drops
+    /// the old trees; their content comes back from the log, which openraft re-applies.
     #[test]
-    fn a_batch_cut_short_is_finished_on_open() -> anyhow::Result<()> {
+    fn a_store_of_the_per_record_layout_opens_at_its_snapshot() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let spec = VmSpec {
-            vcpus: 1,
-            memory_mib: 64,
-        };
-        let vm = Vm::new("web", spec, DesiredState::Stopped);
-        let applied = Some(LogId::new(CommittedLeaderId::new(1, 1), 7));
-        // One handle throughout: `open` reads the trees, and reopening a directory right
-        // after a drop can race sled's release of its lock (see tests/store_reopen.rs).
+        // One handle throughout: reopening a directory right after a drop can race sled's
+        // release of its lock (see tests/store_reopen.rs).
         let db = sled::open(dir.path())?;
-        {
-            let writes = vec![
-                (TreeId::Vms, b"web".to_vec(), Some(serde_json::to_vec(&vm)?)),
-                (
-                    TreeId::Meta,
-                    LAST_APPLIED.to_vec(),
-                    Some(serde_json::to_vec(&applied)?),
-                ),
-            ];
-            // Only the record made it to disk, none of its writes.
-            db.open_tree("sm_meta")?
-                .insert(REDO, redo::encode(&writes))?;
-            db.flush()?;
-        }
-        let sm = StateMachineStore::open(&db)?;
+        let mut data = SmData::default();
+        data.state.placements = 7;
+        let applied = Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), 9));
+        let meta = SnapshotMeta {
+            last_log_id: applied,
+            last_membership: StoredMembership::default(),
+            snapshot_id: "s".into(),
+        };
+        let snap = db.open_tree(SNAPSHOT_TREE)?;
+        snap.insert(SNAPSHOT_META, serde_json::to_vec(&meta)?)?;
+        snap.insert(SNAPSHOT_DATA, serde_json::to_vec(&data)?)?;
+        db.open_tree("sm_vms")?.insert("web", &b"{}"[..])?;
+        db.open_tree("sm_meta")?
+            .insert("last_applied", &b"null"[..])?;
+        let sm = StateMachineStore::open(&db, None)?;
         sm.view().read(|d| {
-            assert_eq!(d.state.vms.get("web"), Some(&vm));
             assert_eq!(d.last_applied, applied);
+            assert_eq!(d.state.placements, 7);
         });
-        assert_eq!(db.open_tree("sm_meta")?.get(REDO)?, None);
+        let names = db.tree_names();
+        for t in LEGACY_TREES {
+            assert!(
+                !names.iter().any(|n| n.as_ref() == t.as_bytes()),
+                "{t} kept"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn an_unreadable_snapshot_refuses_to_open_naming_it() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = sled::open(dir.path())?;
+        let meta = SnapshotMeta::default();
+        let snap = db.open_tree(SNAPSHOT_TREE)?;
+        snap.insert(SNAPSHOT_META, serde_json::to_vec(&meta)?)?;
+        snap.insert(SNAPSHOT_DATA, &b"\x00garbage"[..])?;
+        let err = StateMachineStore::open(&db, None).expect_err("opened a garbage snapshot");
+        assert!(err.to_string().contains("sm_snapshot/data"), "{err}");
+        Ok(())
+    }
+
+    /// The state between the snapshot and a purge past it exists nowhere: refuse, and
+    /// leave everything in place (the legacy trees are not dropped).
+    #[test]
+    fn a_log_purged_past_the_snapshot_refuses_to_open() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = sled::open(dir.path())?;
+        db.open_tree("sm_vms")?.insert("web", &b"{}"[..])?;
+        let purged = Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), 5));
+        let err = StateMachineStore::open(&db, purged).expect_err("opened with a gap");
+        assert!(err.to_string().contains("purged up to 5"), "{err}");
+        assert!(db.tree_names().iter().any(|n| n.as_ref() == b"sm_vms"));
         Ok(())
     }
 }
