@@ -193,6 +193,39 @@ impl LeaderClient {
         .result
     }
 
+    /// Every VM's name, read from the leader a page of `page` at a time (a state of
+    /// millions of VMs does not fit one answer, and one read would hold the state's lock
+    /// for seconds).
+    pub async fn vm_names_paged(&mut self, page: u32) -> Result<Vec<String>, Status> {
+        let mut names = Vec::new();
+        let mut after = String::new();
+        loop {
+            let req = ListVmsRequest {
+                stale: false,
+                after: after.clone(),
+                limit: page,
+            };
+            let resp = self
+                .call(|c| {
+                    let req = req.clone();
+                    async move {
+                        VmServiceClient::new(c)
+                            .max_decoding_message_size(MAX_LIST_BYTES)
+                            .list_vms(req)
+                            .await
+                            .map(tonic::Response::into_inner)
+                    }
+                })
+                .await
+                .result?;
+            names.extend(resp.vms.into_iter().map(|v| v.name));
+            if resp.next_after.is_empty() {
+                return Ok(names);
+            }
+            after = resp.next_after;
+        }
+    }
+
     /// Every host, read from the leader.
     pub async fn list_hosts(&mut self) -> Result<Vec<drover_proto::v1::Host>, Status> {
         self.call(|c| async move {

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use drover_chaos_tests::client::{ClientConfig, LeaderClient};
 use drover_chaos_tests::{wait_until, Cluster, ClusterSpec};
 use serde_json::Value;
 
@@ -75,6 +76,11 @@ async fn writes_replicate_and_survive_leader_loss() -> anyhow::Result<()> {
         .filter_map(|v| v["name"].as_str().map(str::to_string))
         .collect();
     assert_eq!(names, ["after", "vm0", "vm1", "vm2"]);
+    // The same, a page of one and of three at a time (ListVms `after`/`limit`).
+    let mut client = LeaderClient::new(&cluster.addrs(), ClientConfig::default())?;
+    for page in [1, 3] {
+        assert_eq!(client.vm_names_paged(page).await?, names, "pages of {page}");
+    }
 
     // phase: the old leader restarts on its data dir and catches up as a follower.
     cluster.start_controller(old).await?;

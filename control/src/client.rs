@@ -609,7 +609,10 @@ impl Client {
         self.call(|c| async move {
             let resp = VmServiceClient::new(c)
                 .max_decoding_message_size(Self::MAX_RESPONSE_BYTES)
-                .list_vms(pb::ListVmsRequest { stale })
+                .list_vms(pb::ListVmsRequest {
+                    stale,
+                    ..Default::default()
+                })
                 .await?;
             Ok(Read::from_response(resp).map(|r| r.vms))
         })

@@ -82,6 +82,11 @@ pub enum WriteError {
     Raft(String),
     #[error("Command is {bytes} bytes; at most {max} are accepted")]
     TooLarge { bytes: usize, max: usize },
+    #[error(
+        "No answer within {secs} s (leadership changed?): the write may or may not be \
+         committed; retry it with the same request id"
+    )]
+    Unknown { secs: u64 },
 }
 
 #[derive(Clone)]

@@ -193,10 +193,10 @@ impl System for Drover {
     async fn missing(&self, acked: &[String]) -> anyhow::Result<Vec<String>> {
         let mut client = LeaderClient::new(&self.cluster.addrs(), ClientConfig::default())?;
         let vms = client
-            .list_vms()
+            .vm_names_paged(20_000)
             .await
             .map_err(|s| anyhow::anyhow!("ListVms: {s}"))?;
-        let names: BTreeSet<&str> = vms.iter().map(|v| v.name.as_str()).collect();
+        let names: BTreeSet<&str> = vms.iter().map(String::as_str).collect();
         Ok(acked
             .iter()
             .filter(|k| !names.contains(k.as_str()))

@@ -63,6 +63,7 @@ pub fn write_error(e: &WriteError) -> Status {
         WriteError::NotLeader { leader_addr, .. } => not_leader(leader_addr.as_deref()),
         WriteError::Raft(_) => Status::unavailable(e.to_string()),
         WriteError::TooLarge { .. } => Status::invalid_argument(e.to_string()),
+        WriteError::Unknown { .. } => Status::deadline_exceeded(e.to_string()),
     }
 }
 

@@ -167,15 +167,34 @@ impl VmService for VmApi {
         &self,
         req: Request<pb::ListVmsRequest>,
     ) -> Result<Response<pb::ListVmsResponse>, Status> {
-        fresh_read(&self.node, req.into_inner().stale).await?;
-        let (index, vms) = self
-            .node
-            .view()
-            .read(|d| (applied(d), d.state.vms.values().map(convert::vm).collect()));
+        let req = req.into_inner();
+        fresh_read(&self.node, req.stale).await?;
+        let limit = match req.limit {
+            0 => usize::MAX,
+            n => n as usize,
+        };
+        let (index, vms, more) = self.node.view().read(|d| {
+            use std::ops::Bound::{Excluded, Unbounded};
+            let from = match req.after.as_str() {
+                "" => Unbounded,
+                after => Excluded(after),
+            };
+            let mut page = d.state.vms.range::<str, _>((from, Unbounded));
+            let vms: Vec<pb::Vm> = page
+                .by_ref()
+                .take(limit)
+                .map(|(_, vm)| convert::vm(vm))
+                .collect();
+            (applied(d), vms, page.next().is_some())
+        });
+        let next_after = match (more, vms.last()) {
+            (true, Some(last)) => last.name.clone(),
+            _ => String::new(),
+        };
         Ok(read_response(
             &self.node,
             index,
-            pb::ListVmsResponse { vms },
+            pb::ListVmsResponse { vms, next_after },
         ))
     }
 

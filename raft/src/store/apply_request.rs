@@ -1,5 +1,5 @@
-//! One request's way through the state machine: the exactly-once check, `apply`, and the
-//! bookkeeping the batch's write set needs. A log entry holds one request or a
+//! One request's way through the state machine: the exactly-once check, `apply`, and what
+//! it touched (for the leader's actors). A log entry holds one request or a
 //! `Command::Batch` of them; both come here one request at a time, so a batched write is
 //! applied exactly as if it had had an entry of its own.
 
@@ -26,12 +26,10 @@ impl Slot {
     }
 }
 
-/// What the applied requests of one `apply` call changed, for its write set.
+/// What the applied requests of one `apply` call changed, for the leader's actors.
 #[derive(Debug, Default)]
 pub(super) struct Applied {
     pub touched: Vec<Touched>,
-    /// Request ids to store (`true`) or forget (`false`, evicted).
-    pub request_writes: Vec<(String, bool)>,
 }
 
 impl SmData {
@@ -52,13 +50,7 @@ impl SmData {
             tracing::debug!(index = at.index, %req, error = %e, "command refused");
         }
         if let Some(id) = req.id {
-            let evicted = self
-                .requests
-                .insert(id.clone(), at.index, at.slot, result.clone());
-            applied
-                .request_writes
-                .extend(evicted.into_iter().map(|e| (e, false)));
-            applied.request_writes.push((id, true));
+            self.requests.insert(id, at.index, at.slot, result.clone());
         }
         applied.touched.extend(touched.flatten());
         result

@@ -69,6 +69,10 @@ struct Shared {
     writes: AtomicU64,
     /// `writes` when the current snapshot's state was taken (or installed).
     writes_at_snapshot: AtomicU64,
+    /// Held while the stored snapshot is written or read: openraft builds snapshots on a
+    /// task of their own, so a build of an older state can finish after an install of a
+    /// newer one, and a reader must never see one snapshot's meta with another's data.
+    snapshot_lock: tokio::sync::Mutex<()>,
 }
 
 /// Read access to the applied state, for API handlers and actors on any node.
@@ -184,6 +188,7 @@ impl StateMachineStore {
                 db: db.clone(),
                 writes: AtomicU64::new(0),
                 writes_at_snapshot: AtomicU64::new(0),
+                snapshot_lock: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -202,8 +207,14 @@ impl StateMachineStore {
     }
 
     /// Stores `data` as the current snapshot, durably: openraft may purge the log entries
-    /// it replaces as soon as this returns.
-    async fn save_snapshot(&self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), StorageError> {
+    /// it replaces as soon as this returns. A snapshot no newer than the stored one is not
+    /// written (returns `false`): replacing a newer snapshot with an older one would lose
+    /// the state between them, whose log may already be purged.
+    async fn save_snapshot(
+        &self,
+        meta: &SnapshotMeta,
+        data: Vec<u8>,
+    ) -> Result<bool, StorageError> {
         let err = |e: &dyn std::error::Error| {
             io_err(
                 ErrorSubject::Snapshot(Some(meta.signature())),
@@ -211,6 +222,17 @@ impl StateMachineStore {
                 &std::io::Error::other(e.to_string()),
             )
         };
+        let _held = self.shared.snapshot_lock.lock().await;
+        if let Some(stored) = self.stored_meta()? {
+            if stored.last_log_id >= meta.last_log_id {
+                tracing::debug!(
+                    stored = %stored.snapshot_id,
+                    offered = %meta.snapshot_id,
+                    "not replacing a snapshot with an older one"
+                );
+                return Ok(false);
+            }
+        }
         let meta_raw = serde_json::to_vec(meta).map_err(|e| err(&e))?;
         let mut batch = sled::Batch::default();
         batch.insert(SNAPSHOT_DATA, data);
@@ -220,7 +242,27 @@ impl StateMachineStore {
             .apply_batch(batch)
             .map_err(|e| err(&e))?;
         super::flush(&self.shared.db).await.map_err(|e| err(&e))?;
-        Ok(())
+        Ok(true)
+    }
+
+    /// The stored snapshot's metadata (callers hold `snapshot_lock`).
+    fn stored_meta(&self) -> Result<Option<SnapshotMeta>, StorageError> {
+        let rd = |e: &dyn std::error::Error| {
+            io_err(
+                ErrorSubject::Snapshot(None),
+                ErrorVerb::Read,
+                &std::io::Error::other(e.to_string()),
+            )
+        };
+        let Some(raw) = self
+            .shared
+            .snapshot
+            .get(SNAPSHOT_META)
+            .map_err(|e| rd(&e))?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&raw).map(Some).map_err(|e| rd(&e))
     }
 
     /// Replaces the state with `data` and stores it as the current snapshot (backup
@@ -281,10 +323,13 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             last_membership: data.membership.clone(),
             snapshot_id,
         };
-        self.save_snapshot(&meta, bytes.clone()).await?;
-        self.shared
-            .writes_at_snapshot
-            .fetch_max(writes, Ordering::Relaxed);
+        // Not stored if an install overtook this build; openraft then ignores it too (it
+        // keeps the newest snapshot it knows).
+        if self.save_snapshot(&meta, bytes.clone()).await? {
+            self.shared
+                .writes_at_snapshot
+                .fetch_max(writes, Ordering::Relaxed);
+        }
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
@@ -393,12 +438,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 &std::io::Error::other(e.to_string()),
             )
         };
-        let tree = &self.shared.snapshot;
-        let Some(meta) = tree.get(SNAPSHOT_META).map_err(|e| rd(&e))? else {
+        let _held = self.shared.snapshot_lock.lock().await;
+        let Some(meta) = self.stored_meta()? else {
             return Ok(None);
         };
-        let meta: SnapshotMeta = serde_json::from_slice(&meta).map_err(|e| rd(&e))?;
-        let data = tree
+        let data = self
+            .shared
+            .snapshot
             .get(SNAPSHOT_DATA)
             .map_err(|e| rd(&e))?
             .ok_or_else(|| rd(&std::io::Error::other("snapshot data missing")))?;
@@ -460,6 +506,27 @@ mod tests {
         snap.insert(SNAPSHOT_DATA, &b"\x00garbage"[..])?;
         let err = StateMachineStore::open(&db, None).expect_err("opened a garbage snapshot");
         assert!(err.to_string().contains("sm_snapshot/data"), "{err}");
+        Ok(())
+    }
+
+    /// openraft builds snapshots apart from installing them: a build of an older state
+    /// that ends after an install of a newer one must not replace it.
+    #[tokio::test]
+    async fn an_older_snapshot_never_replaces_a_newer_one() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = sled::open(dir.path())?;
+        let sm = StateMachineStore::open(&db, None)?;
+        let meta = |index: u64| SnapshotMeta {
+            last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), index)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: format!("s{index}"),
+        };
+        assert!(sm.save_snapshot(&meta(9), b"{}".to_vec()).await?);
+        assert!(!sm.save_snapshot(&meta(5), b"{}".to_vec()).await?);
+        assert!(!sm.save_snapshot(&meta(9), b"{}".to_vec()).await?);
+        let stored = sm.stored_meta()?.map(|m| m.snapshot_id);
+        assert_eq!(stored.as_deref(), Some("s9"));
+        assert!(sm.save_snapshot(&meta(12), b"{}".to_vec()).await?);
         Ok(())
     }
 
