@@ -121,6 +121,32 @@ pub struct Cluster {
     cli_controllers: Option<Vec<u64>>,
 }
 
+/// `DROVER_KEEP_LOGS=DIR` keeps every process's log of a cluster (copied into DIR when the
+/// cluster is dropped, which deletes its directory): the post-mortem of a long benchmark
+/// run that ended badly.
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let Some(keep) = std::env::var_os("DROVER_KEEP_LOGS") else {
+            return;
+        };
+        let keep = PathBuf::from(keep);
+        let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
+            return;
+        };
+        let _ = std::fs::create_dir_all(&keep);
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().is_some_and(|x| x == "log") {
+                if let Some(name) = path.file_name() {
+                    if let Err(err) = std::fs::copy(&path, keep.join(name)) {
+                        eprintln!("keeping {}: {err}", path.display());
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Controller `id`'s own loopback address under `ClusterSpec::distinct_addresses`.
 pub fn controller_ip(id: u64) -> String {
     format!("127.0.0.{}", 10 + id)
