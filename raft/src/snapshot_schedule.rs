@@ -58,10 +58,9 @@ pub(crate) async fn run(node: WeakRaftNode, schedule: SnapshotSchedule) {
             return;
         }
         let applied = m.last_applied.map_or(0, |l| l.index);
+        // Counters, not the state's lock: see `StateView::records`.
         let view = node.view();
-        let records =
-            view.read(|d| (d.state.vms.len() + d.state.hosts.len() + d.requests.len()) as u64);
-        if schedule.due(view.writes_since_snapshot(), records) {
+        if schedule.due(view.writes_since_snapshot(), view.records()) {
             if let Err(e) = node.raft().trigger().snapshot().await {
                 tracing::debug!(error = %e, "snapshot trigger refused; stopping the schedule");
                 return;

@@ -175,7 +175,11 @@ async fn the_state_reopens_at_its_snapshot_and_the_log_rebuilds_the_rest() -> an
     let (_log, mut sm) = reopen(dir.path())?;
     let reopened = sm.view().read(|d| (d.last_applied, d.state.clone()));
     assert_eq!(reopened, at_snapshot, "a reopened store is at its snapshot");
+    // The lock-free record count follows the state (the snapshot schedule reads it).
+    assert_eq!(sm.view().records(), sm.view().read(|d| d.records()));
     replay(&mut sm, &log).await?;
+    assert_eq!(sm.view().records(), sm.view().read(|d| d.records()));
+    assert_eq!(sm.view().records(), 2, "one VM, one host, no request ids");
     let after = sm.view().read(|d| (d.last_applied, d.state.clone()));
     assert_eq!(before, after);
     assert_eq!(after.0.map(|l| l.index), Some(10));

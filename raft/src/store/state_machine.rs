@@ -48,6 +48,13 @@ pub struct SmData {
     pub requests: Dedup,
 }
 
+impl SmData {
+    /// VMs + hosts + remembered requests: what a snapshot's size grows with.
+    pub fn records(&self) -> u64 {
+        (self.state.vms.len() + self.state.hosts.len() + self.requests.len()) as u64
+    }
+}
+
 /// A committed change, broadcast after it is applied so the leader's actors react to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -69,6 +76,12 @@ struct Shared {
     writes: AtomicU64,
     /// `writes` when the current snapshot's state was taken (or installed).
     writes_at_snapshot: AtomicU64,
+    /// The state's record count (VMs + hosts + remembered requests), kept beside the lock
+    /// so that the snapshot schedule never waits for it: `std`'s `RwLock` makes a reader
+    /// wait behind a waiting writer, `apply` waits while a snapshot clones a big state
+    /// (seconds at millions of VMs), and a tokio worker blocked that way is one the Raft
+    /// core cannot run on.
+    records: AtomicU64,
     /// Held while the stored snapshot is written or read: openraft builds snapshots on a
     /// task of their own, so a build of an older state can finish after an install of a
     /// newer one, and a reader must never see one snapshot's meta with another's data.
@@ -101,6 +114,11 @@ impl StateView {
     /// Changes applied from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.shared.changes.subscribe()
+    }
+
+    /// The state's record count (VMs + hosts + remembered requests), without the lock.
+    pub fn records(&self) -> u64 {
+        self.shared.records.load(Ordering::Relaxed)
     }
 
     /// Requests applied since the current snapshot's state (what a restart would
@@ -180,6 +198,7 @@ impl StateMachineStore {
             db.flush()?;
         }
         let (changes, _) = broadcast::channel(4096);
+        let records = data.records();
         Ok(Self {
             shared: Arc::new(Shared {
                 snapshot,
@@ -188,6 +207,7 @@ impl StateMachineStore {
                 db: db.clone(),
                 writes: AtomicU64::new(0),
                 writes_at_snapshot: AtomicU64::new(0),
+                records: AtomicU64::new(records),
                 snapshot_lock: tokio::sync::Mutex::new(()),
             }),
         })
@@ -284,8 +304,10 @@ impl StateMachineStore {
 
     /// The whole state becomes `data`, which is the current snapshot's.
     fn replace(&self, data: SmData) {
+        let records = data.records();
         *self.write_data() = data;
         let s = &self.shared;
+        s.records.store(records, Ordering::Relaxed);
         s.writes_at_snapshot
             .store(s.writes.load(Ordering::Relaxed), Ordering::Relaxed);
         let _ = s.changes.send(Change::Reset);
@@ -384,6 +406,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
             }
             self.shared.writes.fetch_add(writes, Ordering::Relaxed);
+            self.shared.records.store(data.records(), Ordering::Relaxed);
         }
         metrics::histogram!("drover_raft_apply_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("drover_raft_applied_entries_total").increment(results.len() as u64);
