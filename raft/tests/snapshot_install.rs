@@ -5,16 +5,19 @@
 //! node 1 snapshots and purges every 100 entries meanwhile (the purge-during-install trap):
 //! node 2 must still converge.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use common::create_vm;
 use drover_proto::raft::v1::raft_service_server::RaftServiceServer;
 use drover_raft::backup;
 use drover_raft::model::{ClusterState, DesiredState, Vm, VmSpec};
 use drover_raft::network::{RaftGrpcService, MAX_MESSAGE_BYTES};
 use drover_raft::snapshot_schedule::SnapshotSchedule;
 use drover_raft::store::SmData;
-use drover_raft::{Command, LogId, NodeConfig, RaftNode, RaftTimings, Request};
+use drover_raft::{LogId, NodeConfig, RaftNode, RaftTimings, Request};
 use openraft::CommittedLeaderId;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -107,18 +110,7 @@ async fn learner_catches_up_by_chunked_snapshot() -> anyhow::Result<()> {
         tokio::spawn(async move {
             let mut written = 0u64;
             loop {
-                let req = Request::anonymous(Command::CreateVm {
-                    name: format!("bg-{written}"),
-                    spec: VmSpec {
-                        vcpus: 1,
-                        memory_mib: 64,
-                    },
-                    start: false,
-                    ha: false,
-                    ha_priority: 0,
-                    require_labels: Default::default(),
-                    anti_affinity: None,
-                });
+                let req = Request::anonymous(create_vm(&format!("bg-{written}")));
                 match n1.write(req).await {
                     Ok(Ok(_)) => written += 1,
                     other => panic!("background write failed: {other:?}"),

@@ -3,9 +3,12 @@
 //! unreadable snapshot refuses to open with a message naming the problem and the
 //! recovery; a store of the old layout (one `Db` for log and state) is migrated on open.
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::create_vm;
 use drover_raft::model::VmSpec;
 use drover_raft::store::{self, LogStore, OpenError, StateMachineStore};
 use drover_raft::{Command, Entry, LogId, Request};
@@ -119,22 +122,6 @@ fn commands() -> Vec<Command> {
             token: token("00000000000000aa", 1_000),
         },
     ]
-}
-
-/// A stopped 1-vCPU/64-MiB VM.
-fn create_vm(name: &str) -> Command {
-    Command::CreateVm {
-        name: name.into(),
-        spec: VmSpec {
-            vcpus: 1,
-            memory_mib: 64,
-        },
-        start: false,
-        ha: false,
-        ha_priority: 0,
-        require_labels: Default::default(),
-        anti_affinity: None,
-    }
 }
 
 fn token(id: &str, expires_ms: u64) -> drover_raft::model::Token {

@@ -150,6 +150,19 @@ fn ser_err(e: serde_json::Error) -> StorageError {
     io_err(ErrorSubject::StateMachine, ErrorVerb::Write, &e)
 }
 
+/// A failure reading or writing a snapshot (`meta`: which one, when known).
+fn snapshot_err(
+    meta: Option<&SnapshotMeta>,
+    verb: ErrorVerb,
+    e: &dyn std::error::Error,
+) -> StorageError {
+    io_err(
+        ErrorSubject::Snapshot(meta.map(SnapshotMeta::signature)),
+        verb,
+        &std::io::Error::other(e.to_string()),
+    )
+}
+
 impl StateMachineStore {
     /// Opens the state at the current snapshot (empty without one); openraft re-applies
     /// the log after it, which must therefore reach back to the snapshot: a log purged
@@ -235,13 +248,7 @@ impl StateMachineStore {
         meta: &SnapshotMeta,
         data: Vec<u8>,
     ) -> Result<bool, StorageError> {
-        let err = |e: &dyn std::error::Error| {
-            io_err(
-                ErrorSubject::Snapshot(Some(meta.signature())),
-                ErrorVerb::Write,
-                &std::io::Error::other(e.to_string()),
-            )
-        };
+        let err = |e: &dyn std::error::Error| snapshot_err(Some(meta), ErrorVerb::Write, e);
         let _held = self.shared.snapshot_lock.lock().await;
         if let Some(stored) = self.stored_meta()? {
             if stored.last_log_id >= meta.last_log_id {
@@ -267,13 +274,7 @@ impl StateMachineStore {
 
     /// The stored snapshot's metadata (callers hold `snapshot_lock`).
     fn stored_meta(&self) -> Result<Option<SnapshotMeta>, StorageError> {
-        let rd = |e: &dyn std::error::Error| {
-            io_err(
-                ErrorSubject::Snapshot(None),
-                ErrorVerb::Read,
-                &std::io::Error::other(e.to_string()),
-            )
-        };
+        let rd = |e: &dyn std::error::Error| snapshot_err(None, ErrorVerb::Read, e);
         let Some(raw) = self
             .shared
             .snapshot
@@ -328,13 +329,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             serde_json::to_vec(&data).map(|bytes| (data, writes, bytes))
         })
         .await;
-        let snap_err = |e: &dyn std::error::Error| {
-            io_err(
-                ErrorSubject::Snapshot(None),
-                ErrorVerb::Write,
-                &std::io::Error::other(e.to_string()),
-            )
-        };
+        let snap_err = |e: &dyn std::error::Error| snapshot_err(None, ErrorVerb::Write, e);
         let (data, writes, bytes) = built.map_err(|e| snap_err(&e))?.map_err(|e| snap_err(&e))?;
         let snapshot_id = match data.last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, bytes.len()),
@@ -438,13 +433,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let bytes = snapshot.into_inner();
-        let rd = |e: serde_json::Error| {
-            io_err(
-                ErrorSubject::Snapshot(Some(meta.signature())),
-                ErrorVerb::Read,
-                &e,
-            )
-        };
+        let rd = |e: serde_json::Error| snapshot_err(Some(meta), ErrorVerb::Read, &e);
         let mut new_data: SmData = serde_json::from_slice(&bytes).map_err(rd)?;
         new_data.last_applied = meta.last_log_id;
         new_data.membership = meta.last_membership.clone();
@@ -454,13 +443,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        let rd = |e: &dyn std::error::Error| {
-            io_err(
-                ErrorSubject::Snapshot(None),
-                ErrorVerb::Read,
-                &std::io::Error::other(e.to_string()),
-            )
-        };
+        let rd = |e: &dyn std::error::Error| snapshot_err(None, ErrorVerb::Read, e);
         let _held = self.shared.snapshot_lock.lock().await;
         let Some(meta) = self.stored_meta()? else {
             return Ok(None);
