@@ -7,6 +7,8 @@
 //! write whose reply was lost (leader change mid-commit) is applied once: the state
 //! machine answers the retry with the first result.
 
+mod pools;
+
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;

@@ -90,6 +90,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Op(cmd) => cli::op(&target, output, cmd).await?,
             Command::Certs(cmd) => cli::certs(cmd)?,
             Command::Token(cmd) => cli::token(&target, output, cmd).await?,
+            Command::Pool(cmd) => cli::pool(&target, output, cmd).await?,
             Command::Server(_) => unreachable!("handled above"),
         };
         println!("{}", printed.stdout);

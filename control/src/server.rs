@@ -13,6 +13,7 @@ use drover_proto::raft::v1::raft_service_server::RaftServiceServer;
 use drover_proto::v1::cluster_service_server::ClusterServiceServer;
 use drover_proto::v1::host_service_server::HostServiceServer;
 use drover_proto::v1::operation_service_server::OperationServiceServer;
+use drover_proto::v1::pool_service_server::PoolServiceServer;
 use drover_proto::v1::token_service_server::TokenServiceServer;
 use drover_proto::v1::vm_service_server::VmServiceServer;
 use drover_raft::network::{RaftGrpcService, MAX_MESSAGE_BYTES};
@@ -21,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt as _;
 
-use crate::api::{ClusterApi, HostApi, OperationApi, TokenApi, VmApi};
+use crate::api::{ClusterApi, HostApi, OperationApi, PoolApi, TokenApi, VmApi};
 use crate::config::{ConfigError, ServerConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +100,7 @@ pub async fn run(
         .add_service(VmServiceServer::new(VmApi::new(node.clone())))
         .add_service(TokenServiceServer::new(TokenApi::new(node.clone())))
         .add_service(OperationServiceServer::new(OperationApi::new(node.clone())))
+        .add_service(PoolServiceServer::new(PoolApi::new(node.clone())))
         .add_service(health_service)
         .add_service(reflection);
     let server = tokio::spawn(router.serve_with_incoming_shutdown(

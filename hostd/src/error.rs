@@ -92,6 +92,10 @@ pub enum HostdError {
     #[error("Fencing state at {} unusable: {reason}", path.display())]
     FencingState { path: PathBuf, reason: String },
 
+    /// A storage pool's directory cannot serve as one on this host.
+    #[error("Pool path {path} on this host {reason}")]
+    PoolPath { path: String, reason: String },
+
     /// The gRPC server failed.
     #[error("gRPC server failed")]
     Serve(#[source] tonic::transport::Error),
@@ -112,7 +116,8 @@ impl From<HostdError> for Status {
             HostdError::InvalidArgument(_) => Status::invalid_argument(err.to_string()),
             HostdError::StaleTerm { .. }
             | HostdError::StaleGeneration { .. }
-            | HostdError::NoLease => Status::failed_precondition(err.to_string()),
+            | HostdError::NoLease
+            | HostdError::PoolPath { .. } => Status::failed_precondition(err.to_string()),
             HostdError::FencingState { .. }
             | HostdError::LeaseFile { .. }
             | HostdError::WatchdogDevice { .. }

@@ -24,7 +24,10 @@ use crate::hypervisor::{
 use crate::migration::{Migrations, Update};
 use crate::self_fence::LeaseKeeper;
 use crate::session;
+
+mod pools;
 use crate::vm_locks::{VmGuard, VmLocks};
+pub(crate) use pools::pool_to_pb;
 
 /// How long StopVm waits for a guest when the request leaves `timeout_ms` at zero.
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -168,7 +171,8 @@ impl AgentService {
             match &err {
                 HostdError::NotFound { .. }
                 | HostdError::NotManaged { .. }
-                | HostdError::InvalidArgument(_) => {
+                | HostdError::InvalidArgument(_)
+                | HostdError::PoolPath { .. } => {
                     info!(host = %self.host(), vm, error = %err, "{op} refused");
                 }
                 // A fencing refusal means some controller acts on stale authority: loud.
@@ -513,6 +517,24 @@ impl HostAgent for AgentService {
     }
 
     type SessionStream = ReceiverStream<Result<pb::SessionEvent, Status>>;
+
+    async fn ensure_pool(
+        &self,
+        request: Request<pb::EnsurePoolRequest>,
+    ) -> Result<Response<pb::PoolStatus>, Status> {
+        self.ensure_pool_inner(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn remove_pool(
+        &self,
+        request: Request<pb::RemovePoolRequest>,
+    ) -> Result<Response<pb::RemovePoolResponse>, Status> {
+        self.remove_pool_inner(request.into_inner())
+            .await
+            .map(Response::new)
+    }
 
     async fn session(
         &self,

@@ -17,7 +17,7 @@ use tonic::{Status, Streaming};
 use tracing::{debug, info, warn};
 
 use crate::error::{error_chain, HostdError};
-use crate::service::{domain_to_pb, Shared};
+use crate::service::{domain_to_pb, pool_to_pb, Shared};
 
 /// Heartbeats buffered for a slow reader. A heartbeat that cannot be queued is dropped: a
 /// stale one is worth nothing, and blocking on it would stop the session noticing shutdown.
@@ -212,8 +212,15 @@ async fn heartbeat(
     after_grant: u64,
 ) -> Result<pb::Heartbeat, HostdError> {
     let before = shared.vm_locks.snapshot();
-    let (capacity, domains) = shared
-        .blocking(|hv| Ok((hv.host_info()?, hv.list_managed()?)))
+    let (capacity, domains, pools) = shared
+        .blocking(|hv| {
+            let pools = hv.list_pools().unwrap_or_else(|e| {
+                // Pools are reported again next beat; the domains must not wait for them.
+                tracing::warn!(error = %crate::error::error_chain(&e), "cannot list storage pools");
+                Vec::new()
+            });
+            Ok((hv.host_info()?, hv.list_managed()?, pools))
+        })
         .await?;
     let after = shared.vm_locks.snapshot();
     let lease = shared.lease.view();
@@ -239,5 +246,6 @@ async fn heartbeat(
             ha_epoch: lease.ha_epoch,
         }),
         after_grant,
+        pools: pools.into_iter().map(pool_to_pb).collect(),
     })
 }

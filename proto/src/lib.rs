@@ -5,12 +5,14 @@
 //! - [`raft::v1`]: controller ↔ controller Raft traffic (`RaftService`).
 //! - [`transport`]: how every hop connects (plaintext or mutual TLS).
 //! - [`identity`]: who holds a certificate; [`guard`]: the layer that checks it on every call.
+//! - [`pool_path`]: what a storage pool's path may be, for both ends.
 //!
 //! Conversions to domain types live with the domain types (`drover-raft`), which depend on
 //! this crate, not the other way round.
 
 pub mod guard;
 pub mod identity;
+pub mod pool_path;
 pub mod transport;
 
 #[allow(clippy::all, missing_docs)]

@@ -52,6 +52,10 @@ impl ClusterState {
             Command::RecordEvent { .. } => Touched::Nothing,
             // Persisted with every batch, like the placement policy (see `apply_tokens`).
             Command::CreateToken { .. } | Command::RevokeToken { .. } => Touched::Nothing,
+            // Host actors compare pools with their host's report at every heartbeat.
+            Command::CreatePool { .. }
+            | Command::DeletePool { .. }
+            | Command::PoolsObserved { .. } => Touched::Nothing,
             // The state machine unpacks a batch entry and applies its requests one by one;
             // one that reaches here is nested.
             Command::Batch { .. } => return (Err(ApplyError::NestedBatch), Touched::Nothing),
@@ -125,15 +129,8 @@ impl ClusterState {
                     return Err(ApplyError::HostExists(name.clone()));
                 }
                 let host = Host {
-                    name: name.clone(),
-                    address: address.clone(),
-                    health: HostHealth::Unknown,
-                    capacity: Default::default(),
-                    dead_reason: None,
-                    fencing_armed: false,
                     labels: labels.clone(),
-                    admin: AdminState::Active,
-                    migration_uri: String::new(),
+                    ..Host::new(name, address)
                 };
                 self.hosts.insert(name.clone(), host.clone());
                 Ok(Reply::Host(host))
@@ -442,6 +439,9 @@ impl ClusterState {
             Command::CreateToken { token } => self.create_token(token),
             Command::RevokeToken { id } => self.revoke_token(id),
             Command::Batch { .. } => Err(ApplyError::NestedBatch),
+            Command::CreatePool { name, spec } => self.create_pool(name, spec),
+            Command::DeletePool { name } => self.delete_pool(name),
+            Command::PoolsObserved { host, pools } => self.pools_observed(host, pools),
             Command::RemoveVm {
                 name,
                 expected_generation,
@@ -620,6 +620,9 @@ impl ClusterState {
             });
         }
         self.hosts.remove(name);
+        for pool in self.pools.values_mut() {
+            pool.on_hosts.remove(name);
+        }
         Ok(Reply::HostRemoved {
             name: name.to_string(),
         })

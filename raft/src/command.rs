@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{
     Capacity, DeadReason, DesiredState, DrainProgress, EventKind, Host, HostHealth, Labels,
-    MigrationPolicy, MigrationProgress, ObservedState, OpState, Operation, PlacementPolicy, Vm,
-    VmSpec,
+    MigrationPolicy, MigrationProgress, ObservedState, OpState, Operation, PlacementPolicy, Pool,
+    PoolOnHost, PoolSpec, Vm, VmSpec,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,6 +202,23 @@ pub enum Command {
     RevokeToken {
         id: String,
     },
+    /// `drover pool create`: declares a storage pool; the hosts it includes set it up.
+    CreatePool {
+        name: String,
+        spec: PoolSpec,
+    },
+    /// `drover pool delete`: forgets a pool (its hosts undefine it in libvirt and leave
+    /// the files).
+    DeletePool {
+        name: String,
+    },
+    /// What `host` reports about the pools it includes, by pool name: every such pool it
+    /// does not report is not set up there yet. Reports of pools that no longer exist, or
+    /// do not include the host, are ignored.
+    PoolsObserved {
+        host: String,
+        pools: std::collections::BTreeMap<String, PoolOnHost>,
+    },
     /// Writes that arrived together, committed as one log entry (group commit, see
     /// `raft::write_batch`) and applied one after the other exactly as if each had its own
     /// entry: each with its own request id and its own result. Only ever a whole entry: a
@@ -266,6 +283,9 @@ impl Command {
             Command::SetPlacementPolicy { .. } => "set_placement_policy",
             Command::CreateToken { .. } => "create_token",
             Command::RevokeToken { .. } => "revoke_token",
+            Command::CreatePool { .. } => "create_pool",
+            Command::DeletePool { .. } => "delete_pool",
+            Command::PoolsObserved { .. } => "pools_observed",
             Command::Batch { .. } => "batch",
         }
     }
@@ -319,6 +339,10 @@ pub enum Reply {
     Nothing,
     /// The token created or revoked (its hash, never the secret).
     Token(crate::model::Token),
+    Pool(Pool),
+    PoolDeleted {
+        name: String,
+    },
     /// One result per request of a `Command::Batch`, in its order.
     Batch(Vec<ApplyResult>),
 }
@@ -448,6 +472,14 @@ pub enum ApplyError {
     UnknownToken(String),
     #[error("The cluster keeps at most {0} tokens: revoke some first")]
     TooManyTokens(usize),
+    #[error("Invalid pool: {0}")]
+    InvalidPool(String),
+    #[error("Pool {0:?} already exists")]
+    PoolExists(String),
+    #[error("Pool {0:?} not found")]
+    UnknownPool(String),
+    #[error("Path {path:?} is already pool {pool:?} on a host both pools include")]
+    PoolPathTaken { path: String, pool: String },
     #[error("A batch of writes is only ever a whole log entry; it cannot be nested")]
     NestedBatch,
 }

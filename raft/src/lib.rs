@@ -1,12 +1,13 @@
 //! drover's replicated cluster state.
 //!
-//! - [`model`]: hosts and VMs; [`command`]: the changes to them; `apply`: the
+//! - [`model`]: hosts, VMs and storage pools; [`command`]: the changes to them; `apply`: the
 //!   deterministic state transition every controller runs on every committed entry.
 //! - [`store`]: the sled-backed openraft log store and state machine.
 //! - [`network`]: Raft RPCs over tonic; [`node`]: one controller's Raft member and write path;
 //!   [`write_batch`]: group commit of concurrent writes into one log entry.
 
 mod apply;
+mod apply_pools;
 mod apply_tokens;
 pub mod backup;
 pub mod command;

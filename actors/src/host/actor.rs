@@ -5,6 +5,7 @@
 //! destroys domains the cluster has moved elsewhere, and hands each heartbeat's domain list
 //! to the supervisor, which routes it to the VM actors.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -26,6 +27,8 @@ use super::rounds::LeadershipRounds;
 use super::stale::{stale_domains, Stale};
 use crate::agents::{deadline, AgentPool, QUICK_CALL};
 use crate::Shutdown;
+
+mod pool_sync;
 
 /// Heartbeats missed before the session is dropped and reopened.
 const MISSED_BEATS: u32 = 3;
@@ -86,6 +89,10 @@ pub struct HostActor {
     /// Counts sessions opened, so a quorum round begun for one does not grant on the next
     /// (its request seqs belong to the old session).
     session_no: u64,
+    /// Storage pools that could not be set up here, by pool (see `host::pools`).
+    pool_failures: BTreeMap<String, super::pools::Failure>,
+    /// Pools with an EnsurePool or RemovePool in flight.
+    pool_calls: BTreeSet<String>,
 }
 
 impl HostActor {
@@ -124,6 +131,8 @@ impl HostActor {
             fencing: false,
             marks: GrantMarks::default(),
             session_no: 0,
+            pool_failures: BTreeMap::new(),
+            pool_calls: BTreeSet::new(),
         }
     }
 
@@ -425,6 +434,7 @@ impl HostActor {
         if self.tracker.health == Health::Up {
             let migration_uri = beat.host.as_ref().map(|h| h.migration_uri.clone());
             self.commit(ctx, up(&self.name, capacity, fencing_armed, migration_uri));
+            self.sync_pools(&beat.pools, ctx);
         }
         self.cx.report_to.do_send(HostReport {
             host: self.name.clone(),

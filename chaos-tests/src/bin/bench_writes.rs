@@ -80,7 +80,13 @@ struct Level {
     window: Duration,
     /// Every key acknowledged (inside the window or not), for the check afterwards.
     acked: Vec<String>,
+    /// Writes inside the window slower than [`SLOW`]: when they were sent (wall clock, to
+    /// match against the controllers' logs) and how long they took.
+    slow: Vec<(std::time::SystemTime, Duration)>,
 }
+
+/// A write slower than this is a stall worth finding in the logs.
+const SLOW: Duration = Duration::from_millis(500);
 
 impl Level {
     fn rate(&self) -> f64 {
@@ -307,6 +313,7 @@ async fn level<S: System>(
                 let key = format!("{prefix}{n}");
                 n += 1;
                 let sent = Instant::now();
+                let sent_wall = std::time::SystemTime::now();
                 let outcome = S::write(c, &key).await;
                 let done = Instant::now();
                 let counted = sent >= from && done < to;
@@ -314,6 +321,9 @@ async fn level<S: System>(
                     Ok(()) => {
                         if counted {
                             seen.latencies.push(done - sent);
+                            if done - sent > SLOW {
+                                seen.slow.push((sent_wall, done - sent));
+                            }
                         }
                         seen.acked.push(key);
                     }
@@ -344,6 +354,7 @@ async fn level<S: System>(
         let seen = seen?;
         total.latencies.extend(seen.latencies);
         total.acked.extend(seen.acked);
+        total.slow.extend(seen.slow);
         for (code, n) in seen.errors {
             *total.errors.entry(code).or_default() += n;
         }
@@ -369,6 +380,34 @@ fn errors(e: &BTreeMap<String, u64>) -> String {
         .map(|(code, n)| format!("{n} {code}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The seconds in which writes were slower than [`SLOW`], with how many and the slowest:
+/// where to look in the controllers' logs.
+fn stalls(l: &Level) -> String {
+    let mut by_second: BTreeMap<u64, (u64, Duration)> = BTreeMap::new();
+    for (at, took) in &l.slow {
+        let secs = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let e = by_second.entry(secs).or_default();
+        e.0 += 1;
+        e.1 = e.1.max(*took);
+    }
+    by_second
+        .iter()
+        .map(|(secs, (n, max))| {
+            let hms = secs % 86_400;
+            format!(
+                "{:02}:{:02}:{:02}Z {n}× up to {} ms",
+                hms / 3600,
+                hms / 60 % 60,
+                hms % 60,
+                max.as_millis()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn row(system: &str, clients: usize, round: u32, l: &Level) -> String {
@@ -449,6 +488,9 @@ async fn main() -> anyhow::Result<()> {
             if let Some(d) = &drover {
                 let l = level(d, clients, window, &tag).await?;
                 println!("{}", row("drover", clients, round, &l));
+                if !l.slow.is_empty() {
+                    eprintln!("drover writes over {SLOW:?}: {}", stalls(&l));
+                }
                 results
                     .entry((clients, "drover"))
                     .or_default()
@@ -458,6 +500,9 @@ async fn main() -> anyhow::Result<()> {
             if let Some(e) = &etcd {
                 let l = level(e, clients, window, &tag).await?;
                 println!("{}", row("etcd", clients, round, &l));
+                if !l.slow.is_empty() {
+                    eprintln!("etcd writes over {SLOW:?}: {}", stalls(&l));
+                }
                 results.entry((clients, "etcd")).or_default().push(l.rate());
                 etcd_acked.extend(l.acked);
             }

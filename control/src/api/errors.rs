@@ -19,7 +19,10 @@ pub fn apply_error(e: &ApplyError) -> Status {
         | ApplyError::InvalidLease(_)
         | ApplyError::SameHost { .. }
         | ApplyError::InvalidToken(_)
-        | ApplyError::InvalidReport(_) => Status::invalid_argument(msg),
+        | ApplyError::InvalidReport(_)
+        | ApplyError::InvalidPool(_) => Status::invalid_argument(msg),
+        ApplyError::PoolExists(_) | ApplyError::PoolPathTaken { .. } => Status::already_exists(msg),
+        ApplyError::UnknownPool(_) => Status::not_found(msg),
         ApplyError::TokenExists(_) => Status::already_exists(msg),
         ApplyError::UnknownToken(_) => Status::not_found(msg),
         ApplyError::TooManyTokens(_) => Status::resource_exhausted(msg),

@@ -179,7 +179,7 @@ impl VmService for VmApi {
                 "" => Unbounded,
                 after => Excluded(after),
             };
-            let mut page = d.state.vms.range::<str, _>((from, Unbounded));
+            let mut page = d.state.vms.range::<_, str>((from, Unbounded));
             let vms: Vec<pb::Vm> = page
                 .by_ref()
                 .take(limit)

@@ -68,6 +68,10 @@ pub fn need(path: &str) -> Option<Need> {
         | "/drover.v1.VmService/DeleteVm"
         | "/drover.v1.VmService/MigrateVm" => User(Operator),
 
+        "/drover.v1.PoolService/GetPool" | "/drover.v1.PoolService/ListPools" => User(Viewer),
+        // Storage is cluster infrastructure, as hosts' membership is: admins declare it.
+        "/drover.v1.PoolService/CreatePool" | "/drover.v1.PoolService/DeletePool" => User(Admin),
+
         // Tokens are credentials: only admins make, see and revoke them.
         "/drover.v1.TokenService/CreateToken"
         | "/drover.v1.TokenService/ListTokens"

@@ -5,12 +5,14 @@ mod backup;
 mod commands;
 mod follow;
 pub mod output;
+mod pools;
 mod tokens;
 
 use std::path::PathBuf;
 
 pub use commands::{certs, cluster, event, ha, host, op, vm, Printed, Target};
 use output::Format;
+pub use pools::pool;
 pub use tokens::token;
 
 #[derive(Debug, clap::Parser)]
@@ -85,6 +87,9 @@ pub enum Command {
     /// VM commands.
     #[command(subcommand)]
     Vm(VmCmd),
+    /// Storage pools: where VM disks and images live.
+    #[command(subcommand)]
+    Pool(PoolCmd),
     /// The cluster-wide HA switch, for planned network maintenance.
     #[command(subcommand)]
     Ha(HaCmd),
@@ -100,6 +105,44 @@ pub enum Command {
     /// Users' bearer tokens (admin only).
     #[command(subcommand)]
     Token(TokenCmd),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum PoolCmd {
+    /// Declare a pool; every host it includes sets it up in libvirt (admin only).
+    Create {
+        name: String,
+        /// dir: a directory at --path on each host.
+        #[arg(long = "type", default_value = "dir")]
+        r#type: String,
+        /// Absolute path of the directory (it must exist on every host of the pool).
+        #[arg(long)]
+        path: String,
+        /// Every host sees the same files there (NFS, CephFS, ... mounted at --path).
+        #[arg(long)]
+        shared: bool,
+        /// The hosts that see the pool, comma-separated, or "all" (the default; hosts added
+        /// later too).
+        #[arg(long)]
+        hosts: Option<String>,
+        /// Wait this long for every host to set it up (or say why not), e.g. 30s; fails
+        /// if one has not.
+        #[arg(long, value_parser = tokens::parse_ttl)]
+        wait: Option<std::time::Duration>,
+    },
+    /// Every pool, with how many of its hosts have it set up.
+    List {
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    /// One pool and its state, capacity and free space on each host.
+    Get {
+        name: String,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    /// Forget a pool: its hosts undefine it in libvirt and keep the files.
+    Delete { name: String },
 }
 
 #[derive(Debug, clap::Subcommand)]

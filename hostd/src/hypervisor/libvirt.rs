@@ -13,8 +13,10 @@ use virt::sys;
 use super::domain_xml::{self, DomainType, Marker, DROVER_NS};
 use super::libvirt_conn::LibvirtConn;
 use super::libvirt_migrate;
+use super::libvirt_pool::{self, Refreshed};
 use super::{
-    HostCapacity, Hypervisor, JobStats, ManagedDomain, MigrationRequest, PowerState, VmSpec,
+    HostCapacity, Hypervisor, JobStats, ManagedDomain, ManagedPool, MigrationRequest, PowerState,
+    VmSpec,
 };
 use crate::error::HostdError;
 
@@ -23,6 +25,8 @@ pub struct LibvirtHypervisor {
     conn: LibvirtConn,
     /// Decided once, before opening, so every domain on this host gets the same.
     domain_type: DomainType,
+    /// When each storage pool's space was last re-read.
+    pools_refreshed: Refreshed,
 }
 
 /// What a name refers to on this host, from hostd's point of view.
@@ -43,6 +47,7 @@ impl LibvirtHypervisor {
         Ok(LibvirtHypervisor {
             conn: LibvirtConn::open(uri)?,
             domain_type,
+            pools_refreshed: Refreshed::default(),
         })
     }
 
@@ -235,6 +240,18 @@ impl Hypervisor for LibvirtHypervisor {
             let (dom, _) = managed(conn, name)?;
             libvirt_migrate::abort_job(&dom)
         })
+    }
+
+    fn ensure_pool(&self, name: &str, path: &str) -> Result<ManagedPool, HostdError> {
+        self.call(|conn| libvirt_pool::ensure(conn, &self.pools_refreshed, name, path))
+    }
+
+    fn remove_pool(&self, name: &str) -> Result<bool, HostdError> {
+        self.call(|conn| libvirt_pool::remove(conn, &self.pools_refreshed, name))
+    }
+
+    fn list_pools(&self) -> Result<Vec<ManagedPool>, HostdError> {
+        self.call(|conn| libvirt_pool::list(conn, &self.pools_refreshed))
     }
 
     fn probe(&self) -> Result<(), HostdError> {

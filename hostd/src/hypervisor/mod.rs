@@ -12,6 +12,8 @@ pub mod domain_xml;
 pub mod libvirt;
 mod libvirt_conn;
 mod libvirt_migrate;
+mod libvirt_pool;
+pub mod pool_xml;
 
 use crate::error::HostdError;
 
@@ -92,6 +94,17 @@ pub struct JobStats {
     pub downtime_ms: Option<u64>,
 }
 
+/// A storage pool hostd has defined in libvirt (see [`pool_xml`]), as libvirt reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedPool {
+    /// The cluster's name (without hostd's prefix).
+    pub name: String,
+    pub path: String,
+    pub active: bool,
+    pub capacity_bytes: u64,
+    pub available_bytes: u64,
+}
+
 /// Drives the guests of one host. Only domains carrying drover's ownership marker are
 /// visible through it: a domain of the same name that hostd did not create is reported as
 /// [`HostdError::NotManaged`] where a name clash matters (starting) and as absent elsewhere.
@@ -130,6 +143,17 @@ pub trait Hypervisor: Send + Sync {
 
     /// Aborts domain `name`'s running job; `false` when it had none.
     fn abort_job(&self, name: &str) -> Result<bool, HostdError>;
+
+    /// Defines storage pool `name` as a directory pool at `path` (persistent, autostarted)
+    /// and starts it; one already there at `path` is refreshed. The directory must exist
+    /// and be writable ([`HostdError::PoolPath`] otherwise): hostd never creates it.
+    fn ensure_pool(&self, name: &str, path: &str) -> Result<ManagedPool, HostdError>;
+
+    /// Stops and undefines pool `name`, leaving its files; `false` if it was not defined.
+    fn remove_pool(&self, name: &str) -> Result<bool, HostdError>;
+
+    /// Every pool hostd has defined, sorted by name.
+    fn list_pools(&self) -> Result<Vec<ManagedPool>, HostdError>;
 
     /// One cheap round trip to the hypervisor, reconnecting first if the connection was
     /// lost. Succeeding means this host could fence (destroy its guests) right now.

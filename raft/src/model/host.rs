@@ -91,6 +91,24 @@ pub struct Host {
     pub migration_uri: String,
 }
 
+impl Host {
+    /// A host as `AddHost` registers it: health unknown and no capacity until it reports,
+    /// in service, no labels. Everything else is set on the result.
+    pub fn new(name: &str, address: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            address: address.to_string(),
+            health: HostHealth::Unknown,
+            capacity: Capacity::default(),
+            dead_reason: None,
+            fencing_armed: false,
+            labels: Labels::new(),
+            admin: AdminState::Active,
+            migration_uri: String::new(),
+        }
+    }
+}
+
 /// The operator's say over a host, apart from its health.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdminState {

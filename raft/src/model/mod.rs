@@ -7,10 +7,12 @@ mod labels;
 mod moves;
 mod operation;
 mod placement;
+mod pool;
 mod state;
 mod token;
 mod vm;
 
+pub use drover_proto::pool_path::{validate_pool_path, MAX_POOL_PATH_LEN};
 pub use event::{Event, EventKind, EventLog, MAX_EVENTS};
 pub use host::{AdminState, Capacity, DeadReason, Host, HostHealth};
 pub use labels::{parse_label, validate_labels, Labels};
@@ -20,6 +22,7 @@ pub use operation::{
     Progress, MAX_FINISHED_OPS,
 };
 pub use placement::{PlacementPolicy, Weigher};
+pub use pool::{Pool, PoolHosts, PoolKind, PoolOnHost, PoolSpec, MAX_POOL_REASON_LEN};
 pub use state::{ClusterState, HaSettings, LeaseConfig, MAX_LEASE_TTL_MS, MIN_BEATS_PER_TTL};
 pub use token::{Token, MAX_TOKENS};
 pub use vm::{DesiredState, ObservedState, Vm, VmSpec};

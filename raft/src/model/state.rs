@@ -1,16 +1,20 @@
-//! The whole replicated state. `BTreeMap`s keep iteration order, and so every derived
+//! The whole replicated state. Ordered maps keep iteration order, and so every derived
 //! decision, identical on every node.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{EventLog, Host, OpKind, Operations, PlacementPolicy, Vm};
+use super::{EventLog, Host, OpKind, Operations, PlacementPolicy, Pool, Vm};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
     pub hosts: BTreeMap<String, Host>,
-    pub vms: BTreeMap<String, Vm>,
+    /// A persistent map: cloning it for a snapshot shares its nodes instead of copying
+    /// them, so taking a snapshot holds the state's lock for microseconds even at millions
+    /// of VMs (a `BTreeMap` clone of 2 M VMs took 2 s, during which `apply` and every
+    /// reader waited; issue 10).
+    pub vms: imbl::OrdMap<String, Vm>,
     #[serde(default)]
     pub ha: HaSettings,
     #[serde(default)]
@@ -22,6 +26,9 @@ pub struct ClusterState {
     /// Users' bearer tokens by id (hashes only; see [`super::Token`]).
     #[serde(default)]
     pub tokens: BTreeMap<String, super::Token>,
+    /// Storage pools by name.
+    #[serde(default)]
+    pub pools: BTreeMap<String, Pool>,
     /// Counts every placement change of every VM (a new host or generation); each VM keeps
     /// the count of its latest in [`Vm::placed_at`]. A leader notes this count in each lease
     /// grant it sends, so it knows which placements a host had been told of when it listed

@@ -203,12 +203,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        tracing::debug!(%log_id, "purging log up to");
+        let started = std::time::Instant::now();
         // Record the purge point first: a crash between the two steps then leaves extra
         // entries (harmless) rather than a hole openraft does not know about.
         self.write_meta(LAST_PURGED, &log_id, ErrorSubject::Store)?;
         self.flush(ErrorSubject::Store).await?;
         self.remove_range(0, Some(log_id.index))?;
-        self.flush(ErrorSubject::Logs).await
+        let removed = started.elapsed();
+        self.flush(ErrorSubject::Logs).await?;
+        tracing::info!(
+            upto = log_id.index,
+            remove_ms = removed.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "log purged"
+        );
+        Ok(())
     }
 }

@@ -264,9 +264,12 @@ impl StateMachineStore {
         let mut batch = sled::Batch::default();
         batch.insert(SNAPSHOT_DATA, data);
         batch.insert(SNAPSHOT_META, meta_raw);
-        self.shared
-            .snapshot
-            .apply_batch(batch)
+        // sled copies the value and writes it out inline: for a state of millions of VMs
+        // that is a gigabyte and seconds, which must not hold a tokio worker.
+        let tree = self.shared.snapshot.clone();
+        tokio::task::spawn_blocking(move || tree.apply_batch(batch))
+            .await
+            .map_err(|e| err(&e))?
             .map_err(|e| err(&e))?;
         super::flush(&self.shared.db).await.map_err(|e| err(&e))?;
         Ok(true)
@@ -306,7 +309,9 @@ impl StateMachineStore {
     /// The whole state becomes `data`, which is the current snapshot's.
     fn replace(&self, data: SmData) {
         let records = data.records();
-        *self.write_data() = data;
+        let old = std::mem::replace(&mut *self.write_data(), data);
+        // Freeing millions of VMs is not a job for a tokio worker either.
+        tokio::task::spawn_blocking(move || drop(old));
         let s = &self.shared;
         s.records.store(records, Ordering::Relaxed);
         s.writes_at_snapshot
@@ -317,36 +322,60 @@ impl StateMachineStore {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        // Cloning and serializing a large state takes long enough (a second for 100k VMs in
-        // a debug build) to starve Raft heartbeats if it ran on an async worker.
+        // Serializing a large state takes long enough (seconds at millions of VMs) to
+        // starve Raft heartbeats if it ran on an async worker. The clone is cheap (the VM
+        // map is persistent), so the lock is held for microseconds, not for the copy.
         let shared = self.shared.clone();
+        let started = std::time::Instant::now();
         let built = tokio::task::spawn_blocking(move || {
             let (data, writes) = {
                 let d = shared.data.read().unwrap_or_else(|p| p.into_inner());
                 // Counted under the same lock `apply` counts under.
                 (d.clone(), shared.writes.load(Ordering::Relaxed))
             };
-            serde_json::to_vec(&data).map(|bytes| (data, writes, bytes))
+            let cloned = started.elapsed();
+            // One copy for sled, one for openraft: copied here, not on a worker.
+            // The clone is dropped here too: freeing the nodes `apply` has replaced since
+            // is work in proportion to the writes meanwhile.
+            serde_json::to_vec(&data).map(|bytes| {
+                let at = (data.last_applied, data.membership.clone());
+                tracing::info!(
+                    bytes = bytes.len(),
+                    records = data.records(),
+                    clone_ms = cloned.as_millis() as u64,
+                    serialize_ms = (started.elapsed() - cloned).as_millis() as u64,
+                    "snapshot serialized"
+                );
+                (at, writes, bytes.clone(), bytes)
+            })
         })
         .await;
         let snap_err = |e: &dyn std::error::Error| snapshot_err(None, ErrorVerb::Write, e);
-        let (data, writes, bytes) = built.map_err(|e| snap_err(&e))?.map_err(|e| snap_err(&e))?;
-        let snapshot_id = match data.last_applied {
+        let ((last_applied, last_membership), writes, bytes, stored) =
+            built.map_err(|e| snap_err(&e))?.map_err(|e| snap_err(&e))?;
+        let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, bytes.len()),
             None => format!("empty-{}", bytes.len()),
         };
         let meta = SnapshotMeta {
-            last_log_id: data.last_applied,
-            last_membership: data.membership.clone(),
+            last_log_id: last_applied,
+            last_membership,
             snapshot_id,
         };
         // Not stored if an install overtook this build; openraft then ignores it too (it
         // keeps the newest snapshot it knows).
-        if self.save_snapshot(&meta, bytes.clone()).await? {
+        let saving = std::time::Instant::now();
+        if self.save_snapshot(&meta, stored).await? {
             self.shared
                 .writes_at_snapshot
                 .fetch_max(writes, Ordering::Relaxed);
         }
+        tracing::info!(
+            snapshot = %meta.snapshot_id,
+            save_ms = saving.elapsed().as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "snapshot stored"
+        );
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
@@ -432,9 +461,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMeta,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
-        let bytes = snapshot.into_inner();
-        let rd = |e: serde_json::Error| snapshot_err(Some(meta), ErrorVerb::Read, &e);
-        let mut new_data: SmData = serde_json::from_slice(&bytes).map_err(rd)?;
+        let rd = |e: &dyn std::error::Error| snapshot_err(Some(meta), ErrorVerb::Read, e);
+        // Parsed off the async workers, like a build is serialized (see there).
+        let (mut new_data, bytes) = tokio::task::spawn_blocking(move || {
+            let bytes = snapshot.into_inner();
+            serde_json::from_slice::<SmData>(&bytes).map(|d| (d, bytes))
+        })
+        .await
+        .map_err(|e| rd(&e))?
+        .map_err(|e| rd(&e))?;
         new_data.last_applied = meta.last_log_id;
         new_data.membership = meta.last_membership.clone();
         self.save_snapshot(meta, bytes).await?;
@@ -448,15 +483,18 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let Some(meta) = self.stored_meta()? else {
             return Ok(None);
         };
-        let data = self
-            .shared
-            .snapshot
-            .get(SNAPSHOT_DATA)
-            .map_err(|e| rd(&e))?
-            .ok_or_else(|| rd(&std::io::Error::other("snapshot data missing")))?;
+        // A read and a copy of up to a gigabyte: off the async workers.
+        let tree = self.shared.snapshot.clone();
+        let data = tokio::task::spawn_blocking(move || {
+            tree.get(SNAPSHOT_DATA).map(|d| d.map(|d| d.to_vec()))
+        })
+        .await
+        .map_err(|e| rd(&e))?
+        .map_err(|e| rd(&e))?
+        .ok_or_else(|| rd(&std::io::Error::other("snapshot data missing")))?;
         Ok(Some(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data.to_vec())),
+            snapshot: Box::new(Cursor::new(data)),
         }))
     }
 }

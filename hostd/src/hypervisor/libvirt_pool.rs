@@ -1,0 +1,189 @@
+//! Storage pools on libvirt: define, start, report and undefine the `dir` pools hostd owns
+//! (named `drover-<pool>`, see [`pool_xml`]). The directory is the operator's: hostd checks
+//! it is there and writable, and never creates or deletes it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use nix::unistd::{access, AccessFlags};
+use virt::connect::Connect;
+use virt::error::ErrorNumber;
+use virt::storage_pool::StoragePool;
+
+use super::pool_xml::{self, dir_pool, target_path};
+use super::ManagedPool;
+use crate::error::HostdError;
+
+/// How often a pool's space is re-read from its filesystem. libvirt reports what it read
+/// at its last refresh, and a refresh rescans every volume: once per heartbeat would be
+/// wasteful, once every few seconds keeps the scheduler's view current enough.
+const REFRESH_EVERY: Duration = Duration::from_secs(10);
+
+/// When each pool was last refreshed.
+#[derive(Default)]
+pub(super) struct Refreshed(Mutex<BTreeMap<String, Instant>>);
+
+impl Refreshed {
+    /// Whether `name` is due for a refresh now; marks it refreshed if so.
+    fn due(&self, name: &str) -> bool {
+        let mut at = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match at.get(name) {
+            Some(t) if now.duration_since(*t) < REFRESH_EVERY => false,
+            _ => {
+                at.insert(name.to_string(), now);
+                true
+            }
+        }
+    }
+
+    fn forget(&self, name: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+    }
+}
+
+fn is(err: &virt::error::Error, code: ErrorNumber) -> bool {
+    err.code().is(code)
+}
+
+/// The path must be a directory this process may write to: a pool elsewhere would fail
+/// later, at the first disk, with a less helpful message.
+fn check_dir(path: &str) -> Result<(), HostdError> {
+    let bad = |reason: String| HostdError::PoolPath {
+        path: path.to_string(),
+        reason,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => bad("does not exist".into()),
+        _ => bad(e.to_string()),
+    })?;
+    if !meta.is_dir() {
+        return Err(bad("is not a directory".into()));
+    }
+    access(Path::new(path), AccessFlags::W_OK | AccessFlags::X_OK)
+        .map_err(|errno| bad(format!("is not writable ({})", errno.desc())))
+}
+
+fn lookup(conn: &Connect, name: &str) -> Result<Option<StoragePool>, HostdError> {
+    match conn.lookup_storage_pool_by_name(&pool_xml::libvirt_name(name)) {
+        Ok(pool) => Ok(Some(pool)),
+        Err(e) if is(&e, ErrorNumber::NoStoragePool) => Ok(None),
+        Err(e) => Err(HostdError::libvirt("lookup_storage_pool_by_name")(e)),
+    }
+}
+
+fn path_of(pool: &StoragePool) -> Result<String, HostdError> {
+    let xml = pool
+        .xml_desc(0)
+        .map_err(HostdError::libvirt("storage_pool_xml_desc"))?;
+    Ok(target_path(&xml).unwrap_or_default().to_string())
+}
+
+fn stop_and_undefine(pool: &StoragePool) -> Result<(), HostdError> {
+    if pool
+        .is_active()
+        .map_err(HostdError::libvirt("storage_pool_is_active"))?
+    {
+        pool.destroy()
+            .map_err(HostdError::libvirt("storage_pool_destroy"))?;
+    }
+    pool.undefine()
+        .map_err(HostdError::libvirt("storage_pool_undefine"))
+}
+
+fn describe(pool: &StoragePool, name: &str, path: String) -> Result<ManagedPool, HostdError> {
+    let info = pool
+        .info()
+        .map_err(HostdError::libvirt("storage_pool_get_info"))?;
+    Ok(ManagedPool {
+        name: name.to_string(),
+        path,
+        active: info.state == virt::sys::VIR_STORAGE_POOL_RUNNING,
+        capacity_bytes: info.capacity,
+        available_bytes: info.available,
+    })
+}
+
+pub(super) fn ensure(
+    conn: &Connect,
+    refreshed: &Refreshed,
+    name: &str,
+    path: &str,
+) -> Result<ManagedPool, HostdError> {
+    check_dir(path)?;
+    let pool = match lookup(conn, name)? {
+        Some(pool) if path_of(&pool)? == path => pool,
+        existing => {
+            // A pool of this name at another path: the cluster's pool was deleted and
+            // declared again elsewhere. The old definition goes; its files stay.
+            if let Some(old) = existing {
+                stop_and_undefine(&old)?;
+            }
+            let pool = conn
+                .define_storage_pool_xml(&dir_pool(name, path), 0)
+                .map_err(HostdError::libvirt("storage_pool_define_xml"))?;
+            pool.set_autostart(true)
+                .map_err(HostdError::libvirt("storage_pool_set_autostart"))?;
+            pool
+        }
+    };
+    if pool
+        .is_active()
+        .map_err(HostdError::libvirt("storage_pool_is_active"))?
+    {
+        pool.refresh(0)
+            .map_err(HostdError::libvirt("storage_pool_refresh"))?;
+    } else {
+        // Starting a dir pool reads its directory (and its space) afresh.
+        pool.create(0)
+            .map_err(HostdError::libvirt("storage_pool_create"))?;
+    }
+    refreshed.due(name);
+    describe(&pool, name, path.to_string())
+}
+
+pub(super) fn remove(
+    conn: &Connect,
+    refreshed: &Refreshed,
+    name: &str,
+) -> Result<bool, HostdError> {
+    refreshed.forget(name);
+    match lookup(conn, name)? {
+        Some(pool) => stop_and_undefine(&pool).map(|()| true),
+        None => Ok(false),
+    }
+}
+
+/// Every pool hostd owns, sorted by name; active ones refreshed when due.
+pub(super) fn list(conn: &Connect, refreshed: &Refreshed) -> Result<Vec<ManagedPool>, HostdError> {
+    let all = conn
+        .list_all_storage_pools(0)
+        .map_err(HostdError::libvirt("list_all_storage_pools"))?;
+    let mut pools = Vec::new();
+    for pool in all {
+        let Ok(lv_name) = pool.name() else { continue };
+        let Some(name) = pool_xml::cluster_name(&lv_name) else {
+            continue;
+        };
+        // A pool undefined between the listing and these calls is skipped.
+        let vanished = |e: &HostdError| matches!(e, HostdError::Libvirt { source, .. } if is(source, ErrorNumber::NoStoragePool));
+        let active = pool.is_active().unwrap_or(false);
+        if active && refreshed.due(name) {
+            if let Err(e) = pool.refresh(0) {
+                tracing::warn!(pool = name, error = %e, "cannot refresh storage pool");
+            }
+        }
+        match path_of(&pool).and_then(|path| describe(&pool, name, path)) {
+            Ok(p) => pools.push(p),
+            Err(e) if vanished(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    pools.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(pools)
+}

@@ -1,0 +1,61 @@
+//! The libvirt XML of drover's storage pools: built from the cluster's pool, and read back
+//! for the one thing hostd compares (the target path).
+
+/// libvirt pool names hostd owns start with this: the name is the only ownership mark a
+/// storage pool can carry (pools have no metadata element), and it keeps an operator's
+/// own pools out of drover's reports.
+pub const POOL_PREFIX: &str = "drover-";
+
+/// The libvirt name of the cluster's pool `name`.
+pub fn libvirt_name(name: &str) -> String {
+    format!("{POOL_PREFIX}{name}")
+}
+
+/// The cluster's name of a libvirt pool hostd owns; `None` for others.
+pub fn cluster_name(libvirt_name: &str) -> Option<&str> {
+    libvirt_name
+        .strip_prefix(POOL_PREFIX)
+        .filter(|n| !n.is_empty())
+}
+
+/// A `dir` pool at `path`. Both come validated (names: `[A-Za-z0-9._-]`; paths: no quotes,
+/// `<`, `>` or `&`), so nothing needs escaping.
+pub fn dir_pool(name: &str, path: &str) -> String {
+    format!(
+        "<pool type='dir'>\n  <name>{}</name>\n  <target>\n    <path>{path}</path>\n  </target>\n</pool>\n",
+        libvirt_name(name)
+    )
+}
+
+/// The `<target><path>` of a pool's XML as libvirt formats it.
+pub fn target_path(xml: &str) -> Option<&str> {
+    let target = &xml[xml.find("<target>")? + "<target>".len()..];
+    let path = &target[target.find("<path>")? + "<path>".len()..];
+    Some(path[..path.find("</path>")?].trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dir_pool_round_trips_its_path_and_name() {
+        let xml = dir_pool("fast", "/srv/fast");
+        assert!(xml.contains("<name>drover-fast</name>"));
+        assert_eq!(target_path(&xml), Some("/srv/fast"));
+        assert_eq!(cluster_name("drover-fast"), Some("fast"));
+        assert_eq!(cluster_name("default"), None);
+        assert_eq!(cluster_name("drover-"), None);
+    }
+
+    #[test]
+    fn the_target_path_is_read_from_libvirts_formatting() {
+        // As `virsh pool-dumpxml` prints a dir pool: a <source/> and <permissions> around.
+        let xml = "<pool type='dir'>\n  <name>drover-a</name>\n  <uuid>x</uuid>\n  \
+                   <capacity unit='bytes'>1</capacity>\n  <source>\n  </source>\n  <target>\n    \
+                   <path>/srv/a</path>\n    <permissions>\n      <mode>0755</mode>\n    \
+                   </permissions>\n  </target>\n</pool>\n";
+        assert_eq!(target_path(xml), Some("/srv/a"));
+        assert_eq!(target_path("<pool/>"), None);
+    }
+}

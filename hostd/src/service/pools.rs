@@ -1,0 +1,94 @@
+//! `HostAgent`'s storage pool calls: admitted by the leader's term like every command,
+//! checked again here (a controller of another version, or anyone holding a controller
+//! certificate, is input like any other), then carried out on a blocking thread.
+
+use drover_proto::agent::v1 as pb;
+use drover_proto::identity::valid_name;
+use drover_proto::pool_path::validate_pool_path;
+use tonic::Status;
+use tracing::info;
+
+use super::AgentService;
+use crate::error::HostdError;
+use crate::hypervisor::ManagedPool;
+
+pub(crate) fn pool_to_pb(p: ManagedPool) -> pb::PoolStatus {
+    pb::PoolStatus {
+        name: p.name,
+        path: p.path,
+        active: p.active,
+        capacity_bytes: p.capacity_bytes,
+        available_bytes: p.available_bytes,
+    }
+}
+
+/// Pool names go into libvirt XML unescaped (see `pool_xml`): the cluster's strict rule.
+fn validate_pool_name(name: &str) -> Result<(), HostdError> {
+    if valid_name(name) {
+        Ok(())
+    } else {
+        Err(HostdError::InvalidArgument(format!(
+            "pool name {name:?} must be 1-128 of A-Z a-z 0-9 . _ -"
+        )))
+    }
+}
+
+impl AgentService {
+    /// Admits `term` for a pool command (there is no generation: pools have no placement).
+    async fn admit_pool_term(&self, op: &'static str, name: &str, term: u64) -> Result<(), Status> {
+        self.fenced_term(
+            op,
+            name,
+            Some(pb::Fence {
+                term,
+                generation: 0,
+            }),
+        )
+        .await
+        .map(drop)
+    }
+
+    pub(super) async fn ensure_pool_inner(
+        &self,
+        req: pb::EnsurePoolRequest,
+    ) -> Result<pb::PoolStatus, Status> {
+        let op = "EnsurePool";
+        validate_pool_name(&req.name).map_err(self.failed(op, &req.name))?;
+        if req.r#type != "dir" {
+            return Err(self.failed(op, &req.name)(HostdError::InvalidArgument(
+                format!(
+                    "pool type {:?} is not supported here; supported: dir",
+                    req.r#type
+                ),
+            )));
+        }
+        validate_pool_path(&req.path)
+            .map_err(|e| self.failed(op, &req.name)(HostdError::InvalidArgument(e)))?;
+        self.admit_pool_term(op, &req.name, req.term).await?;
+        info!(host = %self.host(), pool = %req.name, path = %req.path, term = req.term, "EnsurePool");
+        let (name, path) = (req.name.clone(), req.path.clone());
+        let pool = self
+            .shared
+            .blocking(move |hv| hv.ensure_pool(&name, &path))
+            .await
+            .map_err(self.failed(op, &req.name))?;
+        Ok(pool_to_pb(pool))
+    }
+
+    pub(super) async fn remove_pool_inner(
+        &self,
+        req: pb::RemovePoolRequest,
+    ) -> Result<pb::RemovePoolResponse, Status> {
+        let op = "RemovePool";
+        validate_pool_name(&req.name).map_err(self.failed(op, &req.name))?;
+        self.admit_pool_term(op, &req.name, req.term).await?;
+        info!(host = %self.host(), pool = %req.name, term = req.term, "RemovePool");
+        let name = req.name.clone();
+        let existed = self
+            .shared
+            .blocking(move |hv| hv.remove_pool(&name))
+            .await
+            .map_err(self.failed(op, &req.name))?;
+        Ok(pb::RemovePoolResponse { existed })
+    }
+}
