@@ -6,11 +6,12 @@ set -euo pipefail
 # iptables: the HA tests cut a host off from the controllers with it (as root).
 # libvirt-daemon-system, qemu-system-x86: real QEMU guests for the watchdog and frozen-hostd
 # tests (scripts/libvirtd.sh starts the daemon).
+# qemu-utils: qemu-img, which libvirt needs to create qcow2 volumes (and tests read them with).
 # etcd-server: the side-by-side write benchmark (bench_writes) runs a 3-member etcd;
 # protobuf-compiler, libprotobuf-dev: protoc and its well-known types, which the
 # etcd-client crate's build needs (drover's own protos use a vendored protoc).
 PACKAGES=(libvirt-dev pkg-config libvirt-clients libxml2-utils iptables
-  libvirt-daemon-system qemu-system-x86 etcd-server protobuf-compiler libprotobuf-dev)
+  libvirt-daemon-system qemu-system-x86 qemu-utils etcd-server protobuf-compiler libprotobuf-dev)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -168,3 +168,174 @@ async fn pools_are_set_up_on_their_hosts_and_dropped_with_reasons() -> anyhow::R
     assert!(dir.path().join("images/keep.qcow2").exists());
     Ok(())
 }
+
+async fn vm(cluster: &Cluster, name: &str) -> Result<Value, String> {
+    cluster.cli_json(&["vm", "get", name]).await
+}
+
+/// VMs with disks on the test driver: created in a pool, placed only where it is set up,
+/// refused with the reason when they cannot be had, and the pool stays while they live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vms_get_disks_in_pools_and_keep_them_while_they_live() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterSpec {
+        hosts: 2,
+        ..Default::default()
+    })
+    .await?;
+    cluster.wait_hosts_up().await?;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().to_str().expect("utf-8 path");
+    // On h2 only: the VM can go nowhere else.
+    cluster
+        .cli_json(&[
+            "pool", "create", "local", "--path", path, "--hosts", "h2", "--wait", "20s",
+        ])
+        .await
+        .map_err(anyhow::Error::msg)?;
+
+    eprintln!("phase: a VM with a boot disk and a data disk runs on the pool's host");
+    cluster
+        .cli_json(&[
+            "vm",
+            "create",
+            "db",
+            "--vcpus",
+            "1",
+            "--memory-mib",
+            "64",
+            "--pool",
+            "local",
+            "--disk-size",
+            "1G",
+            "--disk",
+            "2G",
+        ])
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let running = wait_until("db to run", WAIT, || async {
+        let v = vm(&cluster, "db").await?;
+        if v["observed_state"] == "running" {
+            Ok(Some(v))
+        } else {
+            Err(format!("not yet: {v}"))
+        }
+    })
+    .await?;
+    assert_eq!(running["host"], "h2", "{running}");
+    let disks = running["disks"].as_array().cloned().unwrap_or_default();
+    let sizes: Vec<u64> = disks
+        .iter()
+        .filter_map(|d| d["size_bytes"].as_u64())
+        .collect();
+    assert_eq!(sizes, [1 << 30, 2 << 30], "{running}");
+    assert!(
+        disks
+            .iter()
+            .all(|d| d["pool"] == "local"
+                && d["volume"].as_str().is_some_and(|v| v.starts_with("db-"))),
+        "{running}"
+    );
+
+    eprintln!("phase: what cannot be had is refused with the reason, and nothing is left");
+    for (args, says) in [
+        (
+            vec![
+                "vm",
+                "create",
+                "ha",
+                "--vcpus",
+                "1",
+                "--memory-mib",
+                "64",
+                "--ha",
+                "--pool",
+                "local",
+                "--disk-size",
+                "1G",
+            ],
+            "must be on shared pools",
+        ),
+        (
+            vec![
+                "vm",
+                "create",
+                "np",
+                "--vcpus",
+                "1",
+                "--memory-mib",
+                "64",
+                "--disk-size",
+                "1G",
+            ],
+            "add --pool",
+        ),
+        (
+            vec![
+                "vm",
+                "create",
+                "gp",
+                "--vcpus",
+                "1",
+                "--memory-mib",
+                "64",
+                "--pool",
+                "ghost",
+                "--disk-size",
+                "1G",
+            ],
+            "Pool \"ghost\" not found",
+        ),
+        (
+            vec![
+                "vm",
+                "create",
+                "bs",
+                "--vcpus",
+                "1",
+                "--memory-mib",
+                "64",
+                "--pool",
+                "local",
+                "--disk-size",
+                "20X",
+            ],
+            "unknown unit",
+        ),
+        (vec!["pool", "delete", "local"], "holds disks of VMs db"),
+        // The scheduler's refusal comes first; apply's own (a local disk is never
+        // live-migrated yet) is tested in `apply_vm_create`.
+        (
+            vec!["vm", "migrate", "db", "--to", "h1"],
+            "storage pool local is not set up here",
+        ),
+    ] {
+        let out = cluster.cli(&args).await?;
+        assert!(!out.success, "{args:?} succeeded");
+        assert!(out.stderr.contains(says), "{args:?}: {}", out.stderr);
+    }
+    for refused in ["ha", "np", "gp", "bs"] {
+        assert!(vm(&cluster, refused).await.is_err(), "{refused} exists");
+    }
+
+    eprintln!("phase: deleting the VM (and its volumes) frees the pool");
+    cluster
+        .cli_json(&["vm", "stop", "db"])
+        .await
+        .map_err(anyhow::Error::msg)?;
+    cluster
+        .cli_json(&["vm", "delete", "db"])
+        .await
+        .map_err(anyhow::Error::msg)?;
+    wait_until("db to be gone", WAIT, || async {
+        match vm(&cluster, "db").await {
+            Err(e) if e.contains("not found") => Ok(Some(())),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await?;
+    cluster
+        .cli_json(&["pool", "delete", "local"])
+        .await
+        .map_err(anyhow::Error::msg)?;
+    Ok(())
+}

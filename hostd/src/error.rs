@@ -96,6 +96,10 @@ pub enum HostdError {
     #[error("Pool path {path} on this host {reason}")]
     PoolPath { path: String, reason: String },
 
+    /// A VM's disk is in a pool this host has not set up.
+    #[error("Storage pool {pool} is not set up on this host")]
+    PoolMissing { pool: String },
+
     /// The gRPC server failed.
     #[error("gRPC server failed")]
     Serve(#[source] tonic::transport::Error),
@@ -117,7 +121,8 @@ impl From<HostdError> for Status {
             HostdError::StaleTerm { .. }
             | HostdError::StaleGeneration { .. }
             | HostdError::NoLease
-            | HostdError::PoolPath { .. } => Status::failed_precondition(err.to_string()),
+            | HostdError::PoolPath { .. }
+            | HostdError::PoolMissing { .. } => Status::failed_precondition(err.to_string()),
             HostdError::FencingState { .. }
             | HostdError::LeaseFile { .. }
             | HostdError::WatchdogDevice { .. }

@@ -27,7 +27,7 @@ use crate::session;
 
 mod pools;
 use crate::vm_locks::{VmGuard, VmLocks};
-pub(crate) use pools::pool_to_pb;
+pub(crate) use pools::{disks_from_pb, pool_to_pb};
 
 /// How long StopVm waits for a guest when the request leaves `timeout_ms` at zero.
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -172,7 +172,8 @@ impl AgentService {
                 HostdError::NotFound { .. }
                 | HostdError::NotManaged { .. }
                 | HostdError::InvalidArgument(_)
-                | HostdError::PoolPath { .. } => {
+                | HostdError::PoolPath { .. }
+                | HostdError::PoolMissing { .. } => {
                     info!(host = %self.host(), vm, error = %err, "{op} refused");
                 }
                 // A fencing refusal means some controller acts on stale authority: loud.
@@ -402,6 +403,7 @@ impl HostAgent for AgentService {
             let err = HostdError::InvalidArgument("vcpus and memory_mib must be at least 1".into());
             return Err(self.failed("StartVm", &req.name)(err));
         }
+        let disks = disks_from_pb(req.disks).map_err(self.failed("StartVm", &req.name))?;
         let _guard = self.shared.lock_vm(&req.name).await;
         let fence = self.fenced("StartVm", &req.name, req.fence).await?;
         // Without a lease the cluster may already be restarting this VM elsewhere.
@@ -421,6 +423,7 @@ impl HostAgent for AgentService {
             generation: fence.generation,
             term: fence.term,
             ha: req.ha,
+            disks,
         };
         let name = spec.name.clone();
         let domain = self
@@ -487,6 +490,8 @@ impl HostAgent for AgentService {
     ) -> Result<Response<pb::UndefineVmResponse>, Status> {
         let req = request.into_inner();
         validate_name(&req.name).map_err(self.failed("UndefineVm", &req.name))?;
+        let volumes =
+            disks_from_pb(req.delete_disks).map_err(self.failed("UndefineVm", &req.name))?;
         let _guard = self.shared.lock_vm(&req.name).await;
         let fence = self.fenced("UndefineVm", &req.name, req.fence).await?;
         info!(
@@ -496,7 +501,7 @@ impl HostAgent for AgentService {
         let name = req.name.clone();
         let existed = self
             .shared
-            .blocking(move |hv| hv.undefine(&name))
+            .blocking(move |hv| hv.undefine(&name, &volumes))
             .await
             .map_err(self.failed("UndefineVm", &req.name))?;
         Ok(Response::new(pb::UndefineVmResponse { existed }))

@@ -26,6 +26,12 @@ fn every_domain_type_validates_against_libvirts_schema() {
         generation: 9,
         term: 4,
         ha: true,
+        disks: vec![drover_hostd::hypervisor::VmDisk {
+            pool: "fast".into(),
+            volume: "web-9-disk0.qcow2".into(),
+            size_bytes: 1 << 30,
+            format: "qcow2".into(),
+        }],
     };
     for (domain_type, uuid) in [
         (DomainType::Test, None),
@@ -35,7 +41,12 @@ fn every_domain_type_validates_against_libvirts_schema() {
             Some("82fc4a8e-b11b-41b9-9567-f98da6b05d1f"),
         ),
     ] {
-        let xml = build(&spec, domain_type, uuid);
+        let xml = build(
+            &spec,
+            domain_type,
+            uuid,
+            &["/srv/fast/web-9-disk0.qcow2".to_string()],
+        );
         let path = dir.path().join(format!("{}.xml", domain_type.as_str()));
         std::fs::write(&path, &xml).expect("write xml");
         let out = Command::new("virt-xml-validate")

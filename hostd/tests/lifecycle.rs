@@ -382,6 +382,7 @@ async fn fencing_tokens_refuse_deposed_leaders_and_stale_generations() {
         memory_mib: 64,
         fence: fenced(term, generation),
         ha: false,
+        ..Default::default()
     };
 
     eprintln!("phase: term 5 starts generation 3; term 4 is a deposed leader");
@@ -441,6 +442,7 @@ async fn fencing_tokens_refuse_deposed_leaders_and_stale_generations() {
             name: "fenced".into(),
             fence: None,
             stray: false,
+            ..Default::default()
         })
         .await
         .expect_err("no token");
@@ -474,5 +476,6 @@ fn vm_ref_at_term(name: &str, term: u64, generation: u64) -> VmRef {
         name: name.to_string(),
         fence: Some(Fence { term, generation }),
         stray: false,
+        ..Default::default()
     }
 }

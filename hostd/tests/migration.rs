@@ -25,6 +25,7 @@ fn start_req(name: &str, memory_mib: u64) -> StartVmRequest {
             generation: 1,
         }),
         ha: true,
+        ..Default::default()
     }
 }
 
@@ -186,6 +187,7 @@ async fn multihost_failures_leave_the_guest_running_at_the_source() {
                 generation: 1,
             }),
             stray: false,
+            ..Default::default()
         })
         .await
         .expect("AbortMigration")

@@ -22,6 +22,7 @@ fn start(name: &str, term: u64, ha: bool) -> StartVmRequest {
             generation: 1,
         }),
         ha,
+        ..Default::default()
     }
 }
 

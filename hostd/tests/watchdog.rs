@@ -82,6 +82,7 @@ async fn watchdog_fences_ha_guests_when_hostd_is_gone() {
                     generation: 1,
                 }),
                 ha: is_ha,
+                ..Default::default()
             })
             .await
             .unwrap_or_else(|e| panic!("start {name}: {e:?}"));

@@ -54,6 +54,18 @@ impl ClusterState {
     }
 
     pub(crate) fn delete_pool(&mut self, name: &str) -> ApplyResult {
+        let users: Vec<&str> = self
+            .vms
+            .values()
+            .filter(|vm| vm.disks.iter().any(|d| d.pool == name))
+            .map(|vm| vm.name.as_str())
+            .collect();
+        if !users.is_empty() {
+            return Err(ApplyError::PoolInUse {
+                pool: name.to_string(),
+                vms: users.join(", "),
+            });
+        }
         self.pools
             .remove(name)
             .map(|p| Reply::PoolDeleted { name: p.name })

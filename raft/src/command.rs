@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{
     Capacity, DeadReason, DesiredState, DrainProgress, EventKind, Host, HostHealth, Labels,
     MigrationPolicy, MigrationProgress, ObservedState, OpState, Operation, PlacementPolicy, Pool,
-    PoolOnHost, PoolSpec, Vm, VmSpec,
+    PoolOnHost, PoolSpec, Vm, VmOptions, VmSpec,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,14 +76,9 @@ pub enum Command {
         name: String,
         spec: VmSpec,
         start: bool,
-        #[serde(default)]
-        ha: bool,
-        #[serde(default)]
-        ha_priority: i32,
-        #[serde(default)]
-        require_labels: Labels,
-        #[serde(default)]
-        anti_affinity: Option<String>,
+        /// Flattened: the log's JSON is the same as when these were fields here.
+        #[serde(flatten)]
+        options: VmOptions,
     },
     /// Starts a live migration of a running VM from its host to `dst`: a running
     /// operation, the VM locked to it (no other placement change until it ends), `dst`
@@ -480,6 +475,17 @@ pub enum ApplyError {
     UnknownPool(String),
     #[error("Path {path:?} is already pool {pool:?} on a host both pools include")]
     PoolPathTaken { path: String, pool: String },
+    #[error("VM {vm:?} is HA, so its disks must be on shared pools; pool {pool:?} is local to each host")]
+    HaNeedsSharedPool { vm: String, pool: String },
+    #[error(
+        "VM {vm:?} has a disk in pool {pool:?}, which is local to its host: it cannot be \
+         live-migrated yet (disk copy during migration is not implemented)"
+    )]
+    LocalDisk { vm: String, pool: String },
+    #[error("Invalid disk: {0}")]
+    InvalidDisk(String),
+    #[error("Pool {pool:?} holds disks of VMs {vms}; delete them first")]
+    PoolInUse { pool: String, vms: String },
     #[error("A batch of writes is only ever a whole log entry; it cannot be nested")]
     NestedBatch,
 }

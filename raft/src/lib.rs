@@ -9,6 +9,7 @@
 mod apply;
 mod apply_pools;
 mod apply_tokens;
+mod apply_vm_create;
 pub mod backup;
 pub mod command;
 pub mod dedup;

@@ -4,9 +4,11 @@
 //! 10-minute write run the state reached 500,000 VMs, each snapshot stored a whole
 //! serialized copy every few seconds, and followers' log flushes queued behind it until
 //! they missed heartbeats (197 leader changes; 6 with snapshots off). Waiting for at least
-//! as many new entries as the state holds keeps the cost per write constant, as a
+//! half as many new writes as the state holds keeps the cost per write constant, as a
 //! growing hash table amortizes its rehashing; the log kept meanwhile is at most about the
-//! size of the state.
+//! size of the state. Half, not all: a workload that only creates grows the state by the
+//! very writes counted, and "as many as the state holds" then never came (issue 10: no
+//! snapshot in a 10-minute run, millions of entries to replay on restart).
 
 use std::time::Duration;
 
@@ -22,7 +24,7 @@ const CHECK_EVERY: Duration = Duration::from_millis(500);
 pub struct SnapshotSchedule {
     /// Applied writes between snapshots, at least.
     pub min_logs: u64,
-    /// Wait for as many writes as the state holds records, when that is more (the
+    /// Wait for half as many writes as the state holds records, when that is more (the
     /// server's setting; tests of snapshot mechanics turn it off to snapshot often).
     pub scale_with_state: bool,
 }
@@ -32,7 +34,7 @@ impl SnapshotSchedule {
     /// and a state of `state_entries` records.
     pub fn due(&self, since: u64, state_entries: u64) -> bool {
         let every = if self.scale_with_state {
-            self.min_logs.max(state_entries)
+            self.min_logs.max(state_entries / 2)
         } else {
             self.min_logs
         };
@@ -93,11 +95,24 @@ mod tests {
         assert!(SERVER.due(10_000, 50));
     }
 
+    /// A workload that only creates (every write one more record) must still snapshot:
+    /// comparing the writes since the last snapshot with the whole state never fires
+    /// there, since the state grows by exactly those writes (10-minute runs of issue 10
+    /// took no snapshot at all and replayed millions of entries on restart).
     #[test]
-    fn a_big_state_waits_for_as_many_entries_as_it_holds() {
+    fn a_state_that_only_grows_is_still_snapshotted() {
+        let at_last_snapshot = 1_000_000;
+        let fired = (0..=4_000_000u64)
+            .step_by(1_000)
+            .find(|since| SERVER.due(*since, at_last_snapshot + since));
+        assert!(fired.is_some(), "never due while the state only grew");
+    }
+
+    #[test]
+    fn a_big_state_waits_for_half_as_many_writes_as_it_holds() {
         assert!(!SERVER.due(10_000, 500_000));
-        assert!(!SERVER.due(499_999, 500_000));
-        assert!(SERVER.due(500_000, 500_000));
+        assert!(!SERVER.due(249_999, 500_000));
+        assert!(SERVER.due(250_000, 500_000));
         let fixed = SnapshotSchedule {
             scale_with_state: false,
             ..SERVER

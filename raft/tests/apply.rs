@@ -42,10 +42,7 @@ fn create(name: &str) -> Command {
         name: name.into(),
         spec: spec(1, 128),
         start: true,
-        ha: false,
-        ha_priority: 0,
-        require_labels: Default::default(),
-        anti_affinity: None,
+        options: Default::default(),
     }
 }
 
@@ -232,10 +229,7 @@ fn create_vm_and_its_validation() {
                 name: "x".into(),
                 spec: bad,
                 start: false,
-                ha: false,
-                ha_priority: 0,
-                require_labels: Default::default(),
-                anti_affinity: None,
+                options: Default::default(),
             },
         );
         assert!(matches!(e, ApplyError::InvalidSpec(_)), "{bad:?}: {e}");
@@ -250,10 +244,7 @@ fn create_vm_and_its_validation() {
             name: "db".into(),
             spec: spec(2, 256),
             start: false,
-            ha: false,
-            ha_priority: 0,
-            require_labels: Default::default(),
-            anti_affinity: None,
+            options: Default::default(),
         },
     ) else {
         panic!()
@@ -394,10 +385,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
                 name: n.into(),
                 spec: spec(c, m),
                 start,
-                ha: false,
-                ha_priority: 0,
-                require_labels: Default::default(),
-                anti_affinity: None,
+                options: Default::default(),
             }
         }),
         (name.clone(), desired).prop_map(|(n, d)| Command::SetDesiredState {
@@ -451,10 +439,11 @@ fn arb_command() -> impl Strategy<Value = Command> {
             name: n.into(),
             spec: spec(c.max(1), 64),
             start,
-            ha: true,
-            ha_priority: 1,
-            require_labels: Default::default(),
-            anti_affinity: None,
+            options: drover_raft::model::VmOptions {
+                ha: true,
+                ha_priority: 1,
+                ..Default::default()
+            },
         }),
     ]
 }
@@ -526,10 +515,11 @@ fn death_and_failover() {
             name: "ha".into(),
             spec: spec(1, 128),
             start: true,
-            ha: true,
-            ha_priority: 3,
-            require_labels: Default::default(),
-            anti_affinity: None,
+            options: drover_raft::model::VmOptions {
+                ha: true,
+                ha_priority: 3,
+                ..Default::default()
+            },
         },
     );
     ok(&mut s, create("plain"));

@@ -57,10 +57,11 @@ fn running_vm(s: &mut ClusterState, name: &str, host: &str) {
                 memory_mib: 256,
             },
             start: true,
-            ha: true,
-            ha_priority: 0,
-            require_labels: Default::default(),
-            anti_affinity: Some("web".into()),
+            options: drover_raft::model::VmOptions {
+                ha: true,
+                anti_affinity: Some("web".into()),
+                ..Default::default()
+            },
         },
     );
     ok(
@@ -92,10 +93,10 @@ fn create(name: &str, memory_mib: u64, anti_affinity: Option<&str>) -> Command {
             memory_mib,
         },
         start: true,
-        ha: false,
-        ha_priority: 0,
-        require_labels: Default::default(),
-        anti_affinity: anti_affinity.map(String::from),
+        options: drover_raft::model::VmOptions {
+            anti_affinity: anti_affinity.map(String::from),
+            ..Default::default()
+        },
     }
 }
 
@@ -151,10 +152,10 @@ fn labels_and_groups_are_validated_and_kept() {
                 memory_mib: 1,
             },
             start: false,
-            ha: false,
-            ha_priority: 0,
-            require_labels: Default::default(),
-            anti_affinity: Some("bad group".into()),
+            options: drover_raft::model::VmOptions {
+                anti_affinity: Some("bad group".into()),
+                ..Default::default()
+            },
         },
     );
     assert!(bad.to_string().contains("anti-affinity group"), "{bad}");

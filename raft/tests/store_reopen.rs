@@ -83,10 +83,7 @@ fn commands() -> Vec<Command> {
                 memory_mib: 512,
             },
             start: true,
-            ha: false,
-            ha_priority: 0,
-            require_labels: Default::default(),
-            anti_affinity: None,
+            options: Default::default(),
         },
         Command::PlaceVm {
             name: "web".into(),

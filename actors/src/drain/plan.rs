@@ -125,7 +125,7 @@ pub fn step(op: &Operation, state: &ClusterState, policy: &Policy, limits: Drain
     }
     let reqs: Vec<_> = movable
         .iter()
-        .map(|vm| request_for(vm, Some(host)))
+        .map(|vm| request_for(vm, Some(host), state))
         .collect();
     let placed = place_batch(&reqs, &host_views(state), policy);
     let mut slots = limits

@@ -467,6 +467,7 @@ impl HostActor {
                                 name: vm.clone(),
                                 fence,
                                 stray,
+                                ..Default::default()
                             },
                             QUICK_CALL,
                         ))

@@ -77,6 +77,7 @@ impl MigrationActor {
                                 generation: info.generation - 1,
                             }),
                             stray: false,
+                            ..Default::default()
                         },
                         QUICK_CALL,
                     ))

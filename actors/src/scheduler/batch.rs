@@ -1,7 +1,8 @@
 //! The placement core, a pure function over plain views (built from the state by
 //! `scheduler::views`; the policy comes from the replicated `PlacementPolicy`). Filters, in order: host up, admin
-//! state active, not the source host, required labels, anti-affinity group, vCPUs and
-//! memory within capacity × overcommit ratio. Weighers: `Spread` (least loaded first, by
+//! state active, not the source host, required labels, anti-affinity group, the VM's
+//! storage pools set up with room for its new volumes, vCPUs and memory within capacity ×
+//! overcommit ratio. Weighers: `Spread` (least loaded first, by
 //! memory then vCPU fraction) or `Pack` (most loaded that still fits). Ties break by name.
 //!
 //! [`place_batch`] places many VMs at once (failover, drain) without overbooking: it is
@@ -28,7 +29,13 @@ pub struct HostView {
     pub used_memory_mib: u64,
     /// Anti-affinity groups with a VM on this host already.
     pub groups: BTreeSet<String>,
+    /// Storage pools active here: (capacity, free) bytes, by pool.
+    pub pools: BTreeMap<String, (u64, u64)>,
 }
+
+/// Free space a placement leaves in a pool, in percent of the pool's capacity: a pool
+/// filled to the last byte stops every guest writing to it.
+pub const POOL_HEADROOM_PERCENT: u64 = 5;
 
 /// A VM to place.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +47,9 @@ pub struct Request {
     pub anti_affinity: Option<String>,
     /// Its current host, when moving it (migration, drain).
     pub not_on: Option<String>,
+    /// Pools its disks are in, with the bytes a placement must find free there (0 where
+    /// the volumes exist already: a shared pool's, once created).
+    pub pools: BTreeMap<String, u64>,
 }
 
 /// Why a VM fits nowhere: a reason per host.
@@ -67,6 +77,17 @@ pub fn refuse(req: &Request, host: &HostView, policy: &Policy) -> Option<String>
     if let Some(group) = &req.anti_affinity {
         if host.groups.contains(group) {
             return Some(format!("already runs a VM of anti-affinity group {group}"));
+        }
+    }
+    for (pool, need) in &req.pools {
+        let Some(&(capacity, free)) = host.pools.get(pool) else {
+            return Some(format!("storage pool {pool} is not set up here"));
+        };
+        let keep = capacity / 100 * POOL_HEADROOM_PERCENT;
+        if free < need.saturating_add(keep) {
+            return Some(format!(
+                "storage pool {pool} has {free} bytes free, needs {need} and {POOL_HEADROOM_PERCENT} % of {capacity} kept free"
+            ));
         }
     }
     let cpu_limit = policy.cpu_limit(host.vcpus);
@@ -176,6 +197,7 @@ mod tests {
             used_vcpus: 0,
             used_memory_mib: 0,
             groups: BTreeSet::new(),
+            pools: BTreeMap::new(),
         }
     }
 
@@ -187,6 +209,7 @@ mod tests {
             require_labels: BTreeMap::new(),
             anti_affinity: None,
             not_on: None,
+            pools: BTreeMap::new(),
         }
     }
 
@@ -218,6 +241,35 @@ mod tests {
         assert_eq!(why("nolabel"), "lacks label ssd=yes");
         assert!(why("grouped").contains("anti-affinity group db"));
         assert_eq!(why("small"), "0 of 4 vCPUs allocated (ratio 4), needs 8");
+    }
+
+    #[test]
+    fn a_vm_goes_only_where_its_pools_are_set_up_with_room_to_spare() {
+        let p = Policy::default();
+        let gib = 1u64 << 30;
+        let mut hosts = vec![
+            host("nopool", 8, 8192),
+            host("full", 8, 8192),
+            host("roomy", 8, 8192),
+        ];
+        // 100 GiB pools: 5 GiB is kept free, so 24 GiB free takes a 19 GiB disk, not 20.
+        hosts[1].pools.insert("fast".into(), (100 * gib, 24 * gib));
+        hosts[2].pools.insert("fast".into(), (100 * gib, 25 * gib));
+        let mut r = req("vm", 1, 64);
+        r.pools.insert("fast".into(), 20 * gib);
+        assert_eq!(place_one(&r, &hosts, &p), Ok("roomy".to_string()));
+        let refusal = place_one(&r, &hosts[..2], &p).unwrap_err();
+        assert_eq!(
+            refusal.reasons["nopool"],
+            "storage pool fast is not set up here"
+        );
+        assert!(
+            refusal.reasons["full"].contains("needs 21474836480"),
+            "{refusal:?}"
+        );
+        // Volumes that exist already (a shared pool's) need the pool, not the room.
+        r.pools.insert("fast".into(), 0);
+        assert_eq!(place_one(&r, &hosts[..2], &p), Ok("full".to_string()));
     }
 
     #[test]

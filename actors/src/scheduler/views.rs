@@ -1,9 +1,10 @@
 //! The scheduler's inputs, read off the replicated state: one [`HostView`] per host (its
 //! allocations include VMs migrating to it) and one [`Request`] per VM to place. Pure.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
-use drover_raft::model::{AdminState, ClusterState, HostHealth, Vm};
+use drover_raft::model::{AdminState, ClusterState, HostHealth, PoolOnHost, Vm};
 
 use super::batch::{place_one, HostView, Policy, Refusal, Request};
 
@@ -23,7 +24,19 @@ pub fn host_views(state: &ClusterState) -> Vec<HostView> {
                 })
                 .filter_map(|vm| vm.anti_affinity.clone())
                 .collect();
+            let pools = state
+                .pools
+                .values()
+                .filter_map(|p| match p.on_hosts.get(&h.name) {
+                    Some(PoolOnHost::Active {
+                        capacity_bytes,
+                        available_bytes,
+                    }) => Some((p.name.clone(), (*capacity_bytes, *available_bytes))),
+                    _ => None,
+                })
+                .collect();
             HostView {
+                pools,
                 name: h.name.clone(),
                 up: h.health == HostHealth::Up,
                 active: h.admin == AdminState::Active,
@@ -39,8 +52,22 @@ pub fn host_views(state: &ClusterState) -> Vec<HostView> {
 }
 
 /// What placing `vm` asks for; `not_on` is its current host when moving it.
-pub fn request_for(vm: &Vm, not_on: Option<&str>) -> Request {
+pub fn request_for(vm: &Vm, not_on: Option<&str>, state: &ClusterState) -> Request {
+    let mut pools = BTreeMap::new();
+    for d in &vm.disks {
+        // A local pool's volume is made on the host that takes the VM; a shared pool's
+        // exists once the VM has been placed (its first host made it) and then costs the
+        // next host nothing.
+        let shared = state.pools.get(&d.pool).is_some_and(|p| p.spec.shared);
+        let need = if shared && vm.generation > 0 {
+            0
+        } else {
+            d.size_bytes
+        };
+        *pools.entry(d.pool.clone()).or_insert(0u64) += need;
+    }
     Request {
+        pools,
         name: vm.name.clone(),
         vcpus: vm.spec.vcpus,
         memory_mib: vm.spec.memory_mib,
@@ -57,7 +84,7 @@ pub fn place_vm(
     state: &ClusterState,
     policy: &Policy,
 ) -> Result<String, Refusal> {
-    place_one(&request_for(vm, not_on), &host_views(state), policy)
+    place_one(&request_for(vm, not_on, state), &host_views(state), policy)
 }
 
 impl fmt::Display for Refusal {

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use actix::prelude::*;
-use drover_proto::agent::v1::{Domain, DomainState, Fence, StartVmRequest, StopVmRequest, VmRef};
+use drover_proto::agent::v1::{
+    Domain, DomainState, Fence, StartVmRequest, StopVmRequest, VmDisk, VmRef,
+};
 use drover_raft::model::{ObservedState, Vm};
 use drover_raft::{Command, RaftNode, Reply, Request};
 
@@ -40,6 +42,19 @@ pub struct VmActor {
     /// completion reconciles anyway, with fresh state.
     busy: bool,
     backoff: Duration,
+}
+
+/// `vm`'s disks as hostd takes them.
+fn vm_disks(vm: &Vm) -> Vec<VmDisk> {
+    vm.disks
+        .iter()
+        .map(|d| VmDisk {
+            pool: d.pool.clone(),
+            volume: d.volume.clone(),
+            size_bytes: d.size_bytes,
+            format: d.format.as_str().into(),
+        })
+        .collect()
 }
 
 impl VmActor {
@@ -217,6 +232,7 @@ impl Exec {
                         term: self.term,
                         generation: started.generation,
                     }),
+                    disks: vm_disks(&self.vm),
                 };
                 match self.agent()?.start_vm(deadline(req, START_CALL)).await {
                     Ok(d) => Ok(Some(observation(&host, &d.into_inner(), self.placements))),
@@ -256,6 +272,7 @@ impl Exec {
                             name,
                             fence,
                             stray: false,
+                            delete_disks: vm_disks(&self.vm),
                         },
                         QUICK_CALL,
                     ))
@@ -264,6 +281,21 @@ impl Exec {
                 Ok(Some(Observation::missing(&host, self.placements)))
             }
             Action::Remove => {
+                if !self.vm.disks.is_empty() && self.vm.host.is_some() {
+                    // The domain is gone, but its volumes may not be (a start that failed
+                    // after creating them): they go before the VM is forgotten, and the
+                    // VM stays until its host can do that.
+                    let req = VmRef {
+                        name: name.clone(),
+                        fence,
+                        stray: false,
+                        delete_disks: vm_disks(&self.vm),
+                    };
+                    self.agent()?
+                        .undefine_vm(deadline(req, QUICK_CALL))
+                        .await
+                        .map_err(|s| format!("deleting its volumes failed: {}", s.message()))?;
+                }
                 self.commit(Command::RemoveVm {
                     name,
                     expected_generation: generation,

@@ -80,6 +80,16 @@ pub fn vm(vm: &Vm) -> pb::Vm {
         anti_affinity: vm.anti_affinity.clone().unwrap_or_default(),
         migration_op: vm.migration.unwrap_or(0),
         placement_refusals: Default::default(),
+        disks: vm
+            .disks
+            .iter()
+            .map(|d| pb::Disk {
+                pool: d.pool.clone(),
+                volume: d.volume.clone(),
+                size_bytes: d.size_bytes,
+                format: d.format.as_str().into(),
+            })
+            .collect(),
     }
 }
 

@@ -20,7 +20,12 @@ pub fn apply_error(e: &ApplyError) -> Status {
         | ApplyError::SameHost { .. }
         | ApplyError::InvalidToken(_)
         | ApplyError::InvalidReport(_)
-        | ApplyError::InvalidPool(_) => Status::invalid_argument(msg),
+        | ApplyError::InvalidPool(_)
+        | ApplyError::InvalidDisk(_)
+        | ApplyError::HaNeedsSharedPool { .. } => Status::invalid_argument(msg),
+        ApplyError::PoolInUse { .. } | ApplyError::LocalDisk { .. } => {
+            Status::failed_precondition(msg)
+        }
         ApplyError::PoolExists(_) | ApplyError::PoolPathTaken { .. } => Status::already_exists(msg),
         ApplyError::UnknownPool(_) => Status::not_found(msg),
         ApplyError::TokenExists(_) => Status::already_exists(msg),

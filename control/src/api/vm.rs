@@ -3,7 +3,7 @@
 use drover_actors::scheduler::{batch::refuse, host_views, place_vm, request_for};
 use drover_proto::v1 as pb;
 use drover_proto::v1::vm_service_server::VmService;
-use drover_raft::model::{DesiredState, MigrationPolicy, VmSpec};
+use drover_raft::model::{DesiredState, DiskSpec, MigrationPolicy, VmOptions, VmSpec};
 use drover_raft::{wall_clock_ms, Command, RaftNode, Reply};
 use tonic::{Request, Response, Status};
 
@@ -76,10 +76,20 @@ impl VmService for VmApi {
                 memory_mib: spec.memory_mib,
             },
             start: req.start,
-            ha: req.ha,
-            ha_priority: req.ha_priority,
-            require_labels: req.require_labels.into_iter().collect(),
-            anti_affinity: (!req.anti_affinity.is_empty()).then_some(req.anti_affinity),
+            options: VmOptions {
+                ha: req.ha,
+                ha_priority: req.ha_priority,
+                require_labels: req.require_labels.into_iter().collect(),
+                anti_affinity: (!req.anti_affinity.is_empty()).then_some(req.anti_affinity),
+                disks: req
+                    .disks
+                    .into_iter()
+                    .map(|d| DiskSpec {
+                        pool: d.pool,
+                        size_bytes: d.size_bytes,
+                    })
+                    .collect(),
+            },
         };
         vm_reply(commit(&self.node, &meta, cmd).await?, &req.name)
     }
@@ -128,7 +138,7 @@ impl VmService for VmApi {
                         req.name, req.to
                     )));
                 }
-                if let Some(why) = refuse(&request_for(vm, src), host, &policy) {
+                if let Some(why) = refuse(&request_for(vm, src, &d.state), host, &policy) {
                     return Err(Status::failed_precondition(format!(
                         "Host {:?} cannot take VM {:?}: {why}",
                         req.to, req.name

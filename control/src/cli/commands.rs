@@ -69,6 +69,14 @@ fn show_vm(format: Format, vm: &pb::Vm) -> anyhow::Result<String> {
             for (host, why) in refusals {
                 out.push_str(&format!("\n{host}: {why}"));
             }
+            for (i, d) in vm.disks.iter().enumerate() {
+                out.push_str(&format!(
+                    "\ndisk {i}: {} in pool {} ({})",
+                    output::bytes(d.size_bytes),
+                    d.pool,
+                    d.volume
+                ));
+            }
             Ok(out)
         }
     }
@@ -284,7 +292,22 @@ pub async fn vm(target: &Target, format: Format, cmd: VmCmd) -> anyhow::Result<P
             ha_priority,
             require_labels,
             anti_affinity,
+            disk_size,
+            disks,
+            pool,
         } => {
+            let sizes: Vec<u64> = disk_size.into_iter().chain(disks).collect();
+            let disks = match (pool, sizes.is_empty()) {
+                (_, true) => Vec::new(),
+                (Some(pool), false) => sizes
+                    .into_iter()
+                    .map(|size_bytes| pb::DiskSpec {
+                        pool: pool.clone(),
+                        size_bytes,
+                    })
+                    .collect(),
+                (None, false) => anyhow::bail!("disks need a storage pool: add --pool"),
+            };
             let req = pb::CreateVmRequest {
                 name,
                 spec: Some(pb::VmSpec { vcpus, memory_mib }),
@@ -293,6 +316,7 @@ pub async fn vm(target: &Target, format: Format, cmd: VmCmd) -> anyhow::Result<P
                 ha_priority,
                 require_labels: require_labels.into_iter().collect(),
                 anti_affinity: anti_affinity.unwrap_or_default(),
+                disks,
             };
             c.create_vm(req).await?
         }

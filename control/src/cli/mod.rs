@@ -6,6 +6,7 @@ mod commands;
 mod follow;
 pub mod output;
 mod pools;
+pub mod sizes;
 mod tokens;
 
 use std::path::PathBuf;
@@ -482,6 +483,15 @@ pub enum VmCmd {
         /// Never on one host with another VM of this group.
         #[arg(long)]
         anti_affinity: Option<String>,
+        /// Size of the boot disk, e.g. 20G (K, M, G, T: powers of 1024).
+        #[arg(long, value_parser = sizes::parse_size)]
+        disk_size: Option<u64>,
+        /// A further empty disk of this size (repeatable).
+        #[arg(long = "disk", value_parser = sizes::parse_size)]
+        disks: Vec<u64>,
+        /// The storage pool of the disks (shared for an HA VM).
+        #[arg(long)]
+        pool: Option<String>,
     },
     /// Live-migrate a running VM to another host (the scheduler picks one unless --to).
     /// Shows progress and ends with the downtime, unless --detach.

@@ -57,6 +57,12 @@ pub fn vm_json(vm: &pb::Vm) -> Value {
         "anti_affinity": if vm.anti_affinity.is_empty() { Value::Null } else { json!(vm.anti_affinity) },
         "migration_op": if vm.migration_op == 0 { Value::Null } else { json!(vm.migration_op) },
         "placement_refusals": vm.placement_refusals,
+        "disks": vm.disks.iter().map(|d| json!({
+            "pool": d.pool,
+            "volume": d.volume,
+            "size_bytes": d.size_bytes,
+            "format": d.format,
+        })).collect::<Vec<_>>(),
     })
 }
 

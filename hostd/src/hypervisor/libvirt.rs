@@ -16,7 +16,7 @@ use super::libvirt_migrate;
 use super::libvirt_pool::{self, Refreshed};
 use super::{
     HostCapacity, Hypervisor, JobStats, ManagedDomain, ManagedPool, MigrationRequest, PowerState,
-    VmSpec,
+    VmDisk, VmSpec,
 };
 use crate::error::HostdError;
 
@@ -92,7 +92,12 @@ impl LibvirtHypervisor {
         spec: &VmSpec,
         uuid: Option<&str>,
     ) -> Result<ManagedDomain, HostdError> {
-        let xml = domain_xml::build(spec, self.domain_type, uuid);
+        let paths = spec
+            .disks
+            .iter()
+            .map(|d| libvirt_pool::ensure_volume(conn, d))
+            .collect::<Result<Vec<_>, _>>()?;
+        let xml = domain_xml::build(spec, self.domain_type, uuid, &paths);
         let dom = conn
             .define_domain_xml(&xml)
             .map_err(HostdError::libvirt("define_domain_xml"))?;
@@ -157,8 +162,8 @@ impl Hypervisor for LibvirtHypervisor {
         })
     }
 
-    fn undefine(&self, name: &str) -> Result<bool, HostdError> {
-        self.call(|conn| {
+    fn undefine(&self, name: &str, volumes: &[VmDisk]) -> Result<bool, HostdError> {
+        let existed = self.call(|conn| {
             let dom = match lookup(conn, name)? {
                 Lookup::Managed(dom, _) => dom,
                 Lookup::Missing | Lookup::Foreign => return Ok(false),
@@ -174,7 +179,15 @@ impl Hypervisor for LibvirtHypervisor {
                 Err(e) if is(&e, ErrorNumber::NoDomain) => Ok(true),
                 Err(e) => Err(HostdError::libvirt("undefine")(e)),
             }
-        })
+        })?;
+        // After the domain, never before: a volume must not vanish under a running guest.
+        // Also when there was no domain: a start that failed after creating them.
+        self.call(|conn| {
+            volumes
+                .iter()
+                .try_for_each(|v| libvirt_pool::delete_volume(conn, v))
+        })?;
+        Ok(existed)
     }
 
     fn list_managed(&self) -> Result<Vec<ManagedDomain>, HostdError> {

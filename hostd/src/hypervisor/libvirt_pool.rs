@@ -11,9 +11,10 @@ use nix::unistd::{access, AccessFlags};
 use virt::connect::Connect;
 use virt::error::ErrorNumber;
 use virt::storage_pool::StoragePool;
+use virt::storage_vol::StorageVol;
 
 use super::pool_xml::{self, dir_pool, target_path};
-use super::ManagedPool;
+use super::{ManagedPool, VmDisk};
 use crate::error::HostdError;
 
 /// How often a pool's space is re-read from its filesystem. libvirt reports what it read
@@ -186,4 +187,45 @@ pub(super) fn list(conn: &Connect, refreshed: &Refreshed) -> Result<Vec<ManagedP
     }
     pools.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(pools)
+}
+
+/// The pool a VM's disk lives in, which must be set up here.
+fn disk_pool(conn: &Connect, disk: &VmDisk) -> Result<StoragePool, HostdError> {
+    lookup(conn, &disk.pool)?.ok_or_else(|| HostdError::PoolMissing {
+        pool: disk.pool.clone(),
+    })
+}
+
+/// The path of `disk`'s volume, created (empty, thin) if it is not there yet. A volume of
+/// that name is the VM's own: names carry the VM's incarnation (`volume_name`).
+pub(super) fn ensure_volume(conn: &Connect, disk: &VmDisk) -> Result<String, HostdError> {
+    let pool = disk_pool(conn, disk)?;
+    let vol = match pool.lookup_storage_vol_by_name(&disk.volume) {
+        Ok(vol) => vol,
+        Err(e) if is(&e, ErrorNumber::NoStorageVolume) => {
+            tracing::info!(pool = %disk.pool, volume = %disk.volume, bytes = disk.size_bytes, "creating volume");
+            StorageVol::create_xml(&pool, &pool_xml::volume(disk), 0)
+                .map_err(HostdError::libvirt("storage_vol_create_xml"))?
+        }
+        Err(e) => return Err(HostdError::libvirt("storage_vol_lookup_by_name")(e)),
+    };
+    vol.path()
+        .map_err(HostdError::libvirt("storage_vol_get_path"))
+}
+
+/// Deletes `disk`'s volume; one already gone (or a pool no longer here) is fine.
+pub(super) fn delete_volume(conn: &Connect, disk: &VmDisk) -> Result<(), HostdError> {
+    let Some(pool) = lookup(conn, &disk.pool)? else {
+        tracing::warn!(pool = %disk.pool, volume = %disk.volume, "pool not set up here: volume not deleted");
+        return Ok(());
+    };
+    match pool.lookup_storage_vol_by_name(&disk.volume) {
+        Ok(vol) => {
+            tracing::info!(pool = %disk.pool, volume = %disk.volume, "deleting volume");
+            vol.delete(0)
+                .map_err(HostdError::libvirt("storage_vol_delete"))
+        }
+        Err(e) if is(&e, ErrorNumber::NoStorageVolume) => Ok(()),
+        Err(e) => Err(HostdError::libvirt("storage_vol_lookup_by_name")(e)),
+    }
 }

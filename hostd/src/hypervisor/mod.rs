@@ -30,6 +30,18 @@ pub struct VmSpec {
     pub term: u64,
     /// Destroyed when this host's lease lapses.
     pub ha: bool,
+    /// Its disks, the boot disk first.
+    pub disks: Vec<VmDisk>,
+}
+
+/// A volume of a VM in one of this host's pools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmDisk {
+    /// The cluster's pool name (libvirt's is `pool_xml::libvirt_name` of it).
+    pub pool: String,
+    pub volume: String,
+    pub size_bytes: u64,
+    pub format: String,
 }
 
 /// Power state of a domain, reduced to what the controller reasons about.
@@ -109,7 +121,8 @@ pub struct ManagedPool {
 /// visible through it: a domain of the same name that hostd did not create is reported as
 /// [`HostdError::NotManaged`] where a name clash matters (starting) and as absent elsewhere.
 pub trait Hypervisor: Send + Sync {
-    /// Defines the domain persistently and starts it. A running managed domain of that name
+    /// Creates `spec`'s volumes that do not exist yet, defines the domain persistently
+    /// with them attached, and starts it. A running managed domain of that name
     /// is returned as it is; a shut-off one is redefined with `spec` and started.
     fn define_and_start(&self, spec: &VmSpec) -> Result<ManagedDomain, HostdError>;
 
@@ -120,9 +133,9 @@ pub trait Hypervisor: Send + Sync {
     /// Powers the domain off at once if it is active, and returns it.
     fn destroy(&self, name: &str) -> Result<ManagedDomain, HostdError>;
 
-    /// Destroys the domain if active, then removes its definition. Returns whether a managed
-    /// domain of that name existed.
-    fn undefine(&self, name: &str) -> Result<bool, HostdError>;
+    /// Destroys the domain if active, then removes its definition, then deletes `volumes`
+    /// (those already gone are fine). Returns whether a managed domain of that name existed.
+    fn undefine(&self, name: &str, volumes: &[VmDisk]) -> Result<bool, HostdError>;
 
     /// Every managed domain, active or not, sorted by name.
     fn list_managed(&self) -> Result<Vec<ManagedDomain>, HostdError>;

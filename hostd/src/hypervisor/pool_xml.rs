@@ -1,5 +1,5 @@
-//! The libvirt XML of drover's storage pools: built from the cluster's pool, and read back
-//! for the one thing hostd compares (the target path).
+//! The libvirt XML of drover's storage pools and volumes: built from the cluster's pool or
+//! disk, and read back for the one thing hostd compares (a pool's target path).
 
 /// libvirt pool names hostd owns start with this: the name is the only ownership mark a
 /// storage pool can carry (pools have no metadata element), and it keeps an operator's
@@ -24,6 +24,15 @@ pub fn dir_pool(name: &str, path: &str) -> String {
     format!(
         "<pool type='dir'>\n  <name>{}</name>\n  <target>\n    <path>{path}</path>\n  </target>\n</pool>\n",
         libvirt_name(name)
+    )
+}
+
+/// A thin volume of `disk`'s size and format. Names and formats come validated (see
+/// `service`), so nothing needs escaping.
+pub fn volume(disk: &super::VmDisk) -> String {
+    format!(
+        "<volume>\n  <name>{}</name>\n  <capacity unit='bytes'>{}</capacity>\n  <allocation>0</allocation>\n  <target>\n    <format type='{}'/>\n  </target>\n</volume>\n",
+        disk.volume, disk.size_bytes, disk.format
     )
 }
 

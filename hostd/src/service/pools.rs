@@ -10,7 +10,7 @@ use tracing::info;
 
 use super::AgentService;
 use crate::error::HostdError;
-use crate::hypervisor::ManagedPool;
+use crate::hypervisor::{ManagedPool, VmDisk};
 
 pub(crate) fn pool_to_pb(p: ManagedPool) -> pb::PoolStatus {
     pb::PoolStatus {
@@ -31,6 +31,41 @@ fn validate_pool_name(name: &str) -> Result<(), HostdError> {
             "pool name {name:?} must be 1-128 of A-Z a-z 0-9 . _ -"
         )))
     }
+}
+
+/// A VM's disks as the controller sent them, checked: their names and format go into
+/// libvirt XML unescaped.
+pub(crate) fn disks_from_pb(disks: Vec<pb::VmDisk>) -> Result<Vec<VmDisk>, HostdError> {
+    disks
+        .into_iter()
+        .map(|d| {
+            validate_pool_name(&d.pool)?;
+            if !valid_name(&d.volume) {
+                return Err(HostdError::InvalidArgument(format!(
+                    "volume name {:?} must be 1-128 of A-Z a-z 0-9 . _ -",
+                    d.volume
+                )));
+            }
+            if d.format != "qcow2" {
+                return Err(HostdError::InvalidArgument(format!(
+                    "disk format {:?} is not supported; supported: qcow2",
+                    d.format
+                )));
+            }
+            if d.size_bytes == 0 {
+                return Err(HostdError::InvalidArgument(format!(
+                    "volume {} has size 0",
+                    d.volume
+                )));
+            }
+            Ok(VmDisk {
+                pool: d.pool,
+                volume: d.volume,
+                size_bytes: d.size_bytes,
+                format: d.format,
+            })
+        })
+        .collect()
 }
 
 impl AgentService {

@@ -309,6 +309,7 @@ pub fn start_req(name: &str, generation: u64) -> StartVmRequest {
             generation,
         }),
         ha: false,
+        ..Default::default()
     }
 }
 
@@ -325,6 +326,7 @@ pub fn vm_ref_at(name: &str, generation: u64) -> VmRef {
             generation,
         }),
         stray: false,
+        ..Default::default()
     }
 }
 

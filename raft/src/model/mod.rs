@@ -1,6 +1,7 @@
 //! The cluster's domain model: what the state machine holds and replicates, and the rules
 //! for names and addresses in it.
 
+mod disk;
 mod event;
 mod host;
 mod labels;
@@ -12,6 +13,9 @@ mod state;
 mod token;
 mod vm;
 
+pub use disk::{
+    volume_name, Disk, DiskFormat, DiskSpec, MAX_DISKS, MAX_DISK_BYTES, MIN_DISK_BYTES,
+};
 pub use drover_proto::pool_path::{validate_pool_path, MAX_POOL_PATH_LEN};
 pub use event::{Event, EventKind, EventLog, MAX_EVENTS};
 pub use host::{AdminState, Capacity, DeadReason, Host, HostHealth};
@@ -25,7 +29,7 @@ pub use placement::{PlacementPolicy, Weigher};
 pub use pool::{Pool, PoolHosts, PoolKind, PoolOnHost, PoolSpec, MAX_POOL_REASON_LEN};
 pub use state::{ClusterState, HaSettings, LeaseConfig, MAX_LEASE_TTL_MS, MIN_BEATS_PER_TTL};
 pub use token::{Token, MAX_TOKENS};
-pub use vm::{DesiredState, ObservedState, Vm, VmSpec};
+pub use vm::{DesiredState, ObservedState, Vm, VmOptions, VmSpec};
 
 /// Longest accepted host or VM name; libvirt and DNS labels both stay happy below this.
 pub const MAX_NAME_LEN: usize = 63;

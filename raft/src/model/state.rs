@@ -35,6 +35,9 @@ pub struct ClusterState {
     /// its domains (see `Command::VmObserved`).
     #[serde(default)]
     pub placements: u64,
+    /// VMs ever created: the next one's [`Vm::uid`] is this + 1.
+    #[serde(default)]
+    pub vm_uids: u64,
 }
 
 /// The cluster-wide HA switch. Disarmed (planned network maintenance): grants tell hosts
@@ -174,6 +177,19 @@ impl ClusterState {
             used.0 += u64::from(other.spec.vcpus);
             used.1 += other.spec.memory_mib;
             group_there |= other.anti_affinity.is_some() && other.anti_affinity == vm.anti_affinity;
+        }
+        // Space is the scheduler's to judge (reports lag); a pool that is not set up
+        // here at all is a certain failure to start.
+        for d in &vm.disks {
+            let active = self.pools.get(&d.pool).is_some_and(|p| {
+                matches!(
+                    p.on_hosts.get(&host.name),
+                    Some(super::PoolOnHost::Active { .. })
+                )
+            });
+            if !active {
+                return Err(format!("storage pool {} is not set up there", d.pool));
+            }
         }
         let cpu_limit = self.placement.cpu_limit(host.capacity.vcpus);
         let mem_limit = self.placement.memory_limit(host.capacity.memory_mib);

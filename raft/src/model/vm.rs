@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Labels;
+use super::{Disk, DiskSpec, Labels};
 
 /// Upper bounds that catch typos (`--memory-mib 40960000`) before any scheduler sees them.
 pub const MAX_VCPUS: u32 = 512;
@@ -36,6 +36,23 @@ impl VmSpec {
         }
         Ok(())
     }
+}
+
+/// Everything about a new VM besides its name, size and whether it starts; every field
+/// has a default, so a new option is one field here (and one in `Vm`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmOptions {
+    #[serde(default)]
+    pub ha: bool,
+    #[serde(default)]
+    pub ha_priority: i32,
+    #[serde(default)]
+    pub require_labels: Labels,
+    #[serde(default)]
+    pub anti_affinity: Option<String>,
+    /// Empty volumes to create, the first one is the boot disk.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<DiskSpec>,
 }
 
 /// What the operator asked for.
@@ -72,6 +89,8 @@ impl Vm {
             anti_affinity: None,
             migration: None,
             placed_at: 0,
+            uid: 0,
+            disks: Vec::new(),
         }
     }
 }
@@ -153,6 +172,13 @@ pub struct Vm {
     /// so, and a start may be answered before a listing made just before it arrives.
     #[serde(default)]
     pub placed_at: u64,
+    /// This VM's incarnation: unique in the cluster's history (`ClusterState::vm_uids`
+    /// when it was created), unlike its name, which a later VM may reuse.
+    #[serde(default)]
+    pub uid: u64,
+    /// Its volumes, the boot disk first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<Disk>,
 }
 
 impl DesiredState {

@@ -12,9 +12,6 @@ pub fn create_vm(name: &str) -> Command {
             memory_mib: 64,
         },
         start: false,
-        ha: false,
-        ha_priority: 0,
-        require_labels: Default::default(),
-        anti_affinity: None,
+        options: Default::default(),
     }
 }

@@ -1,0 +1,205 @@
+//! VM disks through hostd on a real libvirt daemon (`qemu:///system`, QEMU under KVM or
+//! TCG): StartVm creates each volume in its pool as thin qcow2 of the asked size and
+//! attaches it virtio with cache='none'; a start with a pool not set up here is refused
+//! naming it; UndefineVm deletes the volumes with the domain, and again when the domain is
+//! already gone. Needs the daemon (CI starts one; locally the test skips with the reason).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use common::hostd::Hostd;
+use drover_proto::agent::v1::{EnsurePoolRequest, Fence, StartVmRequest, VmDisk, VmRef};
+use tonic::Code;
+use virt::connect::Connect;
+
+const URI: &str = "qemu:///system";
+
+fn qemu_available() -> Result<(), String> {
+    Connect::open(Some(URI))
+        .map(|_| ())
+        .map_err(|e| format!("no libvirt daemon at {URI}: {e}"))
+}
+
+/// Removes what the test defined on the shared daemon, whatever happened.
+struct Cleanup {
+    domain: String,
+    pool: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let Ok(conn) = Connect::open(Some(URI)) else {
+            return;
+        };
+        if let Ok(dom) = conn.lookup_domain_by_name(&self.domain) {
+            let _ = dom.destroy();
+            let _ = dom.undefine();
+        }
+        if let Ok(pool) = conn.lookup_storage_pool_by_name(&format!("drover-{}", self.pool)) {
+            let _ = pool.destroy();
+            let _ = pool.undefine();
+        }
+    }
+}
+
+fn disk(pool: &str, volume: &str, size_bytes: u64) -> VmDisk {
+    VmDisk {
+        pool: pool.into(),
+        volume: volume.into(),
+        size_bytes,
+        format: "qcow2".into(),
+    }
+}
+
+fn fence(generation: u64) -> Option<Fence> {
+    Some(Fence {
+        term: 1,
+        generation,
+    })
+}
+
+/// `qemu-img info` of `path`: (format, virtual size).
+fn image_info(path: &std::path::Path) -> (String, u64) {
+    let out = Command::new("qemu-img")
+        .args(["info", "--output=json", "-U"])
+        .arg(path)
+        .output()
+        .expect("run qemu-img");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("qemu-img json");
+    (
+        v["format"].as_str().unwrap_or_default().to_string(),
+        v["virtual-size"].as_u64().unwrap_or_default(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_are_created_attached_and_deleted_with_the_vm() {
+    if !common::prerequisite(qemu_available()) {
+        return;
+    }
+    let pid = std::process::id();
+    let (vm, pool) = (format!("disk-vm-{pid}"), format!("disks-{pid}"));
+    let _cleanup = Cleanup {
+        domain: vm.clone(),
+        pool: pool.clone(),
+    };
+    // QEMU runs as libvirt-qemu: the pool's directory must be reachable by it, and on a
+    // filesystem with O_DIRECT (cache='none'), which tmpfs is not.
+    let dir = tempfile::Builder::new()
+        .prefix("drover-disks")
+        .tempdir_in("/var/tmp")
+        .expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.path().to_str().unwrap().to_string();
+    let mut hostd = Hostd::start("h1", URI.into(), tempfile::tempdir().unwrap()).await;
+    hostd
+        .client
+        .ensure_pool(EnsurePoolRequest {
+            name: pool.clone(),
+            r#type: "dir".into(),
+            path: path.clone(),
+            term: 1,
+        })
+        .await
+        .expect("EnsurePool");
+    let (boot, data) = (format!("{vm}-1-disk0.qcow2"), format!("{vm}-1-disk1.qcow2"));
+    let disks = vec![disk(&pool, &boot, 64 << 20), disk(&pool, &data, 32 << 20)];
+
+    eprintln!("phase: a pool not set up here is refused by name, and nothing is created");
+    let err = hostd
+        .client
+        .start_vm(StartVmRequest {
+            name: vm.clone(),
+            vcpus: 1,
+            memory_mib: 64,
+            fence: fence(1),
+            disks: vec![disk("nowhere", &boot, 64 << 20)],
+            ..Default::default()
+        })
+        .await
+        .expect_err("unknown pool");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("nowhere"), "{}", err.message());
+    assert!(hostd.list().await.iter().all(|d| d.name != vm));
+
+    eprintln!("phase: StartVm creates both volumes and boots with them attached");
+    let started = hostd
+        .client
+        .start_vm(StartVmRequest {
+            name: vm.clone(),
+            vcpus: 1,
+            memory_mib: 64,
+            fence: fence(2),
+            disks: disks.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("StartVm")
+        .into_inner();
+    assert_eq!(started.name, vm);
+    assert_eq!(
+        image_info(&dir.path().join(&boot)),
+        ("qcow2".into(), 64 << 20)
+    );
+    assert_eq!(
+        image_info(&dir.path().join(&data)),
+        ("qcow2".into(), 32 << 20)
+    );
+    let xml = Connect::open(Some(URI))
+        .and_then(|c| c.lookup_domain_by_name(&vm))
+        .and_then(|d| d.xml_desc(0))
+        .expect("domain xml");
+    assert!(xml.contains(&format!("{path}/{boot}")), "{xml}");
+    assert_eq!(xml.matches("cache='none'").count(), 2, "{xml}");
+    assert!(xml.contains("<target dev='vda' bus='virtio'/>"), "{xml}");
+
+    eprintln!("phase: UndefineVm deletes the volumes with the domain, and repeats harmlessly");
+    let undefine = VmRef {
+        name: vm.clone(),
+        fence: fence(2),
+        delete_disks: disks.clone(),
+        ..Default::default()
+    };
+    let existed = hostd
+        .client
+        .undefine_vm(undefine.clone())
+        .await
+        .expect("UndefineVm")
+        .into_inner()
+        .existed;
+    assert!(existed);
+    assert!(!dir.path().join(&boot).exists() && !dir.path().join(&data).exists());
+    // A volume left by a start that failed after creating it goes the same way.
+    std::fs::write(dir.path().join("leftover.qcow2"), b"").unwrap();
+    let leftover = VmRef {
+        delete_disks: vec![disk(&pool, "leftover.qcow2", 1 << 20)],
+        ..undefine
+    };
+    hostd
+        .client
+        .ensure_pool(EnsurePoolRequest {
+            name: pool.clone(),
+            r#type: "dir".into(),
+            path: path.clone(),
+            term: 1,
+        })
+        .await
+        .expect("refresh the pool so libvirt sees the file");
+    let existed = hostd
+        .client
+        .undefine_vm(leftover)
+        .await
+        .expect("UndefineVm without a domain")
+        .into_inner()
+        .existed;
+    assert!(!existed);
+    assert!(!dir.path().join("leftover.qcow2").exists());
+    hostd.shutdown().await;
+}

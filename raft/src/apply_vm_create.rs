@@ -1,0 +1,278 @@
+//! `apply` for `CreateVm`: every check on a new VM, its disks included, then the VM as the
+//! state keeps it. Kept apart from `apply.rs`, which calls in here from its one arm.
+
+use crate::command::{ApplyError, ApplyResult, Reply};
+use crate::model::{
+    validate_labels, validate_name, volume_name, ClusterState, DesiredState, Disk, DiskFormat, Vm,
+    VmOptions, VmSpec, MAX_DISKS,
+};
+
+impl ClusterState {
+    pub(crate) fn create_vm(
+        &mut self,
+        name: &str,
+        spec: &VmSpec,
+        start: bool,
+        options: &VmOptions,
+    ) -> ApplyResult {
+        validate_name(name).map_err(|reason| ApplyError::InvalidName {
+            what: "VM".into(),
+            reason,
+        })?;
+        spec.validate().map_err(ApplyError::InvalidSpec)?;
+        validate_labels(&options.require_labels).map_err(ApplyError::InvalidLabels)?;
+        if let Some(group) = &options.anti_affinity {
+            validate_name(group).map_err(|reason| ApplyError::InvalidName {
+                what: "anti-affinity group".into(),
+                reason,
+            })?;
+        }
+        if self.vms.contains_key(name) {
+            return Err(ApplyError::VmExists(name.to_string()));
+        }
+        if options.disks.len() > MAX_DISKS {
+            return Err(ApplyError::InvalidDisk(format!(
+                "{} disks; a VM has at most {MAX_DISKS}",
+                options.disks.len()
+            )));
+        }
+        for d in &options.disks {
+            d.validate().map_err(ApplyError::InvalidDisk)?;
+            let pool = self
+                .pools
+                .get(&d.pool)
+                .ok_or_else(|| ApplyError::UnknownPool(d.pool.clone()))?;
+            // Restarted on another host after a host loss, an HA VM must find its disks
+            // there: only a pool all its hosts share can promise that.
+            if options.ha && !pool.spec.shared {
+                return Err(ApplyError::HaNeedsSharedPool {
+                    vm: name.to_string(),
+                    pool: d.pool.clone(),
+                });
+            }
+        }
+        let desired = if start {
+            DesiredState::Running
+        } else {
+            DesiredState::Stopped
+        };
+        self.vm_uids += 1;
+        let uid = self.vm_uids;
+        let disks = options
+            .disks
+            .iter()
+            .enumerate()
+            .map(|(i, d)| Disk {
+                pool: d.pool.clone(),
+                volume: volume_name(name, uid, i),
+                size_bytes: d.size_bytes,
+                format: DiskFormat::Qcow2,
+            })
+            .collect();
+        let vm = Vm {
+            ha: options.ha,
+            ha_priority: options.ha_priority,
+            require_labels: options.require_labels.clone(),
+            anti_affinity: options.anti_affinity.clone(),
+            uid,
+            disks,
+            ..Vm::new(name, *spec, desired)
+        };
+        self.vms.insert(name.to_string(), vm.clone());
+        Ok(Reply::Vm(vm))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::command::Command;
+    use crate::model::{
+        DiskSpec, Host, HostHealth, Pool, PoolHosts, PoolKind, PoolOnHost, PoolSpec, MAX_DISK_BYTES,
+    };
+
+    use super::*;
+
+    fn pool(name: &str, shared: bool) -> Pool {
+        Pool {
+            name: name.into(),
+            spec: PoolSpec {
+                kind: PoolKind::Dir {
+                    path: format!("/srv/{name}"),
+                },
+                shared,
+                hosts: PoolHosts::All,
+            },
+            on_hosts: Default::default(),
+        }
+    }
+
+    fn state() -> ClusterState {
+        let mut s = ClusterState::default();
+        for p in [pool("local", false), pool("nfs", true)] {
+            s.pools.insert(p.name.clone(), p);
+        }
+        s
+    }
+
+    fn create(s: &mut ClusterState, name: &str, ha: bool, disks: &[(&str, u64)]) -> ApplyResult {
+        let options = VmOptions {
+            ha,
+            disks: disks
+                .iter()
+                .map(|(pool, size_bytes)| DiskSpec {
+                    pool: pool.to_string(),
+                    size_bytes: *size_bytes,
+                })
+                .collect(),
+            ..Default::default()
+        };
+        s.apply(&Command::CreateVm {
+            name: name.into(),
+            spec: VmSpec {
+                vcpus: 1,
+                memory_mib: 64,
+            },
+            start: false,
+            options,
+        })
+        .0
+    }
+
+    #[test]
+    fn disks_get_volumes_named_for_the_vms_incarnation() {
+        let mut s = state();
+        let Ok(Reply::Vm(vm)) = create(
+            &mut s,
+            "web",
+            false,
+            &[("local", 1 << 30), ("nfs", 2 << 30)],
+        ) else {
+            panic!("create failed");
+        };
+        let volumes: Vec<&str> = vm.disks.iter().map(|d| d.volume.as_str()).collect();
+        assert_eq!(volumes, ["web-1-disk0.qcow2", "web-1-disk1.qcow2"]);
+        assert_eq!(vm.disks[1].size_bytes, 2 << 30);
+        // Deleted and created again under the same name: other volumes.
+        s.vms.remove("web");
+        let Ok(Reply::Vm(again)) = create(&mut s, "web", false, &[("local", 1 << 30)]) else {
+            panic!("create failed");
+        };
+        assert_eq!(again.disks[0].volume, "web-2-disk0.qcow2");
+    }
+
+    #[test]
+    fn bad_disks_are_refused_and_change_nothing() {
+        let mut s = state();
+        let before = s.clone();
+        let many: Vec<(&str, u64)> = vec![("local", 1 << 20); MAX_DISKS + 1];
+        for (ha, disks, says) in [
+            (false, vec![("ghost", 1 << 30)], "Pool \"ghost\" not found"),
+            (false, vec![("local", 1)], "outside"),
+            (false, vec![("local", MAX_DISK_BYTES + 1)], "outside"),
+            (false, many, "at most 16"),
+            (
+                true,
+                vec![("nfs", 1 << 30), ("local", 1 << 30)],
+                "must be on shared pools",
+            ),
+        ] {
+            let e = create(&mut s, "x", ha, &disks).expect_err(says);
+            assert!(e.to_string().contains(says), "{e}");
+        }
+        assert_eq!(s, before);
+        // An HA VM on shared pools only is fine.
+        assert!(create(&mut s, "x", true, &[("nfs", 1 << 30)]).is_ok());
+    }
+
+    #[test]
+    fn a_pool_holding_disks_cannot_be_deleted() {
+        let mut s = state();
+        create(&mut s, "web", false, &[("local", 1 << 30)]).unwrap();
+        let e = s
+            .apply(&Command::DeletePool {
+                name: "local".into(),
+            })
+            .0
+            .unwrap_err();
+        assert_eq!(
+            e,
+            ApplyError::PoolInUse {
+                pool: "local".into(),
+                vms: "web".into()
+            }
+        );
+        assert!(s
+            .apply(&Command::DeletePool { name: "nfs".into() })
+            .0
+            .is_ok());
+    }
+
+    #[test]
+    fn a_vm_with_a_local_disk_is_not_live_migrated() {
+        let mut s = state();
+        for name in ["h1", "h2"] {
+            let mut h = Host::new(name, "127.0.0.1:1");
+            h.health = HostHealth::Up;
+            h.capacity.vcpus = 8;
+            h.capacity.memory_mib = 8192;
+            h.migration_uri = "qemu+tcp://127.0.0.1/system".into();
+            s.hosts.insert(name.into(), h);
+        }
+        create(&mut s, "web", false, &[("local", 1 << 30)]).unwrap();
+        let vm = s.vms.get_mut("web").unwrap();
+        vm.host = Some("h1".into());
+        vm.desired = DesiredState::Running;
+        vm.observed = crate::model::ObservedState::Running;
+        let e = s
+            .apply(&Command::StartMigration {
+                vm: "web".into(),
+                expected_generation: 0,
+                dst: "h2".into(),
+                policy: Default::default(),
+                at_ms: 0,
+                limits: None,
+            })
+            .0
+            .unwrap_err();
+        assert_eq!(
+            e,
+            ApplyError::LocalDisk {
+                vm: "web".into(),
+                pool: "local".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_vm_is_placed_only_where_its_pools_are_set_up() {
+        let mut s = state();
+        let mut h = Host::new("h1", "127.0.0.1:1");
+        h.health = HostHealth::Up;
+        h.capacity.vcpus = 8;
+        h.capacity.memory_mib = 8192;
+        s.hosts.insert("h1".into(), h);
+        create(&mut s, "web", false, &[("local", 1 << 30)]).unwrap();
+        let place = |s: &mut ClusterState| {
+            s.apply(&Command::PlaceVm {
+                name: "web".into(),
+                host: "h1".into(),
+                expected_generation: 0,
+            })
+            .0
+        };
+        let e = place(&mut s).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("storage pool local is not set up there"),
+            "{e}"
+        );
+        s.pools.get_mut("local").unwrap().on_hosts.insert(
+            "h1".into(),
+            PoolOnHost::Active {
+                capacity_bytes: 1 << 40,
+                available_bytes: 1 << 40,
+            },
+        );
+        assert!(place(&mut s).is_ok());
+    }
+}
