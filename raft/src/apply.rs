@@ -324,6 +324,18 @@ impl ClusterState {
                 }
                 // The last guard of never-twice, whatever the placer believed.
                 let current = vm.clone();
+                // Once placed, a VM's local volumes exist on its host only: placed anywhere
+                // else it would boot an empty disk there (a cold move after a fence, a
+                // drain), whatever the placer believed.
+                let moves = current.host.as_deref() != Some(host.as_str());
+                if current.generation > 0 && moves {
+                    if let Some(pool) = self.local_disk_pool(&current) {
+                        return Err(ApplyError::LocalDisk {
+                            vm: name.clone(),
+                            pool: pool.to_string(),
+                        });
+                    }
+                }
                 self.may_leave_host(&current)
                     .map_err(|why| ApplyError::VmMayStillRun {
                         vm: name.clone(),
@@ -632,14 +644,10 @@ impl ClusterState {
         }
         // A local disk would have to be copied with the memory; until migrations do that
         // (issue 11, point 8), such a VM stays where its disk is.
-        if let Some(d) = vm
-            .disks
-            .iter()
-            .find(|d| self.pools.get(&d.pool).is_none_or(|p| !p.spec.shared))
-        {
+        if let Some(pool) = self.local_disk_pool(vm) {
             return Err(ApplyError::LocalDisk {
                 vm: name.to_string(),
-                pool: d.pool.clone(),
+                pool: pool.to_string(),
             });
         }
         for (host, need_active) in [(src.as_str(), false), (dst, true)] {

@@ -243,6 +243,45 @@ mod tests {
         );
     }
 
+    /// Placed once, a VM with a local disk never gets another host by placement: there it
+    /// would boot an empty volume (a cold move after a fence, a drain). Seen failing before
+    /// `PlaceVm` checked it: the VM moved to h2.
+    #[test]
+    fn a_placed_vm_with_a_local_disk_is_never_placed_elsewhere() {
+        let mut s = state();
+        for name in ["h1", "h2"] {
+            let mut h = Host::new(name, "127.0.0.1:1");
+            h.health = HostHealth::Up;
+            h.capacity.vcpus = 8;
+            h.capacity.memory_mib = 8192;
+            s.hosts.insert(name.into(), h);
+            s.pools.get_mut("local").unwrap().on_hosts.insert(
+                name.into(),
+                PoolOnHost::Active {
+                    capacity_bytes: 1 << 40,
+                    available_bytes: 1 << 40,
+                },
+            );
+        }
+        create(&mut s, "web", false, &[("local", 1 << 30)]).unwrap();
+        let place = |s: &mut ClusterState, host: &str, generation: u64| {
+            s.apply(&Command::PlaceVm {
+                name: "web".into(),
+                host: host.into(),
+                expected_generation: generation,
+            })
+            .0
+        };
+        place(&mut s, "h1", 0).unwrap();
+        // Its host is declared dead by an operator: nothing can run there any more, and a
+        // disk-less VM could be moved now; this one cannot.
+        s.hosts.get_mut("h1").unwrap().health = HostHealth::Dead;
+        s.vms.get_mut("web").unwrap().observed = crate::model::ObservedState::ShutOff;
+        let e = place(&mut s, "h2", 1).unwrap_err();
+        assert!(matches!(e, ApplyError::LocalDisk { .. }), "{e}");
+        assert_eq!(s.vms["web"].host.as_deref(), Some("h1"));
+    }
+
     #[test]
     fn a_vm_is_placed_only_where_its_pools_are_set_up() {
         let mut s = state();

@@ -478,8 +478,9 @@ pub enum ApplyError {
     #[error("VM {vm:?} is HA, so its disks must be on shared pools; pool {pool:?} is local to each host")]
     HaNeedsSharedPool { vm: String, pool: String },
     #[error(
-        "VM {vm:?} has a disk in pool {pool:?}, which is local to its host: it cannot be \
-         live-migrated yet (disk copy during migration is not implemented)"
+        "VM {vm:?} has a disk in pool {pool:?}, which is local to its host: it stays there \
+         (elsewhere it would start on an empty disk; disk copy during migration is not \
+         implemented yet)"
     )]
     LocalDisk { vm: String, pool: String },
     #[error("Invalid disk: {0}")]

@@ -116,6 +116,13 @@ pub fn step(op: &Operation, state: &ClusterState, policy: &Policy, limits: Drain
     };
     let mut movable = Vec::new();
     for vm in on_host.iter().filter(|vm| vm.migration.is_none()) {
+        if let Some(pool) = state.local_disk_pool(vm) {
+            progress.blocked.insert(
+                vm.name.clone(),
+                format!("its disk is in pool {pool}, local to this host (no disk copy yet)"),
+            );
+            continue;
+        }
         match state.may_leave_host(vm) {
             Err(why) if !live(vm) => {
                 progress.blocked.insert(vm.name.clone(), why.to_string());
@@ -280,6 +287,65 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    /// A VM whose disk is local to the draining host is blocked with the reason. Before the
+    /// plan knew, it was moved cold (and refused by `apply` at every step, forever).
+    #[test]
+    fn a_vm_with_a_local_disk_is_blocked_with_the_reason() {
+        let mut with_disk = vm("db", "h1", false, None);
+        with_disk.disks.push(drover_raft::model::Disk {
+            pool: "local".into(),
+            volume: "db-1-disk0.qcow2".into(),
+            size_bytes: 1 << 30,
+            format: drover_raft::model::DiskFormat::Qcow2,
+        });
+        let (mut s, id) = draining(
+            vec![host("h1", 4096), host("h2", 4096)],
+            vec![with_disk],
+            false,
+        );
+        // Set up on both hosts with room: only the disk being local keeps it on h1.
+        let mut pool = drover_raft::model::Pool {
+            name: "local".into(),
+            spec: drover_raft::model::PoolSpec {
+                kind: drover_raft::model::PoolKind::Dir {
+                    path: "/srv/local".into(),
+                },
+                shared: false,
+                hosts: drover_raft::model::PoolHosts::All,
+            },
+            on_hosts: Default::default(),
+        };
+        for h in ["h1", "h2"] {
+            let active = drover_raft::model::PoolOnHost::Active {
+                capacity_bytes: 1 << 40,
+                available_bytes: 1 << 40,
+            };
+            pool.on_hosts.insert(h.into(), active);
+        }
+        s.pools.insert("local".into(), pool);
+        let Step::Act {
+            migrate,
+            cold,
+            progress,
+        } = step(
+            &s.operations.ops[&id],
+            &s,
+            &Policy::default(),
+            DrainLimits::default(),
+        )
+        else {
+            panic!("should act")
+        };
+        assert!(
+            migrate.is_empty() && cold.is_empty(),
+            "{migrate:?} {cold:?}"
+        );
+        assert!(
+            progress.blocked["db"].contains("pool local, local to this host"),
+            "{progress:?}"
+        );
     }
 
     #[test]

@@ -214,6 +214,15 @@ impl ClusterState {
         Ok(())
     }
 
+    /// The first pool of `vm`'s disks that is local to each host (or gone): once the VM
+    /// has been placed, its volume there exists only on its host.
+    pub fn local_disk_pool<'a>(&self, vm: &'a Vm) -> Option<&'a str> {
+        vm.disks
+            .iter()
+            .find(|d| self.pools.get(&d.pool).is_none_or(|p| !p.spec.shared))
+            .map(|d| d.pool.as_str())
+    }
+
     /// The destination of `vm`'s running migration.
     pub fn migrating_to(&self, vm: &Vm) -> Option<&str> {
         let op = self.operations.ops.get(&vm.migration?)?;
