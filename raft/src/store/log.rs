@@ -96,8 +96,8 @@ impl LogStore {
             None => self.log.range(from.to_be_bytes()..),
         };
         let mut batch = sled::Batch::default();
-        for kv in range {
-            let (k, _) = kv.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+        for k in range.keys() {
+            let k = k.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
             batch.remove(k);
         }
         self.log
@@ -116,6 +116,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => i.saturating_add(1),
             Bound::Unbounded => 0,
         };
+        // Purged entries may still be on disk (`purge` deletes them in the background, a
+        // crash may leave them): they are not part of the log any more.
+        let purged: Option<LogId> = self.read_meta(LAST_PURGED, ErrorSubject::Store)?;
+        let start = start.max(purged.map_or(0, |p| p.index + 1));
         let iter = match range.end_bound() {
             Bound::Included(i) => self.log.range(start.to_be_bytes()..=i.to_be_bytes()),
             Bound::Excluded(i) if *i <= start => return Ok(Vec::new()),
@@ -135,7 +139,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged: Option<LogId> = self.read_meta(LAST_PURGED, ErrorSubject::Store)?;
-        let last = self.last_entry_log_id()?.or(last_purged);
+        // The last entry may be purged but not deleted yet (see `purge`).
+        let last = self.last_entry_log_id()?.max(last_purged);
         Ok(LogState {
             last_purged_log_id: last_purged,
             last_log_id: last,
@@ -203,20 +208,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let started = std::time::Instant::now();
-        // Record the purge point first: a crash between the two steps then leaves extra
-        // entries (harmless) rather than a hole openraft does not know about.
+        // Record the purge point first and durably: from then on nothing reads below it,
+        // and a crash before the entries are gone leaves extra entries (harmless) rather
+        // than a hole openraft does not know about.
         self.write_meta(LAST_PURGED, &log_id, ErrorSubject::Store)?;
         self.flush(ErrorSubject::Store).await?;
-        self.remove_range(0, Some(log_id.index))?;
-        let removed = started.elapsed();
-        self.flush(ErrorSubject::Logs).await?;
-        tracing::info!(
-            upto = log_id.index,
-            remove_ms = removed.as_millis() as u64,
-            total_ms = started.elapsed().as_millis() as u64,
-            "log purged"
-        );
+        // The entries go in the background: deleting thousands of big batch entries took
+        // up to 370 ms, and openraft's core awaits `purge` before it sends the next
+        // heartbeat, so followers called elections (issue 10, session 8). A later append
+        // or truncate touches only indexes above the purge point.
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            match store.remove_range(0, Some(log_id.index)) {
+                Ok(()) => tracing::info!(
+                    upto = log_id.index,
+                    remove_ms = started.elapsed().as_millis() as u64,
+                    "log purged"
+                ),
+                // Left for the next purge, which covers this range again.
+                Err(e) => {
+                    tracing::warn!(upto = log_id.index, error = %e, "cannot delete purged entries")
+                }
+            }
+        });
         Ok(())
     }
 }
