@@ -146,7 +146,7 @@ impl PeerClient {
         }
         let fut = call(client, RaftPayload { data });
         let reply = match tokio::time::timeout(option.hard_ttl(), fut).await {
-            Err(elapsed) => return Err(RPCError::Unreachable(Unreachable::new(&elapsed))),
+            Err(elapsed) => return Err(late(&elapsed)),
             Ok(Err(status)) => return Err(failed(status, entries)),
             Ok(Ok(reply)) => reply.into_inner(),
         };
@@ -154,7 +154,27 @@ impl PeerClient {
     }
 }
 
+/// How long replication to a peer pauses after it could not be reached. openraft's
+/// default is 500 ms: one refused or failed call, and the follower heard nothing for longer
+/// than any election timeout and campaigned (issue 10, session 8: a 10-minute run went
+/// from term 1 to 49). Below the shortest election timeout, a live follower keeps hearing
+/// from the leader; a dead one costs a refused connect every 50 ms.
+const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(50);
+
+/// A call that outlived its deadline: the peer is slow, not gone. Reported as a network
+/// error, which openraft retries at the next heartbeat; as `Unreachable` it would pause
+/// replication to that peer (see [`UNREACHABLE_BACKOFF`]).
+fn late<E: std::error::Error>(
+    elapsed: &tokio::time::error::Elapsed,
+) -> RPCError<NodeId, BasicNode, E> {
+    RPCError::Network(NetworkError::new(elapsed))
+}
+
 impl RaftNetwork<TypeConfig> for PeerClient {
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(UNREACHABLE_BACKOFF))
+    }
+
     /// openraft 0.9 bounds every AppendEntries by its heartbeat interval (20 ms by
     /// default) and drops the call when that passes. Dropping a tonic call cancels it, so
     /// on a busy machine, where a round trip with the follower's fsync takes longer, the
@@ -196,7 +216,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         let reply = match rx.await {
             Ok(Ok(Ok(reply))) => reply.into_inner(),
             Ok(Ok(Err(status))) => return Err(failed(status, entries)),
-            Ok(Err(elapsed)) => return Err(RPCError::Unreachable(Unreachable::new(&elapsed))),
+            Ok(Err(elapsed)) => return Err(late(&elapsed)),
             Err(dropped) => return Err(RPCError::Network(NetworkError::new(&dropped))),
         };
         decode(self.target, &reply)
@@ -300,6 +320,22 @@ mod tests {
             oversized::<E>(2 * MAX_MESSAGE_BYTES, 0),
             RPCError::Network(_)
         ));
+    }
+
+    /// A slow peer is not a gone peer: a call past its deadline must not pause
+    /// replication, and a pause for a gone one must end before a follower's shortest
+    /// election timeout (with openraft's default 500 ms, a 10-minute run flapped).
+    #[tokio::test]
+    async fn a_late_answer_does_not_silence_the_follower() {
+        let elapsed = tokio::time::timeout(Duration::ZERO, std::future::pending::<()>())
+            .await
+            .unwrap_err();
+        assert!(matches!(late::<E>(&elapsed), RPCError::Network(_)));
+        assert!(
+            UNREACHABLE_BACKOFF.as_millis()
+                < u128::from(crate::RaftTimings::default().election_min_ms),
+            "the backoff outlasts the shortest election timeout"
+        );
     }
 
     #[test]
