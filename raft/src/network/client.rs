@@ -183,18 +183,24 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     /// call therefore runs on a task of its own that outlives openraft's timeout (up to
     /// [`DETACHED_DEADLINE`]): the entries and the heartbeat still reach the follower, and
     /// only the late answer is lost (openraft sends again; Raft appends are idempotent).
-    /// At most [`MAX_DETACHED`] such calls run per peer; beyond that the call is made in
-    /// place, cancellable as before.
+    /// At most [`MAX_DETACHED`] such calls run per peer; beyond that nothing is sent and
+    /// the call fails at once as a network error (openraft tries again at its next
+    /// heartbeat, by when a slot may be free). Sending it anyway, cancellable, was worse:
+    /// every cancelled call resets an HTTP/2 stream, and past h2's limit of remotely
+    /// reset streams the follower's server closed the whole connection, every call on it
+    /// failed, and elections followed by the hundred (issue 10, session 8: term 513).
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
-        option: RPCOption,
+        _option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         let entries = rpc.entries.len();
         let Some(slot) = self.detached.acquire() else {
-            return self
-                .call(&rpc, entries, &option, |c, p| Box::pin(c.append_entries(p)))
-                .await;
+            let busy = std::io::Error::other(format!(
+                "{MAX_DETACHED} AppendEntries calls to node {} still in flight",
+                self.target
+            ));
+            return Err(RPCError::Network(NetworkError::new(&busy)));
         };
         let mut client = match &self.client {
             Ok(c) => c.clone(),
