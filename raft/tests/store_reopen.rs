@@ -188,8 +188,13 @@ async fn an_unreadable_snapshot_refuses_to_open() -> anyhow::Result<()> {
     wait_unlocked(&dir.path().join("db"));
     {
         let db = sled::open(dir.path())?;
-        db.open_tree("sm_snapshot")?
-            .insert("current_data", &b"{not json"[..])?;
+        let tree = db.open_tree("sm_snapshot")?;
+        // The snapshot's data is under `data/<snapshot id>` (`current_data` before).
+        let keys: Vec<_> = tree.scan_prefix("data/").keys().collect::<Result<_, _>>()?;
+        assert!(!keys.is_empty(), "no snapshot data to corrupt");
+        for k in keys {
+            tree.insert(k, &b"{not json"[..])?;
+        }
         db.flush()?;
     }
     let err = reopen(dir.path()).expect_err("a corrupt store must not open");

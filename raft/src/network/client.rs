@@ -80,27 +80,20 @@ const DETACHED_DEADLINE: Duration = Duration::from_secs(2);
 /// Detached AppendEntries calls in flight per peer, at most.
 const MAX_DETACHED: usize = 8;
 
-/// Counts a peer's detached calls; a [`Slot`] is one of them, released on drop.
-#[derive(Debug, Clone, Default)]
-struct Detached(Arc<std::sync::atomic::AtomicUsize>);
+/// A peer's detached calls: a permit is one of them, released on drop.
+#[derive(Debug, Clone)]
+struct Detached(Arc<tokio::sync::Semaphore>);
 
-struct Slot(Arc<std::sync::atomic::AtomicUsize>);
-
-impl Detached {
-    fn acquire(&self) -> Option<Slot> {
-        use std::sync::atomic::Ordering;
-        self.0
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < MAX_DETACHED).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Slot(Arc::clone(&self.0)))
+impl Default for Detached {
+    fn default() -> Self {
+        Self(Arc::new(tokio::sync::Semaphore::new(MAX_DETACHED)))
     }
 }
 
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+impl Detached {
+    /// Waits for one of the peer's [`MAX_DETACHED`] slots.
+    async fn acquire(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.0).acquire_owned().await.ok()
     }
 }
 
@@ -183,24 +176,21 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     /// call therefore runs on a task of its own that outlives openraft's timeout (up to
     /// [`DETACHED_DEADLINE`]): the entries and the heartbeat still reach the follower, and
     /// only the late answer is lost (openraft sends again; Raft appends are idempotent).
-    /// At most [`MAX_DETACHED`] such calls run per peer; beyond that nothing is sent and
-    /// the call fails at once as a network error (openraft tries again at its next
-    /// heartbeat, by when a slot may be free). Sending it anyway, cancellable, was worse:
-    /// every cancelled call resets an HTTP/2 stream, and past h2's limit of remotely
-    /// reset streams the follower's server closed the whole connection, every call on it
-    /// failed, and elections followed by the hundred (issue 10, session 8: term 513).
+    /// At most [`MAX_DETACHED`] such calls run per peer; beyond that the call waits for a
+    /// slot before it sends anything, and openraft's own timeout ends the wait. Sending
+    /// it in place, cancellable, was worse: every cancelled call resets an HTTP/2 stream,
+    /// and past h2's limit of remotely reset streams the follower's server closed the
+    /// whole connection (issue 10, session 8: term 513 in four minutes); failing at once
+    /// instead made openraft retry in a tight loop, reading entries each time (term 629).
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         let entries = rpc.entries.len();
-        let Some(slot) = self.detached.acquire() else {
-            let busy = std::io::Error::other(format!(
-                "{MAX_DETACHED} AppendEntries calls to node {} still in flight",
-                self.target
-            ));
-            return Err(RPCError::Network(NetworkError::new(&busy)));
+        let Some(slot) = self.detached.acquire().await else {
+            let closed = std::io::Error::other("the peer's call slots are closed");
+            return Err(RPCError::Network(NetworkError::new(&closed)));
         };
         let mut client = match &self.client {
             Ok(c) => c.clone(),
@@ -306,14 +296,17 @@ mod tests {
         }
     }
 
-    #[test]
-    fn detached_calls_are_bounded_and_released() {
+    #[tokio::test]
+    async fn detached_calls_are_bounded_and_released() {
         let d = Detached::default();
-        let slots: Vec<Slot> = (0..MAX_DETACHED).filter_map(|_| d.acquire()).collect();
-        assert_eq!(slots.len(), MAX_DETACHED);
-        assert!(d.acquire().is_none(), "one more than the bound");
+        let mut slots = Vec::new();
+        for _ in 0..MAX_DETACHED {
+            slots.push(d.acquire().await.expect("slot"));
+        }
+        let more = tokio::time::timeout(Duration::from_millis(20), d.acquire()).await;
+        assert!(more.is_err(), "one more than the bound must wait");
         drop(slots);
-        assert!(d.acquire().is_some(), "released on drop");
+        assert!(d.acquire().await.is_some(), "released on drop");
     }
 
     #[test]

@@ -106,6 +106,19 @@ impl LogStore {
     }
 }
 
+/// Removes the entries up to `to` one key at a time: a `sled::Batch` holds sled's
+/// process-wide write lock for the whole batch, and every append and read of every tree
+/// in the process waits for it (thousands of big entries: up to a second).
+fn remove_one_by_one(log: &sled::Tree, to: u64) -> Result<(), StorageError> {
+    let keys = log.range(..=to.to_be_bytes()).keys();
+    for k in keys {
+        let k = k.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+        log.remove(k)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))?;
+    }
+    Ok(())
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
         &mut self,
@@ -217,10 +230,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // up to 370 ms, and openraft's core awaits `purge` before it sends the next
         // heartbeat, so followers called elections (issue 10, session 8). A later append
         // or truncate touches only indexes above the purge point.
-        let store = self.clone();
+        let log = self.log.clone();
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            match store.remove_range(0, Some(log_id.index)) {
+            match remove_one_by_one(&log, log_id.index) {
                 Ok(()) => tracing::info!(
                     upto = log_id.index,
                     remove_ms = started.elapsed().as_millis() as u64,

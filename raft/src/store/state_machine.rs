@@ -31,7 +31,25 @@ use crate::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership
 /// under two keys so that reading the metadata never parses the state.
 const SNAPSHOT_TREE: &str = "sm_snapshot";
 const SNAPSHOT_META: &[u8] = b"current_meta";
+/// Where earlier versions kept the data, beside the meta (written in one batch).
 const SNAPSHOT_DATA: &[u8] = b"current_data";
+/// Data keys now: `data/<snapshot id>`, written before the meta that names it, so that two
+/// plain inserts are crash-safe without a `sled::Batch` — which holds sled's process-wide
+/// write lock while it writes, and every log append of the process waited for a
+/// gigabyte-sized snapshot (issue 10, session 8).
+const DATA_PREFIX: &[u8] = b"data/";
+
+fn data_key(snapshot_id: &str) -> Vec<u8> {
+    [DATA_PREFIX, snapshot_id.as_bytes()].concat()
+}
+
+/// The data of the snapshot `meta` describes (in the layout of earlier versions too).
+fn read_data(tree: &sled::Tree, meta: &SnapshotMeta) -> Result<Option<sled::IVec>, sled::Error> {
+    match tree.get(data_key(&meta.snapshot_id))? {
+        Some(d) => Ok(Some(d)),
+        None => tree.get(SNAPSHOT_DATA),
+    }
+}
 
 /// The per-record trees of earlier versions. Their content is in the snapshot and the
 /// log (they were never fsynced on their own), so a store that has them drops them.
@@ -173,8 +191,7 @@ impl StateMachineStore {
         if let Some(meta) = snapshot.get(SNAPSHOT_META)? {
             let meta: SnapshotMeta =
                 serde_json::from_slice(&meta).map_err(|e| corrupt("sm_snapshot/meta", e))?;
-            let bytes = snapshot
-                .get(SNAPSHOT_DATA)?
+            let bytes = read_data(&snapshot, &meta)?
                 .ok_or_else(|| corrupt("sm_snapshot/data", "missing"))?;
             data = serde_json::from_slice(&bytes).map_err(|e| corrupt("sm_snapshot/data", e))?;
             data.last_applied = meta.last_log_id;
@@ -261,17 +278,38 @@ impl StateMachineStore {
             }
         }
         let meta_raw = serde_json::to_vec(meta).map_err(|e| err(&e))?;
-        let mut batch = sled::Batch::default();
-        batch.insert(SNAPSHOT_DATA, data);
-        batch.insert(SNAPSHOT_META, meta_raw);
         // sled copies the value and writes it out inline: for a state of millions of VMs
-        // that is a gigabyte and seconds, which must not hold a tokio worker.
+        // that is a gigabyte and seconds, which must not hold a tokio worker. Data first,
+        // then the meta naming it (see `DATA_PREFIX`).
         let tree = self.shared.snapshot.clone();
-        tokio::task::spawn_blocking(move || tree.apply_batch(batch))
-            .await
-            .map_err(|e| err(&e))?
-            .map_err(|e| err(&e))?;
+        let key = data_key(&meta.snapshot_id);
+        tokio::task::spawn_blocking(move || {
+            tree.insert(key, data)?;
+            tree.insert(SNAPSHOT_META, meta_raw)
+        })
+        .await
+        .map_err(|e| err(&e))?
+        .map_err(|e| err(&e))?;
         super::flush(&self.shared.db).await.map_err(|e| err(&e))?;
+        // Older data (and the earlier layout's) is garbage now; left behind by a crash,
+        // the next snapshot removes it.
+        let tree = self.shared.snapshot.clone();
+        let keep = data_key(&meta.snapshot_id);
+        let removed = tokio::task::spawn_blocking(move || -> Result<(), sled::Error> {
+            tree.remove(SNAPSHOT_DATA)?;
+            for k in tree.scan_prefix(DATA_PREFIX).keys() {
+                let k = k?;
+                if k.as_ref() != keep.as_slice() {
+                    tree.remove(k)?;
+                }
+            }
+            Ok(())
+        })
+        .await;
+        if let Ok(Err(e)) | Err(e) = removed.map_err(|j| sled::Error::Io(std::io::Error::other(j)))
+        {
+            tracing::warn!(error = %e, "cannot remove an older snapshot's data");
+        }
         Ok(true)
     }
 
@@ -485,8 +523,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         };
         // A read and a copy of up to a gigabyte: off the async workers.
         let tree = self.shared.snapshot.clone();
+        let which = meta.clone();
         let data = tokio::task::spawn_blocking(move || {
-            tree.get(SNAPSHOT_DATA).map(|d| d.map(|d| d.to_vec()))
+            read_data(&tree, &which).map(|d| d.map(|d| d.to_vec()))
         })
         .await
         .map_err(|e| rd(&e))?
