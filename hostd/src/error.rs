@@ -100,6 +100,14 @@ pub enum HostdError {
     #[error("Storage pool {pool} is not set up on this host")]
     PoolMissing { pool: String },
 
+    /// A VM that has run before lacks a volume here: its data is elsewhere (or lost), and
+    /// an empty disk in its place would boot it without.
+    #[error(
+        "Volume {volume} is missing from pool {pool} on this host; the VM has run before, so \
+         its disk is not created again (is the shared filesystem mounted here?)"
+    )]
+    VolumeMissing { pool: String, volume: String },
+
     /// The gRPC server failed.
     #[error("gRPC server failed")]
     Serve(#[source] tonic::transport::Error),
@@ -122,7 +130,8 @@ impl From<HostdError> for Status {
             | HostdError::StaleGeneration { .. }
             | HostdError::NoLease
             | HostdError::PoolPath { .. }
-            | HostdError::PoolMissing { .. } => Status::failed_precondition(err.to_string()),
+            | HostdError::PoolMissing { .. }
+            | HostdError::VolumeMissing { .. } => Status::failed_precondition(err.to_string()),
             HostdError::FencingState { .. }
             | HostdError::LeaseFile { .. }
             | HostdError::WatchdogDevice { .. }

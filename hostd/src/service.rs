@@ -173,7 +173,8 @@ impl AgentService {
                 | HostdError::NotManaged { .. }
                 | HostdError::InvalidArgument(_)
                 | HostdError::PoolPath { .. }
-                | HostdError::PoolMissing { .. } => {
+                | HostdError::PoolMissing { .. }
+                | HostdError::VolumeMissing { .. } => {
                     info!(host = %self.host(), vm, error = %err, "{op} refused");
                 }
                 // A fencing refusal means some controller acts on stale authority: loud.
@@ -424,6 +425,7 @@ impl HostAgent for AgentService {
             term: fence.term,
             ha: req.ha,
             disks,
+            create_volumes: req.create_volumes,
         };
         let name = spec.name.clone();
         let domain = self

@@ -1,8 +1,9 @@
 //! VM disks through hostd on a real libvirt daemon (`qemu:///system`, QEMU under KVM or
 //! TCG): StartVm creates each volume in its pool as thin qcow2 of the asked size and
 //! attaches it virtio with cache='none'; a start with a pool not set up here is refused
-//! naming it; UndefineVm deletes the volumes with the domain, and again when the domain is
-//! already gone. Needs the daemon (CI starts one; locally the test skips with the reason).
+//! naming it; a VM that has run before is refused rather than given an empty volume in
+//! place of a missing one; UndefineVm deletes the volumes with the domain, and again when
+//! the domain is already gone. Needs the daemon (CI starts one; locally the test skips with the reason).
 
 mod common;
 
@@ -129,6 +130,31 @@ async fn volumes_are_created_attached_and_deleted_with_the_vm() {
     assert!(err.message().contains("nowhere"), "{}", err.message());
     assert!(hostd.list().await.iter().all(|d| d.name != vm));
 
+    eprintln!("phase: a VM that has run before is never given an empty disk in its place");
+    let err = hostd
+        .client
+        .start_vm(StartVmRequest {
+            name: vm.clone(),
+            vcpus: 1,
+            memory_mib: 64,
+            fence: fence(2),
+            disks: disks.clone(),
+            create_volumes: false,
+            ..Default::default()
+        })
+        .await
+        .expect_err("missing volume of a VM that ran");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains(&boot) && err.message().contains("missing"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        !dir.path().join(&boot).exists(),
+        "a volume was created anyway"
+    );
+
     eprintln!("phase: StartVm creates both volumes and boots with them attached");
     let started = hostd
         .client
@@ -138,6 +164,7 @@ async fn volumes_are_created_attached_and_deleted_with_the_vm() {
             memory_mib: 64,
             fence: fence(2),
             disks: disks.clone(),
+            create_volumes: true,
             ..Default::default()
         })
         .await

@@ -403,6 +403,11 @@ impl ClusterState {
                 let came_up = !vm.observed.is_active() && observed.is_active();
                 vm.observed = *observed;
                 vm.reason.clone_from(reason);
+                // Its volumes exist from now on: a later start that does not find one must
+                // fail, not create an empty one (see `Vm::volumes_created`).
+                if came_up {
+                    vm.volumes_created = true;
+                }
                 // A domain that came up counts like a placement: a listing made before the
                 // start was handled (and delivered after its answer) must not call it
                 // missing; only one made after the host heard of this may.

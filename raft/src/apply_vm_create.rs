@@ -282,6 +282,43 @@ mod tests {
         assert_eq!(s.vms["web"].host.as_deref(), Some("h1"));
     }
 
+    /// Once a VM has run, its volumes exist: the next start must not create them again.
+    #[test]
+    fn a_vm_that_came_up_has_its_volumes() {
+        let mut s = state();
+        let mut h = Host::new("h1", "127.0.0.1:1");
+        h.health = HostHealth::Up;
+        h.capacity.vcpus = 8;
+        h.capacity.memory_mib = 8192;
+        s.hosts.insert("h1".into(), h);
+        s.pools.get_mut("nfs").unwrap().on_hosts.insert(
+            "h1".into(),
+            PoolOnHost::Active {
+                capacity_bytes: 1 << 40,
+                available_bytes: 1 << 40,
+            },
+        );
+        create(&mut s, "web", false, &[("nfs", 1 << 30)]).unwrap();
+        assert!(!s.vms["web"].volumes_created);
+        for cmd in [
+            Command::PlaceVm {
+                name: "web".into(),
+                host: "h1".into(),
+                expected_generation: 0,
+            },
+            Command::VmObserved {
+                name: "web".into(),
+                generation: 1,
+                observed: crate::model::ObservedState::Running,
+                reason: String::new(),
+                listed_after: 0,
+            },
+        ] {
+            s.apply(&cmd).0.unwrap();
+        }
+        assert!(s.vms["web"].volumes_created);
+    }
+
     #[test]
     fn a_vm_is_placed_only_where_its_pools_are_set_up() {
         let mut s = state();

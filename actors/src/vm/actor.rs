@@ -233,6 +233,7 @@ impl Exec {
                         generation: started.generation,
                     }),
                     disks: vm_disks(&self.vm),
+                    create_volumes: !self.vm.volumes_created,
                 };
                 match self.agent()?.start_vm(deadline(req, START_CALL)).await {
                     Ok(d) => Ok(Some(observation(&host, &d.into_inner(), self.placements))),

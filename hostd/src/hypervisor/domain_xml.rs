@@ -233,6 +233,7 @@ mod tests {
             term: 3,
             ha: true,
             disks: Vec::new(),
+            create_volumes: false,
         }
     }
 

@@ -196,12 +196,28 @@ fn disk_pool(conn: &Connect, disk: &VmDisk) -> Result<StoragePool, HostdError> {
     })
 }
 
-/// The path of `disk`'s volume, created (empty, thin) if it is not there yet. A volume of
-/// that name is the VM's own: names carry the VM's incarnation (`volume_name`).
-pub(super) fn ensure_volume(conn: &Connect, disk: &VmDisk) -> Result<String, HostdError> {
+/// The path of `disk`'s volume, created (empty, thin) if it is not there yet and `create`
+/// says the VM has never run; otherwise a missing volume is refused: the VM's data is not
+/// here. A volume of that name is the VM's own: names carry its incarnation.
+pub(super) fn ensure_volume(
+    conn: &Connect,
+    disk: &VmDisk,
+    create: bool,
+) -> Result<String, HostdError> {
     let pool = disk_pool(conn, disk)?;
+    // A file put there since the pool's last refresh (a shared filesystem mounted late)
+    // must be found, not created over.
+    if let Err(e) = pool.refresh(0) {
+        tracing::warn!(pool = %disk.pool, error = %e, "cannot refresh storage pool");
+    }
     let vol = match pool.lookup_storage_vol_by_name(&disk.volume) {
         Ok(vol) => vol,
+        Err(e) if is(&e, ErrorNumber::NoStorageVolume) && !create => {
+            return Err(HostdError::VolumeMissing {
+                pool: disk.pool.clone(),
+                volume: disk.volume.clone(),
+            });
+        }
         Err(e) if is(&e, ErrorNumber::NoStorageVolume) => {
             tracing::info!(pool = %disk.pool, volume = %disk.volume, bytes = disk.size_bytes, "creating volume");
             StorageVol::create_xml(&pool, &pool_xml::volume(disk), 0)

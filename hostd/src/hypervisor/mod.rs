@@ -32,6 +32,8 @@ pub struct VmSpec {
     pub ha: bool,
     /// Its disks, the boot disk first.
     pub disks: Vec<VmDisk>,
+    /// Create missing volumes (the VM has never run); otherwise a missing one is refused.
+    pub create_volumes: bool,
 }
 
 /// A volume of a VM in one of this host's pools.

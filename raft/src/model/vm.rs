@@ -91,6 +91,7 @@ impl Vm {
             placed_at: 0,
             uid: 0,
             disks: Vec::new(),
+            volumes_created: false,
         }
     }
 }
@@ -179,6 +180,11 @@ pub struct Vm {
     /// Its volumes, the boot disk first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disks: Vec<Disk>,
+    /// It has run, so its volumes exist: from now on a host that does not find one must
+    /// refuse to start it rather than create an empty disk (a shared filesystem not
+    /// mounted on that host, a local disk lost) and boot the VM without its data.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub volumes_created: bool,
 }
 
 impl DesiredState {
