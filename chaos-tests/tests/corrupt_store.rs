@@ -45,8 +45,13 @@ async fn corrupt_store_refuses_to_start_and_recovers_by_rejoining() -> anyhow::R
     let data_dir = cluster.controllers[(victim - 1) as usize].data_dir.clone();
     {
         let db = sled::open(data_dir.join("store"))?;
-        db.open_tree("sm_snapshot")?
-            .insert("current_data", &b"\x00garbage"[..])?;
+        let tree = db.open_tree("sm_snapshot")?;
+        // The snapshot's data is under `data/<snapshot id>` (`current_data` before).
+        let keys: Vec<_> = tree.scan_prefix("data/").keys().collect::<Result<_, _>>()?;
+        anyhow::ensure!(!keys.is_empty(), "no snapshot data to damage");
+        for k in keys {
+            tree.insert(k, &b"\x00garbage"[..])?;
+        }
         db.flush()?;
     }
 
