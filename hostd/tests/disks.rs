@@ -187,6 +187,19 @@ async fn volumes_are_created_attached_and_deleted_with_the_vm() {
     assert_eq!(xml.matches("cache='none'").count(), 2, "{xml}");
     assert!(xml.contains("<target dev='vda' bus='virtio'/>"), "{xml}");
 
+    eprintln!("phase: deleting a volume in a pool not set up here is refused, not skipped");
+    let err = hostd
+        .client
+        .undefine_vm(VmRef {
+            name: format!("{vm}-other"),
+            fence: fence(2),
+            delete_disks: vec![disk("nowhere", &boot, 64 << 20)],
+            ..Default::default()
+        })
+        .await
+        .expect_err("a pool not here");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+
     eprintln!("phase: UndefineVm deletes the volumes with the domain, and repeats harmlessly");
     let undefine = VmRef {
         name: vm.clone(),

@@ -57,7 +57,10 @@ impl ClusterState {
             DesiredState::Stopped
         };
         self.vm_uids += 1;
-        let uid = self.vm_uids;
+        // A restore from backup rolls the counter back while volumes of VMs created after
+        // the backup may survive in shared pools: the restore count, bumped by every
+        // restore, keeps a later uid (and so its volume names) from meeting theirs.
+        let uid = (self.ha.restores << 40) | self.vm_uids;
         let disks = options
             .disks
             .iter()
@@ -158,6 +161,23 @@ mod tests {
             panic!("create failed");
         };
         assert_eq!(again.disks[0].volume, "web-2-disk0.qcow2");
+    }
+
+    /// After a restore from an older backup, the counter is where the backup left it;
+    /// a VM created then must not get the volume name of one created after the backup.
+    #[test]
+    fn uids_after_a_restore_never_repeat_those_before_it() {
+        let mut s = state();
+        let backup = s.clone();
+        let Ok(Reply::Vm(before)) = create(&mut s, "web", false, &[("nfs", 1 << 30)]) else {
+            panic!("create failed");
+        };
+        let mut restored = backup;
+        restored.ha.restores += 1;
+        let Ok(Reply::Vm(after)) = create(&mut restored, "web", false, &[("nfs", 1 << 30)]) else {
+            panic!("create failed");
+        };
+        assert_ne!(before.disks[0].volume, after.disks[0].volume);
     }
 
     #[test]

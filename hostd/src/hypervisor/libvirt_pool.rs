@@ -229,12 +229,10 @@ pub(super) fn ensure_volume(
         .map_err(HostdError::libvirt("storage_vol_get_path"))
 }
 
-/// Deletes `disk`'s volume; one already gone (or a pool no longer here) is fine.
+/// Deletes `disk`'s volume; one already gone is fine. A pool not set up here is refused:
+/// the volume may well exist, and a VM forgotten now would leave it behind for good.
 pub(super) fn delete_volume(conn: &Connect, disk: &VmDisk) -> Result<(), HostdError> {
-    let Some(pool) = lookup(conn, &disk.pool)? else {
-        tracing::warn!(pool = %disk.pool, volume = %disk.volume, "pool not set up here: volume not deleted");
-        return Ok(());
-    };
+    let pool = disk_pool(conn, disk)?;
     match pool.lookup_storage_vol_by_name(&disk.volume) {
         Ok(vol) => {
             tracing::info!(pool = %disk.pool, volume = %disk.volume, "deleting volume");
