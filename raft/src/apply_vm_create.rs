@@ -109,6 +109,29 @@ mod tests {
         }
     }
 
+    /// An up host with room for anything these tests create.
+    fn add_host(s: &mut ClusterState, name: &str) {
+        let mut h = Host::new(name, "127.0.0.1:1");
+        h.health = HostHealth::Up;
+        h.capacity.vcpus = 8;
+        h.capacity.memory_mib = 8192;
+        h.migration_uri = "qemu+tcp://127.0.0.1/system".into();
+        s.hosts.insert(name.into(), h);
+    }
+
+    /// `pool` reported active on `host`, with a terabyte free.
+    fn set_up(s: &mut ClusterState, pool: &str, host: &str) {
+        let active = PoolOnHost::Active {
+            capacity_bytes: 1 << 40,
+            available_bytes: 1 << 40,
+        };
+        s.pools
+            .get_mut(pool)
+            .expect("pool")
+            .on_hosts
+            .insert(host.into(), active);
+    }
+
     fn state() -> ClusterState {
         let mut s = ClusterState::default();
         for p in [pool("local", false), pool("nfs", true)] {
@@ -231,12 +254,7 @@ mod tests {
     fn a_vm_with_a_local_disk_is_not_live_migrated() {
         let mut s = state();
         for name in ["h1", "h2"] {
-            let mut h = Host::new(name, "127.0.0.1:1");
-            h.health = HostHealth::Up;
-            h.capacity.vcpus = 8;
-            h.capacity.memory_mib = 8192;
-            h.migration_uri = "qemu+tcp://127.0.0.1/system".into();
-            s.hosts.insert(name.into(), h);
+            add_host(&mut s, name);
         }
         create(&mut s, "web", false, &[("local", 1 << 30)]).unwrap();
         let vm = s.vms.get_mut("web").unwrap();
@@ -270,18 +288,8 @@ mod tests {
     fn a_placed_vm_with_a_local_disk_is_never_placed_elsewhere() {
         let mut s = state();
         for name in ["h1", "h2"] {
-            let mut h = Host::new(name, "127.0.0.1:1");
-            h.health = HostHealth::Up;
-            h.capacity.vcpus = 8;
-            h.capacity.memory_mib = 8192;
-            s.hosts.insert(name.into(), h);
-            s.pools.get_mut("local").unwrap().on_hosts.insert(
-                name.into(),
-                PoolOnHost::Active {
-                    capacity_bytes: 1 << 40,
-                    available_bytes: 1 << 40,
-                },
-            );
+            add_host(&mut s, name);
+            set_up(&mut s, "local", name);
         }
         create(&mut s, "web", false, &[("local", 1 << 30)]).unwrap();
         let place = |s: &mut ClusterState, host: &str, generation: u64| {
@@ -306,18 +314,8 @@ mod tests {
     #[test]
     fn a_vm_that_came_up_has_its_volumes() {
         let mut s = state();
-        let mut h = Host::new("h1", "127.0.0.1:1");
-        h.health = HostHealth::Up;
-        h.capacity.vcpus = 8;
-        h.capacity.memory_mib = 8192;
-        s.hosts.insert("h1".into(), h);
-        s.pools.get_mut("nfs").unwrap().on_hosts.insert(
-            "h1".into(),
-            PoolOnHost::Active {
-                capacity_bytes: 1 << 40,
-                available_bytes: 1 << 40,
-            },
-        );
+        add_host(&mut s, "h1");
+        set_up(&mut s, "nfs", "h1");
         create(&mut s, "web", false, &[("nfs", 1 << 30)]).unwrap();
         assert!(!s.vms["web"].volumes_created);
         for cmd in [
@@ -342,11 +340,7 @@ mod tests {
     #[test]
     fn a_vm_is_placed_only_where_its_pools_are_set_up() {
         let mut s = state();
-        let mut h = Host::new("h1", "127.0.0.1:1");
-        h.health = HostHealth::Up;
-        h.capacity.vcpus = 8;
-        h.capacity.memory_mib = 8192;
-        s.hosts.insert("h1".into(), h);
+        add_host(&mut s, "h1");
         create(&mut s, "web", false, &[("local", 1 << 30)]).unwrap();
         let place = |s: &mut ClusterState| {
             s.apply(&Command::PlaceVm {
@@ -362,13 +356,7 @@ mod tests {
                 .contains("storage pool local is not set up there"),
             "{e}"
         );
-        s.pools.get_mut("local").unwrap().on_hosts.insert(
-            "h1".into(),
-            PoolOnHost::Active {
-                capacity_bytes: 1 << 40,
-                available_bytes: 1 << 40,
-            },
-        );
+        set_up(&mut s, "local", "h1");
         assert!(place(&mut s).is_ok());
     }
 }
