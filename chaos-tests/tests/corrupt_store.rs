@@ -44,15 +44,14 @@ async fn corrupt_store_refuses_to_start_and_recovers_by_rejoining() -> anyhow::R
     cluster.kill_controller(victim).await?;
     let data_dir = cluster.controllers[(victim - 1) as usize].data_dir.clone();
     {
-        let db = sled::open(data_dir.join("store"))?;
-        let tree = db.open_tree("sm_snapshot")?;
-        // The snapshot's data is under `data/<snapshot id>` (`current_data` before).
-        let keys: Vec<_> = tree.scan_prefix("data/").keys().collect::<Result<_, _>>()?;
-        anyhow::ensure!(!keys.is_empty(), "no snapshot data to damage");
-        for k in keys {
-            tree.insert(k, &b"\x00garbage"[..])?;
+        // The snapshot's data is a file in `store/snapshots/` (in sled before).
+        let files: Vec<_> = std::fs::read_dir(data_dir.join("store/snapshots"))?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()?;
+        anyhow::ensure!(!files.is_empty(), "no snapshot data to damage");
+        for f in files {
+            std::fs::write(f, b"\x00garbage")?;
         }
-        db.flush()?;
     }
 
     // phase: it refuses to start, naming the problem and the way out.

@@ -1,7 +1,5 @@
 //! The openraft type configuration: what a log entry carries and what applying it returns.
 
-use std::io::Cursor;
-
 use crate::command::{ApplyResult, Request};
 
 /// A controller's identity in the Raft group (`--id`).
@@ -9,13 +7,13 @@ pub type NodeId = u64;
 
 openraft::declare_raft_types!(
     /// drover's Raft: commands in, apply results out, controllers addressed by their
-    /// gRPC address, snapshots as one in-memory buffer.
+    /// gRPC address, snapshots as files.
     pub TypeConfig:
         D = Request,
         R = ApplyResult,
         NodeId = NodeId,
         Node = openraft::BasicNode,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = crate::store::SnapshotFile,
 );
 
 /// The Raft handle every controller holds.

@@ -186,16 +186,13 @@ async fn an_unreadable_snapshot_refuses_to_open() -> anyhow::Result<()> {
         snapshot(&mut sm).await?;
     }
     wait_unlocked(&dir.path().join("db"));
-    {
-        let db = sled::open(dir.path())?;
-        let tree = db.open_tree("sm_snapshot")?;
-        // The snapshot's data is under `data/<snapshot id>` (`current_data` before).
-        let keys: Vec<_> = tree.scan_prefix("data/").keys().collect::<Result<_, _>>()?;
-        assert!(!keys.is_empty(), "no snapshot data to corrupt");
-        for k in keys {
-            tree.insert(k, &b"{not json"[..])?;
-        }
-        db.flush()?;
+    // The snapshot's data is a file in `snapshots/` (in sled before).
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("snapshots"))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    assert!(!files.is_empty(), "no snapshot data to corrupt");
+    for f in files {
+        std::fs::write(f, b"{not json")?;
     }
     let err = reopen(dir.path()).expect_err("a corrupt store must not open");
     let msg = err.to_string();

@@ -3,17 +3,20 @@
 //! rest.
 //!
 //! Log `Db` (`store/log`): `raft_log` (index → entry), `raft_meta` (vote, last purged,
-//! committed). State machine `Db` (`store`): `sm_snapshot` only — the applied state lives
-//! in memory and is durable as the current snapshot plus the log after it.
+//! committed). State machine `Db` (`store`): `sm_snapshot` only, the current snapshot's
+//! metadata; its data is a file in `store/snapshots`. The applied state lives in memory and
+//! is durable as the current snapshot plus the log after it.
 
 mod apply_request;
 mod flusher;
 mod log;
+mod snapshot_file;
 mod state_machine;
 
 use std::path::Path;
 
 pub use log::LogStore;
+pub use snapshot_file::SnapshotFile;
 pub use state_machine::{Change, SmData, StateMachineStore, StateView};
 
 /// Why a store could not be opened. The node refuses to start rather than serve from a
@@ -36,6 +39,8 @@ pub enum OpenError {
 /// Where the log's own `Db` lives, inside the state machine's directory (sled ignores
 /// entries of its directory other than its own files).
 const LOG_DIR: &str = "log";
+/// Where snapshot files live (`snapshot_file`), inside the state machine's directory too.
+const SNAPSHOT_DIR: &str = "snapshots";
 /// A log being moved out of a store of the old one-`Db` layout; renamed to `LOG_DIR` once
 /// complete.
 const MIGRATING_DIR: &str = "log.migrating";
@@ -55,7 +60,8 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), OpenError> {
     };
     let log = LogStore::open(&log_db).map_err(|e| corrupt(e.to_string()))?;
     let purged = log.last_purged().map_err(|e| corrupt(e.to_string()))?;
-    let sm = StateMachineStore::open(&sm_db, purged).map_err(|e| corrupt(e.to_string()))?;
+    let sm = StateMachineStore::open(&sm_db, &dir.join(SNAPSHOT_DIR), purged)
+        .map_err(|e| corrupt(e.to_string()))?;
     Ok((log, sm))
 }
 

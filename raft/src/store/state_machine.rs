@@ -1,7 +1,8 @@
 //! The state machine: the [`ClusterState`] in memory, made durable by snapshots and the
 //! Raft log, as etcd's is by its snapshots and WAL. A snapshot (the whole serialized
-//! `SmData`) is stored in tree `sm_snapshot` and flushed before openraft may purge the log
-//! it replaces; between snapshots the applied state is only in memory, and after a restart
+//! `SmData`) is a file of its own (`snapshot_file`), named by its metadata in tree
+//! `sm_snapshot`; both are on disk before openraft may purge the log they replace; between
+//! snapshots the applied state is only in memory, and after a restart
 //! openraft re-applies the log from the snapshot up to the commit index it stored
 //! (`save_committed`). The snapshot schedule bounds that replay (`snapshot_schedule`).
 //!
@@ -10,7 +11,7 @@
 //! sled 0.34 rewrites a whole leaf node per insert), and bought nothing a restart needs:
 //! the log has every entry since the snapshot anyway.
 
-use std::io::Cursor;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -21,34 +22,40 @@ use tokio::sync::broadcast;
 
 use super::apply_request::{Applied, Slot};
 use super::io_err;
+use super::snapshot_file::{Partial, SnapshotDir, SnapshotFile};
 use crate::apply::Touched;
 use crate::command::{ApplyResult, Command, Reply, Request};
 use crate::dedup::Dedup;
 use crate::model::ClusterState;
 use crate::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
-/// The current snapshot: its metadata (JSON) and its bytes (the serialized `SmData`),
-/// under two keys so that reading the metadata never parses the state.
+/// The current snapshot's metadata (JSON); its data is the file the metadata's id names.
 const SNAPSHOT_TREE: &str = "sm_snapshot";
 const SNAPSHOT_META: &[u8] = b"current_meta";
-/// Where earlier versions kept the data, beside the meta (written in one batch).
-const SNAPSHOT_DATA: &[u8] = b"current_data";
-/// Data keys now: `data/<snapshot id>`, written before the meta that names it, so that two
-/// plain inserts are crash-safe without a `sled::Batch` — which holds sled's process-wide
-/// write lock while it writes, and every log append of the process waited for a
-/// gigabyte-sized snapshot (issue 10, session 8).
-const DATA_PREFIX: &[u8] = b"data/";
+/// Where earlier versions kept the data in sled: beside the meta, then (session 8) under
+/// `data/<snapshot id>`. A store of either layout has its data moved to a file on open.
+const LEGACY_DATA: &[u8] = b"current_data";
+const LEGACY_DATA_PREFIX: &[u8] = b"data/";
 
-fn data_key(snapshot_id: &str) -> Vec<u8> {
-    [DATA_PREFIX, snapshot_id.as_bytes()].concat()
+/// The data of the snapshot `meta` describes, where earlier versions kept it.
+fn read_legacy_data(
+    tree: &sled::Tree,
+    meta: &SnapshotMeta,
+) -> Result<Option<sled::IVec>, sled::Error> {
+    let key = [LEGACY_DATA_PREFIX, meta.snapshot_id.as_bytes()].concat();
+    match tree.get(key)? {
+        Some(d) => Ok(Some(d)),
+        None => tree.get(LEGACY_DATA),
+    }
 }
 
-/// The data of the snapshot `meta` describes (in the layout of earlier versions too).
-fn read_data(tree: &sled::Tree, meta: &SnapshotMeta) -> Result<Option<sled::IVec>, sled::Error> {
-    match tree.get(data_key(&meta.snapshot_id))? {
-        Some(d) => Ok(Some(d)),
-        None => tree.get(SNAPSHOT_DATA),
+/// Removes the data earlier versions kept in sled (after it is in a file).
+fn remove_legacy_data(tree: &sled::Tree) -> Result<(), sled::Error> {
+    tree.remove(LEGACY_DATA)?;
+    for k in tree.scan_prefix(LEGACY_DATA_PREFIX).keys() {
+        tree.remove(k?)?;
     }
+    Ok(())
 }
 
 /// The per-record trees of earlier versions. Their content is in the snapshot and the
@@ -87,6 +94,7 @@ pub enum Change {
 
 struct Shared {
     snapshot: sled::Tree,
+    files: SnapshotDir,
     data: RwLock<SmData>,
     changes: broadcast::Sender<Change>,
     db: sled::Db,
@@ -164,8 +172,8 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> sled::Error {
     sled::Error::Unsupported(format!("{what}: {e}"))
 }
 
-fn ser_err(e: serde_json::Error) -> StorageError {
-    io_err(ErrorSubject::StateMachine, ErrorVerb::Write, &e)
+fn ser_err(e: &std::io::Error) -> StorageError {
+    io_err(ErrorSubject::StateMachine, ErrorVerb::Write, e)
 }
 
 /// A failure reading or writing a snapshot (`meta`: which one, when known).
@@ -185,17 +193,27 @@ impl StateMachineStore {
     /// Opens the state at the current snapshot (empty without one); openraft re-applies
     /// the log after it, which must therefore reach back to the snapshot: a log purged
     /// past it (`purged`) refuses to open.
-    pub(super) fn open(db: &sled::Db, purged: Option<LogId>) -> Result<Self, sled::Error> {
+    /// Snapshot files live in `snapshot_dir`.
+    pub(super) fn open(
+        db: &sled::Db,
+        snapshot_dir: &Path,
+        purged: Option<LogId>,
+    ) -> Result<Self, sled::Error> {
         let snapshot = db.open_tree(SNAPSHOT_TREE)?;
+        let files = SnapshotDir::open(snapshot_dir.to_path_buf())?;
         let mut data = SmData::default();
+        let mut current = None;
         if let Some(meta) = snapshot.get(SNAPSHOT_META)? {
             let meta: SnapshotMeta =
                 serde_json::from_slice(&meta).map_err(|e| corrupt("sm_snapshot/meta", e))?;
-            let bytes = read_data(&snapshot, &meta)?
-                .ok_or_else(|| corrupt("sm_snapshot/data", "missing"))?;
-            data = serde_json::from_slice(&bytes).map_err(|e| corrupt("sm_snapshot/data", e))?;
+            let bytes = read_snapshot_data(&snapshot, &files, &meta)?;
+            data = serde_json::from_slice(&bytes).map_err(|e| {
+                let path = files.path(&meta.snapshot_id);
+                corrupt(&format!("sm_snapshot/data {}", path.display()), e)
+            })?;
             data.last_applied = meta.last_log_id;
             data.membership = meta.last_membership;
+            current = Some(meta.snapshot_id);
         }
         if purged > data.last_applied {
             // Only a store of an earlier version can be so: it kept the applied state in
@@ -227,11 +245,16 @@ impl StateMachineStore {
             }
             db.flush()?;
         }
+        // The current data is in its file now (`read_snapshot_data`); anything else is
+        // garbage of an earlier layout or of a crash before a snapshot's meta was stored.
+        remove_legacy_data(&snapshot)?;
+        files.remove_except(current.as_deref())?;
         let (changes, _) = broadcast::channel(4096);
         let records = data.records();
         Ok(Self {
             shared: Arc::new(Shared {
                 snapshot,
+                files,
                 data: RwLock::new(data),
                 changes,
                 db: db.clone(),
@@ -256,17 +279,19 @@ impl StateMachineStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Stores `data` as the current snapshot, durably: openraft may purge the log entries
-    /// it replaces as soon as this returns. A snapshot no newer than the stored one is not
-    /// written (returns `false`): replacing a newer snapshot with an older one would lose
-    /// the state between them, whose log may already be purged.
-    async fn save_snapshot(
+    /// Makes `partial` the current snapshot, described by `meta`, durably: openraft may
+    /// purge the log entries it replaces as soon as this returns. A snapshot no newer than
+    /// the stored one is not made current (returns `false`): replacing a newer snapshot
+    /// with an older one would lose the state between them, whose log may already be
+    /// purged.
+    async fn commit_snapshot(
         &self,
         meta: &SnapshotMeta,
-        data: Vec<u8>,
+        partial: Partial,
     ) -> Result<bool, StorageError> {
         let err = |e: &dyn std::error::Error| snapshot_err(Some(meta), ErrorVerb::Write, e);
         let _held = self.shared.snapshot_lock.lock().await;
+        let files = self.shared.files.clone();
         if let Some(stored) = self.stored_meta()? {
             if stored.last_log_id >= meta.last_log_id {
                 tracing::debug!(
@@ -274,43 +299,40 @@ impl StateMachineStore {
                     offered = %meta.snapshot_id,
                     "not replacing a snapshot with an older one"
                 );
+                // Unlinking a gigabyte file takes a while too.
+                tokio::task::spawn_blocking(move || files.discard(partial));
                 return Ok(false);
             }
         }
         let meta_raw = serde_json::to_vec(meta).map_err(|e| err(&e))?;
-        // sled copies the value and writes it out inline: for a state of millions of VMs
-        // that is a gigabyte and seconds, which must not hold a tokio worker. Data first,
-        // then the meta naming it (see `DATA_PREFIX`).
         let tree = self.shared.snapshot.clone();
-        let key = data_key(&meta.snapshot_id);
-        tokio::task::spawn_blocking(move || {
-            tree.insert(key, data)?;
-            tree.insert(SNAPSHOT_META, meta_raw)
+        let id = meta.snapshot_id.clone();
+        // The file first, on disk under its name; then the meta naming it.
+        tokio::task::spawn_blocking(move || -> Result<(), sled::Error> {
+            files.commit(partial, &id)?;
+            tree.insert(SNAPSHOT_META, meta_raw)?;
+            Ok(())
         })
         .await
         .map_err(|e| err(&e))?
         .map_err(|e| err(&e))?;
         super::flush(&self.shared.db).await.map_err(|e| err(&e))?;
-        // Older data (and the earlier layout's) is garbage now; left behind by a crash,
-        // the next snapshot removes it.
-        let tree = self.shared.snapshot.clone();
-        let keep = data_key(&meta.snapshot_id);
-        let removed = tokio::task::spawn_blocking(move || -> Result<(), sled::Error> {
-            tree.remove(SNAPSHOT_DATA)?;
-            for k in tree.scan_prefix(DATA_PREFIX).keys() {
-                let k = k?;
-                if k.as_ref() != keep.as_slice() {
-                    tree.remove(k)?;
-                }
-            }
-            Ok(())
-        })
-        .await;
-        if let Ok(Err(e)) | Err(e) = removed.map_err(|j| sled::Error::Io(std::io::Error::other(j)))
-        {
-            tracing::warn!(error = %e, "cannot remove an older snapshot's data");
+        // Older snapshots are garbage now; left behind by a crash, the next open or
+        // snapshot removes them.
+        let files = self.shared.files.clone();
+        let id = meta.snapshot_id.clone();
+        let removed = tokio::task::spawn_blocking(move || files.remove_except(Some(&id))).await;
+        if let Ok(Err(e)) | Err(e) = removed.map_err(std::io::Error::other) {
+            tracing::warn!(error = %e, "cannot remove an older snapshot");
         }
         Ok(true)
+    }
+
+    /// Serializes `data` into a partial snapshot file. Blocking.
+    fn write_partial(&self, data: &SmData) -> std::io::Result<Partial> {
+        self.shared
+            .files
+            .write_partial(|w| serde_json::to_writer(w, data).map_err(std::io::Error::from))
     }
 
     /// The stored snapshot's metadata (callers hold `snapshot_lock`).
@@ -330,7 +352,7 @@ impl StateMachineStore {
     /// Replaces the state with `data` and stores it as the current snapshot (backup
     /// restore into a fresh store).
     pub async fn restore(&self, data: &SmData) -> Result<(), StorageError> {
-        let bytes = serde_json::to_vec(data).map_err(ser_err)?;
+        let partial = self.write_partial(data).map_err(|e| ser_err(&e))?;
         let meta = SnapshotMeta {
             last_log_id: data.last_applied,
             last_membership: data.membership.clone(),
@@ -339,7 +361,7 @@ impl StateMachineStore {
                 data.last_applied.map(|l| l.index).unwrap_or(0)
             ),
         };
-        self.save_snapshot(&meta, bytes).await?;
+        self.commit_snapshot(&meta, partial).await?;
         self.replace(data.clone());
         Ok(())
     }
@@ -363,47 +385,56 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         // Serializing a large state takes long enough (seconds at millions of VMs) to
         // starve Raft heartbeats if it ran on an async worker. The clone is cheap (the VM
         // map is persistent), so the lock is held for microseconds, not for the copy.
-        let shared = self.shared.clone();
+        let store = self.clone();
         let started = std::time::Instant::now();
         let built = tokio::task::spawn_blocking(move || {
             let (data, writes) = {
-                let d = shared.data.read().unwrap_or_else(|p| p.into_inner());
+                let d = store.shared.data.read().unwrap_or_else(|p| p.into_inner());
                 // Counted under the same lock `apply` counts under.
-                (d.clone(), shared.writes.load(Ordering::Relaxed))
+                (d.clone(), store.shared.writes.load(Ordering::Relaxed))
             };
             let cloned = started.elapsed();
-            // One copy for sled, one for openraft: copied here, not on a worker.
-            // The clone is dropped here too: freeing the nodes `apply` has replaced since
-            // is work in proportion to the writes meanwhile.
-            serde_json::to_vec(&data).map(|bytes| {
-                let at = (data.last_applied, data.membership.clone());
+            // Streamed into the file: no buffer of the whole serialized state. The clone
+            // is dropped here too: freeing the nodes `apply` has replaced since is work in
+            // proportion to the writes meanwhile.
+            store.write_partial(&data).map(|partial| {
                 tracing::info!(
-                    bytes = bytes.len(),
+                    bytes = partial.len,
                     records = data.records(),
                     clone_ms = cloned.as_millis() as u64,
                     serialize_ms = (started.elapsed() - cloned).as_millis() as u64,
                     "snapshot serialized"
                 );
-                (at, writes, bytes.clone(), bytes)
+                (
+                    (data.last_applied, data.membership.clone()),
+                    writes,
+                    partial,
+                )
             })
         })
         .await;
         let snap_err = |e: &dyn std::error::Error| snapshot_err(None, ErrorVerb::Write, e);
-        let ((last_applied, last_membership), writes, bytes, stored) =
+        let ((last_applied, last_membership), writes, partial) =
             built.map_err(|e| snap_err(&e))?.map_err(|e| snap_err(&e))?;
         let snapshot_id = match last_applied {
-            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, bytes.len()),
-            None => format!("empty-{}", bytes.len()),
+            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, partial.len),
+            None => format!("empty-{}", partial.len),
         };
         let meta = SnapshotMeta {
             last_log_id: last_applied,
             last_membership,
             snapshot_id,
         };
-        // Not stored if an install overtook this build; openraft then ignores it too (it
-        // keeps the newest snapshot it knows).
+        // Opened before it is committed or discarded: the open file stays readable either
+        // way (openraft reads only the meta of a built snapshot today, but the data it is
+        // handed must be this snapshot's).
+        let file = SnapshotFile::open_partial(&partial)
+            .await
+            .map_err(|e| snap_err(&e))?;
+        // Not made current if an install overtook this build; openraft then ignores it
+        // too (it keeps the newest snapshot it knows).
         let saving = std::time::Instant::now();
-        if self.save_snapshot(&meta, stored).await? {
+        if self.commit_snapshot(&meta, partial).await? {
             self.shared
                 .writes_at_snapshot
                 .fetch_max(writes, Ordering::Relaxed);
@@ -416,7 +447,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         );
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(bytes)),
+            snapshot: Box::new(file),
         })
     }
 }
@@ -490,27 +521,34 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError> {
+        let received = self.shared.files.receive().await;
+        received
+            .map(Box::new)
+            .map_err(|e| snapshot_err(None, ErrorVerb::Write, &e))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotFile>,
     ) -> Result<(), StorageError> {
         let rd = |e: &dyn std::error::Error| snapshot_err(Some(meta), ErrorVerb::Read, e);
-        // Parsed off the async workers, like a build is serialized (see there).
-        let (mut new_data, bytes) = tokio::task::spawn_blocking(move || {
-            let bytes = snapshot.into_inner();
-            serde_json::from_slice::<SmData>(&bytes).map(|d| (d, bytes))
+        let partial = snapshot.finish().await.map_err(|e| rd(&e))?;
+        // Read and parsed off the async workers, like a build is serialized (see there).
+        let (mut new_data, partial) = tokio::task::spawn_blocking(move || {
+            let parsed = partial.read().and_then(|bytes| {
+                serde_json::from_slice::<SmData>(&bytes).map_err(std::io::Error::from)
+            });
+            (parsed, partial)
         })
         .await
+        .map(|(parsed, partial)| parsed.map(|d| (d, partial)))
         .map_err(|e| rd(&e))?
         .map_err(|e| rd(&e))?;
         new_data.last_applied = meta.last_log_id;
         new_data.membership = meta.last_membership.clone();
-        self.save_snapshot(meta, bytes).await?;
+        self.commit_snapshot(meta, partial).await?;
         self.replace(new_data);
         Ok(())
     }
@@ -521,21 +559,43 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let Some(meta) = self.stored_meta()? else {
             return Ok(None);
         };
-        // A read and a copy of up to a gigabyte: off the async workers.
-        let tree = self.shared.snapshot.clone();
-        let which = meta.clone();
-        let data = tokio::task::spawn_blocking(move || {
-            read_data(&tree, &which).map(|d| d.map(|d| d.to_vec()))
-        })
-        .await
-        .map_err(|e| rd(&e))?
-        .map_err(|e| rd(&e))?
-        .ok_or_else(|| rd(&std::io::Error::other("snapshot data missing")))?;
+        let file = self
+            .shared
+            .files
+            .open_file(&meta.snapshot_id)
+            .await
+            .map_err(|e| rd(&e))?;
         Ok(Some(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(file),
         }))
     }
+}
+
+/// The data of the current snapshot `meta`: its file, or, in a store of an earlier
+/// layout, the value in sled, which is then written to its file (the sled value is
+/// removed only after, by `open`).
+fn read_snapshot_data(
+    tree: &sled::Tree,
+    files: &SnapshotDir,
+    meta: &SnapshotMeta,
+) -> Result<Vec<u8>, sled::Error> {
+    let path = files.path(&meta.snapshot_id);
+    match std::fs::read(&path) {
+        Ok(bytes) => return Ok(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(sled::Error::Io(e)),
+    }
+    let Some(bytes) = read_legacy_data(tree, meta)? else {
+        return Err(corrupt(
+            "sm_snapshot/data",
+            format!("missing: {} does not exist", path.display()),
+        ));
+    };
+    let partial = files.write_partial(|w| w.write_all(&bytes))?;
+    files.commit(partial, &meta.snapshot_id)?;
+    tracing::info!(path = %path.display(), "snapshot data moved out of sled into a file of its own");
+    Ok(bytes.to_vec())
 }
 
 #[cfg(test)]
@@ -560,15 +620,18 @@ mod tests {
         };
         let snap = db.open_tree(SNAPSHOT_TREE)?;
         snap.insert(SNAPSHOT_META, serde_json::to_vec(&meta)?)?;
-        snap.insert(SNAPSHOT_DATA, serde_json::to_vec(&data)?)?;
+        snap.insert(LEGACY_DATA, serde_json::to_vec(&data)?)?;
         db.open_tree("sm_vms")?.insert("web", &b"{}"[..])?;
         db.open_tree("sm_meta")?
             .insert("last_applied", &b"null"[..])?;
-        let sm = StateMachineStore::open(&db, None)?;
+        let sm = StateMachineStore::open(&db, &dir.path().join("snapshots"), None)?;
         sm.view().read(|d| {
             assert_eq!(d.last_applied, applied);
             assert_eq!(d.state.placements, 7);
         });
+        // The data moved to its file, out of sled.
+        assert!(dir.path().join("snapshots/s.snap").exists());
+        assert!(snap.get(LEGACY_DATA)?.is_none());
         let names = db.tree_names();
         for t in LEGACY_TREES {
             assert!(
@@ -586,8 +649,9 @@ mod tests {
         let meta = SnapshotMeta::default();
         let snap = db.open_tree(SNAPSHOT_TREE)?;
         snap.insert(SNAPSHOT_META, serde_json::to_vec(&meta)?)?;
-        snap.insert(SNAPSHOT_DATA, &b"\x00garbage"[..])?;
-        let err = StateMachineStore::open(&db, None).expect_err("opened a garbage snapshot");
+        snap.insert(LEGACY_DATA, &b"\x00garbage"[..])?;
+        let err = StateMachineStore::open(&db, &dir.path().join("snapshots"), None)
+            .expect_err("opened a garbage snapshot");
         assert!(err.to_string().contains("sm_snapshot/data"), "{err}");
         Ok(())
     }
@@ -598,18 +662,32 @@ mod tests {
     async fn an_older_snapshot_never_replaces_a_newer_one() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let db = sled::open(dir.path())?;
-        let sm = StateMachineStore::open(&db, None)?;
+        let sm = StateMachineStore::open(&db, &dir.path().join("snapshots"), None)?;
         let meta = |index: u64| SnapshotMeta {
             last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), index)),
             last_membership: StoredMembership::default(),
             snapshot_id: format!("s{index}"),
         };
-        assert!(sm.save_snapshot(&meta(9), b"{}".to_vec()).await?);
-        assert!(!sm.save_snapshot(&meta(5), b"{}".to_vec()).await?);
-        assert!(!sm.save_snapshot(&meta(9), b"{}".to_vec()).await?);
+        let save = |index: u64| {
+            let sm = sm.clone();
+            async move {
+                let partial = sm
+                    .write_partial(&SmData::default())
+                    .map_err(|e| ser_err(&e))?;
+                sm.commit_snapshot(&meta(index), partial).await
+            }
+        };
+        assert!(save(9).await?);
+        assert!(!save(5).await?);
+        assert!(!save(9).await?);
         let stored = sm.stored_meta()?.map(|m| m.snapshot_id);
         assert_eq!(stored.as_deref(), Some("s9"));
-        assert!(sm.save_snapshot(&meta(12), b"{}".to_vec()).await?);
+        assert!(save(12).await?);
+        // Only the current snapshot's file is left.
+        let files: Vec<_> = std::fs::read_dir(dir.path().join("snapshots"))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()?;
+        assert_eq!(files, vec![std::ffi::OsString::from("s12.snap")]);
         Ok(())
     }
 
@@ -621,7 +699,8 @@ mod tests {
         let db = sled::open(dir.path())?;
         db.open_tree("sm_vms")?.insert("web", &b"{}"[..])?;
         let purged = Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), 5));
-        let err = StateMachineStore::open(&db, purged).expect_err("opened with a gap");
+        let err = StateMachineStore::open(&db, &dir.path().join("snapshots"), purged)
+            .expect_err("opened with a gap");
         assert!(err.to_string().contains("purged up to 5"), "{err}");
         assert!(db.tree_names().iter().any(|n| n.as_ref() == b"sm_vms"));
         Ok(())
