@@ -18,6 +18,7 @@ pub mod model;
 pub mod network;
 pub mod node;
 pub mod snapshot_schedule;
+mod stall_probe;
 pub mod store;
 mod types;
 pub mod write_batch;

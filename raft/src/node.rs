@@ -174,6 +174,7 @@ impl RaftNode {
             WeakRaftNode(Arc::downgrade(&node.inner)),
             config.snapshots,
         ));
+        tokio::spawn(crate::stall_probe::run(config.id));
         Ok(node)
     }
 

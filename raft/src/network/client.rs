@@ -188,6 +188,15 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         let entries = rpc.entries.len();
+        if self.detached.0.available_permits() == 0 {
+            // Every slot holds a call this peer has not answered: openraft's timeout will
+            // end this wait before anything is sent.
+            tracing::debug!(
+                target_node = self.target,
+                "all call slots to the peer are busy"
+            );
+            metrics::counter!("drover_raft_peer_slots_full_total").increment(1);
+        }
         let Some(slot) = self.detached.acquire().await else {
             let closed = std::io::Error::other("the peer's call slots are closed");
             return Err(RPCError::Network(NetworkError::new(&closed)));
@@ -196,8 +205,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             Ok(c) => c.clone(),
             Err(e) => return Err(RPCError::Unreachable(Unreachable::new(e))),
         };
-        let data =
-            serde_json::to_vec(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let data = encode_entries(rpc)
+            .await
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         if data.len() > MAX_MESSAGE_BYTES {
             return Err(oversized(data.len(), entries));
         }
@@ -256,6 +266,17 @@ where
 
 /// A payload of `bytes` that exceeds the message limit: with entries, openraft is told how
 /// many would fit (at least one); without, it is a plain error, never "unreachable".
+/// An AppendEntries as JSON; one with entries is encoded on the blocking pool (see
+/// `BLOCKING_CODEC_BYTES`: a heartbeat has none and is a few hundred bytes).
+async fn encode_entries(rpc: AppendEntriesRequest<TypeConfig>) -> std::io::Result<Vec<u8>> {
+    if rpc.entries.is_empty() {
+        return serde_json::to_vec(&rpc).map_err(std::io::Error::from);
+    }
+    tokio::task::spawn_blocking(move || serde_json::to_vec(&rpc).map_err(std::io::Error::from))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
 fn oversized<E: std::error::Error>(bytes: usize, entries: usize) -> RPCError<NodeId, BasicNode, E> {
     if entries == 0 {
         let why = std::io::Error::other(format!(

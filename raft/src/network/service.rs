@@ -34,6 +34,18 @@ fn decode<T: DeserializeOwned>(req: Request<RaftPayload>) -> Result<T, Status> {
         .map_err(|e| Status::invalid_argument(format!("Malformed Raft payload: {e}")))
 }
 
+/// [`decode`], on the blocking pool for a big payload (see `BLOCKING_CODEC_BYTES`).
+async fn decode_big<T: DeserializeOwned + Send + 'static>(
+    req: Request<RaftPayload>,
+) -> Result<T, Status> {
+    if req.get_ref().data.len() < super::BLOCKING_CODEC_BYTES {
+        return decode(req);
+    }
+    tokio::task::spawn_blocking(move || decode(req))
+        .await
+        .map_err(|e| Status::internal(format!("Raft payload decoder failed: {e}")))?
+}
+
 fn encode<T: Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
     serde_json::to_vec(value)
         .map(|data| Response::new(RaftPayload { data }))
@@ -46,7 +58,7 @@ impl RaftService for RaftGrpcService {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let rpc = decode(req)?;
+        let rpc = decode_big(req).await?;
         encode(&self.node.raft().append_entries(rpc).await)
     }
 

@@ -98,6 +98,9 @@ impl Flusher {
     }
 }
 
+/// A flush slower than this is logged.
+const SLOW_FLUSH: std::time::Duration = std::time::Duration::from_millis(100);
+
 fn run(db: &sled::Db, waiting: &mpsc::Receiver<Waiter>) {
     let mut batch = Vec::new();
     // Blocks for the first waiter, then takes everyone who queued meanwhile: all of them
@@ -105,8 +108,20 @@ fn run(db: &sled::Db, waiting: &mpsc::Receiver<Waiter>) {
     while let Ok(first) = waiting.recv() {
         batch.push(first);
         batch.extend(waiting.try_iter());
+        let started = std::time::Instant::now();
         let result = db.flush().map(drop).map_err(|e| e.to_string());
+        let took = started.elapsed();
         metrics::histogram!("drover_raft_log_flush_waiters").record(batch.len() as f64);
+        metrics::histogram!("drover_raft_log_flush_seconds").record(took.as_secs_f64());
+        if took > SLOW_FLUSH {
+            // A follower's flush answers the leader's AppendEntries: past the election
+            // timeout, the leader's calls to it pile up (issue 10).
+            tracing::warn!(
+                flush_ms = took.as_millis() as u64,
+                waiters = batch.len(),
+                "slow log flush"
+            );
+        }
         for waiter in batch.drain(..) {
             match waiter {
                 Waiter::Append(cb) => {

@@ -17,6 +17,9 @@ const VOTE: &[u8] = b"vote";
 const LAST_PURGED: &[u8] = b"last_purged";
 const COMMITTED: &[u8] = b"committed";
 
+/// An append (its inserts, before the flush) slower than this is logged.
+const SLOW_APPEND: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Log entries keyed by big-endian index, so sled's key order is log order.
 #[derive(Debug, Clone)]
 pub struct LogStore {
@@ -212,12 +215,25 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // (4,200 writes a second at 2,200 client writes, issue 10), and atomicity is not
         // needed: sled recovers a prefix of the inserts, and openraft relies only on what
         // the flush below covers.
+        let started = std::time::Instant::now();
+        let mut count = 0usize;
         for entry in entries {
+            count += 1;
             let raw = serde_json::to_vec(&entry)
                 .map_err(|e| io_err(ErrorSubject::Log(entry.log_id), ErrorVerb::Write, &e))?;
             self.log
                 .insert(entry.log_id.index.to_be_bytes(), raw)
                 .map_err(|e| io_err(ErrorSubject::Log(entry.log_id), ErrorVerb::Write, &e))?;
+        }
+        // These inserts run on the Raft core's own task: while they wait, the node handles
+        // no message (heartbeats included).
+        let took = started.elapsed();
+        if took > SLOW_APPEND {
+            tracing::warn!(
+                append_ms = took.as_millis() as u64,
+                entries = count,
+                "slow log append"
+            );
         }
         // Group commit: openraft may append again while this flush runs; the callback
         // tells it when these entries are durable.
