@@ -13,6 +13,7 @@ mod apply_vm_create;
 pub mod backup;
 pub mod command;
 pub mod dedup;
+pub mod election_guard;
 pub mod membership;
 pub mod model;
 pub mod network;

@@ -239,12 +239,10 @@ impl RaftNode {
     /// Suspends this node's election timer for `hold`, then restores it. Bounded so a
     /// failed transfer can never leave a node that will not stand for election.
     pub fn hold_elections(&self, hold: Duration) {
-        let raft = self.raft().clone();
-        raft.runtime_config().elect(false);
-        tokio::spawn(async move {
-            tokio::time::sleep(hold).await;
-            raft.runtime_config().elect(true);
-        });
+        // Through the guard, which also holds elections during disk stalls: two
+        // independent switches would re-enable each other's hold.
+        self.election_guard().hold(hold);
+        self.raft().runtime_config().elect(false);
     }
 }
 

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use drover_proto::transport::{Tls, TlsHandle};
 
 use crate::command::{ApplyResult, Request};
+use crate::election_guard::ElectionGuard;
 use crate::network::{
     client::peer_channel, Network, MAX_COMMAND_BYTES, MAX_MESSAGE_BYTES, MAX_PAYLOAD_ENTRIES,
 };
@@ -110,6 +111,7 @@ struct Inner {
     view: StateView,
     /// Every local write goes through it (group commit).
     writes: WriteBatcher,
+    guard: ElectionGuard,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -132,6 +134,7 @@ impl RaftNode {
         })?;
         let (log, sm) = store::open(&config.data_dir.join("store"))?;
         let view = sm.view();
+        let guard = ElectionGuard::new(log.flush_watch());
         let raft_config = Config {
             cluster_name: "drover".into(),
             heartbeat_interval: config.timings.heartbeat_ms,
@@ -166,10 +169,12 @@ impl RaftNode {
                 id: config.id,
                 tls: config.tls.clone(),
                 writes: WriteBatcher::start(raft.clone()),
-                raft,
+                guard: guard.clone(),
+                raft: raft.clone(),
                 view,
             }),
         };
+        tokio::spawn(guard.run(raft, config.id));
         tokio::spawn(crate::snapshot_schedule::run(
             WeakRaftNode(Arc::downgrade(&node.inner)),
             config.snapshots,
@@ -195,6 +200,11 @@ impl RaftNode {
 
     pub fn id(&self) -> NodeId {
         self.inner.id
+    }
+
+    /// When this node may campaign (disk stalls, leadership transfers).
+    pub(crate) fn election_guard(&self) -> &ElectionGuard {
+        &self.inner.guard
     }
 
     /// The TLS identity this node uses towards its peers (and the API uses to reach them).

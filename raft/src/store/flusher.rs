@@ -14,6 +14,7 @@ use std::thread;
 use openraft::storage::LogFlushed;
 use tokio::sync::oneshot;
 
+use crate::election_guard::FlushWatch;
 use crate::TypeConfig;
 
 /// Something waiting for everything written before it to be on disk.
@@ -55,11 +56,12 @@ impl Drop for Inner {
 pub(super) struct FlusherGone;
 
 impl Flusher {
-    pub(super) fn start(db: sled::Db) -> std::io::Result<Self> {
+    /// Reports every flush's start and end to `watch`.
+    pub(super) fn start(db: sled::Db, watch: Arc<FlushWatch>) -> std::io::Result<Self> {
         let (queue, waiting) = mpsc::channel();
         let thread = thread::Builder::new()
             .name("drover-log-flush".into())
-            .spawn(move || run(&db, &waiting))?;
+            .spawn(move || run(&db, &waiting, &watch))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 queue: Some(queue),
@@ -101,7 +103,7 @@ impl Flusher {
 /// A flush slower than this is logged.
 const SLOW_FLUSH: std::time::Duration = std::time::Duration::from_millis(100);
 
-fn run(db: &sled::Db, waiting: &mpsc::Receiver<Waiter>) {
+fn run(db: &sled::Db, waiting: &mpsc::Receiver<Waiter>, watch: &FlushWatch) {
     let mut batch = Vec::new();
     // Blocks for the first waiter, then takes everyone who queued meanwhile: all of them
     // wrote before this flush starts, so it covers them all.
@@ -109,8 +111,10 @@ fn run(db: &sled::Db, waiting: &mpsc::Receiver<Waiter>) {
         batch.push(first);
         batch.extend(waiting.try_iter());
         let started = std::time::Instant::now();
+        watch.started();
         let result = db.flush().map(drop).map_err(|e| e.to_string());
         let took = started.elapsed();
+        watch.ended(took);
         metrics::histogram!("drover_raft_log_flush_waiters").record(batch.len() as f64);
         metrics::histogram!("drover_raft_log_flush_seconds").record(took.as_secs_f64());
         if took > SLOW_FLUSH {

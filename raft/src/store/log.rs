@@ -5,12 +5,14 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, LogState, RaftLogReader};
 
 use super::flusher::Flusher;
 use super::io_err;
+use crate::election_guard::FlushWatch;
 use crate::{Entry, LogId, StorageError, TypeConfig, Vote};
 
 const VOTE: &[u8] = b"vote";
@@ -26,15 +28,23 @@ pub struct LogStore {
     log: sled::Tree,
     meta: sled::Tree,
     flusher: Flusher,
+    watch: Arc<FlushWatch>,
 }
 
 impl LogStore {
     pub(super) fn open(db: &sled::Db) -> Result<Self, sled::Error> {
+        let watch = Arc::new(FlushWatch::default());
         Ok(Self {
             log: db.open_tree("raft_log")?,
             meta: db.open_tree("raft_meta")?,
-            flusher: Flusher::start(db.clone())?,
+            flusher: Flusher::start(db.clone(), watch.clone())?,
+            watch,
         })
+    }
+
+    /// How this log's flushes are going (for the election guard).
+    pub fn flush_watch(&self) -> Arc<FlushWatch> {
+        self.watch.clone()
     }
 
     /// The last entry purged from the log (`None`: nothing purged yet).
