@@ -14,6 +14,7 @@ pub mod backup;
 pub mod command;
 pub mod dedup;
 pub mod election_guard;
+mod leader_alive;
 pub mod membership;
 pub mod model;
 pub mod network;

@@ -135,6 +135,7 @@ impl RaftNode {
         let (log, sm) = store::open(&config.data_dir.join("store"))?;
         let view = sm.view();
         let guard = ElectionGuard::new(log.flush_watch());
+        let network = Network::new(config.tls.clone());
         let raft_config = Config {
             cluster_name: "drover".into(),
             heartbeat_interval: config.timings.heartbeat_ms,
@@ -155,15 +156,9 @@ impl RaftNode {
         }
         .validate()
         .map_err(|e| NodeError::Config(e.to_string()))?;
-        let raft = Raft::new(
-            config.id,
-            Arc::new(raft_config),
-            Network::new(config.tls.clone()),
-            log,
-            sm,
-        )
-        .await
-        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let raft = Raft::new(config.id, Arc::new(raft_config), network.clone(), log, sm)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
         let node = Self {
             inner: Arc::new(Inner {
                 id: config.id,
@@ -175,6 +170,10 @@ impl RaftNode {
             }),
         };
         tokio::spawn(guard.run(raft, config.id));
+        tokio::spawn(crate::leader_alive::run(
+            WeakRaftNode(Arc::downgrade(&node.inner)),
+            network,
+        ));
         tokio::spawn(crate::snapshot_schedule::run(
             WeakRaftNode(Arc::downgrade(&node.inner)),
             config.snapshots,

@@ -46,22 +46,29 @@ impl Network {
             tls,
         }
     }
+
+    /// The one channel to peer `target` at `addr`, made on first use.
+    pub(crate) fn channel(
+        &self,
+        target: NodeId,
+        addr: &str,
+    ) -> Result<Channel, tonic::transport::Error> {
+        let key = (target, addr.to_string());
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        match channels.get(&key) {
+            Some(c) => Ok(c.clone()),
+            None => peer_channel(addr, self.tls.as_deref()).inspect(|c| {
+                channels.insert(key, c.clone());
+            }),
+        }
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
-        let key = (target, node.addr.clone());
-        let channel = {
-            let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-            match channels.get(&key) {
-                Some(c) => Ok(c.clone()),
-                None => peer_channel(&node.addr, self.tls.as_deref()).inspect(|c| {
-                    channels.insert(key, c.clone());
-                }),
-            }
-        };
+        let channel = self.channel(target, &node.addr);
         PeerClient {
             target,
             detached: Detached::default(),

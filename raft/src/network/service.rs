@@ -9,7 +9,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
+use openraft::raft::AppendEntriesResponse;
+
 use crate::command::Request as WriteRequest;
+use crate::leader_alive::LeaderAlive;
 use crate::node::{RaftNode, WriteError};
 
 /// Largest snapshot a peer may send: well above a 100k-VM state (~25 MB), far below what
@@ -59,7 +62,18 @@ impl RaftService for RaftGrpcService {
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         let rpc = decode_big(req).await?;
-        encode(&self.node.raft().append_entries(rpc).await)
+        let answer = self.node.raft().append_entries(rpc).await;
+        // Accepted (success or a log conflict, not a higher vote): the sender is the
+        // leader this node follows, and this node's core handled its message.
+        if let Ok(
+            AppendEntriesResponse::Success
+            | AppendEntriesResponse::PartialSuccess(_)
+            | AppendEntriesResponse::Conflict,
+        ) = &answer
+        {
+            self.node.election_guard().leader_heard();
+        }
+        encode(&answer)
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
@@ -100,6 +114,19 @@ impl RaftService for RaftGrpcService {
         let hold = Duration::from_millis(millis.min(MAX_HOLD_MS));
         tracing::info!(?hold, "holding elections for a leadership transfer");
         self.node.hold_elections(hold);
+        encode(&())
+    }
+
+    async fn leader_alive(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let said: LeaderAlive = decode(req)?;
+        let m = self.node.metrics();
+        // Only the leader this node follows, in the term it knows, counts.
+        if m.current_leader == Some(said.leader) && m.current_term == said.term {
+            self.node.election_guard().leader_alive();
+        }
         encode(&())
     }
 
