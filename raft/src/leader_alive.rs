@@ -32,17 +32,8 @@ pub struct LeaderAlive {
 /// Runs while the node lives; sends only while it is leader.
 pub(crate) async fn run(node: WeakRaftNode, network: Network) {
     let mut in_flight: HashMap<NodeId, JoinHandle<()>> = HashMap::new();
-    let mut ticker = tokio::time::interval(EVERY);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        let Some(node) = node.upgrade() else {
-            return;
-        };
-        let m = node.metrics();
-        if m.running_state.is_err() {
-            return;
-        }
+    let mut ticker = crate::node::ticker(EVERY);
+    while let Some((_, m)) = node.tick(&mut ticker).await {
         if m.current_leader != Some(m.id) {
             continue;
         }

@@ -102,6 +102,26 @@ impl WeakRaftNode {
     pub(crate) fn upgrade(&self) -> Option<RaftNode> {
         self.0.upgrade().map(|inner| RaftNode { inner })
     }
+
+    /// The loop step of every periodic node task: waits for `ticker`'s next tick, then
+    /// returns the node and its metrics, or `None` once the node is dropped or its Raft
+    /// has stopped (the task should end).
+    pub(crate) async fn tick(
+        &self,
+        ticker: &mut tokio::time::Interval,
+    ) -> Option<(RaftNode, RaftMetrics)> {
+        ticker.tick().await;
+        let node = self.upgrade()?;
+        let m = node.metrics();
+        m.running_state.is_ok().then_some((node, m))
+    }
+}
+
+/// A ticker for periodic node tasks: a late tick is delayed, never bunched up.
+pub(crate) fn ticker(every: std::time::Duration) -> tokio::time::Interval {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker
 }
 
 struct Inner {

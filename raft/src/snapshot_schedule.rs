@@ -54,18 +54,9 @@ const BUILD_WAIT: Duration = Duration::from_secs(120);
 
 /// Triggers snapshots on `node` by [`SnapshotSchedule::due`] until the node shuts down or is
 /// dropped (it holds no strong reference).
-pub(crate) async fn run(node: WeakRaftNode, schedule: SnapshotSchedule) {
-    let mut ticker = tokio::time::interval(CHECK_EVERY);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        let Some(node) = node.upgrade() else {
-            return;
-        };
-        let m = node.metrics();
-        if m.running_state.is_err() {
-            return;
-        }
+pub(crate) async fn run(weak: WeakRaftNode, schedule: SnapshotSchedule) {
+    let mut ticker = crate::node::ticker(CHECK_EVERY);
+    while let Some((node, m)) = weak.tick(&mut ticker).await {
         let applied = m.last_applied.map_or(0, |l| l.index);
         // Counters, not the state's lock: see `StateView::records`.
         let view = node.view();

@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use common::create_vm;
 use drover_raft::model::VmSpec;
@@ -407,21 +406,7 @@ async fn a_store_of_the_one_db_layout_is_migrated_on_open() -> anyhow::Result<()
     Ok(())
 }
 
-/// Waits, bounded, until no one holds sled's lock on `file` (see `reopen`). A `flock`
-/// has no notification, so this polls.
+/// Waits, bounded, until no one holds sled's lock on `file` (see `reopen`).
 fn wait_unlocked(file: &Path) {
-    use nix::errno::Errno;
-    use nix::fcntl::{Flock, FlockArg};
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let handle = std::fs::File::open(file).expect("the first open created the db file");
-        match Flock::lock(handle, FlockArg::LockExclusiveNonblock) {
-            // Released when dropped here, before sled takes it.
-            Ok(_free) => return,
-            Err((_, Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err((_, e)) => panic!("waiting for sled to release {}: {e}", file.display()),
-        }
-    }
+    store::wait_released(file, store::RELEASE_WITHIN).expect("sled releases a dropped Db");
 }

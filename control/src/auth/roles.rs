@@ -33,6 +33,7 @@ pub fn need(path: &str) -> Option<Need> {
         | "/drover.raft.v1.RaftService/InstallSnapshot"
         | "/drover.raft.v1.RaftService/ForwardWrite"
         | "/drover.raft.v1.RaftService/HoldElections"
+        | "/drover.raft.v1.RaftService/LeaderAlive"
         | "/drover.raft.v1.RaftService/Campaign" => Controller,
 
         "/drover.v1.ClusterService/Status" => UserOrController(Viewer),

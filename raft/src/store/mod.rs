@@ -8,6 +8,7 @@
 //! is durable as the current snapshot plus the log after it.
 
 mod apply_request;
+mod db_lock;
 mod flusher;
 mod log;
 mod snapshot_file;
@@ -15,6 +16,7 @@ mod state_machine;
 
 use std::path::Path;
 
+pub use db_lock::{wait_released, RELEASE_WITHIN};
 pub use log::LogStore;
 pub use snapshot_file::SnapshotFile;
 pub use state_machine::{Change, SmData, StateMachineStore, StateView};
@@ -111,6 +113,8 @@ fn open_log_db(dir: &Path, sm_db: &sled::Db) -> Result<sled::Db, OpenError> {
         }
         copy.flush().map_err(sled_err(&tmp))?;
         drop(copy);
+        // The dropped copy's last flush may still hold its lock; `log_dir` is the same file.
+        db_lock::wait_released(&tmp.join("db"), RELEASE_WITHIN)?;
         std::fs::rename(&tmp, &log_dir).map_err(|e| io_open(&log_dir, e))?;
         // The rename must be on disk before the old trees are dropped below.
         std::fs::File::open(dir)

@@ -642,6 +642,29 @@ mod tests {
         Ok(())
     }
 
+    /// A store of session 8's layout (data in sled under `data/<id>`) opens with its data
+    /// moved into the snapshot file and out of sled.
+    #[test]
+    fn a_store_with_snapshot_data_in_sled_moves_it_to_a_file() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = sled::open(dir.path())?;
+        let mut data = SmData::default();
+        data.state.placements = 3;
+        let meta = SnapshotMeta {
+            last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), 4)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: "T1-N1-4-99".into(),
+        };
+        let snap = db.open_tree(SNAPSHOT_TREE)?;
+        snap.insert(SNAPSHOT_META, serde_json::to_vec(&meta)?)?;
+        snap.insert(b"data/T1-N1-4-99", serde_json::to_vec(&data)?)?;
+        let sm = StateMachineStore::open(&db, &dir.path().join("snapshots"), None)?;
+        sm.view().read(|d| assert_eq!(d.state.placements, 3));
+        assert!(dir.path().join("snapshots/T1-N1-4-99.snap").exists());
+        assert_eq!(snap.scan_prefix(LEGACY_DATA_PREFIX).count(), 0);
+        Ok(())
+    }
+
     #[test]
     fn an_unreadable_snapshot_refuses_to_open_naming_it() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
