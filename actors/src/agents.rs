@@ -66,4 +66,26 @@ impl AgentPool {
         channels.insert(address.to_string(), channel.clone());
         Ok(HostAgentClient::new(channel))
     }
+
+    /// A client for one bulk transfer (an image upload) to the hostd at `address`: its own
+    /// connection, without the channel's [`MAX_CALL`] ceiling, since a big file takes
+    /// longer; the caller sets a deadline that fits the size, and keepalive still ends it
+    /// if the host stops answering.
+    pub fn bulk_client(
+        &self,
+        address: &str,
+    ) -> Result<HostAgentClient<Channel>, tonic::transport::Error> {
+        let channel = endpoint(address, self.tls.as_deref())?
+            .http2_keep_alive_interval(KEEPALIVE)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        Ok(HostAgentClient::new(channel))
+    }
+}
+
+/// The deadline of an upload of `bytes`: a minute, plus a second per 10 MiB (a slow disk
+/// on the host, or a shared filesystem, at its slowest reasonable pace).
+pub fn upload_deadline(bytes: u64) -> Duration {
+    Duration::from_secs(60 + bytes / (10 << 20))
 }

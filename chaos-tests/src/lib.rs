@@ -21,6 +21,7 @@ pub mod process;
 pub mod raw;
 pub mod require;
 pub mod sampler;
+pub mod system_libvirt;
 pub mod wait;
 pub mod workload;
 

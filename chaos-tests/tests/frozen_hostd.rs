@@ -8,46 +8,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use drover_chaos_tests::ha::FAST;
+use drover_chaos_tests::system_libvirt::{self, Leftovers, QEMU_SYSTEM as QEMU};
 use drover_chaos_tests::{require, wait_until, Cluster, ClusterSpec, Sampler};
 use nix::sys::signal::Signal;
 
-const QEMU: &str = "qemu:///system";
-
-fn qemu_available() -> Result<(), String> {
-    let out = std::process::Command::new("virsh")
-        .args(["-c", QEMU, "version"])
-        .output()
-        .map_err(|e| format!("virsh not found: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "no libvirt daemon at {QEMU} (scripts/libvirtd.sh starts one): {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// Removes the test's domain from the shared system daemon, whatever happened.
-struct Undefine(String);
-
-impl Drop for Undefine {
-    fn drop(&mut self) {
-        for verb in ["destroy", "undefine"] {
-            let _ = std::process::Command::new("virsh")
-                .args(["-c", QEMU, verb, &self.0])
-                .output();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_hostd_is_fenced_by_its_watchdog_before_the_restart() -> anyhow::Result<()> {
-    if !require::prerequisite(qemu_available()) {
+    if !require::prerequisite(system_libvirt::available()) {
         return Ok(());
     }
     let vm = format!("frozen-{}", std::process::id());
-    let _undefine = Undefine(vm.clone());
+    let _leftovers = Leftovers {
+        domains: vec![vm.clone()],
+        pools: Vec::new(),
+    };
     let mut cluster = Cluster::start(ClusterSpec {
         hosts: 0,
         controller_args: FAST.map(String::from).to_vec(),

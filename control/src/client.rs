@@ -7,6 +7,7 @@
 //! write whose reply was lost (leader change mid-commit) is applied once: the state
 //! machine answers the retry with the first result.
 
+mod images;
 mod pools;
 
 use std::future::Future;
@@ -70,6 +71,8 @@ pub enum ClientError {
     Status(Status),
     #[error("The token is not a valid metadata value")]
     BadToken,
+    #[error("Cannot read {path}: {reason}")]
+    File { path: String, reason: String },
 }
 
 impl ClientError {
@@ -174,11 +177,11 @@ impl Client {
     /// Largest answer accepted: a `vm list` of 100k VMs is ~20 MB, above tonic's 4 MiB.
     pub const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 
-    async fn connect(&self, addr: &str) -> Result<Conn, String> {
+    async fn connect(&self, addr: &str, request_timeout: Duration) -> Result<Conn, String> {
         let channel = endpoint(addr, self.tls.as_deref())
             .map_err(|e| e.to_string())?
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
+            .timeout(request_timeout)
             .connect()
             .await
             .map_err(|e| format!("{addr}: {}", error_chain(&e)))?;
@@ -187,6 +190,20 @@ impl Client {
 
     /// Runs `f` against a controller, retrying as the module docs describe.
     pub async fn call<T, F, Fut>(&self, f: F) -> Result<T, ClientError>
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        self.call_within(REQUEST_TIMEOUT, f).await
+    }
+
+    /// [`Client::call`] for calls that may each take up to `request_timeout` (a
+    /// file's upload) instead of the usual few seconds.
+    pub async fn call_within<T, F, Fut>(
+        &self,
+        request_timeout: Duration,
+        f: F,
+    ) -> Result<T, ClientError>
     where
         F: Fn(Conn) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
@@ -205,7 +222,7 @@ impl Client {
             order.dedup();
             let mut hint = None;
             for addr in &order {
-                let channel = match self.connect(addr).await {
+                let channel = match self.connect(addr, request_timeout).await {
                     Ok(c) => c,
                     Err(e) => {
                         last = e;

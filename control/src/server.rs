@@ -12,6 +12,7 @@ use drover_actors::{Shutdown, Supervisor, SupervisorConfig};
 use drover_proto::raft::v1::raft_service_server::RaftServiceServer;
 use drover_proto::v1::cluster_service_server::ClusterServiceServer;
 use drover_proto::v1::host_service_server::HostServiceServer;
+use drover_proto::v1::image_service_server::ImageServiceServer;
 use drover_proto::v1::operation_service_server::OperationServiceServer;
 use drover_proto::v1::pool_service_server::PoolServiceServer;
 use drover_proto::v1::token_service_server::TokenServiceServer;
@@ -22,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt as _;
 
-use crate::api::{ClusterApi, HostApi, OperationApi, PoolApi, TokenApi, VmApi};
+use crate::api::{ClusterApi, HostApi, ImageApi, OperationApi, PoolApi, TokenApi, VmApi};
 use crate::config::{ConfigError, ServerConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +102,10 @@ pub async fn run(
         .add_service(TokenServiceServer::new(TokenApi::new(node.clone())))
         .add_service(OperationServiceServer::new(OperationApi::new(node.clone())))
         .add_service(PoolServiceServer::new(PoolApi::new(node.clone())))
+        .add_service(ImageServiceServer::new(ImageApi::new(
+            node.clone(),
+            drover_actors::AgentPool::new(config.tls.clone()),
+        )))
         .add_service(health_service)
         .add_service(reflection);
     let server = tokio::spawn(router.serve_with_incoming_shutdown(

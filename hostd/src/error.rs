@@ -108,6 +108,21 @@ pub enum HostdError {
     )]
     VolumeMissing { pool: String, volume: String },
 
+    /// This host's libvirt driver cannot store data in a volume (the test driver).
+    #[error("This host's libvirt cannot store uploaded data: {0}")]
+    UploadUnsupported(String),
+
+    /// An uploaded file is not an image drover accepts.
+    #[error("Not a usable image: {0}")]
+    BadImage(String),
+
+    /// A helper program (`qemu-img`) could not be run.
+    #[error("Cannot run {program}: {reason}")]
+    Tool {
+        program: &'static str,
+        reason: String,
+    },
+
     /// The gRPC server failed.
     #[error("gRPC server failed")]
     Serve(#[source] tonic::transport::Error),
@@ -131,7 +146,10 @@ impl From<HostdError> for Status {
             | HostdError::NoLease
             | HostdError::PoolPath { .. }
             | HostdError::PoolMissing { .. }
-            | HostdError::VolumeMissing { .. } => Status::failed_precondition(err.to_string()),
+            | HostdError::VolumeMissing { .. }
+            | HostdError::UploadUnsupported(_) => Status::failed_precondition(err.to_string()),
+            HostdError::BadImage(_) => Status::invalid_argument(err.to_string()),
+            HostdError::Tool { .. } => Status::internal(err.to_string()),
             HostdError::FencingState { .. }
             | HostdError::LeaseFile { .. }
             | HostdError::WatchdogDevice { .. }

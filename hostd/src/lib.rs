@@ -16,6 +16,7 @@ pub mod fence_ready;
 pub mod fencing;
 mod guard;
 pub mod hypervisor;
+pub mod image_check;
 pub mod lease;
 pub mod lease_file;
 pub mod logging;

@@ -25,6 +25,7 @@ use crate::migration::{Migrations, Update};
 use crate::self_fence::LeaseKeeper;
 use crate::session;
 
+mod images;
 mod pools;
 use crate::vm_locks::{VmGuard, VmLocks};
 pub(crate) use pools::{disks_from_pb, pool_to_pb};
@@ -174,7 +175,9 @@ impl AgentService {
                 | HostdError::InvalidArgument(_)
                 | HostdError::PoolPath { .. }
                 | HostdError::PoolMissing { .. }
-                | HostdError::VolumeMissing { .. } => {
+                | HostdError::VolumeMissing { .. }
+                | HostdError::UploadUnsupported(_)
+                | HostdError::BadImage(_) => {
                     info!(host = %self.host(), vm, error = %err, "{op} refused");
                 }
                 // A fencing refusal means some controller acts on stale authority: loud.
@@ -192,6 +195,7 @@ impl AgentService {
                 | HostdError::LibvirtTimeout(_)
                 | HostdError::DataDir { .. }
                 | HostdError::Blocking(_)
+                | HostdError::Tool { .. }
                 | HostdError::Serve(_) => {
                     warn!(host = %self.host(), vm, error = %error_chain(&err), "{op} failed");
                 }
@@ -539,6 +543,24 @@ impl HostAgent for AgentService {
         request: Request<pb::RemovePoolRequest>,
     ) -> Result<Response<pb::RemovePoolResponse>, Status> {
         self.remove_pool_inner(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn upload_image(
+        &self,
+        request: Request<Streaming<pb::UploadImageChunk>>,
+    ) -> Result<Response<pb::UploadedImage>, Status> {
+        self.upload_image_inner(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_volume(
+        &self,
+        request: Request<pb::DeleteVolumeRequest>,
+    ) -> Result<Response<pb::DeleteVolumeResponse>, Status> {
+        self.delete_volume_inner(request.into_inner())
             .await
             .map(Response::new)
     }

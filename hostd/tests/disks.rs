@@ -11,39 +11,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use common::hostd::Hostd;
+use drover_chaos_tests::system_libvirt::{self, Leftovers, QEMU_SYSTEM as URI};
 use drover_proto::agent::v1::{EnsurePoolRequest, Fence, StartVmRequest, VmDisk, VmRef};
 use tonic::Code;
 use virt::connect::Connect;
-
-const URI: &str = "qemu:///system";
-
-fn qemu_available() -> Result<(), String> {
-    Connect::open(Some(URI))
-        .map(|_| ())
-        .map_err(|e| format!("no libvirt daemon at {URI}: {e}"))
-}
-
-/// Removes what the test defined on the shared daemon, whatever happened.
-struct Cleanup {
-    domain: String,
-    pool: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let Ok(conn) = Connect::open(Some(URI)) else {
-            return;
-        };
-        if let Ok(dom) = conn.lookup_domain_by_name(&self.domain) {
-            let _ = dom.destroy();
-            let _ = dom.undefine();
-        }
-        if let Ok(pool) = conn.lookup_storage_pool_by_name(&format!("drover-{}", self.pool)) {
-            let _ = pool.destroy();
-            let _ = pool.undefine();
-        }
-    }
-}
 
 fn disk(pool: &str, volume: &str, size_bytes: u64) -> VmDisk {
     VmDisk {
@@ -51,6 +22,7 @@ fn disk(pool: &str, volume: &str, size_bytes: u64) -> VmDisk {
         volume: volume.into(),
         size_bytes,
         format: "qcow2".into(),
+        backing: None,
     }
 }
 
@@ -82,14 +54,14 @@ fn image_info(path: &std::path::Path) -> (String, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn volumes_are_created_attached_and_deleted_with_the_vm() {
-    if !common::prerequisite(qemu_available()) {
+    if !common::prerequisite(system_libvirt::available()) {
         return;
     }
     let pid = std::process::id();
     let (vm, pool) = (format!("disk-vm-{pid}"), format!("disks-{pid}"));
-    let _cleanup = Cleanup {
-        domain: vm.clone(),
-        pool: pool.clone(),
+    let _leftovers = Leftovers {
+        domains: vec![vm.clone()],
+        pools: vec![pool.clone()],
     };
     // QEMU runs as libvirt-qemu: the pool's directory must be reachable by it, and on a
     // filesystem with O_DIRECT (cache='none'), which tmpfs is not.

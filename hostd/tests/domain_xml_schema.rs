@@ -31,6 +31,7 @@ fn every_domain_type_validates_against_libvirts_schema() {
             volume: "web-9-disk0.qcow2".into(),
             size_bytes: 1 << 30,
             format: "qcow2".into(),
+            backing: None,
         }],
         create_volumes: true,
     };

@@ -8,19 +8,12 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::hostd::{within, Hostd, Leader};
+use drover_chaos_tests::system_libvirt::{self, Leftovers, QEMU_SYSTEM as URI};
 use drover_hostd::lease_file;
 use drover_proto::agent::v1::{Fence, StartVmRequest};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use virt::connect::Connect;
-
-const URI: &str = "qemu:///system";
-
-fn qemu_available() -> Result<(), String> {
-    Connect::open(Some(URI))
-        .map(|_| ())
-        .map_err(|e| format!("no libvirt daemon at {URI}: {e}"))
-}
 
 /// Whether the domain `name` is active, read straight from libvirt.
 fn active(name: &str) -> Result<bool, String> {
@@ -31,32 +24,18 @@ fn active(name: &str) -> Result<bool, String> {
     dom.is_active().map_err(|e| e.to_string())
 }
 
-/// Destroys and undefines test domains left on the shared daemon.
-struct Cleanup(Vec<String>);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let Ok(conn) = Connect::open(Some(URI)) else {
-            return;
-        };
-        for name in &self.0 {
-            if let Ok(dom) = conn.lookup_domain_by_name(name) {
-                let _ = dom.destroy();
-                let _ = dom.undefine();
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchdog_fences_ha_guests_when_hostd_is_gone() {
-    if !common::prerequisite(qemu_available()) {
+    if !common::prerequisite(system_libvirt::available()) {
         return;
     }
     let pid = std::process::id();
     let ha = format!("wd-ha-{pid}");
     let plain = format!("wd-plain-{pid}");
-    let _cleanup = Cleanup(vec![ha.clone(), plain.clone()]);
+    let _leftovers = Leftovers {
+        domains: vec![ha.clone(), plain.clone()],
+        pools: Vec::new(),
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let data_dir = dir.path().join("data");
 

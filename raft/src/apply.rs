@@ -56,6 +56,11 @@ impl ClusterState {
             Command::CreatePool { .. }
             | Command::DeletePool { .. }
             | Command::PoolsObserved { .. } => Touched::Nothing,
+            // Host actors compare images with the state at every heartbeat too.
+            Command::BeginImageImport { .. }
+            | Command::FinishImageImport(_)
+            | Command::DeleteImage { .. }
+            | Command::ImageRemoved { .. } => Touched::Nothing,
             // The state machine unpacks a batch entry and applies its requests one by one;
             // one that reaches here is nested.
             Command::Batch { .. } => return (Err(ApplyError::NestedBatch), Touched::Nothing),
@@ -426,6 +431,15 @@ impl ClusterState {
             Command::CreatePool { name, spec } => self.create_pool(name, spec),
             Command::DeletePool { name } => self.delete_pool(name),
             Command::PoolsObserved { host, pools } => self.pools_observed(host, pools),
+            Command::BeginImageImport {
+                name,
+                pool,
+                host,
+                term,
+            } => self.begin_image_import(name, pool, host, *term),
+            Command::FinishImageImport(done) => self.finish_image_import(done),
+            Command::DeleteImage { name } => self.delete_image(name),
+            Command::ImageRemoved { name, volume } => self.image_removed(name, volume),
             Command::RemoveVm {
                 name,
                 expected_generation,

@@ -66,6 +66,18 @@ impl ClusterState {
                 vms: users.join(", "),
             });
         }
+        let images: Vec<&str> = self
+            .images
+            .values()
+            .filter(|i| i.pool == name)
+            .map(|i| i.name.as_str())
+            .collect();
+        if !images.is_empty() {
+            return Err(ApplyError::PoolHoldsImages {
+                pool: name.to_string(),
+                images: images.join(", "),
+            });
+        }
         self.pools
             .remove(name)
             .map(|p| Reply::PoolDeleted { name: p.name })

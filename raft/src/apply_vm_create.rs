@@ -3,8 +3,8 @@
 
 use crate::command::{ApplyError, ApplyResult, Reply};
 use crate::model::{
-    validate_labels, validate_name, volume_name, ClusterState, DesiredState, Disk, DiskFormat, Vm,
-    VmOptions, VmSpec, MAX_DISKS,
+    validate_labels, validate_name, volume_name, ClusterState, DesiredState, Disk, DiskBacking,
+    DiskFormat, Vm, VmOptions, VmSpec, MAX_DISKS,
 };
 
 impl ClusterState {
@@ -51,6 +51,10 @@ impl ClusterState {
                 });
             }
         }
+        let backing = match &options.image {
+            Some(image) => Some(self.backing_for(name, image, options)?),
+            None => None,
+        };
         let desired = if start {
             DesiredState::Running
         } else {
@@ -70,6 +74,8 @@ impl ClusterState {
                 volume: volume_name(name, uid, i),
                 size_bytes: d.size_bytes,
                 format: DiskFormat::Qcow2,
+                // The boot disk is the image's clone.
+                backing: if i == 0 { backing.clone() } else { None },
             })
             .collect();
         let vm = Vm {
@@ -83,6 +89,48 @@ impl ClusterState {
         };
         self.vms.insert(name.to_string(), vm.clone());
         Ok(Reply::Vm(vm))
+    }
+
+    /// What VM `vm`'s boot disk is a clone of: `image`, which must be ready, fit in the
+    /// boot disk, and (for an HA VM) be on a shared pool, since every host the VM may
+    /// restart on reads it.
+    fn backing_for(
+        &self,
+        vm: &str,
+        image: &str,
+        options: &VmOptions,
+    ) -> Result<DiskBacking, ApplyError> {
+        let i = self
+            .images
+            .get(image)
+            .ok_or_else(|| ApplyError::UnknownImage(image.to_string()))?;
+        let (format, virtual_bytes) = i
+            .ready()
+            .ok_or_else(|| ApplyError::ImageNotReady(image.to_string()))?;
+        let boot = options.disks.first().ok_or_else(|| {
+            ApplyError::InvalidDisk(format!(
+                "image {image:?} needs a boot disk to clone it onto (a disk size and a pool)"
+            ))
+        })?;
+        if boot.size_bytes < virtual_bytes {
+            return Err(ApplyError::InvalidDisk(format!(
+                "the boot disk ({} bytes) is smaller than image {image:?} ({virtual_bytes} bytes)",
+                boot.size_bytes
+            )));
+        }
+        let shared = self.pools.get(&i.pool).is_some_and(|p| p.spec.shared);
+        if options.ha && !shared {
+            return Err(ApplyError::HaNeedsSharedPool {
+                vm: vm.to_string(),
+                pool: i.pool.clone(),
+            });
+        }
+        Ok(DiskBacking {
+            image: image.to_string(),
+            pool: i.pool.clone(),
+            volume: i.volume.clone(),
+            format,
+        })
     }
 }
 

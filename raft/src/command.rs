@@ -214,6 +214,26 @@ pub enum Command {
         host: String,
         pools: std::collections::BTreeMap<String, PoolOnHost>,
     },
+    /// `drover image import`, first step: the image's name and volume are taken and the
+    /// leader of `term` streams the file to `host`, whose pool `pool` must be active.
+    BeginImageImport {
+        name: String,
+        pool: String,
+        host: String,
+        term: u64,
+    },
+    /// The host stored and checked the file: the image is ready.
+    FinishImageImport(ImageImported),
+    /// `drover image delete`, or an import that failed or was abandoned: refused while a
+    /// disk is a clone of it; the image's host then deletes the volume.
+    DeleteImage {
+        name: String,
+    },
+    /// The host deleted image `name`'s volume `volume`: it is forgotten.
+    ImageRemoved {
+        name: String,
+        volume: String,
+    },
     /// Writes that arrived together, committed as one log entry (group commit, see
     /// `raft::write_batch`) and applied one after the other exactly as if each had its own
     /// entry: each with its own request id and its own result. Only ever a whole entry: a
@@ -221,6 +241,20 @@ pub enum Command {
     Batch {
         requests: Vec<Request>,
     },
+}
+
+/// What a host found in an imported file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageImported {
+    pub name: String,
+    /// The volume `BeginImageImport` gave it: a finish for an earlier import of the name
+    /// is refused.
+    pub volume: String,
+    pub format: crate::model::ImageFormat,
+    pub virtual_bytes: u64,
+    pub file_bytes: u64,
+    /// Lowercase hex.
+    pub sha256: String,
 }
 
 /// This machine's wall clock in Unix milliseconds, for the times commands carry (read by
@@ -281,6 +315,10 @@ impl Command {
             Command::CreatePool { .. } => "create_pool",
             Command::DeletePool { .. } => "delete_pool",
             Command::PoolsObserved { .. } => "pools_observed",
+            Command::BeginImageImport { .. } => "begin_image_import",
+            Command::FinishImageImport(_) => "finish_image_import",
+            Command::DeleteImage { .. } => "delete_image",
+            Command::ImageRemoved { .. } => "image_removed",
             Command::Batch { .. } => "batch",
         }
     }
@@ -335,6 +373,7 @@ pub enum Reply {
     /// The token created or revoked (its hash, never the secret).
     Token(crate::model::Token),
     Pool(Pool),
+    Image(crate::model::Image),
     PoolDeleted {
         name: String,
     },
@@ -487,6 +526,20 @@ pub enum ApplyError {
     InvalidDisk(String),
     #[error("Pool {pool:?} holds disks of VMs {vms}; delete them first")]
     PoolInUse { pool: String, vms: String },
+    #[error("Pool {pool:?} holds images {images}; delete them first")]
+    PoolHoldsImages { pool: String, images: String },
+    #[error("Pool {pool:?} is not active on host {host:?} (or the host is not up)")]
+    PoolNotActive { pool: String, host: String },
+    #[error("Image {0:?} already exists")]
+    ImageExists(String),
+    #[error("Image {0:?} not found")]
+    UnknownImage(String),
+    #[error("Image {0:?} is not being imported (deleted, or imported already)")]
+    ImageNotImporting(String),
+    #[error("Image {0:?} is not ready (still importing, or being deleted)")]
+    ImageNotReady(String),
+    #[error("Image {image:?} is the base of disks of VMs {vms}; delete them first")]
+    ImageInUse { image: String, vms: String },
     #[error("A batch of writes is only ever a whole log entry; it cannot be nested")]
     NestedBatch,
 }

@@ -7,6 +7,7 @@
 //!   [`write_batch`]: group commit of concurrent writes into one log entry.
 
 mod apply;
+mod apply_images;
 mod apply_pools;
 mod apply_tokens;
 mod apply_vm_create;
@@ -26,7 +27,7 @@ mod types;
 pub mod write_batch;
 
 pub use apply::Touched;
-pub use command::{wall_clock_ms, ApplyError, ApplyResult, Command, Reply, Request};
+pub use command::{wall_clock_ms, ApplyError, ApplyResult, Command, ImageImported, Reply, Request};
 pub use membership::MembershipError;
 pub use node::{NodeConfig, NodeError, RaftNode, RaftTimings, WriteError};
 pub use types::*;

@@ -299,6 +299,7 @@ mod tests {
             volume: "db-1-disk0.qcow2".into(),
             size_bytes: 1 << 30,
             format: drover_raft::model::DiskFormat::Qcow2,
+            backing: None,
         });
         let (mut s, id) = draining(
             vec![host("h1", 4096), host("h2", 4096)],

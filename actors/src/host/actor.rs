@@ -28,6 +28,7 @@ use super::stale::{stale_domains, Stale};
 use crate::agents::{deadline, AgentPool, QUICK_CALL};
 use crate::Shutdown;
 
+mod image_sync;
 mod pool_sync;
 
 /// Heartbeats missed before the session is dropped and reopened.
@@ -93,6 +94,8 @@ pub struct HostActor {
     pool_failures: BTreeMap<String, super::pools::Failure>,
     /// Pools with an EnsurePool or RemovePool in flight.
     pool_calls: BTreeSet<String>,
+    /// Image volumes with a DeleteVolume in flight.
+    volume_calls: BTreeSet<String>,
 }
 
 impl HostActor {
@@ -133,6 +136,7 @@ impl HostActor {
             session_no: 0,
             pool_failures: BTreeMap::new(),
             pool_calls: BTreeSet::new(),
+            volume_calls: BTreeSet::new(),
         }
     }
 
@@ -435,6 +439,7 @@ impl HostActor {
             let migration_uri = beat.host.as_ref().map(|h| h.migration_uri.clone());
             self.commit(ctx, up(&self.name, capacity, fencing_armed, migration_uri));
             self.sync_pools(&beat.pools, ctx);
+            self.sync_images(ctx);
         }
         self.cx.report_to.do_send(HostReport {
             host: self.name.clone(),

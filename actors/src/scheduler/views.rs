@@ -65,6 +65,10 @@ pub fn request_for(vm: &Vm, not_on: Option<&str>, state: &ClusterState) -> Reque
             d.size_bytes
         };
         *pools.entry(d.pool.clone()).or_insert(0u64) += need;
+        // The image is there already; its host needs only to see it.
+        if let Some(b) = &d.backing {
+            pools.entry(b.pool.clone()).or_insert(0);
+        }
     }
     Request {
         pools,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use drover_proto::agent::v1::{
-    Domain, DomainState, Fence, StartVmRequest, StopVmRequest, VmDisk, VmRef,
+    Domain, DomainState, Fence, StartVmRequest, StopVmRequest, VmDisk, VmRef, VolumeRef,
 };
 use drover_raft::model::{ObservedState, Vm};
 use drover_raft::{Command, RaftNode, Reply, Request};
@@ -53,6 +53,11 @@ fn vm_disks(vm: &Vm) -> Vec<VmDisk> {
             volume: d.volume.clone(),
             size_bytes: d.size_bytes,
             format: d.format.as_str().into(),
+            backing: d.backing.as_ref().map(|b| VolumeRef {
+                pool: b.pool.clone(),
+                volume: b.volume.clone(),
+                format: b.format.as_str().into(),
+            }),
         })
         .collect()
 }

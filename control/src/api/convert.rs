@@ -88,6 +88,10 @@ pub fn vm(vm: &Vm) -> pb::Vm {
                 volume: d.volume.clone(),
                 size_bytes: d.size_bytes,
                 format: d.format.as_str().into(),
+                image: d
+                    .backing
+                    .as_ref()
+                    .map_or(String::new(), |b| b.image.clone()),
             })
             .collect(),
     }

@@ -23,9 +23,15 @@ pub fn apply_error(e: &ApplyError) -> Status {
         | ApplyError::InvalidPool(_)
         | ApplyError::InvalidDisk(_)
         | ApplyError::HaNeedsSharedPool { .. } => Status::invalid_argument(msg),
-        ApplyError::PoolInUse { .. } | ApplyError::LocalDisk { .. } => {
-            Status::failed_precondition(msg)
-        }
+        ApplyError::PoolInUse { .. }
+        | ApplyError::LocalDisk { .. }
+        | ApplyError::PoolHoldsImages { .. }
+        | ApplyError::PoolNotActive { .. }
+        | ApplyError::ImageNotImporting(_)
+        | ApplyError::ImageNotReady(_)
+        | ApplyError::ImageInUse { .. } => Status::failed_precondition(msg),
+        ApplyError::ImageExists(_) => Status::already_exists(msg),
+        ApplyError::UnknownImage(_) => Status::not_found(msg),
         ApplyError::PoolExists(_) | ApplyError::PoolPathTaken { .. } => Status::already_exists(msg),
         ApplyError::UnknownPool(_) => Status::not_found(msg),
         ApplyError::TokenExists(_) => Status::already_exists(msg),

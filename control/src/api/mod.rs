@@ -8,6 +8,7 @@ mod errors;
 mod events;
 mod ha;
 mod host;
+mod image;
 mod operation;
 mod placement;
 mod pool;
@@ -17,6 +18,7 @@ mod write;
 
 pub use cluster::ClusterApi;
 pub use host::HostApi;
+pub use image::ImageApi;
 pub use operation::OperationApi;
 pub use pool::PoolApi;
 pub use tokens::{TokenApi, MAX_TOKEN_TTL};

@@ -89,6 +89,7 @@ impl VmService for VmApi {
                         size_bytes: d.size_bytes,
                     })
                     .collect(),
+                image: (!req.image.is_empty()).then_some(req.image),
             },
         };
         vm_reply(commit(&self.node, &meta, cmd).await?, &req.name)

@@ -73,6 +73,12 @@ pub fn need(path: &str) -> Option<Need> {
         // Storage is cluster infrastructure, as hosts' membership is: admins declare it.
         "/drover.v1.PoolService/CreatePool" | "/drover.v1.PoolService/DeletePool" => User(Admin),
 
+        "/drover.v1.ImageService/GetImage" | "/drover.v1.ImageService/ListImages" => User(Viewer),
+        // Images are content VMs are made from, as VMs are: operators bring them.
+        "/drover.v1.ImageService/ImportImage" | "/drover.v1.ImageService/DeleteImage" => {
+            User(Operator)
+        }
+
         // Tokens are credentials: only admins make, see and revoke them.
         "/drover.v1.TokenService/CreateToken"
         | "/drover.v1.TokenService/ListTokens"

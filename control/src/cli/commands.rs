@@ -76,6 +76,9 @@ fn show_vm(format: Format, vm: &pb::Vm) -> anyhow::Result<String> {
                     d.pool,
                     d.volume
                 ));
+                if !d.image.is_empty() {
+                    out.push_str(&format!(", a clone of image {}", d.image));
+                }
             }
             Ok(out)
         }
@@ -295,8 +298,14 @@ pub async fn vm(target: &Target, format: Format, cmd: VmCmd) -> anyhow::Result<P
             disk_size,
             disks,
             pool,
+            image,
         } => {
-            let sizes: Vec<u64> = disk_size.into_iter().chain(disks).collect();
+            // A clone boots as big as its image unless asked for more.
+            let boot = match (&image, disk_size) {
+                (Some(name), None) => Some(c.image(name, false).await?.value.virtual_bytes),
+                (_, size) => size,
+            };
+            let sizes: Vec<u64> = boot.into_iter().chain(disks).collect();
             let disks = match (pool, sizes.is_empty()) {
                 (_, true) => Vec::new(),
                 (Some(pool), false) => sizes
@@ -317,6 +326,7 @@ pub async fn vm(target: &Target, format: Format, cmd: VmCmd) -> anyhow::Result<P
                 require_labels: require_labels.into_iter().collect(),
                 anti_affinity: anti_affinity.unwrap_or_default(),
                 disks,
+                image: image.unwrap_or_default(),
             };
             c.create_vm(req).await?
         }

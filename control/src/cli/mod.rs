@@ -4,6 +4,7 @@
 mod backup;
 mod commands;
 mod follow;
+mod images;
 pub mod output;
 mod pools;
 pub mod sizes;
@@ -12,6 +13,7 @@ mod tokens;
 use std::path::PathBuf;
 
 pub use commands::{certs, cluster, event, ha, host, op, vm, Printed, Target};
+pub use images::image;
 use output::Format;
 pub use pools::pool;
 pub use tokens::token;
@@ -91,6 +93,9 @@ pub enum Command {
     /// Storage pools: where VM disks and images live.
     #[command(subcommand)]
     Pool(PoolCmd),
+    /// Images: disk contents VMs boot from.
+    #[command(subcommand)]
+    Image(ImageCmd),
     /// The cluster-wide HA switch, for planned network maintenance.
     #[command(subcommand)]
     Ha(HaCmd),
@@ -143,6 +148,33 @@ pub enum PoolCmd {
         read: ReadOpts,
     },
     /// Forget a pool: its hosts undefine it in libvirt and keep the files.
+    Delete { name: String },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ImageCmd {
+    /// Import a qcow2 or raw file into a pool (the format is detected and checked).
+    Import {
+        name: String,
+        /// The file to import.
+        #[arg(long)]
+        file: std::path::PathBuf,
+        /// The pool to keep it in (a shared one serves every host).
+        #[arg(long)]
+        pool: String,
+    },
+    /// Every image, with its format, sizes and state.
+    List {
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    /// One image, with its checksum and the host that holds it.
+    Get {
+        name: String,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    /// Delete an image (refused while a VM's disk is a clone of it).
     Delete { name: String },
 }
 
@@ -492,6 +524,10 @@ pub enum VmCmd {
         /// The storage pool of the disks (shared for an HA VM).
         #[arg(long)]
         pool: Option<String>,
+        /// Boot from a linked clone of this image (the boot disk is the image's size
+        /// unless --disk-size says more).
+        #[arg(long, requires = "pool")]
+        image: Option<String>,
     },
     /// Live-migrate a running VM to another host (the scheduler picks one unless --to).
     /// Shows progress and ends with the downtime, unless --detach.

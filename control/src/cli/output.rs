@@ -62,6 +62,7 @@ pub fn vm_json(vm: &pb::Vm) -> Value {
             "volume": d.volume,
             "size_bytes": d.size_bytes,
             "format": d.format,
+            "image": if d.image.is_empty() { Value::Null } else { json!(d.image) },
         })).collect::<Vec<_>>(),
     })
 }

@@ -246,6 +246,7 @@ mod tests {
                 volume: format!("web-1-disk{i}.qcow2"),
                 size_bytes: 1 << 30,
                 format: "qcow2".into(),
+                backing: None,
             });
         }
         let paths = [

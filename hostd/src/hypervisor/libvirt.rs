@@ -16,7 +16,7 @@ use super::libvirt_migrate;
 use super::libvirt_pool::{self, Refreshed};
 use super::{
     HostCapacity, Hypervisor, JobStats, ManagedDomain, ManagedPool, MigrationRequest, PowerState,
-    VmDisk, VmSpec,
+    UploadChunks, VmDisk, VmSpec,
 };
 use crate::error::HostdError;
 
@@ -265,6 +265,20 @@ impl Hypervisor for LibvirtHypervisor {
 
     fn list_pools(&self) -> Result<Vec<ManagedPool>, HostdError> {
         self.call(|conn| libvirt_pool::list(conn, &self.pools_refreshed))
+    }
+
+    fn upload_volume(
+        &self,
+        pool: &str,
+        volume: &str,
+        size_bytes: u64,
+        data: UploadChunks<'_>,
+    ) -> Result<String, HostdError> {
+        self.call(|conn| libvirt_pool::upload(conn, pool, volume, size_bytes, data))
+    }
+
+    fn delete_volume(&self, pool: &str, volume: &str) -> Result<bool, HostdError> {
+        self.call(|conn| libvirt_pool::delete_named(conn, pool, volume))
     }
 
     fn probe(&self) -> Result<(), HostdError> {

@@ -12,9 +12,10 @@ use virt::connect::Connect;
 use virt::error::ErrorNumber;
 use virt::storage_pool::StoragePool;
 use virt::storage_vol::StorageVol;
+use virt::stream::Stream;
 
 use super::pool_xml::{self, dir_pool, target_path};
-use super::{ManagedPool, VmDisk};
+use super::{ManagedPool, UploadChunks, VmDisk};
 use crate::error::HostdError;
 
 /// How often a pool's space is re-read from its filesystem. libvirt reports what it read
@@ -189,11 +190,31 @@ pub(super) fn list(conn: &Connect, refreshed: &Refreshed) -> Result<Vec<ManagedP
     Ok(pools)
 }
 
+/// Pool `name`, which must be set up here.
+fn pool_here(conn: &Connect, name: &str) -> Result<StoragePool, HostdError> {
+    lookup(conn, name)?.ok_or_else(|| HostdError::PoolMissing {
+        pool: name.to_string(),
+    })
+}
+
 /// The pool a VM's disk lives in, which must be set up here.
 fn disk_pool(conn: &Connect, disk: &VmDisk) -> Result<StoragePool, HostdError> {
-    lookup(conn, &disk.pool)?.ok_or_else(|| HostdError::PoolMissing {
-        pool: disk.pool.clone(),
-    })
+    pool_here(conn, &disk.pool)
+}
+
+/// The path of volume `volume` of pool `pool`, which must both be here.
+fn volume_path(conn: &Connect, pool: &str, volume: &str) -> Result<String, HostdError> {
+    let p = pool_here(conn, pool)?;
+    match p.lookup_storage_vol_by_name(volume) {
+        Ok(vol) => vol
+            .path()
+            .map_err(HostdError::libvirt("storage_vol_get_path")),
+        Err(e) if is(&e, ErrorNumber::NoStorageVolume) => Err(HostdError::VolumeMissing {
+            pool: pool.to_string(),
+            volume: volume.to_string(),
+        }),
+        Err(e) => Err(HostdError::libvirt("storage_vol_lookup_by_name")(e)),
+    }
 }
 
 /// The path of `disk`'s volume, created (empty, thin) if it is not there yet and `create`
@@ -219,8 +240,14 @@ pub(super) fn ensure_volume(
             });
         }
         Err(e) if is(&e, ErrorNumber::NoStorageVolume) => {
-            tracing::info!(pool = %disk.pool, volume = %disk.volume, bytes = disk.size_bytes, "creating volume");
-            StorageVol::create_xml(&pool, &pool_xml::volume(disk), 0)
+            // A linked clone's base must be here: the image's pool set up on this host.
+            let backing = match &disk.backing {
+                Some(b) => Some((volume_path(conn, &b.pool, &b.volume)?, b.format.as_str())),
+                None => None,
+            };
+            tracing::info!(pool = %disk.pool, volume = %disk.volume, bytes = disk.size_bytes, backing = ?backing, "creating volume");
+            let xml = pool_xml::volume(disk, backing.as_ref().map(|(p, f)| (p.as_str(), *f)));
+            StorageVol::create_xml(&pool, &xml, 0)
                 .map_err(HostdError::libvirt("storage_vol_create_xml"))?
         }
         Err(e) => return Err(HostdError::libvirt("storage_vol_lookup_by_name")(e)),
@@ -242,4 +269,118 @@ pub(super) fn delete_volume(conn: &Connect, disk: &VmDisk) -> Result<(), HostdEr
         Err(e) if is(&e, ErrorNumber::NoStorageVolume) => Ok(()),
         Err(e) => Err(HostdError::libvirt("storage_vol_lookup_by_name")(e)),
     }
+}
+
+/// Deletes volume `volume` of pool `pool`; `false` when it was not there.
+pub(super) fn delete_named(conn: &Connect, pool: &str, volume: &str) -> Result<bool, HostdError> {
+    let p = pool_here(conn, pool)?;
+    match p.lookup_storage_vol_by_name(volume) {
+        Ok(vol) => {
+            tracing::info!(pool, volume, "deleting volume");
+            vol.delete(0)
+                .map_err(HostdError::libvirt("storage_vol_delete"))?;
+            Ok(true)
+        }
+        Err(e) if is(&e, ErrorNumber::NoStorageVolume) => Ok(false),
+        Err(e) => Err(HostdError::libvirt("storage_vol_lookup_by_name")(e)),
+    }
+}
+
+/// Creates `volume` in `pool` and streams `size_bytes` bytes of `data` into it with
+/// libvirt's volume upload; the volume is deleted again if anything fails.
+pub(super) fn upload(
+    conn: &Connect,
+    pool: &str,
+    volume: &str,
+    size_bytes: u64,
+    data: UploadChunks<'_>,
+) -> Result<String, HostdError> {
+    let p = pool_here(conn, pool)?;
+    if let Err(e) = p.refresh(0) {
+        tracing::warn!(pool, error = %e, "cannot refresh storage pool");
+    }
+    if p.lookup_storage_vol_by_name(volume).is_ok() {
+        return Err(HostdError::InvalidArgument(format!(
+            "volume {volume} exists already in pool {pool}"
+        )));
+    }
+    let disk = VmDisk {
+        pool: pool.to_string(),
+        volume: volume.to_string(),
+        size_bytes,
+        format: "raw".into(),
+        backing: None,
+    };
+    let vol = StorageVol::create_xml(&p, &pool_xml::volume(&disk, None), 0)
+        .map_err(HostdError::libvirt("storage_vol_create_xml"))?;
+    let result = fill(conn, &vol, size_bytes, data).and_then(|()| {
+        vol.path()
+            .map_err(HostdError::libvirt("storage_vol_get_path"))
+    });
+    if result.is_err() {
+        if let Err(e) = vol.delete(0) {
+            tracing::warn!(pool, volume, error = %e, "cannot delete a failed upload's volume");
+        }
+    }
+    result
+}
+
+fn fill(
+    conn: &Connect,
+    vol: &StorageVol,
+    size_bytes: u64,
+    data: UploadChunks<'_>,
+) -> Result<(), HostdError> {
+    let stream = Stream::new(conn, 0).map_err(HostdError::libvirt("stream_new"))?;
+    if let Err(e) = vol.upload(&stream, 0, size_bytes, 0) {
+        // The test driver, for one, cannot store data.
+        let _ = stream.abort();
+        return Err(if is(&e, ErrorNumber::NoSupport) {
+            HostdError::UploadUnsupported(e.message().to_string())
+        } else {
+            HostdError::libvirt("storage_vol_upload")(e)
+        });
+    }
+    let mut sent = 0u64;
+    for chunk in data {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = stream.abort();
+                return Err(e);
+            }
+        };
+        if sent + chunk.len() as u64 > size_bytes {
+            let _ = stream.abort();
+            return Err(HostdError::InvalidArgument(format!(
+                "the file is larger than the {size_bytes} bytes announced"
+            )));
+        }
+        let mut rest = chunk.as_slice();
+        while !rest.is_empty() {
+            match stream.send(rest) {
+                Ok(n) if n > 0 => rest = &rest[n as usize..],
+                Ok(_) => {
+                    let _ = stream.abort();
+                    return Err(HostdError::InvalidArgument(
+                        "libvirt accepted no more bytes".into(),
+                    ));
+                }
+                Err(e) => {
+                    let _ = stream.abort();
+                    return Err(HostdError::libvirt("stream_send")(e));
+                }
+            }
+        }
+        sent += chunk.len() as u64;
+    }
+    if sent != size_bytes {
+        let _ = stream.abort();
+        return Err(HostdError::InvalidArgument(format!(
+            "the file ended after {sent} of the {size_bytes} bytes announced"
+        )));
+    }
+    stream
+        .finish()
+        .map_err(HostdError::libvirt("stream_finish"))
 }

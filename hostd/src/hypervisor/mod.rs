@@ -44,7 +44,23 @@ pub struct VmDisk {
     pub volume: String,
     pub size_bytes: u64,
     pub format: String,
+    /// A new volume is a qcow2 overlay on this one (a linked clone of an image).
+    pub backing: Option<VolumeRef>,
 }
+
+/// A volume of one of this host's pools, and its format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeRef {
+    /// The cluster's pool name.
+    pub pool: String,
+    pub volume: String,
+    /// `qcow2` or `raw`.
+    pub format: String,
+}
+
+/// The bytes of a file being uploaded, chunk by chunk, as the gRPC stream delivers them;
+/// an error ends the upload (the sender went away).
+pub type UploadChunks<'a> = &'a mut dyn Iterator<Item = Result<Vec<u8>, HostdError>>;
 
 /// Power state of a domain, reduced to what the controller reasons about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +185,20 @@ pub trait Hypervisor: Send + Sync {
 
     /// Every pool hostd has defined, sorted by name.
     fn list_pools(&self) -> Result<Vec<ManagedPool>, HostdError>;
+
+    /// Creates volume `volume` (raw, `size_bytes`) in pool `pool` and writes exactly
+    /// `size_bytes` bytes from `data` into it through libvirt; returns its path. A volume
+    /// of that name already there is refused; on failure the new volume is deleted again.
+    fn upload_volume(
+        &self,
+        pool: &str,
+        volume: &str,
+        size_bytes: u64,
+        data: UploadChunks<'_>,
+    ) -> Result<String, HostdError>;
+
+    /// Deletes a volume of pool `pool`; `false` when it was not there.
+    fn delete_volume(&self, pool: &str, volume: &str) -> Result<bool, HostdError>;
 
     /// One cheap round trip to the hypervisor, reconnecting first if the connection was
     /// lost. Succeeding means this host could fence (destroy its guests) right now.

@@ -27,11 +27,15 @@ pub fn dir_pool(name: &str, path: &str) -> String {
     )
 }
 
-/// A thin volume of `disk`'s size and format. Names and formats come validated (see
-/// `service`), so nothing needs escaping.
-pub fn volume(disk: &super::VmDisk) -> String {
+/// A thin volume of `disk`'s size and format; with `backing` (a path and its format), a
+/// qcow2 overlay on that file. Names and formats come validated (see `service`), and
+/// paths are libvirt's own for volumes of validated names, so nothing needs escaping.
+pub fn volume(disk: &super::VmDisk, backing: Option<(&str, &str)>) -> String {
+    let backing = backing.map_or(String::new(), |(path, format)| {
+        format!("  <backingStore>\n    <path>{path}</path>\n    <format type='{format}'/>\n  </backingStore>\n")
+    });
     format!(
-        "<volume>\n  <name>{}</name>\n  <capacity unit='bytes'>{}</capacity>\n  <allocation>0</allocation>\n  <target>\n    <format type='{}'/>\n  </target>\n</volume>\n",
+        "<volume>\n  <name>{}</name>\n  <capacity unit='bytes'>{}</capacity>\n  <allocation>0</allocation>\n  <target>\n    <format type='{}'/>\n  </target>\n{backing}</volume>\n",
         disk.volume, disk.size_bytes, disk.format
     )
 }
@@ -55,6 +59,24 @@ mod tests {
         assert_eq!(cluster_name("drover-fast"), Some("fast"));
         assert_eq!(cluster_name("default"), None);
         assert_eq!(cluster_name("drover-"), None);
+    }
+
+    #[test]
+    fn a_clone_names_its_backing_file_and_format() {
+        let disk = crate::hypervisor::VmDisk {
+            pool: "p".into(),
+            volume: "web-1-disk0.qcow2".into(),
+            size_bytes: 1 << 30,
+            format: "qcow2".into(),
+            backing: None,
+        };
+        let plain = volume(&disk, None);
+        assert!(!plain.contains("backingStore"));
+        let clone = volume(&disk, Some(("/srv/img/image-deb-1", "raw")));
+        assert!(clone.contains(
+            "<backingStore>\n    <path>/srv/img/image-deb-1</path>\n    <format type='raw'/>"
+        ));
+        assert!(clone.contains("<format type='qcow2'/>\n  </target>"));
     }
 
     #[test]

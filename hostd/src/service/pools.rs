@@ -10,7 +10,7 @@ use tracing::info;
 
 use super::AgentService;
 use crate::error::HostdError;
-use crate::hypervisor::{ManagedPool, VmDisk};
+use crate::hypervisor::{ManagedPool, VmDisk, VolumeRef};
 
 pub(crate) fn pool_to_pb(p: ManagedPool) -> pb::PoolStatus {
     pb::PoolStatus {
@@ -58,11 +58,30 @@ pub(crate) fn disks_from_pb(disks: Vec<pb::VmDisk>) -> Result<Vec<VmDisk>, Hostd
                     d.volume
                 )));
             }
+            let backing = match d.backing {
+                Some(b) => {
+                    validate_pool_name(&b.pool)?;
+                    if !valid_name(&b.volume) || !matches!(b.format.as_str(), "qcow2" | "raw") {
+                        return Err(HostdError::InvalidArgument(format!(
+                            "backing volume {:?} of format {:?}: names are 1-128 of A-Z a-z \
+                             0-9 . _ -, formats qcow2 or raw",
+                            b.volume, b.format
+                        )));
+                    }
+                    Some(VolumeRef {
+                        pool: b.pool,
+                        volume: b.volume,
+                        format: b.format,
+                    })
+                }
+                None => None,
+            };
             Ok(VmDisk {
                 pool: d.pool,
                 volume: d.volume,
                 size_bytes: d.size_bytes,
                 format: d.format,
+                backing,
             })
         })
         .collect()
@@ -70,7 +89,12 @@ pub(crate) fn disks_from_pb(disks: Vec<pb::VmDisk>) -> Result<Vec<VmDisk>, Hostd
 
 impl AgentService {
     /// Admits `term` for a pool command (there is no generation: pools have no placement).
-    async fn admit_pool_term(&self, op: &'static str, name: &str, term: u64) -> Result<(), Status> {
+    pub(super) async fn admit_pool_term(
+        &self,
+        op: &'static str,
+        name: &str,
+        term: u64,
+    ) -> Result<(), Status> {
         self.fenced_term(
             op,
             name,

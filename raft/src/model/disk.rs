@@ -50,6 +50,9 @@ pub struct Disk {
     pub volume: String,
     pub size_bytes: u64,
     pub format: DiskFormat,
+    /// The image this disk is a linked clone of (the boot disk of a VM made from one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backing: Option<super::DiskBacking>,
 }
 
 /// A disk's volume name: the VM's name and incarnation ([`super::Vm::uid`]), so that a VM

@@ -29,6 +29,12 @@ pub struct ClusterState {
     /// Storage pools by name.
     #[serde(default)]
     pub pools: BTreeMap<String, Pool>,
+    /// Images by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, super::Image>,
+    /// Images ever imported: numbers their volumes (see [`super::image_volume_name`]).
+    #[serde(default)]
+    pub image_uids: u64,
     /// Counts every placement change of every VM (a new host or generation); each VM keeps
     /// the count of its latest in [`Vm::placed_at`]. A leader notes this count in each lease
     /// grant it sends, so it knows which placements a host had been told of when it listed
@@ -180,15 +186,15 @@ impl ClusterState {
         }
         // Space is the scheduler's to judge (reports lag); a pool that is not set up
         // here at all is a certain failure to start.
-        for d in &vm.disks {
-            let active = self.pools.get(&d.pool).is_some_and(|p| {
+        for pool in vm.pools() {
+            let active = self.pools.get(pool).is_some_and(|p| {
                 matches!(
                     p.on_hosts.get(&host.name),
                     Some(super::PoolOnHost::Active { .. })
                 )
             });
             if !active {
-                return Err(format!("storage pool {} is not set up there", d.pool));
+                return Err(format!("storage pool {pool} is not set up there"));
             }
         }
         let cpu_limit = self.placement.cpu_limit(host.capacity.vcpus);
@@ -214,13 +220,12 @@ impl ClusterState {
         Ok(())
     }
 
-    /// The first pool of `vm`'s disks that is local to each host (or gone): once the VM
-    /// has been placed, its volume there exists only on its host.
+    /// The first pool of `vm`'s disks (or of the images they are clones of) that is
+    /// local to each host (or gone): once the VM has been placed, its volume there exists
+    /// only on its host.
     pub fn local_disk_pool<'a>(&self, vm: &'a Vm) -> Option<&'a str> {
-        vm.disks
-            .iter()
-            .find(|d| self.pools.get(&d.pool).is_none_or(|p| !p.spec.shared))
-            .map(|d| d.pool.as_str())
+        vm.pools()
+            .find(|pool| self.pools.get(*pool).is_none_or(|p| !p.spec.shared))
     }
 
     /// The destination of `vm`'s running migration.

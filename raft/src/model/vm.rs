@@ -50,9 +50,12 @@ pub struct VmOptions {
     pub require_labels: Labels,
     #[serde(default)]
     pub anti_affinity: Option<String>,
-    /// Empty volumes to create, the first one is the boot disk.
+    /// Volumes to create, the first one is the boot disk.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disks: Vec<DiskSpec>,
+    /// The image the boot disk is a linked clone of; the other disks start empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// What the operator asked for.
@@ -93,6 +96,15 @@ impl Vm {
             disks: Vec::new(),
             volumes_created: false,
         }
+    }
+}
+
+impl Vm {
+    /// Every pool the VM's host must have set up: its disks' and their images'.
+    pub fn pools(&self) -> impl Iterator<Item = &str> {
+        self.disks.iter().flat_map(|d| {
+            std::iter::once(d.pool.as_str()).chain(d.backing.as_ref().map(|b| b.pool.as_str()))
+        })
     }
 }
 

@@ -1,0 +1,77 @@
+//! The host actor's part in images: at every heartbeat, abandon imports of a former
+//! leader and delete the volumes of images being deleted (`images::plan`), then record the
+//! deletion so the image is forgotten.
+
+use actix::prelude::*;
+use drover_proto::agent::v1::DeleteVolumeRequest;
+use drover_raft::Command;
+
+use super::HostActor;
+use crate::agents::{deadline, QUICK_CALL};
+use crate::host::images;
+
+impl HostActor {
+    pub(super) fn sync_images(&mut self, ctx: &mut Context<Self>) {
+        let plan = self
+            .cx
+            .node
+            .view()
+            .read(|d| images::plan(&self.name, &d.state.images, self.cx.term));
+        for name in plan.abandon {
+            tracing::info!(host = %self.name, image = %name, term = self.cx.term, "abandoning an import a former leader began");
+            self.write(
+                ctx,
+                Command::DeleteImage { name },
+                "cannot abandon an image import",
+            );
+        }
+        for (image, pool, volume) in plan.delete {
+            if self.volume_calls.insert(volume.clone()) {
+                self.delete_image_volume(image, pool, volume, ctx);
+            }
+        }
+    }
+
+    fn delete_image_volume(
+        &mut self,
+        image: String,
+        pool: String,
+        volume: String,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(address) = self.address() else {
+            self.volume_calls.remove(&volume);
+            return;
+        };
+        let client = self.cx.agents.client(&address);
+        let req = DeleteVolumeRequest {
+            pool,
+            volume: volume.clone(),
+            term: self.cx.term,
+        };
+        ctx.spawn(
+            async move {
+                let mut client = client.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+                client.delete_volume(deadline(req, QUICK_CALL)).await
+            }
+            .into_actor(self)
+            .map(move |res, act, ctx| {
+                act.volume_calls.remove(&volume);
+                match res {
+                    Ok(_) => {
+                        tracing::info!(host = %act.name, image = %image, volume = %volume, "image volume deleted");
+                        let cmd = Command::ImageRemoved {
+                            name: image,
+                            volume,
+                        };
+                        act.write(ctx, cmd, "cannot record an image's removal");
+                    }
+                    // Tried again at the next heartbeat; the image shows "deleting" meanwhile.
+                    Err(s) => {
+                        tracing::warn!(host = %act.name, image = %image, error = %s.message(), "cannot delete an image's volume")
+                    }
+                }
+            }),
+        );
+    }
+}

@@ -1,0 +1,51 @@
+//! The machine's own libvirt daemon (`qemu:///system`, real QEMU) as tests use it: whether
+//! it answers, and a guard that removes what a test defined there whatever happens (the
+//! daemon outlives every test, and a leftover domain or pool would meet the next run).
+
+use std::process::Command;
+
+pub const QEMU_SYSTEM: &str = "qemu:///system";
+
+/// Whether the system daemon answers (`virsh version`), or why not.
+pub fn available() -> Result<(), String> {
+    let out = Command::new("virsh")
+        .args(["-c", QEMU_SYSTEM, "version"])
+        .output()
+        .map_err(|e| format!("virsh not found: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "no libvirt daemon at {QEMU_SYSTEM} (scripts/libvirtd.sh starts one): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Destroys and undefines these domains and drover pools (by the cluster's pool name) on
+/// the system daemon when dropped; volumes' files stay with their directories.
+#[derive(Debug, Default)]
+pub struct Leftovers {
+    pub domains: Vec<String>,
+    pub pools: Vec<String>,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        let pools: Vec<String> = self.pools.iter().map(|p| format!("drover-{p}")).collect();
+        let steps = self
+            .domains
+            .iter()
+            .flat_map(|d| [("destroy", d), ("undefine", d)])
+            .chain(
+                pools
+                    .iter()
+                    .flat_map(|p| [("pool-destroy", p), ("pool-undefine", p)]),
+            );
+        for (verb, name) in steps {
+            let _ = Command::new("virsh")
+                .args(["-c", QEMU_SYSTEM, verb, name])
+                .output();
+        }
+    }
+}

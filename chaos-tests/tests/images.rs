@@ -1,0 +1,276 @@
+//! Images end to end: 3 controllers and one hostd on real QEMU (`qemu:///system`).
+//! `drover image import` streams a qcow2 through the leader (whichever controller the CLI
+//! reaches first) into a pool; the image is ready with its format, sizes and the file's
+//! SHA-256. A VM created from it boots from a qcow2 overlay on the image (a linked clone);
+//! the image cannot be deleted while that disk exists; once the VM is gone, deleting the
+//! image removes its volume from the host. Bad input — a file that is not an image, an
+//! unknown pool, an unknown image, a boot disk smaller than the image, a name taken — is
+//! refused with the reason, and a refused import leaves no volume behind.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use drover_chaos_tests::system_libvirt::{self, Leftovers, QEMU_SYSTEM};
+use drover_chaos_tests::{require, wait_until, Cluster, ClusterSpec};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(program).args(args).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The files in the pool's directory, sorted.
+fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_import_clone_and_delete_through_the_cluster() -> anyhow::Result<()> {
+    if !require::prerequisite(system_libvirt::available()) {
+        return Ok(());
+    }
+    let pid = std::process::id();
+    let (vm, pool) = (format!("img-{pid}"), format!("imgpool-{pid}"));
+    let _leftovers = Leftovers {
+        domains: vec![vm.clone()],
+        pools: vec![pool.clone()],
+    };
+    let mut cluster = Cluster::start(ClusterSpec {
+        hosts: 0,
+        ..ClusterSpec::default()
+    })
+    .await?;
+    cluster.add_agent("q1", QEMU_SYSTEM).await?;
+    cluster.wait_hosts_up().await?;
+    // O_DIRECT for cache='none' (not tmpfs), and reachable by QEMU's user.
+    let dir = tempfile::Builder::new()
+        .prefix("drover-img")
+        .tempdir_in("/var/tmp")?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let path = dir.path().to_str().expect("utf-8 path");
+    let out = cluster
+        .cli(&[
+            "pool", "create", &pool, "--path", path, "--hosts", "q1", "--wait", "30s",
+        ])
+        .await?;
+    anyhow::ensure!(out.success, "pool create: {}", out.stderr);
+
+    let work = tempfile::tempdir()?;
+    let src = work.path().join("base.qcow2");
+    let src_s = src.to_str().expect("utf-8 path");
+    run("qemu-img", &["create", "-q", "-f", "qcow2", src_s, "32M"])?;
+    run(
+        "qemu-io",
+        &["-f", "qcow2", "-c", "write -P 0x5a 0 1M", src_s],
+    )?;
+    let sha = run("sha256sum", &[src_s])?;
+    let sha = sha.split_whitespace().next().unwrap_or_default();
+    let junk = work.path().join("junk.img");
+    let mut bytes = b"QFI\xfb".to_vec();
+    bytes.extend(std::iter::repeat_n(0xffu8, 8192));
+    std::fs::write(&junk, bytes)?;
+
+    eprintln!("phase: bad imports are refused with the reason and leave nothing behind");
+    for (args, says) in [
+        (
+            vec![
+                "image",
+                "import",
+                "junk",
+                "--file",
+                junk.to_str().unwrap(),
+                "--pool",
+                &pool,
+            ],
+            "qemu-img info refused",
+        ),
+        (
+            vec!["image", "import", "x", "--file", src_s, "--pool", "nowhere"],
+            "Pool \"nowhere\" not found",
+        ),
+        (
+            vec![
+                "image",
+                "import",
+                "y",
+                "--file",
+                "/no/such/file",
+                "--pool",
+                &pool,
+            ],
+            "/no/such/file",
+        ),
+    ] {
+        let out = cluster.cli(&args).await?;
+        assert!(!out.success, "{args:?} succeeded");
+        assert!(out.stderr.contains(says), "{args:?}: {}", out.stderr);
+    }
+    // The refused import's image is deleted by its host, then forgotten.
+    wait_until("the refused import to be forgotten", WAIT, || async {
+        let images = cluster.cli_json(&["image", "list"]).await?;
+        let empty = images.as_array().is_some_and(|a| a.is_empty());
+        Ok(empty.then_some(()))
+    })
+    .await?;
+    assert!(files(dir.path()).is_empty(), "{:?}", files(dir.path()));
+
+    eprintln!("phase: a qcow2 is imported through the leader, checked and hashed");
+    let image = cluster
+        .cli_json(&["image", "import", "base", "--file", src_s, "--pool", &pool])
+        .await
+        .map_err(anyhow::Error::msg)?;
+    assert_eq!(image["state"], "ready", "{image}");
+    assert_eq!(image["format"], "qcow2");
+    assert_eq!(image["virtual_bytes"], 32u64 << 20);
+    assert_eq!(image["sha256"], sha);
+    assert_eq!(image["host"], "q1");
+    let volume = image["volume"].as_str().unwrap_or_default().to_string();
+    assert_eq!(files(dir.path()), std::slice::from_ref(&volume));
+    let again = cluster
+        .cli(&["image", "import", "base", "--file", src_s, "--pool", &pool])
+        .await?;
+    assert!(
+        !again.success && again.stderr.contains("already exists"),
+        "{}",
+        again.stderr
+    );
+
+    eprintln!("phase: a VM boots from a linked clone of the image");
+    for (args, says) in [
+        (
+            vec![
+                "vm",
+                "create",
+                "small",
+                "--vcpus",
+                "1",
+                "--memory-mib",
+                "64",
+                "--image",
+                "base",
+                "--pool",
+                &pool,
+                "--disk-size",
+                "16M",
+            ],
+            "smaller than image",
+        ),
+        (
+            vec![
+                "vm",
+                "create",
+                "ghost",
+                "--vcpus",
+                "1",
+                "--memory-mib",
+                "64",
+                "--image",
+                "nope",
+                "--pool",
+                &pool,
+                "--disk-size",
+                "1G",
+            ],
+            "Image \"nope\" not found",
+        ),
+    ] {
+        let out = cluster.cli(&args).await?;
+        assert!(!out.success, "{args:?} succeeded");
+        assert!(out.stderr.contains(says), "{args:?}: {}", out.stderr);
+    }
+    let created = cluster
+        .cli_json(&[
+            "vm",
+            "create",
+            &vm,
+            "--vcpus",
+            "1",
+            "--memory-mib",
+            "64",
+            "--image",
+            "base",
+            "--pool",
+            &pool,
+        ])
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let disk: &Value = &created["disks"][0];
+    assert_eq!(disk["image"], "base", "{created}");
+    assert_eq!(
+        disk["size_bytes"],
+        32u64 << 20,
+        "the clone is the image's size"
+    );
+    let boot = disk["volume"].as_str().unwrap_or_default().to_string();
+    wait_until("the VM running on q1", WAIT, || async {
+        let v = cluster.cli_json(&["vm", "get", &vm]).await?;
+        Ok((v["observed_state"] == "running").then_some(()))
+    })
+    .await?;
+    let overlay = dir.path().join(&boot);
+    let info: Value = serde_json::from_str(&run(
+        "qemu-img",
+        &["info", "--output=json", "-U", overlay.to_str().unwrap()],
+    )?)?;
+    assert_eq!(
+        info["backing-filename"].as_str(),
+        dir.path().join(&volume).to_str(),
+        "{info}"
+    );
+    run(
+        "qemu-io",
+        &[
+            "-r",
+            "-U",
+            "-f",
+            "qcow2",
+            "-c",
+            "read -P 0x5a 0 1M",
+            overlay.to_str().unwrap(),
+        ],
+    )?;
+
+    eprintln!("phase: the image stays while a disk is its clone");
+    let out = cluster.cli(&["image", "delete", "base"]).await?;
+    assert!(!out.success, "deleted an image in use");
+    assert!(out.stderr.contains(&vm), "{}", out.stderr);
+
+    eprintln!("phase: with the VM gone, deleting the image removes its volume");
+    let out = cluster.cli(&["vm", "delete", &vm]).await?;
+    anyhow::ensure!(out.success, "vm delete: {}", out.stderr);
+    wait_until("the VM and its clone to go", WAIT, || async {
+        let gone = cluster
+            .cli(&["vm", "get", &vm])
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((!gone.success && !overlay.exists()).then_some(()))
+    })
+    .await?;
+    let out = cluster.cli(&["image", "delete", "base"]).await?;
+    anyhow::ensure!(out.success, "image delete: {}", out.stderr);
+    wait_until("the image to be forgotten", WAIT, || async {
+        let images = cluster.cli_json(&["image", "list"]).await?;
+        let empty = images.as_array().is_some_and(|a| a.is_empty());
+        Ok(empty.then_some(()))
+    })
+    .await?;
+    assert!(files(dir.path()).is_empty(), "{:?}", files(dir.path()));
+    Ok(())
+}

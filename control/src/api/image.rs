@@ -1,0 +1,245 @@
+//! `drover.v1.ImageService`: images, imported through the leader. An import is three
+//! steps: `BeginImageImport` takes the name and picks the host (`scheduler::import_host`),
+//! the file streams from the client through this leader to that host's hostd, and
+//! `FinishImageImport` records what the host found. A failure marks the image deleting, and
+//! the host actor deletes whatever the host kept; an import whose leader died is abandoned
+//! the same way by the next leader (see `drover_actors::host::images`).
+
+use drover_actors::scheduler::import_host;
+use drover_actors::{upload_deadline, AgentPool};
+use drover_proto::agent::v1 as agent;
+use drover_proto::v1 as pb;
+use drover_proto::v1::image_service_server::ImageService;
+use drover_proto::v1::import_image_chunk::Part;
+use drover_raft::model::{Image, ImageFormat, ImageState};
+use drover_raft::{Command, ImageImported, RaftNode, Reply, Request as RaftRequest};
+use futures::StreamExt;
+use tonic::{Code, Request, Response, Status, Streaming};
+
+use super::cluster::{applied, fresh_read, read_response};
+use super::errors::{committed, not_leader};
+use super::write::commit;
+
+pub struct ImageApi {
+    node: RaftNode,
+    agents: AgentPool,
+}
+
+impl ImageApi {
+    pub fn new(node: RaftNode, agents: AgentPool) -> Self {
+        Self { node, agents }
+    }
+
+    /// Commits `cmd` here, as the leader of the import (never forwarded: this node streams
+    /// the file, so it must be the one the host admits).
+    async fn commit_here(&self, cmd: Command) -> Result<Reply, Status> {
+        committed(self.node.write_local(RaftRequest::anonymous(cmd)).await)
+    }
+
+    /// Marks a failed import's image deleting, so its host deletes what it kept.
+    async fn abandon(&self, name: &str) {
+        let cmd = Command::DeleteImage {
+            name: name.to_string(),
+        };
+        if let Err(s) = self.commit_here(cmd).await {
+            // A later leader abandons it (its term is older) and deletes the volume.
+            tracing::warn!(image = name, error = %s.message(), "cannot mark a failed import deleting");
+        }
+    }
+}
+
+pub fn to_pb(image: &Image) -> pb::Image {
+    let mut out = pb::Image {
+        name: image.name.clone(),
+        pool: image.pool.clone(),
+        volume: image.volume.clone(),
+        host: image.host.clone(),
+        state: image.state.as_str().into(),
+        ..Default::default()
+    };
+    if let ImageState::Ready {
+        format,
+        virtual_bytes,
+        file_bytes,
+        sha256,
+    } = &image.state
+    {
+        out.format = format.as_str().into();
+        out.virtual_bytes = *virtual_bytes;
+        out.file_bytes = *file_bytes;
+        out.sha256 = sha256.clone();
+    }
+    out
+}
+
+/// hostd's refusal as the client should see it: what was wrong with the file stays
+/// `InvalidArgument`, a host that cannot store it `FailedPrecondition`; the rest means the
+/// host could not finish (`Aborted`: not `Unavailable`, which clients retry at once, while
+/// the failed image's name is only free again once its host deleted what it kept).
+fn host_status(host: &str, s: Status) -> Status {
+    let msg = format!("Host {host}: {}", s.message());
+    match s.code() {
+        Code::InvalidArgument => Status::invalid_argument(msg),
+        Code::FailedPrecondition => Status::failed_precondition(msg),
+        _ => Status::aborted(msg),
+    }
+}
+
+#[tonic::async_trait]
+impl ImageService for ImageApi {
+    async fn import_image(
+        &self,
+        req: Request<Streaming<pb::ImportImageChunk>>,
+    ) -> Result<Response<pb::Image>, Status> {
+        let mut stream = req.into_inner();
+        let header = match stream.message().await? {
+            Some(pb::ImportImageChunk {
+                part: Some(Part::Header(h)),
+            }) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "The first message of an import must be its header",
+                ))
+            }
+        };
+        if header.size_bytes == 0 {
+            return Err(Status::invalid_argument("The image file is empty"));
+        }
+        let metrics = self.node.metrics();
+        if metrics.current_leader != Some(self.node.id()) {
+            return Err(not_leader(self.node.leader().map(|(_, a)| a).as_deref()));
+        }
+        let host = self
+            .node
+            .view()
+            .read(|d| import_host(&d.state, &header.pool, header.size_bytes))
+            .map_err(Status::failed_precondition)?;
+        let begin = Command::BeginImageImport {
+            name: header.name.clone(),
+            pool: header.pool.clone(),
+            host: host.clone(),
+            term: metrics.current_term,
+        };
+        let Reply::Image(image) = self.commit_here(begin).await? else {
+            return Err(Status::internal(
+                "BeginImageImport answered without an image",
+            ));
+        };
+        tracing::info!(image = %image.name, host = %host, pool = %image.pool, bytes = header.size_bytes, term = metrics.current_term, "importing image");
+        let address = self
+            .node
+            .view()
+            .read(|d| d.state.hosts.get(&host).map(|h| h.address.clone()));
+        let upload_header = agent::UploadImageChunk {
+            part: Some(agent::upload_image_chunk::Part::Header(
+                agent::UploadImageHeader {
+                    pool: image.pool.clone(),
+                    volume: image.volume.clone(),
+                    size_bytes: header.size_bytes,
+                    term: metrics.current_term,
+                },
+            )),
+        };
+        // The client's data chunks, in order, until its stream ends or breaks (then the
+        // host sees a short file and refuses it).
+        let data = stream.scan((), |(), m| {
+            futures::future::ready(match m {
+                Ok(pb::ImportImageChunk {
+                    part: Some(Part::Data(data)),
+                }) => Some(agent::UploadImageChunk {
+                    part: Some(agent::upload_image_chunk::Part::Data(data)),
+                }),
+                _ => None,
+            })
+        });
+        let outbound = futures::stream::once(async { upload_header }).chain(data);
+        let uploaded = match address.map(|a| self.agents.bulk_client(&a)) {
+            Some(Ok(mut client)) => {
+                let mut call = tonic::Request::new(outbound);
+                call.set_timeout(upload_deadline(header.size_bytes));
+                client
+                    .upload_image(call)
+                    .await
+                    .map(Response::into_inner)
+                    .map_err(|s| host_status(&host, s))
+            }
+            Some(Err(e)) => Err(Status::aborted(format!("Host {host}: {e}"))),
+            None => Err(Status::aborted(format!("Host {host} is gone"))),
+        };
+        let uploaded = match uploaded {
+            Ok(u) => u,
+            Err(s) => {
+                tracing::warn!(image = %image.name, host = %host, error = %s.message(), "image import failed");
+                self.abandon(&image.name).await;
+                return Err(s);
+            }
+        };
+        let Some(format) = ImageFormat::parse(&uploaded.format) else {
+            self.abandon(&image.name).await;
+            return Err(Status::internal(format!(
+                "Host {host} reported format {:?}",
+                uploaded.format
+            )));
+        };
+        let finish = Command::FinishImageImport(ImageImported {
+            name: image.name.clone(),
+            volume: image.volume.clone(),
+            format,
+            virtual_bytes: uploaded.virtual_bytes,
+            file_bytes: uploaded.file_bytes,
+            sha256: uploaded.sha256,
+        });
+        match self.commit_here(finish).await {
+            Ok(Reply::Image(ready)) => Ok(Response::new(to_pb(&ready))),
+            Ok(other) => Err(Status::internal(format!("unexpected reply {other:?}"))),
+            Err(s) => {
+                // Deleted meanwhile, or leadership lost: the image is not ready, and its
+                // volume goes with the abandoned import.
+                self.abandon(&image.name).await;
+                Err(s)
+            }
+        }
+    }
+
+    async fn get_image(
+        &self,
+        req: Request<pb::GetImageRequest>,
+    ) -> Result<Response<pb::Image>, Status> {
+        let req = req.into_inner();
+        fresh_read(&self.node, req.stale).await?;
+        let (index, image) = self
+            .node
+            .view()
+            .read(|d| (applied(d), d.state.images.get(&req.name).map(to_pb)));
+        let image =
+            image.ok_or_else(|| Status::not_found(format!("Image {:?} not found", req.name)))?;
+        Ok(read_response(&self.node, index, image))
+    }
+
+    async fn list_images(
+        &self,
+        req: Request<pb::ListImagesRequest>,
+    ) -> Result<Response<pb::ListImagesResponse>, Status> {
+        fresh_read(&self.node, req.into_inner().stale).await?;
+        let (index, images) = self
+            .node
+            .view()
+            .read(|d| (applied(d), d.state.images.values().map(to_pb).collect()));
+        Ok(read_response(
+            &self.node,
+            index,
+            pb::ListImagesResponse { images },
+        ))
+    }
+
+    async fn delete_image(
+        &self,
+        req: Request<pb::DeleteImageRequest>,
+    ) -> Result<Response<pb::Image>, Status> {
+        let (meta, _, req) = req.into_parts();
+        match commit(&self.node, &meta, Command::DeleteImage { name: req.name }).await? {
+            Reply::Image(i) => Ok(Response::new(to_pb(&i))),
+            other => Err(Status::internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+}

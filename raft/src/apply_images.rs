@@ -1,0 +1,358 @@
+//! `apply` for images: begin an import, finish it with what the host detected, delete
+//! (refused while a disk is a clone of it), and forget once the host deleted the volume.
+//! Kept apart from `apply.rs`, which calls in here from one arm per command.
+
+use crate::command::{ApplyError, ApplyResult, ImageImported, Reply};
+use crate::model::{
+    image_volume_name, validate_name, ClusterState, HostHealth, Image, ImageState, PoolOnHost,
+};
+
+/// Longest checksum kept: SHA-256 in hex.
+const SHA256_HEX_LEN: usize = 64;
+
+impl ClusterState {
+    pub(crate) fn begin_image_import(
+        &mut self,
+        name: &str,
+        pool: &str,
+        host: &str,
+        term: u64,
+    ) -> ApplyResult {
+        validate_name(name).map_err(|reason| ApplyError::InvalidName {
+            what: "image".into(),
+            reason,
+        })?;
+        if self.images.contains_key(name) {
+            return Err(ApplyError::ImageExists(name.to_string()));
+        }
+        let p = self
+            .pools
+            .get(pool)
+            .ok_or_else(|| ApplyError::UnknownPool(pool.to_string()))?;
+        let h = self
+            .hosts
+            .get(host)
+            .ok_or_else(|| ApplyError::UnknownHost(host.to_string()))?;
+        // The import streams into this host's pool right after this commits.
+        if h.health != HostHealth::Up
+            || !matches!(p.on_hosts.get(host), Some(PoolOnHost::Active { .. }))
+        {
+            return Err(ApplyError::PoolNotActive {
+                pool: pool.to_string(),
+                host: host.to_string(),
+            });
+        }
+        self.image_uids += 1;
+        let image = Image {
+            name: name.to_string(),
+            pool: pool.to_string(),
+            volume: image_volume_name(name, (self.ha.restores << 40) | self.image_uids),
+            host: host.to_string(),
+            state: ImageState::Importing { term },
+        };
+        self.images.insert(name.to_string(), image.clone());
+        Ok(Reply::Image(image))
+    }
+
+    pub(crate) fn finish_image_import(&mut self, done: &ImageImported) -> ApplyResult {
+        let image = self
+            .images
+            .get_mut(&done.name)
+            .ok_or_else(|| ApplyError::UnknownImage(done.name.clone()))?;
+        // Only the import that began it: a deleted and re-begun image has another volume.
+        if image.volume != done.volume || !matches!(image.state, ImageState::Importing { .. }) {
+            return Err(ApplyError::ImageNotImporting(done.name.clone()));
+        }
+        let hex = done.sha256.len() == SHA256_HEX_LEN
+            && done
+                .sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !hex || done.virtual_bytes == 0 {
+            return Err(ApplyError::InvalidReport(format!(
+                "image {:?}: checksum {:?}, virtual size {}",
+                done.name, done.sha256, done.virtual_bytes
+            )));
+        }
+        image.state = ImageState::Ready {
+            format: done.format,
+            virtual_bytes: done.virtual_bytes,
+            file_bytes: done.file_bytes,
+            sha256: done.sha256.clone(),
+        };
+        Ok(Reply::Image(image.clone()))
+    }
+
+    pub(crate) fn delete_image(&mut self, name: &str) -> ApplyResult {
+        let users: Vec<&str> = self
+            .vms
+            .values()
+            .filter(|vm| {
+                vm.disks
+                    .iter()
+                    .any(|d| d.backing.as_ref().is_some_and(|b| b.image == name))
+            })
+            .map(|vm| vm.name.as_str())
+            .collect();
+        if !users.is_empty() {
+            return Err(ApplyError::ImageInUse {
+                image: name.to_string(),
+                vms: users.join(", "),
+            });
+        }
+        let image = self
+            .images
+            .get_mut(name)
+            .ok_or_else(|| ApplyError::UnknownImage(name.to_string()))?;
+        image.state = ImageState::Deleting;
+        Ok(Reply::Image(image.clone()))
+    }
+
+    pub(crate) fn image_removed(&mut self, name: &str, volume: &str) -> ApplyResult {
+        match self.images.get(name) {
+            Some(i) if i.volume == volume && i.state == ImageState::Deleting => {
+                self.images.remove(name);
+                Ok(Reply::Nothing)
+            }
+            // Removed already (a retry), or a later image of that name: nothing to do.
+            _ => Ok(Reply::Nothing),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::command::Command;
+    use crate::model::{
+        DiskSpec, Host, ImageFormat, Pool, PoolHosts, PoolKind, PoolSpec, VmOptions, VmSpec,
+    };
+
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+
+    fn state() -> ClusterState {
+        let mut s = ClusterState::default();
+        for (name, shared) in [("local", false), ("nfs", true)] {
+            let mut pool = Pool {
+                name: name.into(),
+                spec: PoolSpec {
+                    kind: PoolKind::Dir {
+                        path: format!("/srv/{name}"),
+                    },
+                    shared,
+                    hosts: PoolHosts::All,
+                },
+                on_hosts: Default::default(),
+            };
+            for host in ["h1", "h2"] {
+                let active = PoolOnHost::Active {
+                    capacity_bytes: 1 << 40,
+                    available_bytes: 1 << 40,
+                };
+                pool.on_hosts.insert(host.into(), active);
+            }
+            s.pools.insert(name.into(), pool);
+        }
+        for host in ["h1", "h2"] {
+            let mut h = Host::new(host, "127.0.0.1:1");
+            h.health = HostHealth::Up;
+            h.capacity.vcpus = 8;
+            h.capacity.memory_mib = 8192;
+            s.hosts.insert(host.into(), h);
+        }
+        s
+    }
+
+    fn begin(s: &mut ClusterState, name: &str, pool: &str) -> ApplyResult {
+        s.apply(&Command::BeginImageImport {
+            name: name.into(),
+            pool: pool.into(),
+            host: "h1".into(),
+            term: 3,
+        })
+        .0
+    }
+
+    fn finish(s: &mut ClusterState, name: &str, volume: &str) -> ApplyResult {
+        s.apply(&Command::FinishImageImport(ImageImported {
+            name: name.into(),
+            volume: volume.into(),
+            format: ImageFormat::Qcow2,
+            virtual_bytes: 2 * GIB,
+            file_bytes: 300 << 20,
+            sha256: "ab".repeat(32),
+        }))
+        .0
+    }
+
+    /// A ready image `name` in `pool`.
+    fn import(s: &mut ClusterState, name: &str, pool: &str) -> Image {
+        let Ok(Reply::Image(i)) = begin(s, name, pool) else {
+            panic!("begin failed");
+        };
+        let Ok(Reply::Image(i)) = finish(s, name, &i.volume) else {
+            panic!("finish failed");
+        };
+        i
+    }
+
+    fn create_vm(
+        s: &mut ClusterState,
+        name: &str,
+        image: &str,
+        pool: &str,
+        size: u64,
+        ha: bool,
+    ) -> ApplyResult {
+        s.apply(&Command::CreateVm {
+            name: name.into(),
+            spec: VmSpec {
+                vcpus: 1,
+                memory_mib: 64,
+            },
+            start: false,
+            options: VmOptions {
+                ha,
+                image: Some(image.into()),
+                disks: vec![DiskSpec {
+                    pool: pool.into(),
+                    size_bytes: size,
+                }],
+                ..Default::default()
+            },
+        })
+        .0
+    }
+
+    #[test]
+    fn an_import_begins_on_an_up_host_with_the_pool_and_finishes_once() {
+        let mut s = state();
+        let Ok(Reply::Image(i)) = begin(&mut s, "deb", "nfs") else {
+            panic!("begin failed");
+        };
+        assert_eq!(i.state, ImageState::Importing { term: 3 });
+        assert_eq!(
+            begin(&mut s, "deb", "nfs"),
+            Err(ApplyError::ImageExists("deb".into()))
+        );
+        assert_eq!(
+            begin(&mut s, "x", "nope"),
+            Err(ApplyError::UnknownPool("nope".into()))
+        );
+        s.hosts.get_mut("h1").expect("h1").health = HostHealth::Suspect;
+        assert!(matches!(
+            begin(&mut s, "y", "nfs"),
+            Err(ApplyError::PoolNotActive { .. })
+        ));
+        // Another import's volume, or a second finish, changes nothing.
+        assert!(finish(&mut s, "deb", "image-deb-99").is_err());
+        let Ok(Reply::Image(done)) = finish(&mut s, "deb", &i.volume) else {
+            panic!("finish failed");
+        };
+        assert_eq!(done.ready(), Some((ImageFormat::Qcow2, 2 * GIB)));
+        assert_eq!(
+            finish(&mut s, "deb", &i.volume),
+            Err(ApplyError::ImageNotImporting("deb".into()))
+        );
+    }
+
+    #[test]
+    fn a_boot_disk_is_a_clone_of_a_ready_image_at_least_its_size() {
+        let mut s = state();
+        let image = import(&mut s, "deb", "nfs");
+        let Ok(Reply::Vm(vm)) = create_vm(&mut s, "web", "deb", "local", 4 * GIB, false) else {
+            panic!("create failed");
+        };
+        let backing = vm.disks[0]
+            .backing
+            .as_ref()
+            .expect("boot disk has a backing");
+        assert_eq!(backing.volume, image.volume);
+        assert_eq!(backing.pool, "nfs");
+        assert_eq!(vm.pools().collect::<Vec<_>>(), ["local", "nfs"]);
+        assert!(matches!(
+            create_vm(&mut s, "small", "deb", "local", GIB, false),
+            Err(ApplyError::InvalidDisk(_))
+        ));
+        assert_eq!(
+            create_vm(&mut s, "x", "nope", "local", 4 * GIB, false),
+            Err(ApplyError::UnknownImage("nope".into()))
+        );
+        begin(&mut s, "half", "nfs").expect("begin");
+        assert_eq!(
+            create_vm(&mut s, "y", "half", "local", 4 * GIB, false),
+            Err(ApplyError::ImageNotReady("half".into()))
+        );
+        assert!(s.vms.get("small").is_none() && s.vms.get("y").is_none());
+    }
+
+    #[test]
+    fn an_ha_vm_needs_its_image_on_a_shared_pool_too() {
+        let mut s = state();
+        import(&mut s, "deb", "local");
+        assert_eq!(
+            create_vm(&mut s, "web", "deb", "nfs", 4 * GIB, true),
+            Err(ApplyError::HaNeedsSharedPool {
+                vm: "web".into(),
+                pool: "local".into()
+            })
+        );
+    }
+
+    #[test]
+    fn an_image_in_use_is_not_deleted_and_a_deleted_one_is_forgotten_after_its_volume() {
+        let mut s = state();
+        let image = import(&mut s, "deb", "nfs");
+        create_vm(&mut s, "web", "deb", "nfs", 4 * GIB, false).expect("create");
+        assert_eq!(
+            s.apply(&Command::DeleteImage { name: "deb".into() }).0,
+            Err(ApplyError::ImageInUse {
+                image: "deb".into(),
+                vms: "web".into()
+            })
+        );
+        assert_eq!(
+            s.apply(&Command::DeletePool { name: "nfs".into() }).0,
+            Err(ApplyError::PoolInUse {
+                pool: "nfs".into(),
+                vms: "web".into()
+            })
+        );
+        s.vms.remove("web");
+        assert_eq!(
+            s.apply(&Command::DeletePool { name: "nfs".into() }).0,
+            Err(ApplyError::PoolHoldsImages {
+                pool: "nfs".into(),
+                images: "deb".into()
+            })
+        );
+        s.apply(&Command::DeleteImage { name: "deb".into() })
+            .0
+            .expect("delete");
+        assert_eq!(s.images["deb"].state, ImageState::Deleting);
+        // A new VM cannot take an image being deleted.
+        assert_eq!(
+            create_vm(&mut s, "web2", "deb", "nfs", 4 * GIB, false),
+            Err(ApplyError::ImageNotReady("deb".into()))
+        );
+        // Only the removal of its own volume forgets it.
+        s.apply(&Command::ImageRemoved {
+            name: "deb".into(),
+            volume: "other".into(),
+        })
+        .0
+        .expect("a stale removal is a no-op");
+        assert!(s.images.contains_key("deb"));
+        s.apply(&Command::ImageRemoved {
+            name: "deb".into(),
+            volume: image.volume.clone(),
+        })
+        .0
+        .expect("removed");
+        assert!(s.images.is_empty());
+        // Imported again: another volume.
+        let again = import(&mut s, "deb", "nfs");
+        assert_ne!(again.volume, image.volume);
+    }
+}
