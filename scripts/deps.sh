@@ -10,8 +10,11 @@ set -euo pipefail
 # etcd-server: the side-by-side write benchmark (bench_writes) runs a 3-member etcd;
 # protobuf-compiler, libprotobuf-dev: protoc and its well-known types, which the
 # etcd-client crate's build needs (drover's own protos use a vendored protoc).
+# busybox-static, cpio, syslinux, mtools, dosfstools: scripts/guest-image.sh builds the
+# test guest with them (the kernel it takes from linux-image-cloud-amd64's .deb).
 PACKAGES=(libvirt-dev pkg-config libvirt-clients libxml2-utils iptables
-  libvirt-daemon-system qemu-system-x86 qemu-utils etcd-server protobuf-compiler libprotobuf-dev)
+  libvirt-daemon-system qemu-system-x86 qemu-utils etcd-server protobuf-compiler libprotobuf-dev
+  busybox-static cpio syslinux syslinux-common mtools dosfstools)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

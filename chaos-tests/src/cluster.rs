@@ -23,6 +23,9 @@ pub struct ClusterSpec {
     /// Extra `drover server` flags for every controller (e.g. `--snapshot-logs 64`, so a
     /// short test still crosses snapshots and log purges).
     pub controller_args: Vec<String>,
+    /// Extra `hostd` flags for every host (e.g. `--domain-type qemu` for guests that
+    /// stall under nested KVM).
+    pub hostd_args: Vec<String>,
     /// Mutual TLS on every hop, with a fresh CA (`drover certs`) for this cluster.
     pub tls: bool,
     /// Give every process its own loopback address — controller N listens on and connects
@@ -39,6 +42,7 @@ impl Default for ClusterSpec {
             hosts: 2,
             libvirt_uri: "test:///default".into(),
             controller_args: Vec::new(),
+            hostd_args: Vec::new(),
             tls: false,
             distinct_addresses: false,
         }
@@ -114,6 +118,7 @@ pub struct Cluster {
     pub agents: Vec<Agent>,
     initial_cluster: String,
     controller_args: Vec<String>,
+    hostd_args: Vec<String>,
     /// Where the cluster's CA lives, when it uses mutual TLS.
     certs: Option<PathBuf>,
     distinct_addresses: bool,
@@ -195,6 +200,7 @@ impl Cluster {
             agents: Vec::new(),
             initial_cluster,
             controller_args: spec.controller_args.clone(),
+            hostd_args: spec.hostd_args.clone(),
             certs: None,
             distinct_addresses: spec.distinct_addresses,
             cli_controllers: None,
@@ -241,6 +247,7 @@ impl Cluster {
             "--data-dir".into(),
             data_dir.display().to_string(),
         ];
+        args.extend(self.hostd_args.iter().cloned());
         match self.identity(&format!("host-{name}")).await? {
             Some(tls) => args.extend(tls.flags()),
             None => args.push("--insecure".into()),

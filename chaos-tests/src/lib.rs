@@ -13,6 +13,7 @@ pub mod checkers;
 pub mod client;
 pub mod cluster;
 pub mod etcd;
+pub mod guest;
 pub mod ha;
 pub mod libvirt_hosts;
 pub mod multihost;

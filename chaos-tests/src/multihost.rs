@@ -22,11 +22,17 @@ pub struct Rig {
 
 impl Rig {
     pub async fn start(hosts: usize) -> anyhow::Result<Rig> {
+        Self::start_with(hosts, &[]).await
+    }
+
+    /// [`Rig::start`] with extra flags for every hostd.
+    pub async fn start_with(hosts: usize, hostd_args: &[&str]) -> anyhow::Result<Rig> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().to_path_buf();
         let lv = tokio::task::spawn_blocking(move || LibvirtHosts::start(&path, hosts)).await??;
         let mut cluster = Cluster::start(ClusterSpec {
             hosts: 0,
+            hostd_args: hostd_args.iter().map(|a| a.to_string()).collect(),
             ..ClusterSpec::default()
         })
         .await?;

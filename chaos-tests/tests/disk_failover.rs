@@ -1,0 +1,176 @@
+//! HA keeps the disk (issue 11, point 6), on two real libvirt hosts with a shared pool
+//! (one directory every host's mount namespace sees at the same path: what an NFS mount
+//! looks like to QEMU). An HA VM boots the test guest from a linked clone of an imported
+//! image, and the guest writes a marker to its second disk. Then its host loses power:
+//! SIGKILL of that host's hostd and of its QEMU. The VM must come back on the other host
+//! with the same disks — the guest there finds the marker the first boot wrote — while the
+//! never-twice sampler reads both hosts' libvirt throughout; afterwards `qemu-img check`
+//! finds both volumes consistent.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use drover_chaos_tests::guest::{self, Marker};
+use drover_chaos_tests::libvirt_hosts::LibvirtHosts;
+use drover_chaos_tests::multihost::Rig;
+use drover_chaos_tests::{require, wait_until, Sampler};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// The guest boots in about 4 s under TCG; a loaded CI machine may take several times that.
+const BOOT: Duration = Duration::from_secs(90);
+
+fn qemu_img_check(path: &Path) -> anyhow::Result<()> {
+    let out = std::process::Command::new("qemu-img")
+        .args(["check", "-U", "-f", "qcow2"])
+        .arg(path)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "qemu-img check {}: {}{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+async fn wait_marker(
+    what: &str,
+    path: &Path,
+    ok: impl Fn(&Marker) -> bool,
+) -> anyhow::Result<Marker> {
+    wait_until(what, BOOT, || async {
+        let m = guest::marker(path)?;
+        if ok(&m) {
+            Ok(Some(m))
+        } else {
+            Err(format!("not yet: {m:?}"))
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multihost_ha_vm_comes_back_with_its_disk_after_power_loss() -> anyhow::Result<()> {
+    if !require::prerequisite(LibvirtHosts::available()) {
+        return Ok(());
+    }
+    let image = match guest::image() {
+        Ok(path) => path,
+        Err(why) => {
+            require::prerequisite(Err(why));
+            return Ok(());
+        }
+    };
+    let mut rig = Rig::start_with(2, &["--domain-type", "qemu"]).await?;
+    let shared = tempfile::Builder::new()
+        .prefix("drover-shared")
+        .tempdir_in("/var/tmp")?;
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o755))?;
+    let path = shared.path().to_str().context("utf-8 path")?;
+
+    eprintln!("phase: a shared pool, the guest image in it, an HA VM booting a clone of it");
+    let out = rig
+        .cluster
+        .cli(&[
+            "pool", "create", "shared", "--path", path, "--shared", "--wait", "30s",
+        ])
+        .await?;
+    anyhow::ensure!(out.success, "pool create: {}", out.stderr);
+    let img = rig
+        .json(&[
+            "image",
+            "import",
+            "guest",
+            "--file",
+            image.to_str().context("utf-8 path")?,
+            "--pool",
+            "shared",
+        ])
+        .await?;
+    assert_eq!(img["state"], "ready", "{img}");
+    let vm = rig
+        .json(&[
+            "vm",
+            "create",
+            "keeper",
+            "--vcpus",
+            "1",
+            "--memory-mib",
+            "128",
+            "--ha",
+            "--image",
+            "guest",
+            "--pool",
+            "shared",
+            "--disk",
+            "16M",
+        ])
+        .await?;
+    let volume = |i: usize| {
+        shared
+            .path()
+            .join(vm["disks"][i]["volume"].as_str().unwrap_or("?"))
+    };
+    let (boot, data) = (volume(0), volume(1));
+    let src = rig.running(&["keeper"]).await?["keeper"].clone();
+    let first = wait_marker("the guest's first boot to write its marker", &data, |m| {
+        m.first_boot.is_some()
+    })
+    .await?;
+    eprintln!("the guest on {src} wrote {first:?}");
+    let sampler = Sampler::start_running(&rig.uris()).await?;
+
+    eprintln!("phase: {src} loses power: its hostd and its QEMU are killed");
+    let i = rig
+        .lv
+        .hosts()
+        .iter()
+        .position(|h| h.name == src)
+        .context("source host")?;
+    let pid_file = rig.lv.host(i).state_dir.join("run/qemu/keeper.pid");
+    let qemu: i32 = std::fs::read_to_string(&pid_file)
+        .with_context(|| format!("read {}", pid_file.display()))?
+        .trim()
+        .parse()?;
+    rig.cluster.kill_agent(&src).await?;
+    kill(Pid::from_raw(qemu), Signal::SIGKILL)?;
+
+    eprintln!("phase: the VM runs on the other host, and the guest there finds the marker");
+    let moved = wait_until("keeper running elsewhere", BOOT, || async {
+        let v = rig.cluster.cli_json(&["vm", "get", "keeper"]).await?;
+        let elsewhere = v["observed_state"] == "running" && v["host"] != src.as_str();
+        Ok(elsewhere.then_some(v))
+    })
+    .await?;
+    eprintln!("keeper runs on {}", moved["host"]);
+    let second = wait_marker("the restarted guest to find the marker", &data, |m| {
+        m.boots.is_some()
+    })
+    .await?;
+    assert_eq!(
+        second.first_boot, first.first_boot,
+        "the first boot's marker changed"
+    );
+    assert_eq!(second.boots, Some(2), "{second:?}");
+
+    let samples = sampler.finish().await?;
+    if let Some((s, vm)) = samples.twice() {
+        panic!("{vm} ran on two hosts at once: {:?}", s.active);
+    }
+
+    eprintln!("phase: stopped, both volumes pass qemu-img check");
+    let out = rig.cluster.cli(&["vm", "stop", "keeper"]).await?;
+    anyhow::ensure!(out.success, "vm stop: {}", out.stderr);
+    wait_until("keeper shut off", BOOT, || async {
+        let v = rig.cluster.cli_json(&["vm", "get", "keeper"]).await?;
+        Ok((v["observed_state"] == "shut off").then_some(()))
+    })
+    .await?;
+    qemu_img_check(&boot)?;
+    qemu_img_check(&data)?;
+    Ok(())
+}
