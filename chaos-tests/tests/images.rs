@@ -12,6 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use drover_chaos_tests::process::binary;
 use drover_chaos_tests::system_libvirt::{self, Leftovers, QEMU_SYSTEM};
 use drover_chaos_tests::{require, wait_until, Cluster, ClusterSpec};
 use serde_json::Value;
@@ -130,6 +131,42 @@ async fn images_import_clone_and_delete_through_the_cluster() -> anyhow::Result<
     })
     .await?;
     assert!(files(dir.path()).is_empty(), "{:?}", files(dir.path()));
+
+    eprintln!("phase: an import whose client dies mid-way is cleaned up");
+    let big = work.path().join("big.raw");
+    std::fs::File::create(&big)?.set_len(2 << 30)?;
+    let mut client = tokio::process::Command::new(binary("drover"))
+        .args([
+            "image",
+            "import",
+            "big",
+            "--file",
+            big.to_str().unwrap(),
+            "--pool",
+            &pool,
+        ])
+        .args(["--endpoints", &cluster.endpoints(), "--timeout", "60"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    wait_until("the big import to be under way", WAIT, || async {
+        let images = cluster.cli_json(&["image", "list"]).await?;
+        let importing = images
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|i| i["name"] == "big" && i["state"] == "importing");
+        Ok(importing.then_some(()))
+    })
+    .await?;
+    client.kill().await?;
+    wait_until("the cut-off import to be forgotten", WAIT, || async {
+        let images = cluster.cli_json(&["image", "list"]).await?;
+        let empty = images.as_array().is_some_and(|a| a.is_empty());
+        Ok((empty && files(dir.path()).is_empty()).then_some(()))
+    })
+    .await?;
 
     eprintln!("phase: a qcow2 is imported through the leader, checked and hashed");
     let image = cluster

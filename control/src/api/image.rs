@@ -35,16 +35,35 @@ impl ImageApi {
     async fn commit_here(&self, cmd: Command) -> Result<Reply, Status> {
         committed(self.node.write_local(RaftRequest::anonymous(cmd)).await)
     }
+}
 
-    /// Marks a failed import's image deleting, so its host deletes what it kept.
-    async fn abandon(&self, name: &str) {
-        let cmd = Command::DeleteImage {
-            name: name.to_string(),
+/// Marks an import's image deleting unless disarmed, also when the handler is dropped
+/// mid-way (the client went away: tonic drops the handler's future), so that the image's
+/// host deletes whatever it kept and the name becomes free again.
+struct Abandon {
+    node: RaftNode,
+    name: Option<String>,
+}
+
+impl Abandon {
+    fn disarm(mut self) {
+        self.name = None;
+    }
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        let Some(name) = self.name.take() else {
+            return;
         };
-        if let Err(s) = self.commit_here(cmd).await {
-            // A later leader abandons it (its term is older) and deletes the volume.
-            tracing::warn!(image = name, error = %s.message(), "cannot mark a failed import deleting");
-        }
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            let cmd = Command::DeleteImage { name: name.clone() };
+            if let Err(e) = node.write_local(RaftRequest::anonymous(cmd)).await {
+                // A later leader abandons it (its term is older) and deletes the volume.
+                tracing::warn!(image = %name, error = %e, "cannot mark a failed import deleting");
+            }
+        });
     }
 }
 
@@ -126,6 +145,10 @@ impl ImageService for ImageApi {
             ));
         };
         tracing::info!(image = %image.name, host = %host, pool = %image.pool, bytes = header.size_bytes, term = metrics.current_term, "importing image");
+        let abandon = Abandon {
+            node: self.node.clone(),
+            name: Some(image.name.clone()),
+        };
         let address = self
             .node
             .view()
@@ -170,12 +193,10 @@ impl ImageService for ImageApi {
             Ok(u) => u,
             Err(s) => {
                 tracing::warn!(image = %image.name, host = %host, error = %s.message(), "image import failed");
-                self.abandon(&image.name).await;
                 return Err(s);
             }
         };
         let Some(format) = ImageFormat::parse(&uploaded.format) else {
-            self.abandon(&image.name).await;
             return Err(Status::internal(format!(
                 "Host {host} reported format {:?}",
                 uploaded.format
@@ -189,15 +210,14 @@ impl ImageService for ImageApi {
             file_bytes: uploaded.file_bytes,
             sha256: uploaded.sha256,
         });
-        match self.commit_here(finish).await {
-            Ok(Reply::Image(ready)) => Ok(Response::new(to_pb(&ready))),
-            Ok(other) => Err(Status::internal(format!("unexpected reply {other:?}"))),
-            Err(s) => {
-                // Deleted meanwhile, or leadership lost: the image is not ready, and its
-                // volume goes with the abandoned import.
-                self.abandon(&image.name).await;
-                Err(s)
+        // Refused (deleted meanwhile, leadership lost): the image is not ready, and its
+        // volume goes with the abandoned import.
+        match self.commit_here(finish).await? {
+            Reply::Image(ready) => {
+                abandon.disarm();
+                Ok(Response::new(to_pb(&ready)))
             }
+            other => Err(Status::internal(format!("unexpected reply {other:?}"))),
         }
     }
 
