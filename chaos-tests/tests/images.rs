@@ -50,7 +50,7 @@ async fn images_import_clone_and_delete_through_the_cluster() -> anyhow::Result<
     let pid = std::process::id();
     let (vm, pool) = (format!("img-{pid}"), format!("imgpool-{pid}"));
     let _leftovers = Leftovers {
-        domains: vec![vm.clone()],
+        domains: vec![vm.clone(), format!("{vm}-kept")],
         pools: vec![pool.clone()],
     };
     let mut cluster = Cluster::start(ClusterSpec {
@@ -288,6 +288,47 @@ async fn images_import_clone_and_delete_through_the_cluster() -> anyhow::Result<
     let out = cluster.cli(&["image", "delete", "base"]).await?;
     assert!(!out.success, "deleted an image in use");
     assert!(out.stderr.contains(&vm), "{}", out.stderr);
+
+    eprintln!("phase: a VM deleted with --keep-disks leaves its volume");
+    let kept = format!("{vm}-kept");
+    let made = cluster
+        .cli_json(&[
+            "vm",
+            "create",
+            &kept,
+            "--vcpus",
+            "1",
+            "--memory-mib",
+            "64",
+            "--pool",
+            &pool,
+            "--disk-size",
+            "16M",
+        ])
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let kept_volume = dir
+        .path()
+        .join(made["disks"][0]["volume"].as_str().unwrap_or("?"));
+    wait_until("the second VM running", WAIT, || async {
+        let v = cluster.cli_json(&["vm", "get", &kept]).await?;
+        Ok((v["observed_state"] == "running").then_some(()))
+    })
+    .await?;
+    let out = cluster
+        .cli(&["vm", "delete", &kept, "--keep-disks"])
+        .await?;
+    anyhow::ensure!(out.success, "vm delete --keep-disks: {}", out.stderr);
+    wait_until("the second VM to go", WAIT, || async {
+        let gone = cluster
+            .cli(&["vm", "get", &kept])
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((!gone.success).then_some(()))
+    })
+    .await?;
+    assert!(kept_volume.exists(), "--keep-disks deleted the volume");
+    std::fs::remove_file(&kept_volume)?;
 
     eprintln!("phase: with the VM gone, deleting the image removes its volume");
     let out = cluster.cli(&["vm", "delete", &vm]).await?;

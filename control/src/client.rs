@@ -681,7 +681,15 @@ impl Client {
                 let resp = match verb {
                     VmVerb::Start => client.start_vm(req).await,
                     VmVerb::Stop => client.stop_vm(req).await,
-                    VmVerb::Delete => client.delete_vm(req).await,
+                    VmVerb::Delete { keep_disks } => {
+                        let del = pb::DeleteVmRequest {
+                            name: req.get_ref().name.clone(),
+                            keep_disks,
+                        };
+                        let mut del = tonic::Request::new(del);
+                        *del.metadata_mut() = req.metadata().clone();
+                        client.delete_vm(del).await
+                    }
                 };
                 resp.map(tonic::Response::into_inner)
             }
@@ -786,5 +794,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 pub enum VmVerb {
     Start,
     Stop,
-    Delete,
+    Delete {
+        /// Leave the VM's volumes in their pools.
+        keep_disks: bool,
+    },
 }

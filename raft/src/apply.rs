@@ -91,6 +91,7 @@ impl ClusterState {
             | Command::PlaceVm { name, .. }
             | Command::BeginStart { name, .. }
             | Command::VmObserved { name, .. }
+            | Command::DeleteVm { name, .. }
             | Command::RemoveVm { name, .. } => Touched::Vm(name.clone()),
         };
         if let Command::RecordEvent {
@@ -115,6 +116,43 @@ impl ClusterState {
             Ok(reply) => (Ok(reply), touched),
             Err(e) => (Err(e), Touched::Nothing),
         }
+    }
+
+    /// Start, stop or delete (`keep_disks`: whether a deletion leaves the volumes).
+    fn set_desired(
+        &mut self,
+        name: &str,
+        desired: DesiredState,
+        keep_disks: Option<bool>,
+    ) -> ApplyResult {
+        let vm = self
+            .vms
+            .get_mut(name)
+            .ok_or_else(|| ApplyError::UnknownVm(name.to_string()))?;
+        if !vm.desired.can_become(desired) {
+            return Err(ApplyError::VmDeleting(name.to_string()));
+        }
+        if let (Some(op), true) = (vm.migration, desired != DesiredState::Running) {
+            return Err(ApplyError::VmMigrating {
+                vm: name.to_string(),
+                op,
+            });
+        }
+        vm.desired = desired;
+        if let Some(keep) = keep_disks {
+            vm.keep_disks = keep;
+        }
+        // Nothing runs anywhere for an unplaced VM, so deleting it is immediate — unless
+        // its volumes exist (it ran, then lost its host): a host of their pool deletes
+        // them first (`drover_actors::vm`), or they would stay behind unnoticed.
+        let volumes_left = vm.volumes_created && !vm.disks.is_empty() && !vm.keep_disks;
+        if desired == DesiredState::Deleted && vm.host.is_none() && !volumes_left {
+            self.vms.remove(name);
+            return Ok(Reply::VmRemoved {
+                name: name.to_string(),
+            });
+        }
+        Ok(Reply::Vm(vm.clone()))
     }
 
     fn apply_inner(&mut self, cmd: &Command) -> ApplyResult {
@@ -272,27 +310,9 @@ impl ClusterState {
                 start,
                 options,
             } => self.create_vm(name, spec, *start, options),
-            Command::SetDesiredState { name, desired } => {
-                let vm = self
-                    .vms
-                    .get_mut(name)
-                    .ok_or_else(|| ApplyError::UnknownVm(name.clone()))?;
-                if !vm.desired.can_become(*desired) {
-                    return Err(ApplyError::VmDeleting(name.clone()));
-                }
-                if let (Some(op), true) = (vm.migration, *desired != DesiredState::Running) {
-                    return Err(ApplyError::VmMigrating {
-                        vm: name.clone(),
-                        op,
-                    });
-                }
-                vm.desired = *desired;
-                // Nothing runs anywhere for an unplaced VM, so deleting it is immediate.
-                if *desired == DesiredState::Deleted && vm.host.is_none() {
-                    self.vms.remove(name);
-                    return Ok(Reply::VmRemoved { name: name.clone() });
-                }
-                Ok(Reply::Vm(vm.clone()))
+            Command::SetDesiredState { name, desired } => self.set_desired(name, *desired, None),
+            Command::DeleteVm { name, keep_disks } => {
+                self.set_desired(name, DesiredState::Deleted, Some(*keep_disks))
             }
             Command::PlaceVm {
                 name,

@@ -385,6 +385,39 @@ mod tests {
         assert!(s.vms["web"].volumes_created);
     }
 
+    /// Deleting a VM that lost its host after it ran: its volumes exist, so it stays (for
+    /// a host of the pool to delete them) unless they are to be kept; one that never ran
+    /// goes at once.
+    #[test]
+    fn an_unplaced_vm_with_volumes_is_deleted_only_after_them() {
+        let mut s = state();
+        for name in ["ran", "kept", "never"] {
+            create(&mut s, name, true, &[("nfs", 1 << 30)]).unwrap();
+        }
+        for name in ["ran", "kept"] {
+            s.vms.get_mut(name).unwrap().volumes_created = true;
+        }
+        let delete = |s: &mut ClusterState, name: &str, keep_disks: bool| {
+            s.apply(&Command::DeleteVm {
+                name: name.into(),
+                keep_disks,
+            })
+            .0
+            .unwrap()
+        };
+        assert!(matches!(delete(&mut s, "ran", false), Reply::Vm(_)));
+        assert_eq!(s.vms["ran"].desired, DesiredState::Deleted);
+        assert!(matches!(
+            delete(&mut s, "kept", true),
+            Reply::VmRemoved { .. }
+        ));
+        assert!(matches!(
+            delete(&mut s, "never", false),
+            Reply::VmRemoved { .. }
+        ));
+        assert_eq!(s.vms.keys().collect::<Vec<_>>(), ["ran"]);
+    }
+
     #[test]
     fn a_vm_is_placed_only_where_its_pools_are_set_up() {
         let mut s = state();

@@ -154,6 +154,12 @@ pub enum Command {
         name: String,
         desired: DesiredState,
     },
+    /// `drover vm delete [--keep-disks]`: desired `Deleted`, and whether its volumes stay
+    /// in their pools (kept, they are the operator's from then on).
+    DeleteVm {
+        name: String,
+        keep_disks: bool,
+    },
     /// The VM's actor chose a host. Only applies if the VM still has `expected_generation`,
     /// so a stale actor cannot move a VM someone else already moved.
     PlaceVm {
@@ -297,6 +303,7 @@ impl Command {
             Command::FailoverVm { .. } => "failover_vm",
             Command::CreateVm { .. } => "create_vm",
             Command::SetDesiredState { .. } => "set_desired_state",
+            Command::DeleteVm { .. } => "delete_vm",
             Command::PlaceVm { .. } => "place_vm",
             Command::BeginStart { .. } => "begin_start",
             Command::VmObserved { .. } => "vm_observed",

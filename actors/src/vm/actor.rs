@@ -44,6 +44,15 @@ pub struct VmActor {
     backoff: Duration,
 }
 
+/// The volumes deleting `vm` deletes: none when it is deleted with `--keep-disks`.
+fn doomed_disks(vm: &Vm) -> Vec<VmDisk> {
+    if vm.keep_disks {
+        Vec::new()
+    } else {
+        vm_disks(vm)
+    }
+}
+
 /// `vm`'s disks as hostd takes them.
 fn vm_disks(vm: &Vm) -> Vec<VmDisk> {
     vm.disks
@@ -82,9 +91,12 @@ impl VmActor {
         let next = self.node.view().read(|d| {
             d.state.vms.get(&self.name).map(|vm| {
                 let action = decide(vm, &d.state, self.obs.as_ref());
-                let address = vm
-                    .host
-                    .as_ref()
+                // The VM's host, but for volumes of an unplaced VM the host chosen for them.
+                let host = match &action {
+                    Action::DeleteVolumes { host } => Some(host),
+                    _ => vm.host.as_ref(),
+                };
+                let address = host
                     .and_then(|h| d.state.hosts.get(h))
                     .map(|h| h.address.clone());
                 (vm.clone(), action, address, d.state.placements)
@@ -278,7 +290,7 @@ impl Exec {
                             name,
                             fence,
                             stray: false,
-                            delete_disks: vm_disks(&self.vm),
+                            delete_disks: doomed_disks(&self.vm),
                         },
                         QUICK_CALL,
                     ))
@@ -286,8 +298,30 @@ impl Exec {
                     .map_err(|s| format!("undefine on {host} failed: {}", s.message()))?;
                 Ok(Some(Observation::missing(&host, self.placements)))
             }
+            Action::DeleteVolumes { host } => {
+                // No domain of this VM is on `host` (it has none anywhere): UndefineVm
+                // deletes the volumes and reports that nothing else was there.
+                let req = VmRef {
+                    name: name.clone(),
+                    fence,
+                    stray: false,
+                    delete_disks: doomed_disks(&self.vm),
+                };
+                self.agent()?
+                    .undefine_vm(deadline(req, QUICK_CALL))
+                    .await
+                    .map_err(|s| {
+                        format!("deleting its volumes on {host} failed: {}", s.message())
+                    })?;
+                self.commit(Command::RemoveVm {
+                    name,
+                    expected_generation: generation,
+                })
+                .await?;
+                Ok(None)
+            }
             Action::Remove => {
-                if !self.vm.disks.is_empty() && self.vm.host.is_some() {
+                if !doomed_disks(&self.vm).is_empty() && self.vm.host.is_some() {
                     // The domain is gone, but its volumes may not be (a start that failed
                     // after creating them): they go before the VM is forgotten, and the
                     // VM stays until its host can do that.
@@ -295,7 +329,7 @@ impl Exec {
                         name: name.clone(),
                         fence,
                         stray: false,
-                        delete_disks: vm_disks(&self.vm),
+                        delete_disks: doomed_disks(&self.vm),
                     };
                     self.agent()?
                         .undefine_vm(deadline(req, QUICK_CALL))

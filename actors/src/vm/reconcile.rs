@@ -74,6 +74,30 @@ pub enum Action {
     },
     /// Drop the VM from the state (deletion, second half: the host no longer has it).
     Remove,
+    /// Delete the volumes of a deleted VM that has no host (it lost its host, then was
+    /// deleted) through `host`, which has all their pools active; then drop the VM.
+    DeleteVolumes {
+        host: String,
+    },
+}
+
+/// An up host with every pool of `vm`'s disks active: one that can delete its volumes.
+fn volume_host(vm: &Vm, state: &ClusterState) -> Option<String> {
+    state
+        .hosts
+        .values()
+        .filter(|h| h.health == HostHealth::Up)
+        .find(|h| {
+            vm.disks.iter().all(|d| {
+                state.pools.get(&d.pool).is_some_and(|p| {
+                    matches!(
+                        p.on_hosts.get(&h.name),
+                        Some(drover_raft::model::PoolOnHost::Active { .. })
+                    )
+                })
+            })
+        })
+        .map(|h| h.name.clone())
 }
 
 /// Decides the next step for `vm`. `obs` is the latest report about the VM, if any.
@@ -96,7 +120,14 @@ pub fn decide(vm: &Vm, state: &ClusterState, obs: Option<&Observation>) -> Actio
                     }
                 }
             },
-            // Apply removes an unplaced VM at once when it is deleted.
+            // Apply removes an unplaced VM at once when it is deleted, unless its volumes
+            // are left to delete.
+            DesiredState::Deleted if !vm.keep_disks && !vm.disks.is_empty() => {
+                match volume_host(vm, state) {
+                    Some(host) => Action::DeleteVolumes { host },
+                    None => Action::Wait,
+                }
+            }
             DesiredState::Stopped | DesiredState::Deleted => Action::Wait,
         };
     };
@@ -245,6 +276,53 @@ mod tests {
             decide(&vm(D::Stopped, None, O::Unknown), &s, None),
             Action::Wait
         );
+    }
+
+    /// A deleted VM without a host whose volumes exist (apply kept it for them): a host
+    /// with their pool deletes them; none up, it waits; kept disks, nothing to do.
+    #[test]
+    fn an_unplaced_deleted_vm_has_its_volumes_deleted_where_their_pool_is() {
+        use drover_raft::model::{
+            Disk, DiskFormat, Pool, PoolHosts, PoolKind, PoolOnHost, PoolSpec,
+        };
+        let mut s = state_with(HostHealth::Up);
+        let mut pool = Pool {
+            name: "nfs".into(),
+            spec: PoolSpec {
+                kind: PoolKind::Dir {
+                    path: "/srv/nfs".into(),
+                },
+                shared: true,
+                hosts: PoolHosts::All,
+            },
+            on_hosts: Default::default(),
+        };
+        let mut v = vm(D::Deleted, None, O::Unknown);
+        v.volumes_created = true;
+        v.disks.push(Disk {
+            pool: "nfs".into(),
+            volume: "web-1-disk0.qcow2".into(),
+            size_bytes: 1 << 30,
+            format: DiskFormat::Qcow2,
+            backing: None,
+        });
+        s.pools.insert("nfs".into(), pool.clone());
+        // The pool is not active on h1: nowhere to delete from yet.
+        assert_eq!(decide(&v, &s, None), Action::Wait);
+        pool.on_hosts.insert(
+            "h1".into(),
+            PoolOnHost::Active {
+                capacity_bytes: 1 << 40,
+                available_bytes: 1 << 40,
+            },
+        );
+        s.pools.insert("nfs".into(), pool);
+        assert_eq!(
+            decide(&v, &s, None),
+            Action::DeleteVolumes { host: "h1".into() }
+        );
+        v.keep_disks = true;
+        assert_eq!(decide(&v, &s, None), Action::Wait);
     }
 
     #[test]

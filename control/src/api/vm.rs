@@ -217,7 +217,18 @@ impl VmService for VmApi {
         self.set_desired(req, DesiredState::Stopped).await
     }
 
-    async fn delete_vm(&self, req: Request<pb::VmNameRequest>) -> Result<Response<pb::Vm>, Status> {
-        self.set_desired(req, DesiredState::Deleted).await
+    async fn delete_vm(
+        &self,
+        req: Request<pb::DeleteVmRequest>,
+    ) -> Result<Response<pb::Vm>, Status> {
+        let (meta, _, req) = req.into_parts();
+        if req.name.is_empty() {
+            return Err(Status::invalid_argument("VM name is empty"));
+        }
+        let cmd = Command::DeleteVm {
+            name: req.name.clone(),
+            keep_disks: req.keep_disks,
+        };
+        vm_reply(commit(&self.node, &meta, cmd).await?, &req.name)
     }
 }

@@ -363,7 +363,9 @@ pub async fn vm(target: &Target, format: Format, cmd: VmCmd) -> anyhow::Result<P
         } => return read(c.vms(stale).await?, stale, |v| show_vms(format, v)),
         VmCmd::Start { name } => c.vm_action(VmVerb::Start, &name).await?,
         VmCmd::Stop { name } => c.vm_action(VmVerb::Stop, &name).await?,
-        VmCmd::Delete { name } => c.vm_action(VmVerb::Delete, &name).await?,
+        VmCmd::Delete { name, keep_disks } => {
+            c.vm_action(VmVerb::Delete { keep_disks }, &name).await?
+        }
     };
     Ok(show_vm(format, &vm)?.into())
 }

@@ -566,8 +566,12 @@ pub enum VmCmd {
     Stop {
         name: String,
     },
+    /// Delete a VM and (unless --keep-disks) its volumes.
     Delete {
         name: String,
+        /// Leave its volumes in their pools (then yours to remove).
+        #[arg(long)]
+        keep_disks: bool,
     },
 }
 

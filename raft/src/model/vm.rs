@@ -95,6 +95,7 @@ impl Vm {
             uid: 0,
             disks: Vec::new(),
             volumes_created: false,
+            keep_disks: false,
         }
     }
 }
@@ -197,6 +198,9 @@ pub struct Vm {
     /// mounted on that host, a local disk lost) and boot the VM without its data.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub volumes_created: bool,
+    /// Deleted with `--keep-disks`: its volumes stay in their pools.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_disks: bool,
 }
 
 impl DesiredState {
