@@ -12,6 +12,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use drover_chaos_tests::process::binary;
 use drover_chaos_tests::system_libvirt::{self, Leftovers, QEMU_SYSTEM};
 use drover_chaos_tests::{require, wait_until, Cluster, ClusterSpec};
@@ -283,6 +285,70 @@ async fn images_import_clone_and_delete_through_the_cluster() -> anyhow::Result<
             overlay.to_str().unwrap(),
         ],
     )?;
+
+    eprintln!("phase: a stopped VM's disks are added, grown and removed");
+    let out = cluster
+        .cli(&["vm", "disk", "add", &vm, "--size", "8M"])
+        .await?;
+    assert!(
+        !out.success && out.stderr.contains("stop it"),
+        "a disk was added to a running VM: {}",
+        out.stderr
+    );
+    let state = |want: &'static str| {
+        let cluster = &cluster;
+        let vm = vm.clone();
+        async move {
+            wait_until(&format!("{vm} {want}"), WAIT, || async {
+                let v = cluster.cli_json(&["vm", "get", &vm]).await?;
+                Ok((v["observed_state"] == want).then_some(v))
+            })
+            .await
+        }
+    };
+    let out = cluster.cli(&["vm", "stop", &vm]).await?;
+    anyhow::ensure!(out.success, "vm stop: {}", out.stderr);
+    state("shut off").await?;
+    let grown = cluster
+        .cli_json(&["vm", "disk", "add", &vm, "--size", "8M"])
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let added = dir
+        .path()
+        .join(grown["disks"][1]["volume"].as_str().unwrap_or("?"));
+    let out = cluster
+        .cli(&["vm", "disk", "resize", &vm, "0", "--size", "48M"])
+        .await?;
+    anyhow::ensure!(out.success, "resize: {}", out.stderr);
+    let out = cluster
+        .cli(&["vm", "disk", "resize", &vm, "0", "--size", "40M"])
+        .await?;
+    assert!(
+        !out.success && out.stderr.contains("only grow"),
+        "{}",
+        out.stderr
+    );
+    let out = cluster.cli(&["vm", "start", &vm]).await?;
+    anyhow::ensure!(out.success, "vm start: {}", out.stderr);
+    state("running").await?;
+    let size = |path: &Path| -> anyhow::Result<u64> {
+        let info: Value = serde_json::from_str(&run(
+            "qemu-img",
+            &["info", "--output=json", "-U", path.to_str().unwrap()],
+        )?)?;
+        info["virtual-size"].as_u64().context("virtual-size")
+    };
+    assert_eq!(size(&added)?, 8 << 20, "the added disk");
+    assert_eq!(size(&overlay)?, 48 << 20, "the grown boot disk");
+    let out = cluster.cli(&["vm", "stop", &vm]).await?;
+    anyhow::ensure!(out.success, "vm stop: {}", out.stderr);
+    state("shut off").await?;
+    let out = cluster.cli(&["vm", "disk", "remove", &vm, "1"]).await?;
+    anyhow::ensure!(out.success, "disk remove: {}", out.stderr);
+    wait_until("the removed disk's volume to go", WAIT, || async {
+        Ok((!added.exists()).then_some(()))
+    })
+    .await?;
 
     eprintln!("phase: the image stays while a disk is its clone");
     let out = cluster.cli(&["image", "delete", "base"]).await?;

@@ -668,6 +668,26 @@ impl Client {
         .await
     }
 
+    /// Adds, resizes or removes one of a VM's disks.
+    pub async fn disk_op(&self, op: DiskOp) -> Result<pb::Vm, ClientError> {
+        let id = self.next_request_id();
+        self.call(|c| {
+            let op = op.clone();
+            let id = id.clone();
+            async move {
+                let mut client =
+                    VmServiceClient::new(c).max_decoding_message_size(Self::MAX_RESPONSE_BYTES);
+                let resp = match op {
+                    DiskOp::Add(r) => client.add_disk(with_request_id(r, &id)).await,
+                    DiskOp::Resize(r) => client.resize_disk(with_request_id(r, &id)).await,
+                    DiskOp::Remove(r) => client.remove_disk(with_request_id(r, &id)).await,
+                };
+                resp.map(tonic::Response::into_inner)
+            }
+        })
+        .await
+    }
+
     pub async fn vm_action(&self, verb: VmVerb, name: &str) -> Result<pb::Vm, ClientError> {
         let req = pb::VmNameRequest {
             name: name.to_string(),
@@ -788,6 +808,14 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+/// A change to a VM's disks.
+#[derive(Debug, Clone)]
+pub enum DiskOp {
+    Add(pb::AddDiskRequest),
+    Resize(pb::ResizeDiskRequest),
+    Remove(pb::RemoveDiskRequest),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,6 +23,7 @@ fn disk(pool: &str, volume: &str, size_bytes: u64) -> VmDisk {
         size_bytes,
         format: "qcow2".into(),
         backing: None,
+        create: false,
     }
 }
 

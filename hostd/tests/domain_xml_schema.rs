@@ -32,6 +32,7 @@ fn every_domain_type_validates_against_libvirts_schema() {
             size_bytes: 1 << 30,
             format: "qcow2".into(),
             backing: None,
+            create: false,
         }],
         create_volumes: true,
     };

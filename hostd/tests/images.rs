@@ -198,6 +198,7 @@ async fn images_are_stored_checked_cloned_and_deleted() {
             volume: image.clone(),
             format: "qcow2".into(),
         }),
+        create: false,
     };
     hostd
         .client

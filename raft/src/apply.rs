@@ -92,6 +92,10 @@ impl ClusterState {
             | Command::BeginStart { name, .. }
             | Command::VmObserved { name, .. }
             | Command::DeleteVm { name, .. }
+            | Command::AddDisk { name, .. }
+            | Command::ResizeDisk { name, .. }
+            | Command::RemoveDisk { name, .. }
+            | Command::DiskVolumesDeleted { name, .. }
             | Command::RemoveVm { name, .. } => Touched::Vm(name.clone()),
         };
         if let Command::RecordEvent {
@@ -314,6 +318,16 @@ impl ClusterState {
             Command::DeleteVm { name, keep_disks } => {
                 self.set_desired(name, DesiredState::Deleted, Some(*keep_disks))
             }
+            Command::AddDisk { name, disk } => self.add_disk(name, disk),
+            Command::ResizeDisk {
+                name,
+                index,
+                size_bytes,
+            } => self.resize_disk(name, *index, *size_bytes),
+            Command::RemoveDisk { name, index } => self.remove_disk(name, *index),
+            Command::DiskVolumesDeleted { name, volumes } => {
+                self.disk_volumes_deleted(name, volumes)
+            }
             Command::PlaceVm {
                 name,
                 host,
@@ -432,6 +446,9 @@ impl ClusterState {
                 // fail, not create an empty one (see `Vm::volumes_created`).
                 if came_up {
                     vm.volumes_created = true;
+                    for d in &mut vm.disks {
+                        d.new_volume = false;
+                    }
                 }
                 // A domain that came up counts like a placement: a listing made before the
                 // start was handled (and delivered after its answer) must not call it

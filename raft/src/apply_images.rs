@@ -123,9 +123,7 @@ impl ClusterState {
 #[cfg(test)]
 mod tests {
     use crate::command::Command;
-    use crate::model::{
-        DiskSpec, Host, ImageFormat, Pool, PoolHosts, PoolKind, PoolSpec, VmOptions, VmSpec,
-    };
+    use crate::model::{DiskSpec, Host, ImageFormat, Pool, VmOptions, VmSpec};
 
     use super::*;
 
@@ -134,25 +132,8 @@ mod tests {
     fn state() -> ClusterState {
         let mut s = ClusterState::default();
         for (name, shared) in [("local", false), ("nfs", true)] {
-            let mut pool = Pool {
-                name: name.into(),
-                spec: PoolSpec {
-                    kind: PoolKind::Dir {
-                        path: format!("/srv/{name}"),
-                    },
-                    shared,
-                    hosts: PoolHosts::All,
-                },
-                on_hosts: Default::default(),
-            };
-            for host in ["h1", "h2"] {
-                let active = PoolOnHost::Active {
-                    capacity_bytes: 1 << 40,
-                    available_bytes: 1 << 40,
-                };
-                pool.on_hosts.insert(host.into(), active);
-            }
-            s.pools.insert(name.into(), pool);
+            s.pools
+                .insert(name.into(), Pool::for_tests(name, shared, &["h1", "h2"]));
         }
         for host in ["h1", "h2"] {
             let mut h = Host::new(host, "127.0.0.1:1");

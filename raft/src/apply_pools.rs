@@ -57,7 +57,12 @@ impl ClusterState {
         let users: Vec<&str> = self
             .vms
             .values()
-            .filter(|vm| vm.disks.iter().any(|d| d.pool == name))
+            .filter(|vm| {
+                vm.disks
+                    .iter()
+                    .chain(&vm.dropped_disks)
+                    .any(|d| d.pool == name)
+            })
             .map(|vm| vm.name.as_str())
             .collect();
         if !users.is_empty() {

@@ -3,8 +3,8 @@
 
 use crate::command::{ApplyError, ApplyResult, Reply};
 use crate::model::{
-    validate_labels, validate_name, volume_name, ClusterState, DesiredState, Disk, DiskBacking,
-    DiskFormat, Vm, VmOptions, VmSpec, MAX_DISKS,
+    validate_labels, validate_name, volume_name, ClusterState, DesiredState, Disk, DiskBacking, Vm,
+    VmOptions, VmSpec, MAX_DISKS,
 };
 
 impl ClusterState {
@@ -70,12 +70,9 @@ impl ClusterState {
             .iter()
             .enumerate()
             .map(|(i, d)| Disk {
-                pool: d.pool.clone(),
-                volume: volume_name(name, uid, i),
-                size_bytes: d.size_bytes,
-                format: DiskFormat::Qcow2,
                 // The boot disk is the image's clone.
                 backing: if i == 0 { backing.clone() } else { None },
+                ..Disk::empty(&d.pool, volume_name(name, uid, i), d.size_bytes)
             })
             .collect();
         let vm = Vm {
@@ -84,6 +81,7 @@ impl ClusterState {
             require_labels: options.require_labels.clone(),
             anti_affinity: options.anti_affinity.clone(),
             uid,
+            disks_made: options.disks.len() as u32,
             disks,
             ..Vm::new(name, *spec, desired)
         };

@@ -160,6 +160,28 @@ pub enum Command {
         name: String,
         keep_disks: bool,
     },
+    /// `drover vm disk add`: one more empty disk, while the VM's domain is not active.
+    AddDisk {
+        name: String,
+        disk: crate::model::DiskSpec,
+    },
+    /// `drover vm disk resize`: disk `index` grows to `size_bytes` (never shrinks).
+    ResizeDisk {
+        name: String,
+        index: u32,
+        size_bytes: u64,
+    },
+    /// `drover vm disk remove`: disk `index` goes; its volume, if it exists, is deleted by
+    /// the VM's actor through its host.
+    RemoveDisk {
+        name: String,
+        index: u32,
+    },
+    /// The VM's actor had these removed disks' volumes deleted.
+    DiskVolumesDeleted {
+        name: String,
+        volumes: Vec<String>,
+    },
     /// The VM's actor chose a host. Only applies if the VM still has `expected_generation`,
     /// so a stale actor cannot move a VM someone else already moved.
     PlaceVm {
@@ -304,6 +326,10 @@ impl Command {
             Command::CreateVm { .. } => "create_vm",
             Command::SetDesiredState { .. } => "set_desired_state",
             Command::DeleteVm { .. } => "delete_vm",
+            Command::AddDisk { .. } => "add_disk",
+            Command::ResizeDisk { .. } => "resize_disk",
+            Command::RemoveDisk { .. } => "remove_disk",
+            Command::DiskVolumesDeleted { .. } => "disk_volumes_deleted",
             Command::PlaceVm { .. } => "place_vm",
             Command::BeginStart { .. } => "begin_start",
             Command::VmObserved { .. } => "vm_observed",
@@ -547,6 +573,8 @@ pub enum ApplyError {
     ImageNotReady(String),
     #[error("Image {image:?} is the base of disks of VMs {vms}; delete them first")]
     ImageInUse { image: String, vms: String },
+    #[error("VM {0:?} is running (or starting): stop it to change its disks (hot-plug and online resize are not implemented yet)")]
+    DisksInUse(String),
     #[error("A batch of writes is only ever a whole log entry; it cannot be nested")]
     NestedBatch,
 }

@@ -7,6 +7,7 @@
 //!   [`write_batch`]: group commit of concurrent writes into one log entry.
 
 mod apply;
+mod apply_disks;
 mod apply_images;
 mod apply_pools;
 mod apply_tokens;

@@ -294,13 +294,11 @@ mod tests {
     #[test]
     fn a_vm_with_a_local_disk_is_blocked_with_the_reason() {
         let mut with_disk = vm("db", "h1", false, None);
-        with_disk.disks.push(drover_raft::model::Disk {
-            pool: "local".into(),
-            volume: "db-1-disk0.qcow2".into(),
-            size_bytes: 1 << 30,
-            format: drover_raft::model::DiskFormat::Qcow2,
-            backing: None,
-        });
+        with_disk.disks.push(drover_raft::model::Disk::empty(
+            "local",
+            "db-1-disk0.qcow2".into(),
+            1 << 30,
+        ));
         let (mut s, id) = draining(
             vec![host("h1", 4096), host("h2", 4096)],
             vec![with_disk],

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use drover_proto::agent::v1::{
-    Domain, DomainState, Fence, StartVmRequest, StopVmRequest, VmDisk, VmRef, VolumeRef,
+    DeleteVolumeRequest, Domain, DomainState, Fence, StartVmRequest, StopVmRequest, VmDisk, VmRef,
+    VolumeRef,
 };
-use drover_raft::model::{ObservedState, Vm};
+use drover_raft::model::{Disk, ObservedState, Vm};
 use drover_raft::{Command, RaftNode, Reply, Request};
 
 use super::reconcile::{decide, Action, Observation};
@@ -44,31 +45,35 @@ pub struct VmActor {
     backoff: Duration,
 }
 
-/// The volumes deleting `vm` deletes: none when it is deleted with `--keep-disks`.
+/// The volumes deleting `vm` deletes: its disks' and those of disks removed from it whose
+/// volumes are not deleted yet; none of its disks' when it is deleted with `--keep-disks`.
 fn doomed_disks(vm: &Vm) -> Vec<VmDisk> {
+    let dropped = vm.dropped_disks.iter().map(vm_disk);
     if vm.keep_disks {
-        Vec::new()
+        dropped.collect()
     } else {
-        vm_disks(vm)
+        vm.disks.iter().map(vm_disk).chain(dropped).collect()
     }
 }
 
 /// `vm`'s disks as hostd takes them.
 fn vm_disks(vm: &Vm) -> Vec<VmDisk> {
-    vm.disks
-        .iter()
-        .map(|d| VmDisk {
-            pool: d.pool.clone(),
-            volume: d.volume.clone(),
-            size_bytes: d.size_bytes,
-            format: d.format.as_str().into(),
-            backing: d.backing.as_ref().map(|b| VolumeRef {
-                pool: b.pool.clone(),
-                volume: b.volume.clone(),
-                format: b.format.as_str().into(),
-            }),
-        })
-        .collect()
+    vm.disks.iter().map(vm_disk).collect()
+}
+
+fn vm_disk(d: &Disk) -> VmDisk {
+    VmDisk {
+        pool: d.pool.clone(),
+        volume: d.volume.clone(),
+        size_bytes: d.size_bytes,
+        format: d.format.as_str().into(),
+        backing: d.backing.as_ref().map(|b| VolumeRef {
+            pool: b.pool.clone(),
+            volume: b.volume.clone(),
+            format: b.format.as_str().into(),
+        }),
+        create: d.new_volume,
+    }
 }
 
 impl VmActor {
@@ -93,7 +98,7 @@ impl VmActor {
                 let action = decide(vm, &d.state, self.obs.as_ref());
                 // The VM's host, but for volumes of an unplaced VM the host chosen for them.
                 let host = match &action {
-                    Action::DeleteVolumes { host } => Some(host),
+                    Action::DeleteVolumes { host } | Action::DropVolumes { host } => Some(host),
                     _ => vm.host.as_ref(),
                 };
                 let address = host
@@ -297,6 +302,33 @@ impl Exec {
                     .await
                     .map_err(|s| format!("undefine on {host} failed: {}", s.message()))?;
                 Ok(Some(Observation::missing(&host, self.placements)))
+            }
+            Action::DropVolumes { host } => {
+                let mut deleted = Vec::new();
+                for d in &self.vm.dropped_disks {
+                    let req = DeleteVolumeRequest {
+                        pool: d.pool.clone(),
+                        volume: d.volume.clone(),
+                        term: self.term,
+                    };
+                    self.agent()?
+                        .delete_volume(deadline(req, QUICK_CALL))
+                        .await
+                        .map_err(|s| {
+                            format!(
+                                "deleting volume {} on {host} failed: {}",
+                                d.volume,
+                                s.message()
+                            )
+                        })?;
+                    deleted.push(d.volume.clone());
+                }
+                self.commit(Command::DiskVolumesDeleted {
+                    name,
+                    volumes: deleted,
+                })
+                .await?;
+                Ok(None)
             }
             Action::DeleteVolumes { host } => {
                 // No domain of this VM is on `host` (it has none anywhere): UndefineVm

@@ -74,6 +74,11 @@ pub enum Action {
     },
     /// Drop the VM from the state (deletion, second half: the host no longer has it).
     Remove,
+    /// Delete the volumes of disks removed from the VM (`Vm::dropped_disks`) on its host,
+    /// whose domain is not active.
+    DropVolumes {
+        host: String,
+    },
     /// Delete the volumes of a deleted VM that has no host (it lost its host, then was
     /// deleted) through `host`, which has all their pools active; then drop the VM.
     DeleteVolumes {
@@ -88,7 +93,7 @@ fn volume_host(vm: &Vm, state: &ClusterState) -> Option<String> {
         .values()
         .filter(|h| h.health == HostHealth::Up)
         .find(|h| {
-            vm.disks.iter().all(|d| {
+            vm.disks.iter().chain(&vm.dropped_disks).all(|d| {
                 state.pools.get(&d.pool).is_some_and(|p| {
                     matches!(
                         p.on_hosts.get(&h.name),
@@ -156,6 +161,12 @@ pub fn decide(vm: &Vm, state: &ClusterState, obs: Option<&Observation>) -> Actio
         };
     }
     let starting = vm.observed == ObservedState::Starting;
+    // Removed disks' volumes go while no domain here can hold them open.
+    if !vm.dropped_disks.is_empty() && !observed.is_active() && !starting {
+        return Action::DropVolumes {
+            host: host.to_string(),
+        };
+    }
     match o.generation {
         // The domain is from before the start at this generation was handled (or the
         // start never arrived): send it again, at a new generation — unless that old copy
@@ -282,9 +293,7 @@ mod tests {
     /// with their pool deletes them; none up, it waits; kept disks, nothing to do.
     #[test]
     fn an_unplaced_deleted_vm_has_its_volumes_deleted_where_their_pool_is() {
-        use drover_raft::model::{
-            Disk, DiskFormat, Pool, PoolHosts, PoolKind, PoolOnHost, PoolSpec,
-        };
+        use drover_raft::model::{Disk, Pool, PoolHosts, PoolKind, PoolOnHost, PoolSpec};
         let mut s = state_with(HostHealth::Up);
         let mut pool = Pool {
             name: "nfs".into(),
@@ -299,13 +308,8 @@ mod tests {
         };
         let mut v = vm(D::Deleted, None, O::Unknown);
         v.volumes_created = true;
-        v.disks.push(Disk {
-            pool: "nfs".into(),
-            volume: "web-1-disk0.qcow2".into(),
-            size_bytes: 1 << 30,
-            format: DiskFormat::Qcow2,
-            backing: None,
-        });
+        v.disks
+            .push(Disk::empty("nfs", "web-1-disk0.qcow2".into(), 1 << 30));
         s.pools.insert("nfs".into(), pool.clone());
         // The pool is not active on h1: nowhere to delete from yet.
         assert_eq!(decide(&v, &s, None), Action::Wait);

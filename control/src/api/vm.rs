@@ -231,4 +231,44 @@ impl VmService for VmApi {
         };
         vm_reply(commit(&self.node, &meta, cmd).await?, &req.name)
     }
+
+    async fn add_disk(&self, req: Request<pb::AddDiskRequest>) -> Result<Response<pb::Vm>, Status> {
+        let (meta, _, req) = req.into_parts();
+        let disk = req
+            .disk
+            .ok_or_else(|| Status::invalid_argument("The disk to add is missing"))?;
+        let cmd = Command::AddDisk {
+            name: req.vm.clone(),
+            disk: DiskSpec {
+                pool: disk.pool,
+                size_bytes: disk.size_bytes,
+            },
+        };
+        vm_reply(commit(&self.node, &meta, cmd).await?, &req.vm)
+    }
+
+    async fn resize_disk(
+        &self,
+        req: Request<pb::ResizeDiskRequest>,
+    ) -> Result<Response<pb::Vm>, Status> {
+        let (meta, _, req) = req.into_parts();
+        let cmd = Command::ResizeDisk {
+            name: req.vm.clone(),
+            index: req.index,
+            size_bytes: req.size_bytes,
+        };
+        vm_reply(commit(&self.node, &meta, cmd).await?, &req.vm)
+    }
+
+    async fn remove_disk(
+        &self,
+        req: Request<pb::RemoveDiskRequest>,
+    ) -> Result<Response<pb::Vm>, Status> {
+        let (meta, _, req) = req.into_parts();
+        let cmd = Command::RemoveDisk {
+            name: req.vm.clone(),
+            index: req.index,
+        };
+        vm_reply(commit(&self.node, &meta, cmd).await?, &req.vm)
+    }
 }

@@ -67,7 +67,10 @@ pub fn need(path: &str) -> Option<Need> {
         | "/drover.v1.VmService/StartVm"
         | "/drover.v1.VmService/StopVm"
         | "/drover.v1.VmService/DeleteVm"
-        | "/drover.v1.VmService/MigrateVm" => User(Operator),
+        | "/drover.v1.VmService/MigrateVm"
+        | "/drover.v1.VmService/AddDisk"
+        | "/drover.v1.VmService/ResizeDisk"
+        | "/drover.v1.VmService/RemoveDisk" => User(Operator),
 
         "/drover.v1.PoolService/GetPool" | "/drover.v1.PoolService/ListPools" => User(Viewer),
         // Storage is cluster infrastructure, as hosts' membership is: admins declare it.

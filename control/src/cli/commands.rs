@@ -5,8 +5,8 @@ use drover_proto::v1 as pb;
 
 use super::follow::{follow, summary};
 use super::output::{self, Format};
-use super::{ClusterCmd, EventCmd, HaCmd, HostCmd, OpCmd, ReadOpts, SnapshotCmd, VmCmd};
-use crate::client::{Client, Membership, Read, VmVerb};
+use super::{ClusterCmd, DiskCmd, EventCmd, HaCmd, HostCmd, OpCmd, ReadOpts, SnapshotCmd, VmCmd};
+use crate::client::{Client, DiskOp, Membership, Read, VmVerb};
 
 /// Where and how long client commands try.
 #[derive(Debug, Clone)]
@@ -282,6 +282,40 @@ pub async fn host(target: &Target, format: Format, cmd: HostCmd) -> anyhow::Resu
     }
 }
 
+/// The request a `drover vm disk …` command makes.
+async fn disk_op(c: &Client, cmd: DiskCmd) -> anyhow::Result<DiskOp> {
+    Ok(match cmd {
+        DiskCmd::Add { vm, size, pool } => {
+            let pool = match pool {
+                Some(p) => p,
+                None => c
+                    .vm(&vm, false)
+                    .await?
+                    .value
+                    .disks
+                    .first()
+                    .map(|d| d.pool.clone())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("VM {vm} has no disk to take a pool from: add --pool")
+                    })?,
+            };
+            DiskOp::Add(pb::AddDiskRequest {
+                vm,
+                disk: Some(pb::DiskSpec {
+                    pool,
+                    size_bytes: size,
+                }),
+            })
+        }
+        DiskCmd::Resize { vm, index, size } => DiskOp::Resize(pb::ResizeDiskRequest {
+            vm,
+            index,
+            size_bytes: size,
+        }),
+        DiskCmd::Remove { vm, index } => DiskOp::Remove(pb::RemoveDiskRequest { vm, index }),
+    })
+}
+
 /// Runs a `drover vm …` command.
 pub async fn vm(target: &Target, format: Format, cmd: VmCmd) -> anyhow::Result<Printed> {
     let c = client(target)?;
@@ -366,6 +400,7 @@ pub async fn vm(target: &Target, format: Format, cmd: VmCmd) -> anyhow::Result<P
         VmCmd::Delete { name, keep_disks } => {
             c.vm_action(VmVerb::Delete { keep_disks }, &name).await?
         }
+        VmCmd::Disk(cmd) => c.disk_op(disk_op(&c, cmd).await?).await?,
     };
     Ok(show_vm(format, &vm)?.into())
 }

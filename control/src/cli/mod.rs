@@ -152,6 +152,29 @@ pub enum PoolCmd {
 }
 
 #[derive(Debug, clap::Subcommand)]
+pub enum DiskCmd {
+    /// Give a stopped VM one more empty disk (created at its next start).
+    Add {
+        vm: String,
+        /// e.g. 20G (K, M, G, T: powers of 1024).
+        #[arg(long, value_parser = sizes::parse_size)]
+        size: u64,
+        /// The pool (default: its boot disk's).
+        #[arg(long)]
+        pool: Option<String>,
+    },
+    /// Grow disk INDEX (0 = the boot disk, as `vm get` numbers them) of a stopped VM.
+    Resize {
+        vm: String,
+        index: u32,
+        #[arg(long, value_parser = sizes::parse_size)]
+        size: u64,
+    },
+    /// Remove disk INDEX of a stopped VM; its volume is deleted.
+    Remove { vm: String, index: u32 },
+}
+
+#[derive(Debug, clap::Subcommand)]
 pub enum ImageCmd {
     /// Import a qcow2 or raw file into a pool (the format is detected and checked).
     Import {
@@ -566,6 +589,9 @@ pub enum VmCmd {
     Stop {
         name: String,
     },
+    /// A stopped VM's disks: add, grow, remove (they take effect at its next start).
+    #[command(subcommand)]
+    Disk(DiskCmd),
     /// Delete a VM and (unless --keep-disks) its volumes.
     Delete {
         name: String,

@@ -247,6 +247,7 @@ mod tests {
                 size_bytes: 1 << 30,
                 format: "qcow2".into(),
                 backing: None,
+                create: false,
             });
         }
         let paths = [

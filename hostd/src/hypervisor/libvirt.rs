@@ -95,7 +95,7 @@ impl LibvirtHypervisor {
         let paths = spec
             .disks
             .iter()
-            .map(|d| libvirt_pool::ensure_volume(conn, d, spec.create_volumes))
+            .map(|d| libvirt_pool::ensure_volume(conn, d, spec.create_volumes || d.create))
             .collect::<Result<Vec<_>, _>>()?;
         let xml = domain_xml::build(spec, self.domain_type, uuid, &paths);
         let dom = conn

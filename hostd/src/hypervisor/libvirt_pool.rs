@@ -252,6 +252,17 @@ pub(super) fn ensure_volume(
         }
         Err(e) => return Err(HostdError::libvirt("storage_vol_lookup_by_name")(e)),
     };
+    // The cluster grew the disk while the VM was stopped: the volume follows, here, before
+    // the domain opens it (qcow2 grows in place; the guest sees the new size at boot).
+    let capacity = vol
+        .info()
+        .map_err(HostdError::libvirt("storage_vol_get_info"))?
+        .capacity;
+    if capacity < disk.size_bytes {
+        tracing::info!(pool = %disk.pool, volume = %disk.volume, from = capacity, to = disk.size_bytes, "growing volume");
+        vol.resize(disk.size_bytes, 0)
+            .map_err(HostdError::libvirt("storage_vol_resize"))?;
+    }
     vol.path()
         .map_err(HostdError::libvirt("storage_vol_get_path"))
 }
@@ -310,6 +321,7 @@ pub(super) fn upload(
         size_bytes,
         format: "raw".into(),
         backing: None,
+        create: true,
     };
     let vol = StorageVol::create_xml(&p, &pool_xml::volume(&disk, None), 0)
         .map_err(HostdError::libvirt("storage_vol_create_xml"))?;

@@ -46,6 +46,8 @@ pub struct VmDisk {
     pub format: String,
     /// A new volume is a qcow2 overlay on this one (a linked clone of an image).
     pub backing: Option<VolumeRef>,
+    /// Create the volume if it is missing even though the VM has run (a disk added since).
+    pub create: bool,
 }
 
 /// A volume of one of this host's pools, and its format.

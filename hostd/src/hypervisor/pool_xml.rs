@@ -69,6 +69,7 @@ mod tests {
             size_bytes: 1 << 30,
             format: "qcow2".into(),
             backing: None,
+            create: false,
         };
         let plain = volume(&disk, None);
         assert!(!plain.contains("backingStore"));

@@ -82,6 +82,7 @@ pub(crate) fn disks_from_pb(disks: Vec<pb::VmDisk>) -> Result<Vec<VmDisk>, Hostd
                 size_bytes: d.size_bytes,
                 format: d.format,
                 backing,
+                create: d.create,
             })
         })
         .collect()

@@ -53,6 +53,24 @@ pub struct Disk {
     /// The image this disk is a linked clone of (the boot disk of a VM made from one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backing: Option<super::DiskBacking>,
+    /// Added to a VM that had run already: its volume is still to be created at the
+    /// next start, though the VM's others must not be (see `Vm::volumes_created`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub new_volume: bool,
+}
+
+impl Disk {
+    /// A new empty thin qcow2 disk.
+    pub fn empty(pool: &str, volume: String, size_bytes: u64) -> Self {
+        Self {
+            pool: pool.to_string(),
+            volume,
+            size_bytes,
+            format: DiskFormat::Qcow2,
+            backing: None,
+            new_volume: false,
+        }
+    }
 }
 
 /// A disk's volume name: the VM's name and incarnation ([`super::Vm::uid`]), so that a VM

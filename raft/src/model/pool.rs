@@ -138,6 +138,32 @@ impl Pool {
 }
 
 #[cfg(test)]
+impl Pool {
+    /// For tests: a `dir` pool at `/srv/<name>` that every host includes, reported active
+    /// with a terabyte free on `active_on`.
+    pub(crate) fn for_tests(name: &str, shared: bool, active_on: &[&str]) -> Pool {
+        let active = PoolOnHost::Active {
+            capacity_bytes: 1 << 40,
+            available_bytes: 1 << 40,
+        };
+        Pool {
+            name: name.into(),
+            spec: PoolSpec {
+                kind: PoolKind::Dir {
+                    path: format!("/srv/{name}"),
+                },
+                shared,
+                hosts: PoolHosts::All,
+            },
+            on_hosts: active_on
+                .iter()
+                .map(|h| (h.to_string(), active.clone()))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

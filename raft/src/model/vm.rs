@@ -96,6 +96,8 @@ impl Vm {
             disks: Vec::new(),
             volumes_created: false,
             keep_disks: false,
+            dropped_disks: Vec::new(),
+            disks_made: 0,
         }
     }
 }
@@ -201,6 +203,14 @@ pub struct Vm {
     /// Deleted with `--keep-disks`: its volumes stay in their pools.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_disks: bool,
+    /// Disks removed from the VM whose volumes its host has yet to delete.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped_disks: Vec<Disk>,
+    /// Disks ever given to this VM: numbers the next one's volume, so a disk added after
+    /// one was removed never takes a name still in use (0 in older states: the count of
+    /// its disks is the floor).
+    #[serde(default)]
+    pub disks_made: u32,
 }
 
 impl DesiredState {
