@@ -6,7 +6,8 @@
 //! - a state directory with private copies of the five libvirt directories (`/run/libvirt`,
 //!   `/var/lib/libvirt`, `/etc/libvirt`, `/var/log/libvirt`, `/var/cache/libvirt`),
 //!   bind-mounted over the real ones inside the host's own mount namespace;
-//! - its own `virtlogd` and `libvirtd`, the latter listening without authentication on
+//! - its own `virtlogd`, `virtlockd` (QEMU's `lock_manager = "lockd"`: disk locks) and
+//!   `libvirtd`, the latter listening without authentication on
 //!   `127.0.0.(40+N):16510`, with its own host UUID and migration port range;
 //! - the child subreaper (`scripts/subreaper.py`) they run under, so that QEMU processes are
 //!   reaped at once.
@@ -42,6 +43,8 @@ const LIBVIRT_DIRS: [(&str, &str); 5] = [
     ("log", "/var/log/libvirt"),
     ("cache", "/var/cache/libvirt"),
 ];
+/// The daemons libvirtd needs beside it on each host: logs, and the disk locks.
+const HELPERS: [&str; 2] = ["virtlogd", "virtlockd"];
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 const LOCK_TIMEOUT: Duration = Duration::from_secs(600);
@@ -111,7 +114,7 @@ impl LibvirtHosts {
         for host in &mut this.hosts {
             host.prepare()
                 .with_context(|| format!("preparing {}", host.name))?;
-            host.spawn(true)?;
+            host.spawn(&HELPERS)?;
         }
         for host in &mut this.hosts {
             host.wait_ready()?;
@@ -189,15 +192,18 @@ impl LibvirtHost {
         Ok(())
     }
 
-    /// Starts libvirtd again (and virtlogd, if it is gone too), in a fresh mount namespace
+    /// Starts libvirtd again (and virtlogd and virtlockd, if they are gone too), in a fresh mount namespace
     /// with the same private directories; returns once it answers. It reconnects to the
     /// guests that kept running.
     pub fn start_libvirtd(&mut self) -> anyhow::Result<()> {
         if let Some(pid) = self.daemon_pid("libvirtd") {
             bail!("{}: libvirtd is already running as {pid}", self.name);
         }
-        let with_virtlogd = self.daemon_pid("virtlogd").is_none();
-        self.spawn(with_virtlogd)?;
+        let helpers: Vec<&str> = HELPERS
+            .into_iter()
+            .filter(|h| self.daemon_pid(h).is_none())
+            .collect();
+        self.spawn(&helpers)?;
         self.wait_ready()
     }
 
@@ -297,14 +303,18 @@ impl LibvirtHost {
              migration_port_min = {min}\n\
              migration_port_max = {max}\n\
              # Without systemd, every daemon would put its domain 1 in the same cgroup.\n\
-             cgroup_controllers = [ ]\n",
+             cgroup_controllers = [ ]\n\
+             # The disk lock layer drover asks of its hosts: this host's virtlockd takes\n\
+             # an fcntl lock on every disk a guest opens read-write, so a second QEMU\n\
+             # on the same file, from any host, fails to start.\n\
+             lock_manager = \"lockd\"\n",
             name = self.name,
         )
     }
 
     /// Starts a subreaper running, in a new mount namespace with this host's directories
     /// bind-mounted, (virtlogd and) libvirtd as daemons.
-    fn spawn(&mut self, with_virtlogd: bool) -> anyhow::Result<()> {
+    fn spawn(&mut self, helpers: &[&str]) -> anyhow::Result<()> {
         let mut script = String::from("set -eu\n");
         for (sub, target) in LIBVIRT_DIRS {
             script += &format!(
@@ -313,11 +323,11 @@ impl LibvirtHost {
             );
         }
         // Each daemon gets its own pid file: the defaults in /run clash between instances.
-        if with_virtlogd {
+        for helper in helpers {
             script += &format!(
                 "{} -d -p {}\n",
-                sh_quote(&program("virtlogd")),
-                sh_quote(&self.pid_file("virtlogd"))
+                sh_quote(&program(helper)),
+                sh_quote(&self.pid_file(helper))
             );
         }
         script += &format!(
@@ -400,7 +410,12 @@ impl LibvirtHost {
             .then_some(pid)
     }
 
-    /// Destroys the guests, then kills QEMU, libvirtd and virtlogd by PID, then waits for the
+    /// The PID of this host's virtlockd, which holds its guests' disk locks.
+    pub fn virtlockd_pid(&self) -> Option<Pid> {
+        self.daemon_pid("virtlockd")
+    }
+
+    /// Destroys the guests, then kills QEMU, libvirtd, virtlogd and virtlockd by PID, then waits for the
     /// subreapers. Best effort: problems are reported, never panicked on (we may be
     /// unwinding already).
     fn teardown(&mut self) {
@@ -444,6 +459,7 @@ impl LibvirtHost {
         }
         victims.extend(self.daemon_pid("libvirtd"));
         victims.extend(self.daemon_pid("virtlogd"));
+        victims.extend(self.daemon_pid("virtlockd"));
         for &pid in &victims {
             let _ = kill(pid, Signal::SIGKILL);
         }

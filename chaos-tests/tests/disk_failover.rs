@@ -5,7 +5,11 @@
 //! SIGKILL of that host's hostd and of its QEMU. The VM must come back on the other host
 //! with the same disks — the guest there finds the marker the first boot wrote — while the
 //! never-twice sampler reads both hosts' libvirt throughout; afterwards `qemu-img check`
-//! finds both volumes consistent.
+//! finds both volumes consistent. On the way, the disk lock layer: with libvirt's
+//! `lock_manager = "lockd"`, the running VM's host's virtlockd holds its disks, a second
+//! QEMU started by hand on the other host on the same disks is refused while the first
+//! runs; and the dead host's locks (its virtlockd killed with it) do not keep the
+//! failover from starting the VM.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -35,6 +39,42 @@ fn qemu_img_check(path: &Path) -> anyhow::Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(())
+}
+
+/// The files process `pid` has open.
+fn open_files(pid: i32) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .collect())
+}
+
+/// `xml` (a running domain's) as another VM on the same disks: its own name, no UUID, and
+/// no drover marker (hostd must not take it for one of its own).
+fn intruder_xml(xml: &str) -> String {
+    let mut out = String::new();
+    let mut skip = false;
+    for line in xml.lines() {
+        let t = line.trim();
+        if t.starts_with("<metadata") {
+            skip = !t.ends_with("</metadata>");
+            continue;
+        }
+        if skip {
+            skip = !t.starts_with("</metadata>");
+            continue;
+        }
+        if t.starts_with("<uuid>") {
+            continue;
+        }
+        if t.starts_with("<name>") {
+            out.push_str("  <name>intruder</name>\n");
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 async fn wait_marker(
@@ -123,14 +163,43 @@ async fn multihost_ha_vm_comes_back_with_its_disk_after_power_loss() -> anyhow::
     .await?;
     eprintln!("the guest on {src} wrote {first:?}");
     let sampler = Sampler::start_running(&rig.uris()).await?;
-
-    eprintln!("phase: {src} loses power: its hostd and its QEMU are killed");
     let i = rig
         .lv
         .hosts()
         .iter()
         .position(|h| h.name == src)
         .context("source host")?;
+    let other = rig.lv.host(1 - i);
+
+    eprintln!(
+        "phase: {src}'s virtlockd holds keeper's disks; a second QEMU on {} is refused",
+        other.name
+    );
+    let xml = rig.lv.host(i).virsh(&["dumpxml", "keeper"])?;
+    // The lease layer holds: h1's virtlockd has both disks open and locked.
+    let lockd = rig.lv.host(i).virtlockd_pid().context("virtlockd")?;
+    let held = open_files(lockd.as_raw())?;
+    for disk in [&boot, &data] {
+        assert!(
+            held.contains(disk),
+            "virtlockd holds no lock on {}: {held:?}",
+            disk.display()
+        );
+    }
+    let intruder = intruder_xml(&xml);
+    let file = shared.path().join("intruder.xml");
+    std::fs::write(&file, &intruder)?;
+    let refused = other
+        .virsh(&["create", file.to_str().context("utf-8 path")?])
+        .expect_err("a second QEMU started on disks another host holds");
+    // QEMU's own image lock answers first (libvirt takes lockd leases when it resumes the
+    // paused QEMU, after QEMU opened its disks); with it off, virtlockd's lease would.
+    let why = format!("{refused:#}");
+    assert!(why.contains("lock"), "refused, but not by a lock: {why}");
+    assert!(!other.running_domains()?.contains(&"intruder".to_string()));
+    std::fs::remove_file(&file)?;
+
+    eprintln!("phase: {src} loses power: its hostd, its QEMU and its virtlockd are killed");
     let pid_file = rig.lv.host(i).state_dir.join("run/qemu/keeper.pid");
     let qemu: i32 = std::fs::read_to_string(&pid_file)
         .with_context(|| format!("read {}", pid_file.display()))?
@@ -138,6 +207,9 @@ async fn multihost_ha_vm_comes_back_with_its_disk_after_power_loss() -> anyhow::
         .parse()?;
     rig.cluster.kill_agent(&src).await?;
     kill(Pid::from_raw(qemu), Signal::SIGKILL)?;
+    // The dead host's disk locks die with the process that held them (fcntl locks): they
+    // must not keep the VM from starting elsewhere.
+    kill(lockd, Signal::SIGKILL)?;
 
     eprintln!("phase: the VM runs on the other host, and the guest there finds the marker");
     let moved = wait_until("keeper running elsewhere", BOOT, || async {
