@@ -16,7 +16,7 @@ use anyhow::Context as _;
 
 use drover_chaos_tests::process::binary;
 use drover_chaos_tests::system_libvirt::{self, Leftovers, QEMU_SYSTEM};
-use drover_chaos_tests::{require, wait_until, Cluster, ClusterSpec};
+use drover_chaos_tests::{free_port, require, wait_until, Cluster, ClusterSpec};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -190,6 +190,52 @@ async fn images_import_clone_and_delete_through_the_cluster() -> anyhow::Result<
         "{}",
         again.stderr
     );
+
+    eprintln!("phase: the cluster fetches an image from an http:// URL itself");
+    let port = free_port()?;
+    let _server = tokio::process::Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+        ])
+        .arg("--directory")
+        .arg(work.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    wait_until("the HTTP server", WAIT, || async {
+        let up = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok();
+        Ok(up.then_some(()))
+    })
+    .await?;
+    let url = format!("http://127.0.0.1:{port}/base.qcow2");
+    let fetched = cluster
+        .cli_json(&["image", "import", "fetched", "--url", &url, "--pool", &pool])
+        .await
+        .map_err(anyhow::Error::msg)?;
+    assert_eq!(fetched["state"], "ready", "{fetched}");
+    assert_eq!(fetched["sha256"], sha, "the fetched image is the file");
+    for (url, says) in [
+        (format!("http://127.0.0.1:{port}/nothing.qcow2"), "404"),
+        ("https://127.0.0.1/x.qcow2".to_string(), "only http://"),
+    ] {
+        let out = cluster
+            .cli(&["image", "import", "bad", "--url", &url, "--pool", &pool])
+            .await?;
+        assert!(
+            !out.success && out.stderr.contains(says),
+            "{url}: {}",
+            out.stderr
+        );
+    }
+    let out = cluster.cli(&["image", "delete", "fetched"]).await?;
+    anyhow::ensure!(out.success, "image delete: {}", out.stderr);
 
     eprintln!("phase: a VM boots from a linked clone of the image");
     for (args, says) in [

@@ -14,10 +14,13 @@ use drover_proto::v1::import_image_chunk::Part;
 use drover_raft::model::{Image, ImageFormat, ImageState};
 use drover_raft::{Command, ImageImported, RaftNode, Reply, Request as RaftRequest};
 use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::cluster::{applied, fresh_read, read_response};
 use super::errors::{committed, not_leader};
+use super::http_source;
 use super::write::commit;
 
 pub struct ImageApi {
@@ -91,6 +94,39 @@ pub fn to_pb(image: &Image) -> pb::Image {
     out
 }
 
+/// Chunks of an import's bytes buffered between their source and the host.
+const CHUNKS_IN_FLIGHT: usize = 16;
+
+/// Moves the data messages of an import's stream after its header to `tx`, until the
+/// stream ends, breaks or sends anything else (then the host sees a short file and
+/// refuses it), or the upload stops taking them.
+async fn pump_client(mut stream: Streaming<pb::ImportImageChunk>, tx: mpsc::Sender<Vec<u8>>) {
+    while let Ok(Some(pb::ImportImageChunk {
+        part: Some(Part::Data(data)),
+    })) = stream.message().await
+    {
+        if tx.send(data).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The same for a URL's body.
+async fn pump_source(source: http_source::Source, tx: mpsc::Sender<Vec<u8>>) {
+    let mut chunks = std::pin::pin!(source.chunks());
+    while let Some(data) = chunks.next().await {
+        if tx.send(data).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn upload_chunk(data: Vec<u8>) -> agent::UploadImageChunk {
+    agent::UploadImageChunk {
+        part: Some(agent::upload_image_chunk::Part::Data(data)),
+    }
+}
+
 /// hostd's refusal as the client should see it: what was wrong with the file stays
 /// `InvalidArgument`, a host that cannot store it `FailedPrecondition`; the rest means the
 /// host could not finish (`Aborted`: not `Unavailable`, which clients retry at once, while
@@ -121,17 +157,29 @@ impl ImageService for ImageApi {
                 ))
             }
         };
-        if header.size_bytes == 0 {
-            return Err(Status::invalid_argument("The image file is empty"));
-        }
         let metrics = self.node.metrics();
         if metrics.current_leader != Some(self.node.id()) {
             return Err(not_leader(self.node.leader().map(|(_, a)| a).as_deref()));
         }
+        // The bytes, from the client's stream or the URL, through a channel: the upload
+        // below only ever sees a stream of chunks.
+        let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
+        let size = if header.url.is_empty() {
+            tokio::spawn(pump_client(stream, tx));
+            header.size_bytes
+        } else {
+            let source = http_source::get(header.url.clone()).await?;
+            let size = source.size;
+            tokio::spawn(pump_source(source, tx));
+            size
+        };
+        if size == 0 {
+            return Err(Status::invalid_argument("The image file is empty"));
+        }
         let host = self
             .node
             .view()
-            .read(|d| import_host(&d.state, &header.pool, header.size_bytes))
+            .read(|d| import_host(&d.state, &header.pool, size))
             .map_err(Status::failed_precondition)?;
         let begin = Command::BeginImageImport {
             name: header.name.clone(),
@@ -144,7 +192,7 @@ impl ImageService for ImageApi {
                 "BeginImageImport answered without an image",
             ));
         };
-        tracing::info!(image = %image.name, host = %host, pool = %image.pool, bytes = header.size_bytes, term = metrics.current_term, "importing image");
+        tracing::info!(image = %image.name, host = %host, pool = %image.pool, bytes = size, term = metrics.current_term, "importing image");
         let abandon = Abandon {
             node: self.node.clone(),
             name: Some(image.name.clone()),
@@ -158,28 +206,17 @@ impl ImageService for ImageApi {
                 agent::UploadImageHeader {
                     pool: image.pool.clone(),
                     volume: image.volume.clone(),
-                    size_bytes: header.size_bytes,
+                    size_bytes: size,
                     term: metrics.current_term,
                 },
             )),
         };
-        // The client's data chunks, in order, until its stream ends or breaks (then the
-        // host sees a short file and refuses it).
-        let data = stream.scan((), |(), m| {
-            futures::future::ready(match m {
-                Ok(pb::ImportImageChunk {
-                    part: Some(Part::Data(data)),
-                }) => Some(agent::UploadImageChunk {
-                    part: Some(agent::upload_image_chunk::Part::Data(data)),
-                }),
-                _ => None,
-            })
-        });
-        let outbound = futures::stream::once(async { upload_header }).chain(data);
+        let data = ReceiverStream::new(rx).map(upload_chunk);
+        let outbound = futures::stream::iter([upload_header]).chain(data);
         let uploaded = match address.map(|a| self.agents.bulk_client(&a)) {
             Some(Ok(mut client)) => {
                 let mut call = tonic::Request::new(outbound);
-                call.set_timeout(upload_deadline(header.size_bytes));
+                call.set_timeout(upload_deadline(size));
                 client
                     .upload_image(call)
                     .await

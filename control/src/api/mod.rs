@@ -8,6 +8,7 @@ mod errors;
 mod events;
 mod ha;
 mod host;
+mod http_source;
 mod image;
 mod operation;
 mod placement;

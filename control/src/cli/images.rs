@@ -60,8 +60,17 @@ fn show(format: Format, i: &pb::Image) -> anyhow::Result<String> {
 pub async fn image(target: &Target, format: Format, cmd: ImageCmd) -> anyhow::Result<Printed> {
     let c = client(target)?;
     match cmd {
-        ImageCmd::Import { name, file, pool } => {
-            let image = c.import_image(&name, &pool, &file).await?;
+        ImageCmd::Import {
+            name,
+            file,
+            url,
+            pool,
+        } => {
+            let image = match (file, url) {
+                (Some(file), _) => c.import_image(&name, &pool, &file).await?,
+                (None, Some(url)) => c.import_image_url(&name, &pool, &url).await?,
+                (None, None) => anyhow::bail!("give --file or --url"),
+            };
             Ok(show(format, &image)?.into())
         }
         ImageCmd::List {

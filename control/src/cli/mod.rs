@@ -179,9 +179,13 @@ pub enum ImageCmd {
     /// Import a qcow2 or raw file into a pool (the format is detected and checked).
     Import {
         name: String,
-        /// The file to import.
+        /// The file to import (sent from here).
+        #[arg(long, required_unless_present = "url", conflicts_with = "url")]
+        file: Option<std::path::PathBuf>,
+        /// An http:// URL the cluster fetches the image from itself (it must send a
+        /// Content-Length; https and redirects are not followed).
         #[arg(long)]
-        file: std::path::PathBuf,
+        url: Option<String>,
         /// The pool to keep it in (a shared one serves every host).
         #[arg(long)]
         pool: String,

@@ -76,9 +76,37 @@ impl Client {
                 name: name.to_string(),
                 pool: pool.to_string(),
                 size_bytes: size,
+                url: String::new(),
             };
             ImageServiceClient::new(c)
                 .import_image(chunks(header, file))
+                .await
+                .map(tonic::Response::into_inner)
+        })
+        .await
+    }
+
+    /// Has the cluster import the image at `url` (http://) as `name` into `pool`.
+    pub async fn import_image_url(
+        &self,
+        name: &str,
+        pool: &str,
+        url: &str,
+    ) -> Result<pb::Image, ClientError> {
+        // The download's size is not known here: the longest a controller may take for
+        // one (an hour), as the controller's own deadline for the host bounds it anyway.
+        self.call_within(Duration::from_secs(3600), |c| async move {
+            let header = pb::ImportImageHeader {
+                name: name.to_string(),
+                pool: pool.to_string(),
+                size_bytes: 0,
+                url: url.to_string(),
+            };
+            let only_header = futures::stream::iter([pb::ImportImageChunk {
+                part: Some(Part::Header(header)),
+            }]);
+            ImageServiceClient::new(c)
+                .import_image(only_header)
                 .await
                 .map(tonic::Response::into_inner)
         })
