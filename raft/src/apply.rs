@@ -142,14 +142,35 @@ impl ClusterState {
                 op,
             });
         }
+        // A kept clone would lose its base once its image is deleted (the image counts
+        // only VMs' disks as its users): not until disks can be flattened.
+        if keep_disks == Some(true) {
+            if let Some((i, d)) = vm
+                .disks
+                .iter()
+                .enumerate()
+                .find(|(_, d)| d.backing.is_some())
+            {
+                return Err(ApplyError::InvalidDisk(format!(
+                    "disk {i} of VM {name:?} is a clone of image {:?}; kept, it would lose its \
+                     base when the image is deleted (flattening is not implemented): delete \
+                     without --keep-disks",
+                    d.backing.as_ref().map_or("", |b| b.image.as_str())
+                )));
+            }
+        }
         vm.desired = desired;
+        // Once asked to keep, kept: a repeated delete (a retry, a script) must not take
+        // back what the operator chose.
         if let Some(keep) = keep_disks {
-            vm.keep_disks = keep;
+            vm.keep_disks |= keep;
         }
         // Nothing runs anywhere for an unplaced VM, so deleting it is immediate — unless
-        // its volumes exist (it ran, then lost its host): a host of their pool deletes
-        // them first (`drover_actors::vm`), or they would stay behind unnoticed.
-        let volumes_left = vm.volumes_created && !vm.disks.is_empty() && !vm.keep_disks;
+        // its volumes exist (it ran, then lost its host), or removed disks' volumes wait
+        // for deletion: a host of the pool deletes them first (`drover_actors::vm`), or
+        // they would stay behind unnoticed.
+        let volumes_left = (vm.volumes_created && !vm.disks.is_empty() && !vm.keep_disks)
+            || !vm.dropped_disks.is_empty();
         if desired == DesiredState::Deleted && vm.host.is_none() && !volumes_left {
             self.vms.remove(name);
             return Ok(Reply::VmRemoved {
@@ -475,7 +496,7 @@ impl ClusterState {
                 term,
             } => self.begin_image_import(name, pool, host, *term),
             Command::FinishImageImport(done) => self.finish_image_import(done),
-            Command::DeleteImage { name } => self.delete_image(name),
+            Command::DeleteImage { name, volume } => self.delete_image(name, volume.as_deref()),
             Command::ImageRemoved { name, volume } => self.image_removed(name, volume),
             Command::RemoveVm {
                 name,

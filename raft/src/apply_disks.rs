@@ -117,9 +117,9 @@ impl ClusterState {
         frozen(vm)?;
         let i = Self::disk_index(vm, index)?;
         let disk = vm.disks.remove(i);
-        // Only a volume that may exist is left to delete (one of a VM that never ran, or
-        // added since it last ran, was never made).
-        if vm.volumes_created && !disk.new_volume {
+        // A volume exists only once the VM was placed (a start, even a failed one, may
+        // have made it); deleting one that was never made is harmless.
+        if vm.generation > 0 {
             vm.dropped_disks.push(disk);
         }
         Ok(Reply::Vm(vm.clone()))
@@ -229,7 +229,9 @@ mod tests {
             "the VM never ran: every volume is new"
         );
         // It ran; then its second disk goes and a third comes.
-        s.vms.get_mut("web").expect("web").volumes_created = true;
+        let vm = s.vms.get_mut("web").expect("web");
+        vm.volumes_created = true;
+        vm.generation = 2;
         let remove = Command::RemoveDisk {
             name: "web".into(),
             index: 1,
@@ -258,6 +260,32 @@ mod tests {
         )
         .expect("deleted");
         assert!(s.vms["web"].dropped_disks.is_empty());
+    }
+
+    /// A VM that lost its host with a removed disk's volume still to delete is not
+    /// forgotten when deleted, even with its own disks kept; and a keep, once asked, stays.
+    #[test]
+    fn dropped_volumes_keep_a_deleted_vm_until_they_are_gone() {
+        let mut s = state();
+        s.vms.get_mut("web").expect("web").generation = 3;
+        apply(
+            &mut s,
+            Command::RemoveDisk {
+                name: "web".into(),
+                index: 0,
+            },
+        )
+        .expect("remove");
+        let delete = |keep_disks| Command::DeleteVm {
+            name: "web".into(),
+            keep_disks,
+        };
+        assert!(matches!(apply(&mut s, delete(true)), Ok(Reply::Vm(_))));
+        assert!(matches!(apply(&mut s, delete(false)), Ok(Reply::Vm(_))));
+        assert!(
+            s.vms["web"].keep_disks,
+            "a repeated delete took the keep back"
+        );
     }
 
     #[test]

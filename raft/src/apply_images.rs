@@ -83,7 +83,13 @@ impl ClusterState {
         Ok(Reply::Image(image.clone()))
     }
 
-    pub(crate) fn delete_image(&mut self, name: &str) -> ApplyResult {
+    pub(crate) fn delete_image(&mut self, name: &str, volume: Option<&str>) -> ApplyResult {
+        // Another incarnation of the name (or none): not the image this was meant for.
+        if let Some(v) = volume {
+            if self.images.get(name).is_none_or(|i| i.volume != v) {
+                return Ok(Reply::Nothing);
+            }
+        }
         let users: Vec<&str> = self
             .vms
             .values()
@@ -281,13 +287,44 @@ mod tests {
         );
     }
 
+    /// An image in a pool its hosts do not share is on one host only: a clone of it runs
+    /// there or nowhere, and is never kept past its VM (its base could go).
+    #[test]
+    fn a_clone_of_an_unshared_image_stays_with_it_and_is_never_kept() {
+        let mut s = state();
+        import(&mut s, "deb", "local");
+        create_vm(&mut s, "web", "deb", "local", 4 * GIB, false).expect("create");
+        let place = |s: &mut ClusterState, host: &str| {
+            s.apply(&Command::PlaceVm {
+                name: "web".into(),
+                host: host.into(),
+                expected_generation: 0,
+            })
+            .0
+        };
+        let e = place(&mut s, "h2").expect_err("placed away from its image");
+        assert!(e.to_string().contains("only on host h1"), "{e}");
+        place(&mut s, "h1").expect("placed with its image");
+        let keep = Command::DeleteVm {
+            name: "web".into(),
+            keep_disks: true,
+        };
+        let e = s.apply(&keep).0.expect_err("kept a clone");
+        assert!(e.to_string().contains("clone of image"), "{e}");
+        assert_eq!(s.vms["web"].desired, crate::model::DesiredState::Stopped);
+    }
+
     #[test]
     fn an_image_in_use_is_not_deleted_and_a_deleted_one_is_forgotten_after_its_volume() {
         let mut s = state();
         let image = import(&mut s, "deb", "nfs");
         create_vm(&mut s, "web", "deb", "nfs", 4 * GIB, false).expect("create");
         assert_eq!(
-            s.apply(&Command::DeleteImage { name: "deb".into() }).0,
+            s.apply(&Command::DeleteImage {
+                name: "deb".into(),
+                volume: None
+            })
+            .0,
             Err(ApplyError::ImageInUse {
                 image: "deb".into(),
                 vms: "web".into()
@@ -308,9 +345,20 @@ mod tests {
                 images: "deb".into()
             })
         );
-        s.apply(&Command::DeleteImage { name: "deb".into() })
-            .0
-            .expect("delete");
+        // An abandon meant for another incarnation of the name changes nothing.
+        s.apply(&Command::DeleteImage {
+            name: "deb".into(),
+            volume: Some("image-deb-0".into()),
+        })
+        .0
+        .expect("a no-op");
+        assert!(s.images["deb"].ready().is_some());
+        s.apply(&Command::DeleteImage {
+            name: "deb".into(),
+            volume: None,
+        })
+        .0
+        .expect("delete");
         assert_eq!(s.images["deb"].state, ImageState::Deleting);
         // A new VM cannot take an image being deleted.
         assert_eq!(

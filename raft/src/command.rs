@@ -256,6 +256,10 @@ pub enum Command {
     /// disk is a clone of it; the image's host then deletes the volume.
     DeleteImage {
         name: String,
+        /// Only if the image still has this volume: an import abandoning itself must not
+        /// take a later image of the same name with it. `None` (the operator): any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        volume: Option<String>,
     },
     /// The host deleted image `name`'s volume `volume`: it is forgotten.
     ImageRemoved {

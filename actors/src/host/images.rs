@@ -10,8 +10,8 @@ use drover_raft::model::{Image, ImageState};
 /// What to do now.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ImagePlan {
-    /// Imports begun in an earlier term: to be marked deleting.
-    pub abandon: Vec<String>,
+    /// `(image, volume)` of imports begun in an earlier term: to be marked deleting.
+    pub abandon: Vec<(String, String)>,
     /// `(image, pool, volume)` to delete on the host, then forget.
     pub delete: Vec<(String, String, String)>,
 }
@@ -23,7 +23,7 @@ pub fn plan(host: &str, images: &BTreeMap<String, Image>, term: u64) -> ImagePla
     for image in images.values().filter(|i| i.host == host) {
         match image.state {
             ImageState::Importing { term: began } if began < term => {
-                out.abandon.push(image.name.clone())
+                out.abandon.push((image.name.clone(), image.volume.clone()))
             }
             ImageState::Deleting => {
                 out.delete
@@ -68,7 +68,7 @@ mod tests {
             image("theirs", "h2", ImageState::Deleting),
         ]);
         let p = plan("h1", &images, 5);
-        assert_eq!(p.abandon, ["old"]);
+        assert_eq!(p.abandon, [("old".to_string(), "image-old-1".to_string())]);
         assert_eq!(
             p.delete,
             [(

@@ -88,7 +88,25 @@ pub fn place_vm(
     state: &ClusterState,
     policy: &Policy,
 ) -> Result<String, Refusal> {
-    place_one(&request_for(vm, not_on, state), &host_views(state), policy)
+    let mut views = host_views(state);
+    let mut refused = BTreeMap::new();
+    // A clone of an image in an unshared pool can only run where the image is.
+    if let Some((image, only)) = state.pinned_by_image(vm) {
+        views.retain(|h| {
+            let here = h.name == only;
+            if !here {
+                refused.insert(
+                    h.name.clone(),
+                    format!("image {image} is only on host {only} (its pool is not shared)"),
+                );
+            }
+            here
+        });
+    }
+    place_one(&request_for(vm, not_on, state), &views, policy).map_err(|mut r| {
+        r.reasons.extend(refused);
+        r
+    })
 }
 
 impl fmt::Display for Refusal {

@@ -254,8 +254,10 @@ impl Exec {
                         term: self.term,
                         generation: started.generation,
                     }),
-                    disks: vm_disks(&self.vm),
-                    create_volumes: !self.vm.volumes_created,
+                    // The disks as they are at the start's generation: a disk change
+                    // committed since this action was decided is in them.
+                    disks: vm_disks(&started),
+                    create_volumes: !started.volumes_created,
                 };
                 match self.agent()?.start_vm(deadline(req, START_CALL)).await {
                     Ok(d) => Ok(Some(observation(&host, &d.into_inner(), self.placements))),

@@ -127,7 +127,9 @@ pub fn decide(vm: &Vm, state: &ClusterState, obs: Option<&Observation>) -> Actio
             },
             // Apply removes an unplaced VM at once when it is deleted, unless its volumes
             // are left to delete.
-            DesiredState::Deleted if !vm.keep_disks && !vm.disks.is_empty() => {
+            DesiredState::Deleted
+                if (!vm.keep_disks && !vm.disks.is_empty()) || !vm.dropped_disks.is_empty() =>
+            {
                 match volume_host(vm, state) {
                     Some(host) => Action::DeleteVolumes { host },
                     None => Action::Wait,
@@ -161,8 +163,14 @@ pub fn decide(vm: &Vm, state: &ClusterState, obs: Option<&Observation>) -> Actio
         };
     }
     let starting = vm.observed == ObservedState::Starting;
-    // Removed disks' volumes go while no domain here can hold them open.
-    if !vm.dropped_disks.is_empty() && !observed.is_active() && !starting {
+    // Removed disks' volumes go while no domain here can hold them open, and only for a VM
+    // meant to stay stopped: a failing deletion (its pool gone from the host) must never
+    // keep a VM that should run from starting. Otherwise they go with the VM.
+    if !vm.dropped_disks.is_empty()
+        && vm.desired == DesiredState::Stopped
+        && !observed.is_active()
+        && !starting
+    {
         return Action::DropVolumes {
             host: host.to_string(),
         };
@@ -327,6 +335,26 @@ mod tests {
         );
         v.keep_disks = true;
         assert_eq!(decide(&v, &s, None), Action::Wait);
+    }
+
+    /// Removed disks' volumes are deleted only while the VM is meant to stay stopped: a
+    /// deletion that keeps failing must not keep a VM that should run from starting.
+    #[test]
+    fn dropped_volumes_go_only_from_a_vm_meant_to_be_stopped() {
+        use drover_raft::model::Disk;
+        let s = state_with(HostHealth::Up);
+        let mut v = vm(D::Stopped, Some("h1"), O::ShutOff);
+        v.dropped_disks
+            .push(Disk::empty("nfs", "web-1-disk1.qcow2".into(), 1 << 30));
+        assert_eq!(
+            decide(&v, &s, Some(&on_h1(O::ShutOff))),
+            Action::DropVolumes { host: "h1".into() }
+        );
+        v.desired = D::Running;
+        assert!(!matches!(
+            decide(&v, &s, Some(&on_h1(O::ShutOff))),
+            Action::DropVolumes { .. }
+        ));
     }
 
     #[test]

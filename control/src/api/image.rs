@@ -45,23 +45,28 @@ impl ImageApi {
 /// host deletes whatever it kept and the name becomes free again.
 struct Abandon {
     node: RaftNode,
-    name: Option<String>,
+    /// The image's name and volume; `None` once disarmed.
+    image: Option<(String, String)>,
 }
 
 impl Abandon {
     fn disarm(mut self) {
-        self.name = None;
+        self.image = None;
     }
 }
 
 impl Drop for Abandon {
     fn drop(&mut self) {
-        let Some(name) = self.name.take() else {
+        let Some((name, volume)) = self.image.take() else {
             return;
         };
         let node = self.node.clone();
         tokio::spawn(async move {
-            let cmd = Command::DeleteImage { name: name.clone() };
+            // Only this import's image: the name may have been deleted and imported again.
+            let cmd = Command::DeleteImage {
+                name: name.clone(),
+                volume: Some(volume),
+            };
             if let Err(e) = node.write_local(RaftRequest::anonymous(cmd)).await {
                 // A later leader abandons it (its term is older) and deletes the volume.
                 tracing::warn!(image = %name, error = %e, "cannot mark a failed import deleting");
@@ -176,11 +181,15 @@ impl ImageService for ImageApi {
         if size == 0 {
             return Err(Status::invalid_argument("The image file is empty"));
         }
-        let host = self
-            .node
-            .view()
-            .read(|d| import_host(&d.state, &header.pool, size))
-            .map_err(Status::failed_precondition)?;
+        let host = self.node.view().read(|d| {
+            if !d.state.pools.contains_key(&header.pool) {
+                return Err(Status::not_found(format!(
+                    "Pool {:?} not found",
+                    header.pool
+                )));
+            }
+            import_host(&d.state, &header.pool, size).map_err(Status::failed_precondition)
+        })?;
         let begin = Command::BeginImageImport {
             name: header.name.clone(),
             pool: header.pool.clone(),
@@ -195,7 +204,7 @@ impl ImageService for ImageApi {
         tracing::info!(image = %image.name, host = %host, pool = %image.pool, bytes = size, term = metrics.current_term, "importing image");
         let abandon = Abandon {
             node: self.node.clone(),
-            name: Some(image.name.clone()),
+            image: Some((image.name.clone(), image.volume.clone())),
         };
         let address = self
             .node
@@ -294,7 +303,16 @@ impl ImageService for ImageApi {
         req: Request<pb::DeleteImageRequest>,
     ) -> Result<Response<pb::Image>, Status> {
         let (meta, _, req) = req.into_parts();
-        match commit(&self.node, &meta, Command::DeleteImage { name: req.name }).await? {
+        match commit(
+            &self.node,
+            &meta,
+            Command::DeleteImage {
+                name: req.name,
+                volume: None,
+            },
+        )
+        .await?
+        {
             Reply::Image(i) => Ok(Response::new(to_pb(&i))),
             other => Err(Status::internal(format!("unexpected reply {other:?}"))),
         }

@@ -172,6 +172,13 @@ impl ClusterState {
     /// hosts by the same rules; `apply` checks them again so that placements decided
     /// concurrently (many VM actors after a failover) can never overbook a host together.
     pub fn room_for(&self, host: &Host, vm: &Vm) -> Result<(), String> {
+        if let Some((image, only)) = self.pinned_by_image(vm) {
+            if only != host.name {
+                return Err(format!(
+                    "image {image} is only on host {only} (its pool is not shared)"
+                ));
+            }
+        }
         let mut used = (0u64, 0u64);
         let mut group_there = false;
         for other in self.vms.values() {
@@ -218,6 +225,20 @@ impl ClusterState {
             ));
         }
         Ok(())
+    }
+
+    /// The image `vm`'s boot disk is a clone of and the host holding it, when that image
+    /// is in a pool its hosts do not share: the VM can run on that host only (images are
+    /// not copied to other hosts' pools).
+    pub fn pinned_by_image<'a>(&'a self, vm: &'a Vm) -> Option<(&'a str, &'a str)> {
+        vm.disks
+            .iter()
+            .filter_map(|d| d.backing.as_ref())
+            .find_map(|b| {
+                let shared = self.pools.get(&b.pool).is_some_and(|p| p.spec.shared);
+                let image = self.images.get(&b.image)?;
+                (!shared).then_some((b.image.as_str(), image.host.as_str()))
+            })
     }
 
     /// The first pool of `vm`'s disks (or of the images they are clones of) that is

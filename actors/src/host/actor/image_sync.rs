@@ -17,13 +17,13 @@ impl HostActor {
             .node
             .view()
             .read(|d| images::plan(&self.name, &d.state.images, self.cx.term));
-        for name in plan.abandon {
+        for (name, volume) in plan.abandon {
             tracing::info!(host = %self.name, image = %name, term = self.cx.term, "abandoning an import a former leader began");
-            self.write(
-                ctx,
-                Command::DeleteImage { name },
-                "cannot abandon an image import",
-            );
+            let cmd = Command::DeleteImage {
+                name,
+                volume: Some(volume),
+            };
+            self.write(ctx, cmd, "cannot abandon an image import");
         }
         for (image, pool, volume) in plan.delete {
             if self.volume_calls.insert(volume.clone()) {
