@@ -675,6 +675,21 @@ impl ClusterState {
                 kind: op.kind.as_str().into(),
             });
         }
+        // An image in an unshared pool lives on its host only: forgetting the host would
+        // leave the image unreachable and its record undeletable.
+        let held: Vec<&str> = self
+            .images
+            .values()
+            .filter(|i| i.host == name)
+            .filter(|i| self.pools.get(&i.pool).is_none_or(|p| !p.spec.shared))
+            .map(|i| i.name.as_str())
+            .collect();
+        if !held.is_empty() {
+            return Err(ApplyError::HostHoldsImages {
+                host: name.to_string(),
+                images: held.join(", "),
+            });
+        }
         self.hosts.remove(name);
         for pool in self.pools.values_mut() {
             pool.on_hosts.remove(name);

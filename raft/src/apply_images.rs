@@ -314,6 +314,20 @@ mod tests {
         assert_eq!(s.vms["web"].desired, crate::model::DesiredState::Stopped);
     }
 
+    /// A host holding an image no other host sees cannot be forgotten; one whose images
+    /// are on a shared pool can (another host of the pool looks after them).
+    #[test]
+    fn a_host_holding_an_unshared_image_is_not_removed() {
+        let mut s = state();
+        import(&mut s, "deb", "local");
+        let remove = Command::RemoveHost { name: "h1".into() };
+        let e = s.apply(&remove).0.expect_err("removed with its image");
+        assert!(e.to_string().contains("holds images deb"), "{e}");
+        let mut shared = state();
+        import(&mut shared, "deb", "nfs");
+        shared.apply(&remove).0.expect("removed");
+    }
+
     #[test]
     fn an_image_in_use_is_not_deleted_and_a_deleted_one_is_forgotten_after_its_volume() {
         let mut s = state();

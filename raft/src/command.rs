@@ -567,6 +567,8 @@ pub enum ApplyError {
     PoolHoldsImages { pool: String, images: String },
     #[error("Pool {pool:?} is not active on host {host:?} (or the host is not up)")]
     PoolNotActive { pool: String, host: String },
+    #[error("Host {host:?} holds images {images} in a pool no other host sees; delete them first")]
+    HostHoldsImages { host: String, images: String },
     #[error("Image {0:?} already exists")]
     ImageExists(String),
     #[error("Image {0:?} not found")]

@@ -1,11 +1,11 @@
 //! What one host must do about images, a pure reading of the state: abandon imports that a
 //! former leader began (their stream died with it), and delete the volumes of images being
-//! deleted that this host received. The host actor carries it out (`DeleteImage`,
-//! DeleteVolume, `ImageRemoved`).
+//! deleted. Each image has one host that does this ([`caretaker`]): the one that received
+//! it, or — for a shared pool, when that host is not up or gone — the first up host with
+//! the pool active, so that a dead host never leaves an image stuck. The host actor
+//! carries it out (`DeleteImage`, DeleteVolume, `ImageRemoved`).
 
-use std::collections::BTreeMap;
-
-use drover_raft::model::{Image, ImageState};
+use drover_raft::model::{ClusterState, HostHealth, Image, ImageState, PoolOnHost};
 
 /// What to do now.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -18,9 +18,13 @@ pub struct ImagePlan {
 
 /// `term`: the leader's own. An import of this term may still be streaming through this
 /// leader; one of an earlier term cannot be.
-pub fn plan(host: &str, images: &BTreeMap<String, Image>, term: u64) -> ImagePlan {
+pub fn plan(host: &str, state: &ClusterState, term: u64) -> ImagePlan {
     let mut out = ImagePlan::default();
-    for image in images.values().filter(|i| i.host == host) {
+    for image in state
+        .images
+        .values()
+        .filter(|i| caretaker(state, i) == Some(host))
+    {
         match image.state {
             ImageState::Importing { term: began } if began < term => {
                 out.abandon.push((image.name.clone(), image.volume.clone()))
@@ -35,21 +39,81 @@ pub fn plan(host: &str, images: &BTreeMap<String, Image>, term: u64) -> ImagePla
     out
 }
 
+/// The host that looks after `image` now, if any can.
+pub fn caretaker<'a>(state: &'a ClusterState, image: &'a Image) -> Option<&'a str> {
+    let up = |h: &str| {
+        state
+            .hosts
+            .get(h)
+            .is_some_and(|h| h.health == HostHealth::Up)
+    };
+    if up(&image.host) {
+        return Some(&image.host);
+    }
+    let pool = state.pools.get(&image.pool)?;
+    if !pool.spec.shared {
+        // Only its host has it: wait for that host.
+        return state
+            .hosts
+            .contains_key(&image.host)
+            .then_some(image.host.as_str());
+    }
+    state
+        .hosts
+        .keys()
+        .map(String::as_str)
+        .find(|h| up(h) && matches!(pool.on_hosts.get(*h), Some(PoolOnHost::Active { .. })))
+}
+
 #[cfg(test)]
 mod tests {
-    use drover_raft::model::ImageFormat;
+    use drover_raft::model::{Host, ImageFormat, Pool, PoolHosts, PoolKind, PoolSpec};
 
     use super::*;
 
-    fn image(name: &str, host: &str, state: ImageState) -> (String, Image) {
+    fn image(name: &str, host: &str, pool: &str, state: ImageState) -> (String, Image) {
         let i = Image {
             name: name.into(),
-            pool: "p".into(),
+            pool: pool.into(),
             volume: format!("image-{name}-1"),
             host: host.into(),
             state,
         };
         (name.into(), i)
+    }
+
+    /// h1 and h2, up; pools "p" (shared) and "l" (not), active on both.
+    fn state(images: Vec<(String, Image)>) -> ClusterState {
+        let mut s = ClusterState::default();
+        for h in ["h1", "h2"] {
+            let mut host = Host::new(h, "127.0.0.1:1");
+            host.health = HostHealth::Up;
+            s.hosts.insert(h.into(), host);
+        }
+        for (name, shared) in [("p", true), ("l", false)] {
+            let active = PoolOnHost::Active {
+                capacity_bytes: 1,
+                available_bytes: 1,
+            };
+            let pool = Pool {
+                name: name.into(),
+                spec: PoolSpec {
+                    kind: PoolKind::Dir {
+                        path: format!("/srv/{name}"),
+                    },
+                    shared,
+                    hosts: PoolHosts::All,
+                },
+                on_hosts: [("h1".into(), active.clone()), ("h2".into(), active)].into(),
+            };
+            s.pools.insert(name.into(), pool);
+        }
+        s.images = images.into_iter().collect();
+        s
+    }
+
+    fn names(list: &[(String, String, String)]) -> Vec<&str> {
+        list.iter().map(|(n, _, _)| n.as_str()).collect()
     }
 
     #[test]
@@ -60,22 +124,30 @@ mod tests {
             file_bytes: 1,
             sha256: String::new(),
         };
-        let images = BTreeMap::from([
-            image("old", "h1", ImageState::Importing { term: 4 }),
-            image("now", "h1", ImageState::Importing { term: 5 }),
-            image("gone", "h1", ImageState::Deleting),
-            image("kept", "h1", ready),
-            image("theirs", "h2", ImageState::Deleting),
+        let s = state(vec![
+            image("old", "h1", "p", ImageState::Importing { term: 4 }),
+            image("now", "h1", "p", ImageState::Importing { term: 5 }),
+            image("gone", "h1", "p", ImageState::Deleting),
+            image("kept", "h1", "p", ready),
+            image("theirs", "h2", "p", ImageState::Deleting),
         ]);
-        let p = plan("h1", &images, 5);
+        let p = plan("h1", &s, 5);
         assert_eq!(p.abandon, [("old".to_string(), "image-old-1".to_string())]);
-        assert_eq!(
-            p.delete,
-            [(
-                "gone".to_string(),
-                "p".to_string(),
-                "image-gone-1".to_string()
-            )]
-        );
+        assert_eq!(names(&p.delete), ["gone"]);
+    }
+
+    /// Its host dead, an image in a shared pool is looked after by another host with the
+    /// pool; one in an unshared pool waits for its own host.
+    #[test]
+    fn a_dead_hosts_shared_images_are_taken_over() {
+        let mut s = state(vec![
+            image("shared", "h2", "p", ImageState::Deleting),
+            image("local", "h2", "l", ImageState::Deleting),
+        ]);
+        assert!(names(&plan("h1", &s, 5).delete).is_empty());
+        s.hosts.get_mut("h2").expect("h2").health = HostHealth::Dead;
+        assert_eq!(names(&plan("h1", &s, 5).delete), ["shared"]);
+        s.hosts.remove("h2");
+        assert_eq!(names(&plan("h1", &s, 5).delete), ["shared"]);
     }
 }

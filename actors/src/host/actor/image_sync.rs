@@ -16,7 +16,7 @@ impl HostActor {
             .cx
             .node
             .view()
-            .read(|d| images::plan(&self.name, &d.state.images, self.cx.term));
+            .read(|d| images::plan(&self.name, &d.state, self.cx.term));
         for (name, volume) in plan.abandon {
             tracing::info!(host = %self.name, image = %name, term = self.cx.term, "abandoning an import a former leader began");
             let cmd = Command::DeleteImage {
