@@ -108,6 +108,10 @@ pub enum HostdError {
     )]
     VolumeMissing { pool: String, volume: String },
 
+    /// An upload's volume is there already (an earlier upload of it, or a name clash).
+    #[error("Volume {volume} exists already in pool {pool}")]
+    VolumeExists { pool: String, volume: String },
+
     /// This host's libvirt driver cannot store data in a volume (the test driver).
     #[error("This host's libvirt cannot store uploaded data: {0}")]
     UploadUnsupported(String),
@@ -139,7 +143,9 @@ impl From<HostdError> for Status {
     fn from(err: HostdError) -> Status {
         match &err {
             HostdError::NotFound { .. } => Status::not_found(err.to_string()),
-            HostdError::NotManaged { .. } => Status::already_exists(err.to_string()),
+            HostdError::NotManaged { .. } | HostdError::VolumeExists { .. } => {
+                Status::already_exists(err.to_string())
+            }
             HostdError::InvalidArgument(_) => Status::invalid_argument(err.to_string()),
             HostdError::StaleTerm { .. }
             | HostdError::StaleGeneration { .. }

@@ -177,6 +177,7 @@ impl AgentService {
                 | HostdError::PoolMissing { .. }
                 | HostdError::VolumeMissing { .. }
                 | HostdError::UploadUnsupported(_)
+                | HostdError::VolumeExists { .. }
                 | HostdError::BadImage(_) => {
                     info!(host = %self.host(), vm, error = %err, "{op} refused");
                 }

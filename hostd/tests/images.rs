@@ -184,7 +184,7 @@ async fn images_are_stored_checked_cloned_and_deleted() {
     let err = upload(&mut hostd, &pool, "raw-one", raw.clone(), raw.len() as u64)
         .await
         .expect_err("a second upload over an existing volume");
-    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
 
     eprintln!("phase: a boot disk backed by the image is an overlay that reads its bytes");
     let boot = format!("{vm}-1-disk0.qcow2");

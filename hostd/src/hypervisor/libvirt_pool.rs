@@ -311,9 +311,10 @@ pub(super) fn upload(
         tracing::warn!(pool, error = %e, "cannot refresh storage pool");
     }
     if p.lookup_storage_vol_by_name(volume).is_ok() {
-        return Err(HostdError::InvalidArgument(format!(
-            "volume {volume} exists already in pool {pool}"
-        )));
+        return Err(HostdError::VolumeExists {
+            pool: pool.to_string(),
+            volume: volume.to_string(),
+        });
     }
     let disk = VmDisk {
         pool: pool.to_string(),
