@@ -144,6 +144,19 @@ pub fn decide(vm: &Vm, state: &ClusterState, obs: Option<&Observation>) -> Actio
         .hosts
         .get(host)
         .is_some_and(|h| h.health == HostHealth::Up);
+    // Placed for the first time (generation 1: every start is preceded by `BeginStart`,
+    // which moves it past 1), the VM has never had a domain anywhere: there is nothing for
+    // a listing to tell, and waiting for one made after the placement costs up to two
+    // heartbeats (measured: 1.8 s of a 2.4 s create → running, `bench_images`).
+    if vm.generation == 1
+        && vm.desired == DesiredState::Running
+        && vm.observed == ObservedState::Unknown
+        && host_up
+    {
+        return Action::Start {
+            host: host.to_string(),
+        };
+    }
     let o = match obs {
         Some(o) if o.host == host && host_up && !o.busy => o,
         _ => return Action::Wait,
@@ -357,9 +370,33 @@ mod tests {
         ));
     }
 
+    /// A first placement starts at once, report or not: no copy of the VM exists
+    /// anywhere yet. Not on a host that is not up, and not once it has been started.
+    #[test]
+    fn a_first_placement_starts_without_waiting_for_a_listing() {
+        let v = vm(D::Running, Some("h1"), O::Unknown);
+        let up = state_with(HostHealth::Up);
+        assert_eq!(decide(&v, &up, None), Action::Start { host: "h1".into() });
+        assert_eq!(
+            decide(&v, &state_with(HostHealth::Suspect), None),
+            Action::Wait
+        );
+        let started = Vm {
+            generation: 2,
+            observed: O::Starting,
+            ..v.clone()
+        };
+        assert_eq!(decide(&started, &up, None), Action::Wait);
+        let stopped = Vm {
+            desired: D::Stopped,
+            ..v
+        };
+        assert_eq!(decide(&stopped, &up, None), Action::Wait);
+    }
+
     #[test]
     fn waits_for_a_report_from_its_own_reachable_host() {
-        let v = vm(D::Running, Some("h1"), O::Unknown);
+        let v = vm(D::Running, Some("h1"), O::ShutOff);
         assert_eq!(decide(&v, &state_with(HostHealth::Up), None), Action::Wait);
         let other = Observation {
             host: "h2".into(),
@@ -386,7 +423,7 @@ mod tests {
         // observation differs from the record: record first
         assert_eq!(
             decide(
-                &vm(D::Running, Some("h1"), O::Unknown),
+                &vm(D::Stopped, Some("h1"), O::Unknown),
                 &s,
                 Some(&on_h1(O::Missing))
             ),
