@@ -8,8 +8,13 @@
 //! - placement: dead → every VM placed on another host,
 //! - start: placed → every VM observed running.
 //!
+//! With `--disks`, the hosts are real libvirt hosts instead (the multi-host rig, QEMU under
+//! TCG), and every VM boots the test guest from a linked clone of an image in a shared pool
+//! with a 16 MiB data disk there; h1's loss is a power loss (its hostd, every QEMU of it
+//! and its virtlockd SIGKILLed), and "running" elsewhere means on the same disks.
+//!
 //! `cargo build --release --bins && cargo run --release -p drover-chaos-tests --bin
-//! bench_failover -- --vms 10,50 --trials 5`
+//! bench_failover -- --vms 10,50 --trials 5` (`--disks --vms 10 --trials 3`: root, libvirt)
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -31,6 +36,9 @@ struct Args {
     /// Extra `drover server` flags (e.g. lease timings).
     #[arg(long, allow_hyphen_values = true, value_delimiter = ' ')]
     controller_args: Vec<String>,
+    /// VMs with disks on real libvirt hosts (see the module docs).
+    #[arg(long)]
+    disks: bool,
 }
 
 /// A test-driver host big enough for 50 one-vCPU VMs of 64 MiB (test:///default has 16
@@ -69,7 +77,11 @@ async fn main() -> anyhow::Result<()> {
     for &n in &args.vms {
         let mut splits = Vec::new();
         for trial in 1..=args.trials {
-            let s = trial_once(&node, n, &args.controller_args).await?;
+            let s = if args.disks {
+                disks::trial_once(n, &args.controller_args).await?
+            } else {
+                trial_once(&node, n, &args.controller_args).await?
+            };
             println!(
                 "| {n} | {trial} | {} | {} | {} | {} | {} |",
                 ms(s.detection),
@@ -155,8 +167,16 @@ async fn trial_once(node: &Path, n: usize, extra: &[String]) -> anyhow::Result<S
     cluster.add_agent("h2", &uri).await?;
     cluster.add_agent("h3", &uri).await?;
     cluster.wait_hosts_up().await?;
-    // Steady operation: every host holds a grant and has confirmed self-fencing armed
-    // (a host that has not could never be declared dead by its lease).
+    wait_armed(&client).await?;
+
+    let killed = Instant::now();
+    cluster.kill_agent("h1").await?;
+    measure(&mut client, n, killed).await
+}
+
+/// Steady operation: every host holds a grant and has confirmed self-fencing armed (a host
+/// that has not could never be declared dead by its lease).
+async fn wait_armed(client: &LeaderClient) -> anyhow::Result<()> {
     wait_until("hosts armed", Duration::from_secs(30), || {
         let mut c = client.clone();
         async move {
@@ -173,10 +193,14 @@ async fn trial_once(node: &Path, n: usize, extra: &[String]) -> anyhow::Result<S
             Ok(status.hosts_not_armed.is_empty().then_some(()))
         }
     })
-    .await?;
+    .await
+}
 
-    let killed = Instant::now();
-    cluster.kill_agent("h1").await?;
+/// Polls the leader every 20 ms from `killed` until all `n` VMs run off h1; the split.
+async fn measure(client: &mut LeaderClient, n: usize, killed: Instant) -> anyhow::Result<Split> {
+    let running = |vms: &[drover_proto::v1::Vm], pred: &dyn Fn(&drover_proto::v1::Vm) -> bool| {
+        vms.len() == n && vms.iter().all(pred)
+    };
     let mut suspect = None;
     let mut dead = None;
     let mut placed = None;
@@ -212,5 +236,139 @@ async fn trial_once(node: &Path, n: usize, extra: &[String]) -> anyhow::Result<S
             });
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The `--disks` trial: VMs with disks on real libvirt hosts, and a power loss.
+mod disks {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::{Duration, Instant};
+
+    use anyhow::Context as _;
+    use drover_chaos_tests::client::{ClientConfig, LeaderClient};
+    use drover_chaos_tests::libvirt_hosts::LibvirtHosts;
+    use drover_chaos_tests::{guest, wait_until, Cluster, ClusterSpec};
+    use drover_proto::v1::{DiskSpec, ObservedState};
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+
+    use super::{measure, wait_armed, Split};
+
+    pub async fn trial_once(n: usize, extra: &[String]) -> anyhow::Result<Split> {
+        let image = guest::image().map_err(anyhow::Error::msg)?;
+        let dir = tempfile::tempdir()?;
+        let state = dir.path().to_path_buf();
+        let lv = tokio::task::spawn_blocking(move || LibvirtHosts::start(&state, 3)).await??;
+        let mut cluster = Cluster::start(ClusterSpec {
+            hosts: 0,
+            controller_args: extra.to_vec(),
+            hostd_args: vec!["--domain-type".into(), "qemu".into()],
+            ..ClusterSpec::default()
+        })
+        .await?;
+        cluster.add_agent("h1", &lv.host(0).tcp_uri()).await?;
+        cluster.wait_hosts_up().await?;
+        let shared = tempfile::Builder::new()
+            .prefix("drover-bench-failover")
+            .tempdir_in("/var/tmp")?;
+        std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o755))?;
+        let path = shared.path().to_str().context("utf-8 path")?;
+        let cli = |args: Vec<String>| {
+            let cluster = &cluster;
+            async move {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                cluster.cli_json(&args).await.map_err(anyhow::Error::msg)
+            }
+        };
+        let owned = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // One host of two vCPUs holds them all: overcommit as far as that needs.
+        cli(owned(&["cluster", "placement", "--cpu-overcommit", "16"])).await?;
+        cli(owned(&[
+            "pool", "create", "shared", "--path", path, "--shared", "--wait", "30s",
+        ]))
+        .await?;
+        let image = image.to_str().context("utf-8 path")?;
+        cli(owned(&[
+            "image", "import", "guest", "--file", image, "--pool", "shared",
+        ]))
+        .await?;
+        let endpoints = cluster.addrs();
+        let mut client = LeaderClient::new(&endpoints, ClientConfig::default())?;
+        for i in 0..n {
+            let name = format!("hd-{i:03}");
+            let req = drover_proto::v1::CreateVmRequest {
+                name: name.clone(),
+                spec: Some(drover_proto::v1::VmSpec {
+                    vcpus: 1,
+                    memory_mib: 96,
+                }),
+                start: true,
+                ha: true,
+                image: "guest".into(),
+                disks: [64 << 20, 16 << 20]
+                    .into_iter()
+                    .map(|size_bytes| DiskSpec {
+                        pool: "shared".into(),
+                        size_bytes,
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            client
+                .create_vm(req, &name)
+                .await
+                .result
+                .map_err(|s| anyhow::anyhow!("create {name}: {s}"))?;
+        }
+        wait_until("VMs running on h1", Duration::from_secs(120), || {
+            let mut c = client.clone();
+            async move {
+                let vms = c.list_vms().await.map_err(|s| s.to_string())?;
+                let all = vms.len() == n
+                    && vms.iter().all(|v| {
+                        v.host == "h1" && v.observed_state == ObservedState::Running as i32
+                    });
+                Ok(all.then_some(()))
+            }
+        })
+        .await?;
+        for i in [1, 2] {
+            let h = lv.host(i);
+            cluster.add_agent(&h.name, &h.tcp_uri()).await?;
+        }
+        cluster.wait_hosts_up().await?;
+        wait_until(
+            "the pool on every host",
+            Duration::from_secs(60),
+            || async {
+                let pool = cluster.cli_json(&["pool", "get", "shared"]).await?;
+                let hosts = pool["on_hosts"].as_array().cloned().unwrap_or_default();
+                let all = hosts.len() == 3 && hosts.iter().all(|h| h["state"] == "active");
+                Ok(all.then_some(()))
+            },
+        )
+        .await?;
+        wait_armed(&client).await?;
+
+        // Power loss: h1's hostd, every QEMU of it, and its virtlockd.
+        let qemus: Vec<i32> = std::fs::read_dir(lv.host(0).state_dir.join("run/qemu"))?
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "pid"))
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .filter_map(|p| p.trim().parse().ok())
+            .collect();
+        let lockd = lv.host(0).virtlockd_pid();
+        let killed = Instant::now();
+        cluster.kill_agent("h1").await?;
+        for pid in qemus {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        if let Some(pid) = lockd {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+        let split = measure(&mut client, n, killed).await?;
+        drop(cluster);
+        drop(lv);
+        Ok(split)
     }
 }
