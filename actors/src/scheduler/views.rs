@@ -147,6 +147,71 @@ mod tests {
         }
     }
 
+    /// A clone of an image in an unshared pool goes only to the image's host, and the
+    /// others' refusal says why.
+    #[test]
+    fn a_clone_of_an_unshared_image_is_placed_with_its_image() {
+        use drover_raft::model::{
+            Disk, DiskBacking, Image, ImageFormat, ImageState, Pool, PoolHosts, PoolKind,
+            PoolOnHost, PoolSpec,
+        };
+        let mut s = state(
+            vec![
+                host("h1", AdminState::Active),
+                host("h2", AdminState::Active),
+            ],
+            Vec::new(),
+        );
+        let active = PoolOnHost::Active {
+            capacity_bytes: 1 << 40,
+            available_bytes: 1 << 40,
+        };
+        let pool = Pool {
+            name: "local".into(),
+            spec: PoolSpec {
+                kind: PoolKind::Dir {
+                    path: "/srv/local".into(),
+                },
+                shared: false,
+                hosts: PoolHosts::All,
+            },
+            on_hosts: [("h1".into(), active.clone()), ("h2".into(), active)].into(),
+        };
+        s.pools.insert("local".into(), pool);
+        s.images.insert(
+            "deb".into(),
+            Image {
+                name: "deb".into(),
+                pool: "local".into(),
+                volume: "image-deb-1".into(),
+                host: "h2".into(),
+                state: ImageState::Ready {
+                    format: ImageFormat::Qcow2,
+                    virtual_bytes: 1 << 30,
+                    file_bytes: 1 << 28,
+                    sha256: "ab".repeat(32),
+                },
+            },
+        );
+        let mut v = vm("web", None, None);
+        v.disks.push(Disk {
+            backing: Some(DiskBacking {
+                image: "deb".into(),
+                pool: "local".into(),
+                volume: "image-deb-1".into(),
+                format: ImageFormat::Qcow2,
+            }),
+            ..Disk::empty("local", "web-1-disk0.qcow2".into(), 1 << 30)
+        });
+        assert_eq!(place_vm(&v, None, &s, &s.placement), Ok("h2".to_string()));
+        let e = place_vm(&v, Some("h2"), &s, &s.placement).expect_err("moved off its image");
+        assert!(
+            e.reasons["h1"].contains("only on host h2"),
+            "{:?}",
+            e.reasons
+        );
+    }
+
     #[test]
     fn maintenance_labels_and_groups_come_from_the_state() {
         let s = state(
