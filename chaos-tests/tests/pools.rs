@@ -301,6 +301,22 @@ async fn vms_get_disks_in_pools_and_keep_them_while_they_live() -> anyhow::Resul
             ],
             "unknown unit",
         ),
+        (
+            vec![
+                "vm",
+                "create",
+                "huge",
+                "--vcpus",
+                "1",
+                "--memory-mib",
+                "64",
+                "--pool",
+                "local",
+                "--disk-size",
+                "60T",
+            ],
+            "bytes free on any of its hosts",
+        ),
         (vec!["pool", "delete", "local"], "holds disks of VMs db"),
         // The scheduler's refusal comes first; apply's own (a local disk is never
         // live-migrated yet) is tested in `apply_vm_create`.
@@ -313,7 +329,7 @@ async fn vms_get_disks_in_pools_and_keep_them_while_they_live() -> anyhow::Resul
         assert!(!out.success, "{args:?} succeeded");
         assert!(out.stderr.contains(says), "{args:?}: {}", out.stderr);
     }
-    for refused in ["ha", "np", "gp", "bs"] {
+    for refused in ["ha", "np", "gp", "bs", "huge"] {
         assert!(vm(&cluster, refused).await.is_err(), "{refused} exists");
     }
 

@@ -69,6 +69,8 @@ impl ClusterState {
                 });
             }
         }
+        self.check_space(std::iter::once(spec))?;
+        let vm = &self.vms[name];
         let seq = vm.disks_made.max(vm.disks.len() as u32);
         let disk = Disk {
             new_volume: vm.volumes_created,

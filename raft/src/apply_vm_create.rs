@@ -51,6 +51,7 @@ impl ClusterState {
                 });
             }
         }
+        self.check_space(options.disks.iter())?;
         let backing = match &options.image {
             Some(image) => Some(self.backing_for(name, image, options)?),
             None => None,
@@ -87,6 +88,32 @@ impl ClusterState {
         };
         self.vms.insert(name.to_string(), vm.clone());
         Ok(Reply::Vm(vm))
+    }
+
+    /// Refuses disks that no host of their pool has room for, by the hosts' last reports:
+    /// a VM that could never be placed is bad input, not a pending VM. (The scheduler,
+    /// which also keeps headroom, judges each host at placement.)
+    pub(crate) fn check_space<'a>(
+        &self,
+        disks: impl Iterator<Item = &'a crate::model::DiskSpec>,
+    ) -> Result<(), ApplyError> {
+        let mut need = std::collections::BTreeMap::<&str, u64>::new();
+        for d in disks {
+            *need.entry(d.pool.as_str()).or_default() += d.size_bytes;
+        }
+        for (pool, need) in need {
+            let Some(free) = self.pools.get(pool).and_then(|p| p.most_free()) else {
+                continue;
+            };
+            if need > free {
+                return Err(ApplyError::NoSpace {
+                    pool: pool.to_string(),
+                    need,
+                    free,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// What VM `vm`'s boot disk is a clone of: `image`, which must be ready, fit in the
@@ -414,6 +441,32 @@ mod tests {
             Reply::VmRemoved { .. }
         ));
         assert_eq!(s.vms.keys().collect::<Vec<_>>(), ["ran"]);
+    }
+
+    /// Disks no host of their pool has room for are refused at create, with the figures;
+    /// a pool no host has reported yet is not judged.
+    #[test]
+    fn disks_larger_than_any_hosts_free_space_are_refused() {
+        let mut s = state();
+        add_host(&mut s, "h1");
+        set_up(&mut s, "local", "h1");
+        let tib = 1u64 << 40;
+        assert_eq!(
+            create(
+                &mut s,
+                "big",
+                false,
+                &[("local", tib / 2), ("local", tib / 2 + 1)]
+            ),
+            Err(ApplyError::NoSpace {
+                pool: "local".into(),
+                need: tib + 1,
+                free: tib
+            })
+        );
+        assert!(s.vms.is_empty());
+        create(&mut s, "fits", false, &[("local", tib)]).expect("fits");
+        create(&mut s, "unknown", false, &[("nfs", 2 * tib)]).expect("nfs not reported");
     }
 
     #[test]

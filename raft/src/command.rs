@@ -569,6 +569,10 @@ pub enum ApplyError {
     PoolNotActive { pool: String, host: String },
     #[error("Host {host:?} holds images {images} in a pool no other host sees; delete them first")]
     HostHoldsImages { host: String, images: String },
+    #[error(
+        "Pool {pool:?} has at most {free} bytes free on any of its hosts; the new disks there need {need}"
+    )]
+    NoSpace { pool: String, need: u64, free: u64 },
     #[error("Image {0:?} already exists")]
     ImageExists(String),
     #[error("Image {0:?} not found")]

@@ -31,7 +31,8 @@ pub fn apply_error(e: &ApplyError) -> Status {
         | ApplyError::ImageNotReady(_)
         | ApplyError::ImageInUse { .. }
         | ApplyError::DisksInUse(_)
-        | ApplyError::HostHoldsImages { .. } => Status::failed_precondition(msg),
+        | ApplyError::HostHoldsImages { .. }
+        | ApplyError::NoSpace { .. } => Status::failed_precondition(msg),
         ApplyError::ImageExists(_) => Status::already_exists(msg),
         ApplyError::UnknownImage(_) => Status::not_found(msg),
         ApplyError::PoolExists(_) | ApplyError::PoolPathTaken { .. } => Status::already_exists(msg),

@@ -126,6 +126,20 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// The most free bytes any host reports for the pool; `None` before any reported it
+    /// active (nothing is known yet).
+    pub fn most_free(&self) -> Option<u64> {
+        self.on_hosts
+            .values()
+            .filter_map(|r| match r {
+                PoolOnHost::Active {
+                    available_bytes, ..
+                } => Some(*available_bytes),
+                PoolOnHost::Failed { .. } => None,
+            })
+            .max()
+    }
+
     /// Free bytes on `host`, if the pool is active there.
     pub fn available_on(&self, host: &str) -> Option<u64> {
         match self.on_hosts.get(host)? {
