@@ -12,9 +12,12 @@ set -euo pipefail
 # etcd-client crate's build needs (drover's own protos use a vendored protoc).
 # busybox-static, cpio, syslinux, mtools, dosfstools: scripts/guest-image.sh builds the
 # test guest with them (the kernel it takes from linux-image-cloud-amd64's .deb).
+# python3: scripts/libvirtd.sh and the multi-host rig run scripts/subreaper.py; the images
+# test serves a file over HTTP with it. virtinst: bench_images measures virt-install, what
+# an operator would use instead of drover, in the same run.
 PACKAGES=(libvirt-dev pkg-config libvirt-clients libxml2-utils iptables
   libvirt-daemon-system qemu-system-x86 qemu-utils etcd-server protobuf-compiler libprotobuf-dev
-  busybox-static cpio syslinux syslinux-common mtools dosfstools)
+  busybox-static cpio syslinux syslinux-common mtools dosfstools python3 virtinst)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

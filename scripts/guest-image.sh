@@ -12,9 +12,16 @@ for tool in syslinux mcopy mkfs.fat busybox qemu-img; do
   command -v "$tool" >/dev/null || { echo "guest-image: $tool missing (scripts/deps.sh installs it)" >&2; exit 1; }
 done
 # The versioned kernel package the metapackage points at today.
-kpkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+resolve() { apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}'; }
+kpkg=$(resolve)
+if [[ -z $kpkg ]]; then
+  # A machine whose package lists were cleared (deps.sh updates them only when it installs).
+  apt-get update -qq >/dev/null 2>&1 || true
+  kpkg=$(resolve)
+fi
 [[ -n $kpkg ]] || { echo "guest-image: cannot resolve linux-image-cloud-amd64" >&2; exit 1; }
-key="$kpkg-$(sha256sum "$here/guest/init" | cut -c1-12)"
+# A change to this script or to the init makes a new image.
+key="$kpkg-$(cat "$here/guest/init" "$here/guest-image.sh" | sha256sum | cut -c1-12)"
 out="$cache/$key/busybox-guest.qcow2"
 if [[ -s $out ]]; then
   echo "$out"
