@@ -2,7 +2,7 @@
 # Builds the test guest: a BIOS-bootable disk image made only of Debian packages — the
 # kernel of linux-image-cloud-amd64 and a busybox initramfs whose /init is
 # scripts/guest/init, on a FAT filesystem that syslinux boots (no loop device or mount
-# needed). Cached per kernel version and init script: the second call prints the path at
+# needed). Cached per kernel version, init and script: the second call prints the path at
 # once. Prints the qcow2 image's path on the last line.
 #   usage: scripts/guest-image.sh [CACHE_DIR]     (default /var/cache/drover-guest)
 set -euo pipefail
