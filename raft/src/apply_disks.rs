@@ -70,7 +70,9 @@ impl ClusterState {
             }
         }
         self.check_space(std::iter::once(spec))?;
-        let vm = &self.vms[name];
+        let Some(vm) = self.vms.get_mut(name) else {
+            return Err(ApplyError::UnknownVm(name.to_string()));
+        };
         let seq = vm.disks_made.max(vm.disks.len() as u32);
         let disk = Disk {
             new_volume: vm.volumes_created,
@@ -80,7 +82,6 @@ impl ClusterState {
                 spec.size_bytes,
             )
         };
-        let vm = self.vms.get_mut(name).expect("looked up above");
         vm.disks_made = seq + 1;
         vm.disks.push(disk);
         Ok(Reply::Vm(vm.clone()))

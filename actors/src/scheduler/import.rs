@@ -7,12 +7,21 @@ use drover_raft::model::{ClusterState, HostHealth, PoolOnHost};
 
 use super::batch::POOL_HEADROOM_PERCENT;
 
+/// Why no host can take an import.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImportRefusal {
+    #[error("Pool {0:?} not found")]
+    UnknownPool(String),
+    #[error("No host can take the image into pool {pool:?}: {why}")]
+    NoHost { pool: String, why: String },
+}
+
 /// The host to receive `bytes` into `pool`, or why none can.
-pub fn import_host(state: &ClusterState, pool: &str, bytes: u64) -> Result<String, String> {
+pub fn import_host(state: &ClusterState, pool: &str, bytes: u64) -> Result<String, ImportRefusal> {
     let p = state
         .pools
         .get(pool)
-        .ok_or_else(|| format!("Pool {pool:?} not found"))?;
+        .ok_or_else(|| ImportRefusal::UnknownPool(pool.to_string()))?;
     let mut best: Option<(&str, u64)> = None;
     let mut why = Vec::new();
     for host in state
@@ -48,11 +57,14 @@ pub fn import_host(state: &ClusterState, pool: &str, bytes: u64) -> Result<Strin
     }
     match best {
         Some((host, _)) => Ok(host.to_string()),
-        None if why.is_empty() => Err(format!("Pool {pool:?} has no hosts")),
-        None => Err(format!(
-            "No host can take the image into pool {pool:?}: {}",
-            why.join("; ")
-        )),
+        None => Err(ImportRefusal::NoHost {
+            pool: pool.to_string(),
+            why: if why.is_empty() {
+                "it has no hosts".into()
+            } else {
+                why.join("; ")
+            },
+        }),
     }
 }
 
@@ -99,13 +111,14 @@ mod tests {
         assert_eq!(import_host(&s, "img", GIB), Ok("h2".into()));
         // 5 % of 100 GiB stays free: 50 GiB free takes 45, not 46.
         assert_eq!(import_host(&s, "img", 45 * GIB), Ok("h2".into()));
-        let err = import_host(&s, "img", 46 * GIB).unwrap_err();
+        let err = import_host(&s, "img", 46 * GIB).unwrap_err().to_string();
         assert!(err.contains("h3: pool not active"), "{err}");
         let mut down = s.clone();
         down.hosts.get_mut("h2").expect("h2").health = HostHealth::Dead;
         assert_eq!(import_host(&down, "img", GIB), Ok("h1".into()));
-        assert!(import_host(&s, "nope", GIB)
-            .unwrap_err()
-            .contains("not found"));
+        assert_eq!(
+            import_host(&s, "nope", GIB),
+            Err(ImportRefusal::UnknownPool("nope".into()))
+        );
     }
 }

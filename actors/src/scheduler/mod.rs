@@ -9,5 +9,5 @@ mod import;
 mod views;
 
 pub use batch::{Policy, Refusal, Weigher};
-pub use import::import_host;
+pub use import::{import_host, ImportRefusal};
 pub use views::{host_views, place_vm, request_for};

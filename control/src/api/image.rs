@@ -5,7 +5,7 @@
 //! the host actor deletes whatever the host kept; an import whose leader died is abandoned
 //! the same way by the next leader (see `drover_actors::host::images`).
 
-use drover_actors::scheduler::import_host;
+use drover_actors::scheduler::{import_host, ImportRefusal};
 use drover_actors::{upload_deadline, AgentPool};
 use drover_proto::agent::v1 as agent;
 use drover_proto::v1 as pb;
@@ -181,15 +181,14 @@ impl ImageService for ImageApi {
         if size == 0 {
             return Err(Status::invalid_argument("The image file is empty"));
         }
-        let host = self.node.view().read(|d| {
-            if !d.state.pools.contains_key(&header.pool) {
-                return Err(Status::not_found(format!(
-                    "Pool {:?} not found",
-                    header.pool
-                )));
-            }
-            import_host(&d.state, &header.pool, size).map_err(Status::failed_precondition)
-        })?;
+        let host = self
+            .node
+            .view()
+            .read(|d| import_host(&d.state, &header.pool, size))
+            .map_err(|e| match e {
+                ImportRefusal::UnknownPool(_) => Status::not_found(e.to_string()),
+                ImportRefusal::NoHost { .. } => Status::failed_precondition(e.to_string()),
+            })?;
         let begin = Command::BeginImageImport {
             name: header.name.clone(),
             pool: header.pool.clone(),
