@@ -131,37 +131,11 @@ async fn trial_once(node: &Path, n: usize, extra: &[String]) -> anyhow::Result<S
     .await?;
     let endpoints: Vec<String> = cluster.addrs();
     let mut client = LeaderClient::new(&endpoints, ClientConfig::default())?;
-    for i in 0..n {
-        let name = format!("ha-{i:03}");
-        let req = drover_proto::v1::CreateVmRequest {
-            name: name.clone(),
-            spec: Some(drover_proto::v1::VmSpec {
-                vcpus: 1,
-                memory_mib: 64,
-            }),
-            start: true,
-            ha: true,
-            ha_priority: 0,
-            ..Default::default()
-        };
-        client
-            .create_vm(req, &name)
-            .await
-            .result
-            .map_err(|s| anyhow::anyhow!("create {name}: {s}"))?;
-    }
-    let running = |vms: &[drover_proto::v1::Vm], pred: &dyn Fn(&drover_proto::v1::Vm) -> bool| {
-        vms.len() == n && vms.iter().all(pred)
-    };
-    wait_until("VMs running on h1", Duration::from_secs(60), || {
-        let mut c = client.clone();
-        async move {
-            let vms = c.list_vms().await.map_err(|s| s.to_string())?;
-            Ok(running(&vms, &|v| {
-                v.host == "h1" && v.observed_state == ObservedState::Running as i32
-            })
-            .then_some(()))
-        }
+    place_on_h1(&client, n, Duration::from_secs(60), |req| {
+        req.spec = Some(drover_proto::v1::VmSpec {
+            vcpus: 1,
+            memory_mib: 64,
+        });
     })
     .await?;
     cluster.add_agent("h2", &uri).await?;
@@ -172,6 +146,44 @@ async fn trial_once(node: &Path, n: usize, extra: &[String]) -> anyhow::Result<S
     let killed = Instant::now();
     cluster.kill_agent("h1").await?;
     measure(&mut client, n, killed).await
+}
+
+/// Creates `n` HA VMs `ha-000`.. (each request as `shape` makes it) while h1 is the only
+/// host, and waits until all run there.
+async fn place_on_h1(
+    client: &LeaderClient,
+    n: usize,
+    within: Duration,
+    shape: impl Fn(&mut drover_proto::v1::CreateVmRequest),
+) -> anyhow::Result<()> {
+    let mut c = client.clone();
+    for i in 0..n {
+        let name = format!("ha-{i:03}");
+        let mut req = drover_proto::v1::CreateVmRequest {
+            name: name.clone(),
+            start: true,
+            ha: true,
+            ..Default::default()
+        };
+        shape(&mut req);
+        c.create_vm(req, &name)
+            .await
+            .result
+            .map_err(|s| anyhow::anyhow!("create {name}: {s}"))?;
+    }
+    wait_until("VMs running on h1", within, || {
+        let mut c = client.clone();
+        async move {
+            let vms = c.list_vms().await.map_err(|s| s.to_string())?;
+            let all = vms.len() == n
+                && vms
+                    .iter()
+                    .all(|v| v.host == "h1" && v.observed_state == ObservedState::Running as i32);
+            Ok(all.then_some(()))
+        }
+    })
+    .await?;
+    Ok(())
 }
 
 /// Steady operation: every host holds a grant and has confirmed self-fencing armed (a host
@@ -248,11 +260,11 @@ mod disks {
     use drover_chaos_tests::client::{ClientConfig, LeaderClient};
     use drover_chaos_tests::libvirt_hosts::LibvirtHosts;
     use drover_chaos_tests::{guest, wait_until, Cluster, ClusterSpec};
-    use drover_proto::v1::{DiskSpec, ObservedState};
+    use drover_proto::v1::DiskSpec;
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
 
-    use super::{measure, wait_armed, Split};
+    use super::{measure, place_on_h1, wait_armed, Split};
 
     pub async fn trial_once(n: usize, extra: &[String]) -> anyhow::Result<Split> {
         let image = guest::image().map_err(anyhow::Error::msg)?;
@@ -294,42 +306,19 @@ mod disks {
         .await?;
         let endpoints = cluster.addrs();
         let mut client = LeaderClient::new(&endpoints, ClientConfig::default())?;
-        for i in 0..n {
-            let name = format!("hd-{i:03}");
-            let req = drover_proto::v1::CreateVmRequest {
-                name: name.clone(),
-                spec: Some(drover_proto::v1::VmSpec {
-                    vcpus: 1,
-                    memory_mib: 96,
-                }),
-                start: true,
-                ha: true,
-                image: "guest".into(),
-                disks: [64 << 20, 16 << 20]
-                    .into_iter()
-                    .map(|size_bytes| DiskSpec {
-                        pool: "shared".into(),
-                        size_bytes,
-                    })
-                    .collect(),
-                ..Default::default()
-            };
-            client
-                .create_vm(req, &name)
-                .await
-                .result
-                .map_err(|s| anyhow::anyhow!("create {name}: {s}"))?;
-        }
-        wait_until("VMs running on h1", Duration::from_secs(120), || {
-            let mut c = client.clone();
-            async move {
-                let vms = c.list_vms().await.map_err(|s| s.to_string())?;
-                let all = vms.len() == n
-                    && vms.iter().all(|v| {
-                        v.host == "h1" && v.observed_state == ObservedState::Running as i32
-                    });
-                Ok(all.then_some(()))
-            }
+        place_on_h1(&client, n, Duration::from_secs(120), |req| {
+            req.spec = Some(drover_proto::v1::VmSpec {
+                vcpus: 1,
+                memory_mib: 96,
+            });
+            req.image = "guest".into();
+            req.disks = [64 << 20, 16 << 20]
+                .into_iter()
+                .map(|size_bytes| DiskSpec {
+                    pool: "shared".into(),
+                    size_bytes,
+                })
+                .collect();
         })
         .await?;
         for i in [1, 2] {
