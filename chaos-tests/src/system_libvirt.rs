@@ -22,6 +22,18 @@ pub fn available() -> Result<(), String> {
     }
 }
 
+/// A fresh directory for a storage pool that QEMU's guests open disks in: under
+/// `/var/tmp` (a real filesystem: `cache='none'` needs O_DIRECT, which tmpfs lacks) and
+/// readable by QEMU's user (`libvirt-qemu`). Removed when dropped.
+pub fn pool_dir(prefix: &str) -> std::io::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/var/tmp")?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    Ok(dir)
+}
+
 /// Destroys and undefines these domains and drover pools (by the cluster's pool name) on
 /// the system daemon when dropped; volumes' files stay with their directories.
 #[derive(Debug, Default)]

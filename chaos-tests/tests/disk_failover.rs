@@ -11,7 +11,6 @@
 //! runs; and the dead host's locks (its virtlockd killed with it) do not keep the
 //! failover from starting the VM.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -19,7 +18,7 @@ use anyhow::Context as _;
 use drover_chaos_tests::guest::{self, Marker};
 use drover_chaos_tests::libvirt_hosts::LibvirtHosts;
 use drover_chaos_tests::multihost::Rig;
-use drover_chaos_tests::{require, wait_until, Sampler};
+use drover_chaos_tests::{require, system_libvirt, wait_until, Sampler};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -106,10 +105,7 @@ async fn multihost_ha_vm_comes_back_with_its_disk_after_power_loss() -> anyhow::
         }
     };
     let mut rig = Rig::start_with(2, &["--domain-type", "qemu"]).await?;
-    let shared = tempfile::Builder::new()
-        .prefix("drover-shared")
-        .tempdir_in("/var/tmp")?;
-    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o755))?;
+    let shared = system_libvirt::pool_dir("drover-shared")?;
     let path = shared.path().to_str().context("utf-8 path")?;
 
     eprintln!("phase: a shared pool, the guest image in it, an HA VM booting a clone of it");

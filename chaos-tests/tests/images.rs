@@ -7,7 +7,6 @@
 //! unknown pool, an unknown image, a boot disk smaller than the image, a name taken — is
 //! refused with the reason, and a refused import leaves no volume behind.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -62,11 +61,7 @@ async fn images_import_clone_and_delete_through_the_cluster() -> anyhow::Result<
     .await?;
     cluster.add_agent("q1", QEMU_SYSTEM).await?;
     cluster.wait_hosts_up().await?;
-    // O_DIRECT for cache='none' (not tmpfs), and reachable by QEMU's user.
-    let dir = tempfile::Builder::new()
-        .prefix("drover-img")
-        .tempdir_in("/var/tmp")?;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let dir = system_libvirt::pool_dir("drover-img")?;
     let path = dir.path().to_str().expect("utf-8 path");
     let out = cluster
         .cli(&[

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use common::hostd::Hostd;
@@ -64,13 +63,7 @@ async fn volumes_are_created_attached_and_deleted_with_the_vm() {
         domains: vec![vm.clone()],
         pools: vec![pool.clone()],
     };
-    // QEMU runs as libvirt-qemu: the pool's directory must be reachable by it, and on a
-    // filesystem with O_DIRECT (cache='none'), which tmpfs is not.
-    let dir = tempfile::Builder::new()
-        .prefix("drover-disks")
-        .tempdir_in("/var/tmp")
-        .expect("tempdir");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = system_libvirt::pool_dir("drover-disks").expect("pool dir");
     let path = dir.path().to_str().unwrap().to_string();
     let mut hostd = Hostd::start("h1", URI.into(), tempfile::tempdir().unwrap()).await;
     hostd

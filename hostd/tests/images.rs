@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -80,12 +79,7 @@ async fn images_are_stored_checked_cloned_and_deleted() {
         domains: vec![vm.clone()],
         pools: vec![pool.clone()],
     };
-    // O_DIRECT for cache='none' (not tmpfs), and reachable by QEMU's user.
-    let dir = tempfile::Builder::new()
-        .prefix("drover-images")
-        .tempdir_in("/var/tmp")
-        .expect("tempdir");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = system_libvirt::pool_dir("drover-images").expect("pool dir");
     let path = dir.path().to_str().unwrap().to_string();
     let work = tempfile::tempdir().expect("work dir");
     let mut hostd = Hostd::start(

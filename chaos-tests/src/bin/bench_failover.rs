@@ -253,13 +253,12 @@ async fn measure(client: &mut LeaderClient, n: usize, killed: Instant) -> anyhow
 
 /// The `--disks` trial: VMs with disks on real libvirt hosts, and a power loss.
 mod disks {
-    use std::os::unix::fs::PermissionsExt;
     use std::time::{Duration, Instant};
 
     use anyhow::Context as _;
     use drover_chaos_tests::client::{ClientConfig, LeaderClient};
     use drover_chaos_tests::libvirt_hosts::LibvirtHosts;
-    use drover_chaos_tests::{guest, wait_until, Cluster, ClusterSpec};
+    use drover_chaos_tests::{guest, system_libvirt, wait_until, Cluster, ClusterSpec};
     use drover_proto::v1::DiskSpec;
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
@@ -280,10 +279,7 @@ mod disks {
         .await?;
         cluster.add_agent("h1", &lv.host(0).tcp_uri()).await?;
         cluster.wait_hosts_up().await?;
-        let shared = tempfile::Builder::new()
-            .prefix("drover-bench-failover")
-            .tempdir_in("/var/tmp")?;
-        std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o755))?;
+        let shared = system_libvirt::pool_dir("drover-bench-failover")?;
         let path = shared.path().to_str().context("utf-8 path")?;
         let cli = |args: Vec<String>| {
             let cluster = &cluster;

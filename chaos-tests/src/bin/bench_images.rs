@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _};
 use clap::Parser;
-use drover_chaos_tests::system_libvirt::{Leftovers, QEMU_SYSTEM};
+use drover_chaos_tests::system_libvirt::{self, Leftovers, QEMU_SYSTEM};
 use drover_chaos_tests::{guest, wait_until, Cluster, ClusterSpec};
 
 #[derive(Parser, Debug)]
@@ -96,14 +96,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     cluster.add_agent("q1", QEMU_SYSTEM).await?;
     cluster.wait_hosts_up().await?;
-    let pool_dir = tempfile::Builder::new()
-        .prefix("drover-bench-images")
-        .tempdir_in("/var/tmp")?;
-    // Reachable by QEMU's user.
-    std::fs::set_permissions(
-        pool_dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )?;
+    let pool_dir = system_libvirt::pool_dir("drover-bench-images")?;
     let path = pool_dir.path().to_str().context("utf-8 path")?;
     let out = cluster
         .cli(&[
