@@ -43,6 +43,40 @@ fn files(dir: &Path) -> Vec<String> {
     names
 }
 
+/// Waits until `vm` is observed in state `want`.
+async fn wait_vm(cluster: &Cluster, vm: &str, want: &str) -> anyhow::Result<Value> {
+    wait_until(&format!("{vm} {want}"), WAIT, || async {
+        let v = cluster.cli_json(&["vm", "get", vm]).await?;
+        Ok((v["observed_state"] == want).then_some(v))
+    })
+    .await
+}
+
+/// Waits until `vm` is gone from the state.
+async fn wait_vm_gone(cluster: &Cluster, vm: &str) -> anyhow::Result<()> {
+    wait_until(&format!("{vm} gone"), WAIT, || async {
+        let out = cluster
+            .cli(&["vm", "get", vm])
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((!out.success).then_some(()))
+    })
+    .await
+}
+
+/// Waits until the cluster has no images (a deleted or failed one is forgotten once its
+/// host deleted its volume).
+async fn wait_no_images(cluster: &Cluster) -> anyhow::Result<()> {
+    wait_until("no images", WAIT, || async {
+        let images = cluster.cli_json(&["image", "list"]).await?;
+        Ok(images
+            .as_array()
+            .is_some_and(|a| a.is_empty())
+            .then_some(()))
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn images_import_clone_and_delete_through_the_cluster() -> anyhow::Result<()> {
     if !require::prerequisite(system_libvirt::available()) {
@@ -121,12 +155,7 @@ async fn images_import_clone_and_delete_through_the_cluster() -> anyhow::Result<
         assert!(out.stderr.contains(says), "{args:?}: {}", out.stderr);
     }
     // The refused import's image is deleted by its host, then forgotten.
-    wait_until("the refused import to be forgotten", WAIT, || async {
-        let images = cluster.cli_json(&["image", "list"]).await?;
-        let empty = images.as_array().is_some_and(|a| a.is_empty());
-        Ok(empty.then_some(()))
-    })
-    .await?;
+    wait_no_images(&cluster).await?;
     assert!(files(dir.path()).is_empty(), "{:?}", files(dir.path()));
 
     eprintln!("phase: an import whose client dies mid-way is cleaned up");
@@ -299,11 +328,7 @@ async fn images_import_clone_and_delete_through_the_cluster() -> anyhow::Result<
         "the clone is the image's size"
     );
     let boot = disk["volume"].as_str().unwrap_or_default().to_string();
-    wait_until("the VM running on q1", WAIT, || async {
-        let v = cluster.cli_json(&["vm", "get", &vm]).await?;
-        Ok((v["observed_state"] == "running").then_some(()))
-    })
-    .await?;
+    wait_vm(&cluster, &vm, "running").await?;
     let overlay = dir.path().join(&boot);
     let info: Value = serde_json::from_str(&run(
         "qemu-img",
@@ -336,20 +361,9 @@ async fn images_import_clone_and_delete_through_the_cluster() -> anyhow::Result<
         "a disk was added to a running VM: {}",
         out.stderr
     );
-    let state = |want: &'static str| {
-        let cluster = &cluster;
-        let vm = vm.clone();
-        async move {
-            wait_until(&format!("{vm} {want}"), WAIT, || async {
-                let v = cluster.cli_json(&["vm", "get", &vm]).await?;
-                Ok((v["observed_state"] == want).then_some(v))
-            })
-            .await
-        }
-    };
     let out = cluster.cli(&["vm", "stop", &vm]).await?;
     anyhow::ensure!(out.success, "vm stop: {}", out.stderr);
-    state("shut off").await?;
+    wait_vm(&cluster, &vm, "shut off").await?;
     let grown = cluster
         .cli_json(&["vm", "disk", "add", &vm, "--size", "8M"])
         .await
@@ -371,7 +385,7 @@ async fn images_import_clone_and_delete_through_the_cluster() -> anyhow::Result<
     );
     let out = cluster.cli(&["vm", "start", &vm]).await?;
     anyhow::ensure!(out.success, "vm start: {}", out.stderr);
-    state("running").await?;
+    wait_vm(&cluster, &vm, "running").await?;
     let size = |path: &Path| -> anyhow::Result<u64> {
         let info: Value = serde_json::from_str(&run(
             "qemu-img",
@@ -383,7 +397,7 @@ async fn images_import_clone_and_delete_through_the_cluster() -> anyhow::Result<
     assert_eq!(size(&overlay)?, 48 << 20, "the grown boot disk");
     let out = cluster.cli(&["vm", "stop", &vm]).await?;
     anyhow::ensure!(out.success, "vm stop: {}", out.stderr);
-    state("shut off").await?;
+    wait_vm(&cluster, &vm, "shut off").await?;
     let out = cluster.cli(&["vm", "disk", "remove", &vm, "1"]).await?;
     anyhow::ensure!(out.success, "disk remove: {}", out.stderr);
     wait_until("the removed disk's volume to go", WAIT, || async {
@@ -417,45 +431,23 @@ async fn images_import_clone_and_delete_through_the_cluster() -> anyhow::Result<
     let kept_volume = dir
         .path()
         .join(made["disks"][0]["volume"].as_str().unwrap_or("?"));
-    wait_until("the second VM running", WAIT, || async {
-        let v = cluster.cli_json(&["vm", "get", &kept]).await?;
-        Ok((v["observed_state"] == "running").then_some(()))
-    })
-    .await?;
+    wait_vm(&cluster, &kept, "running").await?;
     let out = cluster
         .cli(&["vm", "delete", &kept, "--keep-disks"])
         .await?;
     anyhow::ensure!(out.success, "vm delete --keep-disks: {}", out.stderr);
-    wait_until("the second VM to go", WAIT, || async {
-        let gone = cluster
-            .cli(&["vm", "get", &kept])
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok((!gone.success).then_some(()))
-    })
-    .await?;
+    wait_vm_gone(&cluster, &kept).await?;
     assert!(kept_volume.exists(), "--keep-disks deleted the volume");
     std::fs::remove_file(&kept_volume)?;
 
     eprintln!("phase: with the VM gone, deleting the image removes its volume");
     let out = cluster.cli(&["vm", "delete", &vm]).await?;
     anyhow::ensure!(out.success, "vm delete: {}", out.stderr);
-    wait_until("the VM and its clone to go", WAIT, || async {
-        let gone = cluster
-            .cli(&["vm", "get", &vm])
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok((!gone.success && !overlay.exists()).then_some(()))
-    })
-    .await?;
+    wait_vm_gone(&cluster, &vm).await?;
+    assert!(!overlay.exists(), "the clone outlived its VM");
     let out = cluster.cli(&["image", "delete", "base"]).await?;
     anyhow::ensure!(out.success, "image delete: {}", out.stderr);
-    wait_until("the image to be forgotten", WAIT, || async {
-        let images = cluster.cli_json(&["image", "list"]).await?;
-        let empty = images.as_array().is_some_and(|a| a.is_empty());
-        Ok(empty.then_some(()))
-    })
-    .await?;
+    wait_no_images(&cluster).await?;
     assert!(files(dir.path()).is_empty(), "{:?}", files(dir.path()));
     Ok(())
 }
