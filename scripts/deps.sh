@@ -15,9 +15,11 @@ set -euo pipefail
 # python3: scripts/libvirtd.sh and the multi-host rig run scripts/subreaper.py; the images
 # test serves a file over HTTP with it. virtinst: bench_images measures virt-install, what
 # an operator would use instead of drover, in the same run.
+# genisoimage: hostd writes cloud-init NoCloud seeds (ISO9660 labelled cidata) with it.
 PACKAGES=(libvirt-dev pkg-config libvirt-clients libxml2-utils iptables
   libvirt-daemon-system qemu-system-x86 qemu-utils etcd-server protobuf-compiler libprotobuf-dev
-  busybox-static cpio syslinux syslinux-common mtools dosfstools python3 virtinst)
+  busybox-static cpio syslinux syslinux-common mtools dosfstools python3 virtinst
+  genisoimage)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -146,8 +146,7 @@ async fn a_watchdog_without_libvirt_at_the_lapse_stops_petting_then_fences_when_
             generation: 1,
             term: 1,
             ha: true,
-            disks: Vec::new(),
-            create_volumes: false,
+            ..Default::default()
         },
     );
     tokio::task::spawn_blocking(move || {

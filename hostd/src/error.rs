@@ -120,6 +120,10 @@ pub enum HostdError {
     #[error("Not a usable image: {0}")]
     BadImage(String),
 
+    /// A VM's cloud-init seed could not be built.
+    #[error("Cannot build the cloud-init seed: {0}")]
+    Seed(String),
+
     /// A helper program (`qemu-img`) could not be run.
     #[error("Cannot run {program}: {reason}")]
     Tool {
@@ -155,7 +159,7 @@ impl From<HostdError> for Status {
             | HostdError::VolumeMissing { .. }
             | HostdError::UploadUnsupported(_) => Status::failed_precondition(err.to_string()),
             HostdError::BadImage(_) => Status::invalid_argument(err.to_string()),
-            HostdError::Tool { .. } => Status::internal(err.to_string()),
+            HostdError::Tool { .. } | HostdError::Seed(_) => Status::internal(err.to_string()),
             HostdError::FencingState { .. }
             | HostdError::LeaseFile { .. }
             | HostdError::WatchdogDevice { .. }

@@ -21,6 +21,7 @@ pub mod lease;
 pub mod lease_file;
 pub mod logging;
 mod migration;
+pub mod seed;
 pub mod self_fence;
 mod service;
 mod session;

@@ -28,7 +28,7 @@ use crate::session;
 mod images;
 mod pools;
 use crate::vm_locks::{VmGuard, VmLocks};
-pub(crate) use pools::{disks_from_pb, pool_to_pb};
+pub(crate) use pools::{disks_from_pb, doomed_from_pb, pool_to_pb, seed_from_pb};
 
 /// How long StopVm waits for a guest when the request leaves `timeout_ms` at zero.
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -197,6 +197,7 @@ impl AgentService {
                 | HostdError::DataDir { .. }
                 | HostdError::Blocking(_)
                 | HostdError::Tool { .. }
+                | HostdError::Seed(_)
                 | HostdError::Serve(_) => {
                     warn!(host = %self.host(), vm, error = %error_chain(&err), "{op} failed");
                 }
@@ -410,6 +411,11 @@ impl HostAgent for AgentService {
             return Err(self.failed("StartVm", &req.name)(err));
         }
         let disks = disks_from_pb(req.disks).map_err(self.failed("StartVm", &req.name))?;
+        let seed = req
+            .seed
+            .map(seed_from_pb)
+            .transpose()
+            .map_err(self.failed("StartVm", &req.name))?;
         let _guard = self.shared.lock_vm(&req.name).await;
         let fence = self.fenced("StartVm", &req.name, req.fence).await?;
         // Without a lease the cluster may already be restarting this VM elsewhere.
@@ -431,6 +437,7 @@ impl HostAgent for AgentService {
             ha: req.ha,
             disks,
             create_volumes: req.create_volumes,
+            seed,
         };
         let name = spec.name.clone();
         let domain = self
@@ -498,7 +505,7 @@ impl HostAgent for AgentService {
         let req = request.into_inner();
         validate_name(&req.name).map_err(self.failed("UndefineVm", &req.name))?;
         let volumes =
-            disks_from_pb(req.delete_disks).map_err(self.failed("UndefineVm", &req.name))?;
+            doomed_from_pb(req.delete_disks).map_err(self.failed("UndefineVm", &req.name))?;
         let _guard = self.shared.lock_vm(&req.name).await;
         let fence = self.fenced("UndefineVm", &req.name, req.fence).await?;
         info!(

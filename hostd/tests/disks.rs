@@ -3,7 +3,8 @@
 //! attaches it virtio with cache='none'; a start with a pool not set up here is refused
 //! naming it; a VM that has run before is refused rather than given an empty volume in
 //! place of a missing one; UndefineVm deletes the volumes with the domain, and again when
-//! the domain is already gone. Needs the daemon (CI starts one; locally the test skips with the reason).
+//! the domain is already gone. A cloud-init seed is built into the boot disk's pool,
+//! attached read-only after the disks, and deleted with them. Needs the daemon (CI starts one; locally the test skips with the reason).
 
 mod common;
 
@@ -11,7 +12,9 @@ use std::process::Command;
 
 use common::hostd::Hostd;
 use drover_chaos_tests::system_libvirt::{self, Leftovers, QEMU_SYSTEM as URI};
-use drover_proto::agent::v1::{EnsurePoolRequest, Fence, StartVmRequest, VmDisk, VmRef};
+use drover_proto::agent::v1::{
+    CloudInitSeed, EnsurePoolRequest, Fence, StartVmRequest, VmDisk, VmRef,
+};
 use tonic::Code;
 use virt::connect::Connect;
 
@@ -121,7 +124,17 @@ async fn volumes_are_created_attached_and_deleted_with_the_vm() {
         "a volume was created anyway"
     );
 
-    eprintln!("phase: StartVm creates both volumes and boots with them attached");
+    eprintln!(
+        "phase: StartVm creates both volumes and the cloud-init seed and boots with them attached"
+    );
+    let seed_volume = format!("{vm}-1-cidata.iso");
+    let seed = CloudInitSeed {
+        volume: seed_volume.clone(),
+        instance_id: format!("{vm}-1"),
+        hostname: "disk-guest".into(),
+        user_data: "#cloud-config\nruncmd: [true]\n".into(),
+        ssh_keys: vec!["ssh-ed25519 AAAA test@drover".into()],
+    };
     let started = hostd
         .client
         .start_vm(StartVmRequest {
@@ -131,6 +144,7 @@ async fn volumes_are_created_attached_and_deleted_with_the_vm() {
             fence: fence(2),
             disks: disks.clone(),
             create_volumes: true,
+            seed: Some(seed),
             ..Default::default()
         })
         .await
@@ -152,6 +166,20 @@ async fn volumes_are_created_attached_and_deleted_with_the_vm() {
     assert!(xml.contains(&format!("{path}/{boot}")), "{xml}");
     assert_eq!(xml.matches("cache='none'").count(), 2, "{xml}");
     assert!(xml.contains("<target dev='vda' bus='virtio'/>"), "{xml}");
+    // The seed: an ISO9660 volume labelled cidata in the boot disk's pool, read-only third.
+    let iso = std::fs::read(dir.path().join(&seed_volume)).expect("seed volume");
+    assert_eq!(&iso[0x8001..0x8006], b"CD001", "an ISO9660 image");
+    assert_eq!(&iso[0x8028..0x802e], b"cidata", "labelled cidata");
+    assert!(
+        String::from_utf8_lossy(&iso).contains(&format!("\"instance-id\":\"{vm}-1\"")),
+        "its meta-data names the instance"
+    );
+    let seed_disk = &xml[xml.find(&seed_volume).expect("seed attached")..];
+    let seed_disk = &seed_disk[..seed_disk.find("</disk>").unwrap()];
+    assert!(
+        seed_disk.contains("<readonly/>") && seed_disk.contains("dev='vdc'"),
+        "{xml}"
+    );
 
     eprintln!("phase: deleting a volume in a pool not set up here is refused, not skipped");
     let err = hostd
@@ -167,10 +195,18 @@ async fn volumes_are_created_attached_and_deleted_with_the_vm() {
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
 
     eprintln!("phase: UndefineVm deletes the volumes with the domain, and repeats harmlessly");
+    let mut doomed = disks.clone();
+    // As the controller sends a seed: only its pool and name matter.
+    doomed.push(VmDisk {
+        pool: pool.clone(),
+        volume: seed_volume.clone(),
+        format: "raw".into(),
+        ..Default::default()
+    });
     let undefine = VmRef {
         name: vm.clone(),
         fence: fence(2),
-        delete_disks: disks.clone(),
+        delete_disks: doomed,
         ..Default::default()
     };
     let existed = hostd
@@ -182,6 +218,7 @@ async fn volumes_are_created_attached_and_deleted_with_the_vm() {
         .existed;
     assert!(existed);
     assert!(!dir.path().join(&boot).exists() && !dir.path().join(&data).exists());
+    assert!(!dir.path().join(&seed_volume).exists(), "the seed goes too");
     // A volume left by a start that failed after creating it goes the same way.
     std::fs::write(dir.path().join("leftover.qcow2"), b"").unwrap();
     let leftover = VmRef {

@@ -35,6 +35,7 @@ fn every_domain_type_validates_against_libvirts_schema() {
             create: false,
         }],
         create_volumes: true,
+        seed: None,
     };
     for (domain_type, uuid) in [
         (DomainType::Test, None),
@@ -49,6 +50,7 @@ fn every_domain_type_validates_against_libvirts_schema() {
             domain_type,
             uuid,
             &["/srv/fast/web-9-disk0.qcow2".to_string()],
+            Some("/srv/fast/web-9-cidata.iso"),
         );
         let path = dir.path().join(format!("{}.xml", domain_type.as_str()));
         std::fs::write(&path, &xml).expect("write xml");

@@ -3,8 +3,8 @@
 
 use crate::command::{ApplyError, ApplyResult, Reply};
 use crate::model::{
-    validate_labels, validate_name, volume_name, ClusterState, DesiredState, Disk, DiskBacking, Vm,
-    VmOptions, VmSpec, MAX_DISKS,
+    validate_labels, validate_name, volume_name, CloudInitError, ClusterState, DesiredState, Disk,
+    DiskBacking, Vm, VmOptions, VmSpec, MAX_DISKS,
 };
 
 impl ClusterState {
@@ -51,6 +51,12 @@ impl ClusterState {
                 });
             }
         }
+        if let Some(c) = &options.cloud_init {
+            c.validate()?;
+            if options.disks.is_empty() {
+                return Err(CloudInitError::NoDisk.into());
+            }
+        }
         self.check_space(options.disks.iter())?;
         let backing = match &options.image {
             Some(image) => Some(self.backing_for(name, image, options)?),
@@ -84,6 +90,7 @@ impl ClusterState {
             uid,
             disks_made: options.disks.len() as u32,
             disks,
+            cloud_init: options.cloud_init.clone(),
             ..Vm::new(name, *spec, desired)
         };
         self.vms.insert(name.to_string(), vm.clone());
@@ -213,18 +220,17 @@ mod tests {
         s
     }
 
-    fn create(s: &mut ClusterState, name: &str, ha: bool, disks: &[(&str, u64)]) -> ApplyResult {
-        let options = VmOptions {
-            ha,
-            disks: disks
-                .iter()
-                .map(|(pool, size_bytes)| DiskSpec {
-                    pool: pool.to_string(),
-                    size_bytes: *size_bytes,
-                })
-                .collect(),
-            ..Default::default()
-        };
+    fn disk_specs(disks: &[(&str, u64)]) -> Vec<DiskSpec> {
+        disks
+            .iter()
+            .map(|(pool, size_bytes)| DiskSpec {
+                pool: pool.to_string(),
+                size_bytes: *size_bytes,
+            })
+            .collect()
+    }
+
+    fn create_with(s: &mut ClusterState, name: &str, options: VmOptions) -> ApplyResult {
         s.apply(&Command::CreateVm {
             name: name.into(),
             spec: VmSpec {
@@ -235,6 +241,15 @@ mod tests {
             options,
         })
         .0
+    }
+
+    fn create(s: &mut ClusterState, name: &str, ha: bool, disks: &[(&str, u64)]) -> ApplyResult {
+        let options = VmOptions {
+            ha,
+            disks: disk_specs(disks),
+            ..Default::default()
+        };
+        create_with(s, name, options)
     }
 
     #[test]
@@ -490,5 +505,52 @@ mod tests {
         );
         set_up(&mut s, "local", "h1");
         assert!(place(&mut s).is_ok());
+    }
+
+    fn create_with_seed(
+        s: &mut ClusterState,
+        name: &str,
+        disks: &[(&str, u64)],
+        hostname: &str,
+    ) -> ApplyResult {
+        let options = VmOptions {
+            disks: disk_specs(disks),
+            cloud_init: Some(crate::model::CloudInit {
+                hostname: hostname.into(),
+                user_data: Some("#cloud-config\n".into()),
+                ssh_keys: vec![],
+            }),
+            ..Default::default()
+        };
+        create_with(s, name, options)
+    }
+
+    #[test]
+    fn cloud_init_needs_a_disk_and_valid_settings_and_changes_nothing_when_refused() {
+        let mut s = state();
+        let before = s.clone();
+        assert_eq!(
+            create_with_seed(&mut s, "web", &[], "web"),
+            Err(ApplyError::InvalidCloudInit(CloudInitError::NoDisk))
+        );
+        assert!(matches!(
+            create_with_seed(&mut s, "web", &[("local", 1 << 30)], "web_1"),
+            Err(ApplyError::InvalidCloudInit(
+                CloudInitError::Hostname { .. }
+            ))
+        ));
+        assert_eq!(s, before, "a refused create leaves the state as it was");
+        let Ok(Reply::Vm(vm)) = create_with_seed(&mut s, "web", &[("local", 1 << 30)], "web")
+        else {
+            panic!("create failed");
+        };
+        assert_eq!(
+            vm.seed_volume(),
+            Some(("local", format!("web-{}-cidata.iso", vm.uid)))
+        );
+        assert_eq!(
+            vm.cloud_init.as_ref().map(|c| c.hostname.as_str()),
+            Some("web")
+        );
     }
 }

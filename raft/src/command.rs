@@ -426,6 +426,8 @@ pub enum ApplyError {
     InvalidName { what: String, reason: String },
     #[error("Invalid VM spec: {0}")]
     InvalidSpec(String),
+    #[error("Invalid cloud-init settings: {0}")]
+    InvalidCloudInit(#[from] crate::model::CloudInitError),
     #[error("Invalid host address {address:?}: {reason}")]
     InvalidAddress { address: String, reason: String },
     #[error("Host {0:?} already exists")]

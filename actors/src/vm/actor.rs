@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use drover_proto::agent::v1::{
-    DeleteVolumeRequest, Domain, DomainState, Fence, StartVmRequest, StopVmRequest, VmDisk, VmRef,
-    VolumeRef,
+    CloudInitSeed, DeleteVolumeRequest, Domain, DomainState, Fence, StartVmRequest, StopVmRequest,
+    VmDisk, VmRef, VolumeRef,
 };
-use drover_raft::model::{Disk, ObservedState, Vm};
+use drover_raft::model::{instance_id, Disk, ObservedState, Vm};
 use drover_raft::{Command, RaftNode, Reply, Request};
 
 use super::reconcile::{decide, Action, Observation};
@@ -47,13 +47,39 @@ pub struct VmActor {
 
 /// The volumes deleting `vm` deletes: its disks' and those of disks removed from it whose
 /// volumes are not deleted yet; none of its disks' when it is deleted with `--keep-disks`.
+/// Its cloud-init seed goes with its disks (kept with them, too: it is the VM's identity
+/// to the guest).
 fn doomed_disks(vm: &Vm) -> Vec<VmDisk> {
     let dropped = vm.dropped_disks.iter().map(vm_disk);
     if vm.keep_disks {
         dropped.collect()
     } else {
-        vm.disks.iter().map(vm_disk).chain(dropped).collect()
+        let seed = vm.seed_volume().map(|(pool, volume)| VmDisk {
+            pool: pool.to_string(),
+            volume,
+            format: "raw".into(),
+            ..Default::default()
+        });
+        vm.disks
+            .iter()
+            .map(vm_disk)
+            .chain(dropped)
+            .chain(seed)
+            .collect()
     }
+}
+
+/// The NoCloud seed hostd attaches to `vm`, if it has cloud-init settings and a disk.
+fn seed(vm: &Vm) -> Option<CloudInitSeed> {
+    let c = vm.cloud_init.as_ref()?;
+    let (_, volume) = vm.seed_volume()?;
+    Some(CloudInitSeed {
+        volume,
+        instance_id: instance_id(&vm.name, vm.uid),
+        hostname: c.hostname.clone(),
+        user_data: c.user_data.clone().unwrap_or_default(),
+        ssh_keys: c.ssh_keys.clone(),
+    })
 }
 
 /// `vm`'s disks as hostd takes them.
@@ -258,6 +284,7 @@ impl Exec {
                     // committed since this action was decided is in them.
                     disks: vm_disks(&started),
                     create_volumes: !started.volumes_created,
+                    seed: seed(&started),
                 };
                 match self.agent()?.start_vm(deadline(req, START_CALL)).await {
                     Ok(d) => Ok(Some(observation(&host, &d.into_inner(), self.placements))),

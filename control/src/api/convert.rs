@@ -5,7 +5,8 @@ use std::time::Duration;
 use drover_actors::scheduler::place_vm;
 use drover_proto::v1 as pb;
 use drover_raft::model::{
-    ClusterState, DesiredState, Host, HostHealth, ObservedState, OpKind, Operation, Progress, Vm,
+    instance_id, ClusterState, DesiredState, Host, HostHealth, ObservedState, OpKind, Operation,
+    Progress, Vm,
 };
 
 /// `vm` with, when it waits for a placement, each host's reason for refusing it now.
@@ -94,6 +95,12 @@ pub fn vm(vm: &Vm) -> pb::Vm {
                     .map_or(String::new(), |b| b.image.clone()),
             })
             .collect(),
+        cloud_init: vm.cloud_init.as_ref().map(|c| pb::CloudInitInfo {
+            hostname: c.hostname.clone(),
+            ssh_keys: c.ssh_keys.clone(),
+            user_data_bytes: c.user_data.as_ref().map_or(0, |d| d.len() as u32),
+            instance_id: instance_id(&vm.name, vm.uid),
+        }),
     }
 }
 

@@ -12,6 +12,7 @@ pub fn apply_error(e: &ApplyError) -> Status {
     match e {
         ApplyError::InvalidName { .. }
         | ApplyError::InvalidSpec(_)
+        | ApplyError::InvalidCloudInit(_)
         | ApplyError::InvalidAddress { .. }
         | ApplyError::InvalidLabels(_)
         | ApplyError::InvalidPolicy(_)

@@ -3,7 +3,7 @@
 use drover_actors::scheduler::{batch::refuse, host_views, place_vm, request_for};
 use drover_proto::v1 as pb;
 use drover_proto::v1::vm_service_server::VmService;
-use drover_raft::model::{DesiredState, DiskSpec, MigrationPolicy, VmOptions, VmSpec};
+use drover_raft::model::{CloudInit, DesiredState, DiskSpec, MigrationPolicy, VmOptions, VmSpec};
 use drover_raft::{wall_clock_ms, Command, RaftNode, Reply};
 use tonic::{Request, Response, Status};
 
@@ -90,6 +90,16 @@ impl VmService for VmApi {
                     })
                     .collect(),
                 image: (!req.image.is_empty()).then_some(req.image),
+                cloud_init: req.cloud_init.map(|c| CloudInit {
+                    // As Proxmox does: the VM's name unless told otherwise.
+                    hostname: if c.hostname.is_empty() {
+                        req.name.clone()
+                    } else {
+                        c.hostname
+                    },
+                    user_data: (!c.user_data.is_empty()).then_some(c.user_data),
+                    ssh_keys: c.ssh_keys,
+                }),
             },
         };
         vm_reply(commit(&self.node, &meta, cmd).await?, &req.name)

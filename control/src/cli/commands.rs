@@ -80,6 +80,15 @@ fn show_vm(format: Format, vm: &pb::Vm) -> anyhow::Result<String> {
                     out.push_str(&format!(", a clone of image {}", d.image));
                 }
             }
+            if let Some(c) = &vm.cloud_init {
+                out.push_str(&format!(
+                    "\ncloud-init: hostname {}, instance {}, {} SSH key(s), {} bytes of user-data",
+                    c.hostname,
+                    c.instance_id,
+                    c.ssh_keys.len(),
+                    c.user_data_bytes
+                ));
+            }
             Ok(out)
         }
     }
@@ -333,6 +342,7 @@ pub async fn vm(target: &Target, format: Format, cmd: VmCmd) -> anyhow::Result<P
             disks,
             pool,
             image,
+            cloud_init,
         } => {
             // A clone boots as big as its image unless asked for more.
             let boot = match (&image, disk_size) {
@@ -361,6 +371,7 @@ pub async fn vm(target: &Target, format: Format, cmd: VmCmd) -> anyhow::Result<P
                 anti_affinity: anti_affinity.unwrap_or_default(),
                 disks,
                 image: image.unwrap_or_default(),
+                cloud_init: cloud_init.request()?,
             };
             c.create_vm(req).await?
         }

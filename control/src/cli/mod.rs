@@ -2,6 +2,7 @@
 //! live in their own modules.
 
 mod backup;
+mod cloud_init;
 mod commands;
 mod follow;
 mod images;
@@ -555,6 +556,8 @@ pub enum VmCmd {
         /// unless --disk-size says more).
         #[arg(long, requires = "pool")]
         image: Option<String>,
+        #[command(flatten)]
+        cloud_init: cloud_init::CloudInitArgs,
     },
     /// Live-migrate a running VM to another host (the scheduler picks one unless --to).
     /// Shows progress and ends with the downtime, unless --detach.

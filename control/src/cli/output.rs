@@ -64,6 +64,12 @@ pub fn vm_json(vm: &pb::Vm) -> Value {
             "format": d.format,
             "image": if d.image.is_empty() { Value::Null } else { json!(d.image) },
         })).collect::<Vec<_>>(),
+        "cloud_init": vm.cloud_init.as_ref().map(|c| json!({
+            "hostname": c.hostname,
+            "instance_id": c.instance_id,
+            "ssh_keys": c.ssh_keys,
+            "user_data_bytes": c.user_data_bytes,
+        })),
     })
 }
 

@@ -48,12 +48,14 @@ pub struct Marker {
 /// Builds the XML that defines `spec`'s domain. `uuid` must be the existing domain's UUID
 /// when redefining one, because libvirt refuses a definition that reuses a name under a
 /// different UUID.
-/// `disk_paths` are the volumes of `spec.disks`, in order (attached as `vda`, `vdb`, ...).
+/// `disk_paths` are the volumes of `spec.disks`, in order (attached as `vda`, `vdb`, ...);
+/// `seed` is the cloud-init seed's, attached read-only after them.
 pub fn build(
     spec: &VmSpec,
     domain_type: DomainType,
     uuid: Option<&str>,
     disk_paths: &[String],
+    seed: Option<&str>,
 ) -> String {
     let mut xml = String::with_capacity(768);
     // Writing into a String cannot fail; the results are ignored on purpose.
@@ -108,6 +110,17 @@ pub fn build(
             escape(&disk.format),
             escape(path),
             disk_letter(i)
+        );
+    }
+    if let Some(path) = seed {
+        // A virtio disk rather than a CD-ROM: it works on every machine type, and
+        // cloud-init finds the `cidata` filesystem on any block device. Read-only, so
+        // virtlockd leaves it unlocked for a VM on another host reading the same seed.
+        let _ = writeln!(
+            xml,
+            "    <disk type='file' device='disk'>\n      <driver name='qemu' type='raw'/>\n      <source file='{}'/>\n      <target dev='vd{}' bus='virtio'/>\n      <readonly/>\n    </disk>",
+            escape(path),
+            disk_letter(spec.disks.len())
         );
     }
     let _ = writeln!(xml, "    <console type='pty'/>\n  </devices>");
@@ -232,9 +245,41 @@ mod tests {
             generation: 7,
             term: 3,
             ha: true,
-            disks: Vec::new(),
-            create_volumes: false,
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn the_seed_is_a_read_only_disk_after_the_vms_own() {
+        let mut s = spec("web");
+        s.disks.push(crate::hypervisor::VmDisk {
+            pool: "fast".into(),
+            volume: "web-1-disk0.qcow2".into(),
+            size_bytes: 1 << 30,
+            format: "qcow2".into(),
+            backing: None,
+            create: false,
+        });
+        let paths = ["/srv/fast/web-1-disk0.qcow2".to_string()];
+        let xml = build(
+            &s,
+            DomainType::Qemu,
+            None,
+            &paths,
+            Some("/srv/fast/web-1-cidata.iso"),
+        );
+        let seed_at = xml.find("web-1-cidata.iso").expect("seed attached");
+        let seed_disk = &xml[xml[..seed_at].rfind("<disk").unwrap()..];
+        let seed_disk = &seed_disk[..seed_disk.find("</disk>").unwrap()];
+        assert!(seed_disk.contains("type='raw'"), "{seed_disk}");
+        assert!(seed_disk.contains("<readonly/>"), "{seed_disk}");
+        assert!(seed_disk.contains("dev='vdb'"), "{seed_disk}");
+        assert!(
+            xml.find("web-1-disk0").unwrap() < seed_at,
+            "after the VM's disks"
+        );
+        let none = build(&s, DomainType::Qemu, None, &paths, None);
+        assert!(!none.contains("readonly"));
     }
 
     #[test]
@@ -254,7 +299,7 @@ mod tests {
             "/srv/fast/web-1-disk0.qcow2".to_string(),
             "/srv/bulk/web-1-disk1.qcow2".to_string(),
         ];
-        let xml = build(&s, DomainType::Kvm, None, &paths);
+        let xml = build(&s, DomainType::Kvm, None, &paths, None);
         let first = xml.find("<target dev='vda' bus='virtio'/>").expect("vda");
         let second = xml.find("<target dev='vdb' bus='virtio'/>").expect("vdb");
         assert!(first < second);
@@ -271,7 +316,7 @@ mod tests {
 
     #[test]
     fn contains_name_memory_vcpus_and_marker() {
-        let xml = build(&spec("web-1"), DomainType::Test, None, &[]);
+        let xml = build(&spec("web-1"), DomainType::Test, None, &[], None);
         assert!(xml.starts_with("<domain type='test'>"), "{xml}");
         assert!(xml.contains("<name>web-1</name>"), "{xml}");
         assert!(xml.contains("<memory unit='MiB'>256</memory>"), "{xml}");
@@ -292,14 +337,14 @@ mod tests {
     #[test]
     fn keeps_the_uuid_when_redefining() {
         let uuid = "82fc4a8e-b11b-41b9-9567-f98da6b05d1f";
-        let xml = build(&spec("a"), DomainType::Kvm, Some(uuid), &[]);
+        let xml = build(&spec("a"), DomainType::Kvm, Some(uuid), &[], None);
         assert!(xml.starts_with("<domain type='kvm'>"), "{xml}");
         assert!(xml.contains(&format!("<uuid>{uuid}</uuid>")), "{xml}");
     }
 
     #[test]
     fn escapes_names() {
-        let xml = build(&spec("a&b<c>'d\""), DomainType::Qemu, None, &[]);
+        let xml = build(&spec("a&b<c>'d\""), DomainType::Qemu, None, &[], None);
         assert!(
             xml.contains("<name>a&amp;b&lt;c&gt;&apos;d&quot;</name>"),
             "{xml}"
@@ -323,7 +368,7 @@ mod tests {
 
     #[test]
     fn reads_the_marker_back_from_what_it_built() {
-        let xml = build(&spec("round-trip"), DomainType::Test, None, &[]);
+        let xml = build(&spec("round-trip"), DomainType::Test, None, &[], None);
         assert_eq!(
             parse_domain_xml(&xml),
             Some(Marker {
@@ -336,7 +381,7 @@ mod tests {
 
     #[test]
     fn rewrites_generation_and_term_for_a_migration() {
-        let xml = build(&spec("web"), DomainType::Qemu, Some("u-1"), &[]);
+        let xml = build(&spec("web"), DomainType::Qemu, Some("u-1"), &[], None);
         let moved = with_marker(&xml, 8, 5).expect("has a marker");
         let marker = parse_domain_xml(&moved).unwrap();
         assert_eq!((marker.generation, marker.term, marker.ha), (8, 5, true));

@@ -97,7 +97,16 @@ impl LibvirtHypervisor {
             .iter()
             .map(|d| libvirt_pool::ensure_volume(conn, d, spec.create_volumes || d.create))
             .collect::<Result<Vec<_>, _>>()?;
-        let xml = domain_xml::build(spec, self.domain_type, uuid, &paths);
+        let seed = match (&spec.seed, spec.disks.first()) {
+            (Some(seed), Some(boot)) => Some(libvirt_pool::ensure_seed(conn, &boot.pool, seed)?),
+            (Some(_), None) => {
+                return Err(HostdError::InvalidArgument(
+                    "a cloud-init seed needs a boot disk (it lives in its pool)".into(),
+                ))
+            }
+            (None, _) => None,
+        };
+        let xml = domain_xml::build(spec, self.domain_type, uuid, &paths, seed.as_deref());
         let dom = conn
             .define_domain_xml(&xml)
             .map_err(HostdError::libvirt("define_domain_xml"))?;

@@ -17,6 +17,7 @@ use virt::stream::Stream;
 use super::pool_xml::{self, dir_pool, target_path};
 use super::{ManagedPool, UploadChunks, VmDisk};
 use crate::error::HostdError;
+use crate::seed::Seed;
 
 /// How often a pool's space is re-read from its filesystem. libvirt reports what it read
 /// at its last refresh, and a refresh rescans every volume: once per heartbeat would be
@@ -265,6 +266,44 @@ pub(super) fn ensure_volume(
     }
     vol.path()
         .map_err(HostdError::libvirt("storage_vol_get_path"))
+}
+
+/// The path of `seed`'s volume in pool `pool`, built and uploaded unless it is there: its
+/// name carries the VM's incarnation and its settings never change, so one found (built
+/// by an earlier start, here or on another host of a shared pool) is the same seed.
+pub(super) fn ensure_seed(conn: &Connect, pool: &str, seed: &Seed) -> Result<String, HostdError> {
+    let p = pool_here(conn, pool)?;
+    if let Err(e) = p.refresh(0) {
+        tracing::warn!(pool, error = %e, "cannot refresh storage pool");
+    }
+    if let Ok(vol) = p.lookup_storage_vol_by_name(&seed.volume) {
+        return vol
+            .path()
+            .map_err(HostdError::libvirt("storage_vol_get_path"));
+    }
+    let iso = seed.build_iso()?;
+    tracing::info!(pool, volume = %seed.volume, bytes = iso.len(), "creating cloud-init seed");
+    let mut chunks = std::iter::once(Ok(iso.clone()));
+    match upload(conn, pool, &seed.volume, iso.len() as u64, &mut chunks) {
+        Err(HostdError::UploadUnsupported(why)) => {
+            // The test driver keeps no data: an empty volume of the seed's size stands in,
+            // and nothing boots on that driver to read it.
+            tracing::warn!(pool, volume = %seed.volume, %why, "seed volume left empty");
+            let disk = VmDisk {
+                pool: pool.to_string(),
+                volume: seed.volume.clone(),
+                size_bytes: iso.len() as u64,
+                format: "raw".into(),
+                backing: None,
+                create: true,
+            };
+            StorageVol::create_xml(&p, &pool_xml::volume(&disk, None), 0)
+                .map_err(HostdError::libvirt("storage_vol_create_xml"))?
+                .path()
+                .map_err(HostdError::libvirt("storage_vol_get_path"))
+        }
+        other => other,
+    }
 }
 
 /// Deletes `disk`'s volume; one already gone is fine. A pool not set up here is refused:

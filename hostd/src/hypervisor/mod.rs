@@ -18,7 +18,7 @@ pub mod pool_xml;
 use crate::error::HostdError;
 
 /// What hostd needs to define and start one VM.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VmSpec {
     pub name: String,
     pub vcpus: u32,
@@ -34,6 +34,8 @@ pub struct VmSpec {
     pub disks: Vec<VmDisk>,
     /// Create missing volumes (the VM has never run); otherwise a missing one is refused.
     pub create_volumes: bool,
+    /// Its cloud-init seed, kept in the boot disk's pool.
+    pub seed: Option<crate::seed::Seed>,
 }
 
 /// A volume of a VM in one of this host's pools.

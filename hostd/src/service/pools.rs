@@ -11,6 +11,7 @@ use tracing::info;
 use super::AgentService;
 use crate::error::HostdError;
 use crate::hypervisor::{ManagedPool, VmDisk, VolumeRef};
+use crate::seed::Seed;
 
 pub(crate) fn pool_to_pb(p: ManagedPool) -> pb::PoolStatus {
     pb::PoolStatus {
@@ -35,17 +36,57 @@ fn validate_pool_name(name: &str) -> Result<(), HostdError> {
 
 /// A VM's disks as the controller sent them, checked: their names and format go into
 /// libvirt XML unescaped.
+/// A start's cloud-init seed, its volume name checked like any other.
+pub(crate) fn seed_from_pb(seed: pb::CloudInitSeed) -> Result<Seed, HostdError> {
+    if !valid_name(&seed.volume) {
+        return Err(HostdError::InvalidArgument(format!(
+            "seed volume name {:?} must be 1-128 of A-Z a-z 0-9 . _ -",
+            seed.volume
+        )));
+    }
+    Ok(Seed {
+        volume: seed.volume,
+        instance_id: seed.instance_id,
+        hostname: seed.hostname,
+        user_data: seed.user_data,
+        ssh_keys: seed.ssh_keys,
+    })
+}
+
+/// Volumes to delete: only their pools and names matter (a VM's seed among them).
+pub(crate) fn doomed_from_pb(disks: Vec<pb::VmDisk>) -> Result<Vec<VmDisk>, HostdError> {
+    disks
+        .into_iter()
+        .map(|d| {
+            check_volume_name(&d)?;
+            Ok(VmDisk {
+                pool: d.pool,
+                volume: d.volume,
+                size_bytes: d.size_bytes,
+                format: d.format,
+                backing: None,
+                create: false,
+            })
+        })
+        .collect()
+}
+
+fn check_volume_name(d: &pb::VmDisk) -> Result<(), HostdError> {
+    validate_pool_name(&d.pool)?;
+    if !valid_name(&d.volume) {
+        return Err(HostdError::InvalidArgument(format!(
+            "volume name {:?} must be 1-128 of A-Z a-z 0-9 . _ -",
+            d.volume
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) fn disks_from_pb(disks: Vec<pb::VmDisk>) -> Result<Vec<VmDisk>, HostdError> {
     disks
         .into_iter()
         .map(|d| {
-            validate_pool_name(&d.pool)?;
-            if !valid_name(&d.volume) {
-                return Err(HostdError::InvalidArgument(format!(
-                    "volume name {:?} must be 1-128 of A-Z a-z 0-9 . _ -",
-                    d.volume
-                )));
-            }
+            check_volume_name(&d)?;
             if d.format != "qcow2" {
                 return Err(HostdError::InvalidArgument(format!(
                     "disk format {:?} is not supported; supported: qcow2",

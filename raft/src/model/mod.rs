@@ -1,6 +1,7 @@
 //! The cluster's domain model: what the state machine holds and replicates, and the rules
 //! for names and addresses in it.
 
+mod cloud_init;
 mod disk;
 mod event;
 mod host;
@@ -14,6 +15,10 @@ mod state;
 mod token;
 mod vm;
 
+pub use cloud_init::{
+    instance_id, seed_volume_name, validate_hostname, CloudInit, CloudInitError,
+    MAX_USER_DATA_BYTES,
+};
 pub use disk::{
     volume_name, Disk, DiskFormat, DiskSpec, MAX_DISKS, MAX_DISK_BYTES, MIN_DISK_BYTES,
 };

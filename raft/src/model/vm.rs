@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Disk, DiskSpec, Labels};
+use super::{CloudInit, Disk, DiskSpec, Labels};
 
 /// Upper bounds that catch typos (`--memory-mib 40960000`) before any scheduler sees them.
 pub const MAX_VCPUS: u32 = 512;
@@ -56,6 +56,9 @@ pub struct VmOptions {
     /// The image the boot disk is a linked clone of; the other disks start empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// Its NoCloud seed's settings; `None`: no seed is attached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_init: Option<CloudInit>,
 }
 
 /// What the operator asked for.
@@ -98,11 +101,22 @@ impl Vm {
             keep_disks: false,
             dropped_disks: Vec::new(),
             disks_made: 0,
+            cloud_init: None,
         }
     }
 }
 
 impl Vm {
+    /// The volume its cloud-init seed lives in (the boot disk's pool), if it has one.
+    pub fn seed_volume(&self) -> Option<(&str, String)> {
+        self.cloud_init.as_ref()?;
+        let boot = self.disks.first()?;
+        Some((
+            boot.pool.as_str(),
+            super::seed_volume_name(&self.name, self.uid),
+        ))
+    }
+
     /// Every pool the VM's host must have set up: its disks' and their images'.
     pub fn pools(&self) -> impl Iterator<Item = &str> {
         self.disks.iter().flat_map(|d| {
@@ -211,6 +225,9 @@ pub struct Vm {
     /// its disks is the floor).
     #[serde(default)]
     pub disks_made: u32,
+    /// What its cloud-init seed says (see [`VmOptions::cloud_init`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_init: Option<CloudInit>,
 }
 
 impl DesiredState {
