@@ -20,7 +20,7 @@ pub mod scheduler;
 mod supervisor;
 pub mod vm;
 
-pub use agents::{upload_deadline, AgentPool};
+pub use agents::{upload_deadline, AgentPool, QUICK_CALL};
 pub use supervisor::{LeadingTerm, Supervisor, SupervisorConfig};
 
 /// Asks an actor to stop.

@@ -521,6 +521,17 @@ impl Cluster {
 
     /// Runs the CLI against the given endpoints only.
     pub async fn cli_at(&self, endpoints: &str, args: &[&str]) -> anyhow::Result<CliOutput> {
+        let out = self.cli_command(endpoints, args).await?.output().await?;
+        Ok(out.into())
+    }
+
+    /// The CLI command [`Cluster::cli_at`] runs, for a test that drives the process itself
+    /// (its stdin, a console session).
+    pub async fn cli_command(
+        &self,
+        endpoints: &str,
+        args: &[&str],
+    ) -> anyhow::Result<tokio::process::Command> {
         let mut cmd = tokio::process::Command::new(binary("drover"));
         cmd.args(args).args(["--endpoints", endpoints]);
         // JSON unless the test asks for another format.
@@ -536,14 +547,11 @@ impl Cluster {
                 cmd.args(tls.flags());
             }
         }
-        let out = cmd
-            .env_remove("DROVER_ENDPOINTS")
+        cmd.env_remove("DROVER_ENDPOINTS")
             .env_remove("DROVER_CA")
             .env_remove("DROVER_CERT")
-            .env_remove("DROVER_KEY")
-            .output()
-            .await?;
-        Ok(out.into())
+            .env_remove("DROVER_KEY");
+        Ok(cmd)
     }
 
     /// Runs the CLI and parses its JSON; a failing command is an `Err` with its stderr.

@@ -7,8 +7,11 @@
 //! write whose reply was lost (leader change mid-commit) is applied once: the state
 //! machine answers the retry with the first result.
 
+mod console;
 mod images;
 mod pools;
+
+pub use console::ConsoleSession;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};

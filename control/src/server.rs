@@ -98,7 +98,10 @@ pub async fn run(
             node.clone(),
             grants.clone(),
         )))
-        .add_service(VmServiceServer::new(VmApi::new(node.clone())))
+        .add_service(VmServiceServer::new(VmApi::new(
+            node.clone(),
+            drover_actors::AgentPool::new(config.tls.clone()),
+        )))
         .add_service(TokenServiceServer::new(TokenApi::new(node.clone())))
         .add_service(OperationServiceServer::new(OperationApi::new(node.clone())))
         .add_service(PoolServiceServer::new(PoolApi::new(node.clone())))

@@ -14,6 +14,10 @@ pub enum HostdError {
     #[error("Domain {name} not found")]
     NotFound { name: String },
 
+    /// The domain is defined here but not running (a console needs a running guest).
+    #[error("Domain {name} is not running")]
+    NotRunning { name: String },
+
     /// A domain of this name exists but hostd did not create it, so it must not touch it.
     #[error("Domain {name} exists and is not managed by drover")]
     NotManaged { name: String },
@@ -147,6 +151,7 @@ impl From<HostdError> for Status {
     fn from(err: HostdError) -> Status {
         match &err {
             HostdError::NotFound { .. } => Status::not_found(err.to_string()),
+            HostdError::NotRunning { .. } => Status::failed_precondition(err.to_string()),
             HostdError::NotManaged { .. } | HostdError::VolumeExists { .. } => {
                 Status::already_exists(err.to_string())
             }

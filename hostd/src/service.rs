@@ -25,6 +25,7 @@ use crate::migration::{Migrations, Update};
 use crate::self_fence::LeaseKeeper;
 use crate::session;
 
+mod console;
 mod images;
 mod pools;
 use crate::vm_locks::{VmGuard, VmLocks};
@@ -171,6 +172,7 @@ impl AgentService {
         move |err| {
             match &err {
                 HostdError::NotFound { .. }
+                | HostdError::NotRunning { .. }
                 | HostdError::NotManaged { .. }
                 | HostdError::InvalidArgument(_)
                 | HostdError::PoolPath { .. }
@@ -551,6 +553,17 @@ impl HostAgent for AgentService {
         request: Request<pb::RemovePoolRequest>,
     ) -> Result<Response<pb::RemovePoolResponse>, Status> {
         self.remove_pool_inner(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type ConsoleStream = ReceiverStream<Result<pb::ConsoleOutput, Status>>;
+
+    async fn console(
+        &self,
+        request: Request<Streaming<pb::ConsoleInput>>,
+    ) -> Result<Response<Self::ConsoleStream>, Status> {
+        self.console_inner(request.into_inner())
             .await
             .map(Response::new)
     }

@@ -3,6 +3,7 @@
 //! reads come from the local state machine, after a quorum check when this node leads.
 
 mod cluster;
+mod console;
 mod convert;
 mod errors;
 mod events;

@@ -1,11 +1,12 @@
 //! `drover.v1.VmService`.
 
 use drover_actors::scheduler::{batch::refuse, host_views, place_vm, request_for};
+use drover_actors::AgentPool;
 use drover_proto::v1 as pb;
 use drover_proto::v1::vm_service_server::VmService;
 use drover_raft::model::{CloudInit, DesiredState, DiskSpec, MigrationPolicy, VmOptions, VmSpec};
 use drover_raft::{wall_clock_ms, Command, RaftNode, Reply};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use super::cluster::{applied, fresh_read, read_response};
 use super::convert;
@@ -13,11 +14,13 @@ use super::write::commit;
 
 pub struct VmApi {
     node: RaftNode,
+    /// Clients of the hosts' agents, for console sessions.
+    agents: AgentPool,
 }
 
 impl VmApi {
-    pub fn new(node: RaftNode) -> Self {
-        Self { node }
+    pub fn new(node: RaftNode, agents: AgentPool) -> Self {
+        Self { node, agents }
     }
 
     async fn set_desired(
@@ -61,6 +64,17 @@ fn vm_reply(reply: Reply, name: &str) -> Result<Response<pb::Vm>, Status> {
 
 #[tonic::async_trait]
 impl VmService for VmApi {
+    type VmConsoleStream = super::console::Output;
+
+    async fn vm_console(
+        &self,
+        req: Request<Streaming<pb::VmConsoleInput>>,
+    ) -> Result<Response<Self::VmConsoleStream>, Status> {
+        super::console::attach(&self.node, &self.agents, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     async fn create_vm(
         &self,
         req: Request<pb::CreateVmRequest>,

@@ -71,6 +71,8 @@ pub fn need(path: &str) -> Option<Need> {
         | "/drover.v1.VmService/AddDisk"
         | "/drover.v1.VmService/ResizeDisk"
         | "/drover.v1.VmService/RemoveDisk" => User(Operator),
+        // A console is a keyboard on the guest: viewers may not attach.
+        "/drover.v1.VmService/VmConsole" => User(Operator),
 
         "/drover.v1.PoolService/GetPool" | "/drover.v1.PoolService/ListPools" => User(Viewer),
         // Storage is cluster infrastructure, as hosts' membership is: admins declare it.

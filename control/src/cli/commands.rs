@@ -412,6 +412,10 @@ pub async fn vm(target: &Target, format: Format, cmd: VmCmd) -> anyhow::Result<P
             c.vm_action(VmVerb::Delete { keep_disks }, &name).await?
         }
         VmCmd::Disk(cmd) => c.disk_op(disk_op(&c, cmd).await?).await?,
+        VmCmd::Console { name } => {
+            super::console::run(&c, &name).await?;
+            return Ok(String::new().into());
+        }
     };
     Ok(show_vm(format, &vm)?.into())
 }

@@ -4,6 +4,7 @@
 mod backup;
 mod cloud_init;
 mod commands;
+mod console;
 mod follow;
 mod images;
 pub mod output;
@@ -558,6 +559,11 @@ pub enum VmCmd {
         image: Option<String>,
         #[command(flatten)]
         cloud_init: cloud_init::CloudInitArgs,
+    },
+    /// Attach the terminal to a running VM's serial console (Ctrl-] detaches). A newer
+    /// session on the same VM takes the console over.
+    Console {
+        name: String,
     },
     /// Live-migrate a running VM to another host (the scheduler picks one unless --to).
     /// Shows progress and ends with the downtime, unless --detach.

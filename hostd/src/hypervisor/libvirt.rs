@@ -12,11 +12,12 @@ use virt::sys;
 
 use super::domain_xml::{self, DomainType, Marker, DROVER_NS};
 use super::libvirt_conn::LibvirtConn;
+use super::libvirt_console;
 use super::libvirt_migrate;
 use super::libvirt_pool::{self, Refreshed};
 use super::{
-    HostCapacity, Hypervisor, JobStats, ManagedDomain, ManagedPool, MigrationRequest, PowerState,
-    UploadChunks, VmDisk, VmSpec,
+    Console, HostCapacity, Hypervisor, JobStats, ManagedDomain, ManagedPool, MigrationRequest,
+    PowerState, UploadChunks, VmDisk, VmSpec,
 };
 use crate::error::HostdError;
 
@@ -288,6 +289,18 @@ impl Hypervisor for LibvirtHypervisor {
 
     fn delete_volume(&self, pool: &str, volume: &str) -> Result<bool, HostdError> {
         self.call(|conn| libvirt_pool::delete_named(conn, pool, volume))
+    }
+
+    fn open_console(&self, name: &str) -> Result<Box<dyn Console>, HostdError> {
+        self.call(|conn| {
+            let (dom, _) = managed(conn, name)?;
+            if !is_active(&dom)? {
+                return Err(HostdError::NotRunning {
+                    name: name.to_string(),
+                });
+            }
+            Ok(Box::new(libvirt_console::open(conn, &dom)?) as Box<dyn Console>)
+        })
     }
 
     fn probe(&self) -> Result<(), HostdError> {

@@ -11,6 +11,7 @@ pub mod domain_type;
 pub mod domain_xml;
 pub mod libvirt;
 mod libvirt_conn;
+mod libvirt_console;
 mod libvirt_migrate;
 mod libvirt_pool;
 pub mod pool_xml;
@@ -207,4 +208,23 @@ pub trait Hypervisor: Send + Sync {
     /// One cheap round trip to the hypervisor, reconnecting first if the connection was
     /// lost. Succeeding means this host could fence (destroy its guests) right now.
     fn probe(&self) -> Result<(), HostdError>;
+
+    /// Attaches to managed domain `name`'s serial console, which must be running. An
+    /// earlier session on it is cut off (the newest attach wins, as `virsh console
+    /// --force`), so a session whose client vanished never locks the console.
+    fn open_console(&self, name: &str) -> Result<Box<dyn Console>, HostdError>;
+}
+
+/// One attached serial console. Blocking calls: use from blocking threads. `recv` and
+/// `send` may run on two threads at once; `close` from either ends a blocked `recv`.
+pub trait Console: Send + Sync {
+    /// The guest's next bytes into `buf`; 0 when the console closed (the guest stopped,
+    /// another session took it over, `close` was called, or the stream failed).
+    fn recv(&self, buf: &mut [u8]) -> Result<usize, HostdError>;
+    /// Writes all of `data` to the guest.
+    fn send(&self, data: &[u8]) -> Result<(), HostdError>;
+    /// Ends the session.
+    fn close(&self);
+    /// A handle on the same session, for the other direction's thread.
+    fn handle(&self) -> Box<dyn Console>;
 }
