@@ -29,6 +29,18 @@ pub fn image() -> Result<PathBuf, String> {
     Ok(PathBuf::from(path))
 }
 
+/// The image for a test that boots the guest; `None` when it cannot be built here (the
+/// skip rule of [`crate::require`] applies: CI fails instead).
+pub fn image_or_skip() -> Option<PathBuf> {
+    match image() {
+        Ok(path) => Some(path),
+        Err(why) => {
+            crate::require::prerequisite(Err(why));
+            None
+        }
+    }
+}
+
 /// What the guest wrote on its second disk: the first boot's id, and how many boots found
 /// it since (see `scripts/guest/init`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
