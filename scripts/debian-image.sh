@@ -25,8 +25,8 @@ declare -A provider=([mmdebstrap]=mmdebstrap [sfdisk]=fdisk [mkfs.fat]=dosfstool
   [flock]=util-linux)
 if ! command -v mmdebstrap >/dev/null; then
   log "mmdebstrap missing: installing it"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mmdebstrap \
-    </dev/null >&2 || die "cannot install mmdebstrap"
+  get() { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mmdebstrap </dev/null >&2; }
+  get || { apt-get update -qq </dev/null >&2 && get; } || die "cannot install mmdebstrap"
 fi
 for tool in "${!provider[@]}"; do
   command -v "$tool" >/dev/null || die "$tool missing (Debian package ${provider[$tool]})"
@@ -79,7 +79,8 @@ if [[ -s $out ]]; then
   exit 0
 fi
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# --one-file-system: never into what a failed mmdebstrap might have left mounted there.
+trap 'rm -rf --one-file-system "$work"' EXIT
 start=$SECONDS
 
 # Files laid over the installed system.
@@ -92,6 +93,8 @@ cat >"$ov/etc/cloud/cloud.cfg.d/90_drover.cfg" <<'EOF'
 datasource_list: [ NoCloud, None ]
 # C.UTF-8 needs no locale-gen (slow under emulation).
 locale: C.UTF-8
+# The hostname from the meta-data resolves (127.0.1.1), as on Debian's cloud images.
+manage_etc_hosts: true
 # No GRUB (syslinux boots it) and no sshd (no NIC): skip what would only fail or wait
 # (an empty ssh_keys makes cc_ssh generate no host keys: there is no ssh-keygen).
 grub_dpkg: {enabled: false}
@@ -142,6 +145,9 @@ ExecStart=
 ExecStart=-/sbin/agetty --autologin root --noclear --keep-baud 115200,57600,38400,9600 %I $TERM
 EOF
 echo debian >"$ov/etc/hostname"
+printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$ov/etc/hosts"
+# mmdebstrap leaves the build host's resolver in the system: none of it belongs there.
+: >"$ov/etc/resolv.conf"
 
 # Units that only slow a short-lived guest down (timers, scrubs, network waits).
 mask="apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service
@@ -160,7 +166,7 @@ mmdebstrap --mode=root --variant=apt --format=directory \
   --include='linux-image-cloud-amd64 initramfs-tools zstd systemd-sysv udev dbus
     cloud-init ifupdown iproute2 e2fsprogs procps' \
   --customize-hook="cp -a '$ov/.' \"\$1/\"" \
-  --customize-hook='chroot "$1" systemctl mask '"$(echo $mask)"' >/dev/null 2>&1 || true' \
+  --customize-hook='chroot "$1" systemctl mask --quiet '"$(echo $mask)" \
   --customize-hook='chroot "$1" passwd -l root >/dev/null' \
   --customize-hook='chroot "$1" update-initramfs -u -k all' \
   --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/* "$1"/var/log/*.log' \
@@ -198,15 +204,16 @@ truncate -s "${root_mib}M" "$work/root.ext4"
 mkfs.ext4 -q -F -L drover-root -m 1 -E lazy_itable_init=0,root_owner=0:0 -d "$root" "$work/root.ext4" \
   || die "mkfs.ext4 failed"
 
-# The disk: MBR, partition 1 (bootable) at 1 MiB, partition 2 right after it.
+# The disk: an MBR, partition 1 (bootable) at 1 MiB, partition 2 right after it, and
+# syslinux's boot code (which starts the bootable partition) in the MBR's first 440 bytes.
 img="$work/disk.raw"
 truncate -s "$((1 + boot_mib + root_mib + 1))M" "$img"
-dd if="$mbr" of="$img" bs=440 count=1 conv=notrunc status=none
 sfdisk -q "$img" >/dev/null <<EOF
 label: dos
 start=2048, size=$((boot_mib * 2048)), type=c, bootable
 start=$(((1 + boot_mib) * 2048)), size=$((root_mib * 2048)), type=83
 EOF
+dd if="$mbr" of="$img" bs=440 count=1 conv=notrunc status=none
 dd if="$work/boot.fat" of="$img" bs=1M seek=1 conv=notrunc,sparse status=none
 dd if="$work/root.ext4" of="$img" bs=1M seek=$((1 + boot_mib)) conv=notrunc,sparse status=none
 qemu-img convert -f raw -O qcow2 "$img" "$out.tmp"

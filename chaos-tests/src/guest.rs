@@ -50,6 +50,24 @@ pub struct Marker {
     pub boots: Option<u32>,
 }
 
+/// Waits, at most `within`, until the marker on the volume at `path` satisfies `ok`.
+pub async fn wait_marker(
+    what: &str,
+    path: &Path,
+    within: std::time::Duration,
+    ok: impl Fn(&Marker) -> bool,
+) -> anyhow::Result<Marker> {
+    crate::wait_until(what, within, || async {
+        let m = marker(path)?;
+        if ok(&m) {
+            Ok(Some(m))
+        } else {
+            Err(format!("not yet: {m:?}"))
+        }
+    })
+    .await
+}
+
 /// Reads the marker from the qcow2 volume at `path` (read only, beside a running QEMU).
 pub fn marker(path: &Path) -> Result<Marker, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;

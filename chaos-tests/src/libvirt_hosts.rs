@@ -71,6 +71,9 @@ pub struct LibvirtHost {
     /// subreaper's output); libvirtd's own log is `log/libvirtd.log`.
     pub state_dir: PathBuf,
     number: usize,
+    /// (this host's own directory, the path it is mounted at in the host's namespace): a
+    /// directory every host has at the same path with its own files, as a local pool is.
+    local: Option<(PathBuf, PathBuf)>,
     // Every subreaper started for this host: `start_libvirtd` adds one, and an earlier one
     // lives on as long as the virtlogd or QEMU processes it adopted.
     subreapers: Vec<Child>,
@@ -81,6 +84,18 @@ impl LibvirtHosts {
     /// tempdir, which must outlive this); returns once every libvirtd answers over TCP.
     /// Waits first for any other `LibvirtHosts` on this machine to be dropped.
     pub fn start(dir: &Path, n: usize) -> anyhow::Result<LibvirtHosts> {
+        Self::start_with_local(dir, n, None)
+    }
+
+    /// [`LibvirtHosts::start`], and with `local` (a directory QEMU can use) each host gets
+    /// a private directory at the same path, [`LibvirtHosts::local_path`]: host `hN`'s
+    /// files are in `local/hN`, mounted at `local/pool` in its namespace. A dir pool there
+    /// is a local pool, as on real hosts with their own disks.
+    pub fn start_with_local(
+        dir: &Path,
+        n: usize,
+        local: Option<&Path>,
+    ) -> anyhow::Result<LibvirtHosts> {
         available().map_err(anyhow::Error::msg)?;
         anyhow::ensure!(
             (1..=MAX_HOSTS).contains(&n),
@@ -94,6 +109,7 @@ impl LibvirtHosts {
                 address: format!("127.0.0.{}", 40 + number),
                 state_dir: dir.join(format!("h{number}")),
                 number,
+                local: local.map(|l| (l.join(format!("h{number}")), Self::local_path(l))),
                 subreapers: Vec::new(),
             })
             .collect::<Vec<_>>();
@@ -120,6 +136,12 @@ impl LibvirtHosts {
             host.wait_ready()?;
         }
         Ok(this)
+    }
+
+    /// Where every host sees its own files under `local` (see
+    /// [`LibvirtHosts::start_with_local`]).
+    pub fn local_path(local: &Path) -> PathBuf {
+        local.join("pool")
     }
 
     /// Host `i`, 0-based (`host(0)` is `h1`). Panics if out of range.
@@ -248,6 +270,12 @@ impl LibvirtHost {
             fs::create_dir_all(target)?;
         }
         fs::create_dir_all(dir("log/qemu"))?;
+        if let Some((own, at)) = &self.local {
+            for d in [own, at] {
+                fs::create_dir_all(d)?;
+                fs::set_permissions(d, fs::Permissions::from_mode(0o755))?;
+            }
+        }
         // Configuration files are small: copied whole, ownership and all.
         run(Command::new(program("cp"))
             .arg("-a")
@@ -321,6 +349,9 @@ impl LibvirtHost {
                 "mount --bind {} {target}\n",
                 sh_quote(&self.state_dir.join(sub))
             );
+        }
+        if let Some((own, at)) = &self.local {
+            script += &format!("mount --bind {} {}\n", sh_quote(own), sh_quote(at));
         }
         // Each daemon gets its own pid file: the defaults in /run clash between instances.
         for helper in helpers {

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use serde_json::Value;
 
 use crate::libvirt_hosts::LibvirtHosts;
@@ -27,9 +28,23 @@ impl Rig {
 
     /// [`Rig::start`] with extra flags for every hostd.
     pub async fn start_with(hosts: usize, hostd_args: &[&str]) -> anyhow::Result<Rig> {
+        Self::start_with_local(hosts, hostd_args, None).await
+    }
+
+    /// [`Rig::start_with`], each host with its own files at one path under `local` (see
+    /// [`LibvirtHosts::start_with_local`]).
+    pub async fn start_with_local(
+        hosts: usize,
+        hostd_args: &[&str],
+        local: Option<&std::path::Path>,
+    ) -> anyhow::Result<Rig> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().to_path_buf();
-        let lv = tokio::task::spawn_blocking(move || LibvirtHosts::start(&path, hosts)).await??;
+        let local = local.map(std::path::Path::to_path_buf);
+        let lv = tokio::task::spawn_blocking(move || {
+            LibvirtHosts::start_with_local(&path, hosts, local.as_deref())
+        })
+        .await??;
         let mut cluster = Cluster::start(ClusterSpec {
             hosts: 0,
             hostd_args: hostd_args.iter().map(|a| a.to_string()).collect(),
@@ -71,6 +86,21 @@ impl Rig {
         self.json(&["vm", "create", name, "--vcpus", "1", "--memory-mib", &mem])
             .await?;
         Ok(())
+    }
+
+    /// Imports the image file at `file` as `name` into `pool`; fails unless it is ready.
+    pub async fn import_image(
+        &self,
+        name: &str,
+        file: &std::path::Path,
+        pool: &str,
+    ) -> anyhow::Result<Value> {
+        let file = file.to_str().context("utf-8 path")?;
+        let img = self
+            .json(&["image", "import", name, "--file", file, "--pool", pool])
+            .await?;
+        anyhow::ensure!(img["state"] == "ready", "image {name}: {img}");
+        Ok(img)
     }
 
     /// Waits until every VM in `names` is observed running; returns name → host.

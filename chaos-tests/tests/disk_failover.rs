@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use drover_chaos_tests::guest::{self, Marker};
+use drover_chaos_tests::guest;
 use drover_chaos_tests::libvirt_hosts::LibvirtHosts;
 use drover_chaos_tests::multihost::Rig;
 use drover_chaos_tests::{require, system_libvirt, wait_until, Sampler};
@@ -76,22 +76,6 @@ fn intruder_xml(xml: &str) -> String {
     out
 }
 
-async fn wait_marker(
-    what: &str,
-    path: &Path,
-    ok: impl Fn(&Marker) -> bool,
-) -> anyhow::Result<Marker> {
-    wait_until(what, BOOT, || async {
-        let m = guest::marker(path)?;
-        if ok(&m) {
-            Ok(Some(m))
-        } else {
-            Err(format!("not yet: {m:?}"))
-        }
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multihost_ha_vm_comes_back_with_its_disk_after_power_loss() -> anyhow::Result<()> {
     if !require::prerequisite(LibvirtHosts::available()) {
@@ -112,18 +96,7 @@ async fn multihost_ha_vm_comes_back_with_its_disk_after_power_loss() -> anyhow::
         ])
         .await?;
     anyhow::ensure!(out.success, "pool create: {}", out.stderr);
-    let img = rig
-        .json(&[
-            "image",
-            "import",
-            "guest",
-            "--file",
-            image.to_str().context("utf-8 path")?,
-            "--pool",
-            "shared",
-        ])
-        .await?;
-    assert_eq!(img["state"], "ready", "{img}");
+    rig.import_image("guest", &image, "shared").await?;
     let vm = rig
         .json(&[
             "vm",
@@ -149,9 +122,12 @@ async fn multihost_ha_vm_comes_back_with_its_disk_after_power_loss() -> anyhow::
     };
     let (boot, data) = (volume(0), volume(1));
     let src = rig.running(&["keeper"]).await?["keeper"].clone();
-    let first = wait_marker("the guest's first boot to write its marker", &data, |m| {
-        m.first_boot.is_some()
-    })
+    let first = guest::wait_marker(
+        "the guest's first boot to write its marker",
+        &data,
+        BOOT,
+        |m| m.first_boot.is_some(),
+    )
     .await?;
     eprintln!("the guest on {src} wrote {first:?}");
     let sampler = Sampler::start_running(&rig.uris()).await?;
@@ -211,7 +187,7 @@ async fn multihost_ha_vm_comes_back_with_its_disk_after_power_loss() -> anyhow::
     })
     .await?;
     eprintln!("keeper runs on {}", moved["host"]);
-    let second = wait_marker("the restarted guest to find the marker", &data, |m| {
+    let second = guest::wait_marker("the restarted guest to find the marker", &data, BOOT, |m| {
         m.boots.is_some()
     })
     .await?;

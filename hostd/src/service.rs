@@ -354,6 +354,21 @@ impl HostAgent for AgentService {
             0 => DEFAULT_PROGRESS_TIMEOUT,
             ms => Duration::from_millis(ms),
         };
+        let disks = disks_from_pb(req.disks).map_err(failed())?;
+        let copy_disks = req
+            .copy_disks
+            .iter()
+            .map(|&i| {
+                disks.get(i as usize).map(|_| i as usize).ok_or_else(|| {
+                    HostdError::InvalidArgument(format!(
+                        "copy_disks names disk {i} of {}",
+                        disks.len()
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(failed())?;
+        let seed = req.seed.map(seed_from_pb).transpose().map_err(failed())?;
         let migration = MigrationRequest {
             name: req.name,
             dest_uri: req.dest_uri,
@@ -362,6 +377,9 @@ impl HostAgent for AgentService {
             max_downtime_ms: req.max_downtime_ms,
             bandwidth_mibps: req.bandwidth_mibps,
             auto_converge: req.auto_converge,
+            disks,
+            copy_disks,
+            seed,
         };
         let updates = self.shared.migrations.start(
             Arc::clone(&self.shared.hypervisor),

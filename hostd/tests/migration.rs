@@ -42,6 +42,7 @@ fn migrate_req(name: &str, generation: u64, dest_uri: String) -> MigrateVmReques
         bandwidth_mibps: 0,
         auto_converge: true,
         progress_timeout_ms: 60_000,
+        ..Default::default()
     }
 }
 

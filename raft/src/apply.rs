@@ -734,14 +734,9 @@ impl ClusterState {
                 host: src,
             });
         }
-        // A local disk would have to be copied with the memory; until migrations do that
-        // (issue 11, point 8), such a VM stays where its disk is.
-        if let Some(pool) = self.local_disk_pool(vm) {
-            return Err(ApplyError::LocalDisk {
-                vm: name.to_string(),
-                pool: pool.to_string(),
-            });
-        }
+        // Local disks are copied with the memory (created on the destination first), so
+        // their pools must be set up there; `room_for` checks that, and refuses a clone of
+        // an image only one host has.
         for (host, need_active) in [(src.as_str(), false), (dst, true)] {
             let h = self
                 .hosts

@@ -338,19 +338,22 @@ mod tests {
             .is_ok());
     }
 
+    /// A live migration copies local disks, so it needs their pool set up on the
+    /// destination (where the volume is created first), nothing more.
     #[test]
-    fn a_vm_with_a_local_disk_is_not_live_migrated() {
+    fn a_vm_with_a_local_disk_is_live_migrated_only_where_its_pool_is() {
         let mut s = state();
         for name in ["h1", "h2"] {
             add_host(&mut s, name);
         }
+        set_up(&mut s, "local", "h1");
         create(&mut s, "web", false, &[("local", 1 << 30)]).unwrap();
         let vm = s.vms.get_mut("web").unwrap();
         vm.host = Some("h1".into());
         vm.desired = DesiredState::Running;
         vm.observed = crate::model::ObservedState::Running;
-        let e = s
-            .apply(&Command::StartMigration {
+        let migrate = |s: &mut ClusterState| {
+            s.apply(&Command::StartMigration {
                 vm: "web".into(),
                 expected_generation: 0,
                 dst: "h2".into(),
@@ -359,14 +362,15 @@ mod tests {
                 limits: None,
             })
             .0
-            .unwrap_err();
-        assert_eq!(
-            e,
-            ApplyError::LocalDisk {
-                vm: "web".into(),
-                pool: "local".into()
-            }
+        };
+        let e = migrate(&mut s).unwrap_err();
+        assert!(
+            matches!(&e, ApplyError::NoRoom { reason, .. } if reason.contains("storage pool local")),
+            "{e}"
         );
+        set_up(&mut s, "local", "h2");
+        assert!(matches!(migrate(&mut s), Ok(Reply::Operation(_))));
+        assert!(s.vms["web"].migration.is_some());
     }
 
     /// Placed once, a VM with a local disk never gets another host by placement: there it

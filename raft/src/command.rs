@@ -556,9 +556,9 @@ pub enum ApplyError {
     #[error("VM {vm:?} is HA, so its disks must be on shared pools; pool {pool:?} is local to each host")]
     HaNeedsSharedPool { vm: String, pool: String },
     #[error(
-        "VM {vm:?} has a disk in pool {pool:?}, which is local to its host: it stays there \
-         (elsewhere it would start on an empty disk; disk copy during migration is not \
-         implemented yet)"
+        "VM {vm:?} has a disk in pool {pool:?}, which is local to its host: it moves only \
+         running, by live migration, which copies the disk (started anywhere else it would \
+         find no disk)"
     )]
     LocalDisk { vm: String, pool: String },
     #[error("Invalid disk: {0}")]

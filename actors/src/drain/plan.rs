@@ -116,10 +116,14 @@ pub fn step(op: &Operation, state: &ClusterState, policy: &Policy, limits: Drain
     };
     let mut movable = Vec::new();
     for vm in on_host.iter().filter(|vm| vm.migration.is_none()) {
-        if let Some(pool) = state.local_disk_pool(vm) {
+        // A local disk moves only with a live migration, which copies it.
+        if let (Some(pool), false) = (state.local_disk_pool(vm), live(vm)) {
             progress.blocked.insert(
                 vm.name.clone(),
-                format!("its disk is in pool {pool}, local to this host (no disk copy yet)"),
+                format!(
+                    "its disk is in pool {pool}, local to this host: it moves only running \
+                     (a live migration copies the disk); start it, or delete it"
+                ),
             );
             continue;
         }
@@ -289,19 +293,23 @@ mod tests {
         ));
     }
 
-    /// A VM whose disk is local to the draining host is blocked with the reason. Before the
-    /// plan knew, it was moved cold (and refused by `apply` at every step, forever).
+    /// A VM whose disk is local to the draining host moves only running, by a live
+    /// migration that copies the disk; a stopped one is blocked with the reason. Before
+    /// the plan knew, it was moved cold (and refused by `apply` at every step, forever).
     #[test]
-    fn a_vm_with_a_local_disk_is_blocked_with_the_reason() {
-        let mut with_disk = vm("db", "h1", false, None);
-        with_disk.disks.push(drover_raft::model::Disk::empty(
-            "local",
-            "db-1-disk0.qcow2".into(),
-            1 << 30,
-        ));
+    fn a_vm_with_a_local_disk_moves_only_live() {
+        let with_disk = |name: &str, running: bool| {
+            let mut v = vm(name, "h1", running, None);
+            v.disks.push(drover_raft::model::Disk::empty(
+                "local",
+                format!("{name}-1-disk0.qcow2"),
+                1 << 30,
+            ));
+            v
+        };
         let (mut s, id) = draining(
             vec![host("h1", 4096), host("h2", 4096)],
-            vec![with_disk],
+            vec![with_disk("db", false), with_disk("web", true)],
             false,
         );
         // Set up on both hosts with room: only the disk being local keeps it on h1.
@@ -337,14 +345,13 @@ mod tests {
         else {
             panic!("should act")
         };
-        assert!(
-            migrate.is_empty() && cold.is_empty(),
-            "{migrate:?} {cold:?}"
-        );
+        assert!(cold.is_empty(), "{cold:?}");
+        assert_eq!(migrate, [("web".to_string(), 1, "h2".to_string())]);
         assert!(
             progress.blocked["db"].contains("pool local, local to this host"),
             "{progress:?}"
         );
+        assert!(!progress.blocked.contains_key("web"), "{progress:?}");
     }
 
     #[test]

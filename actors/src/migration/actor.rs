@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use drover_proto::agent::v1::{
-    host_agent_client::HostAgentClient, Domain, Fence, ListDomainsRequest, MigrateVmRequest,
-    MigrationStats, VmRef,
+    host_agent_client::HostAgentClient, CloudInitSeed, Domain, Fence, ListDomainsRequest,
+    MigrateVmRequest, MigrationStats, VmDisk, VmRef,
 };
 use drover_raft::model::{
     DeadReason, EventKind, HostHealth, MigrationPolicy, MigrationProgress, OpKind, OpState,
@@ -21,6 +21,7 @@ use tonic::Code;
 
 use super::locate::{after_failure, locate, Location};
 use crate::agents::{deadline, AgentPool, QUICK_CALL};
+use crate::vm::wire::{seed, vm_disks};
 use crate::vm::Poke;
 use crate::Shutdown;
 
@@ -140,6 +141,10 @@ struct Info {
     /// so a migration it cannot answer for may be recorded failed.
     dst_off: bool,
     cancel_requested: bool,
+    /// The VM's disks, and which of them (by index) are local and so copied.
+    disks: Vec<VmDisk>,
+    copy_disks: Vec<u32>,
+    seed: Option<CloudInitSeed>,
 }
 
 impl Info {
@@ -162,7 +167,17 @@ impl Info {
             };
             let src_host = d.state.hosts.get(src);
             let dst_host = d.state.hosts.get(dst);
+            let moving = d.state.vms.get(vm);
             Some(Info {
+                disks: moving.map(vm_disks).unwrap_or_default(),
+                copy_disks: moving
+                    .map(|v| {
+                        (0..v.disks.len() as u32)
+                            .filter(|&i| d.state.is_local_pool(&v.disks[i as usize].pool))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                seed: moving.and_then(seed),
                 vm: vm.clone(),
                 src: src.clone(),
                 dst: dst.clone(),
@@ -328,6 +343,9 @@ impl Driver {
             bandwidth_mibps: info.policy.bandwidth_mibps,
             auto_converge: info.policy.auto_converge,
             progress_timeout_ms: info.policy.progress_timeout_ms,
+            disks: info.disks.clone(),
+            copy_disks: info.copy_disks.clone(),
+            seed: info.seed.clone(),
         };
         tracing::info!(op = self.op, vm = %info.vm, src = %info.src, dst = %info.dst, term = self.term, "migrating");
         let mut stream = match client.migrate_vm(req).await {

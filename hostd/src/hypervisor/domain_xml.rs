@@ -217,6 +217,11 @@ fn disk_letter(index: usize) -> char {
     (b'a' + (index % 26) as u8) as char
 }
 
+/// The guest device name of disk `index` (`vda`, `vdb`, ...), as `build` attaches it.
+pub fn disk_target(index: usize) -> String {
+    format!("vd{}", disk_letter(index))
+}
+
 /// Escapes text for use in element content and quoted attributes.
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

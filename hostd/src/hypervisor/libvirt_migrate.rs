@@ -1,17 +1,130 @@
 //! Live migration on libvirt: peer-to-peer `virDomainMigrateToURI3`, its job statistics,
 //! and aborting it. Split from `libvirt.rs` because it is the one place that reaches a
-//! second libvirt (the destination's, for the completed job's statistics).
+//! second libvirt (the destination's: to create the volumes of local disks before they are
+//! copied, and for the completed job's statistics).
+//!
+//! Local disks (in pools each host has its own files of) go with the memory: libvirt's
+//! non-shared storage migration mirrors them over NBD into volumes created here first on
+//! the destination (same pool, name and size; a clone as an overlay on the same image,
+//! which a shared pool holds, so only the overlay is copied: `NON_SHARED_INC`). Only
+//! the disks named in `migrate_disks` are copied; shared ones stay where both hosts see
+//! them. After success the source's copies are deleted (the VM's data now lives on the
+//! destination); after a failure, the volumes made on the destination.
 
 use virt::connect::Connect;
 use virt::domain::{Domain, MigrateParameters};
 use virt::sys;
 
-use super::domain_xml;
-use super::{JobStats, MigrationRequest};
+use super::{domain_xml, libvirt_pool};
+use super::{JobStats, MigrationRequest, VmDisk};
 use crate::error::HostdError;
 
-/// Runs the migration of `dom` (a running managed domain) and blocks until it ends.
-pub(super) fn migrate(dom: &Domain, req: &MigrationRequest) -> Result<JobStats, HostdError> {
+/// Runs the migration of `dom` (a running managed domain on `conn`) and blocks until it
+/// ends, its local disks (if any) copied.
+pub(super) fn migrate(
+    conn: &Connect,
+    dom: &Domain,
+    req: &MigrationRequest,
+) -> Result<JobStats, HostdError> {
+    if req.copy_disks.is_empty() {
+        return migrate_memory(dom, req, &[]);
+    }
+    let dest = Connect::open(Some(&req.dest_uri)).map_err(|source| HostdError::Connect {
+        uri: req.dest_uri.clone(),
+        source,
+    })?;
+    let created = prepare_destination(&dest, req)?;
+    let targets: Vec<String> = req
+        .copy_disks
+        .iter()
+        .map(|&i| domain_xml::disk_target(i))
+        .collect();
+    match migrate_memory(dom, req, &targets) {
+        Ok(stats) => {
+            // The guest runs there on its copies now: the ones here are stale.
+            for disk in copied(req).chain(local_seed(req)) {
+                if let Err(e) = libvirt_pool::delete_volume(conn, &disk) {
+                    tracing::warn!(vm = %req.name, volume = %disk.volume, error = %e, "cannot delete the source's copy of a migrated disk");
+                }
+            }
+            Ok(stats)
+        }
+        // Only while the guest still runs here: a migration reported failed after the
+        // switch-over may have left it running there, on these very volumes.
+        Err(e) if dom.is_active().unwrap_or(false) => {
+            for disk in &created {
+                if let Err(e) = libvirt_pool::delete_volume(&dest, disk) {
+                    tracing::warn!(vm = %req.name, volume = %disk.volume, error = %e, "cannot delete a volume made for a failed migration");
+                }
+            }
+            Err(e)
+        }
+        Err(e) => {
+            tracing::warn!(vm = %req.name, "migration failed and the guest no longer runs here: the destination's volumes are kept");
+            Err(e)
+        }
+    }
+}
+
+/// The disks `req` copies.
+fn copied(req: &MigrationRequest) -> impl Iterator<Item = VmDisk> + '_ {
+    req.copy_disks
+        .iter()
+        .filter_map(|&i| req.disks.get(i))
+        .cloned()
+}
+
+/// The seed's volume when it is in a local pool: the boot disk's, copied.
+fn local_seed(req: &MigrationRequest) -> Option<VmDisk> {
+    let seed = req.seed.as_ref()?;
+    if !req.copy_disks.contains(&0) {
+        return None;
+    }
+    Some(VmDisk {
+        pool: req.disks.first()?.pool.clone(),
+        volume: seed.volume.clone(),
+        format: "raw".into(),
+        ..Default::default()
+    })
+}
+
+/// Creates on the destination the volumes of the disks `req` copies (and the seed, when
+/// it is in a local pool); returns those it created, for the cleanup of a failure. A
+/// volume there already (an earlier attempt's) is reused: its contents are overwritten.
+fn prepare_destination(dest: &Connect, req: &MigrationRequest) -> Result<Vec<VmDisk>, HostdError> {
+    let mut created = Vec::new();
+    let result = (|| {
+        for disk in copied(req) {
+            if !libvirt_pool::volume_exists(dest, &disk)? {
+                created.push(disk.clone());
+            }
+            libvirt_pool::ensure_volume(dest, &disk, true)?;
+        }
+        if let (Some(seed), Some(disk)) = (&req.seed, local_seed(req)) {
+            if !libvirt_pool::volume_exists(dest, &disk)? {
+                created.push(disk.clone());
+            }
+            libvirt_pool::ensure_seed(dest, &disk.pool, seed)?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(created),
+        Err(e) => {
+            for disk in &created {
+                let _ = libvirt_pool::delete_volume(dest, disk);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The migration call itself; `copy` names the guest disks to mirror.
+fn migrate_memory(
+    dom: &Domain,
+    req: &MigrationRequest,
+    copy: &[String],
+) -> Result<JobStats, HostdError> {
     let live = dom
         .xml_desc(sys::VIR_DOMAIN_XML_MIGRATABLE)
         .map_err(HostdError::libvirt("xml_desc"))?;
@@ -32,6 +145,7 @@ pub(super) fn migrate(dom: &Domain, req: &MigrationRequest) -> Result<JobStats, 
         dest_xml: Some(rewrite(&live)?),
         persist_xml: Some(rewrite(&inactive)?),
         bandwidth: (req.bandwidth_mibps > 0).then_some(req.bandwidth_mibps),
+        migrate_disks: copy.to_vec(),
         ..Default::default()
     };
     let mut flags = sys::VIR_MIGRATE_LIVE
@@ -40,6 +154,10 @@ pub(super) fn migrate(dom: &Domain, req: &MigrationRequest) -> Result<JobStats, 
         | sys::VIR_MIGRATE_UNDEFINE_SOURCE;
     if req.auto_converge {
         flags |= sys::VIR_MIGRATE_AUTO_CONVERGE;
+    }
+    if !copy.is_empty() {
+        // INC: only each disk's top layer; a clone's image is on a shared pool already.
+        flags |= sys::VIR_MIGRATE_NON_SHARED_INC;
     }
     dom.migrate_to_uri3(Some(&req.dest_uri), params, flags)
         .map_err(HostdError::libvirt("migrate_to_uri3"))?;

@@ -206,7 +206,15 @@ fn disk_pool(conn: &Connect, disk: &VmDisk) -> Result<StoragePool, HostdError> {
 /// The path of volume `volume` of pool `pool`, which must both be here.
 fn volume_path(conn: &Connect, pool: &str, volume: &str) -> Result<String, HostdError> {
     let p = pool_here(conn, pool)?;
-    match p.lookup_storage_vol_by_name(volume) {
+    let mut found = p.lookup_storage_vol_by_name(volume);
+    if matches!(&found, Err(e) if is(e, ErrorNumber::NoStorageVolume)) {
+        // Another host may have written it into a shared pool since this one's listing.
+        if let Err(e) = p.refresh(0) {
+            tracing::warn!(pool, error = %e, "cannot refresh storage pool");
+        }
+        found = p.lookup_storage_vol_by_name(volume);
+    }
+    match found {
         Ok(vol) => vol
             .path()
             .map_err(HostdError::libvirt("storage_vol_get_path")),
@@ -303,6 +311,19 @@ pub(super) fn ensure_seed(conn: &Connect, pool: &str, seed: &Seed) -> Result<Str
                 .map_err(HostdError::libvirt("storage_vol_get_path"))
         }
         other => other,
+    }
+}
+
+/// Whether `disk`'s volume is in its pool (which must be set up here).
+pub(super) fn volume_exists(conn: &Connect, disk: &VmDisk) -> Result<bool, HostdError> {
+    let pool = disk_pool(conn, disk)?;
+    if let Err(e) = pool.refresh(0) {
+        tracing::warn!(pool = %disk.pool, error = %e, "cannot refresh storage pool");
+    }
+    match pool.lookup_storage_vol_by_name(&disk.volume) {
+        Ok(_) => Ok(true),
+        Err(e) if is(&e, ErrorNumber::NoStorageVolume) => Ok(false),
+        Err(e) => Err(HostdError::libvirt("storage_vol_lookup_by_name")(e)),
     }
 }
 

@@ -40,7 +40,7 @@ pub struct VmSpec {
 }
 
 /// A volume of a VM in one of this host's pools.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VmDisk {
     /// The cluster's pool name (libvirt's is `pool_xml::libvirt_name` of it).
     pub pool: String,
@@ -100,7 +100,7 @@ pub struct HostCapacity {
 }
 
 /// One live migration, as the controller asked for it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MigrationRequest {
     pub name: String,
     /// The destination's libvirt URI, as this host's libvirt reaches it (peer to peer).
@@ -113,6 +113,12 @@ pub struct MigrationRequest {
     /// MiB/s; 0 = unlimited.
     pub bandwidth_mibps: u64,
     pub auto_converge: bool,
+    /// The VM's disks in order, and the indexes of those in pools local to each host:
+    /// created on the destination, copied with the memory, deleted here afterwards.
+    pub disks: Vec<VmDisk>,
+    pub copy_disks: Vec<usize>,
+    /// Built on the destination too when it is in a local pool (the boot disk's).
+    pub seed: Option<crate::seed::Seed>,
 }
 
 /// A migration job's statistics, from libvirt.

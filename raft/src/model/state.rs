@@ -245,8 +245,13 @@ impl ClusterState {
     /// local to each host (or gone): once the VM has been placed, its volume there exists
     /// only on its host.
     pub fn local_disk_pool<'a>(&self, vm: &'a Vm) -> Option<&'a str> {
-        vm.pools()
-            .find(|pool| self.pools.get(*pool).is_none_or(|p| !p.spec.shared))
+        vm.pools().find(|pool| self.is_local_pool(pool))
+    }
+
+    /// Each host has its own files in `pool` (or the pool is gone): a volume there is on
+    /// one host only.
+    pub fn is_local_pool(&self, pool: &str) -> bool {
+        self.pools.get(pool).is_none_or(|p| !p.spec.shared)
     }
 
     /// The destination of `vm`'s running migration.
