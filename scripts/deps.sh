@@ -16,10 +16,12 @@ set -euo pipefail
 # test serves a file over HTTP with it. virtinst: bench_images measures virt-install, what
 # an operator would use instead of drover, in the same run.
 # genisoimage: hostd writes cloud-init NoCloud seeds (ISO9660 labelled cidata) with it.
+# mmdebstrap, fdisk, e2fsprogs: scripts/debian-image.sh builds the Debian guest with real
+# cloud-init (from the Debian mirror) that the cloud-init test boots.
 PACKAGES=(libvirt-dev pkg-config libvirt-clients libxml2-utils iptables
   libvirt-daemon-system qemu-system-x86 qemu-utils etcd-server protobuf-compiler libprotobuf-dev
   busybox-static cpio syslinux syslinux-common mtools dosfstools python3 virtinst
-  genisoimage)
+  genisoimage mmdebstrap fdisk e2fsprogs)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -12,6 +12,7 @@
 pub mod checkers;
 pub mod client;
 pub mod cluster;
+pub mod console;
 pub mod etcd;
 pub mod guest;
 pub mod ha;
