@@ -554,6 +554,21 @@ impl Cluster {
         Ok(cmd)
     }
 
+    /// Waits, at most `within`, until VM `vm` is observed in state `observed` ("running",
+    /// "shut off", ...); returns its JSON then.
+    pub async fn wait_vm_state(
+        &self,
+        vm: &str,
+        observed: &str,
+        within: std::time::Duration,
+    ) -> anyhow::Result<Value> {
+        crate::wait_until(&format!("{vm} {observed}"), within, || async {
+            let v = self.cli_json(&["vm", "get", vm]).await?;
+            Ok((v["observed_state"] == observed).then_some(v))
+        })
+        .await
+    }
+
     /// Runs the CLI and parses its JSON; a failing command is an `Err` with its stderr.
     pub async fn cli_json(&self, args: &[&str]) -> Result<Value, String> {
         let out = self.cli(args).await.map_err(|e| e.to_string())?;

@@ -20,6 +20,7 @@ pub mod libvirt_hosts;
 pub mod multihost;
 pub mod partition;
 pub mod process;
+pub mod qemu_host;
 pub mod raw;
 pub mod require;
 pub mod sampler;

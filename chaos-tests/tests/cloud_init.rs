@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use drover_chaos_tests::console::Session;
-use drover_chaos_tests::system_libvirt::{self, Leftovers, QEMU_SYSTEM};
-use drover_chaos_tests::{guest, require, wait_until, Cluster, ClusterSpec};
+use drover_chaos_tests::qemu_host::QemuHost;
+use drover_chaos_tests::{guest, require, system_libvirt, wait_until};
 
 /// Debian with systemd and cloud-init's four Python stages takes about a minute under
 /// TCG on an idle machine; a loaded one may take several times that.
@@ -37,22 +37,9 @@ async fn a_debian_guest_runs_its_user_data_with_its_hostname_and_key() -> anyhow
     let Some(image) = guest::debian_image_or_skip() else {
         return Ok(());
     };
-    let pid = std::process::id();
-    let (vm, pool) = (format!("ci-{pid}"), format!("cipool-{pid}"));
-    let _leftovers = Leftovers {
-        domains: vec![vm.clone()],
-        pools: vec![pool.clone()],
-    };
-    let mut cluster = Cluster::start(ClusterSpec {
-        hosts: 0,
-        hostd_args: vec!["--domain-type".into(), "qemu".into()],
-        ..ClusterSpec::default()
-    })
-    .await?;
-    cluster.add_agent("q1", QEMU_SYSTEM).await?;
-    cluster.wait_hosts_up().await?;
-    let dir = system_libvirt::pool_dir("drover-ci")?;
-    let path = dir.path().to_str().context("utf-8 path")?;
+    let vm = format!("ci-{}", std::process::id());
+    let q = QemuHost::start("ci", false, &[&vm]).await?;
+    let (cluster, pool) = (&q.cluster, q.pool.as_str());
     let work = tempfile::tempdir()?;
     let user_data = work.path().join("user-data");
     std::fs::write(&user_data, USER_DATA)?;
@@ -68,7 +55,7 @@ async fn a_debian_guest_runs_its_user_data_with_its_hostname_and_key() -> anyhow
         "--image",
         "debian",
         "--pool",
-        &pool,
+        pool,
         "--hostname",
         "ci-guest",
         "--ssh-key",
@@ -76,22 +63,9 @@ async fn a_debian_guest_runs_its_user_data_with_its_hostname_and_key() -> anyhow
         "--user-data",
         user_data,
     ];
-    for args in [
-        vec!["pool", "create", &pool, "--path", path, "--wait", "30s"],
-        vec![
-            "image",
-            "import",
-            "debian",
-            "--file",
-            image.to_str().context("utf-8 path")?,
-            "--pool",
-            &pool,
-        ],
-        create.to_vec(),
-    ] {
-        let out = cluster.cli(&args).await?;
-        anyhow::ensure!(out.success, "{args:?}: {}", out.stderr);
-    }
+    q.import("debian", &image).await?;
+    let out = cluster.cli(&create).await?;
+    anyhow::ensure!(out.success, "vm create: {}", out.stderr);
     let created = cluster
         .cli_json(&["vm", "get", &vm])
         .await
@@ -101,18 +75,14 @@ async fn a_debian_guest_runs_its_user_data_with_its_hostname_and_key() -> anyhow
         .context("instance id")?
         .to_string();
     assert_eq!(created["cloud_init"]["hostname"], "ci-guest", "{created}");
-    let seed = dir.path().join(format!("{instance}-cidata.iso"));
-    wait_until(&format!("{vm} running"), WAIT, || async {
-        let v = cluster.cli_json(&["vm", "get", &vm]).await?;
-        Ok((v["observed_state"] == "running").then_some(()))
-    })
-    .await?;
+    let seed = q.dir.path().join(format!("{instance}-cidata.iso"));
+    cluster.wait_vm_state(&vm, "running", WAIT).await?;
     assert!(seed.exists(), "{} missing", seed.display());
 
     eprintln!(
         "phase: the guest runs its user-data with its hostname and key (read on the console)"
     );
-    let mut console = Session::open(&cluster, &vm, &[]).await?;
+    let mut console = Session::open(cluster, &vm, &[]).await?;
     let line =
         format!("DROVER-CLOUD-INIT host=ci-guest id={instance} keys=1 file=written-by-cloud-init");
     // The line goes to the serial console once; should the session open after that, the

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use drover_chaos_tests::console::Session;
-use drover_chaos_tests::system_libvirt::{self, Leftovers, QEMU_SYSTEM};
-use drover_chaos_tests::{guest, require, wait_until, Cluster, ClusterSpec};
+use drover_chaos_tests::qemu_host::QemuHost;
+use drover_chaos_tests::{guest, require, system_libvirt};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -21,30 +21,12 @@ async fn the_console_reaches_the_guests_shell_through_the_cluster() -> anyhow::R
     let Some(image) = guest::image_or_skip() else {
         return Ok(());
     };
-    let pid = std::process::id();
-    let (vm, pool) = (format!("con-{pid}"), format!("conpool-{pid}"));
-    let _leftovers = Leftovers {
-        domains: vec![vm.clone()],
-        pools: vec![pool.clone()],
-    };
-    let mut cluster = Cluster::start(ClusterSpec {
-        hosts: 0,
-        tls: true,
-        hostd_args: vec!["--domain-type".into(), "qemu".into()],
-        ..ClusterSpec::default()
-    })
-    .await?;
-    cluster.add_agent("q1", QEMU_SYSTEM).await?;
-    cluster.wait_hosts_up().await?;
-    let dir = system_libvirt::pool_dir("drover-console")?;
-    let path = dir.path().to_str().context("utf-8 path")?;
-    let image_s = image.to_str().context("utf-8 path")?;
-    for args in [
-        vec!["pool", "create", &pool, "--path", path, "--wait", "30s"],
-        vec![
-            "image", "import", "guest", "--file", image_s, "--pool", &pool,
-        ],
-        vec![
+    let vm = format!("con-{}", std::process::id());
+    let q = QemuHost::start("con", true, &[&vm]).await?;
+    let cluster = &q.cluster;
+    q.import("guest", &image).await?;
+    let out = cluster
+        .cli(&[
             "vm",
             "create",
             &vm,
@@ -55,27 +37,21 @@ async fn the_console_reaches_the_guests_shell_through_the_cluster() -> anyhow::R
             "--image",
             "guest",
             "--pool",
-            &pool,
-        ],
-    ] {
-        let out = cluster.cli(&args).await?;
-        anyhow::ensure!(out.success, "{args:?}: {}", out.stderr);
-    }
-    wait_until(&format!("{vm} running"), WAIT, || async {
-        let v = cluster.cli_json(&["vm", "get", &vm]).await?;
-        Ok((v["observed_state"] == "running").then_some(()))
-    })
-    .await?;
+            &q.pool,
+        ])
+        .await?;
+    anyhow::ensure!(out.success, "vm create: {}", out.stderr);
+    cluster.wait_vm_state(&vm, "running", WAIT).await?;
 
     eprintln!("phase: a command typed into the console comes back evaluated by the guest");
-    let mut first = Session::open(&cluster, &vm, &[]).await?;
+    let mut first = Session::open(cluster, &vm, &[]).await?;
     // $((6*7)) is only 42 once a shell evaluated it: the echo of the typed line is not.
     first
         .expect("drover-42", b"echo drover-$((6*7))\r", WAIT)
         .await?;
 
     eprintln!("phase: a second session takes the console over; the first is told");
-    let mut second = Session::open(&cluster, &vm, &[]).await?;
+    let mut second = Session::open(cluster, &vm, &[]).await?;
     second
         .expect("drover-56", b"echo drover-$((7*8))\r", WAIT)
         .await?;
@@ -96,7 +72,7 @@ async fn the_console_reaches_the_guests_shell_through_the_cluster() -> anyhow::R
         .user("watcher", "viewer")
         .await?
         .context("TLS cluster")?;
-    let mut refused = Session::open(&cluster, &vm, &viewer.flags()).await?;
+    let mut refused = Session::open(cluster, &vm, &viewer.flags()).await?;
     anyhow::ensure!(!refused.exit().await?, "a viewer attached");
     anyhow::ensure!(
         refused.stderr().to_lowercase().contains("permission"),
@@ -107,12 +83,8 @@ async fn the_console_reaches_the_guests_shell_through_the_cluster() -> anyhow::R
     eprintln!("phase: a stopped VM has no console, and says so");
     let out = cluster.cli(&["vm", "stop", &vm]).await?;
     anyhow::ensure!(out.success, "stop: {}", out.stderr);
-    wait_until(&format!("{vm} stopped"), WAIT, || async {
-        let v = cluster.cli_json(&["vm", "get", &vm]).await?;
-        Ok((v["observed_state"] == "shut off").then_some(()))
-    })
-    .await?;
-    let mut stopped = Session::open(&cluster, &vm, &[]).await?;
+    cluster.wait_vm_state(&vm, "shut off", WAIT).await?;
+    let mut stopped = Session::open(cluster, &vm, &[]).await?;
     anyhow::ensure!(!stopped.exit().await?, "a stopped VM's console opened");
     anyhow::ensure!(
         stopped.stderr().contains("not running"),
