@@ -83,6 +83,10 @@ struct MigrateArgs {
     /// shell fed `domjobinfo`) while it runs.
     #[arg(long)]
     virsh_like_hostd: bool,
+    /// Give both guests a disk of this many GiB, full of data, in a pool local to each
+    /// host: drover copies it with the memory, virsh with `--copy-storage-all`.
+    #[arg(long)]
+    disk_gib: Option<u64>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -109,6 +113,11 @@ struct DrainArgs {
 
 const VM: &str = "bench-vm";
 const FOREIGN: &str = "bench-foreign";
+/// The foreign guest's disk (`--disk-gib`): a copy of drover's, in the same local pool.
+const FOREIGN_DISK: &str = "bench-foreign-disk.qcow2";
+/// The local pool's name in the cluster, and in libvirt (hostd's prefix).
+const LOCAL_POOL: &str = "local";
+const LOCAL_POOL_LIBVIRT: &str = "drover-local";
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
@@ -429,12 +438,21 @@ impl Drop for JobPoller {
     }
 }
 
+/// `local`: the local pool's directory when the guest has a disk there (copied with
+/// `--copy-storage-all`; the source's stale copy is deleted afterwards, untimed, as hostd
+/// deletes drover's).
 fn virsh_migrate(
     src: &LibvirtHost,
     dst: &LibvirtHost,
     like_hostd: bool,
+    local: Option<&std::path::Path>,
 ) -> anyhow::Result<VirshRound> {
     let uri = dst.tcp_uri();
+    if local.is_some() {
+        // libvirt creates the disk on the destination first, if its pool knows it is not
+        // there.
+        dst.virsh(&["pool-refresh", LOCAL_POOL_LIBVIRT])?;
+    }
     let start = Instant::now();
     src.virsh(&["domstate", FOREIGN])?;
     let noop_ms = ms(start.elapsed());
@@ -448,6 +466,9 @@ fn virsh_migrate(
     if like_hostd {
         args.push("--auto-converge");
     }
+    if local.is_some() {
+        args.push("--copy-storage-all");
+    }
     args.extend([FOREIGN, &uri]);
     let poller = like_hostd
         .then(|| JobPoller::start(&src.tcp_uri()))
@@ -457,6 +478,10 @@ fn virsh_migrate(
     let wall_ms = ms(start.elapsed());
     drop(poller);
     migrated?;
+    if let Some(local) = local {
+        std::fs::remove_file(local.join(&src.name).join(FOREIGN_DISK))?;
+        src.virsh(&["pool-refresh", LOCAL_POOL_LIBVIRT])?;
+    }
     // Not timed: libvirt's own account of the job, kept by the destination.
     let info = dst
         .virsh(&["domjobinfo", "--completed", FOREIGN])
@@ -467,6 +492,62 @@ fn virsh_migrate(
         job_ms: jobinfo_ms(&info, "Time elapsed"),
         downtime_ms: jobinfo_ms(&info, "Total downtime"),
     })
+}
+
+/// Creates the drover VM with a `gib` GiB boot disk in a pool local to each host, full of
+/// data (written with `qemu-io` while the VM is stopped, so that a copy moves it all), and
+/// starts it; returns the disk's volume name.
+async fn create_with_disk(
+    rig: &Rig,
+    memory_mib: u64,
+    gib: u64,
+    local: &std::path::Path,
+) -> anyhow::Result<String> {
+    let path = LibvirtHosts::local_path(local);
+    let path = path.to_str().context("utf-8 path")?;
+    rig.json(&[
+        "pool", "create", LOCAL_POOL, "--path", path, "--wait", "30s",
+    ])
+    .await?;
+    let (mem, size) = (memory_mib.to_string(), format!("{gib}G"));
+    let vm = rig
+        .json(&[
+            "vm",
+            "create",
+            VM,
+            "--vcpus",
+            "1",
+            "--memory-mib",
+            &mem,
+            "--disk-size",
+            &size,
+            "--pool",
+            LOCAL_POOL,
+        ])
+        .await?;
+    let volume = vm["disks"][0]["volume"]
+        .as_str()
+        .context("disk volume")?
+        .to_string();
+    // Started once, so its host has created the volume; stopped to fill it.
+    let host = rig.running(&[VM]).await?[VM].clone();
+    rig.json(&["vm", "stop", VM]).await?;
+    rig.cluster
+        .wait_vm_state(VM, "shut off", Duration::from_secs(120))
+        .await?;
+    let file = local.join(&host).join(&volume);
+    eprintln!("filling {} with {gib} GiB of data", file.display());
+    let out = std::process::Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", &format!("write -P 0x5a 0 {gib}G")])
+        .arg(&file)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "qemu-io: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rig.json(&["vm", "start", VM]).await?;
+    Ok(volume)
 }
 
 async fn bench_migrate(
@@ -480,24 +561,43 @@ async fn bench_migrate(
         poll_ms,
         settle_ms,
         virsh_like_hostd,
+        disk_gib,
     } = args;
     let (poll, settle) = (
         Duration::from_millis(poll_ms),
         Duration::from_millis(settle_ms),
     );
     eprintln!("starting 2 libvirt hosts and the cluster");
-    let rig = Rig::start(2).await?;
+    let local = disk_gib
+        .map(|_| drover_chaos_tests::system_libvirt::pool_dir("bench-local"))
+        .transpose()?;
+    let rig = Rig::start_with_local(2, &[], local.as_ref().map(|d| d.path())).await?;
     let _logs = KeepLogs {
         rig: &rig,
         to: keep_logs,
     };
     let mut c = client(&rig)?;
-    rig.create(VM, memory_mib).await?;
+    let disk = match (disk_gib, &local) {
+        (Some(gib), Some(local)) => {
+            Some(create_with_disk(&rig, memory_mib, gib, local.path()).await?)
+        }
+        _ => {
+            rig.create(VM, memory_mib).await?;
+            None
+        }
+    };
     let mut at = rig.running(&[VM]).await?[VM].clone();
     eprintln!("{VM} runs on {at}");
     let src = lv_host(&rig, &at)?;
     let xml = src.virsh(&["dumpxml", "--inactive", VM])?;
-    let foreign = foreign_xml(&xml, FOREIGN)?;
+    let mut foreign = foreign_xml(&xml, FOREIGN)?;
+    if let (Some(volume), Some(local)) = (&disk, &local) {
+        // Its own copy of drover's disk, data and all, beside it in the local pool.
+        let dir = local.path().join(&at);
+        std::fs::copy(dir.join(volume), dir.join(FOREIGN_DISK))?;
+        src.virsh(&["pool-refresh", LOCAL_POOL_LIBVIRT])?;
+        foreign = foreign.replace(volume.as_str(), FOREIGN_DISK);
+    }
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("foreign.xml");
     std::fs::write(&file, &foreign)?;
@@ -528,7 +628,7 @@ async fn bench_migrate(
                 d = Some(drover_migrate(&mut c, &to, poll).await?);
             } else {
                 v = Some(tokio::task::block_in_place(|| {
-                    virsh_migrate(src, dst, virsh_like_hostd)
+                    virsh_migrate(src, dst, virsh_like_hostd, local.as_ref().map(|d| d.path()))
                 })?);
             }
             tokio::time::sleep(settle).await;
