@@ -22,6 +22,7 @@ pub mod vm;
 
 pub use agents::{upload_deadline, AgentPool, QUICK_CALL};
 pub use supervisor::{LeadingTerm, Supervisor, SupervisorConfig};
+pub use vm::wire::vm_disk;
 
 /// Asks an actor to stop.
 #[derive(actix::Message, Debug)]

@@ -575,6 +575,15 @@ impl HostAgent for AgentService {
             .map(Response::new)
     }
 
+    async fn grow_disk(
+        &self,
+        request: Request<pb::GrowDiskRequest>,
+    ) -> Result<Response<pb::GrowDiskResponse>, Status> {
+        self.grow_disk_inner(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     type ConsoleStream = ReceiverStream<Result<pb::ConsoleOutput, Status>>;
 
     async fn console(

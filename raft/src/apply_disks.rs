@@ -1,8 +1,10 @@
 //! `apply` for a VM's disks after it was created: add, grow, remove, and record that the
-//! host deleted removed disks' volumes. Only while the VM's domain is not active: hot-plug
-//! and online resize are not implemented, so a change takes effect at the next start
-//! (hostd creates a new volume, grows a smaller one) and a removed disk's volume is deleted
-//! by the VM's actor through its host.
+//! host deleted removed disks' volumes. Adding and removing only while the VM's domain is
+//! not active (no hot-plug): the change takes effect at the next start (hostd creates a
+//! new volume) and a removed disk's volume is deleted by the VM's actor through its host.
+//! Growing also while it runs: the API then has the host grow the running guest's disk
+//! (`virDomainBlockResize`), and every start grows a volume smaller than the state says,
+//! so a grow the host missed still happens.
 
 use crate::command::{ApplyError, ApplyResult, Reply};
 use crate::model::{volume_name, ClusterState, DesiredState, Disk, DiskSpec, Vm, MAX_DISKS};
@@ -23,6 +25,15 @@ fn frozen(vm: &Vm) -> Result<(), ApplyError> {
         return Err(ApplyError::DisksInUse(vm.name.clone()));
     }
     Ok(())
+}
+
+/// Why `vm`'s disks cannot grow now: only while a start is in flight (it defines the
+/// domain with the sizes it was sent) or a migration copies them.
+fn not_growable(vm: &Vm) -> Result<(), ApplyError> {
+    match frozen(vm) {
+        Err(ApplyError::DisksInUse(_)) if vm.observed.is_active() => Ok(()),
+        other => other,
+    }
 }
 
 impl ClusterState {
@@ -92,7 +103,7 @@ impl ClusterState {
             .vms
             .get_mut(name)
             .ok_or_else(|| ApplyError::UnknownVm(name.to_string()))?;
-        frozen(vm)?;
+        not_growable(vm)?;
         let i = Self::disk_index(vm, index)?;
         let disk = &mut vm.disks[i];
         DiskSpec {
@@ -190,7 +201,7 @@ mod tests {
     }
 
     #[test]
-    fn disks_change_only_while_the_domain_is_not_active() {
+    fn disks_are_added_and_removed_only_while_the_domain_is_not_active() {
         let mut s = state();
         for observed in [
             ObservedState::Running,
@@ -201,11 +212,6 @@ mod tests {
             let before = s.clone();
             for cmd in [
                 add("local", GIB),
-                Command::ResizeDisk {
-                    name: "web".into(),
-                    index: 0,
-                    size_bytes: 2 * GIB,
-                },
                 Command::RemoveDisk {
                     name: "web".into(),
                     index: 0,
@@ -219,6 +225,38 @@ mod tests {
             }
             assert_eq!(s, before);
         }
+    }
+
+    /// Growing is online: allowed while the guest runs, not while a start is in flight
+    /// (it defines the domain with the sizes it was sent) or a migration copies the disk.
+    #[test]
+    fn disks_grow_while_running_but_not_while_starting_or_migrating() {
+        let grow = |size_bytes| Command::ResizeDisk {
+            name: "web".into(),
+            index: 0,
+            size_bytes,
+        };
+        let mut s = state();
+        s.vms.get_mut("web").expect("web").observed = ObservedState::Starting;
+        assert_eq!(
+            apply(&mut s, grow(2 * GIB)),
+            Err(ApplyError::DisksInUse("web".into()))
+        );
+        for (observed, size) in [(ObservedState::Running, 2), (ObservedState::Paused, 3)] {
+            s.vms.get_mut("web").expect("web").observed = observed;
+            let Ok(Reply::Vm(vm)) = apply(&mut s, grow(size * GIB)) else {
+                panic!("grow while {observed:?} refused");
+            };
+            assert_eq!(vm.disks[0].size_bytes, size * GIB);
+        }
+        s.vms.get_mut("web").expect("web").migration = Some(7);
+        assert_eq!(
+            apply(&mut s, grow(4 * GIB)),
+            Err(ApplyError::VmMigrating {
+                vm: "web".into(),
+                op: 7
+            })
+        );
     }
 
     #[test]

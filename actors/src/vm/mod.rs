@@ -2,7 +2,7 @@
 
 mod actor;
 mod reconcile;
-pub(crate) mod wire;
+pub mod wire;
 
 pub use actor::{observation, observed_state, Observe, Poke, VmActor};
 pub use reconcile::{decide, Action, Observation};

@@ -5,7 +5,7 @@ use drover_proto::agent::v1::{CloudInitSeed, VmDisk, VolumeRef};
 use drover_raft::model::{instance_id, Disk, Vm};
 
 /// `vm`'s disks as hostd takes them, the boot disk first.
-pub(crate) fn vm_disks(vm: &Vm) -> Vec<VmDisk> {
+pub fn vm_disks(vm: &Vm) -> Vec<VmDisk> {
     vm.disks.iter().map(vm_disk).collect()
 }
 
@@ -46,7 +46,7 @@ pub(crate) fn seed(vm: &Vm) -> Option<CloudInitSeed> {
     })
 }
 
-pub(crate) fn vm_disk(d: &Disk) -> VmDisk {
+pub fn vm_disk(d: &Disk) -> VmDisk {
     VmDisk {
         pool: d.pool.clone(),
         volume: d.volume.clone(),

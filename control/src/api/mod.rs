@@ -5,6 +5,7 @@
 mod cluster;
 mod console;
 mod convert;
+mod disks;
 mod errors;
 mod events;
 mod ha;

@@ -291,6 +291,21 @@ impl Hypervisor for LibvirtHypervisor {
         self.call(|conn| libvirt_pool::delete_named(conn, pool, volume))
     }
 
+    fn grow_disk(&self, name: &str, index: usize, disk: &VmDisk) -> Result<bool, HostdError> {
+        self.call(|conn| {
+            let (dom, _) = managed(conn, name)?;
+            if is_active(&dom)? {
+                let target = domain_xml::disk_target(index);
+                block_resize(&dom, &target, disk.size_bytes)?;
+                Ok(true)
+            } else {
+                // Off: the volume grows now (the next start would do it anyway).
+                libvirt_pool::ensure_volume(conn, disk, false)?;
+                Ok(false)
+            }
+        })
+    }
+
     fn open_console(&self, name: &str) -> Result<Box<dyn Console>, HostdError> {
         self.call(|conn| {
             let (dom, _) = managed(conn, name)?;
@@ -403,4 +418,28 @@ fn power_off(dom: &Domain) -> Result<(), HostdError> {
 
 fn is(err: &VirtError, code: ErrorNumber) -> bool {
     err.code().is(code)
+}
+
+/// `virDomainBlockResize` of the running domain's device `target` to `bytes` (the `virt`
+/// crate has no wrapper for it). QEMU grows the image file and tells the guest.
+#[allow(unsafe_code)]
+fn block_resize(dom: &Domain, target: &str, bytes: u64) -> Result<(), HostdError> {
+    let target = std::ffi::CString::new(target)
+        .map_err(|_| HostdError::InvalidArgument(format!("disk target {target:?}")))?;
+    // SAFETY: `dom` holds a live virDomainPtr for the whole call and `target` is a
+    // NUL-terminated string that outlives it; libvirt only reads both.
+    let rc = unsafe {
+        sys::virDomainBlockResize(
+            dom.as_ptr(),
+            target.as_ptr(),
+            bytes,
+            sys::VIR_DOMAIN_BLOCK_RESIZE_BYTES,
+        )
+    };
+    if rc < 0 {
+        return Err(HostdError::libvirt("block_resize")(
+            virt::error::Error::last_error(),
+        ));
+    }
+    Ok(())
 }

@@ -215,6 +215,11 @@ pub trait Hypervisor: Send + Sync {
     /// lost. Succeeding means this host could fence (destroy its guests) right now.
     fn probe(&self) -> Result<(), HostdError>;
 
+    /// Grows disk `index` of managed domain `name` (its volume `disk`) to
+    /// `disk.size_bytes`: the running guest's device when it runs (`true`), else the
+    /// volume. Never shrinks.
+    fn grow_disk(&self, name: &str, index: usize, disk: &VmDisk) -> Result<bool, HostdError>;
+
     /// Attaches to managed domain `name`'s serial console, which must be running. An
     /// earlier session on it is cut off (the newest attach wins, as `virsh console
     /// --force`), so a session whose client vanished never locks the console.

@@ -193,3 +193,35 @@ impl AgentService {
         Ok(pb::RemovePoolResponse { existed })
     }
 }
+
+impl AgentService {
+    /// `GrowDisk`: a VM's disk grown to its new size, online when the guest runs.
+    pub(super) async fn grow_disk_inner(
+        &self,
+        req: pb::GrowDiskRequest,
+    ) -> Result<pb::GrowDiskResponse, Status> {
+        let op = "GrowDisk";
+        let name = req.name.clone();
+        super::validate_name(&name).map_err(self.failed(op, &name))?;
+        let disk = req
+            .disk
+            .ok_or_else(|| HostdError::InvalidArgument("the disk is missing".into()))
+            .and_then(|d| disks_from_pb(vec![d]))
+            .map_err(self.failed(op, &name))?
+            .remove(0);
+        let _guard = self.shared.lock_vm(&name).await;
+        let fence = self.fenced(op, &name, req.fence).await?;
+        info!(
+            host = %self.host(), vm = %name, term = fence.term, generation = fence.generation,
+            index = req.index, volume = %disk.volume, bytes = disk.size_bytes, "GrowDisk"
+        );
+        let index = req.index as usize;
+        let vm = name.clone();
+        let online = self
+            .shared
+            .blocking(move |hv| hv.grow_disk(&vm, index, &disk))
+            .await
+            .map_err(self.failed(op, &name))?;
+        Ok(pb::GrowDiskResponse { online })
+    }
+}
