@@ -15,6 +15,7 @@ pub mod failover;
 #[cfg(test)]
 mod fixtures;
 pub mod host;
+mod image_copy;
 pub mod migration;
 pub mod scheduler;
 mod supervisor;

@@ -231,6 +231,18 @@ impl Cluster {
     /// Starts a hostd named `name` on `libvirt_uri` and registers it as a host (without
     /// waiting for it to be up).
     pub async fn add_agent(&mut self, name: &str, libvirt_uri: &str) -> anyhow::Result<()> {
+        self.add_agent_in(name, libvirt_uri, None).await
+    }
+
+    /// [`Cluster::add_agent`], hostd running in the mount namespace of process `mount_ns`
+    /// (a libvirt host's daemon: then hostd sees the host's files as its libvirt does, as
+    /// on a real host; `nsenter` execs hostd in place, so the PID is hostd's).
+    pub async fn add_agent_in(
+        &mut self,
+        name: &str,
+        libvirt_uri: &str,
+        mount_ns: Option<i32>,
+    ) -> anyhow::Result<()> {
         let data_dir = self.dir.path().join(format!("hostd-{name}"));
         let ip = if self.distinct_addresses {
             host_ip(self.agents.len() + 1)
@@ -253,8 +265,20 @@ impl Cluster {
             None => args.push("--insecure".into()),
         }
         let log = self.dir.path().join(format!("hostd-{name}.log"));
+        let (program, args) = match mount_ns {
+            None => (binary("hostd"), args),
+            Some(pid) => {
+                let mut wrapped = vec![
+                    format!("--mount=/proc/{pid}/ns/mnt"),
+                    "--".into(),
+                    binary("hostd").display().to_string(),
+                ];
+                wrapped.extend(args);
+                (std::path::PathBuf::from("/usr/bin/nsenter"), wrapped)
+            }
+        };
         let (process, addr) =
-            ChildProcess::spawn(&format!("hostd-{name}"), &binary("hostd"), &args, &log).await?;
+            ChildProcess::spawn(&format!("hostd-{name}"), &program, &args, &log).await?;
         let out = self.cli(&["host", "add", name, "--address", &addr]).await?;
         if !out.success {
             bail!("host add {name} failed: {}", out.stderr);

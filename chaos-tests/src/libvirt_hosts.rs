@@ -441,6 +441,11 @@ impl LibvirtHost {
             .then_some(pid)
     }
 
+    /// The PID of this host's libvirtd: its mount namespace is the host's.
+    pub fn libvirtd_pid(&self) -> Option<Pid> {
+        self.daemon_pid("libvirtd")
+    }
+
     /// The PID of this host's virtlockd, which holds its guests' disk locks.
     pub fn virtlockd_pid(&self) -> Option<Pid> {
         self.daemon_pid("virtlockd")

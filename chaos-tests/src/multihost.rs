@@ -40,6 +40,7 @@ impl Rig {
     ) -> anyhow::Result<Rig> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().to_path_buf();
+        let has_local = local.is_some();
         let local = local.map(std::path::Path::to_path_buf);
         let lv = tokio::task::spawn_blocking(move || {
             LibvirtHosts::start_with_local(&path, hosts, local.as_deref())
@@ -52,7 +53,12 @@ impl Rig {
         })
         .await?;
         for h in lv.hosts() {
-            cluster.add_agent(&h.name, &h.tcp_uri()).await?;
+            // With private local directories, hostd must see the host's files (it reads
+            // an uploaded image with qemu-img), so it runs in the host's namespace.
+            let ns = has_local
+                .then(|| h.libvirtd_pid().map(|p| p.as_raw()))
+                .flatten();
+            cluster.add_agent_in(&h.name, &h.tcp_uri(), ns).await?;
         }
         cluster.wait_hosts_up().await?;
         Ok(Rig {

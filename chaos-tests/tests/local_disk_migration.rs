@@ -47,64 +47,61 @@ async fn migrate(rig: &Rig, args: &[&str]) -> anyhow::Result<Value> {
     Ok(done)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_vm_with_local_disks_migrates_there_and_back_and_drains() -> anyhow::Result<()> {
+/// Two libvirt hosts, each with its own files at one path, and the pool "local" there;
+/// `None` (after the skip rule) where the machine cannot run them or build the guest.
+async fn local_rig() -> anyhow::Result<Option<(Rig, tempfile::TempDir, PathBuf)>> {
     if !require::prerequisite(LibvirtHosts::available()) {
-        return Ok(());
+        return Ok(None);
     }
     let Some(image) = guest::image_or_skip() else {
-        return Ok(());
+        return Ok(None);
     };
     let local = system_libvirt::pool_dir("drover-local")?;
-    let shared = system_libvirt::pool_dir("drover-shared")?;
     let rig = Rig::start_with_local(2, &["--domain-type", "qemu"], Some(local.path())).await?;
-    let local_path = LibvirtHosts::local_path(local.path());
+    let path = LibvirtHosts::local_path(local.path());
+    let path = path.to_str().context("utf-8")?;
+    rig.json(&["pool", "create", "local", "--path", path, "--wait", "30s"])
+        .await?;
+    Ok(Some((rig, local, image)))
+}
+
+/// Creates VM `name` booting a clone of image "guest", with a 16 MiB data disk, both in
+/// pool "local", and `extra` flags.
+async fn create_clone(rig: &Rig, name: &str, extra: &[&str]) -> anyhow::Result<Value> {
+    let mut args = vec![
+        "vm",
+        "create",
+        name,
+        "--vcpus",
+        "1",
+        "--memory-mib",
+        "128",
+        "--image",
+        "guest",
+        "--pool",
+        "local",
+        "--disk",
+        "16M",
+    ];
+    args.extend(extra);
+    rig.json(&args).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_with_local_disks_migrates_there_and_back_and_drains() -> anyhow::Result<()> {
+    let Some((rig, local, image)) = local_rig().await? else {
+        return Ok(());
+    };
+    let shared = system_libvirt::pool_dir("drover-shared")?;
 
     eprintln!("phase: an image on a shared pool, a VM cloned from it on a local pool");
-    for args in [
-        vec![
-            "pool",
-            "create",
-            "images",
-            "--path",
-            shared.path().to_str().context("utf-8")?,
-            "--shared",
-            "--wait",
-            "30s",
-        ],
-        vec![
-            "pool",
-            "create",
-            "local",
-            "--path",
-            local_path.to_str().context("utf-8")?,
-            "--wait",
-            "30s",
-        ],
-    ] {
-        let out = rig.cluster.cli(&args).await?;
-        anyhow::ensure!(out.success, "{args:?}: {}", out.stderr);
-    }
+    let path = shared.path().to_str().context("utf-8")?;
+    rig.json(&[
+        "pool", "create", "images", "--path", path, "--shared", "--wait", "30s",
+    ])
+    .await?;
     rig.import_image("guest", &image, "images").await?;
-    let vm = rig
-        .json(&[
-            "vm",
-            "create",
-            "mover",
-            "--vcpus",
-            "1",
-            "--memory-mib",
-            "128",
-            "--image",
-            "guest",
-            "--pool",
-            "local",
-            "--disk",
-            "16M",
-            "--hostname",
-            "mover",
-        ])
-        .await?;
+    let vm = create_clone(&rig, "mover", &["--hostname", "mover"]).await?;
     let mut volumes: Vec<String> = (0..2)
         .map(|i| vm["disks"][i]["volume"].as_str().unwrap_or("?").to_string())
         .collect();
@@ -180,5 +177,74 @@ async fn a_vm_with_local_disks_migrates_there_and_back_and_drains() -> anyhow::R
         other,
         "it stays with its disk"
     );
+    Ok(())
+}
+
+/// Issue 11, point 2: an image in a pool its hosts do not share is copied to a host the
+/// first time a clone of it starts or arrives there (the copy checked against the image's
+/// checksum), and deleting the image deletes every copy before the image itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_image_is_copied_where_its_clone_goes_and_deleted_everywhere() -> anyhow::Result<()>
+{
+    let Some((rig, local, image)) = local_rig().await? else {
+        return Ok(());
+    };
+    let img = rig.import_image("guest", &image, "local").await?;
+    let (origin, img_volume) = (
+        img["host"].as_str().context("image host")?.to_string(),
+        img["volume"].as_str().context("image volume")?.to_string(),
+    );
+    let other_of = |h: &str| if h == "h1" { "h2" } else { "h1" }.to_string();
+    let elsewhere = other_of(&origin);
+    eprintln!("phase: the image is on {origin} only; a clone of it starts and moves");
+    let vm = create_clone(&rig, "clone", &[]).await?;
+    let data = vm["disks"][1]["volume"]
+        .as_str()
+        .context("data disk")?
+        .to_string();
+    let host = rig.running(&["clone"]).await?["clone"].clone();
+    let first = guest::wait_marker(
+        "the clone's first boot to write its marker",
+        &local.path().join(&host).join(&data),
+        BOOT,
+        |m| m.first_boot.is_some(),
+    )
+    .await?;
+    let to = other_of(&host);
+    migrate(&rig, &["clone", "--to", &to]).await?;
+    let copied = guest::marker(&local.path().join(&to).join(&data)).map_err(anyhow::Error::msg)?;
+    assert_eq!(copied.first_boot, first.first_boot, "the data disk's copy");
+
+    eprintln!("phase: {elsewhere} got a checked copy of the image, where the clone went");
+    let img = rig.json(&["image", "get", "guest"]).await?;
+    assert_eq!(img["copies"][&elsewhere], "ready", "{img}");
+    assert_eq!(img["copies"].as_object().map(|c| c.len()), Some(1), "{img}");
+    for h in ["h1", "h2"] {
+        let f = local.path().join(h).join(&img_volume);
+        assert!(f.exists(), "{} missing", f.display());
+    }
+
+    eprintln!("phase: the clone and the image deleted, no copy is left on any host");
+    rig.json(&["vm", "delete", "clone"]).await?;
+    drover_chaos_tests::wait_until("the clone gone", BOOT, || async {
+        let out = rig
+            .cluster
+            .cli(&["vm", "get", "clone"])
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((!out.success).then_some(()))
+    })
+    .await?;
+    rig.json(&["image", "delete", "guest"]).await?;
+    drover_chaos_tests::wait_until("the image and its copies gone", BOOT, || async {
+        let images = rig.cluster.cli_json(&["image", "list"]).await?;
+        let gone = images.as_array().is_some_and(|a| a.is_empty());
+        Ok(gone.then_some(()))
+    })
+    .await?;
+    for h in ["h1", "h2"] {
+        let f = local.path().join(h).join(&img_volume);
+        assert!(!f.exists(), "{} left behind", f.display());
+    }
     Ok(())
 }

@@ -604,6 +604,17 @@ impl HostAgent for AgentService {
             .map(Response::new)
     }
 
+    type ReadVolumeStream = ReceiverStream<Result<pb::VolumeChunk, Status>>;
+
+    async fn read_volume(
+        &self,
+        request: Request<pb::ReadVolumeRequest>,
+    ) -> Result<Response<Self::ReadVolumeStream>, Status> {
+        self.read_volume_inner(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     async fn delete_volume(
         &self,
         request: Request<pb::DeleteVolumeRequest>,

@@ -60,7 +60,10 @@ impl ClusterState {
             Command::BeginImageImport { .. }
             | Command::FinishImageImport(_)
             | Command::DeleteImage { .. }
-            | Command::ImageRemoved { .. } => Touched::Nothing,
+            | Command::ImageRemoved { .. }
+            | Command::BeginImageCopy { .. }
+            | Command::FinishImageCopy { .. }
+            | Command::ImageCopyRemoved { .. } => Touched::Nothing,
             // The state machine unpacks a batch entry and applies its requests one by one;
             // one that reaches here is nested.
             Command::Batch { .. } => return (Err(ApplyError::NestedBatch), Touched::Nothing),
@@ -498,6 +501,18 @@ impl ClusterState {
             Command::FinishImageImport(done) => self.finish_image_import(done),
             Command::DeleteImage { name, volume } => self.delete_image(name, volume.as_deref()),
             Command::ImageRemoved { name, volume } => self.image_removed(name, volume),
+            Command::BeginImageCopy { name, host, term } => {
+                self.begin_image_copy(name, host, *term)
+            }
+            Command::FinishImageCopy {
+                name,
+                volume,
+                host,
+                ok,
+            } => self.finish_image_copy(name, volume, host, *ok),
+            Command::ImageCopyRemoved { name, volume, host } => {
+                self.image_copy_removed(name, volume, host)
+            }
             Command::RemoveVm {
                 name,
                 expected_generation,
@@ -693,6 +708,10 @@ impl ClusterState {
         self.hosts.remove(name);
         for pool in self.pools.values_mut() {
             pool.on_hosts.remove(name);
+        }
+        // Its copies of images were caches, gone with the host.
+        for image in self.images.values_mut() {
+            image.copies.remove(name);
         }
         Ok(Reply::HostRemoved {
             name: name.to_string(),

@@ -4,7 +4,8 @@
 
 use crate::command::{ApplyError, ApplyResult, ImageImported, Reply};
 use crate::model::{
-    image_volume_name, validate_name, ClusterState, HostHealth, Image, ImageState, PoolOnHost,
+    image_volume_name, validate_name, ClusterState, HostHealth, Image, ImageCopy, ImageState,
+    PoolOnHost,
 };
 
 /// Longest checksum kept: SHA-256 in hex.
@@ -49,6 +50,7 @@ impl ClusterState {
             volume: image_volume_name(name, (self.ha.restores << 40) | self.image_uids),
             host: host.to_string(),
             state: ImageState::Importing { term },
+            copies: Default::default(),
         };
         self.images.insert(name.to_string(), image.clone());
         Ok(Reply::Image(image))
@@ -116,6 +118,8 @@ impl ClusterState {
 
     pub(crate) fn image_removed(&mut self, name: &str, volume: &str) -> ApplyResult {
         match self.images.get(name) {
+            // Copies on other hosts go first: forgotten now, they would never be deleted.
+            Some(i) if !i.copies.is_empty() => Ok(Reply::Nothing),
             Some(i) if i.volume == volume && i.state == ImageState::Deleting => {
                 self.images.remove(name);
                 Ok(Reply::Nothing)
@@ -123,6 +127,94 @@ impl ClusterState {
             // Removed already (a retry), or a later image of that name: nothing to do.
             _ => Ok(Reply::Nothing),
         }
+    }
+}
+
+impl ClusterState {
+    pub(crate) fn begin_image_copy(&mut self, name: &str, host: &str, term: u64) -> ApplyResult {
+        let image = self
+            .images
+            .get(name)
+            .ok_or_else(|| ApplyError::UnknownImage(name.to_string()))?;
+        image
+            .ready()
+            .ok_or_else(|| ApplyError::ImageNotReady(name.to_string()))?;
+        let needless = |why: &str| ApplyError::ImageCopyNeedless {
+            image: name.to_string(),
+            host: host.to_string(),
+            why: why.to_string(),
+        };
+        if !self.is_local_pool(&image.pool) {
+            return Err(needless("its pool is shared"));
+        }
+        if image.ready_on(host) {
+            return Err(needless("it is there"));
+        }
+        if image.copies.contains_key(host) {
+            return Err(ApplyError::ImageCopyUnderWay {
+                image: name.to_string(),
+                host: host.to_string(),
+            });
+        }
+        let pool_there = self
+            .pools
+            .get(&image.pool)
+            .and_then(|p| p.on_hosts.get(host));
+        for h in [host, image.host.as_str()] {
+            let up = self
+                .hosts
+                .get(h)
+                .is_some_and(|h| h.health == HostHealth::Up);
+            if !up || (h == host && !matches!(pool_there, Some(PoolOnHost::Active { .. }))) {
+                return Err(ApplyError::PoolNotActive {
+                    pool: image.pool.clone(),
+                    host: h.to_string(),
+                });
+            }
+        }
+        let Some(image) = self.images.get_mut(name) else {
+            return Err(ApplyError::UnknownImage(name.to_string()));
+        };
+        image
+            .copies
+            .insert(host.to_string(), ImageCopy::Copying { term });
+        Ok(Reply::Image(image.clone()))
+    }
+
+    pub(crate) fn finish_image_copy(
+        &mut self,
+        name: &str,
+        volume: &str,
+        host: &str,
+        ok: bool,
+    ) -> ApplyResult {
+        let image = match self.images.get_mut(name) {
+            Some(i) if i.volume == volume => i,
+            // Another incarnation of the name, or none: nothing of this copy is left here.
+            _ => return Ok(Reply::Nothing),
+        };
+        if !matches!(image.copies.get(host), Some(ImageCopy::Copying { .. })) {
+            return Ok(Reply::Image(image.clone()));
+        }
+        // A copy finishing for an image being deleted: its host deletes it like the rest.
+        if ok {
+            image.copies.insert(host.to_string(), ImageCopy::Ready);
+        } else {
+            image.copies.remove(host);
+        }
+        Ok(Reply::Image(image.clone()))
+    }
+
+    pub(crate) fn image_copy_removed(
+        &mut self,
+        name: &str,
+        volume: &str,
+        host: &str,
+    ) -> ApplyResult {
+        if let Some(image) = self.images.get_mut(name).filter(|i| i.volume == volume) {
+            image.copies.remove(host);
+        }
+        Ok(Reply::Nothing)
     }
 }
 
@@ -289,8 +381,10 @@ mod tests {
 
     /// An image in a pool its hosts do not share is on one host only: a clone of it runs
     /// there or nowhere, and is never kept past its VM (its base could go).
+    /// A clone of an unshared image goes where the image is or can be copied from its
+    /// host; with that host down, nowhere else. It is never kept past its VM.
     #[test]
-    fn a_clone_of_an_unshared_image_stays_with_it_and_is_never_kept() {
+    fn a_clone_of_an_unshared_image_goes_where_a_copy_can_be_made_and_is_never_kept() {
         let mut s = state();
         import(&mut s, "deb", "local");
         create_vm(&mut s, "web", "deb", "local", 4 * GIB, false).expect("create");
@@ -302,9 +396,17 @@ mod tests {
             })
             .0
         };
-        let e = place(&mut s, "h2").expect_err("placed away from its image");
-        assert!(e.to_string().contains("only on host h1"), "{e}");
-        place(&mut s, "h1").expect("placed with its image");
+        s.hosts.get_mut("h1").expect("h1").health = HostHealth::Dead;
+        let e = place(&mut s, "h2").expect_err("placed with no source to copy from");
+        assert!(e.to_string().contains("its host h1 is not up"), "{e}");
+        s.hosts.get_mut("h1").expect("h1").health = HostHealth::Up;
+        place(&mut s, "h2").expect("placed where a copy can be made");
+        assert_eq!(
+            s.image_to_copy(&s.vms["web"], "h2")
+                .map(|i| i.name.as_str()),
+            Some("deb")
+        );
+        assert!(s.image_to_copy(&s.vms["web"], "h1").is_none(), "h1 has it");
         let keep = Command::DeleteVm {
             name: "web".into(),
             keep_disks: true,
@@ -312,6 +414,101 @@ mod tests {
         let e = s.apply(&keep).0.expect_err("kept a clone");
         assert!(e.to_string().contains("clone of image"), "{e}");
         assert_eq!(s.vms["web"].desired, crate::model::DesiredState::Stopped);
+    }
+
+    fn copy(s: &mut ClusterState, image: &str, host: &str, term: u64) -> ApplyResult {
+        s.apply(&Command::BeginImageCopy {
+            name: image.into(),
+            host: host.into(),
+            term,
+        })
+        .0
+    }
+
+    fn copied(s: &mut ClusterState, image: &str, host: &str, ok: bool) -> ApplyResult {
+        let volume = s.images[image].volume.clone();
+        s.apply(&Command::FinishImageCopy {
+            name: image.into(),
+            volume,
+            host: host.into(),
+            ok,
+        })
+        .0
+    }
+
+    /// A copy is made once per host, only of an unshared image, only from an up host into
+    /// an active pool; it is ready when it arrived whole, forgotten when it did not.
+    #[test]
+    fn an_image_is_copied_once_per_host_and_ready_only_when_whole() {
+        let mut s = state();
+        import(&mut s, "deb", "local");
+        import(&mut s, "shared", "nfs");
+        assert!(matches!(
+            copy(&mut s, "shared", "h2", 3),
+            Err(ApplyError::ImageCopyNeedless { .. })
+        ));
+        assert!(matches!(
+            copy(&mut s, "deb", "h1", 3),
+            Err(ApplyError::ImageCopyNeedless { .. })
+        ));
+        s.hosts.get_mut("h1").expect("h1").health = HostHealth::Suspect;
+        assert!(matches!(
+            copy(&mut s, "deb", "h2", 3),
+            Err(ApplyError::PoolNotActive { host, .. }) if host == "h1"
+        ));
+        s.hosts.get_mut("h1").expect("h1").health = HostHealth::Up;
+        copy(&mut s, "deb", "h2", 3).expect("copy begins");
+        assert!(matches!(
+            copy(&mut s, "deb", "h2", 3),
+            Err(ApplyError::ImageCopyUnderWay { .. })
+        ));
+        assert!(!s.images["deb"].ready_on("h2"), "not while copying");
+        copied(&mut s, "deb", "h2", false).expect("failed copy recorded");
+        assert!(
+            s.images["deb"].copies.is_empty(),
+            "a failed copy is forgotten"
+        );
+        copy(&mut s, "deb", "h2", 4).expect("copy begins again");
+        copied(&mut s, "deb", "h2", true).expect("copy recorded");
+        assert!(s.images["deb"].ready_on("h2"));
+    }
+
+    /// An image is forgotten only after every copy is deleted; a removed host's copies go
+    /// with it.
+    #[test]
+    fn an_image_with_copies_is_forgotten_only_after_them() {
+        let mut s = state();
+        let image = import(&mut s, "deb", "local");
+        copy(&mut s, "deb", "h2", 3).expect("copy begins");
+        copied(&mut s, "deb", "h2", true).expect("copy recorded");
+        s.apply(&Command::DeleteImage {
+            name: "deb".into(),
+            volume: None,
+        })
+        .0
+        .expect("delete");
+        let removed = Command::ImageRemoved {
+            name: "deb".into(),
+            volume: image.volume.clone(),
+        };
+        s.apply(&removed).0.expect("removed");
+        assert!(s.images.contains_key("deb"), "forgotten with a copy on h2");
+        s.apply(&Command::ImageCopyRemoved {
+            name: "deb".into(),
+            volume: image.volume.clone(),
+            host: "h2".into(),
+        })
+        .0
+        .expect("copy removed");
+        s.apply(&removed).0.expect("removed");
+        assert!(!s.images.contains_key("deb"));
+        let mut s = state();
+        import(&mut s, "deb", "local");
+        copy(&mut s, "deb", "h2", 3).expect("copy begins");
+        s.apply(&Command::RemoveHost { name: "h2".into() })
+            .0
+            .expect("h2 removed");
+        assert!(s.images["deb"].copies.is_empty());
     }
 
     /// A host holding an image no other host sees cannot be forgotten; one whose images

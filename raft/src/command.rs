@@ -261,10 +261,33 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         volume: Option<String>,
     },
-    /// The host deleted image `name`'s volume `volume`: it is forgotten.
+    /// The host deleted image `name`'s volume `volume`: it is forgotten (once no other
+    /// host holds a copy).
     ImageRemoved {
         name: String,
         volume: String,
+    },
+    /// `host` is to get a copy of image `name` (in a pool its hosts do not share) before a
+    /// VM cloned from it starts or arrives there: the leader of `term` streams it from the
+    /// image's host into the same pool and volume name on `host`.
+    BeginImageCopy {
+        name: String,
+        host: String,
+        term: u64,
+    },
+    /// The copy on `host` arrived with the image's checksum (`ok`: ready), or did not
+    /// (forgotten: the host deletes what arrived of a failed upload itself).
+    FinishImageCopy {
+        name: String,
+        volume: String,
+        host: String,
+        ok: bool,
+    },
+    /// `host` deleted its copy of image `name` (being deleted, or abandoned mid-copy).
+    ImageCopyRemoved {
+        name: String,
+        volume: String,
+        host: String,
     },
     /// Writes that arrived together, committed as one log entry (group commit, see
     /// `raft::write_batch`) and applied one after the other exactly as if each had its own
@@ -356,6 +379,9 @@ impl Command {
             Command::FinishImageImport(_) => "finish_image_import",
             Command::DeleteImage { .. } => "delete_image",
             Command::ImageRemoved { .. } => "image_removed",
+            Command::BeginImageCopy { .. } => "begin_image_copy",
+            Command::FinishImageCopy { .. } => "finish_image_copy",
+            Command::ImageCopyRemoved { .. } => "image_copy_removed",
             Command::Batch { .. } => "batch",
         }
     }
@@ -583,6 +609,14 @@ pub enum ApplyError {
     ImageNotImporting(String),
     #[error("Image {0:?} is not ready (still importing, or being deleted)")]
     ImageNotReady(String),
+    #[error("Image {image:?} is being copied to host {host:?} already")]
+    ImageCopyUnderWay { image: String, host: String },
+    #[error("Image {image:?} needs no copy on host {host:?}: {why}")]
+    ImageCopyNeedless {
+        image: String,
+        host: String,
+        why: String,
+    },
     #[error("Image {image:?} is the base of disks of VMs {vms}; delete them first")]
     ImageInUse { image: String, vms: String },
     #[error("VM {0:?} is running (or starting): stop it to change its disks (hot-plug and online resize are not implemented yet)")]

@@ -313,24 +313,7 @@ mod tests {
             false,
         );
         // Set up on both hosts with room: only the disk being local keeps it on h1.
-        let mut pool = drover_raft::model::Pool {
-            name: "local".into(),
-            spec: drover_raft::model::PoolSpec {
-                kind: drover_raft::model::PoolKind::Dir {
-                    path: "/srv/local".into(),
-                },
-                shared: false,
-                hosts: drover_raft::model::PoolHosts::All,
-            },
-            on_hosts: Default::default(),
-        };
-        for h in ["h1", "h2"] {
-            let active = drover_raft::model::PoolOnHost::Active {
-                capacity_bytes: 1 << 40,
-                available_bytes: 1 << 40,
-            };
-            pool.on_hosts.insert(h.into(), active);
-        }
+        let pool = crate::fixtures::pool("local", false, &["h1", "h2"]);
         s.pools.insert("local".into(), pool);
         let Step::Act {
             migrate,

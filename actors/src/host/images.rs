@@ -1,11 +1,14 @@
 //! What one host must do about images, a pure reading of the state: abandon imports that a
-//! former leader began (their stream died with it), and delete the volumes of images being
-//! deleted. Each image has one host that does this ([`caretaker`]): the one that received
+//! former leader began (their stream died with it), delete the volumes of images being
+//! deleted, and delete its copies of images (`Image::copies`) that are being deleted or
+//! whose copy a former leader began. An image's own volume goes last, after every copy
+//! (forgotten before them, a copy would never be deleted). Each image has one host that
+//! looks after its own volume ([`caretaker`]): the one that received
 //! it, or — for a shared pool, when that host is not up or gone — the first up host with
 //! the pool active, so that a dead host never leaves an image stuck. The host actor
 //! carries it out (`DeleteImage`, DeleteVolume, `ImageRemoved`).
 
-use drover_raft::model::{ClusterState, HostHealth, Image, ImageState, PoolOnHost};
+use drover_raft::model::{ClusterState, HostHealth, Image, ImageCopy, ImageState, PoolOnHost};
 
 /// What to do now.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -14,6 +17,8 @@ pub struct ImagePlan {
     pub abandon: Vec<(String, String)>,
     /// `(image, pool, volume)` to delete on the host, then forget.
     pub delete: Vec<(String, String, String)>,
+    /// `(image, pool, volume)` of this host's copies to delete, then forget.
+    pub delete_copies: Vec<(String, String, String)>,
 }
 
 /// `term`: the leader's own. An import of this term may still be streaming through this
@@ -29,11 +34,24 @@ pub fn plan(host: &str, state: &ClusterState, term: u64) -> ImagePlan {
             ImageState::Importing { term: began } if began < term => {
                 out.abandon.push((image.name.clone(), image.volume.clone()))
             }
-            ImageState::Deleting => {
+            ImageState::Deleting if image.copies.is_empty() => {
                 out.delete
                     .push((image.name.clone(), image.pool.clone(), image.volume.clone()))
             }
+            ImageState::Deleting => {}
             ImageState::Importing { .. } | ImageState::Ready { .. } => {}
+        }
+    }
+    for image in state.images.values() {
+        let doomed = match image.copies.get(host) {
+            Some(ImageCopy::Ready) => image.state == ImageState::Deleting,
+            // This leader's copy may still be streaming; a former one's cannot be.
+            Some(ImageCopy::Copying { term: began }) => *began < term,
+            None => false,
+        };
+        if doomed {
+            out.delete_copies
+                .push((image.name.clone(), image.pool.clone(), image.volume.clone()));
         }
     }
     out
@@ -67,7 +85,7 @@ pub fn caretaker<'a>(state: &'a ClusterState, image: &'a Image) -> Option<&'a st
 
 #[cfg(test)]
 mod tests {
-    use drover_raft::model::{Host, ImageFormat, Pool, PoolHosts, PoolKind, PoolSpec};
+    use drover_raft::model::{Host, ImageFormat};
 
     use super::*;
 
@@ -78,6 +96,7 @@ mod tests {
             volume: format!("image-{name}-1"),
             host: host.into(),
             state,
+            copies: Default::default(),
         };
         (name.into(), i)
     }
@@ -91,22 +110,10 @@ mod tests {
             s.hosts.insert(h.into(), host);
         }
         for (name, shared) in [("p", true), ("l", false)] {
-            let active = PoolOnHost::Active {
-                capacity_bytes: 1,
-                available_bytes: 1,
-            };
-            let pool = Pool {
-                name: name.into(),
-                spec: PoolSpec {
-                    kind: PoolKind::Dir {
-                        path: format!("/srv/{name}"),
-                    },
-                    shared,
-                    hosts: PoolHosts::All,
-                },
-                on_hosts: [("h1".into(), active.clone()), ("h2".into(), active)].into(),
-            };
-            s.pools.insert(name.into(), pool);
+            s.pools.insert(
+                name.into(),
+                crate::fixtures::pool(name, shared, &["h1", "h2"]),
+            );
         }
         s.images = images.into_iter().collect();
         s
@@ -149,5 +156,38 @@ mod tests {
         assert_eq!(names(&plan("h1", &s, 5).delete), ["shared"]);
         s.hosts.remove("h2");
         assert_eq!(names(&plan("h1", &s, 5).delete), ["shared"]);
+    }
+
+    /// A host deletes its copies of images being deleted, and copies a former leader
+    /// began; the image's own volume waits until no copy is left.
+    #[test]
+    fn copies_go_first_and_abandoned_copies_go_too() {
+        let ready = ImageState::Ready {
+            format: ImageFormat::Raw,
+            virtual_bytes: 1,
+            file_bytes: 1,
+            sha256: String::new(),
+        };
+        let mut s = state(vec![
+            image("gone", "h1", "l", ImageState::Deleting),
+            image("old-copy", "h1", "l", ready.clone()),
+            image("new-copy", "h1", "l", ready.clone()),
+            image("kept", "h1", "l", ready),
+        ]);
+        let copies = |c: ImageCopy| [("h2".to_string(), c)].into();
+        s.images.get_mut("gone").unwrap().copies = copies(ImageCopy::Ready);
+        s.images.get_mut("old-copy").unwrap().copies = copies(ImageCopy::Copying { term: 4 });
+        s.images.get_mut("new-copy").unwrap().copies = copies(ImageCopy::Copying { term: 5 });
+        s.images.get_mut("kept").unwrap().copies = copies(ImageCopy::Ready);
+        assert!(
+            names(&plan("h1", &s, 5).delete).is_empty(),
+            "the image's own volume waits for its copy"
+        );
+        assert_eq!(
+            names(&plan("h2", &s, 5).delete_copies),
+            ["gone", "old-copy"]
+        );
+        s.images.get_mut("gone").unwrap().copies.clear();
+        assert_eq!(names(&plan("h1", &s, 5).delete), ["gone"]);
     }
 }

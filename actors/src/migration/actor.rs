@@ -32,6 +32,8 @@ const TICK: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often a backoff looks whether the source host was declared dead meanwhile.
 const DEATH_POLL: Duration = Duration::from_millis(100);
+/// Longest wait for an image copy to the destination that another actor is making.
+const COPY_WAIT: Duration = Duration::from_secs(600);
 
 pub struct MigrationActor {
     op: u64,
@@ -145,6 +147,9 @@ struct Info {
     disks: Vec<VmDisk>,
     copy_disks: Vec<u32>,
     seed: Option<CloudInitSeed>,
+    /// The image the VM's boot disk is a clone of, when the destination has no copy yet
+    /// (an unshared pool): copied there before the migration.
+    image_to_copy: Option<String>,
 }
 
 impl Info {
@@ -178,6 +183,9 @@ impl Info {
                     })
                     .unwrap_or_default(),
                 seed: moving.and_then(seed),
+                image_to_copy: moving
+                    .and_then(|v| d.state.image_to_copy(v, dst))
+                    .map(|i| i.name.clone()),
                 vm: vm.clone(),
                 src: src.clone(),
                 dst: dst.clone(),
@@ -320,6 +328,29 @@ impl Driver {
         }
     }
 
+    /// Makes sure `host` has a copy of `image`: copies it, or waits for a copy another
+    /// actor is making (a VM started there from the same image).
+    async fn copy_image(&self, image: &str, host: &str) -> Result<(), String> {
+        let deadline = Instant::now() + COPY_WAIT;
+        loop {
+            let copy = crate::image_copy::copy(&self.node, &self.agents, self.term, image, host);
+            let err = match copy.await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            let under_way = self.node.view().read(|d| {
+                d.state
+                    .images
+                    .get(image)
+                    .is_some_and(|i| i.copies.contains_key(host) && !i.ready_on(host))
+            });
+            if !under_way || Instant::now() >= deadline {
+                return Err(err);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
     async fn follow(&self, info: &Info) -> Followed {
         let mut client = match self.client(&info.src_addr) {
             Ok(c) => c,
@@ -330,6 +361,14 @@ impl Driver {
                 code: Code::FailedPrecondition,
                 message: format!("destination {} reports no migration URI", info.dst),
             };
+        }
+        if let Some(image) = &info.image_to_copy {
+            if let Err(message) = self.copy_image(image, &info.dst).await {
+                return Followed::Failed {
+                    code: Code::FailedPrecondition,
+                    message,
+                };
+            }
         }
         let req = MigrateVmRequest {
             name: info.vm.clone(),

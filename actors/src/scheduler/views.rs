@@ -90,19 +90,15 @@ pub fn place_vm(
 ) -> Result<String, Refusal> {
     let mut views = host_views(state);
     let mut refused = BTreeMap::new();
-    // A clone of an image in an unshared pool can only run where the image is.
-    if let Some((image, only)) = state.pinned_by_image(vm) {
-        views.retain(|h| {
-            let here = h.name == only;
-            if !here {
-                refused.insert(
-                    h.name.clone(),
-                    format!("image {image} is only on host {only} (its pool is not shared)"),
-                );
-            }
-            here
-        });
-    }
+    // A clone of an image in an unshared pool runs where the image is, or where a copy
+    // can be made from it.
+    views.retain(|h| match state.image_reachable(vm, &h.name) {
+        Ok(()) => true,
+        Err(why) => {
+            refused.insert(h.name.clone(), why);
+            false
+        }
+    });
     place_one(&request_for(vm, not_on, state), &views, policy).map_err(|mut r| {
         r.reasons.extend(refused);
         r
@@ -147,14 +143,11 @@ mod tests {
         }
     }
 
-    /// A clone of an image in an unshared pool goes only to the image's host, and the
-    /// others' refusal says why.
+    /// A clone of an image in an unshared pool goes to any host of the pool while the
+    /// image's host is up to copy it from; with that host down, only where a copy is
+    /// ready, and the others' refusal says why.
     #[test]
-    fn a_clone_of_an_unshared_image_is_placed_with_its_image() {
-        use drover_raft::model::{
-            Disk, DiskBacking, Image, ImageFormat, ImageState, Pool, PoolHosts, PoolKind,
-            PoolOnHost, PoolSpec,
-        };
+    fn a_clone_of_an_unshared_image_goes_where_the_image_is_or_can_be_copied() {
         let mut s = state(
             vec![
                 host("h1", AdminState::Active),
@@ -162,53 +155,31 @@ mod tests {
             ],
             Vec::new(),
         );
-        let active = PoolOnHost::Active {
-            capacity_bytes: 1 << 40,
-            available_bytes: 1 << 40,
-        };
-        let pool = Pool {
-            name: "local".into(),
-            spec: PoolSpec {
-                kind: PoolKind::Dir {
-                    path: "/srv/local".into(),
-                },
-                shared: false,
-                hosts: PoolHosts::All,
-            },
-            on_hosts: [("h1".into(), active.clone()), ("h2".into(), active)].into(),
-        };
+        let pool = crate::fixtures::pool("local", false, &["h1", "h2"]);
         s.pools.insert("local".into(), pool);
-        s.images.insert(
-            "deb".into(),
-            Image {
-                name: "deb".into(),
-                pool: "local".into(),
-                volume: "image-deb-1".into(),
-                host: "h2".into(),
-                state: ImageState::Ready {
-                    format: ImageFormat::Qcow2,
-                    virtual_bytes: 1 << 30,
-                    file_bytes: 1 << 28,
-                    sha256: "ab".repeat(32),
-                },
-            },
-        );
+        let deb = crate::fixtures::image("deb", "local", "h2");
         let mut v = vm("web", None, None);
-        v.disks.push(Disk {
-            backing: Some(DiskBacking {
-                image: "deb".into(),
-                pool: "local".into(),
-                volume: "image-deb-1".into(),
-                format: ImageFormat::Qcow2,
-            }),
-            ..Disk::empty("local", "web-1-disk0.qcow2".into(), 1 << 30)
-        });
-        assert_eq!(place_vm(&v, None, &s, &s.placement), Ok("h2".to_string()));
-        let e = place_vm(&v, Some("h2"), &s, &s.placement).expect_err("moved off its image");
+        v.disks
+            .push(crate::fixtures::clone_disk("web", "local", &deb));
+        s.images.insert("deb".into(), deb);
+        assert_eq!(
+            place_vm(&v, Some("h2"), &s, &s.placement),
+            Ok("h1".to_string()),
+            "copied from h2 when it starts there"
+        );
+        s.hosts.get_mut("h2").expect("h2").health = drover_raft::model::HostHealth::Dead;
+        let e = place_vm(&v, Some("h2"), &s, &s.placement).expect_err("no source to copy");
         assert!(
-            e.reasons["h1"].contains("only on host h2"),
+            e.reasons["h1"].contains("its host h2 is not up"),
             "{:?}",
             e.reasons
+        );
+        s.images.get_mut("deb").expect("deb").copies =
+            [("h1".to_string(), drover_raft::model::ImageCopy::Ready)].into();
+        assert_eq!(
+            place_vm(&v, Some("h2"), &s, &s.placement),
+            Ok("h1".to_string()),
+            "h1 has its copy"
         );
     }
 

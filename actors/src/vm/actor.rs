@@ -324,6 +324,10 @@ impl Exec {
                 .await?;
                 Ok(None)
             }
+            Action::CopyImage { host, image } => {
+                crate::image_copy::copy(&self.node, &self.agents, self.term, &image, &host).await?;
+                Ok(None)
+            }
             Action::Remove => {
                 if !doomed_disks(&self.vm).is_empty() && self.vm.host.is_some() {
                     // The domain is gone, but its volumes may not be (a start that failed

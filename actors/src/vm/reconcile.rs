@@ -65,6 +65,12 @@ pub enum Action {
     Start {
         host: String,
     },
+    /// Copy image `image` (in an unshared pool) to `host`, where the VM is to start and
+    /// its boot disk's base is not yet (`BeginImageCopy`, the bytes, `FinishImageCopy`).
+    CopyImage {
+        host: String,
+        image: String,
+    },
     Stop {
         host: String,
     },
@@ -103,6 +109,21 @@ fn volume_host(vm: &Vm, state: &ClusterState) -> Option<String> {
             })
         })
         .map(|h| h.name.clone())
+}
+
+/// Start `vm` on `host` — once the host has the image its boot disk is a clone of: a copy
+/// is made first (or, being made, waited for).
+fn start_on(vm: &Vm, state: &ClusterState, host: &str) -> Action {
+    match state.image_to_copy(vm, host) {
+        None => Action::Start {
+            host: host.to_string(),
+        },
+        Some(image) if image.copies.contains_key(host) => Action::Wait,
+        Some(image) => Action::CopyImage {
+            host: host.to_string(),
+            image: image.name.clone(),
+        },
+    }
 }
 
 /// Decides the next step for `vm`. `obs` is the latest report about the VM, if any.
@@ -153,9 +174,7 @@ pub fn decide(vm: &Vm, state: &ClusterState, obs: Option<&Observation>) -> Actio
         && vm.observed == ObservedState::Unknown
         && host_up
     {
-        return Action::Start {
-            host: host.to_string(),
-        };
+        return start_on(vm, state, host);
     }
     let o = match obs {
         Some(o) if o.host == host && host_up && !o.busy => o,
@@ -195,9 +214,7 @@ pub fn decide(vm: &Vm, state: &ClusterState, obs: Option<&Observation>) -> Actio
         // stale (`host::stale`); starting again meanwhile would only bump generations.
         Some(g) if g < vm.generation => {
             return if starting && vm.desired == DesiredState::Running && !observed.is_active() {
-                Action::Start {
-                    host: host.to_string(),
-                }
+                start_on(vm, state, host)
             } else {
                 Action::Wait
             };
@@ -207,11 +224,7 @@ pub fn decide(vm: &Vm, state: &ClusterState, obs: Option<&Observation>) -> Actio
         Some(_) => {}
         // "Not listed" cannot end a start that may still be in flight (apply refuses
         // it); a new start at a new generation can, since hostd then refuses the old one.
-        None if starting => {
-            return Action::Start {
-                host: host.to_string(),
-            }
-        }
+        None if starting => return start_on(vm, state, host),
         None => {}
     }
     if observed != vm.observed {
@@ -222,9 +235,7 @@ pub fn decide(vm: &Vm, state: &ClusterState, obs: Option<&Observation>) -> Actio
         };
     }
     match (vm.desired, observed.is_active()) {
-        (DesiredState::Running, false) => Action::Start {
-            host: host.to_string(),
-        },
+        (DesiredState::Running, false) => start_on(vm, state, host),
         (DesiredState::Stopped, true) => Action::Stop {
             host: host.to_string(),
         },
@@ -576,5 +587,38 @@ mod tests {
             decide(&starting, &s, Some(&on_h1(O::ShutOff))),
             Action::Start { host: "h1".into() }
         );
+    }
+
+    /// A clone of an image in an unshared pool starts on a host without the image only
+    /// after a copy is made there: the VM's actor makes it, or waits for one under way.
+    #[test]
+    fn a_start_where_the_image_is_not_copies_it_first() {
+        use drover_raft::model::ImageCopy;
+        let mut s = state_with(HostHealth::Up);
+        let mut h2 = s.hosts["h1"].clone();
+        h2.name = "h2".into();
+        s.hosts.insert("h2".into(), h2);
+        s.pools.insert(
+            "local".into(),
+            crate::fixtures::pool("local", false, &["h1", "h2"]),
+        );
+        let deb = crate::fixtures::image("deb", "local", "h2");
+        let mut v = vm(D::Running, Some("h1"), O::Unknown);
+        v.disks
+            .push(crate::fixtures::clone_disk("web", "local", &deb));
+        s.images.insert("deb".into(), deb);
+        assert_eq!(
+            decide(&v, &s, None),
+            Action::CopyImage {
+                host: "h1".into(),
+                image: "deb".into()
+            }
+        );
+        let copies = &mut s.images.get_mut("deb").expect("deb").copies;
+        copies.insert("h1".into(), ImageCopy::Copying { term: 1 });
+        assert_eq!(decide(&v, &s, None), Action::Wait, "a copy under way");
+        let copies = &mut s.images.get_mut("deb").expect("deb").copies;
+        copies.insert("h1".into(), ImageCopy::Ready);
+        assert_eq!(decide(&v, &s, None), Action::Start { host: "h1".into() });
     }
 }

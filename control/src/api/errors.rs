@@ -31,6 +31,8 @@ pub fn apply_error(e: &ApplyError) -> Status {
         | ApplyError::ImageNotImporting(_)
         | ApplyError::ImageNotReady(_)
         | ApplyError::ImageInUse { .. }
+        | ApplyError::ImageCopyUnderWay { .. }
+        | ApplyError::ImageCopyNeedless { .. }
         | ApplyError::DisksInUse(_)
         | ApplyError::HostHoldsImages { .. }
         | ApplyError::NoSpace { .. } => Status::failed_precondition(msg),

@@ -11,7 +11,7 @@ use drover_proto::agent::v1 as agent;
 use drover_proto::v1 as pb;
 use drover_proto::v1::image_service_server::ImageService;
 use drover_proto::v1::import_image_chunk::Part;
-use drover_raft::model::{Image, ImageFormat, ImageState};
+use drover_raft::model::{Image, ImageCopy, ImageFormat, ImageState};
 use drover_raft::{Command, ImageImported, RaftNode, Reply, Request as RaftRequest};
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -82,6 +82,17 @@ pub fn to_pb(image: &Image) -> pb::Image {
         volume: image.volume.clone(),
         host: image.host.clone(),
         state: image.state.as_str().into(),
+        copies: image
+            .copies
+            .iter()
+            .map(|(host, c)| {
+                let state = match c {
+                    ImageCopy::Copying { .. } => "copying",
+                    ImageCopy::Ready => "ready",
+                };
+                (host.clone(), state.to_string())
+            })
+            .collect(),
         ..Default::default()
     };
     if let ImageState::Ready {

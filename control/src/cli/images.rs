@@ -18,6 +18,7 @@ fn image_json(i: &pb::Image) -> Value {
         "virtual_bytes": i.virtual_bytes,
         "file_bytes": i.file_bytes,
         "sha256": i.sha256,
+        "copies": i.copies,
     })
 }
 
@@ -46,13 +47,23 @@ fn image_rows(images: &[pb::Image]) -> String {
 fn show(format: Format, i: &pb::Image) -> anyhow::Result<String> {
     Ok(match format {
         Format::Json => json(&image_json(i))?,
-        Format::Table => format!(
-            "{}\n\nvolume {} in pool {}\nsha256 {}",
-            image_rows(std::slice::from_ref(i)),
-            i.volume,
-            i.pool,
-            if i.sha256.is_empty() { "-" } else { &i.sha256 }
-        ),
+        Format::Table => {
+            let mut copies: Vec<String> =
+                i.copies.iter().map(|(h, s)| format!("{h} ({s})")).collect();
+            copies.sort();
+            format!(
+                "{}\n\nvolume {} in pool {}\nsha256 {}\ncopies {}",
+                image_rows(std::slice::from_ref(i)),
+                i.volume,
+                i.pool,
+                if i.sha256.is_empty() { "-" } else { &i.sha256 },
+                if copies.is_empty() {
+                    "-".to_string()
+                } else {
+                    copies.join(", ")
+                }
+            )
+        }
     })
 }
 

@@ -287,6 +287,15 @@ impl Hypervisor for LibvirtHypervisor {
         self.call(|conn| libvirt_pool::upload(conn, pool, volume, size_bytes, data))
     }
 
+    fn read_volume(
+        &self,
+        pool: &str,
+        volume: &str,
+        out: &mut dyn FnMut(Vec<u8>) -> bool,
+    ) -> Result<(), HostdError> {
+        self.call(|conn| libvirt_pool::download(conn, pool, volume, out))
+    }
+
     fn delete_volume(&self, pool: &str, volume: &str) -> Result<bool, HostdError> {
         self.call(|conn| libvirt_pool::delete_named(conn, pool, volume))
     }

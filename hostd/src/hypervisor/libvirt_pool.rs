@@ -357,6 +357,56 @@ pub(super) fn delete_named(conn: &Connect, pool: &str, volume: &str) -> Result<b
     }
 }
 
+/// Streams volume `volume` of `pool` to `out`, whole, with libvirt's volume download;
+/// stops when `out` returns false (the stream is aborted then).
+pub(super) fn download(
+    conn: &Connect,
+    pool: &str,
+    volume: &str,
+    out: &mut dyn FnMut(Vec<u8>) -> bool,
+) -> Result<(), HostdError> {
+    let p = pool_here(conn, pool)?;
+    let vol = match p.lookup_storage_vol_by_name(volume) {
+        Ok(v) => v,
+        Err(e) if is(&e, ErrorNumber::NoStorageVolume) => {
+            return Err(HostdError::VolumeMissing {
+                pool: pool.to_string(),
+                volume: volume.to_string(),
+            })
+        }
+        Err(e) => return Err(HostdError::libvirt("storage_vol_lookup_by_name")(e)),
+    };
+    let stream = Stream::new(conn, 0).map_err(HostdError::libvirt("stream_new"))?;
+    // Length 0: to the end of the volume.
+    vol.download(&stream, 0, 0, 0)
+        .map_err(HostdError::libvirt("storage_vol_download"))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match stream.recv(&mut buf) {
+            Ok(0) => break,
+            Ok(n) if n > 0 => {
+                if !out(buf[..n as usize].to_vec()) {
+                    let _ = stream.abort();
+                    return Ok(());
+                }
+            }
+            Ok(_) => {
+                let _ = stream.abort();
+                return Err(HostdError::InvalidArgument(
+                    "the volume download would block on a blocking stream".into(),
+                ));
+            }
+            Err(e) => {
+                let _ = stream.abort();
+                return Err(HostdError::libvirt("stream_recv")(e));
+            }
+        }
+    }
+    stream
+        .finish()
+        .map_err(HostdError::libvirt("stream_finish"))
+}
+
 /// Creates `volume` in `pool` and streams `size_bytes` bytes of `data` into it with
 /// libvirt's volume upload; the volume is deleted again if anything fails.
 pub(super) fn upload(

@@ -208,6 +208,16 @@ pub trait Hypervisor: Send + Sync {
         data: UploadChunks<'_>,
     ) -> Result<String, HostdError>;
 
+    /// Streams volume `volume` of pool `pool` to `out` in chunks (libvirt's download),
+    /// from the first byte to the last; stops early when `out` returns false (the reader
+    /// went away).
+    fn read_volume(
+        &self,
+        pool: &str,
+        volume: &str,
+        out: &mut dyn FnMut(Vec<u8>) -> bool,
+    ) -> Result<(), HostdError>;
+
     /// Deletes a volume of pool `pool`; `false` when it was not there.
     fn delete_volume(&self, pool: &str, volume: &str) -> Result<bool, HostdError>;
 

@@ -1,12 +1,14 @@
 //! `HostAgent`'s image calls: take an uploaded file into a pool through libvirt, hashing
 //! it on the way, then have `qemu-img` say what it is; delete a volume. Any failure after
-//! the volume exists deletes it again, so a failed import leaves nothing here.
+//! the volume exists deletes it again, so a failed import leaves nothing here. And read a
+//! volume out (what the leader copies an image to another host with).
 
 use drover_proto::agent::v1 as pb;
 use drover_proto::agent::v1::upload_image_chunk::Part;
 use drover_proto::identity::valid_name;
 use ring::digest::{Context, SHA256};
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 use tracing::info;
 
@@ -135,5 +137,27 @@ impl AgentService {
             .await
             .map_err(self.failed(op, &req.volume))?;
         Ok(pb::DeleteVolumeResponse { existed })
+    }
+
+    pub(super) async fn read_volume_inner(
+        &self,
+        req: pb::ReadVolumeRequest,
+    ) -> Result<ReceiverStream<Result<pb::VolumeChunk, Status>>, Status> {
+        let op = "ReadVolume";
+        check_names(&req.pool, &req.volume).map_err(self.failed(op, &req.volume))?;
+        self.admit_pool_term(op, &req.volume, req.term).await?;
+        info!(host = %self.host(), pool = %req.pool, volume = %req.volume, term = req.term, "ReadVolume");
+        let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
+        let (pool, volume) = (req.pool.clone(), req.volume.clone());
+        let hv = std::sync::Arc::clone(&self.shared.hypervisor);
+        tokio::task::spawn_blocking(move || {
+            let result = hv.read_volume(&pool, &volume, &mut |data| {
+                tx.blocking_send(Ok(pb::VolumeChunk { data })).is_ok()
+            });
+            if let Err(e) = result {
+                let _ = tx.blocking_send(Err(Status::from(e)));
+            }
+        });
+        Ok(ReceiverStream::new(rx))
     }
 }

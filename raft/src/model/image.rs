@@ -2,6 +2,13 @@
 //! imported once (the file streamed through the leader to a host of the pool, its format
 //! detected and checked there) and read only from then on: a VM's boot disk is a qcow2
 //! overlay on it (a linked clone), so the image stays while any disk is built on it.
+//!
+//! An image in a pool its hosts do not share is on the host that received it; another host
+//! gets a copy in the same pool (same path, same volume name) the first time a VM cloned
+//! from it is to start or arrive there ([`ImageCopy`]), as Cloudpods and VMmanager cache
+//! images on their hosts. A shared pool holds one copy for all.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +67,17 @@ impl ImageState {
     }
 }
 
+/// A copy of an unshared image on a host other than the one that received it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ImageCopy {
+    /// The leader of `term` streams it from the image's host. One of an earlier term died
+    /// with its leader: that host deletes what arrived, and the copy starts over.
+    Copying {
+        term: u64,
+    },
+    Ready,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Image {
     pub name: String,
@@ -70,9 +88,20 @@ pub struct Image {
     /// one that deletes it.
     pub host: String,
     pub state: ImageState,
+    /// Copies on other hosts, by host (only for an unshared pool), each the same volume
+    /// name in the same pool there.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub copies: BTreeMap<String, ImageCopy>,
 }
 
 impl Image {
+    /// Whether `host` has this image's volume to read: the host that received it, or a
+    /// ready copy. (In a shared pool every host of the pool does: see
+    /// `ClusterState::image_to_copy`.)
+    pub fn ready_on(&self, host: &str) -> bool {
+        host == self.host || self.copies.get(host) == Some(&ImageCopy::Ready)
+    }
+
     /// Its format and virtual size, once ready.
     pub fn ready(&self) -> Option<(ImageFormat, u64)> {
         match &self.state {

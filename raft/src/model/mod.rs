@@ -25,7 +25,7 @@ pub use disk::{
 pub use drover_proto::pool_path::{validate_pool_path, MAX_POOL_PATH_LEN};
 pub use event::{Event, EventKind, EventLog, MAX_EVENTS};
 pub use host::{AdminState, Capacity, DeadReason, Host, HostHealth};
-pub use image::{image_volume_name, DiskBacking, Image, ImageFormat, ImageState};
+pub use image::{image_volume_name, DiskBacking, Image, ImageCopy, ImageFormat, ImageState};
 pub use labels::{parse_label, validate_labels, Labels};
 pub use moves::MayStillRun;
 pub use operation::{

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{EventLog, Host, OpKind, Operations, PlacementPolicy, Pool, Vm};
+use super::{EventLog, Host, HostHealth, Image, OpKind, Operations, PlacementPolicy, Pool, Vm};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
@@ -172,13 +172,7 @@ impl ClusterState {
     /// hosts by the same rules; `apply` checks them again so that placements decided
     /// concurrently (many VM actors after a failover) can never overbook a host together.
     pub fn room_for(&self, host: &Host, vm: &Vm) -> Result<(), String> {
-        if let Some((image, only)) = self.pinned_by_image(vm) {
-            if only != host.name {
-                return Err(format!(
-                    "image {image} is only on host {only} (its pool is not shared)"
-                ));
-            }
-        }
+        self.image_reachable(vm, &host.name)?;
         let mut used = (0u64, 0u64);
         let mut group_there = false;
         for other in self.vms.values() {
@@ -227,18 +221,37 @@ impl ClusterState {
         Ok(())
     }
 
-    /// The image `vm`'s boot disk is a clone of and the host holding it, when that image
-    /// is in a pool its hosts do not share: the VM can run on that host only (images are
-    /// not copied to other hosts' pools).
-    pub fn pinned_by_image<'a>(&'a self, vm: &'a Vm) -> Option<(&'a str, &'a str)> {
+    /// The image `vm`'s boot disk is a clone of, when it is in a pool its hosts do not
+    /// share and `host` has no ready copy of it yet: the copy must be made there before
+    /// the VM starts or arrives.
+    pub fn image_to_copy<'a>(&'a self, vm: &Vm, host: &str) -> Option<&'a Image> {
         vm.disks
             .iter()
             .filter_map(|d| d.backing.as_ref())
             .find_map(|b| {
-                let shared = self.pools.get(&b.pool).is_some_and(|p| p.spec.shared);
                 let image = self.images.get(&b.image)?;
-                (!shared).then_some((b.image.as_str(), image.host.as_str()))
+                (self.is_local_pool(&b.pool) && !image.ready_on(host)).then_some(image)
             })
+    }
+
+    /// Why `host` cannot get `vm`'s image, if it cannot: a copy is made from the host that
+    /// received the image, which must be up.
+    pub fn image_reachable(&self, vm: &Vm, host: &str) -> Result<(), String> {
+        let Some(image) = self.image_to_copy(vm, host) else {
+            return Ok(());
+        };
+        let source_up = self
+            .hosts
+            .get(&image.host)
+            .is_some_and(|h| h.health == HostHealth::Up);
+        if source_up {
+            Ok(())
+        } else {
+            Err(format!(
+                "image {} has no copy here and its host {} is not up to copy it from",
+                image.name, image.host
+            ))
+        }
     }
 
     /// The first pool of `vm`'s disks (or of the images they are clones of) that is

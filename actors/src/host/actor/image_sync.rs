@@ -1,6 +1,6 @@
 //! The host actor's part in images: at every heartbeat, abandon imports of a former
-//! leader and delete the volumes of images being deleted (`images::plan`), then record the
-//! deletion so the image is forgotten.
+//! leader and delete the volumes of images being deleted and this host's copies that must
+//! go (`images::plan`), then record each deletion so the image (or copy) is forgotten.
 
 use actix::prelude::*;
 use drover_proto::agent::v1::DeleteVolumeRequest;
@@ -27,16 +27,24 @@ impl HostActor {
         }
         for (image, pool, volume) in plan.delete {
             if self.volume_calls.insert(volume.clone()) {
-                self.delete_image_volume(image, pool, volume, ctx);
+                self.delete_image_volume(image, pool, volume, false, ctx);
+            }
+        }
+        for (image, pool, volume) in plan.delete_copies {
+            if self.volume_calls.insert(volume.clone()) {
+                self.delete_image_volume(image, pool, volume, true, ctx);
             }
         }
     }
 
+    /// Deletes an image's volume on this host: its own (`copy` false) or this host's copy
+    /// of it; then records that.
     fn delete_image_volume(
         &mut self,
         image: String,
         pool: String,
         volume: String,
+        copy: bool,
         ctx: &mut Context<Self>,
     ) {
         let Some(address) = self.address() else {
@@ -59,10 +67,18 @@ impl HostActor {
                 act.volume_calls.remove(&volume);
                 match res {
                     Ok(_) => {
-                        tracing::info!(host = %act.name, image = %image, volume = %volume, "image volume deleted");
-                        let cmd = Command::ImageRemoved {
-                            name: image,
-                            volume,
+                        tracing::info!(host = %act.name, image = %image, volume = %volume, copy, "image volume deleted");
+                        let cmd = if copy {
+                            Command::ImageCopyRemoved {
+                                name: image,
+                                volume,
+                                host: act.name.clone(),
+                            }
+                        } else {
+                            Command::ImageRemoved {
+                                name: image,
+                                volume,
+                            }
                         };
                         act.write(ctx, cmd, "cannot record an image's removal");
                     }
