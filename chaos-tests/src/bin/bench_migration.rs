@@ -342,6 +342,9 @@ struct DroverRound {
 #[derive(Debug, Default)]
 struct VirshRound {
     wall_ms: f64,
+    /// `--disk-gib`: deleting the source's stale copy of the disk afterwards (`virsh
+    /// vol-delete`), which drover's migration does itself: together, the same end state.
+    cleanup_ms: Option<f64>,
     /// A `virsh domstate` just before: what starting virsh and connecting costs.
     noop_ms: f64,
     job_ms: Option<f64>,
@@ -478,16 +481,27 @@ fn virsh_migrate(
     let wall_ms = ms(start.elapsed());
     drop(poller);
     migrated?;
-    if let Some(local) = local {
-        std::fs::remove_file(local.join(&src.name).join(FOREIGN_DISK))?;
-        src.virsh(&["pool-refresh", LOCAL_POOL_LIBVIRT])?;
-    }
+    let cleanup_ms = match local {
+        Some(local) => {
+            let start = Instant::now();
+            src.virsh(&["vol-delete", "--pool", LOCAL_POOL_LIBVIRT, FOREIGN_DISK])?;
+            let ms = ms(start.elapsed());
+            ensure!(
+                !local.join(&src.name).join(FOREIGN_DISK).exists(),
+                "vol-delete left {FOREIGN_DISK} on {}",
+                src.name
+            );
+            Some(ms)
+        }
+        None => None,
+    };
     // Not timed: libvirt's own account of the job, kept by the destination.
     let info = dst
         .virsh(&["domjobinfo", "--completed", FOREIGN])
         .unwrap_or_default();
     Ok(VirshRound {
         wall_ms,
+        cleanup_ms,
         noop_ms,
         job_ms: jobinfo_ms(&info, "Time elapsed"),
         downtime_ms: jobinfo_ms(&info, "Total downtime"),
@@ -748,6 +762,20 @@ async fn bench_migrate(
         "- ratio of medians, libvirt job elapsed drover / virsh: {:.2}",
         ratio(2, 4)
     );
+    if disk_gib.is_some() {
+        let whole: Vec<f64> = virsh
+            .iter()
+            .map(|v| v.wall_ms + v.cleanup_ms.unwrap_or(0.0))
+            .collect();
+        let cleanup: Vec<f64> = virsh.iter().filter_map(|v| v.cleanup_ms).collect();
+        println!(
+            "- virsh vol-delete of the source's stale copy: median {:.0} ms; virsh migrate + \
+             vol-delete (drover's end state): median {:.0} ms; drover client / that: {:.2}",
+            pct(&cleanup, 50.0),
+            pct(&whole, 50.0),
+            medians[rows[0].0] / pct(&whole, 50.0)
+        );
+    }
     let paired: Vec<f64> = drover
         .iter()
         .zip(&virsh)

@@ -27,7 +27,7 @@ pub(super) fn migrate(
     req: &MigrationRequest,
 ) -> Result<JobStats, HostdError> {
     if req.copy_disks.is_empty() {
-        return migrate_memory(dom, req, &[]);
+        return migrate_memory(dom, req, &[], None);
     }
     let dest = Connect::open(Some(&req.dest_uri)).map_err(|source| HostdError::Connect {
         uri: req.dest_uri.clone(),
@@ -39,7 +39,7 @@ pub(super) fn migrate(
         .iter()
         .map(|&i| domain_xml::disk_target(i))
         .collect();
-    match migrate_memory(dom, req, &targets) {
+    match migrate_memory(dom, req, &targets, Some(&dest)) {
         Ok(stats) => {
             // The guest runs there on its copies now: the ones here are stale.
             for disk in copied(req).chain(local_seed(req)) {
@@ -119,11 +119,13 @@ fn prepare_destination(dest: &Connect, req: &MigrationRequest) -> Result<Vec<VmD
     }
 }
 
-/// The migration call itself; `copy` names the guest disks to mirror.
+/// The migration call itself; `copy` names the guest disks to mirror; `dest`, a
+/// connection to the destination already open (for the completed job's statistics).
 fn migrate_memory(
     dom: &Domain,
     req: &MigrationRequest,
     copy: &[String],
+    dest: Option<&Connect>,
 ) -> Result<JobStats, HostdError> {
     let live = dom
         .xml_desc(sys::VIR_DOMAIN_XML_MIGRATABLE)
@@ -162,14 +164,26 @@ fn migrate_memory(
     dom.migrate_to_uri3(Some(&req.dest_uri), params, flags)
         .map_err(HostdError::libvirt("migrate_to_uri3"))?;
     // The source domain is gone now; the destination keeps the completed job's numbers.
-    Ok(completed_at_destination(&req.dest_uri, &req.name).unwrap_or_default())
+    Ok(completed_at_destination(dest, &req.dest_uri, &req.name).unwrap_or_default())
 }
 
 /// The destination's statistics of the incoming migration it just completed; `None` when
-/// they cannot be read (the migration itself succeeded either way).
-fn completed_at_destination(dest_uri: &str, name: &str) -> Option<JobStats> {
-    // Dropping the connection closes it.
-    let conn = Connect::open(Some(dest_uri)).ok()?;
+/// they cannot be read (the migration itself succeeded either way). Over `dest`, or a
+/// connection opened for it.
+fn completed_at_destination(
+    dest: Option<&Connect>,
+    dest_uri: &str,
+    name: &str,
+) -> Option<JobStats> {
+    // Dropping an own connection closes it.
+    let own;
+    let conn = match dest {
+        Some(c) => c,
+        None => {
+            own = Connect::open(Some(dest_uri)).ok()?;
+            &own
+        }
+    };
     let dom = conn.lookup_domain_by_name(name).ok()?;
     raw_job_stats(&dom, sys::VIR_DOMAIN_JOB_STATS_COMPLETED)
         .ok()
