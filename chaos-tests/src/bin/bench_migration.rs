@@ -337,6 +337,8 @@ struct DroverRound {
     recorded_ms: Option<f64>,
     job_ms: Option<f64>,
     downtime_ms: Option<f64>,
+    /// What the operation's progress said was moved in all (memory and disks), MiB.
+    data_mib: Option<f64>,
 }
 
 #[derive(Debug, Default)]
@@ -381,6 +383,7 @@ async fn drover_migrate(
         recorded_ms: recorded(&op),
         job_ms: (m.elapsed_ms > 0).then_some(m.elapsed_ms as f64),
         downtime_ms: m.downtime_ms.map(|d| d as f64),
+        data_mib: (m.data_total > 0).then(|| m.data_total as f64 / f64::from(1 << 20)),
     })
 }
 
@@ -763,6 +766,11 @@ async fn bench_migrate(
         ratio(2, 4)
     );
     if disk_gib.is_some() {
+        let data: Vec<f64> = drover.iter().filter_map(|d| d.data_mib).collect();
+        println!(
+            "- drover's progress, data total (memory and disk): median {:.0} MiB",
+            pct(&data, 50.0)
+        );
         let whole: Vec<f64> = virsh
             .iter()
             .map(|v| v.wall_ms + v.cleanup_ms.unwrap_or(0.0))
