@@ -11,6 +11,7 @@
 
 mod agents;
 pub mod drain;
+pub mod drill;
 pub mod failover;
 #[cfg(test)]
 mod fixtures;

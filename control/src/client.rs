@@ -8,6 +8,7 @@
 //! machine answers the retry with the first result.
 
 mod console;
+mod drills;
 mod images;
 mod pools;
 

@@ -92,6 +92,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Token(cmd) => cli::token(&target, output, cmd).await?,
             Command::Pool(cmd) => cli::pool(&target, output, cmd).await?,
             Command::Image(cmd) => cli::image(&target, output, cmd).await?,
+            Command::Drill(cmd) => cli::drill(&target, output, cmd).await?,
             Command::Server(_) => unreachable!("handled above"),
         };
         println!("{}", printed.stdout);

@@ -11,6 +11,7 @@ use drover_actors::host::GrantBook;
 use drover_actors::{Shutdown, Supervisor, SupervisorConfig};
 use drover_proto::raft::v1::raft_service_server::RaftServiceServer;
 use drover_proto::v1::cluster_service_server::ClusterServiceServer;
+use drover_proto::v1::drill_service_server::DrillServiceServer;
 use drover_proto::v1::host_service_server::HostServiceServer;
 use drover_proto::v1::image_service_server::ImageServiceServer;
 use drover_proto::v1::operation_service_server::OperationServiceServer;
@@ -23,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt as _;
 
-use crate::api::{ClusterApi, HostApi, ImageApi, OperationApi, PoolApi, TokenApi, VmApi};
+use crate::api::{ClusterApi, DrillApi, HostApi, ImageApi, OperationApi, PoolApi, TokenApi, VmApi};
 use crate::config::{ConfigError, ServerConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +98,10 @@ pub async fn run(
         .add_service(HostServiceServer::new(HostApi::new(
             node.clone(),
             grants.clone(),
+        )))
+        .add_service(DrillServiceServer::new(DrillApi::new(
+            node.clone(),
+            config.tls.clone(),
         )))
         .add_service(VmServiceServer::new(VmApi::new(
             node.clone(),

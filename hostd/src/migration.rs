@@ -126,6 +126,7 @@ async fn drive(
     // destination is frozen) must not hold up this loop: the tick goes on, and the time
     // without an answer counts as time without progress.
     let mut query: Option<tokio::task::JoinHandle<Result<Option<JobStats>, HostdError>>> = None;
+    let mut last = None;
     let result = loop {
         tokio::select! {
             r = &mut job => break r,
@@ -144,6 +145,7 @@ async fn drive(
                 // Before the first iteration libvirt reports an empty job: no news.
                 let fresh = fresh.filter(|s| s.data_total > 0);
                 if let Some(stats) = fresh {
+                    last = Some(stats);
                     let _ = tx.send(Update::Progress(stats));
                 }
                 let now = Instant::now();
@@ -159,7 +161,7 @@ async fn drive(
         }
     };
     match result {
-        Ok(Ok(stats)) => Update::Done(stats),
+        Ok(Ok(stats)) => Update::Done(final_stats(stats, last)),
         Ok(Err(e)) if cancelled.load(Ordering::SeqCst) => Update::Failed {
             code: Code::Aborted,
             message: format!("cancelled: {}", libvirt_message(&e)),
@@ -187,6 +189,21 @@ async fn drive(
             code: Code::Internal,
             message: format!("migration task failed: {join}"),
         },
+    }
+}
+
+/// The completed job's statistics (the destination's, which know nothing of a disk the
+/// source mirrored to it), with the amount of data the source's last reading counted when
+/// that was more: what the migration moved in all, disks included.
+fn final_stats(done: JobStats, last: Option<JobStats>) -> JobStats {
+    match last {
+        Some(l) if l.data_total > done.data_total => JobStats {
+            data_total: l.data_total,
+            data_processed: l.data_total,
+            data_remaining: 0,
+            ..done
+        },
+        _ => done,
     }
 }
 
@@ -235,6 +252,30 @@ impl StallWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The destination's completed statistics know the memory only; the source's last
+    /// reading counted the mirrored disk too, and the final report keeps that.
+    #[test]
+    fn the_final_report_counts_a_mirrored_disk() {
+        let done = JobStats {
+            data_total: 64 << 20,
+            data_processed: 64 << 20,
+            elapsed_ms: 4000,
+            downtime_ms: Some(30),
+            ..Default::default()
+        };
+        let source = JobStats {
+            data_total: (1 << 30) + (64 << 20),
+            data_processed: 1 << 30,
+            data_remaining: 64 << 20,
+            ..Default::default()
+        };
+        let f = final_stats(done, Some(source));
+        assert_eq!(f.data_total, (1 << 30) + (64 << 20));
+        assert_eq!((f.data_processed, f.data_remaining), (f.data_total, 0));
+        assert_eq!((f.elapsed_ms, f.downtime_ms), (4000, Some(30)));
+        assert_eq!(final_stats(done, None), done);
+    }
 
     #[test]
     fn stalls_only_without_a_new_low_for_the_whole_timeout() {

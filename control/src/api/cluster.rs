@@ -79,32 +79,7 @@ impl ClusterApi {
 
     /// Every member's own view, asked of each in parallel (unreachable ones say so).
     async fn all_members(&self) -> Vec<pb::Member> {
-        let me = self.local_member();
-        let peers: Vec<(u64, String)> = self
-            .node
-            .metrics()
-            .membership_config
-            .membership()
-            .nodes()
-            .filter(|(id, _)| **id != self.node.id())
-            .map(|(id, n)| (*id, n.addr.clone()))
-            .collect();
-        let answers = futures::future::join_all(
-            peers
-                .into_iter()
-                .map(|(id, addr)| ask_peer(id, addr, self.tls.clone())),
-        )
-        .await;
-        let mut members = vec![me];
-        members.extend(answers);
-        members.sort_by_key(|m| m.id);
-        // Who votes is this node's (committed) view: a member that is still catching up
-        // does not know yet.
-        let voters = self.node.voters();
-        for m in &mut members {
-            m.voter = voters.contains(&m.id);
-        }
-        members
+        members(&self.node, self.local_member(), &self.tls).await
     }
 
     async fn status_response(&self) -> Response<pb::ClusterStatusResponse> {
@@ -145,6 +120,35 @@ impl ClusterApi {
             insecure: self.tls.is_none(),
         }
     }
+}
+
+/// Every member's own view, `me` this node's, the others asked in parallel (unreachable
+/// ones say so in `error`), each marked voter or not by this node's view.
+pub async fn members(node: &RaftNode, me: pb::Member, tls: &TlsHandle) -> Vec<pb::Member> {
+    let peers: Vec<(u64, String)> = node
+        .metrics()
+        .membership_config
+        .membership()
+        .nodes()
+        .filter(|(id, _)| **id != node.id())
+        .map(|(id, n)| (*id, n.addr.clone()))
+        .collect();
+    let answers = futures::future::join_all(
+        peers
+            .into_iter()
+            .map(|(id, addr)| ask_peer(id, addr, tls.clone())),
+    )
+    .await;
+    let mut members = vec![me];
+    members.extend(answers);
+    members.sort_by_key(|m| m.id);
+    // Who votes is this node's (committed) view: a member that is still catching up
+    // does not know yet.
+    let voters = node.voters();
+    for m in &mut members {
+        m.voter = voters.contains(&m.id);
+    }
+    members
 }
 
 async fn ask_peer(id: u64, addr: String, tls: TlsHandle) -> pb::Member {

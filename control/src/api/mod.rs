@@ -6,6 +6,7 @@ mod cluster;
 mod console;
 mod convert;
 mod disks;
+mod drill;
 mod errors;
 mod events;
 mod ha;
@@ -20,6 +21,7 @@ mod vm;
 mod write;
 
 pub use cluster::ClusterApi;
+pub use drill::DrillApi;
 pub use host::HostApi;
 pub use image::ImageApi;
 pub use operation::OperationApi;

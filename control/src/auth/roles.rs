@@ -74,6 +74,9 @@ pub fn need(path: &str) -> Option<Need> {
         // A console is a keyboard on the guest: viewers may not attach.
         "/drover.v1.VmService/VmConsole" => User(Operator),
 
+        // A plan changes nothing: anyone who may read the cluster may ask.
+        "/drover.v1.DrillService/PlanHostFailure" => User(Viewer),
+
         "/drover.v1.PoolService/GetPool" | "/drover.v1.PoolService/ListPools" => User(Viewer),
         // Storage is cluster infrastructure, as hosts' membership is: admins declare it.
         "/drover.v1.PoolService/CreatePool" | "/drover.v1.PoolService/DeletePool" => User(Admin),

@@ -5,6 +5,7 @@ mod backup;
 mod cloud_init;
 mod commands;
 mod console;
+mod drills;
 mod follow;
 mod images;
 pub mod output;
@@ -15,6 +16,7 @@ mod tokens;
 use std::path::PathBuf;
 
 pub use commands::{certs, cluster, event, ha, host, op, vm, Printed, Target};
+pub use drills::drill;
 pub use images::image;
 use output::Format;
 pub use pools::pool;
@@ -98,6 +100,9 @@ pub enum Command {
     /// Images: disk contents VMs boot from.
     #[command(subcommand)]
     Image(ImageCmd),
+    /// Failover drills: rehearse a failure on the live cluster.
+    #[command(subcommand)]
+    Drill(DrillCmd),
     /// The cluster-wide HA switch, for planned network maintenance.
     #[command(subcommand)]
     Ha(HaCmd),
@@ -113,6 +118,18 @@ pub enum Command {
     /// Users' bearer tokens (admin only).
     #[command(subcommand)]
     Token(TokenCmd),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DrillCmd {
+    /// What the cluster does if HOST fails: which HA VMs restart where, which VMs stay
+    /// down and why, and whether the cluster could survive it now.
+    HostFailure {
+        host: String,
+        /// Show the plan only (running the drill itself is to come).
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
