@@ -99,7 +99,7 @@ fn prepare_destination(dest: &Connect, req: &MigrationRequest) -> Result<Vec<VmD
             if !libvirt_pool::volume_exists(dest, &disk)? {
                 created.push(disk.clone());
             }
-            libvirt_pool::ensure_volume(dest, &disk, true)?;
+            libvirt_pool::ensure_copy_target(dest, &disk)?;
         }
         if let (Some(seed), Some(disk)) = (&req.seed, local_seed(req)) {
             if !libvirt_pool::volume_exists(dest, &disk)? {

@@ -13,6 +13,7 @@ use virt::error::ErrorNumber;
 use virt::storage_pool::StoragePool;
 use virt::storage_vol::StorageVol;
 use virt::stream::Stream;
+use virt::sys;
 
 use super::pool_xml::{self, dir_pool, target_path};
 use super::{ManagedPool, UploadChunks, VmDisk};
@@ -234,6 +235,28 @@ pub(super) fn ensure_volume(
     disk: &VmDisk,
     create: bool,
 ) -> Result<String, HostdError> {
+    ensure_volume_with(conn, disk, create, 0)
+}
+
+/// A migration's destination volume for `disk`, created first: a disk without a base
+/// image with its qcow2 metadata preallocated (as libvirt precreates one itself), so the
+/// copy writes into allocated clusters; a clone as an overlay on its image (preallocating
+/// an overlay would hide the image).
+pub(super) fn ensure_copy_target(conn: &Connect, disk: &VmDisk) -> Result<String, HostdError> {
+    let flags = if disk.backing.is_none() && disk.format == "qcow2" {
+        sys::VIR_STORAGE_VOL_CREATE_PREALLOC_METADATA
+    } else {
+        0
+    };
+    ensure_volume_with(conn, disk, true, flags)
+}
+
+fn ensure_volume_with(
+    conn: &Connect,
+    disk: &VmDisk,
+    create: bool,
+    create_flags: u32,
+) -> Result<String, HostdError> {
     let pool = disk_pool(conn, disk)?;
     // A file put there since the pool's last refresh (a shared filesystem mounted late)
     // must be found, not created over.
@@ -256,7 +279,7 @@ pub(super) fn ensure_volume(
             };
             tracing::info!(pool = %disk.pool, volume = %disk.volume, bytes = disk.size_bytes, backing = ?backing, "creating volume");
             let xml = pool_xml::volume(disk, backing.as_ref().map(|(p, f)| (p.as_str(), *f)));
-            StorageVol::create_xml(&pool, &xml, 0)
+            StorageVol::create_xml(&pool, &xml, create_flags)
                 .map_err(HostdError::libvirt("storage_vol_create_xml"))?
         }
         Err(e) => return Err(HostdError::libvirt("storage_vol_lookup_by_name")(e)),
