@@ -76,22 +76,25 @@ pub async fn copy(
     .await?;
     tracing::info!(image, from = %src.from, host, term, bytes = src.size, "copying image");
     let outcome = stream(agents, term, &src).await;
-    let ok = match &outcome {
-        Ok(sha256) if *sha256 == src.sha256 => true,
-        Ok(_) => {
-            // Arrived whole but not the image: never let a clone boot from it.
-            let del = agent::DeleteVolumeRequest {
-                pool: src.pool.clone(),
-                volume: src.volume.clone(),
-                term,
-            };
-            if let Ok(mut c) = agents.client(&src.to_addr) {
-                let _ = c.delete_volume(deadline(del, QUICK_CALL)).await;
-            }
-            false
+    let ok = matches!(&outcome, Ok(sha256) if *sha256 == src.sha256);
+    if !ok {
+        // What arrived is not the image (a checksum that differs), or may be there in
+        // part or whole (an upload whose answer was lost): never let a clone boot from
+        // it, nor a later copy find the name taken. UploadImage deletes a failed upload
+        // itself; this covers the rest.
+        let del = agent::DeleteVolumeRequest {
+            pool: src.pool.clone(),
+            volume: src.volume.clone(),
+            term,
+        };
+        let deleted = match agents.client(&src.to_addr) {
+            Ok(mut c) => c.delete_volume(deadline(del, QUICK_CALL)).await.is_ok(),
+            Err(_) => false,
+        };
+        if !deleted {
+            tracing::warn!(image, host, "cannot delete what a failed image copy left; the next copy there will find its name taken");
         }
-        Err(_) => false,
-    };
+    }
     commit(
         node,
         Command::FinishImageCopy {

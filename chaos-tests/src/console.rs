@@ -20,6 +20,8 @@ pub struct Session {
     stdin: Option<ChildStdin>,
     stdout: Arc<Mutex<Vec<u8>>>,
     stderr: Arc<Mutex<Vec<u8>>>,
+    /// The tasks filling `stdout` and `stderr`; done once the process closed both.
+    readers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Session {
@@ -36,22 +38,36 @@ impl Session {
             .kill_on_drop(true)
             .spawn()?;
         let stdin = child.stdin.take();
-        let stdout = collect(child.stdout.take().context("stdout")?);
-        let stderr = collect(child.stderr.take().context("stderr")?);
+        let (stdout, out_reader) = collect(child.stdout.take().context("stdout")?);
+        let (stderr, err_reader) = collect(child.stderr.take().context("stderr")?);
         Ok(Session {
             child,
             stdin,
             stdout,
             stderr,
+            readers: vec![out_reader, err_reader],
         })
     }
 
-    /// Writes `text` to the console's stdin.
+    /// Writes `text` to the console's stdin; an error names what the CLI said (it ended).
     pub async fn type_in(&mut self, text: &[u8]) -> anyhow::Result<()> {
         let stdin = self.stdin.as_mut().context("stdin closed")?;
-        stdin.write_all(text).await?;
-        stdin.flush().await?;
-        Ok(())
+        let written = match stdin.write_all(text).await {
+            Ok(()) => stdin.flush().await,
+            Err(e) => Err(e),
+        };
+        written.with_context(|| {
+            format!(
+                "the console CLI is gone; stderr {:?}, stdout {:?}",
+                self.stderr(),
+                self.stdout()
+            )
+        })
+    }
+
+    /// Whether the console CLI has exited.
+    pub fn ended(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
     }
 
     /// What the console printed so far (the guest's output).
@@ -94,19 +110,25 @@ impl Session {
         }
     }
 
-    /// Waits for the process to exit; its success.
+    /// Waits for the process to exit, and for all it printed to be read; its success.
     pub async fn exit(&mut self) -> anyhow::Result<bool> {
         let status = tokio::time::timeout(EXIT, self.child.wait())
             .await
             .context("the console CLI did not exit")??;
+        for reader in self.readers.drain(..) {
+            let _ = tokio::time::timeout(EXIT, reader).await;
+        }
         Ok(status.success())
     }
 }
 
-fn collect(mut from: impl tokio::io::AsyncRead + Unpin + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
+/// A task reading `from` to its end into the returned buffer.
+fn collect(
+    mut from: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+) -> (Arc<Mutex<Vec<u8>>>, tokio::task::JoinHandle<()>) {
     let buf = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&buf);
-    tokio::spawn(async move {
+    let reader = tokio::spawn(async move {
         let mut chunk = [0u8; 4096];
         while let Ok(n) = from.read(&mut chunk).await {
             if n == 0 {
@@ -115,5 +137,5 @@ fn collect(mut from: impl tokio::io::AsyncRead + Unpin + Send + 'static) -> Arc<
             sink.lock().unwrap().extend_from_slice(&chunk[..n]);
         }
     });
-    buf
+    (buf, reader)
 }

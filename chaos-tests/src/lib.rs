@@ -17,6 +17,7 @@ pub mod etcd;
 pub mod guest;
 pub mod ha;
 pub mod libvirt_hosts;
+pub mod machine_lock;
 pub mod multihost;
 pub mod partition;
 pub mod process;

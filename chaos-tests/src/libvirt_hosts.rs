@@ -25,8 +25,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -47,7 +46,6 @@ const LIBVIRT_DIRS: [(&str, &str); 5] = [
 const HELPERS: [&str; 2] = ["virtlogd", "virtlockd"];
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
-const LOCK_TIMEOUT: Duration = Duration::from_secs(600);
 /// Per `virsh` call: a wedged daemon must fail the test, not hang it.
 const VIRSH_TIMEOUT_SECS: &str = "60";
 const POLL: Duration = Duration::from_millis(50);
@@ -576,31 +574,7 @@ fn available() -> Result<(), String> {
 
 /// Takes the machine-wide lock, waiting (up to [`LOCK_TIMEOUT`]) for another instance.
 fn lock_machine_wide() -> anyhow::Result<Flock<File>> {
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(LOCK_FILE)
-        .with_context(|| format!("cannot open {LOCK_FILE}"))?;
-    let deadline = Instant::now() + LOCK_TIMEOUT;
-    let mut said = false;
-    loop {
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => return Ok(lock),
-            Err((f, Errno::EWOULDBLOCK)) => {
-                file = f;
-                if Instant::now() > deadline {
-                    bail!("another LibvirtHosts held {LOCK_FILE} for {LOCK_TIMEOUT:?}");
-                }
-                if !said {
-                    eprintln!("libvirt hosts: waiting for another instance ({LOCK_FILE})");
-                    said = true;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err((_, e)) => bail!("cannot lock {LOCK_FILE}: {e}"),
-        }
-    }
+    crate::machine_lock::lock(LOCK_FILE, "LibvirtHosts")
 }
 
 /// `scripts/subreaper.py` of this repository.

@@ -14,8 +14,10 @@ pub struct QemuHost {
     pub pool: String,
     /// Its directory (every volume of the pool is a file here).
     pub dir: tempfile::TempDir,
-    // Dropped last: the cluster's processes are gone by then.
+    // Dropped after the cluster: its processes are gone by then.
     _leftovers: Leftovers,
+    // Dropped last: the next test cluster on the system libvirt may start then.
+    _exclusive: nix::fcntl::Flock<std::fs::File>,
 }
 
 impl QemuHost {
@@ -23,6 +25,7 @@ impl QemuHost {
     /// `<prefix>pool-<pid>`; `vms` are the domain names the test will define, removed
     /// from the system daemon on drop.
     pub async fn start(prefix: &str, tls: bool, vms: &[&str]) -> anyhow::Result<QemuHost> {
+        let exclusive = system_libvirt::exclusive().await?;
         let pool = format!("{prefix}pool-{}", std::process::id());
         let leftovers = Leftovers {
             domains: vms.iter().map(|v| v.to_string()).collect(),
@@ -48,6 +51,7 @@ impl QemuHost {
             pool,
             dir,
             _leftovers: leftovers,
+            _exclusive: exclusive,
         })
     }
 

@@ -6,6 +6,20 @@ use std::process::Command;
 
 pub const QEMU_SYSTEM: &str = "qemu:///system";
 
+/// Holds the system daemon for one test cluster with pools at a time, while it lives: a
+/// cluster's host actors remove the `drover-*` pools their cluster does not know (a pool
+/// deleted, a host left out), so two test clusters on this one libvirt would undefine each
+/// other's pools. (A real host serves one cluster.)
+pub async fn exclusive() -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    tokio::task::spawn_blocking(|| {
+        crate::machine_lock::lock(
+            "/tmp/drover-system-libvirt.lock",
+            "test cluster on the system libvirt",
+        )
+    })
+    .await?
+}
+
 /// Whether the system daemon answers (`virsh version`), or why not.
 pub fn available() -> Result<(), String> {
     let out = Command::new("virsh")

@@ -82,6 +82,8 @@ async fn images_import_clone_and_delete_through_the_cluster() -> anyhow::Result<
     if !require::prerequisite(system_libvirt::available()) {
         return Ok(());
     }
+    // Released last (declared first): no other test cluster's pools meet ours.
+    let _exclusive = system_libvirt::exclusive().await?;
     let pid = std::process::id();
     let (vm, pool) = (format!("img-{pid}"), format!("imgpool-{pid}"));
     let _leftovers = Leftovers {

@@ -129,6 +129,14 @@ impl ClusterState {
             .get_mut(name)
             .ok_or_else(|| ApplyError::UnknownVm(name.to_string()))?;
         frozen(vm)?;
+        // The cloud-init seed lives in the boot disk's pool, named for the VM: without
+        // that disk it would be left behind and the VM would boot without its seed.
+        if index == 0 && vm.cloud_init.is_some() {
+            return Err(ApplyError::InvalidDisk(format!(
+                "disk 0 of VM {name:?} is the boot disk its cloud-init seed goes with; it \
+                 cannot be removed"
+            )));
+        }
         let i = Self::disk_index(vm, index)?;
         let disk = vm.disks.remove(i);
         // A volume exists only once the VM was placed (a start, even a failed one, may

@@ -556,5 +556,15 @@ mod tests {
             vm.cloud_init.as_ref().map(|c| c.hostname.as_str()),
             Some("web")
         );
+        // Its seed goes with the boot disk: that disk stays while the VM has a seed.
+        let e = s
+            .apply(&Command::RemoveDisk {
+                name: "web".into(),
+                index: 0,
+            })
+            .0
+            .unwrap_err();
+        assert!(e.to_string().contains("cloud-init seed"), "{e}");
+        assert_eq!(s.vms["web"].disks.len(), 1);
     }
 }

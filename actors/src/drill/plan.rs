@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use drover_raft::model::{ClusterState, HostHealth};
+use drover_raft::model::{ClusterState, DesiredState, HostHealth};
 
 use crate::failover::{self, Candidate, FailoverPolicy};
 use crate::scheduler::batch::place_batch;
@@ -152,6 +152,8 @@ pub fn plan(host: &str, state: &ClusterState, quorum: Quorum, policy: &Policy) -
         .vms
         .values()
         .filter(|vm| vm.host.as_deref() == Some(host))
+        // Being deleted: the failover leaves them alone too.
+        .filter(|vm| vm.desired != DesiredState::Deleted)
         .collect();
     let candidates: Vec<Candidate> = on_host
         .iter()
@@ -281,6 +283,16 @@ mod tests {
             plan("h9", &s, QUORUM, &Policy::default()).refusals[..],
             [Refusal::UnknownHost(_)]
         ));
+    }
+
+    /// A VM being deleted is left alone by the failover, and so by the plan.
+    #[test]
+    fn vms_being_deleted_are_not_in_the_plan() {
+        let mut s = state();
+        s.vms.get_mut("web").unwrap().desired = drover_raft::model::DesiredState::Deleted;
+        let p = plan("h1", &s, QUORUM, &Policy::default());
+        assert!(p.moves.iter().all(|(vm, _)| vm != "web"), "{p:?}");
+        assert!(!p.stay_down.contains_key("web"), "{p:?}");
     }
 
     #[test]

@@ -10,13 +10,22 @@ use drover_raft::RaftNode;
 use tonic::Status;
 
 /// Grows disk `index` of `vm` on its host if the guest runs; nothing when it does not.
+/// Only while this node still leads in `term`, the term the resize was committed in.
 pub async fn grow_online(
     node: &RaftNode,
     agents: &AgentPool,
+    term: u64,
     vm: &str,
     index: u32,
 ) -> Result<(), Status> {
-    let term = node.metrics().current_term;
+    let m = node.metrics();
+    if m.current_leader != Some(node.id()) || m.current_term != term {
+        return Err(Status::aborted(format!(
+            "Disk {index} of VM {vm:?} was grown in the cluster's state, but this controller \
+             lost the lead before its host grew the running guest's disk; the guest sees \
+             the new size at its next start, or repeat the resize"
+        )));
+    }
     let target = node.view().read(|d| {
         let v = d.state.vms.get(vm)?;
         if !v.observed.is_active() {

@@ -277,25 +277,21 @@ impl VmService for VmApi {
     ) -> Result<Response<pb::Vm>, Status> {
         let (meta, _, req) = req.into_parts();
         // A running guest's disk is grown by its host right after the commit, on the
-        // leader's authority: a follower sends the client there.
-        let running = self.node.view().read(|d| {
-            d.state
-                .vms
-                .get(&req.vm)
-                .is_some_and(|vm| vm.observed.is_active())
-        });
-        if running && self.node.metrics().current_leader != Some(self.node.id()) {
+        // leader's authority and in the term it committed in: only the leader takes
+        // resizes (a follower sends the client there).
+        if self.node.metrics().current_leader != Some(self.node.id()) {
             return Err(super::errors::not_leader(
                 self.node.leader().map(|(_, a)| a).as_deref(),
             ));
         }
+        let term = self.node.metrics().current_term;
         let cmd = Command::ResizeDisk {
             name: req.vm.clone(),
             index: req.index,
             size_bytes: req.size_bytes,
         };
         let reply = vm_reply(commit(&self.node, &meta, cmd).await?, &req.vm)?;
-        super::disks::grow_online(&self.node, &self.agents, &req.vm, req.index).await?;
+        super::disks::grow_online(&self.node, &self.agents, term, &req.vm, req.index).await?;
         Ok(reply)
     }
 

@@ -305,7 +305,20 @@ impl Hypervisor for LibvirtHypervisor {
             let (dom, _) = managed(conn, name)?;
             if is_active(&dom)? {
                 let target = domain_xml::disk_target(index);
-                block_resize(&dom, &target, disk.size_bytes)?;
+                let now = dom
+                    .block_info(&target, 0)
+                    .map_err(HostdError::libvirt("block_info"))?
+                    .capacity;
+                // Disks only grow: a smaller size is an old request, never carried out.
+                if disk.size_bytes < now {
+                    return Err(HostdError::InvalidArgument(format!(
+                        "disk {target} is {now} bytes; {} would shrink it",
+                        disk.size_bytes
+                    )));
+                }
+                if disk.size_bytes > now {
+                    block_resize(&dom, &target, disk.size_bytes)?;
+                }
                 Ok(true)
             } else {
                 // Off: the volume grows now (the next start would do it anyway).

@@ -90,15 +90,23 @@ fn local_seed(req: &MigrationRequest) -> Option<VmDisk> {
 }
 
 /// Creates on the destination the volumes of the disks `req` copies (and the seed, when
-/// it is in a local pool); returns those it created, for the cleanup of a failure. A
-/// volume there already (an earlier attempt's) is reused: its contents are overwritten.
+/// it is in a local pool); returns those it created, for the cleanup of a failure. A disk
+/// volume there already is refused (VolumeExists, naming it); a seed there is the same
+/// seed (read only, same name and contents) and is kept.
 fn prepare_destination(dest: &Connect, req: &MigrationRequest) -> Result<Vec<VmDisk>, HostdError> {
     let mut created = Vec::new();
     let result = (|| {
         for disk in copied(req) {
-            if !libvirt_pool::volume_exists(dest, &disk)? {
-                created.push(disk.clone());
+            // Never copy into a volume that is there already: a leftover of a migration
+            // that died half-way, or — a pool declared local that is in fact shared — the
+            // very file the guest runs on, which the source deletes after the copy.
+            if libvirt_pool::volume_exists(dest, &disk)? {
+                return Err(HostdError::VolumeExists {
+                    pool: disk.pool.clone(),
+                    volume: disk.volume.clone(),
+                });
             }
+            created.push(disk.clone());
             libvirt_pool::ensure_copy_target(dest, &disk)?;
         }
         if let (Some(seed), Some(disk)) = (&req.seed, local_seed(req)) {
