@@ -30,5 +30,16 @@ if ((${#missing[@]})); then
   SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
   echo "installing: ${missing[*]}"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # Some machines come with a newer qemu-utils (bookworm-backports) than the QEMU their
+  # sources offer, and qemu-utils >= 8 Breaks qemu-system-common < 8: apt then refuses the
+  # whole install. Take qemu-utils at the version of the qemu-system-x86 being installed.
+  qemu=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+  utils=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+  if [[ " ${missing[*]} " == *" qemu-system-x86 "* && -n $qemu && $qemu != "(none)" && $utils != "$qemu" ]]; then
+    rest=()
+    for p in "${missing[@]}"; do [[ $p == qemu-utils ]] || rest+=("$p"); done
+    missing=("${rest[@]}" "qemu-utils=$qemu")
+  fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    --allow-downgrades "${missing[@]}"
 fi
