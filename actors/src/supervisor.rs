@@ -23,6 +23,7 @@ use tokio_stream::wrappers::{BroadcastStream, WatchStream};
 
 use crate::agents::AgentPool;
 use crate::drain::{DrainActor, DrainLimits};
+use crate::drill::DrillActor;
 use crate::failover::{self, Candidate, FailoverPolicy, Plan};
 use crate::host::health::LeaseTimings;
 use crate::host::{FenceAgent, GrantBook, HostActor, HostContext, HostReport, LeadershipRounds};
@@ -49,6 +50,7 @@ pub struct SupervisorConfig {
 enum OpActor {
     Migrate(Addr<MigrationActor>),
     Drain(Addr<DrainActor>),
+    Drill(Addr<DrillActor>),
 }
 
 impl OpActor {
@@ -56,6 +58,7 @@ impl OpActor {
         match self {
             OpActor::Migrate(a) => a.do_send(Poke),
             OpActor::Drain(a) => a.do_send(Poke),
+            OpActor::Drill(a) => a.do_send(Poke),
         }
     }
 
@@ -63,6 +66,7 @@ impl OpActor {
         match self {
             OpActor::Migrate(a) => a.do_send(Shutdown),
             OpActor::Drain(a) => a.do_send(Shutdown),
+            OpActor::Drill(a) => a.do_send(Shutdown),
         }
     }
 }
@@ -298,29 +302,33 @@ impl Supervisor {
     /// One actor per running operation: started for new ones, forgotten for ended ones, and
     /// poked, since whatever changed may be what an operation waits for.
     fn sync_ops(&mut self) {
-        let running: Vec<(u64, bool)> = self.node.view().read(|d| {
+        let running: Vec<(u64, OpKind)> = self.node.view().read(|d| {
             d.state
                 .operations
                 .running()
-                .map(|o| (o.id, matches!(o.kind, OpKind::Migrate { .. })))
+                .map(|o| (o.id, o.kind.clone()))
                 .collect()
         });
         let Some(l) = &mut self.leading else { return };
         // An ended operation's actor stops by itself once it has recorded the end (and its
         // event); stopping it from here could cut that short.
         l.ops.retain(|id, _| running.iter().any(|(r, _)| r == id));
-        for (id, migrate) in running {
+        for (id, kind) in running {
             if let Some(actor) = l.ops.get(&id) {
                 actor.poke();
                 continue;
             }
-            let actor = if migrate {
-                OpActor::Migrate(
-                    MigrationActor::new(id, self.node.clone(), self.agents.clone(), l.fence)
-                        .start(),
-                )
-            } else {
-                OpActor::Drain(DrainActor::new(id, self.node.clone(), self.config.drain).start())
+            let (node, agents) = (self.node.clone(), self.agents.clone());
+            let actor = match kind {
+                OpKind::Migrate { .. } => {
+                    OpActor::Migrate(MigrationActor::new(id, node, agents, l.fence).start())
+                }
+                OpKind::Drain { .. } => {
+                    OpActor::Drain(DrainActor::new(id, node, self.config.drain).start())
+                }
+                OpKind::Drill { .. } => {
+                    OpActor::Drill(DrillActor::new(id, node, agents, l.fence).start())
+                }
             };
             l.ops.insert(id, actor);
         }

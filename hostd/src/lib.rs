@@ -17,6 +17,7 @@ pub mod fencing;
 mod guard;
 pub mod hypervisor;
 pub mod image_check;
+mod isolation;
 pub mod lease;
 pub mod lease_file;
 pub mod logging;

@@ -28,6 +28,7 @@ use crate::session;
 mod console;
 mod images;
 mod pools;
+use crate::isolation::Isolation;
 use crate::vm_locks::{VmGuard, VmLocks};
 pub(crate) use pools::{disks_from_pb, doomed_from_pb, pool_to_pb, seed_from_pb};
 
@@ -57,6 +58,8 @@ pub(crate) struct Shared {
     pub(crate) fence_ready: Arc<FenceReady>,
     /// Live migrations running from this host.
     migrations: Arc<Migrations>,
+    /// A failover drill's isolation (no controller session while it lasts).
+    pub(crate) isolation: Isolation,
 }
 
 impl Shared {
@@ -113,6 +116,7 @@ impl AgentService {
                 lease,
                 fence_ready,
                 migrations: Arc::default(),
+                isolation: Isolation::default(),
             }),
         }
     }
@@ -622,6 +626,52 @@ impl HostAgent for AgentService {
         self.delete_volume_inner(request.into_inner())
             .await
             .map(Response::new)
+    }
+
+    async fn isolate(
+        &self,
+        request: Request<pb::IsolateRequest>,
+    ) -> Result<Response<pb::IsolationStatus>, Status> {
+        let req = request.into_inner();
+        let fence = Some(pb::Fence {
+            term: req.term,
+            generation: 0,
+        });
+        self.fenced_term("isolate", "", fence).await?;
+        if req.duration_ms == 0 {
+            return Err(Status::invalid_argument("isolation duration is zero"));
+        }
+        let isolated = self
+            .shared
+            .isolation
+            .isolate(req.drill, Duration::from_millis(req.duration_ms));
+        warn!(
+            host = %self.host(), drill = req.drill, term = req.term, duration_ms = req.duration_ms,
+            "Isolated by a failover drill: controller sessions refused"
+        );
+        Ok(Response::new(pb::IsolationStatus {
+            isolated: true,
+            remaining_ms: isolated.remaining().as_millis() as u64,
+        }))
+    }
+
+    async fn end_isolation(
+        &self,
+        request: Request<pb::EndIsolationRequest>,
+    ) -> Result<Response<pb::IsolationStatus>, Status> {
+        let req = request.into_inner();
+        let fence = Some(pb::Fence {
+            term: req.term,
+            generation: 0,
+        });
+        self.fenced_term("end_isolation", "", fence).await?;
+        if self.shared.isolation.end() {
+            info!(host = %self.host(), term = req.term, "Isolation lifted");
+        }
+        Ok(Response::new(pb::IsolationStatus {
+            isolated: false,
+            remaining_ms: 0,
+        }))
     }
 
     async fn session(

@@ -45,6 +45,11 @@ async fn run(
 ) {
     let host = shared.config.name.clone();
     let mut stop = shared.stop.clone();
+    if let Some(isolated) = shared.isolation.current() {
+        debug!(%host, drill = isolated.drill, "Session refused: isolated by a drill");
+        let _ = tx.send(Err(isolated.refusal())).await;
+        return;
+    }
 
     let hello = tokio::select! {
         message = inbound.message() => match message {
@@ -164,6 +169,11 @@ async fn run(
             },
             () = stopping(&mut stop) => {
                 let _ = tx.try_send(Err(Status::unavailable("hostd is shutting down")));
+                break;
+            }
+            isolated = shared.isolation.begun() => {
+                warn!(%host, drill = isolated.drill, "Session dropped: isolated by a drill");
+                let _ = tx.try_send(Err(isolated.refusal()));
                 break;
             }
             _ = tx.closed() => {

@@ -78,6 +78,9 @@ impl ClusterState {
             },
             Command::MigrationProgress { .. }
             | Command::DrainProgress { .. }
+            | Command::StartDrill { .. }
+            | Command::DrillProgress { .. }
+            | Command::FinishDrill { .. }
             | Command::CancelOperation { .. } => Touched::Ops,
             Command::StartDrain { host, .. } | Command::ActivateHost { name: host, .. } => {
                 Touched::Many(vec![Touched::Host(host.clone()), Touched::Ops])
@@ -554,6 +557,15 @@ impl ClusterState {
                 stop_when_blocked,
                 at_ms,
             } => {
+                if let Some(drill) = self.operations.running_drill() {
+                    if drill.kind.involves_host(host) {
+                        return Err(ApplyError::HostBusy {
+                            host: host.clone(),
+                            op: drill.id,
+                            kind: drill.kind.as_str().into(),
+                        });
+                    }
+                }
                 let h = self
                     .hosts
                     .get_mut(host)
@@ -587,7 +599,7 @@ impl ClusterState {
             } => {
                 let host = match &self.running_op(*op, "drain")?.kind {
                     OpKind::Drain { host, .. } => host.clone(),
-                    OpKind::Migrate { .. } => unreachable_kind(*op)?,
+                    OpKind::Migrate { .. } | OpKind::Drill { .. } => unreachable_kind(*op)?,
                 };
                 let admin = if *state == OpState::Succeeded {
                     let left: Vec<&str> = self
@@ -624,6 +636,20 @@ impl ClusterState {
                 self.operations.finish(*op, *state, message, *at_ms);
                 Ok(Reply::Nothing)
             }
+            Command::StartDrill {
+                host,
+                mode,
+                max_duration_ms,
+                at_ms,
+            } => self.start_drill(host, *mode, *max_duration_ms, *at_ms),
+            Command::DrillProgress { op, report } => self.drill_progress(*op, report),
+            Command::FinishDrill {
+                op,
+                state,
+                message,
+                report,
+                at_ms,
+            } => self.finish_drill(*op, *state, message, report, *at_ms),
             Command::CancelOperation { op } => {
                 let o = self
                     .operations
@@ -680,10 +706,11 @@ impl ClusterState {
                 vms: left.join(", "),
             });
         }
-        if let Some(op) = self.operations.running().find(|o| match &o.kind {
-            OpKind::Drain { host, .. } => host == name,
-            OpKind::Migrate { src, dst, .. } => src == name || dst == name,
-        }) {
+        if let Some(op) = self
+            .operations
+            .running()
+            .find(|o| o.kind.involves_host(name))
+        {
             return Err(ApplyError::HostBusy {
                 host: name.to_string(),
                 op: op.id,
@@ -753,6 +780,20 @@ impl ClusterState {
                 host: src,
             });
         }
+        // A drilled host is failing on purpose: nothing moves onto or off it meanwhile.
+        if let Some(drill) = self.operations.running_drill() {
+            if drill.kind.involves_host(&src) || drill.kind.involves_host(dst) {
+                return Err(ApplyError::HostBusy {
+                    host: if drill.kind.involves_host(&src) {
+                        src
+                    } else {
+                        dst.to_string()
+                    },
+                    op: drill.id,
+                    kind: drill.kind.as_str().into(),
+                });
+            }
+        }
         // Local disks are copied with the memory (created on the destination first), so
         // their pools must be set up there; `room_for` checks that, and refuses a clone of
         // an image only one host has.
@@ -819,7 +860,7 @@ impl ClusterState {
                 generation,
                 ..
             } => (vm.clone(), dst.clone(), *generation),
-            OpKind::Drain { .. } => unreachable_kind(op)?,
+            OpKind::Drain { .. } | OpKind::Drill { .. } => unreachable_kind(op)?,
         };
         if state == OpState::Running {
             return Err(ApplyError::OperationFinished {
@@ -888,7 +929,7 @@ impl ClusterState {
     }
 
     /// The running operation `id`, which must be of `kind`.
-    fn running_op(&mut self, id: u64, kind: &str) -> Result<&mut Operation, ApplyError> {
+    pub(crate) fn running_op(&mut self, id: u64, kind: &str) -> Result<&mut Operation, ApplyError> {
         let o = self
             .operations
             .ops
@@ -914,7 +955,7 @@ impl ClusterState {
     fn op_vm(&self, id: u64) -> Option<String> {
         match &self.operations.ops.get(&id)?.kind {
             OpKind::Migrate { vm, .. } => Some(vm.clone()),
-            OpKind::Drain { .. } => None,
+            OpKind::Drain { .. } | OpKind::Drill { .. } => None,
         }
     }
 

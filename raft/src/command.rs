@@ -7,9 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    Capacity, DeadReason, DesiredState, DrainProgress, EventKind, Host, HostHealth, Labels,
-    MigrationPolicy, MigrationProgress, ObservedState, OpState, Operation, PlacementPolicy, Pool,
-    PoolOnHost, PoolSpec, Vm, VmOptions, VmSpec,
+    Capacity, DeadReason, DesiredState, DrainProgress, DrillMode, DrillReport, EventKind, Host,
+    HostHealth, Labels, MigrationPolicy, MigrationProgress, ObservedState, OpState, Operation,
+    PlacementPolicy, Pool, PoolOnHost, PoolSpec, Vm, VmOptions, VmSpec,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +127,27 @@ pub enum Command {
         op: u64,
         state: OpState,
         message: String,
+        at_ms: u64,
+    },
+    /// `drover drill host-failure`: starts a drill operation on `host` (refused unless the
+    /// cluster could survive losing it now, as far as the state tells).
+    StartDrill {
+        host: String,
+        mode: DrillMode,
+        max_duration_ms: u64,
+        at_ms: u64,
+    },
+    /// The drill's report so far.
+    DrillProgress {
+        op: u64,
+        report: DrillReport,
+    },
+    /// Ends a drill with its final report (which carries the verdict).
+    FinishDrill {
+        op: u64,
+        state: OpState,
+        message: String,
+        report: DrillReport,
         at_ms: u64,
     },
     /// `drover op cancel`: asks the operation's coordinator to stop it.
@@ -367,6 +388,9 @@ impl Command {
             Command::StartDrain { .. } => "start_drain",
             Command::DrainProgress { .. } => "drain_progress",
             Command::FinishDrain { .. } => "finish_drain",
+            Command::StartDrill { .. } => "start_drill",
+            Command::DrillProgress { .. } => "drill_progress",
+            Command::FinishDrill { .. } => "finish_drill",
             Command::CancelOperation { .. } => "cancel_operation",
             Command::ActivateHost { .. } => "activate_host",
             Command::SetPlacementPolicy { .. } => "set_placement_policy",
@@ -621,6 +645,14 @@ pub enum ApplyError {
     ImageInUse { image: String, vms: String },
     #[error("VM {0:?} is running (or starting): stop it to change its disks (hot-plug and online resize are not implemented yet)")]
     DisksInUse(String),
+    #[error("Drill {op} on host {host:?} is running; one drill at a time")]
+    DrillRunning { op: u64, host: String },
+    #[error("HA is disarmed: a drill would restart nothing (arm it first)")]
+    DrillHaDisarmed,
+    #[error("Host {host:?} is already {health}: a drill would add a second failure")]
+    OtherHostDown { host: String, health: String },
+    #[error("Invalid drill: {0}")]
+    InvalidDrill(String),
     #[error("A batch of writes is only ever a whole log entry; it cannot be nested")]
     NestedBatch,
 }

@@ -3,8 +3,8 @@
 //! leaves the state untouched; a proptest checks the invariants any log keeps.
 
 use drover_raft::model::{
-    AdminState, Capacity, ClusterState, DesiredState, HostHealth, MigrationPolicy,
-    MigrationProgress, ObservedState, OpKind, OpState, VmSpec,
+    AdminState, Capacity, ClusterState, DesiredState, DrillMode, DrillReport, HostHealth,
+    MigrationPolicy, MigrationProgress, ObservedState, OpKind, OpState, Verdict, VmSpec,
 };
 use drover_raft::{ApplyError, Command, Reply};
 use proptest::prelude::*;
@@ -618,6 +618,134 @@ fn placement_policy_is_validated() {
         },
     );
     assert!(matches!(bad, ApplyError::InvalidPlacement(_)), "{bad}");
+}
+
+fn drill(host: &str) -> Command {
+    Command::StartDrill {
+        host: host.into(),
+        mode: DrillMode::Isolate,
+        max_duration_ms: 60_000,
+        at_ms: 10,
+    }
+}
+
+/// A drill refuses a cluster that could not survive it, one drill at a time, and while it
+/// runs nothing moves onto or off its host.
+#[test]
+fn drills_are_refused_unless_the_cluster_could_survive_them() {
+    let mut s = ClusterState::default();
+    for h in ["h1", "h2", "h3"] {
+        host_up(&mut s, h);
+    }
+    running_vm(&mut s, "web", "h1");
+    assert!(matches!(
+        refused(&mut s, drill("h9")),
+        ApplyError::UnknownHost(_)
+    ));
+    let short = Command::StartDrill {
+        host: "h1".into(),
+        mode: DrillMode::Isolate,
+        max_duration_ms: 500,
+        at_ms: 10,
+    };
+    assert!(matches!(
+        refused(&mut s, short),
+        ApplyError::InvalidDrill(_)
+    ));
+
+    ok(&mut s, Command::SetHaArmed { armed: false });
+    assert_eq!(refused(&mut s, drill("h1")), ApplyError::DrillHaDisarmed);
+    ok(&mut s, Command::SetHaArmed { armed: true });
+    // Disarming cleared every host's "armed"; the hosts report it again.
+    let epoch = s.ha.epoch;
+    for h in ["h1", "h2", "h3"] {
+        ok(
+            &mut s,
+            Command::HostObserved {
+                name: h.into(),
+                health: HostHealth::Up,
+                capacity: None,
+                fencing_armed: Some(true),
+                armed_epoch: epoch,
+                migration_uri: None,
+            },
+        );
+    }
+
+    let mut suspect = s.clone();
+    ok(
+        &mut suspect,
+        Command::HostObserved {
+            name: "h3".into(),
+            health: HostHealth::Suspect,
+            capacity: None,
+            fencing_armed: None,
+            armed_epoch: 0,
+            migration_uri: None,
+        },
+    );
+    assert!(matches!(
+        refused(&mut suspect, drill("h1")),
+        ApplyError::OtherHostDown { host, .. } if host == "h3"
+    ));
+    assert!(matches!(
+        refused(&mut suspect, drill("h3")),
+        ApplyError::HostNotUp { .. }
+    ));
+
+    let op = op_id(ok(&mut s, drill("h1")));
+    match &s.operations.ops[&op].progress {
+        drover_raft::model::Progress::Drill(r) => {
+            assert!(r.vms["web"].ha, "the host's VMs are recorded at the start")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        refused(&mut s, drill("h2")),
+        ApplyError::DrillRunning { op: o, .. } if o == op
+    ));
+    assert!(matches!(
+        refused(&mut s, migrate("web", 1, "h2")),
+        ApplyError::HostBusy { host, .. } if host == "h1"
+    ));
+    assert!(matches!(
+        refused(
+            &mut s,
+            Command::StartDrain {
+                host: "h1".into(),
+                stop_when_blocked: false,
+                at_ms: 11
+            }
+        ),
+        ApplyError::HostBusy { .. }
+    ));
+    // A finish must carry the verdict.
+    let mut report = DrillReport::default();
+    let unfinished = Command::FinishDrill {
+        op,
+        state: OpState::Succeeded,
+        message: "done".into(),
+        report: report.clone(),
+        at_ms: 20,
+    };
+    assert!(matches!(
+        refused(&mut s, unfinished),
+        ApplyError::InvalidDrill(_)
+    ));
+    report.verdict = Some(Verdict::Passed);
+    ok(
+        &mut s,
+        Command::FinishDrill {
+            op,
+            state: OpState::Succeeded,
+            message: "passed".into(),
+            report,
+            at_ms: 20,
+        },
+    );
+    assert_eq!(s.operations.ops[&op].state, OpState::Succeeded);
+    // The next drill may start once the first has ended.
+    ok(&mut s, drill("h2"));
 }
 
 fn arb_command() -> impl Strategy<Value = Command> {

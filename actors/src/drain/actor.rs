@@ -47,7 +47,7 @@ impl DrainActor {
             }
             let host = match &op.kind {
                 OpKind::Drain { host, .. } => host.clone(),
-                OpKind::Migrate { .. } => return None,
+                OpKind::Migrate { .. } | OpKind::Drill { .. } => return None,
             };
             let current = match &op.progress {
                 Progress::Drain(p) => Some(p.clone()),

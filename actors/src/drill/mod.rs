@@ -1,8 +1,13 @@
 //! Failover drills: rehearsing a failure on a live cluster. The pure plan of a host
 //! failure (what would restart where, what would stay down, whether the cluster could
 //! survive it now) is what `drover drill host-failure --dry-run` shows and what a drill
-//! checks before it starts.
+//! checks before it starts; [`follow`] decides a running drill's steps, [`never_twice`]
+//! checks its samples, and [`DrillActor`] carries a drill out on the leader.
 
+mod actor;
+pub mod follow;
+pub mod never_twice;
 pub mod plan;
 
+pub use actor::DrillActor;
 pub use plan::{plan, DrillPlan, Quorum, Refusal};

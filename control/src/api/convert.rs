@@ -5,8 +5,8 @@ use std::time::Duration;
 use drover_actors::scheduler::place_vm;
 use drover_proto::v1 as pb;
 use drover_raft::model::{
-    instance_id, ClusterState, DesiredState, Host, HostHealth, ObservedState, OpKind, Operation,
-    Progress, Vm,
+    instance_id, ClusterState, DesiredState, DrillReport, Host, HostHealth, ObservedState, OpKind,
+    Operation, Progress, Verdict, Vm,
 };
 
 /// `vm` with, when it waits for a placement, each host's reason for refusing it now.
@@ -38,6 +38,7 @@ pub fn operation(op: &Operation) -> pb::Operation {
             out.dst.clone_from(dst);
         }
         OpKind::Drain { host, .. } => out.host.clone_from(host),
+        OpKind::Drill { host, .. } => out.host.clone_from(host),
     }
     match &op.progress {
         Progress::Migration(p) => {
@@ -58,9 +59,54 @@ pub fn operation(op: &Operation) -> pb::Operation {
                 blocked: p.blocked.clone().into_iter().collect(),
             })
         }
+        Progress::Drill(r) => out.drill = Some(drill_report(op, r)),
         Progress::None => {}
     }
     out
+}
+
+fn drill_report(op: &Operation, r: &DrillReport) -> pb::DrillReport {
+    let (host, mode, max_duration_ms) = match &op.kind {
+        OpKind::Drill {
+            host,
+            mode,
+            max_duration_ms,
+        } => (host.clone(), mode.as_str().to_string(), *max_duration_ms),
+        _ => Default::default(),
+    };
+    let (verdict, failures) = match &r.verdict {
+        None => (String::new(), Vec::new()),
+        Some(Verdict::Passed) => ("passed".to_string(), Vec::new()),
+        Some(Verdict::Failed(why)) => ("failed".to_string(), why.clone()),
+    };
+    pb::DrillReport {
+        host,
+        mode,
+        phase: r.phase.as_str().into(),
+        isolated_at_ms: r.isolated_at_ms.unwrap_or(0),
+        dead_at_ms: r.dead_at_ms.unwrap_or(0),
+        dead_reason: r.dead_reason.clone().unwrap_or_default(),
+        fence_path: r.fence_path.clone(),
+        vms: r
+            .vms
+            .iter()
+            .map(|(name, v)| pb::DrillVm {
+                name: name.clone(),
+                ha: v.ha,
+                planned: v.planned.clone().unwrap_or_default(),
+                restarted_on: v.restarted_on.clone().unwrap_or_default(),
+                running_at_ms: v.running_at_ms.unwrap_or(0),
+                down_reason: v.down_reason.clone().unwrap_or_default(),
+            })
+            .collect(),
+        restored_at_ms: r.restored_at_ms.unwrap_or(0),
+        back_at_ms: r.back_at_ms.unwrap_or(0),
+        samples: r.samples,
+        violations: r.violations.clone(),
+        verdict,
+        failures,
+        max_duration_ms,
+    }
 }
 
 pub fn vm(vm: &Vm) -> pb::Vm {

@@ -1,6 +1,7 @@
-//! `drover.v1.DrillService`: failover drills. So far the plan of a host failure, from the
-//! pure `drover_actors::drill::plan` over the replicated state and the controllers' health
-//! (asked of each, as `cluster status` does).
+//! `drover.v1.DrillService`: failover drills. The plan of a host failure, from the pure
+//! `drover_actors::drill::plan` over the replicated state and the controllers' health
+//! (asked of each, as `cluster status` does); starting a drill (refused while the plan has
+//! refusals; `apply` checks what the state alone can tell again); the drills kept.
 
 use drover_actors::drill;
 use drover_proto::transport::TlsHandle;
@@ -9,8 +10,16 @@ use drover_proto::v1::drill_service_server::DrillService;
 use drover_raft::RaftNode;
 use tonic::{Request, Response, Status};
 
+use drover_raft::model::{DrillMode, OpKind};
+use drover_raft::{Command, Reply};
+
 use super::cluster::{fresh_read, members};
+use super::convert;
 use super::errors::not_leader;
+use super::write::commit;
+
+/// How long a drill isolates its host when the request does not say.
+const DEFAULT_DRILL_DURATION_MS: u64 = 120_000;
 
 pub struct DrillApi {
     node: RaftNode,
@@ -37,6 +46,28 @@ impl DrillApi {
     }
 }
 
+impl DrillApi {
+    /// The plan of `host` failing now, on the leader (only it sees the cluster as the
+    /// failover would act on it), after a quorum read.
+    async fn plan_now(&self, host: &str) -> Result<(drill::DrillPlan, drill::Quorum), Status> {
+        if host.is_empty() {
+            return Err(Status::invalid_argument("host name is empty"));
+        }
+        if self.node.metrics().current_leader != Some(self.node.id()) {
+            return Err(not_leader(self.node.leader().map(|(_, a)| a).as_deref()));
+        }
+        fresh_read(&self.node, false).await?;
+        let quorum = self.quorum().await;
+        let plan = self.node.view().read(|d| {
+            if !d.state.hosts.contains_key(host) {
+                return Err(Status::not_found(format!("Host {host:?} not found")));
+            }
+            Ok(drill::plan(host, &d.state, quorum, &d.state.placement))
+        })?;
+        Ok((plan, quorum))
+    }
+}
+
 #[tonic::async_trait]
 impl DrillService for DrillApi {
     async fn plan_host_failure(
@@ -44,22 +75,74 @@ impl DrillService for DrillApi {
         req: Request<pb::PlanHostFailureRequest>,
     ) -> Result<Response<pb::HostFailurePlan>, Status> {
         let host = req.into_inner().host;
-        if host.is_empty() {
-            return Err(Status::invalid_argument("host name is empty"));
-        }
-        // Only the leader sees the cluster as the failover would act on it.
-        if self.node.metrics().current_leader != Some(self.node.id()) {
-            return Err(not_leader(self.node.leader().map(|(_, a)| a).as_deref()));
-        }
-        fresh_read(&self.node, false).await?;
-        let quorum = self.quorum().await;
-        let plan = self.node.view().read(|d| {
-            if !d.state.hosts.contains_key(&host) {
-                return Err(Status::not_found(format!("Host {host:?} not found")));
+        let (plan, quorum) = self.plan_now(&host).await?;
+        Ok(Response::new(plan_to_pb(host, plan, quorum)))
+    }
+
+    async fn start_host_failure(
+        &self,
+        req: Request<pb::StartHostFailureRequest>,
+    ) -> Result<Response<pb::Operation>, Status> {
+        let (meta, _, req) = req.into_parts();
+        let mode = match req.mode.as_str() {
+            "" | "isolate" => DrillMode::Isolate,
+            "stop-agent" => {
+                return Err(Status::unimplemented(
+                    "drill mode stop-agent is not implemented yet; use --mode isolate",
+                ))
             }
-            Ok(drill::plan(&host, &d.state, quorum, &d.state.placement))
-        })?;
-        Ok(Response::new(pb::HostFailurePlan {
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown drill mode {other:?}: isolate"
+                )))
+            }
+        };
+        let (plan, _) = self.plan_now(&req.host).await?;
+        if !plan.refusals.is_empty() {
+            let why: Vec<String> = plan.refusals.iter().map(ToString::to_string).collect();
+            return Err(Status::failed_precondition(format!(
+                "drill refused: the cluster could not survive losing {} now: {}",
+                req.host,
+                why.join("; ")
+            )));
+        }
+        let cmd = Command::StartDrill {
+            host: req.host,
+            mode,
+            max_duration_ms: match req.max_duration_ms {
+                0 => DEFAULT_DRILL_DURATION_MS,
+                ms => ms,
+            },
+            at_ms: drover_raft::wall_clock_ms(),
+        };
+        match commit(&self.node, &meta, cmd).await? {
+            Reply::Operation(op) => Ok(Response::new(convert::operation(&op))),
+            other => Err(Status::internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    async fn list_drills(
+        &self,
+        req: Request<pb::ListDrillsRequest>,
+    ) -> Result<Response<pb::ListOperationsResponse>, Status> {
+        fresh_read(&self.node, req.into_inner().stale).await?;
+        let operations = self.node.view().read(|d| {
+            d.state
+                .operations
+                .ops
+                .values()
+                .rev()
+                .filter(|o| matches!(o.kind, OpKind::Drill { .. }))
+                .map(convert::operation)
+                .collect()
+        });
+        Ok(Response::new(pb::ListOperationsResponse { operations }))
+    }
+}
+
+fn plan_to_pb(host: String, plan: drill::DrillPlan, quorum: drill::Quorum) -> pb::HostFailurePlan {
+    {
+        pb::HostFailurePlan {
             host,
             moves: plan
                 .moves
@@ -70,6 +153,6 @@ impl DrillService for DrillApi {
             refusals: plan.refusals.iter().map(ToString::to_string).collect(),
             voters: quorum.voters as u32,
             healthy_voters: quorum.healthy as u32,
-        }))
+        }
     }
 }

@@ -23,6 +23,7 @@ pub fn apply_error(e: &ApplyError) -> Status {
         | ApplyError::InvalidReport(_)
         | ApplyError::InvalidPool(_)
         | ApplyError::InvalidDisk(_)
+        | ApplyError::InvalidDrill(_)
         | ApplyError::HaNeedsSharedPool { .. } => Status::invalid_argument(msg),
         ApplyError::PoolInUse { .. }
         | ApplyError::LocalDisk { .. }
@@ -69,7 +70,10 @@ pub fn apply_error(e: &ApplyError) -> Status {
         | ApplyError::VmMayStillRun { .. }
         | ApplyError::StartUnconfirmed(_)
         | ApplyError::StaleListing { .. }
-        | ApplyError::NotToStart { .. } => Status::failed_precondition(msg),
+        | ApplyError::NotToStart { .. }
+        | ApplyError::DrillRunning { .. }
+        | ApplyError::DrillHaDisarmed
+        | ApplyError::OtherHostDown { .. } => Status::failed_precondition(msg),
         ApplyError::WrongOperation { .. } => Status::invalid_argument(msg),
         // Only the leader's own host actors send this; a client never can.
         ApplyError::DeadNeedsReason(_) => Status::invalid_argument(msg),

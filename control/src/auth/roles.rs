@@ -76,6 +76,8 @@ pub fn need(path: &str) -> Option<Need> {
 
         // A plan changes nothing: anyone who may read the cluster may ask.
         "/drover.v1.DrillService/PlanHostFailure" => User(Viewer),
+        "/drover.v1.DrillService/ListDrills" => User(Viewer),
+        "/drover.v1.DrillService/StartHostFailure" => User(Operator),
 
         "/drover.v1.PoolService/GetPool" | "/drover.v1.PoolService/ListPools" => User(Viewer),
         // Storage is cluster infrastructure, as hosts' membership is: admins declare it.

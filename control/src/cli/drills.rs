@@ -1,13 +1,15 @@
-//! `drover drill …`: failover drills. So far `host-failure HOST --dry-run`, the plan:
-//! which VMs would restart where, which would stay down and why, and whether the cluster
-//! could survive the failure now.
+//! `drover drill …`: failover drills. `host-failure HOST --dry-run` prints the plan (which
+//! VMs would restart where, which would stay down and why, whether the cluster could
+//! survive the failure now); without it the drill runs and its report is printed;
+//! `history` and `report ID` read the drills kept.
 
 use drover_proto::v1 as pb;
-use serde_json::json;
+use serde_json::{json, Value};
 
-use super::commands::{client, json, Printed, Target};
-use super::output::Format;
-use super::DrillCmd;
+use super::commands::{client, json, read, Printed, Target};
+use super::follow::follow;
+use super::output::{op_rows, utc, Format};
+use super::{DrillCmd, ReadOpts};
 
 fn plan_text(p: &pb::HostFailurePlan) -> String {
     let mut out = format!("If host {} failed now:\n", p.host);
@@ -41,13 +43,58 @@ fn plan_text(p: &pb::HostFailurePlan) -> String {
 pub async fn drill(target: &Target, format: Format, cmd: DrillCmd) -> anyhow::Result<Printed> {
     let c = client(target)?;
     match cmd {
-        DrillCmd::HostFailure { host, dry_run } => {
-            if !dry_run {
-                anyhow::bail!(
-                    "running a host-failure drill is not implemented yet; --dry-run shows \
-                     what it would do"
-                );
+        DrillCmd::HostFailure {
+            host,
+            dry_run: false,
+            mode,
+            max_duration,
+            detach,
+        } => {
+            let ms = max_duration.saturating_mul(1000);
+            let op = c.start_host_failure(&host, &mode, ms).await?;
+            if detach {
+                return Ok(match format {
+                    Format::Json => json(&report_json(&op))?,
+                    Format::Table => format!(
+                        "drill {} started on {host}; `drover drill report {}` follows it",
+                        op.id, op.id
+                    ),
+                }
+                .into());
             }
+            let op = follow(&c, op).await?;
+            Ok(match format {
+                Format::Json => json(&report_json(&op))?,
+                Format::Table => report_text(&op),
+            }
+            .into())
+        }
+        DrillCmd::History {
+            read: ReadOpts { stale },
+        } => {
+            let ops = c.drills(stale).await?;
+            Ok(match format {
+                Format::Json => json(&Value::Array(ops.iter().map(report_json).collect()))?,
+                Format::Table => op_rows(&ops),
+            }
+            .into())
+        }
+        DrillCmd::Report {
+            id,
+            read: ReadOpts { stale },
+        } => {
+            let r = c.operation(id, stale).await?;
+            if r.value.kind != "drill" {
+                anyhow::bail!("operation {id} is a {}, not a drill", r.value.kind);
+            }
+            read(r, stale, |op| {
+                Ok(match format {
+                    Format::Json => json(&report_json(op))?,
+                    Format::Table => report_text(op),
+                })
+            })
+        }
+        DrillCmd::HostFailure { host, .. } => {
             let plan = c.plan_host_failure(&host).await?;
             Ok(match format {
                 Format::Json => json(&json!({
@@ -63,4 +110,129 @@ pub async fn drill(target: &Target, format: Format, cmd: DrillCmd) -> anyhow::Re
             .into())
         }
     }
+}
+
+/// Milliseconds from `from` to `to`, when both happened.
+fn after(from: u64, to: u64) -> Option<u64> {
+    (from > 0 && to > 0).then(|| to.saturating_sub(from))
+}
+
+fn opt(v: Option<u64>) -> Value {
+    v.map_or(Value::Null, |v| json!(v))
+}
+
+/// A drill operation and its report as JSON (`-o json`): times relative to the isolation.
+pub fn report_json(op: &pb::Operation) -> Value {
+    let r = op.drill.clone().unwrap_or_default();
+    let t0 = r.isolated_at_ms;
+    json!({
+        "id": op.id,
+        "state": op.state,
+        "message": op.message,
+        "started_at_ms": op.started_at_ms,
+        "finished_at_ms": op.finished_at_ms,
+        "host": r.host,
+        "mode": r.mode,
+        "phase": r.phase,
+        "max_duration_ms": r.max_duration_ms,
+        "isolated_at_ms": (t0 > 0).then_some(t0),
+        "detection_ms": opt(after(t0, r.dead_at_ms)),
+        "dead_reason": r.dead_reason,
+        "fence_path": r.fence_path,
+        "vms": r.vms.iter().map(|v| json!({
+            "name": v.name,
+            "ha": v.ha,
+            "planned": (!v.planned.is_empty()).then_some(&v.planned),
+            "restarted_on": (!v.restarted_on.is_empty()).then_some(&v.restarted_on),
+            "restart_ms": opt(after(t0, v.running_at_ms)),
+            "down_reason": (!v.down_reason.is_empty()).then_some(&v.down_reason),
+        })).collect::<Vec<_>>(),
+        "restored_after_ms": opt(after(t0, r.restored_at_ms)),
+        "back_after_restore_ms": opt(after(r.restored_at_ms, r.back_at_ms)),
+        "never_twice": { "samples": r.samples, "violations": r.violations },
+        "verdict": (!r.verdict.is_empty()).then_some(&r.verdict),
+        "failures": r.failures,
+    })
+}
+
+fn ms(v: Option<u64>) -> String {
+    v.map_or("-".into(), |v| format!("{:.1} s", v as f64 / 1000.0))
+}
+
+/// A drill's report for humans.
+pub fn report_text(op: &pb::Operation) -> String {
+    let r = op.drill.clone().unwrap_or_default();
+    let t0 = r.isolated_at_ms;
+    let mut out = format!(
+        "drill {} on host {} ({}), {}: {}\n",
+        op.id, r.host, r.mode, op.state, op.message
+    );
+    out.push_str(&format!(
+        "  started {} UTC, phase {}\n",
+        utc(op.started_at_ms),
+        r.phase
+    ));
+    out.push_str(&format!(
+        "  detection: {} after isolation (declared dead by {})\n",
+        ms(after(t0, r.dead_at_ms)),
+        if r.dead_reason.is_empty() {
+            "-"
+        } else {
+            &r.dead_reason
+        }
+    ));
+    out.push_str("  fence path:");
+    if r.fence_path.is_empty() {
+        out.push_str(" no fence event recorded\n");
+    } else {
+        for f in &r.fence_path {
+            out.push_str(&format!("\n    {f}"));
+        }
+        out.push('\n');
+    }
+    out.push_str("  VMs:\n");
+    for v in &r.vms {
+        let kind = if v.ha { "HA" } else { "not HA" };
+        if v.restarted_on.is_empty() {
+            out.push_str(&format!(
+                "    {} ({kind}): stayed down: {}\n",
+                v.name, v.down_reason
+            ));
+        } else {
+            let planned = if v.planned.is_empty() || v.planned == v.restarted_on {
+                String::new()
+            } else {
+                format!(" (planned {})", v.planned)
+            };
+            out.push_str(&format!(
+                "    {} ({kind}): running on {}{planned} after {}\n",
+                v.name,
+                v.restarted_on,
+                ms(after(t0, v.running_at_ms))
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "  restore: isolation lifted after {}, host trusted again {} later\n",
+        ms(after(t0, r.restored_at_ms)),
+        ms(after(r.restored_at_ms, r.back_at_ms))
+    ));
+    out.push_str(&format!(
+        "  never twice: {} rounds over every host, {} violations\n",
+        r.samples,
+        r.violations.len()
+    ));
+    for v in &r.violations {
+        out.push_str(&format!("    VIOLATION: {v}\n"));
+    }
+    let verdict = if r.verdict.is_empty() {
+        "(running)"
+    } else {
+        &r.verdict
+    };
+    out.push_str(&format!("verdict: {verdict}"));
+    for f in &r.failures {
+        out.push_str(&format!("\n  - {f}"));
+    }
+    out
 }

@@ -18,11 +18,13 @@ pub async fn follow(c: &Client, mut op: pb::Operation) -> anyhow::Result<pb::Ope
     let bar = ProgressBar::new(0);
     let style = if op.kind == "drain" {
         "{spinner} drain {prefix} [{bar:30}] {pos}/{len} VMs moved  {msg}"
+    } else if op.kind == "drill" {
+        "{spinner} drill {prefix}  {msg}"
     } else {
         "{spinner} migrate {prefix} [{bar:30}] {bytes}/{total_bytes}  {msg}"
     };
     bar.set_style(ProgressStyle::with_template(style)?.progress_chars("=> "));
-    bar.set_prefix(if op.kind == "drain" {
+    bar.set_prefix(if op.kind == "drain" || op.kind == "drill" {
         op.host.clone()
     } else {
         format!("{} {} -> {}", op.vm, op.src, op.dst)
@@ -64,6 +66,14 @@ fn draw(bar: &ProgressBar, op: &pb::Operation) {
         } else {
             format!("blocked: {}", blocked.join("; "))
         });
+    }
+    if let Some(r) = &op.drill {
+        let restarted = r.vms.iter().filter(|v| !v.restarted_on.is_empty()).count();
+        let ha = r.vms.iter().filter(|v| v.ha).count();
+        bar.set_message(format!(
+            "{}: {restarted}/{ha} HA VMs running elsewhere, {} never-twice rounds",
+            r.phase, r.samples
+        ));
     }
     bar.tick();
 }

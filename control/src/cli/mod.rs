@@ -124,11 +124,37 @@ pub enum Command {
 pub enum DrillCmd {
     /// What the cluster does if HOST fails: which HA VMs restart where, which VMs stay
     /// down and why, and whether the cluster could survive it now.
+    ///
+    /// Without --dry-run, the drill runs for real: HOST loses the cluster (isolate: its
+    /// hostd drops the controllers' session and refuses new ones, so its lease lapses and
+    /// it fences itself, as on a real partition), the failover runs, the host is restored
+    /// and trusted again; then the report. Ctrl-C leaves the drill running (`drover op
+    /// cancel ID` restores the host at once).
     HostFailure {
         host: String,
-        /// Show the plan only (running the drill itself is to come).
+        /// Show the plan only.
         #[arg(long)]
         dry_run: bool,
+        /// How the host loses the cluster: isolate.
+        #[arg(long, default_value = "isolate")]
+        mode: String,
+        /// Longest the host stays isolated, in seconds; hostd lifts it by itself after.
+        #[arg(long, default_value_t = 120)]
+        max_duration: u64,
+        /// Print the drill's operation id and return at once.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// The drills kept with the operations, newest first, with their verdicts.
+    History {
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    /// One drill's report: detection, fence path, per-VM restarts, never-twice, verdict.
+    Report {
+        id: u64,
+        #[command(flatten)]
+        read: ReadOpts,
     },
 }
 

@@ -101,6 +101,9 @@ pub fn op_json(op: &pb::Operation) -> Value {
             "downtime_ms": m.downtime_ms,
         });
     }
+    if op.drill.is_some() {
+        v["drill"] = super::drills::report_json(op);
+    }
     if let Some(d) = &op.drain {
         v["drain"] = json!({
             "total": d.total,
@@ -128,6 +131,15 @@ fn op_progress(op: &pb::Operation) -> String {
             }
             None => "-".into(),
         };
+    }
+    if let Some(r) = &op.drill {
+        let restarted = r.vms.iter().filter(|v| !v.restarted_on.is_empty()).count();
+        let verdict = if r.verdict.is_empty() {
+            &r.phase
+        } else {
+            &r.verdict
+        };
+        return format!("{verdict}, {restarted} restarted, {} samples", r.samples);
     }
     if let Some(d) = &op.drain {
         let moved = d.total.saturating_sub(d.remaining.len() as u32);
@@ -169,6 +181,9 @@ pub fn op_rows(ops: &[pb::Operation]) -> String {
 
 /// One operation in full, for `drover op get`.
 pub fn op_text(op: &pb::Operation) -> String {
+    if op.drill.is_some() {
+        return super::drills::report_text(op);
+    }
     let mut out = op_rows(std::slice::from_ref(op));
     if let Some(d) = &op.drain {
         if !d.remaining.is_empty() {

@@ -18,4 +18,35 @@ impl Client {
         })
         .await
     }
+
+    /// Starts a host-failure drill; the answer is its operation.
+    pub async fn start_host_failure(
+        &self,
+        host: &str,
+        mode: &str,
+        max_duration_ms: u64,
+    ) -> Result<pb::Operation, ClientError> {
+        self.call(|c| async move {
+            DrillServiceClient::new(c)
+                .start_host_failure(pb::StartHostFailureRequest {
+                    host: host.to_string(),
+                    mode: mode.to_string(),
+                    max_duration_ms,
+                })
+                .await
+                .map(tonic::Response::into_inner)
+        })
+        .await
+    }
+
+    /// The drills kept, newest first.
+    pub async fn drills(&self, stale: bool) -> Result<Vec<pb::Operation>, ClientError> {
+        self.call(|c| async move {
+            DrillServiceClient::new(c)
+                .list_drills(pb::ListDrillsRequest { stale })
+                .await
+                .map(|r| r.into_inner().operations)
+        })
+        .await
+    }
 }

@@ -35,6 +35,8 @@ pub enum EventKind {
     HostMaintenance,
     /// A drain stopped (blocked, cancelled, or the host was activated).
     DrainStopped,
+    /// A failover drill ended (message: its verdict).
+    DrillFinished,
 }
 
 impl EventKind {
@@ -52,6 +54,7 @@ impl EventKind {
             EventKind::MigrationFailed => "migration-failed",
             EventKind::HostMaintenance => "host-maintenance",
             EventKind::DrainStopped => "drain-stopped",
+            EventKind::DrillFinished => "drill-finished",
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod cloud_init;
 mod disk;
+mod drill;
 mod event;
 mod host;
 mod image;
@@ -21,6 +22,10 @@ pub use cloud_init::{
 };
 pub use disk::{
     volume_name, Disk, DiskFormat, DiskSpec, MAX_DISKS, MAX_DISK_BYTES, MIN_DISK_BYTES,
+};
+pub use drill::{
+    DrillMode, DrillPhase, DrillReport, DrillVm, Verdict, MAX_DRILL_DURATION_MS,
+    MIN_DRILL_DURATION_MS,
 };
 pub use drover_proto::pool_path::{validate_pool_path, MAX_POOL_PATH_LEN};
 pub use event::{Event, EventKind, EventLog, MAX_EVENTS};

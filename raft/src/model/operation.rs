@@ -1,4 +1,5 @@
-//! Long-running operations an operator starts and watches: a live migration, a host drain.
+//! Long-running operations an operator starts and watches: a live migration, a host drain,
+//! a failover drill.
 //! Each has an id (`drover op get ID`), a state, progress and a final message. The leader's
 //! coordinators carry them out; what they learn is committed, so any controller (and the
 //! next leader) sees the same operation. Finished operations are kept, newest
@@ -7,6 +8,8 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+use super::drill::{DrillMode, DrillReport};
 
 /// Finished operations kept; running ones are never dropped.
 pub const MAX_FINISHED_OPS: usize = 200;
@@ -28,13 +31,30 @@ pub enum OpKind {
         /// Give up (rather than wait) when a VM can go nowhere.
         stop_when_blocked: bool,
     },
+    /// Take `host` away from the cluster for real (see [`DrillMode`]), follow the failover,
+    /// restore the host; the report is the operation's progress.
+    Drill {
+        host: String,
+        mode: DrillMode,
+        /// Longest the host stays isolated; hostd lifts the isolation itself after it.
+        max_duration_ms: u64,
+    },
 }
 
 impl OpKind {
+    /// Whether the operation acts on `host` (moves VMs off or onto it, or drills it).
+    pub fn involves_host(&self, host: &str) -> bool {
+        match self {
+            OpKind::Migrate { src, dst, .. } => src == host || dst == host,
+            OpKind::Drain { host: h, .. } | OpKind::Drill { host: h, .. } => h == host,
+        }
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             OpKind::Migrate { .. } => "migrate",
             OpKind::Drain { .. } => "drain",
+            OpKind::Drill { .. } => "drill",
         }
     }
 }
@@ -150,6 +170,7 @@ pub enum Progress {
     None,
     Migration(MigrationProgress),
     Drain(DrainProgress),
+    Drill(DrillReport),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,6 +201,7 @@ impl Operations {
         let progress = match kind {
             OpKind::Migrate { .. } => Progress::Migration(MigrationProgress::default()),
             OpKind::Drain { .. } => Progress::Drain(DrainProgress::default()),
+            OpKind::Drill { .. } => Progress::Drill(DrillReport::default()),
         };
         self.ops.insert(
             id,
@@ -220,6 +242,13 @@ impl Operations {
 
     pub fn running(&self) -> impl Iterator<Item = &Operation> {
         self.ops.values().filter(|o| o.state == OpState::Running)
+    }
+
+    /// The running drill, if any (one at a time in the cluster: a drill is one host
+    /// failure, and a second on top of it is what a drill must never cause).
+    pub fn running_drill(&self) -> Option<&Operation> {
+        self.running()
+            .find(|o| matches!(o.kind, OpKind::Drill { .. }))
     }
 
     /// The running drain of `host`, if any.

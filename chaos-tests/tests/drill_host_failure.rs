@@ -1,0 +1,183 @@
+//! `drover drill host-failure HOST` for real (issue 12, point 1) on three controllers and
+//! three hosts on libvirt's test driver, with mutual TLS: the host is isolated (its hostd
+//! drops the session and refuses new ones), its lease lapses, it fences itself, the leader
+//! declares it dead and restarts its HA VMs elsewhere, the drill lifts the isolation and
+//! waits until the host is trusted again. The report must show all of it: detection by
+//! the lease, the self-fence, every HA VM running on another host, the non-HA one down
+//! with the reason, never-twice rounds with no violation, the host back, verdict passed.
+//! A viewer may read drills but not run one; a cluster that could not survive the drill
+//! (HA disarmed) refuses it with the reason.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use drover_chaos_tests::{wait_until, Cluster, ClusterSpec};
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_failure_drill_fails_the_host_over_and_restores_it() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterSpec {
+        hosts: 3,
+        tls: true,
+        ..ClusterSpec::default()
+    })
+    .await?;
+    cluster.wait_hosts_up().await?;
+    for (name, ha) in [("a", true), ("b", true), ("c", true), ("d", false)] {
+        let mut args = vec!["vm", "create", name, "--vcpus", "1", "--memory-mib", "64"];
+        if ha {
+            args.push("--ha");
+        }
+        let out = cluster.cli(&args).await?;
+        anyhow::ensure!(out.success, "vm create {name}: {}", out.stderr);
+    }
+    let placed: BTreeMap<String, String> =
+        wait_until("all running", Duration::from_secs(60), || async {
+            let vms = cluster.cli_json(&["vm", "list"]).await?;
+            let running: BTreeMap<String, String> = vms
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|v| v["observed_state"] == "running")
+                .filter_map(|v| {
+                    Some((
+                        v["name"].as_str()?.to_string(),
+                        v["host"].as_str()?.to_string(),
+                    ))
+                })
+                .collect();
+            Ok((running.len() == 4).then_some(running))
+        })
+        .await?;
+    // The drilled host: the one of HA VM "a" (so at least one HA VM must move).
+    let host = placed["a"].clone();
+    let on_host: Vec<&String> = placed
+        .iter()
+        .filter(|(_, h)| **h == host)
+        .map(|(n, _)| n)
+        .collect();
+    eprintln!("phase: drilling {host}, which runs {on_host:?}");
+
+    eprintln!("phase: a viewer may not run a drill");
+    let viewer = cluster
+        .user("watcher", "viewer")
+        .await?
+        .context("TLS cluster")?;
+    let mut args = vec!["drill", "host-failure", host.as_str()];
+    let flags = viewer.flags();
+    args.extend(flags.iter().map(String::as_str));
+    let out = cluster.cli(&args).await?;
+    assert!(!out.success, "a viewer ran a drill: {}", out.stdout);
+    assert!(
+        out.stderr.to_lowercase().contains("permission"),
+        "{}",
+        out.stderr
+    );
+
+    eprintln!("phase: the drill runs to its end");
+    let out = cluster
+        .cli(&["drill", "host-failure", &host, "--max-duration", "90"])
+        .await?;
+    anyhow::ensure!(out.success, "drill: {}", out.stderr);
+    let report: Value = serde_json::from_str(&out.stdout).context("drill report JSON")?;
+    eprintln!("{report:#}");
+    assert_eq!(report["state"], "succeeded", "{report}");
+    assert_eq!(report["verdict"], "passed", "{report}");
+    assert_eq!(report["phase"], "done", "{report}");
+    assert_eq!(report["dead_reason"], "lease", "{report}");
+    let detection = report["detection_ms"].as_u64().context("detection_ms")?;
+    // Declared dead only after the lease (5 s by default) had certainly lapsed.
+    assert!(
+        detection >= 5_000,
+        "declared dead inside the lease: {report}"
+    );
+    let fence = report["fence_path"].to_string();
+    assert!(fence.contains("host-dead"), "{report}");
+    assert!(fence.contains("self-fenced"), "{report}");
+    assert!(
+        report["never_twice"]["samples"].as_u64().unwrap_or(0) > 0,
+        "{report}"
+    );
+    assert_eq!(report["never_twice"]["violations"], serde_json::json!([]));
+    assert!(
+        report["back_after_restore_ms"].as_u64().is_some(),
+        "{report}"
+    );
+    let vms = report["vms"].as_array().context("vms")?;
+    let mut reported: Vec<&str> = vms.iter().filter_map(|v| v["name"].as_str()).collect();
+    reported.sort_unstable();
+    assert_eq!(reported, on_host, "{report}");
+    for v in vms {
+        if v["ha"] == true {
+            let on = v["restarted_on"]
+                .as_str()
+                .context("an HA VM did not restart")?;
+            assert_ne!(on, host, "{report}");
+            let restart = v["restart_ms"].as_u64().context("restart_ms")?;
+            assert!(
+                restart >= detection,
+                "restarted before its host was dead: {report}"
+            );
+        } else {
+            assert_eq!(v["restarted_on"], Value::Null, "{report}");
+            assert!(
+                v["down_reason"].as_str().unwrap_or("").contains("not HA"),
+                "{report}"
+            );
+        }
+    }
+    // The state agrees: the host is up again and the HA VMs run elsewhere.
+    let h = cluster
+        .cli_json(&["host", "get", &host])
+        .await
+        .map_err(anyhow::Error::msg)?;
+    assert_eq!(h["health"], "up", "{h}");
+    let vms = cluster
+        .cli_json(&["vm", "list"])
+        .await
+        .map_err(anyhow::Error::msg)?;
+    for v in vms.as_array().into_iter().flatten() {
+        if v["ha"] == true && on_host.iter().any(|n| v["name"] == n.as_str()) {
+            assert_ne!(v["host"], host.as_str(), "{v}");
+            assert_eq!(v["observed_state"], "running", "{v}");
+        }
+    }
+
+    eprintln!("phase: history and report read it back, a viewer too");
+    let id = report["id"].as_u64().context("id")?;
+    let mut args = vec!["drill", "history"];
+    args.extend(flags.iter().map(String::as_str));
+    let out = cluster.cli(&args).await?;
+    anyhow::ensure!(out.success, "history: {}", out.stderr);
+    let history: Value = serde_json::from_str(&out.stdout)?;
+    assert_eq!(history[0]["id"], id, "{history}");
+    assert_eq!(history[0]["verdict"], "passed", "{history}");
+    let id_s = id.to_string();
+    let again = cluster
+        .cli_json(&["drill", "report", &id_s])
+        .await
+        .map_err(anyhow::Error::msg)?;
+    assert_eq!(again["vms"], report["vms"]);
+    let text = cluster
+        .cli(&["drill", "report", &id_s, "-o", "table"])
+        .await?;
+    assert!(text.stdout.contains("verdict: passed"), "{}", text.stdout);
+
+    eprintln!("phase: with HA disarmed a drill is refused, and says why");
+    let out = cluster.cli(&["ha", "disarm"]).await?;
+    anyhow::ensure!(out.success, "ha disarm: {}", out.stderr);
+    let out = cluster.cli(&["drill", "host-failure", &host]).await?;
+    assert!(!out.success, "a drill ran with HA disarmed: {}", out.stdout);
+    assert!(out.stderr.contains("disarmed"), "{}", out.stderr);
+    let history = cluster
+        .cli_json(&["drill", "history"])
+        .await
+        .map_err(anyhow::Error::msg)?;
+    assert_eq!(
+        history.as_array().map(Vec::len),
+        Some(1),
+        "a refused drill left a record: {history}"
+    );
+    Ok(())
+}
