@@ -5,8 +5,9 @@
 //! waits until the host is trusted again. The report must show all of it: detection by
 //! the lease, the self-fence, every HA VM running on another host, the non-HA one down
 //! with the reason, never-twice rounds with no violation, the host back, verdict passed.
-//! A viewer may read drills but not run one; a cluster that could not survive the drill
-//! (HA disarmed) refuses it with the reason.
+//! A viewer may read drills but not run one; `op cancel` lifts the isolation at once and
+//! the drill ends cancelled; a cluster that could not survive the drill (HA disarmed)
+//! refuses it with the reason.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -164,6 +165,42 @@ async fn a_host_failure_drill_fails_the_host_over_and_restores_it() -> anyhow::R
         .await?;
     assert!(text.stdout.contains("verdict: passed"), "{}", text.stdout);
 
+    eprintln!("phase: a cancelled drill restores its host at once");
+    let out = cluster
+        .cli(&["drill", "host-failure", &host, "--detach"])
+        .await?;
+    anyhow::ensure!(out.success, "drill --detach: {}", out.stderr);
+    let started: Value = serde_json::from_str(&out.stdout)?;
+    let id2 = started["id"].as_u64().context("id")?.to_string();
+    wait_until("the host isolated", Duration::from_secs(30), || async {
+        let r = cluster.cli_json(&["drill", "report", &id2]).await?;
+        Ok((r["phase"] == "failover").then_some(()))
+    })
+    .await?;
+    let out = cluster.cli(&["op", "cancel", &id2]).await?;
+    anyhow::ensure!(out.success, "op cancel: {}", out.stderr);
+    let cancelled = wait_until("the drill ended", Duration::from_secs(60), || async {
+        let r = cluster.cli_json(&["drill", "report", &id2]).await?;
+        Ok((r["state"] != "running").then_some(r))
+    })
+    .await?;
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    assert_eq!(cancelled["verdict"], "failed", "{cancelled}");
+    assert!(
+        cancelled["failures"].to_string().contains("cancelled"),
+        "{cancelled}"
+    );
+    // Lifted well before the 120 s the drill could have lasted.
+    let lifted = cancelled["restored_after_ms"]
+        .as_u64()
+        .context("restored")?;
+    assert!(lifted < 30_000, "{cancelled}");
+    let h = cluster
+        .cli_json(&["host", "get", &host])
+        .await
+        .map_err(anyhow::Error::msg)?;
+    assert_eq!(h["health"], "up", "{h}");
+
     eprintln!("phase: with HA disarmed a drill is refused, and says why");
     let out = cluster.cli(&["ha", "disarm"]).await?;
     anyhow::ensure!(out.success, "ha disarm: {}", out.stderr);
@@ -176,7 +213,7 @@ async fn a_host_failure_drill_fails_the_host_over_and_restores_it() -> anyhow::R
         .map_err(anyhow::Error::msg)?;
     assert_eq!(
         history.as_array().map(Vec::len),
-        Some(1),
+        Some(2),
         "a refused drill left a record: {history}"
     );
     Ok(())
