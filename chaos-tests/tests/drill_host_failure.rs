@@ -105,6 +105,10 @@ async fn a_host_failure_drill_fails_the_host_over_and_restores_it() -> anyhow::R
         report["back_after_restore_ms"].as_u64().is_some(),
         "{report}"
     );
+    assert_eq!(
+        report["restore_reason"], "every HA VM runs elsewhere",
+        "{report}"
+    );
     let vms = report["vms"].as_array().context("vms")?;
     let mut reported: Vec<&str> = vms.iter().filter_map(|v| v["name"].as_str()).collect();
     reported.sort_unstable();

@@ -139,7 +139,14 @@ impl DrillActor {
                 }
             }
             Next::Isolate => self.isolate(ctx, &drill, address, report),
-            Next::Restore(why) => self.restore(ctx, &drill, address, report, why),
+            Next::Restore(why) => {
+                let report = DrillReport {
+                    interrupted: report.interrupted || inherited,
+                    restore_reason: Some(why),
+                    ..report
+                };
+                self.restore(ctx, &drill, address, report)
+            }
             Next::Finish {
                 state,
                 message,
@@ -247,7 +254,6 @@ impl DrillActor {
         drill: &DrillOp,
         address: String,
         report: DrillReport,
-        why: String,
     ) {
         self.busy = true;
         let agents = self.agents.clone();
@@ -266,6 +272,7 @@ impl DrillActor {
                 act.busy = false;
                 match result {
                     Ok(_) => {
+                        let why = report.restore_reason.clone().unwrap_or_default();
                         tracing::info!(op = act.op, host = %host, %why, "drill: isolation lifted");
                         let mut report = report;
                         report.phase = DrillPhase::Restoring;

@@ -143,7 +143,8 @@ fn failover_complete(r: &DrillReport) -> bool {
 }
 
 /// What to do now. `inherited`: this leader did not isolate the host itself (it took over
-/// a drill a previous leader ran), so it has not sampled the failover and ends the drill.
+/// a drill a previous leader ran), so it has not sampled the failover and ends the drill
+/// (the actor marks the report `interrupted`, which fails the verdict).
 pub fn next(r: &DrillReport, op: &DrillOp, inherited: bool, now_ms: u64) -> Next {
     match r.phase {
         DrillPhase::Starting if op.cancel_requested => Next::Finish {
@@ -172,7 +173,7 @@ pub fn next(r: &DrillReport, op: &DrillOp, inherited: bool, now_ms: u64) -> Next
         DrillPhase::Restoring => {
             let restored = r.restored_at_ms.unwrap_or(now_ms);
             if r.back_at_ms.is_some() || now_ms >= restored + RESTORE_TIMEOUT_MS {
-                let verdict = verdict(r, op, inherited);
+                let verdict = verdict(r, op);
                 let state = if op.cancel_requested {
                     OpState::Cancelled
                 } else if verdict == Verdict::Passed {
@@ -199,12 +200,12 @@ pub fn next(r: &DrillReport, op: &DrillOp, inherited: bool, now_ms: u64) -> Next
 
 /// Passed only when nothing ran twice, the host was declared dead, every HA VM ran
 /// elsewhere, and the host came back.
-pub fn verdict(r: &DrillReport, op: &DrillOp, inherited: bool) -> Verdict {
+pub fn verdict(r: &DrillReport, op: &DrillOp) -> Verdict {
     let mut why = Vec::new();
     if op.cancel_requested {
         why.push("cancelled by an operator".to_string());
     }
-    if inherited {
+    if r.interrupted {
         why.push("interrupted by a leader change (its samples were lost)".to_string());
     }
     for v in &r.violations {
@@ -371,13 +372,23 @@ mod tests {
         r.back_at_ms = Some(20_000);
         r.samples = 10;
         r.violations = vec!["web ran on h1 before and after h2 listed it running".into()];
-        let Verdict::Failed(why) = verdict(&r, &op(), false) else {
+        let Verdict::Failed(why) = verdict(&r, &op()) else {
             panic!("a violation must fail the drill");
         };
         assert!(why.iter().any(|w| w.contains("ran twice")), "{why:?}");
         assert!(
             why.iter().any(|w| w.contains("HA VM web did not restart")),
             "{why:?}"
+        );
+        // A drill a new leader took over fails even when everything else went right.
+        let mut clean = r.clone();
+        clean.violations.clear();
+        clean.vms.get_mut("web").unwrap().running_at_ms = Some(9_000);
+        clean.vms.get_mut("batch").unwrap().ha = false;
+        assert_eq!(verdict(&clean, &op()), Verdict::Passed);
+        clean.interrupted = true;
+        assert!(
+            matches!(verdict(&clean, &op()), Verdict::Failed(w) if w[0].contains("leader change"))
         );
     }
 

@@ -106,6 +106,7 @@ fn drill_report(op: &Operation, r: &DrillReport) -> pb::DrillReport {
         verdict,
         failures,
         max_duration_ms,
+        restore_reason: r.restore_reason.clone().unwrap_or_default(),
     }
 }
 

@@ -148,6 +148,7 @@ pub fn report_json(op: &pb::Operation) -> Value {
             "down_reason": (!v.down_reason.is_empty()).then_some(&v.down_reason),
         })).collect::<Vec<_>>(),
         "restored_after_ms": opt(after(t0, r.restored_at_ms)),
+        "restore_reason": (!r.restore_reason.is_empty()).then_some(&r.restore_reason),
         "back_after_restore_ms": opt(after(r.restored_at_ms, r.back_at_ms)),
         "never_twice": { "samples": r.samples, "violations": r.violations },
         "verdict": (!r.verdict.is_empty()).then_some(&r.verdict),
@@ -213,8 +214,13 @@ pub fn report_text(op: &pb::Operation) -> String {
         }
     }
     out.push_str(&format!(
-        "  restore: isolation lifted after {}, host trusted again {} later\n",
+        "  restore: isolation lifted after {} ({}), host trusted again {} later\n",
         ms(after(t0, r.restored_at_ms)),
+        if r.restore_reason.is_empty() {
+            "-"
+        } else {
+            &r.restore_reason
+        },
         ms(after(r.restored_at_ms, r.back_at_ms))
     ));
     out.push_str(&format!(

@@ -87,6 +87,13 @@ pub struct DrillReport {
     pub fence_path: Vec<String>,
     /// Every VM placed on the host when the drill began.
     pub vms: BTreeMap<String, DrillVm>,
+    /// Why the isolation was lifted (every HA VM restarted, time up, cancelled, a leader
+    /// change).
+    #[serde(default)]
+    pub restore_reason: Option<String>,
+    /// A leader change cut the drill short: the new leader had not sampled it.
+    #[serde(default)]
+    pub interrupted: bool,
     /// When isolation was lifted, and when the host was trusted again.
     pub restored_at_ms: Option<u64>,
     pub back_at_ms: Option<u64>,
