@@ -36,6 +36,8 @@ pub(crate) use pools::{disks_from_pb, doomed_from_pb, pool_to_pb, seed_from_pb};
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest StopVm wait honoured; bounds the deadline arithmetic for absurd requests.
 const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Longest isolation a drill may ask for (the controllers allow at most an hour too).
+const MAX_ISOLATION_MS: u64 = 3_600_000;
 /// How often StopVm looks at a guest it asked to shut down.
 const STOP_POLL_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -638,8 +640,12 @@ impl HostAgent for AgentService {
             generation: 0,
         });
         self.fenced_term("isolate", "", fence).await?;
-        if req.duration_ms == 0 {
-            return Err(Status::invalid_argument("isolation duration is zero"));
+        // hostd's own promise to restore itself must not rest on the caller's arithmetic.
+        if req.duration_ms == 0 || req.duration_ms > MAX_ISOLATION_MS {
+            return Err(Status::invalid_argument(format!(
+                "isolation duration {} ms is outside 1 ms ..= {MAX_ISOLATION_MS} ms",
+                req.duration_ms
+            )));
         }
         let isolated = self
             .shared

@@ -5,8 +5,8 @@
 
 use crate::command::{ApplyError, ApplyResult, Reply};
 use crate::model::{
-    ClusterState, DrillMode, DrillPhase, DrillReport, DrillVm, HostHealth, OpKind, OpState,
-    Progress, MAX_DRILL_DURATION_MS, MIN_DRILL_DURATION_MS,
+    ClusterState, DesiredState, DrillMode, DrillPhase, DrillReport, DrillVm, HostHealth, OpKind,
+    OpState, Progress, MAX_DRILL_DURATION_MS, MIN_DRILL_DURATION_MS,
 };
 
 impl ClusterState {
@@ -78,6 +78,8 @@ impl ClusterState {
             .vms
             .values()
             .filter(|v| v.host.as_deref() == Some(host))
+            // Stopped or being deleted: the failover does not restart them either.
+            .filter(|v| v.desired == DesiredState::Running)
             .map(|v| {
                 let entry = DrillVm {
                     ha: v.ha,

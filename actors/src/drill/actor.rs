@@ -30,7 +30,11 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 /// A never-twice round's outcome, from the sampling task.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Sampled(Vec<never_twice::Double>);
+struct Sampled {
+    doubles: Vec<never_twice::Double>,
+    /// Every host answered both passes: only such rounds count as samples.
+    complete: bool,
+}
 
 pub struct DrillActor {
     op: u64,
@@ -77,7 +81,8 @@ impl DrillActor {
             if op.state.is_finished() {
                 return None;
             }
-            let drill = DrillOp::of(op)?;
+            let mut drill = DrillOp::of(op)?;
+            drill.trouble = follow::trouble(&drill.host, &d.state);
             let Progress::Drill(report) = &op.progress else {
                 return None;
             };
@@ -138,6 +143,8 @@ impl DrillActor {
                     self.commit(ctx, vec![self.progress(&report)], report);
                 }
             }
+            // Isolated already; the commit saying so has not landed yet.
+            Next::Isolate if self.isolated_here => {}
             Next::Isolate => self.isolate(ctx, &drill, address, report),
             Next::Restore(why) => {
                 let report = DrillReport {
@@ -151,7 +158,7 @@ impl DrillActor {
                 state,
                 message,
                 verdict,
-            } => self.finish(ctx, &drill.host, report, state, message, verdict),
+            } => self.finish(ctx, (&drill.host, address), report, state, message, verdict),
         }
     }
 
@@ -211,9 +218,10 @@ impl DrillActor {
             duration_ms: drill.max_duration_ms,
         };
         let host = drill.host.clone();
+        let target = address.clone();
         ctx.spawn(
             async move {
-                let mut client = agents.client(&address).map_err(|e| e.to_string())?;
+                let mut client = agents.client(&target).map_err(|e| e.to_string())?;
                 client
                     .isolate(deadline(req, QUICK_CALL))
                     .await
@@ -236,7 +244,7 @@ impl DrillActor {
                         let why = format!("could not isolate host {host}: {e}");
                         act.finish(
                             ctx,
-                            &host,
+                            (&host, address),
                             report,
                             OpState::Failed,
                             format!("failed: {why}"),
@@ -292,12 +300,25 @@ impl DrillActor {
     fn finish(
         &mut self,
         ctx: &mut Context<Self>,
-        host: &str,
+        (host, address): (&str, String),
         report: DrillReport,
         state: OpState,
         message: String,
         verdict: Verdict,
     ) {
+        // Best effort, in case the host is isolated without the report saying so (an
+        // Isolate that reached hostd but whose answer was lost, or an earlier leader's);
+        // hostd lifts it at its deadline anyway.
+        let agents = self.agents.clone();
+        let req = EndIsolationRequest { term: self.fence };
+        ctx.spawn(
+            async move {
+                if let Ok(mut client) = agents.client(&address) {
+                    let _ = client.end_isolation(deadline(req, QUICK_CALL)).await;
+                }
+            }
+            .into_actor(self),
+        );
         tracing::info!(op = self.op, host = %host, state = state.as_str(), %message, "drill finished");
         let report = DrillReport {
             phase: DrillPhase::Done,
@@ -344,7 +365,11 @@ impl DrillActor {
                 }
                 // The task is the actor's: it ends with it, so a full mailbox is the only
                 // way this can fail, and a round lost then is only a round fewer.
-                let _ = me.try_send(Sampled(never_twice::doubles(&round)));
+                let complete = round.len() == 2 * hosts.len();
+                let _ = me.try_send(Sampled {
+                    doubles: never_twice::doubles(&round),
+                    complete,
+                });
                 tokio::time::sleep(SAMPLE_PAUSE).await;
             }
         };
@@ -391,8 +416,10 @@ impl Actor for DrillActor {
 impl Handler<Sampled> for DrillActor {
     type Result = ();
     fn handle(&mut self, msg: Sampled, _: &mut Self::Context) {
-        self.samples += 1;
-        for double in msg.0 {
+        if msg.complete {
+            self.samples += 1;
+        }
+        for double in msg.doubles {
             let v = double.to_string();
             tracing::error!(op = self.op, vm = %double.vm, host = %double.host, other = %double.other, "drill: a VM ran on two hosts");
             if !self.violations.contains(&v) {

@@ -33,6 +33,8 @@ pub struct DrillOp {
     pub max_duration_ms: u64,
     pub cancel_requested: bool,
     pub started_at_ms: u64,
+    /// Something in the cluster that makes going on unsafe (see [`trouble`]).
+    pub trouble: Option<String>,
 }
 
 impl DrillOp {
@@ -47,10 +49,31 @@ impl DrillOp {
                 max_duration_ms: *max_duration_ms,
                 cancel_requested: op.cancel_requested,
                 started_at_ms: op.started_at_ms,
+                trouble: None,
             }),
             _ => None,
         }
     }
+}
+
+/// Why the drill must give its host back now, whatever else: HA was disarmed (the host,
+/// getting no grant, still fences its HA guests, but nothing restarts them), or another
+/// host became suspect or dead (a real failure on top of the drill).
+pub fn trouble(host: &str, state: &ClusterState) -> Option<String> {
+    if state.ha.disarmed {
+        return Some("HA was disarmed during the drill".into());
+    }
+    state
+        .hosts
+        .values()
+        .find(|h| h.name != host && matches!(h.health, HostHealth::Suspect | HostHealth::Dead))
+        .map(|h| {
+            format!(
+                "host {} became {} during the drill",
+                h.name,
+                h.health.as_str()
+            )
+        })
 }
 
 /// The report with what the state shows at `now_ms`.
@@ -157,6 +180,8 @@ pub fn next(r: &DrillReport, op: &DrillOp, inherited: bool, now_ms: u64) -> Next
             let deadline = r.isolated_at_ms.unwrap_or(op.started_at_ms) + op.max_duration_ms;
             if op.cancel_requested {
                 Next::Restore("cancelled by an operator".into())
+            } else if let Some(trouble) = &op.trouble {
+                Next::Restore(trouble.clone())
             } else if inherited {
                 Next::Restore("the leader changed during the drill".into())
             } else if failover_complete(r) {
@@ -265,6 +290,7 @@ mod tests {
             max_duration_ms: 60_000,
             cancel_requested: false,
             started_at_ms: 1_000,
+            trouble: None,
         }
     }
 
@@ -406,6 +432,15 @@ mod tests {
             matches!(next(&r, &cancelled, false, 3_000), Next::Restore(w) if w.contains("cancelled"))
         );
         assert!(matches!(next(&r, &op(), true, 3_000), Next::Restore(w) if w.contains("leader")));
+        let mut s = state();
+        s.ha.disarmed = true;
+        let troubled = DrillOp {
+            trouble: trouble("h1", &s),
+            ..op()
+        };
+        assert!(
+            matches!(next(&r, &troubled, false, 3_000), Next::Restore(w) if w.contains("disarmed"))
+        );
         // A host that never comes back fails the drill once the restore timeout is over.
         r.phase = DrillPhase::Restoring;
         r.restored_at_ms = Some(5_000);

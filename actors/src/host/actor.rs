@@ -241,13 +241,22 @@ impl HostActor {
     }
 
     /// Runs the fence agent once per suspect episode (never while HA is disarmed: planned
-    /// maintenance must not power hosts off). Only its success changes anything.
+    /// maintenance must not power hosts off; nor on a host a drill isolates: the drill must
+    /// be able to restore it, and its non-HA guests keep running). Only its success
+    /// changes anything.
     fn run_fence_agent(&mut self, ctx: &mut Context<Self>) {
         let Some(agent) = self.cx.fence_agent.clone() else {
             return;
         };
-        let disarmed = self.cx.node.view().read(|d| d.state.ha.disarmed);
-        if self.fencing || disarmed {
+        let (disarmed, drilled) = self.cx.node.view().read(|d| {
+            let drilled = d
+                .state
+                .operations
+                .running_drill()
+                .is_some_and(|o| o.kind.involves_host(&self.name));
+            (d.state.ha.disarmed, drilled)
+        });
+        if self.fencing || disarmed || drilled {
             return;
         }
         self.fencing = true;
