@@ -222,3 +222,59 @@ async fn a_host_failure_drill_fails_the_host_over_and_restores_it() -> anyhow::R
     );
     Ok(())
 }
+
+/// A fence agent must never power off the drilled host: the drill could not restore it,
+/// and its non-HA guests would die with it. The agent here only records that it ran and
+/// reports success (which would declare the host dead by `fence-agent`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_never_runs_the_fence_agent_on_its_host() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir()?;
+    let ran = dir.path().join("fenced");
+    let agent = dir.path().join("power-off");
+    std::fs::write(
+        &agent,
+        format!("#!/bin/sh\necho \"$1\" >> {}\n", ran.display()),
+    )?;
+    std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755))?;
+    let cluster = Cluster::start(ClusterSpec {
+        hosts: 3,
+        controller_args: vec!["--fence-agent".into(), agent.display().to_string()],
+        ..ClusterSpec::default()
+    })
+    .await?;
+    cluster.wait_hosts_up().await?;
+    let out = cluster
+        .cli(&[
+            "vm",
+            "create",
+            "a",
+            "--vcpus",
+            "1",
+            "--memory-mib",
+            "64",
+            "--ha",
+        ])
+        .await?;
+    anyhow::ensure!(out.success, "vm create: {}", out.stderr);
+    let host = wait_until("a running", Duration::from_secs(60), || async {
+        let v = cluster.cli_json(&["vm", "get", "a"]).await?;
+        Ok((v["observed_state"] == "running")
+            .then(|| v["host"].as_str().map(String::from))
+            .flatten())
+    })
+    .await?;
+    let out = cluster
+        .cli(&["drill", "host-failure", &host, "--max-duration", "90"])
+        .await?;
+    anyhow::ensure!(out.success, "drill: {}", out.stderr);
+    let report: Value = serde_json::from_str(&out.stdout)?;
+    assert_eq!(report["dead_reason"], "lease", "{report}");
+    assert_eq!(report["verdict"], "passed", "{report}");
+    assert!(
+        !ran.exists(),
+        "the fence agent ran against {}",
+        std::fs::read_to_string(&ran).unwrap_or_default()
+    );
+    Ok(())
+}

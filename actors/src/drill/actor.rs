@@ -8,11 +8,14 @@
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use drover_proto::agent::v1::host_agent_client::HostAgentClient;
 use drover_proto::agent::v1::{
     DomainState, EndIsolationRequest, IsolateRequest, ListDomainsRequest,
 };
 use drover_raft::model::{DrillPhase, DrillReport, EventKind, OpState, Progress, Verdict};
 use drover_raft::{wall_clock_ms, Command, RaftNode, Request};
+use futures::FutureExt as _;
+use tonic::transport::Channel;
 
 use super::follow::{self, DrillOp, Next};
 use super::never_twice::{self, Listing};
@@ -42,9 +45,10 @@ pub struct DrillActor {
     agents: AgentPool,
     fence: u64,
     busy: bool,
-    /// This actor isolated the host (a drill inherited from an earlier leader was not
-    /// sampled from its start and is ended).
-    isolated_here: bool,
+    /// When this actor isolated the host (a drill inherited from an earlier leader was
+    /// not sampled from its start and is ended). Until the commit saying so lands, the
+    /// report read from the state is brought up to it.
+    isolated_at: Option<u64>,
     /// Rounds and violations seen by this actor, on top of what the report had when the
     /// actor began (`base`).
     base: Option<u64>,
@@ -62,7 +66,7 @@ impl DrillActor {
             agents,
             fence,
             busy: false,
-            isolated_here: false,
+            isolated_at: None,
             base: None,
             samples: 0,
             violations: Vec::new(),
@@ -74,7 +78,7 @@ impl DrillActor {
     /// The drill, its host's address and the report brought up to date; `None` once the
     /// operation has ended.
     fn read(&mut self) -> Option<(DrillOp, String, DrillReport)> {
-        let base = self.base;
+        let (base, isolated_at) = (self.base, self.isolated_at);
         let (samples, violations) = (self.samples, self.violations.clone());
         let read = self.node.view().read(|d| {
             let op = d.state.operations.ops.get(&self.op)?;
@@ -87,6 +91,10 @@ impl DrillActor {
                 return None;
             };
             let mut report = report.clone();
+            if report.phase == DrillPhase::Starting && isolated_at.is_some() {
+                report.phase = DrillPhase::Failover;
+                report.isolated_at_ms = isolated_at;
+            }
             if report.phase == DrillPhase::Starting {
                 // What the dry run would have said, recorded before the failure.
                 let p = plan(
@@ -134,7 +142,7 @@ impl DrillActor {
             return;
         };
         let now = wall_clock_ms();
-        let inherited = !self.isolated_here && report.phase == DrillPhase::Failover;
+        let inherited = self.isolated_at.is_none() && report.phase == DrillPhase::Failover;
         match follow::next(&report, &drill, inherited, now) {
             Next::Wait => {
                 let changed =
@@ -143,8 +151,6 @@ impl DrillActor {
                     self.commit(ctx, vec![self.progress(&report)], report);
                 }
             }
-            // Isolated already; the commit saying so has not landed yet.
-            Next::Isolate if self.isolated_here => {}
             Next::Isolate => self.isolate(ctx, &drill, address, report),
             Next::Restore(why) => {
                 let report = DrillReport {
@@ -220,13 +226,9 @@ impl DrillActor {
         let host = drill.host.clone();
         let target = address.clone();
         ctx.spawn(
-            async move {
-                let mut client = agents.client(&target).map_err(|e| e.to_string())?;
-                client
-                    .isolate(deadline(req, QUICK_CALL))
-                    .await
-                    .map_err(|s| s.message().to_string())
-            }
+            on_host(agents, target, move |mut c| async move {
+                c.isolate(deadline(req, QUICK_CALL)).await
+            })
             .into_actor(self)
             .map(move |result, act, ctx| {
                 act.busy = false;
@@ -234,9 +236,9 @@ impl DrillActor {
                 match result {
                     Ok(_) => {
                         tracing::warn!(op = act.op, host = %host, "drill: host isolated");
-                        act.isolated_here = true;
+                        act.isolated_at = Some(wall_clock_ms());
                         report.phase = DrillPhase::Failover;
-                        report.isolated_at_ms = Some(wall_clock_ms());
+                        report.isolated_at_ms = act.isolated_at;
                         let cmd = act.progress(&report);
                         act.commit(ctx, vec![cmd], report);
                     }
@@ -268,13 +270,9 @@ impl DrillActor {
         let req = EndIsolationRequest { term: self.fence };
         let host = drill.host.clone();
         ctx.spawn(
-            async move {
-                let mut client = agents.client(&address).map_err(|e| e.to_string())?;
-                client
-                    .end_isolation(deadline(req, QUICK_CALL))
-                    .await
-                    .map_err(|s| s.message().to_string())
-            }
+            on_host(agents, address, move |mut c| async move {
+                c.end_isolation(deadline(req, QUICK_CALL)).await
+            })
             .into_actor(self)
             .map(move |result, act, ctx| {
                 act.busy = false;
@@ -312,11 +310,10 @@ impl DrillActor {
         let agents = self.agents.clone();
         let req = EndIsolationRequest { term: self.fence };
         ctx.spawn(
-            async move {
-                if let Ok(mut client) = agents.client(&address) {
-                    let _ = client.end_isolation(deadline(req, QUICK_CALL)).await;
-                }
-            }
+            on_host(agents, address, move |mut c| async move {
+                c.end_isolation(deadline(req, QUICK_CALL)).await
+            })
+            .map(drop)
             .into_actor(self),
         );
         tracing::info!(op = self.op, host = %host, state = state.as_str(), %message, "drill finished");
@@ -375,6 +372,19 @@ impl DrillActor {
         };
         ctx.spawn(task.into_actor(self));
     }
+}
+
+/// One call to the hostd at `address`; its failure in words.
+async fn on_host<T, F, Fut>(agents: AgentPool, address: String, call: F) -> Result<T, String>
+where
+    F: FnOnce(HostAgentClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let client = agents.client(&address).map_err(|e| e.to_string())?;
+    call(client)
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|s| s.message().to_string())
 }
 
 /// The report without its sample count, to tell real news from more samples.
