@@ -109,6 +109,40 @@ impl Rig {
         Ok(img)
     }
 
+    /// A pool `shared` at `dir` (every host sees it), the test guest image at `image` in
+    /// it as `guest`, and HA VM `name` booting a linked clone of it with a 16 MiB data disk
+    /// (the guest writes its boot marker there). Returns `vm create`'s answer.
+    pub async fn shared_ha_guest(
+        &self,
+        name: &str,
+        dir: &std::path::Path,
+        image: &std::path::Path,
+    ) -> anyhow::Result<Value> {
+        let path = dir.to_str().context("utf-8 path")?;
+        self.json(&[
+            "pool", "create", "shared", "--path", path, "--shared", "--wait", "30s",
+        ])
+        .await?;
+        self.import_image("guest", image, "shared").await?;
+        self.json(&[
+            "vm",
+            "create",
+            name,
+            "--vcpus",
+            "1",
+            "--memory-mib",
+            "128",
+            "--ha",
+            "--image",
+            "guest",
+            "--pool",
+            "shared",
+            "--disk",
+            "16M",
+        ])
+        .await
+    }
+
     /// Waits until every VM in `names` is observed running; returns name → host.
     pub async fn running(&self, names: &[&str]) -> anyhow::Result<BTreeMap<String, String>> {
         wait_until("VMs running", Duration::from_secs(60), || async {

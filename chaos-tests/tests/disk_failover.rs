@@ -86,35 +86,8 @@ async fn multihost_ha_vm_comes_back_with_its_disk_after_power_loss() -> anyhow::
     };
     let mut rig = Rig::start_with(2, &["--domain-type", "qemu"]).await?;
     let shared = system_libvirt::pool_dir("drover-shared")?;
-    let path = shared.path().to_str().context("utf-8 path")?;
-
     eprintln!("phase: a shared pool, the guest image in it, an HA VM booting a clone of it");
-    let out = rig
-        .cluster
-        .cli(&[
-            "pool", "create", "shared", "--path", path, "--shared", "--wait", "30s",
-        ])
-        .await?;
-    anyhow::ensure!(out.success, "pool create: {}", out.stderr);
-    rig.import_image("guest", &image, "shared").await?;
-    let vm = rig
-        .json(&[
-            "vm",
-            "create",
-            "keeper",
-            "--vcpus",
-            "1",
-            "--memory-mib",
-            "128",
-            "--ha",
-            "--image",
-            "guest",
-            "--pool",
-            "shared",
-            "--disk",
-            "16M",
-        ])
-        .await?;
+    let vm = rig.shared_ha_guest("keeper", shared.path(), &image).await?;
     let volume = |i: usize| {
         shared
             .path()

@@ -29,35 +29,8 @@ async fn multihost_drill_fails_a_real_guest_over_with_its_disk() -> anyhow::Resu
     };
     let rig = Rig::start_with(2, &["--domain-type", "qemu"]).await?;
     let shared = system_libvirt::pool_dir("drover-drill")?;
-    let path = shared.path().to_str().context("utf-8 path")?;
-
     eprintln!("phase: a shared pool, the guest image, an HA VM on a clone of it");
-    let out = rig
-        .cluster
-        .cli(&[
-            "pool", "create", "shared", "--path", path, "--shared", "--wait", "30s",
-        ])
-        .await?;
-    anyhow::ensure!(out.success, "pool create: {}", out.stderr);
-    rig.import_image("guest", &image, "shared").await?;
-    let vm = rig
-        .json(&[
-            "vm",
-            "create",
-            "keeper",
-            "--vcpus",
-            "1",
-            "--memory-mib",
-            "128",
-            "--ha",
-            "--image",
-            "guest",
-            "--pool",
-            "shared",
-            "--disk",
-            "16M",
-        ])
-        .await?;
+    let vm = rig.shared_ha_guest("keeper", shared.path(), &image).await?;
     let data = shared
         .path()
         .join(vm["disks"][1]["volume"].as_str().unwrap_or("?"));

@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 use drover_raft::model::{DrillMode, OpKind};
 use drover_raft::{Command, Reply};
 
-use super::cluster::{fresh_read, members};
+use super::cluster::{applied, fresh_read, members, read_response};
 use super::convert;
 use super::errors::not_leader;
 use super::write::commit;
@@ -126,17 +126,23 @@ impl DrillService for DrillApi {
         req: Request<pb::ListDrillsRequest>,
     ) -> Result<Response<pb::ListOperationsResponse>, Status> {
         fresh_read(&self.node, req.into_inner().stale).await?;
-        let operations = self.node.view().read(|d| {
-            d.state
+        let (index, operations) = self.node.view().read(|d| {
+            let drills = d
+                .state
                 .operations
                 .ops
                 .values()
                 .rev()
                 .filter(|o| matches!(o.kind, OpKind::Drill { .. }))
                 .map(convert::operation)
-                .collect()
+                .collect();
+            (applied(d), drills)
         });
-        Ok(Response::new(pb::ListOperationsResponse { operations }))
+        Ok(read_response(
+            &self.node,
+            index,
+            pb::ListOperationsResponse { operations },
+        ))
     }
 }
 

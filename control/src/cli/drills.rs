@@ -71,14 +71,12 @@ pub async fn drill(target: &Target, format: Format, cmd: DrillCmd) -> anyhow::Re
         }
         DrillCmd::History {
             read: ReadOpts { stale },
-        } => {
-            let ops = c.drills(stale).await?;
+        } => read(c.drills(stale).await?, stale, |ops| {
             Ok(match format {
                 Format::Json => json(&Value::Array(ops.iter().map(report_json).collect()))?,
-                Format::Table => op_rows(&ops),
-            }
-            .into())
-        }
+                Format::Table => op_rows(ops),
+            })
+        }),
         DrillCmd::Report {
             id,
             read: ReadOpts { stale },

@@ -3,7 +3,7 @@
 use drover_proto::v1 as pb;
 use drover_proto::v1::drill_service_client::DrillServiceClient;
 
-use super::{Client, ClientError};
+use super::{Client, ClientError, Read};
 
 impl Client {
     /// What failing `host` now would do (the leader answers).
@@ -40,12 +40,12 @@ impl Client {
     }
 
     /// The drills kept, newest first.
-    pub async fn drills(&self, stale: bool) -> Result<Vec<pb::Operation>, ClientError> {
+    pub async fn drills(&self, stale: bool) -> Result<Read<Vec<pb::Operation>>, ClientError> {
         self.call(|c| async move {
-            DrillServiceClient::new(c)
+            let resp = DrillServiceClient::new(c)
                 .list_drills(pb::ListDrillsRequest { stale })
-                .await
-                .map(|r| r.into_inner().operations)
+                .await?;
+            Ok(Read::from_response(resp).map(|r| r.operations))
         })
         .await
     }
