@@ -91,6 +91,31 @@ pub struct Agent {
     pub libvirt_uri: String,
     pub data_dir: PathBuf,
     pub process: Option<ChildProcess>,
+    /// How to start it again on the same address (see [`Agent::restart_after_drill_stop`]).
+    pub program: PathBuf,
+    pub args: Vec<String>,
+}
+
+impl Agent {
+    /// Plays hostd's service manager through a stop-agent drill: waits up to `within` for
+    /// `process` (this agent's hostd, taken out of `process`) to exit with the drill's
+    /// code, then starts it again on the same address, logging to `log`.
+    pub async fn restart_after_drill_stop(
+        program: PathBuf,
+        args: Vec<String>,
+        process: ChildProcess,
+        log: PathBuf,
+        within: Duration,
+    ) -> anyhow::Result<ChildProcess> {
+        let name = process.name.clone();
+        let status = process.exited(within).await?;
+        anyhow::ensure!(
+            status.code() == Some(i32::from(drover_hostd::drill_stop::EXIT_CODE)),
+            "{name} exited with {status}, not the drill's code"
+        );
+        let (process, _) = ChildProcess::spawn(&name, &program, &args, &log).await?;
+        Ok(process)
+    }
 }
 
 /// What one CLI invocation did.
@@ -283,12 +308,25 @@ impl Cluster {
         if !out.success {
             bail!("host add {name} failed: {}", out.stderr);
         }
+        // Started again, it must listen where the cluster knows it.
+        let args = args
+            .into_iter()
+            .map(|a| {
+                if a == format!("{ip}:0") {
+                    addr.clone()
+                } else {
+                    a
+                }
+            })
+            .collect();
         self.agents.push(Agent {
             name: name.into(),
             addr,
             libvirt_uri: libvirt_uri.into(),
             data_dir,
             process: Some(process),
+            program,
+            args,
         });
         Ok(())
     }
@@ -314,6 +352,13 @@ impl Cluster {
         )
         .await?;
         Ok(process)
+    }
+
+    pub fn agent_mut(&mut self, host: &str) -> anyhow::Result<&mut Agent> {
+        self.agents
+            .iter_mut()
+            .find(|a| a.name == host)
+            .with_context(|| format!("no agent {host}"))
     }
 
     pub fn agent(&self, host: &str) -> anyhow::Result<&Agent> {

@@ -205,6 +205,28 @@ async fn a_host_failure_drill_fails_the_host_over_and_restores_it() -> anyhow::R
         .map_err(anyhow::Error::msg)?;
     assert_eq!(h["health"], "up", "{h}");
 
+    eprintln!("phase: stop-agent without a watchdog beside hostd: hostd refuses to stop");
+    let out = cluster
+        .cli(&["drill", "host-failure", &host, "--mode", "stop-agent"])
+        .await?;
+    assert!(
+        !out.success,
+        "stopped an agent with no watchdog: {}",
+        out.stdout
+    );
+    let said = format!("{}{}", out.stdout, out.stderr);
+    assert!(said.contains("No hostd-watchdog"), "{said}");
+    let h = cluster
+        .cli_json(&["host", "get", &host])
+        .await
+        .map_err(anyhow::Error::msg)?;
+    assert_eq!(h["health"], "up", "{h}");
+    // Nobody would start it again here: it must still be the hostd that answers.
+    cluster
+        .domains(&host)
+        .await
+        .context("hostd stopped although it refused to")?;
+
     eprintln!("phase: with HA disarmed a drill is refused, and says why");
     let out = cluster.cli(&["ha", "disarm"]).await?;
     anyhow::ensure!(out.success, "ha disarm: {}", out.stderr);
@@ -217,7 +239,7 @@ async fn a_host_failure_drill_fails_the_host_over_and_restores_it() -> anyhow::R
         .map_err(anyhow::Error::msg)?;
     assert_eq!(
         history.as_array().map(Vec::len),
-        Some(2),
+        Some(3),
         "a refused drill left a record: {history}"
     );
     Ok(())

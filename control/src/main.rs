@@ -99,6 +99,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         if let Some(note) = printed.note {
             eprintln!("{note}");
         }
+        if let Some(failure) = printed.failure {
+            anyhow::bail!(failure);
+        }
         Ok(())
     })
 }

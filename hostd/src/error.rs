@@ -88,6 +88,15 @@ pub enum HostdError {
     #[error("Lease file {} unusable: {reason}", path.display())]
     LeaseFile { path: PathBuf, reason: String },
 
+    /// A small state file hostd or its watchdog keeps (`watchdog.json`, `drill-stop.json`)
+    /// cannot be read or written.
+    #[error("State file {} unusable: {reason}", path.display())]
+    StateFile { path: PathBuf, reason: String },
+
+    /// A stop-agent drill needs hostd-watchdog beside hostd, and none was seen.
+    #[error("No hostd-watchdog on this host: {0}")]
+    NoWatchdog(String),
+
     /// The kernel watchdog device cannot be opened.
     #[error("Watchdog device {} unusable: {reason}", path.display())]
     WatchdogDevice { path: PathBuf, reason: String },
@@ -162,11 +171,13 @@ impl From<HostdError> for Status {
             | HostdError::PoolPath { .. }
             | HostdError::PoolMissing { .. }
             | HostdError::VolumeMissing { .. }
+            | HostdError::NoWatchdog(_)
             | HostdError::UploadUnsupported(_) => Status::failed_precondition(err.to_string()),
             HostdError::BadImage(_) => Status::invalid_argument(err.to_string()),
             HostdError::Tool { .. } | HostdError::Seed(_) => Status::internal(err.to_string()),
             HostdError::FencingState { .. }
             | HostdError::LeaseFile { .. }
+            | HostdError::StateFile { .. }
             | HostdError::WatchdogDevice { .. }
             | HostdError::LibvirtLost { .. }
             | HostdError::LibvirtTimeout(_) => Status::internal(err.to_string()),

@@ -67,6 +67,17 @@ impl Isolation {
         (*self.state.borrow()).filter(|i| i.until > now)
     }
 
+    /// Completes when no isolation is in force (at once if none is).
+    pub(crate) async fn ended(&self) {
+        let mut rx = self.state.subscribe();
+        while let Some(i) = self.current() {
+            tokio::select! {
+                () = tokio::time::sleep_until(i.until) => {}
+                changed = rx.changed() => if changed.is_err() { std::future::pending::<()>().await },
+            }
+        }
+    }
+
     /// Completes when an isolation is in force (at once if one is).
     pub(crate) async fn begun(&self) -> Isolated {
         let mut rx = self.state.subscribe();
@@ -98,6 +109,30 @@ mod tests {
         iso.isolate(8, Duration::from_secs(10));
         assert!(iso.end());
         assert!(iso.current().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ended_wakes_at_the_deadline_or_on_end() {
+        let iso = std::sync::Arc::new(Isolation::default());
+        iso.ended().await;
+        iso.isolate(3, Duration::from_secs(5));
+        let waiter = {
+            let iso = std::sync::Arc::clone(&iso);
+            tokio::spawn(async move { iso.ended().await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        tokio::time::advance(Duration::from_secs(6)).await;
+        waiter.await.unwrap();
+        iso.isolate(4, Duration::from_secs(5));
+        let waiter = {
+            let iso = std::sync::Arc::clone(&iso);
+            tokio::spawn(async move { iso.ended().await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        iso.end();
+        waiter.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

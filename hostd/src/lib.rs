@@ -11,6 +11,7 @@
 
 pub mod clock;
 mod config;
+pub mod drill_stop;
 mod error;
 pub mod fence_ready;
 pub mod fencing;
@@ -27,8 +28,10 @@ pub mod self_fence;
 mod service;
 mod session;
 mod signal;
+mod state_file;
 mod vm_locks;
 pub mod watchdog;
+pub mod watchdog_status;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -48,13 +51,23 @@ pub use signal::shutdown_signal;
 use hypervisor::libvirt::LibvirtHypervisor;
 use service::AgentService;
 
+/// Why hostd stopped serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// `shutdown` completed.
+    Shutdown,
+    /// A stop-agent failover drill stopped it (the binary exits with
+    /// [`drill_stop::EXIT_CODE`], for the service manager to start it again).
+    StoppedByDrill { drill: u64 },
+}
+
 /// Runs hostd until `shutdown` completes: creates the data directory, opens the libvirt
 /// connection named in `config`, and serves `HostAgent` on `listener`.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), HostdError> {
+) -> Result<Ended, HostdError> {
     tokio::fs::create_dir_all(&config.data_dir)
         .await
         .map_err(|source| HostdError::DataDir {
@@ -77,26 +90,50 @@ pub async fn run(
     serve(config, Arc::new(hypervisor), listener, shutdown).await
 }
 
-/// Serves `HostAgent` over `hypervisor` on `listener` until `shutdown` completes. Open
-/// sessions are told to end first, so that the server can drain.
+/// Serves `HostAgent` over `hypervisor` on `listener` until `shutdown` completes (or a
+/// stop-agent drill stops it). Open sessions are told to end first, so that the server
+/// can drain.
 pub async fn serve(
     config: Config,
     hypervisor: Arc<dyn Hypervisor>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), HostdError> {
+) -> Result<Ended, HostdError> {
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (exit_tx, mut exit_rx) = watch::channel(None::<u64>);
     let host = config.name.clone();
     let tls = config.tls.clone();
     let fencing = fencing::Fencing::open(&config.data_dir)?;
     let keeper = Arc::new(self_fence::LeaseKeeper::open(&config.data_dir)?);
-    let fence_loop = tokio::spawn(self_fence::run_fence_loop(
-        host.clone(),
-        Arc::clone(&keeper),
+    let held = drill_stop::in_force(&config.data_dir);
+    let ready = Arc::new(fence_ready::FenceReady::default());
+    let service = AgentService::new(
+        config,
         Arc::clone(&hypervisor),
         stop_rx.clone(),
-    ));
-    let ready = Arc::new(fence_ready::FenceReady::default());
+        fencing,
+        Arc::clone(&keeper),
+        Arc::clone(&ready),
+        exit_tx,
+    );
+    let fence_loop = {
+        let shared = service.shared();
+        let (host, hypervisor, stop_rx) = (host.clone(), Arc::clone(&hypervisor), stop_rx.clone());
+        if let Some((stop, left)) = &held {
+            tracing::warn!(
+                %host, drill = stop.drill, remaining_ms = left.as_millis() as u64,
+                "Started during a stop-agent drill: cut off from the controllers, and \
+                 hostd-watchdog alone fences, until the drill gives the host back"
+            );
+            shared.hold_for_drill(stop.clone(), *left);
+        }
+        tokio::spawn(async move {
+            // A hostd a drill stopped is not back before the drill says so: its own fence
+            // loop would take the watchdog's part.
+            shared.isolation.ended().await;
+            self_fence::run_fence_loop(host, keeper, hypervisor, stop_rx).await
+        })
+    };
     let probe_loop = tokio::spawn(fence_ready::run_probe_loop(
         host.clone(),
         Arc::clone(&hypervisor),
@@ -107,12 +144,27 @@ pub async fn serve(
         tls: tls.is_some(),
         host: host.clone(),
     };
-    let service = AgentService::new(config, hypervisor, stop_rx, fencing, keeper, ready);
-    let signal = async move {
-        shutdown.await;
-        info!(%host, "Shutting down");
-        // Sessions are endless streams: without this, graceful shutdown would wait forever.
-        stop_tx.send_replace(true);
+    let ended = Arc::new(std::sync::Mutex::new(Ended::Shutdown));
+    let signal = {
+        let ended = Arc::clone(&ended);
+        async move {
+            let drill_stop = async move {
+                exit_rx
+                    .wait_for(Option::is_some)
+                    .await
+                    .ok()
+                    .and_then(|d| *d)
+            };
+            tokio::select! {
+                () = shutdown => info!(%host, "Shutting down"),
+                Some(drill) = drill_stop => {
+                    info!(%host, drill, "Stopped by a failover drill");
+                    *ended.lock().unwrap_or_else(|p| p.into_inner()) = Ended::StoppedByDrill { drill };
+                }
+            }
+            // Sessions are endless streams: without this, graceful shutdown would wait forever.
+            stop_tx.send_replace(true);
+        }
     };
     // Heartbeats are small writes on a long-lived stream; Nagle would delay them.
     let incoming = TcpListenerStream::new(listener).map(|conn| {
@@ -135,5 +187,7 @@ pub async fn serve(
     // The stop signal has been sent by now (or serving failed): the loop ends on its own.
     fence_loop.abort();
     probe_loop.abort();
-    served
+    served?;
+    let ended = *ended.lock().unwrap_or_else(|p| p.into_inner());
+    Ok(ended)
 }

@@ -67,7 +67,12 @@ struct Flags {
 async fn main() -> ExitCode {
     drover_hostd::logging::init_stderr();
     match hostd(Flags::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(drover_hostd::Ended::Shutdown) => ExitCode::SUCCESS,
+        // The service manager starts hostd again (`Restart=always`); the drill's record
+        // keeps it cut off until the drill ends.
+        Ok(drover_hostd::Ended::StoppedByDrill { .. }) => {
+            ExitCode::from(drover_hostd::drill_stop::EXIT_CODE)
+        }
         Err(error) => {
             eprintln!("hostd: {error:#}");
             ExitCode::FAILURE
@@ -75,7 +80,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn hostd(flags: Flags) -> anyhow::Result<()> {
+async fn hostd(flags: Flags) -> anyhow::Result<drover_hostd::Ended> {
     let mut config = Config::new(flags.name, flags.libvirt_uri, flags.data_dir);
     config.migration_uri = flags.migration_uri;
     config.domain_type = flags.domain_type;
@@ -111,6 +116,5 @@ async fn hostd(flags: Flags) -> anyhow::Result<()> {
     stdout.flush().context("Cannot flush stdout")?;
     drop(stdout);
 
-    drover_hostd::run(config, listener, drover_hostd::shutdown_signal()).await?;
-    Ok(())
+    Ok(drover_hostd::run(config, listener, drover_hostd::shutdown_signal()).await?)
 }

@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::drill_stop::{self, DrillStop};
 use crate::error::error_chain;
 use crate::error::HostdError;
 use crate::fence_ready::FenceReady;
@@ -24,6 +25,7 @@ use crate::hypervisor::{
 use crate::migration::{Migrations, Update};
 use crate::self_fence::LeaseKeeper;
 use crate::session;
+use crate::watchdog_status;
 
 mod console;
 mod images;
@@ -62,9 +64,20 @@ pub(crate) struct Shared {
     migrations: Arc<Migrations>,
     /// A failover drill's isolation (no controller session while it lasts).
     pub(crate) isolation: Isolation,
+    /// Set by a stop-agent drill: `serve` ends and hostd exits.
+    exit: watch::Sender<Option<u64>>,
+    /// The stop-agent drill this process started under, until it gives the host back.
+    held: std::sync::Mutex<Option<DrillStop>>,
 }
 
 impl Shared {
+    /// This process started while a stop-agent drill holds the host: cut off until the
+    /// drill ends (see [`crate::drill_stop`]).
+    pub(crate) fn hold_for_drill(&self, stop: DrillStop, left: Duration) {
+        self.isolation.isolate(stop.drill, left);
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop);
+    }
+
     async fn lock_vm(&self, name: &str) -> VmGuard {
         self.vm_locks.lock(name).await
     }
@@ -107,6 +120,7 @@ impl AgentService {
         fencing: Fencing,
         lease: Arc<LeaseKeeper>,
         fence_ready: Arc<FenceReady>,
+        exit: watch::Sender<Option<u64>>,
     ) -> AgentService {
         AgentService {
             shared: Arc::new(Shared {
@@ -119,8 +133,14 @@ impl AgentService {
                 fence_ready,
                 migrations: Arc::default(),
                 isolation: Isolation::default(),
+                exit,
+                held: std::sync::Mutex::new(None),
             }),
         }
+    }
+
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        Arc::clone(&self.shared)
     }
 
     /// Admits a command's fencing token: its term must not be older than the highest seen
@@ -168,6 +188,32 @@ impl AgentService {
         &self.shared.config.name
     }
 
+    /// Admits a drill's command: a current leader's term, and a duration hostd will keep
+    /// to by itself (its promise to restore itself must not rest on the caller's
+    /// arithmetic).
+    async fn admit_drill(
+        &self,
+        op: &'static str,
+        term: u64,
+        duration_ms: u64,
+    ) -> Result<(), Status> {
+        self.fenced_term(
+            op,
+            "",
+            Some(pb::Fence {
+                term,
+                generation: 0,
+            }),
+        )
+        .await?;
+        if duration_ms == 0 || duration_ms > MAX_ISOLATION_MS {
+            return Err(Status::invalid_argument(format!(
+                "{op}: drill duration {duration_ms} ms is outside 1 ms ..= {MAX_ISOLATION_MS} ms"
+            )));
+        }
+        Ok(())
+    }
+
     /// Logs a failed request and turns it into its status. Refusals the caller caused are
     /// routine; failures of this host are what an operator must see.
     fn failed<'a>(
@@ -186,6 +232,7 @@ impl AgentService {
                 | HostdError::VolumeMissing { .. }
                 | HostdError::UploadUnsupported(_)
                 | HostdError::VolumeExists { .. }
+                | HostdError::NoWatchdog(_)
                 | HostdError::BadImage(_) => {
                     info!(host = %self.host(), vm, error = %err, "{op} refused");
                 }
@@ -197,6 +244,7 @@ impl AgentService {
                 }
                 HostdError::FencingState { .. }
                 | HostdError::LeaseFile { .. }
+                | HostdError::StateFile { .. }
                 | HostdError::WatchdogDevice { .. }
                 | HostdError::Libvirt { .. }
                 | HostdError::Connect { .. }
@@ -635,18 +683,8 @@ impl HostAgent for AgentService {
         request: Request<pb::IsolateRequest>,
     ) -> Result<Response<pb::IsolationStatus>, Status> {
         let req = request.into_inner();
-        let fence = Some(pb::Fence {
-            term: req.term,
-            generation: 0,
-        });
-        self.fenced_term("isolate", "", fence).await?;
-        // hostd's own promise to restore itself must not rest on the caller's arithmetic.
-        if req.duration_ms == 0 || req.duration_ms > MAX_ISOLATION_MS {
-            return Err(Status::invalid_argument(format!(
-                "isolation duration {} ms is outside 1 ms ..= {MAX_ISOLATION_MS} ms",
-                req.duration_ms
-            )));
-        }
+        self.admit_drill("isolate", req.term, req.duration_ms)
+            .await?;
         let isolated = self
             .shared
             .isolation
@@ -658,6 +696,7 @@ impl HostAgent for AgentService {
         Ok(Response::new(pb::IsolationStatus {
             isolated: true,
             remaining_ms: isolated.remaining().as_millis() as u64,
+            fence_note: String::new(),
         }))
     }
 
@@ -674,9 +713,54 @@ impl HostAgent for AgentService {
         if self.shared.isolation.end() {
             info!(host = %self.host(), term = req.term, "Isolation lifted");
         }
+        // After a stop-agent drill: the record goes, and the report learns what the
+        // watchdog did meanwhile.
+        let held = self
+            .shared
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let fence_note = match held {
+            Some(stop) => {
+                let dir = self.shared.config.data_dir.clone();
+                let status = watchdog_status::fresh(&dir).ok();
+                drill_stop::clear(&dir);
+                let note = stop.fence_note(status.as_ref());
+                info!(host = %self.host(), drill = stop.drill, %note, "Stop-agent drill over");
+                note
+            }
+            None => String::new(),
+        };
         Ok(Response::new(pb::IsolationStatus {
             isolated: false,
             remaining_ms: 0,
+            fence_note,
+        }))
+    }
+
+    async fn stop_agent(
+        &self,
+        request: Request<pb::StopAgentRequest>,
+    ) -> Result<Response<pb::IsolationStatus>, Status> {
+        let req = request.into_inner();
+        self.admit_drill("stop_agent", req.term, req.duration_ms)
+            .await?;
+        let dir = self.shared.config.data_dir.clone();
+        // Without a watchdog nobody would fence this host's HA guests once hostd is gone,
+        // and they would run twice when the cluster restarts them elsewhere.
+        watchdog_status::fresh(&dir).map_err(self.failed("stop_agent", ""))?;
+        let stop = DrillStop::new(req.drill, req.term, Duration::from_millis(req.duration_ms));
+        stop.write(&dir).map_err(self.failed("stop_agent", ""))?;
+        warn!(
+            host = %self.host(), drill = req.drill, term = req.term, duration_ms = req.duration_ms,
+            "Stopped by a failover drill: hostd exits; hostd-watchdog fences"
+        );
+        self.shared.exit.send_replace(Some(req.drill));
+        Ok(Response::new(pb::IsolationStatus {
+            isolated: true,
+            remaining_ms: req.duration_ms,
+            fence_note: String::new(),
         }))
     }
 

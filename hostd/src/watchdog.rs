@@ -25,12 +25,14 @@ use std::time::Duration;
 
 use tracing::{error, info, warn};
 
+use crate::clock::BootInstant;
 use crate::error::{error_chain, HostdError};
 use crate::hypervisor::domain_xml::DomainType;
 use crate::hypervisor::libvirt::LibvirtHypervisor;
 use crate::hypervisor::Hypervisor;
 use crate::lease_file::{self, LeaseRecord};
 use crate::self_fence::destroy_ha_guests;
+use crate::watchdog_status::{self, WatchdogFence, WatchdogStatus};
 
 #[derive(Debug, Clone)]
 pub struct WatchdogConfig {
@@ -102,6 +104,9 @@ pub async fn run(
     let mut lapsed = false;
     // Whether the last fence failed, to log failures once and not every round.
     let mut unable = false;
+    // What `watchdog.json` says: that this watchdog runs, and what it fenced last.
+    let mut last_fence: Option<WatchdogFence> = None;
+    let mut status_written: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -123,6 +128,13 @@ pub async fn run(
                         if !destroyed.is_empty() || !lapsed {
                             warn!(%why, ?destroyed, "Watchdog fenced this host's HA guests");
                         }
+                        if !destroyed.is_empty() {
+                            last_fence = Some(WatchdogFence {
+                                at_boot_ns: BootInstant::now().as_nanos(),
+                                destroyed,
+                            });
+                            status_written = None;
+                        }
                         lapsed = true;
                         true
                     }
@@ -143,6 +155,13 @@ pub async fn run(
         };
         if let (true, Some(d)) = (healthy, device.as_mut()) {
             d.pet();
+        }
+        // Only a watchdog that could fence says it is alive.
+        if healthy && status_written.is_none_or(|t| t.elapsed() >= watchdog_status::REFRESH) {
+            match WatchdogStatus::now(last_fence.clone()).write(&config.data_dir) {
+                Ok(()) => status_written = Some(tokio::time::Instant::now()),
+                Err(e) => warn!(error = %e, "Cannot write the watchdog status"),
+            }
         }
     }
     if let Some(d) = device {
@@ -253,7 +272,6 @@ pub fn device_timeout_secs(timeout: Duration) -> Result<std::ffi::c_int, String>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::BootInstant;
 
     #[test]
     fn device_timeouts_round_down_to_whole_seconds() {

@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use drover_proto::agent::v1::host_agent_client::HostAgentClient;
 use drover_proto::agent::v1::{
-    DomainState, EndIsolationRequest, IsolateRequest, ListDomainsRequest,
+    DomainState, EndIsolationRequest, IsolateRequest, ListDomainsRequest, StopAgentRequest,
 };
-use drover_raft::model::{DrillPhase, DrillReport, EventKind, OpState, Progress, Verdict};
+use drover_raft::model::{
+    DrillMode, DrillPhase, DrillReport, EventKind, OpState, Progress, Verdict,
+};
 use drover_raft::{wall_clock_ms, Command, RaftNode, Request};
 use futures::FutureExt as _;
 use tonic::transport::Channel;
@@ -151,7 +153,7 @@ impl DrillActor {
                     self.commit(ctx, vec![self.progress(&report)], report);
                 }
             }
-            Next::Isolate => self.isolate(ctx, &drill, address, report),
+            Next::CutOff => self.cut_off(ctx, &drill, address, report),
             Next::Restore(why) => {
                 let report = DrillReport {
                     interrupted: report.interrupted || inherited,
@@ -209,7 +211,8 @@ impl DrillActor {
         );
     }
 
-    fn isolate(
+    /// Isolates the host, or stops its agent, as the drill's mode says.
+    fn cut_off(
         &mut self,
         ctx: &mut Context<Self>,
         drill: &DrillOp,
@@ -218,16 +221,30 @@ impl DrillActor {
     ) {
         self.busy = true;
         let agents = self.agents.clone();
-        let req = IsolateRequest {
-            term: self.fence,
-            drill: self.op,
-            duration_ms: drill.max_duration_ms,
-        };
+        let (term, op, duration_ms) = (self.fence, self.op, drill.max_duration_ms);
+        let mode = drill.mode;
         let host = drill.host.clone();
         let target = address.clone();
         ctx.spawn(
             on_host(agents, target, move |mut c| async move {
-                c.isolate(deadline(req, QUICK_CALL)).await
+                match mode {
+                    DrillMode::Isolate => {
+                        let req = IsolateRequest {
+                            term,
+                            drill: op,
+                            duration_ms,
+                        };
+                        c.isolate(deadline(req, QUICK_CALL)).await
+                    }
+                    DrillMode::StopAgent => {
+                        let req = StopAgentRequest {
+                            term,
+                            drill: op,
+                            duration_ms,
+                        };
+                        c.stop_agent(deadline(req, QUICK_CALL)).await
+                    }
+                }
             })
             .into_actor(self)
             .map(move |result, act, ctx| {
@@ -235,7 +252,7 @@ impl DrillActor {
                 let mut report = report;
                 match result {
                     Ok(_) => {
-                        tracing::warn!(op = act.op, host = %host, "drill: host isolated");
+                        tracing::warn!(op = act.op, host = %host, mode = mode.as_str(), "drill: host cut off");
                         act.isolated_at = Some(wall_clock_ms());
                         report.phase = DrillPhase::Failover;
                         report.isolated_at_ms = act.isolated_at;
@@ -243,7 +260,7 @@ impl DrillActor {
                         act.commit(ctx, vec![cmd], report);
                     }
                     Err(e) => {
-                        let why = format!("could not isolate host {host}: {e}");
+                        let why = format!("could not cut host {host} off ({}): {e}", mode.as_str());
                         act.finish(
                             ctx,
                             (&host, address),
@@ -277,14 +294,24 @@ impl DrillActor {
             .map(move |result, act, ctx| {
                 act.busy = false;
                 match result {
-                    Ok(_) => {
+                    Ok(status) => {
                         let why = report.restore_reason.clone().unwrap_or_default();
                         tracing::info!(op = act.op, host = %host, %why, "drill: isolation lifted");
                         let mut report = report;
                         report.phase = DrillPhase::Restoring;
                         report.restored_at_ms = Some(wall_clock_ms());
-                        let cmd = act.progress(&report);
-                        act.commit(ctx, vec![cmd], report);
+                        let mut cmds = vec![act.progress(&report)];
+                        // A stopped agent's watchdog fenced in its place: only hostd, back,
+                        // can say what it did, and the report's fence path shows it.
+                        if !status.fence_note.is_empty() {
+                            cmds.push(Command::event(
+                                EventKind::SelfFenced,
+                                Some(&host),
+                                None,
+                                status.fence_note,
+                            ));
+                        }
+                        act.commit(ctx, cmds, report);
                     }
                     // Tried again next tick; hostd also lifts it at its deadline by itself.
                     Err(e) => {

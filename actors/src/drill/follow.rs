@@ -4,8 +4,8 @@
 //! isolation, or finish with a verdict. The `DrillActor` carries them out.
 
 use drover_raft::model::{
-    ClusterState, DrillPhase, DrillReport, EventKind, HostHealth, ObservedState, OpState,
-    Operation, Verdict,
+    ClusterState, DrillMode, DrillPhase, DrillReport, EventKind, HostHealth, ObservedState,
+    OpState, Operation, Verdict,
 };
 
 /// How long a restored host may take to be trusted again before the drill fails.
@@ -14,8 +14,8 @@ pub const RESTORE_TIMEOUT_MS: u64 = 120_000;
 /// What the drill does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Next {
-    /// Cut the host off (phase `Starting`).
-    Isolate,
+    /// Cut the host off as the drill's mode says (phase `Starting`).
+    CutOff,
     Wait,
     /// Lift the isolation, for this reason.
     Restore(String),
@@ -30,6 +30,7 @@ pub enum Next {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DrillOp {
     pub host: String,
+    pub mode: DrillMode,
     pub max_duration_ms: u64,
     pub cancel_requested: bool,
     pub started_at_ms: u64,
@@ -42,10 +43,11 @@ impl DrillOp {
         match &op.kind {
             drover_raft::model::OpKind::Drill {
                 host,
+                mode,
                 max_duration_ms,
-                ..
             } => Some(DrillOp {
                 host: host.clone(),
+                mode: *mode,
                 max_duration_ms: *max_duration_ms,
                 cancel_requested: op.cancel_requested,
                 started_at_ms: op.started_at_ms,
@@ -175,10 +177,25 @@ pub fn next(r: &DrillReport, op: &DrillOp, inherited: bool, now_ms: u64) -> Next
             message: "cancelled before the host was isolated".into(),
             verdict: Verdict::Failed(vec!["cancelled".into()]),
         },
-        DrillPhase::Starting => Next::Isolate,
+        DrillPhase::Starting => Next::CutOff,
         DrillPhase::Failover => {
             let deadline = r.isolated_at_ms.unwrap_or(op.started_at_ms) + op.max_duration_ms;
-            if op.cancel_requested {
+            if now_ms >= deadline + RESTORE_TIMEOUT_MS {
+                // The host's agent never answered the call that gives it back.
+                let why = match op.mode {
+                    DrillMode::Isolate => format!("hostd on {} does not answer", op.host),
+                    DrillMode::StopAgent => format!(
+                        "hostd on {} did not come back after the drill stopped it (does \
+                         its service manager restart it?)",
+                        op.host
+                    ),
+                };
+                Next::Finish {
+                    state: OpState::Failed,
+                    message: format!("failed: {why}"),
+                    verdict: Verdict::Failed(vec![why]),
+                }
+            } else if op.cancel_requested {
                 Next::Restore("cancelled by an operator".into())
             } else if let Some(trouble) = &op.trouble {
                 Next::Restore(trouble.clone())
@@ -287,6 +304,7 @@ mod tests {
     fn op() -> DrillOp {
         DrillOp {
             host: "h1".into(),
+            mode: DrillMode::Isolate,
             max_duration_ms: 60_000,
             cancel_requested: false,
             started_at_ms: 1_000,
@@ -323,7 +341,7 @@ mod tests {
     fn a_drill_isolates_follows_the_failover_restores_and_passes() {
         let mut s = state();
         let mut r = report();
-        assert_eq!(next(&r, &op(), false, 1_000), Next::Isolate);
+        assert_eq!(next(&r, &op(), false, 1_000), Next::CutOff);
         r.phase = DrillPhase::Failover;
         r.isolated_at_ms = Some(2_000);
         r.samples = 5;
@@ -449,6 +467,30 @@ mod tests {
                 assert_eq!(state, OpState::Failed);
                 assert!(
                     matches!(verdict, Verdict::Failed(w) if w.iter().any(|w| w.contains("not trusted again")))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_stopped_agent_that_never_comes_back_fails_the_drill() {
+        let mut r = report();
+        r.phase = DrillPhase::Failover;
+        r.isolated_at_ms = Some(2_000);
+        let stop = DrillOp {
+            mode: DrillMode::StopAgent,
+            ..op()
+        };
+        let deadline = 2_000 + stop.max_duration_ms;
+        // Until then, the actor keeps trying to give the host back.
+        assert!(matches!(next(&r, &stop, false, deadline), Next::Restore(_)));
+        match next(&r, &stop, false, deadline + RESTORE_TIMEOUT_MS) {
+            Next::Finish { state, verdict, .. } => {
+                assert_eq!(state, OpState::Failed);
+                assert!(
+                    matches!(&verdict, Verdict::Failed(w) if w.iter().any(|w| w.contains("service manager"))),
+                    "{verdict:?}"
                 );
             }
             other => panic!("{other:?}"),

@@ -85,17 +85,14 @@ impl DrillService for DrillApi {
     ) -> Result<Response<pb::Operation>, Status> {
         let (meta, _, req) = req.into_parts();
         let mode = match req.mode.as_str() {
-            "" | "isolate" => DrillMode::Isolate,
-            "stop-agent" => {
-                return Err(Status::unimplemented(
-                    "drill mode stop-agent is not implemented yet; use --mode isolate",
+            "" => DrillMode::Isolate,
+            other => DrillMode::parse(other).ok_or_else(|| {
+                let known: Vec<&str> = DrillMode::ALL.iter().map(|m| m.as_str()).collect();
+                Status::invalid_argument(format!(
+                    "unknown drill mode {other:?}: one of {}",
+                    known.join(", ")
                 ))
-            }
-            other => {
-                return Err(Status::invalid_argument(format!(
-                    "unknown drill mode {other:?}: isolate"
-                )))
-            }
+            })?,
         };
         let (plan, _) = self.plan_now(&req.host).await?;
         if !plan.refusals.is_empty() {

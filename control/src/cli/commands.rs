@@ -24,11 +24,17 @@ pub struct Target {
 pub struct Printed {
     pub stdout: String,
     pub note: Option<String>,
+    /// The command printed its result but failed (a drill whose verdict is failed): the
+    /// process exits non-zero with this, so that scripts notice.
+    pub failure: Option<String>,
 }
 
 impl From<String> for Printed {
     fn from(stdout: String) -> Self {
-        Printed { stdout, note: None }
+        Printed {
+            stdout,
+            ..Printed::default()
+        }
     }
 }
 
@@ -56,7 +62,11 @@ pub(super) fn read<T>(
             r.served_by, r.applied_index
         )
     });
-    Ok(Printed { stdout, note })
+    Ok(Printed {
+        stdout,
+        note,
+        ..Printed::default()
+    })
 }
 
 fn show_vm(format: Format, vm: &pb::Vm) -> anyhow::Result<String> {

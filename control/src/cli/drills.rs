@@ -63,11 +63,16 @@ pub async fn drill(target: &Target, format: Format, cmd: DrillCmd) -> anyhow::Re
                 .into());
             }
             let op = follow(&c, op).await?;
-            Ok(match format {
+            let stdout = match format {
                 Format::Json => json(&report_json(&op))?,
                 Format::Table => report_text(&op),
-            }
-            .into())
+            };
+            let passed = op.state == "succeeded";
+            Ok(Printed {
+                stdout,
+                failure: (!passed).then(|| format!("drill {} {}: {}", op.id, op.state, op.message)),
+                ..Printed::default()
+            })
         }
         DrillCmd::History {
             read: ReadOpts { stale },

@@ -43,7 +43,7 @@ pub const NODE_XML: &str = "<node>
 pub struct Hostd {
     pub client: HostAgentClient<Channel>,
     stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), HostdError>>,
+    task: JoinHandle<Result<drover_hostd::Ended, HostdError>>,
     pub uri: String,
     pub dir: TempDir,
     /// The granting session opened at start, if any; dropping it stops the grants.
@@ -108,6 +108,17 @@ impl Hostd {
         let leader = Leader::open(&mut self.client, term, Duration::from_secs(60)).await;
         leader.wait_held(true).await;
         self.leader = Some(leader);
+    }
+
+    /// Waits for hostd to stop by itself (a stop-agent drill); returns why it did, and its
+    /// directory (which would go with it).
+    pub async fn ended(mut self) -> (drover_hostd::Ended, TempDir) {
+        self.leader.take();
+        let ended = within("hostd to end", self.task)
+            .await
+            .expect("hostd task panicked")
+            .expect("hostd returned an error");
+        (ended, self.dir)
     }
 
     /// Stops hostd and checks that it stopped cleanly.

@@ -13,13 +13,24 @@ pub enum DrillMode {
     /// hostd drops its session and refuses new ones for the drill's duration: the lease
     /// lapses and the host fences itself, exactly as on a real partition.
     Isolate,
+    /// hostd exits (its service manager starts it again, cut off until the drill ends):
+    /// hostd-watchdog alone fences, as for a crashed agent. hostd refuses it unless a
+    /// watchdog runs beside it.
+    StopAgent,
 }
 
 impl DrillMode {
+    pub const ALL: [DrillMode; 2] = [DrillMode::Isolate, DrillMode::StopAgent];
+
     pub fn as_str(self) -> &'static str {
         match self {
             DrillMode::Isolate => "isolate",
+            DrillMode::StopAgent => "stop-agent",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<DrillMode> {
+        Self::ALL.into_iter().find(|m| m.as_str() == s)
     }
 }
 
