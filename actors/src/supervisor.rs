@@ -23,7 +23,7 @@ use tokio_stream::wrappers::{BroadcastStream, WatchStream};
 
 use crate::agents::AgentPool;
 use crate::drain::{DrainActor, DrainLimits};
-use crate::drill::DrillActor;
+use crate::drill::{DrillActor, LeaderWatch};
 use crate::failover::{self, Candidate, FailoverPolicy, Plan};
 use crate::host::health::LeaseTimings;
 use crate::host::{FenceAgent, GrantBook, HostActor, HostContext, HostReport, LeadershipRounds};
@@ -51,6 +51,7 @@ enum OpActor {
     Migrate(Addr<MigrationActor>),
     Drain(Addr<DrainActor>),
     Drill(Addr<DrillActor>),
+    LeaderDrill(Addr<LeaderWatch>),
 }
 
 impl OpActor {
@@ -59,6 +60,7 @@ impl OpActor {
             OpActor::Migrate(a) => a.do_send(Poke),
             OpActor::Drain(a) => a.do_send(Poke),
             OpActor::Drill(a) => a.do_send(Poke),
+            OpActor::LeaderDrill(a) => a.do_send(Poke),
         }
     }
 
@@ -67,6 +69,7 @@ impl OpActor {
             OpActor::Migrate(a) => a.do_send(Shutdown),
             OpActor::Drain(a) => a.do_send(Shutdown),
             OpActor::Drill(a) => a.do_send(Shutdown),
+            OpActor::LeaderDrill(a) => a.do_send(Shutdown),
         }
     }
 }
@@ -328,6 +331,9 @@ impl Supervisor {
                 }
                 OpKind::Drill { .. } => {
                     OpActor::Drill(DrillActor::new(id, node, agents, l.fence).start())
+                }
+                OpKind::LeaderDrill { .. } => {
+                    OpActor::LeaderDrill(LeaderWatch::new(id, node).start())
                 }
             };
             l.ops.insert(id, actor);

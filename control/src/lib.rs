@@ -1,7 +1,7 @@
 //! The `drover` binary's library: the controller ([`server`]), its public API ([`api`])
 //! and who may call it ([`auth`]),
-//! a leader-following client ([`client`]), the CLI ([`cli`]) and the local dev cluster
-//! ([`dev`]).
+//! a leader-following client ([`client`]), the CLI ([`cli`]), the local dev cluster
+//! ([`dev`]) and the observer of leader-failover drills ([`drill_observer`]).
 
 pub mod api;
 pub mod auth;
@@ -10,17 +10,19 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod dev;
+pub mod drill_observer;
 pub mod metrics;
 pub mod server;
 
 use std::time::Duration;
 
-/// `drover server …` on an already bound listener: runs until SIGTERM or Ctrl-C.
+/// `drover server …` on an already bound listener: runs until SIGTERM or Ctrl-C, or until
+/// a leader drill stops it.
 pub async fn serve(
     args: cli::ServerArgs,
     tls: drover_proto::transport::TlsHandle,
     listener: tokio::net::TcpListener,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<server::Ended> {
     if args.id == 0 {
         anyhow::bail!("--id must be at least 1");
     }
@@ -89,8 +91,7 @@ pub async fn serve(
         lease,
         fence_agent,
     };
-    server::run(config, listener, shutdown_signal()).await?;
-    Ok(())
+    Ok(server::run(config, listener, shutdown_signal()).await?)
 }
 
 /// Checks `--fence-agent` (it must be an executable file now, not at the first failure).

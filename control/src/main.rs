@@ -4,8 +4,9 @@ use anyhow::Context as _;
 use clap::Parser;
 use drover_control::cli::{self, Cli, Command};
 use std::io::Write as _;
+use std::process::ExitCode;
 
-fn main() {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -20,13 +21,16 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    if let Err(e) = run(cli) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let Cli {
         endpoints,
         timeout,
@@ -65,7 +69,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             // Harnesses that pass port 0 read the real address from this line.
             println!("listening on {}", listener.local_addr()?);
             std::io::stdout().flush()?;
-            drover_control::serve(args, tls, listener).await
+            drover_control::serve(args, tls, listener)
+                .await
+                .map(|ended| match ended {
+                    drover_control::server::Ended::Shutdown => ExitCode::SUCCESS,
+                    // Its service manager starts it again; it rejoins as a follower.
+                    drover_control::server::Ended::StoppedByDrill { .. } => {
+                        ExitCode::from(drover_control::server::DRILL_EXIT_CODE)
+                    }
+                })
         });
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -80,7 +92,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 drover_control::shutdown_signal().await;
                 eprintln!("stopping the dev cluster…");
                 cluster.stop().await;
-                return Ok(());
+                return Ok(ExitCode::SUCCESS);
             }
             Command::Cluster(cmd) => cli::cluster(&target, output, cmd).await?,
             Command::Host(cmd) => cli::host(&target, output, cmd).await?,
@@ -102,6 +114,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         if let Some(failure) = printed.failure {
             anyhow::bail!(failure);
         }
-        Ok(())
+        Ok(ExitCode::SUCCESS)
     })
 }

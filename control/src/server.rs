@@ -39,12 +39,26 @@ pub enum ServerError {
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
-/// Runs a controller on `listener` until `shutdown` completes.
+/// Why a controller stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    Shutdown,
+    /// A leader-failover drill stopped it (`drover server` exits with
+    /// [`DRILL_EXIT_CODE`], for its service manager to start it again).
+    StoppedByDrill {
+        drill: u64,
+    },
+}
+
+/// The exit code of a controller a leader drill stopped.
+pub const DRILL_EXIT_CODE: u8 = 75;
+
+/// Runs a controller on `listener` until `shutdown` completes (or a leader drill stops it).
 pub async fn run(
     config: ServerConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), ServerError> {
+) -> Result<Ended, ServerError> {
     if !config.initial_cluster.is_empty() && !config.initial_cluster.contains_key(&config.id) {
         return Err(ConfigError::MissingSelf(config.id).into());
     }
@@ -70,6 +84,7 @@ pub async fn run(
         .register_encoded_file_descriptor_set(drover_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (drill_stop_tx, mut drill_stop) = tokio::sync::watch::channel(None::<u64>);
     // The leader's lease grants: written by the host actors, read by `host list`.
     let grants = GrantBook::default();
     let mut builder = tonic::transport::Server::builder();
@@ -102,6 +117,8 @@ pub async fn run(
         .add_service(DrillServiceServer::new(DrillApi::new(
             node.clone(),
             config.tls.clone(),
+            std::time::Duration::from_millis(config.raft.election_max_ms),
+            drill_stop_tx,
         )))
         .add_service(VmServiceServer::new(VmApi::new(
             node.clone(),
@@ -158,8 +175,27 @@ pub async fn run(
     )
     .start();
 
-    shutdown.await;
-    tracing::info!(node = config.id, "controller stopping");
+    let (observer_stop, observer_stopped) = tokio::sync::watch::channel(false);
+    let observer = tokio::spawn(crate::drill_observer::run(
+        node.clone(),
+        config.tls.clone(),
+        observer_stopped,
+    ));
+
+    let stopped_by_drill = async move {
+        drill_stop
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|d| *d)
+    };
+    let ended = tokio::select! {
+        () = shutdown => Ended::Shutdown,
+        Some(drill) = stopped_by_drill => Ended::StoppedByDrill { drill },
+    };
+    tracing::info!(node = config.id, ?ended, "controller stopping");
+    observer_stop.send_replace(true);
+    let _ = observer.await;
     let _ = supervisor.send(Shutdown).await;
     let _ = stop_tx.send(());
     node.shutdown().await;
@@ -167,5 +203,5 @@ pub async fn run(
         Ok(result) => result?,
         Err(e) => tracing::warn!(error = %e, "gRPC server task failed"),
     }
-    Ok(())
+    Ok(ended)
 }

@@ -81,6 +81,9 @@ impl ClusterState {
             | Command::StartDrill { .. }
             | Command::DrillProgress { .. }
             | Command::FinishDrill { .. }
+            | Command::StartLeaderDrill { .. }
+            | Command::DrillProbe { .. }
+            | Command::FinishLeaderDrill { .. }
             | Command::CancelOperation { .. } => Touched::Ops,
             Command::StartDrain { host, .. } | Command::ActivateHost { name: host, .. } => {
                 Touched::Many(vec![Touched::Host(host.clone()), Touched::Ops])
@@ -599,7 +602,9 @@ impl ClusterState {
             } => {
                 let host = match &self.running_op(*op, "drain")?.kind {
                     OpKind::Drain { host, .. } => host.clone(),
-                    OpKind::Migrate { .. } | OpKind::Drill { .. } => unreachable_kind(*op)?,
+                    OpKind::Migrate { .. } | OpKind::Drill { .. } | OpKind::LeaderDrill { .. } => {
+                        unreachable_kind(*op)?
+                    }
                 };
                 let admin = if *state == OpState::Succeeded {
                     let left: Vec<&str> = self
@@ -650,6 +655,17 @@ impl ClusterState {
                 report,
                 at_ms,
             } => self.finish_drill(*op, *state, message, report, *at_ms),
+            Command::StartLeaderDrill {
+                mode,
+                leader,
+                observer,
+                max_duration_ms,
+                at_ms,
+            } => self.start_leader_drill(*mode, *leader, *observer, *max_duration_ms, *at_ms),
+            Command::DrillProbe { op, seq } => self.drill_probe(*op, *seq),
+            Command::FinishLeaderDrill { op, measure, at_ms } => {
+                self.finish_leader_drill(*op, measure, *at_ms)
+            }
             Command::CancelOperation { op } => {
                 let o = self
                     .operations
@@ -860,7 +876,9 @@ impl ClusterState {
                 generation,
                 ..
             } => (vm.clone(), dst.clone(), *generation),
-            OpKind::Drain { .. } | OpKind::Drill { .. } => unreachable_kind(op)?,
+            OpKind::Drain { .. } | OpKind::Drill { .. } | OpKind::LeaderDrill { .. } => {
+                unreachable_kind(op)?
+            }
         };
         if state == OpState::Running {
             return Err(ApplyError::OperationFinished {
@@ -955,7 +973,7 @@ impl ClusterState {
     fn op_vm(&self, id: u64) -> Option<String> {
         match &self.operations.ops.get(&id)?.kind {
             OpKind::Migrate { vm, .. } => Some(vm.clone()),
-            OpKind::Drain { .. } | OpKind::Drill { .. } => None,
+            OpKind::Drain { .. } | OpKind::Drill { .. } | OpKind::LeaderDrill { .. } => None,
         }
     }
 

@@ -29,16 +29,7 @@ impl ClusterState {
             .hosts
             .get(host)
             .ok_or_else(|| ApplyError::UnknownHost(host.to_string()))?;
-        if let Some(drill) = self.operations.running_drill() {
-            let drilled = match &drill.kind {
-                OpKind::Drill { host, .. } => host.clone(),
-                _ => String::new(),
-            };
-            return Err(ApplyError::DrillRunning {
-                op: drill.id,
-                host: drilled,
-            });
-        }
+        self.no_drill_running()?;
         if self.ha.disarmed {
             return Err(ApplyError::DrillHaDisarmed);
         }
@@ -105,8 +96,20 @@ impl ClusterState {
         Ok(Reply::Operation(self.operations.ops[&id].clone()))
     }
 
+    /// One drill at a time, of any kind.
+    pub(crate) fn no_drill_running(&self) -> Result<(), ApplyError> {
+        match self.operations.running_drill() {
+            Some(drill) => Err(ApplyError::DrillRunning {
+                op: drill.id,
+                target: drill.kind.drill_target(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     pub(crate) fn drill_progress(&mut self, op: u64, report: &DrillReport) -> ApplyResult {
         let o = self.running_op(op, "drill")?;
+        host_drill(op, &o.kind)?;
         o.progress = Progress::Drill(report.clone());
         Ok(Reply::Nothing)
     }
@@ -131,11 +134,23 @@ impl ClusterState {
             ));
         }
         let o = self.running_op(op, "drill")?;
+        host_drill(op, &o.kind)?;
         o.progress = Progress::Drill(DrillReport {
             phase: DrillPhase::Done,
             ..report.clone()
         });
         self.operations.finish(op, state, message, at_ms);
         Ok(Reply::Nothing)
+    }
+}
+
+/// A host drill's report belongs to a host drill only.
+fn host_drill(op: u64, kind: &OpKind) -> Result<(), ApplyError> {
+    match kind {
+        OpKind::Drill { .. } => Ok(()),
+        other => Err(ApplyError::InvalidDrill(format!(
+            "operation {op} is not a host drill ({})",
+            other.drill_target()
+        ))),
     }
 }

@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{
     Capacity, DeadReason, DesiredState, DrainProgress, DrillMode, DrillReport, EventKind, Host,
-    HostHealth, Labels, MigrationPolicy, MigrationProgress, ObservedState, OpState, Operation,
-    PlacementPolicy, Pool, PoolOnHost, PoolSpec, Vm, VmOptions, VmSpec,
+    HostHealth, Labels, LeaderDrillMeasure, LeaderDrillMode, MigrationPolicy, MigrationProgress,
+    ObservedState, OpState, Operation, PlacementPolicy, Pool, PoolOnHost, PoolSpec, Vm, VmOptions,
+    VmSpec,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +149,27 @@ pub enum Command {
         state: OpState,
         message: String,
         report: DrillReport,
+        at_ms: u64,
+    },
+    /// `drover drill leader-failover`: starts a leader drill (the API has checked the
+    /// controllers' health; `apply` checks what the state tells).
+    StartLeaderDrill {
+        mode: LeaderDrillMode,
+        leader: u64,
+        observer: u64,
+        max_duration_ms: u64,
+        at_ms: u64,
+    },
+    /// One probe write of a running leader drill; `apply` records its sequence number.
+    DrillProbe {
+        op: u64,
+        seq: u64,
+    },
+    /// Ends a leader drill with the observer's measure; `apply` checks every acknowledged
+    /// probe against those it applied and sets the verdict.
+    FinishLeaderDrill {
+        op: u64,
+        measure: LeaderDrillMeasure,
         at_ms: u64,
     },
     /// `drover op cancel`: asks the operation's coordinator to stop it.
@@ -391,6 +413,9 @@ impl Command {
             Command::StartDrill { .. } => "start_drill",
             Command::DrillProgress { .. } => "drill_progress",
             Command::FinishDrill { .. } => "finish_drill",
+            Command::StartLeaderDrill { .. } => "start_leader_drill",
+            Command::DrillProbe { .. } => "drill_probe",
+            Command::FinishLeaderDrill { .. } => "finish_leader_drill",
             Command::CancelOperation { .. } => "cancel_operation",
             Command::ActivateHost { .. } => "activate_host",
             Command::SetPlacementPolicy { .. } => "set_placement_policy",
@@ -645,8 +670,8 @@ pub enum ApplyError {
     ImageInUse { image: String, vms: String },
     #[error("VM {0:?} is running (or starting): stop it to change its disks (hot-plug and online resize are not implemented yet)")]
     DisksInUse(String),
-    #[error("Drill {op} on host {host:?} is running; one drill at a time")]
-    DrillRunning { op: u64, host: String },
+    #[error("Drill {op} ({target}) is running; one drill at a time")]
+    DrillRunning { op: u64, target: String },
     #[error("HA is disarmed: a drill would restart nothing (arm it first)")]
     DrillHaDisarmed,
     #[error("Host {host:?} is already {health}: a drill would add a second failure")]

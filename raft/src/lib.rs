@@ -10,6 +10,7 @@ mod apply;
 mod apply_disks;
 mod apply_drills;
 mod apply_images;
+mod apply_leader_drill;
 mod apply_pools;
 mod apply_tokens;
 mod apply_vm_create;

@@ -4,7 +4,8 @@
 
 use drover_raft::model::{
     AdminState, Capacity, ClusterState, DesiredState, DrillMode, DrillReport, HostHealth,
-    MigrationPolicy, MigrationProgress, ObservedState, OpKind, OpState, Verdict, VmSpec,
+    LeaderDrillMeasure, LeaderDrillMode, MigrationPolicy, MigrationProgress, ObservedState, OpKind,
+    OpState, Verdict, VmSpec,
 };
 use drover_raft::{ApplyError, Command, Reply};
 use proptest::prelude::*;
@@ -746,6 +747,86 @@ fn drills_are_refused_unless_the_cluster_could_survive_them() {
     assert_eq!(s.operations.ops[&op].state, OpState::Succeeded);
     // The next drill may start once the first has ended.
     ok(&mut s, drill("h2"));
+}
+
+fn leader_drill(leader: u64, observer: u64) -> Command {
+    Command::StartLeaderDrill {
+        mode: LeaderDrillMode::StepDown,
+        leader,
+        observer,
+        max_duration_ms: 60_000,
+        at_ms: 10,
+    }
+}
+
+#[test]
+fn a_leader_drill_records_its_probes_and_catches_a_lost_acknowledged_one() {
+    let mut s = ClusterState::default();
+    assert!(matches!(
+        refused(&mut s, leader_drill(1, 1)),
+        ApplyError::InvalidDrill(_)
+    ));
+    let op = op_id(ok(&mut s, leader_drill(1, 2)));
+    assert!(matches!(
+        refused(&mut s, leader_drill(2, 3)),
+        ApplyError::DrillRunning { op: o, .. } if o == op
+    ));
+    // A host drill's commands do not apply to it.
+    assert!(matches!(
+        refused(
+            &mut s,
+            Command::DrillProgress {
+                op,
+                report: DrillReport::default()
+            }
+        ),
+        ApplyError::InvalidDrill(_)
+    ));
+    for seq in [1, 2, 3, 3] {
+        ok(&mut s, Command::DrillProbe { op, seq });
+    }
+    let mut lost = s.clone();
+    // The observer saw 1..=4 acknowledged, but 4 never reached the state.
+    let measure = |acked: Vec<u64>| LeaderDrillMeasure {
+        new_leader: Some(2),
+        sent: acked.len() as u64,
+        acked,
+        unavailable_ms: Some(400),
+        time_to_leader_ms: Some(300),
+        ..LeaderDrillMeasure::default()
+    };
+    ok(
+        &mut lost,
+        Command::FinishLeaderDrill {
+            op,
+            measure: measure(vec![1, 2, 3, 4]),
+            at_ms: 30,
+        },
+    );
+    let o = &lost.operations.ops[&op];
+    assert_eq!(o.state, OpState::Failed, "{}", o.message);
+    assert!(o.message.contains("not in the state"), "{}", o.message);
+    ok(
+        &mut s,
+        Command::FinishLeaderDrill {
+            op,
+            measure: measure(vec![1, 2, 3]),
+            at_ms: 30,
+        },
+    );
+    let o = &s.operations.ops[&op];
+    assert_eq!(o.state, OpState::Succeeded, "{}", o.message);
+    match &o.progress {
+        drover_raft::model::Progress::LeaderDrill(r) => {
+            assert_eq!(r.applied_count, 3, "a repeated probe counts once");
+            assert!(r.applied.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        refused(&mut s, Command::DrillProbe { op, seq: 9 }),
+        ApplyError::OperationFinished { .. }
+    ));
 }
 
 fn arb_command() -> impl Strategy<Value = Command> {

@@ -47,7 +47,9 @@ impl DrainActor {
             }
             let host = match &op.kind {
                 OpKind::Drain { host, .. } => host.clone(),
-                OpKind::Migrate { .. } | OpKind::Drill { .. } => return None,
+                OpKind::Migrate { .. } | OpKind::Drill { .. } | OpKind::LeaderDrill { .. } => {
+                    return None
+                }
             };
             let current = match &op.progress {
                 Progress::Drain(p) => Some(p.clone()),

@@ -5,8 +5,8 @@ use std::time::Duration;
 use drover_actors::scheduler::place_vm;
 use drover_proto::v1 as pb;
 use drover_raft::model::{
-    instance_id, ClusterState, DesiredState, DrillReport, Host, HostHealth, ObservedState, OpKind,
-    Operation, Progress, Verdict, Vm,
+    instance_id, ClusterState, DesiredState, DrillReport, Host, HostHealth, LeaderDrillReport,
+    ObservedState, OpKind, Operation, Progress, Verdict, Vm,
 };
 
 /// `vm` with, when it waits for a placement, each host's reason for refusing it now.
@@ -39,6 +39,7 @@ pub fn operation(op: &Operation) -> pb::Operation {
         }
         OpKind::Drain { host, .. } => out.host.clone_from(host),
         OpKind::Drill { host, .. } => out.host.clone_from(host),
+        OpKind::LeaderDrill { .. } => {}
     }
     match &op.progress {
         Progress::Migration(p) => {
@@ -60,9 +61,49 @@ pub fn operation(op: &Operation) -> pb::Operation {
             })
         }
         Progress::Drill(r) => out.drill = Some(drill_report(op, r)),
+        Progress::LeaderDrill(r) => out.leader_drill = Some(leader_drill_report(op, r)),
         Progress::None => {}
     }
     out
+}
+
+fn verdict_pb(v: Option<&Verdict>) -> (String, Vec<String>) {
+    match v {
+        None => (String::new(), Vec::new()),
+        Some(Verdict::Passed) => ("passed".to_string(), Vec::new()),
+        Some(Verdict::Failed(why)) => ("failed".to_string(), why.clone()),
+    }
+}
+
+fn leader_drill_report(op: &Operation, r: &LeaderDrillReport) -> pb::LeaderDrillReport {
+    let OpKind::LeaderDrill {
+        mode,
+        leader,
+        observer,
+        max_duration_ms,
+    } = &op.kind
+    else {
+        return pb::LeaderDrillReport::default();
+    };
+    let (verdict, failures) = verdict_pb(r.verdict.as_ref());
+    let m = r.measure.clone().unwrap_or_default();
+    pb::LeaderDrillReport {
+        mode: mode.as_str().into(),
+        leader: *leader,
+        observer: *observer,
+        new_leader: m.new_leader.unwrap_or(0),
+        probes_sent: m.sent,
+        probes_acked: m.acked.len() as u64,
+        probes_failed: m.failed,
+        probes_unknown: m.unknown,
+        probes_applied: r.applied_count,
+        unavailable_ms: m.unavailable_ms,
+        time_to_leader_ms: m.time_to_leader_ms,
+        lost: r.lost.clone(),
+        verdict,
+        failures,
+        max_duration_ms: *max_duration_ms,
+    }
 }
 
 fn drill_report(op: &Operation, r: &DrillReport) -> pb::DrillReport {
@@ -74,11 +115,7 @@ fn drill_report(op: &Operation, r: &DrillReport) -> pb::DrillReport {
         } => (host.clone(), mode.as_str().to_string(), *max_duration_ms),
         _ => Default::default(),
     };
-    let (verdict, failures) = match &r.verdict {
-        None => (String::new(), Vec::new()),
-        Some(Verdict::Passed) => ("passed".to_string(), Vec::new()),
-        Some(Verdict::Failed(why)) => ("failed".to_string(), why.clone()),
-    };
+    let (verdict, failures) = verdict_pb(r.verdict.as_ref());
     pb::DrillReport {
         host,
         mode,

@@ -10,12 +10,13 @@ use drover_proto::v1::drill_service_server::DrillService;
 use drover_raft::RaftNode;
 use tonic::{Request, Response, Status};
 
-use drover_raft::model::{DrillMode, OpKind};
+use drover_raft::model::DrillMode;
 use drover_raft::{Command, Reply};
 
 use super::cluster::{applied, fresh_read, members, read_response};
 use super::convert;
 use super::errors::not_leader;
+use super::leader_drill;
 use super::write::commit;
 
 /// How long a drill isolates its host when the request does not say.
@@ -24,11 +25,25 @@ const DEFAULT_DRILL_DURATION_MS: u64 = 120_000;
 pub struct DrillApi {
     node: RaftNode,
     tls: TlsHandle,
+    /// A leader drill's election timing (a step-down waits out the followers' lease).
+    election_max: std::time::Duration,
+    /// Told a leader drill's id when it stops this controller.
+    stop: tokio::sync::watch::Sender<Option<u64>>,
 }
 
 impl DrillApi {
-    pub fn new(node: RaftNode, tls: TlsHandle) -> Self {
-        Self { node, tls }
+    pub fn new(
+        node: RaftNode,
+        tls: TlsHandle,
+        election_max: std::time::Duration,
+        stop: tokio::sync::watch::Sender<Option<u64>>,
+    ) -> Self {
+        Self {
+            node,
+            tls,
+            election_max,
+            stop,
+        }
     }
 
     /// Voters, and how many of them answer now (this one included).
@@ -118,6 +133,35 @@ impl DrillService for DrillApi {
         }
     }
 
+    async fn start_leader_failover(
+        &self,
+        req: Request<pb::StartLeaderFailoverRequest>,
+    ) -> Result<Response<pb::Operation>, Status> {
+        let (meta, _, req) = req.into_parts();
+        leader_drill::start(&self.node, &self.tls, &meta, req)
+            .await
+            .map(Response::new)
+    }
+
+    async fn probe(
+        &self,
+        req: Request<pb::ProbeRequest>,
+    ) -> Result<Response<pb::ProbeResponse>, Status> {
+        let (meta, _, req) = req.into_parts();
+        leader_drill::probe(&self.node, &meta, req)
+            .await
+            .map(Response::new)
+    }
+
+    async fn cut_leader(
+        &self,
+        req: Request<pb::CutLeaderRequest>,
+    ) -> Result<Response<pb::CutLeaderResponse>, Status> {
+        leader_drill::cut(&self.node, self.election_max, &self.stop, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     async fn list_drills(
         &self,
         req: Request<pb::ListDrillsRequest>,
@@ -130,7 +174,7 @@ impl DrillService for DrillApi {
                 .ops
                 .values()
                 .rev()
-                .filter(|o| matches!(o.kind, OpKind::Drill { .. }))
+                .filter(|o| o.kind.is_drill())
                 .map(convert::operation)
                 .collect();
             (applied(d), drills)

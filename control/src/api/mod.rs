@@ -13,6 +13,7 @@ mod ha;
 mod host;
 mod http_source;
 mod image;
+mod leader_drill;
 mod operation;
 mod placement;
 mod pool;

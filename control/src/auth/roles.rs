@@ -77,7 +77,12 @@ pub fn need(path: &str) -> Option<Need> {
         // A plan changes nothing: anyone who may read the cluster may ask.
         "/drover.v1.DrillService/PlanHostFailure" => User(Viewer),
         "/drover.v1.DrillService/ListDrills" => User(Viewer),
-        "/drover.v1.DrillService/StartHostFailure" => User(Operator),
+        "/drover.v1.DrillService/StartHostFailure"
+        | "/drover.v1.DrillService/StartLeaderFailover" => User(Operator),
+        // The observer controller writes the probes; an operator may write one by hand.
+        "/drover.v1.DrillService/Probe" => UserOrController(Operator),
+        // Only the drill's observer may tell a leader to go.
+        "/drover.v1.DrillService/CutLeader" => Controller,
 
         "/drover.v1.PoolService/GetPool" | "/drover.v1.PoolService/ListPools" => User(Viewer),
         // Storage is cluster infrastructure, as hosts' membership is: admins declare it.

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::commands::{client, json, read, Printed, Target};
 use super::follow::follow;
 use super::output::{op_rows, utc, Format};
-use super::{DrillCmd, ReadOpts};
+use super::{leader_drills, DrillCmd, ReadOpts};
 
 fn plan_text(p: &pb::HostFailurePlan) -> String {
     let mut out = format!("If host {} failed now:\n", p.host);
@@ -52,27 +52,16 @@ pub async fn drill(target: &Target, format: Format, cmd: DrillCmd) -> anyhow::Re
         } => {
             let ms = max_duration.saturating_mul(1000);
             let op = c.start_host_failure(&host, &mode, ms).await?;
-            if detach {
-                return Ok(match format {
-                    Format::Json => json(&report_json(&op))?,
-                    Format::Table => format!(
-                        "drill {} started on {host}; `drover drill report {}` follows it",
-                        op.id, op.id
-                    ),
-                }
-                .into());
-            }
-            let op = follow(&c, op).await?;
-            let stdout = match format {
-                Format::Json => json(&report_json(&op))?,
-                Format::Table => report_text(&op),
-            };
-            let passed = op.state == "succeeded";
-            Ok(Printed {
-                stdout,
-                failure: (!passed).then(|| format!("drill {} {}: {}", op.id, op.state, op.message)),
-                ..Printed::default()
-            })
+            follow_report(&c, format, op, detach).await
+        }
+        DrillCmd::LeaderFailover {
+            mode,
+            max_duration,
+            detach,
+        } => {
+            let ms = max_duration.saturating_mul(1000);
+            let op = c.start_leader_failover(&mode, ms).await?;
+            follow_report(&c, format, op, detach).await
         }
         DrillCmd::History {
             read: ReadOpts { stale },
@@ -115,6 +104,37 @@ pub async fn drill(target: &Target, format: Format, cmd: DrillCmd) -> anyhow::Re
     }
 }
 
+/// Follows a drill just started to its end (unless `detach`) and prints its report; a
+/// drill that did not pass makes the command fail after printing.
+async fn follow_report(
+    c: &crate::client::Client,
+    format: Format,
+    op: pb::Operation,
+    detach: bool,
+) -> anyhow::Result<Printed> {
+    if detach {
+        return Ok(match format {
+            Format::Json => json(&report_json(&op))?,
+            Format::Table => format!(
+                "drill {} started; `drover drill report {}` follows it",
+                op.id, op.id
+            ),
+        }
+        .into());
+    }
+    let op = follow(c, op).await?;
+    let stdout = match format {
+        Format::Json => json(&report_json(&op))?,
+        Format::Table => report_text(&op),
+    };
+    let passed = op.state == "succeeded";
+    Ok(Printed {
+        stdout,
+        failure: (!passed).then(|| format!("drill {} {}: {}", op.id, op.state, op.message)),
+        ..Printed::default()
+    })
+}
+
 /// Milliseconds from `from` to `to`, when both happened.
 fn after(from: u64, to: u64) -> Option<u64> {
     (from > 0 && to > 0).then(|| to.saturating_sub(from))
@@ -126,6 +146,9 @@ fn opt(v: Option<u64>) -> Value {
 
 /// A drill operation and its report as JSON (`-o json`): times relative to the isolation.
 pub fn report_json(op: &pb::Operation) -> Value {
+    if op.leader_drill.is_some() {
+        return leader_drills::report_json(op);
+    }
     let r = op.drill.clone().unwrap_or_default();
     let t0 = r.isolated_at_ms;
     json!({
@@ -165,6 +188,9 @@ fn ms(v: Option<u64>) -> String {
 
 /// A drill's report for humans.
 pub fn report_text(op: &pb::Operation) -> String {
+    if op.leader_drill.is_some() {
+        return leader_drills::report_text(op);
+    }
     let r = op.drill.clone().unwrap_or_default();
     let t0 = r.isolated_at_ms;
     let mut out = format!(
@@ -234,13 +260,21 @@ pub fn report_text(op: &pb::Operation) -> String {
     for v in &r.violations {
         out.push_str(&format!("    VIOLATION: {v}\n"));
     }
-    let verdict = if r.verdict.is_empty() {
-        "(running)"
-    } else {
-        &r.verdict
-    };
-    out.push_str(&format!("verdict: {verdict}"));
-    for f in &r.failures {
+    out.push_str(&verdict_lines(&r.verdict, &r.failures));
+    out
+}
+
+/// A report's last lines: the verdict and every reason it failed.
+pub fn verdict_lines(verdict: &str, failures: &[String]) -> String {
+    let mut out = format!(
+        "verdict: {}",
+        if verdict.is_empty() {
+            "(running)"
+        } else {
+            verdict
+        }
+    );
+    for f in failures {
         out.push_str(&format!("\n  - {f}"));
     }
     out

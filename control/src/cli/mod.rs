@@ -8,6 +8,7 @@ mod console;
 mod drills;
 mod follow;
 mod images;
+mod leader_drills;
 pub mod output;
 mod pools;
 pub mod sizes;
@@ -135,11 +136,30 @@ pub enum DrillCmd {
         /// Show the plan only.
         #[arg(long)]
         dry_run: bool,
-        /// How the host loses the cluster: isolate.
+        /// How the host loses the cluster: isolate (hostd cuts the controllers off) or
+        /// stop-agent (hostd exits; hostd-watchdog fences; its service manager restarts it).
         #[arg(long, default_value = "isolate")]
         mode: String,
         /// Longest the host stays isolated, in seconds; hostd lifts it by itself after.
         #[arg(long, default_value_t = 120)]
+        max_duration: u64,
+        /// Print the drill's operation id and return at once.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// The leader loses leadership for real while another controller writes probes
+    /// through the API as a client: the report gives how long writes were unavailable, the
+    /// time to a working leader, and whether any acknowledged write was lost.
+    ///
+    /// step-down: a planned handover to another voter (as `cluster transfer-leader`);
+    /// stop: the leader's controller stops (exit code 75; run it under a service manager
+    /// that starts it again) and the others elect a leader as after a crash. Refused when
+    /// losing the leader would leave no quorum.
+    LeaderFailover {
+        #[arg(long, default_value = "step-down")]
+        mode: String,
+        /// The observer gives up (and the drill fails) after this many seconds.
+        #[arg(long, default_value_t = 60)]
         max_duration: u64,
         /// Print the drill's operation id and return at once.
         #[arg(long)]

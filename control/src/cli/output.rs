@@ -117,6 +117,8 @@ pub fn op_json(op: &pb::Operation) -> Value {
 fn op_subject(op: &pb::Operation) -> String {
     if op.kind == "migrate" {
         format!("{} {} -> {}", op.vm, op.src, op.dst)
+    } else if let Some(l) = &op.leader_drill {
+        format!("leader {} ({})", l.leader, l.mode)
     } else {
         op.host.clone()
     }
@@ -140,6 +142,17 @@ fn op_progress(op: &pb::Operation) -> String {
             &r.verdict
         };
         return format!("{verdict}, {restarted} restarted, {} samples", r.samples);
+    }
+    if let Some(l) = &op.leader_drill {
+        let verdict = if l.verdict.is_empty() {
+            "running"
+        } else {
+            &l.verdict
+        };
+        return match l.unavailable_ms {
+            Some(u) => format!("{verdict}, writes unavailable {u} ms"),
+            None => verdict.to_string(),
+        };
     }
     if let Some(d) = &op.drain {
         let moved = d.total.saturating_sub(d.remaining.len() as u32);

@@ -3,7 +3,7 @@
 use drover_proto::v1 as pb;
 use drover_proto::v1::drill_service_client::DrillServiceClient;
 
-use super::{Client, ClientError, Read};
+use super::{with_request_id, Client, ClientError, Read};
 
 impl Client {
     /// What failing `host` now would do (the leader answers).
@@ -33,6 +33,56 @@ impl Client {
                     mode: mode.to_string(),
                     max_duration_ms,
                 })
+                .await
+                .map(tonic::Response::into_inner)
+        })
+        .await
+    }
+
+    /// Starts a leader-failover drill; the answer is its operation.
+    pub async fn start_leader_failover(
+        &self,
+        mode: &str,
+        max_duration_ms: u64,
+    ) -> Result<pb::Operation, ClientError> {
+        self.call(|c| async move {
+            DrillServiceClient::new(c)
+                .start_leader_failover(pb::StartLeaderFailoverRequest {
+                    mode: mode.to_string(),
+                    max_duration_ms,
+                })
+                .await
+                .map(tonic::Response::into_inner)
+        })
+        .await
+    }
+
+    /// One probe write of leader drill `op`, each call at most `per_call` long (retries
+    /// within the client's deadline keep the request id: applied at most once).
+    pub async fn drill_probe(
+        &self,
+        op: u64,
+        seq: u64,
+        per_call: std::time::Duration,
+    ) -> Result<pb::ProbeResponse, ClientError> {
+        let id = self.next_request_id();
+        self.call_within(per_call, |c| {
+            let req = with_request_id(pb::ProbeRequest { op, seq }, &id);
+            async move {
+                DrillServiceClient::new(c)
+                    .probe(req)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        })
+        .await
+    }
+
+    /// Tells leader drill `op`'s leader to go (a controller identity only).
+    pub async fn cut_leader(&self, op: u64) -> Result<pb::CutLeaderResponse, ClientError> {
+        self.call_within(std::time::Duration::from_secs(30), |c| async move {
+            DrillServiceClient::new(c)
+                .cut_leader(pb::CutLeaderRequest { op })
                 .await
                 .map(tonic::Response::into_inner)
         })

@@ -8,6 +8,7 @@ mod event;
 mod host;
 mod image;
 mod labels;
+mod leader_drill;
 mod moves;
 mod operation;
 mod placement;
@@ -32,6 +33,7 @@ pub use event::{Event, EventKind, EventLog, MAX_EVENTS};
 pub use host::{AdminState, Capacity, DeadReason, Host, HostHealth};
 pub use image::{image_volume_name, DiskBacking, Image, ImageCopy, ImageFormat, ImageState};
 pub use labels::{parse_label, validate_labels, Labels};
+pub use leader_drill::{LeaderDrillMeasure, LeaderDrillMode, LeaderDrillReport, MAX_PROBES};
 pub use moves::MayStillRun;
 pub use operation::{
     DrainProgress, MigrationPolicy, MigrationProgress, OpKind, OpState, Operation, Operations,

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::drill::{DrillMode, DrillReport};
+use super::leader_drill::{LeaderDrillMode, LeaderDrillReport};
 
 /// Finished operations kept; running ones are never dropped.
 pub const MAX_FINISHED_OPS: usize = 200;
@@ -39,6 +40,15 @@ pub enum OpKind {
         /// Longest the host stays isolated; hostd lifts the isolation itself after it.
         max_duration_ms: u64,
     },
+    /// Make `leader` lose leadership (see [`LeaderDrillMode`]) while controller
+    /// `observer` writes probes through the API and measures what clients see.
+    LeaderDrill {
+        mode: LeaderDrillMode,
+        leader: u64,
+        observer: u64,
+        /// The observer gives up (and the drill fails) after this long.
+        max_duration_ms: u64,
+    },
 }
 
 impl OpKind {
@@ -47,6 +57,7 @@ impl OpKind {
         match self {
             OpKind::Migrate { src, dst, .. } => src == host || dst == host,
             OpKind::Drain { host: h, .. } | OpKind::Drill { host: h, .. } => h == host,
+            OpKind::LeaderDrill { .. } => false,
         }
     }
 
@@ -54,7 +65,24 @@ impl OpKind {
         match self {
             OpKind::Migrate { .. } => "migrate",
             OpKind::Drain { .. } => "drain",
-            OpKind::Drill { .. } => "drill",
+            OpKind::Drill { .. } | OpKind::LeaderDrill { .. } => "drill",
+        }
+    }
+
+    /// Whether this is a drill of any kind (one runs at a time).
+    pub fn is_drill(&self) -> bool {
+        match self {
+            OpKind::Drill { .. } | OpKind::LeaderDrill { .. } => true,
+            OpKind::Migrate { .. } | OpKind::Drain { .. } => false,
+        }
+    }
+
+    /// What a drill drills, in words (empty for other operations).
+    pub fn drill_target(&self) -> String {
+        match self {
+            OpKind::Drill { host, .. } => format!("host {host}"),
+            OpKind::LeaderDrill { leader, .. } => format!("leader {leader}"),
+            OpKind::Migrate { .. } | OpKind::Drain { .. } => String::new(),
         }
     }
 }
@@ -171,6 +199,7 @@ pub enum Progress {
     Migration(MigrationProgress),
     Drain(DrainProgress),
     Drill(DrillReport),
+    LeaderDrill(LeaderDrillReport),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,6 +231,7 @@ impl Operations {
             OpKind::Migrate { .. } => Progress::Migration(MigrationProgress::default()),
             OpKind::Drain { .. } => Progress::Drain(DrainProgress::default()),
             OpKind::Drill { .. } => Progress::Drill(DrillReport::default()),
+            OpKind::LeaderDrill { .. } => Progress::LeaderDrill(LeaderDrillReport::default()),
         };
         self.ops.insert(
             id,
@@ -247,8 +277,7 @@ impl Operations {
     /// The running drill, if any (one at a time in the cluster: a drill is one host
     /// failure, and a second on top of it is what a drill must never cause).
     pub fn running_drill(&self) -> Option<&Operation> {
-        self.running()
-            .find(|o| matches!(o.kind, OpKind::Drill { .. }))
+        self.running().find(|o| o.kind.is_drill())
     }
 
     /// The running drain of `host`, if any.

@@ -272,7 +272,7 @@ impl ClusterState {
         let op = self.operations.ops.get(&vm.migration?)?;
         match &op.kind {
             OpKind::Migrate { dst, .. } => Some(dst),
-            OpKind::Drain { .. } | OpKind::Drill { .. } => None,
+            OpKind::Drain { .. } | OpKind::Drill { .. } | OpKind::LeaderDrill { .. } => None,
         }
     }
 }
