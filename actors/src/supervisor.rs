@@ -23,7 +23,7 @@ use tokio_stream::wrappers::{BroadcastStream, WatchStream};
 
 use crate::agents::AgentPool;
 use crate::drain::{DrainActor, DrainLimits};
-use crate::drill::{DrillActor, LeaderWatch};
+use crate::drill::{DrillActor, LeaderWatch, MigrationDrillActor};
 use crate::failover::{self, Candidate, FailoverPolicy, Plan};
 use crate::host::health::LeaseTimings;
 use crate::host::{FenceAgent, GrantBook, HostActor, HostContext, HostReport, LeadershipRounds};
@@ -52,6 +52,7 @@ enum OpActor {
     Drain(Addr<DrainActor>),
     Drill(Addr<DrillActor>),
     LeaderDrill(Addr<LeaderWatch>),
+    MigrationDrill(Addr<MigrationDrillActor>),
 }
 
 impl OpActor {
@@ -61,6 +62,7 @@ impl OpActor {
             OpActor::Drain(a) => a.do_send(Poke),
             OpActor::Drill(a) => a.do_send(Poke),
             OpActor::LeaderDrill(a) => a.do_send(Poke),
+            OpActor::MigrationDrill(a) => a.do_send(Poke),
         }
     }
 
@@ -70,6 +72,7 @@ impl OpActor {
             OpActor::Drain(a) => a.do_send(Shutdown),
             OpActor::Drill(a) => a.do_send(Shutdown),
             OpActor::LeaderDrill(a) => a.do_send(Shutdown),
+            OpActor::MigrationDrill(a) => a.do_send(Shutdown),
         }
     }
 }
@@ -334,6 +337,9 @@ impl Supervisor {
                 }
                 OpKind::LeaderDrill { .. } => {
                     OpActor::LeaderDrill(LeaderWatch::new(id, node).start())
+                }
+                OpKind::MigrationDrill { .. } => {
+                    OpActor::MigrationDrill(MigrationDrillActor::new(id, node).start())
                 }
             };
             l.ops.insert(id, actor);

@@ -450,3 +450,48 @@ async fn multihost_source_cut_off_mid_migration_ha_vm_is_back_within_the_lease(
     }
     Ok(())
 }
+
+/// `drover drill migration VM` (issue 12, point 2): a live round trip, one migration
+/// operation per leg, each leg's downtime in the report, the VM home again, never twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multihost_migration_drill_makes_a_round_trip() -> anyhow::Result<()> {
+    if !require::prerequisite(LibvirtHosts::available()) {
+        return Ok(());
+    }
+    let rig = Rig::start(2).await?;
+    rig.create("trip", 64).await?;
+    let home = rig.running(&["trip"]).await?["trip"].clone();
+    let sampler = Sampler::start_running(&rig.uris()).await?;
+
+    let out = rig.cluster.cli(&["drill", "migration", "trip"]).await?;
+    anyhow::ensure!(out.success, "drill: {}\n{}", out.stderr, out.stdout);
+    let report: Value = serde_json::from_str(&out.stdout).context("report JSON")?;
+    eprintln!("{report:#}");
+    assert_eq!(report["verdict"], "passed", "{report}");
+    assert_eq!(report["home"], home.as_str(), "{report}");
+    let legs = report["legs"].as_array().context("legs")?;
+    assert_eq!(legs.len(), 2, "{report}");
+    assert_eq!(legs[0]["from"], home.as_str());
+    assert_eq!(legs[1]["to"], home.as_str());
+    assert_ne!(legs[0]["to"], home.as_str());
+    for leg in legs {
+        assert_eq!(leg["state"], "succeeded", "{report}");
+        assert!(leg["downtime_ms"].is_u64(), "downtime per leg: {report}");
+        // Each leg is a migration operation of its own.
+        let op = rig.op(leg["op"].as_u64().context("op")?).await?;
+        assert_eq!(op["kind"], "migrate", "{op}");
+    }
+    let vm = rig.vm("trip").await?;
+    assert_eq!(vm["host"], home.as_str(), "home again: {vm}");
+
+    let nosuch = rig.cluster.cli(&["drill", "migration", "nosuch"]).await?;
+    assert!(
+        !nosuch.success && nosuch.stderr.contains("nosuch"),
+        "{nosuch:?}"
+    );
+    let samples = sampler.finish().await?;
+    if let Some((s, vm)) = samples.twice() {
+        panic!("{vm} ran on two hosts at once: {:?}", s.active);
+    }
+    Ok(())
+}

@@ -84,7 +84,19 @@ impl ClusterState {
             | Command::StartLeaderDrill { .. }
             | Command::DrillProbe { .. }
             | Command::FinishLeaderDrill { .. }
+            | Command::StartMigrationDrill { .. }
+            | Command::FinishMigrationDrill { .. }
             | Command::CancelOperation { .. } => Touched::Ops,
+            Command::StartDrillLeg { op, dst, .. } => {
+                match self.operations.ops.get(op).map(|o| &o.kind) {
+                    Some(OpKind::MigrationDrill { vm }) => Touched::Many(vec![
+                        Touched::Vm(vm.clone()),
+                        Touched::Host(dst.clone()),
+                        Touched::Ops,
+                    ]),
+                    _ => Touched::Ops,
+                }
+            }
             Command::StartDrain { host, .. } | Command::ActivateHost { name: host, .. } => {
                 Touched::Many(vec![Touched::Host(host.clone()), Touched::Ops])
             }
@@ -602,9 +614,10 @@ impl ClusterState {
             } => {
                 let host = match &self.running_op(*op, "drain")?.kind {
                     OpKind::Drain { host, .. } => host.clone(),
-                    OpKind::Migrate { .. } | OpKind::Drill { .. } | OpKind::LeaderDrill { .. } => {
-                        unreachable_kind(*op)?
-                    }
+                    OpKind::Migrate { .. }
+                    | OpKind::Drill { .. }
+                    | OpKind::LeaderDrill { .. }
+                    | OpKind::MigrationDrill { .. } => unreachable_kind(*op)?,
                 };
                 let admin = if *state == OpState::Succeeded {
                     let left: Vec<&str> = self
@@ -666,6 +679,15 @@ impl ClusterState {
             Command::FinishLeaderDrill { op, measure, at_ms } => {
                 self.finish_leader_drill(*op, measure, *at_ms)
             }
+            Command::StartMigrationDrill { vm, at_ms } => self.start_migration_drill(vm, *at_ms),
+            Command::StartDrillLeg { op, dst, at_ms } => self.start_drill_leg(*op, dst, *at_ms),
+            Command::FinishMigrationDrill {
+                op,
+                state,
+                message,
+                report,
+                at_ms,
+            } => self.finish_migration_drill(*op, *state, message, report, *at_ms),
             Command::CancelOperation { op } => {
                 let o = self
                     .operations
@@ -761,7 +783,7 @@ impl ClusterState {
         })
     }
 
-    fn start_migration(
+    pub(crate) fn start_migration(
         &mut self,
         name: &str,
         expected_generation: u64,
@@ -876,9 +898,10 @@ impl ClusterState {
                 generation,
                 ..
             } => (vm.clone(), dst.clone(), *generation),
-            OpKind::Drain { .. } | OpKind::Drill { .. } | OpKind::LeaderDrill { .. } => {
-                unreachable_kind(op)?
-            }
+            OpKind::Drain { .. }
+            | OpKind::Drill { .. }
+            | OpKind::LeaderDrill { .. }
+            | OpKind::MigrationDrill { .. } => unreachable_kind(op)?,
         };
         if state == OpState::Running {
             return Err(ApplyError::OperationFinished {
@@ -973,7 +996,10 @@ impl ClusterState {
     fn op_vm(&self, id: u64) -> Option<String> {
         match &self.operations.ops.get(&id)?.kind {
             OpKind::Migrate { vm, .. } => Some(vm.clone()),
-            OpKind::Drain { .. } | OpKind::Drill { .. } | OpKind::LeaderDrill { .. } => None,
+            OpKind::Drain { .. }
+            | OpKind::Drill { .. }
+            | OpKind::LeaderDrill { .. }
+            | OpKind::MigrationDrill { .. } => None,
         }
     }
 

@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{
     Capacity, DeadReason, DesiredState, DrainProgress, DrillMode, DrillReport, EventKind, Host,
-    HostHealth, Labels, LeaderDrillMeasure, LeaderDrillMode, MigrationPolicy, MigrationProgress,
-    ObservedState, OpState, Operation, PlacementPolicy, Pool, PoolOnHost, PoolSpec, Vm, VmOptions,
-    VmSpec,
+    HostHealth, Labels, LeaderDrillMeasure, LeaderDrillMode, MigrationDrillReport, MigrationPolicy,
+    MigrationProgress, ObservedState, OpState, Operation, PlacementPolicy, Pool, PoolOnHost,
+    PoolSpec, Vm, VmOptions, VmSpec,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +170,25 @@ pub enum Command {
     FinishLeaderDrill {
         op: u64,
         measure: LeaderDrillMeasure,
+        at_ms: u64,
+    },
+    /// `drover drill migration VM`: starts a migration drill (a round trip).
+    StartMigrationDrill {
+        vm: String,
+        at_ms: u64,
+    },
+    /// The next leg of migration drill `op`: migrates its VM to `dst` and records it.
+    StartDrillLeg {
+        op: u64,
+        dst: String,
+        at_ms: u64,
+    },
+    /// Ends a migration drill with its report (which carries the verdict).
+    FinishMigrationDrill {
+        op: u64,
+        state: OpState,
+        message: String,
+        report: MigrationDrillReport,
         at_ms: u64,
     },
     /// `drover op cancel`: asks the operation's coordinator to stop it.
@@ -416,6 +435,9 @@ impl Command {
             Command::StartLeaderDrill { .. } => "start_leader_drill",
             Command::DrillProbe { .. } => "drill_probe",
             Command::FinishLeaderDrill { .. } => "finish_leader_drill",
+            Command::StartMigrationDrill { .. } => "start_migration_drill",
+            Command::StartDrillLeg { .. } => "start_drill_leg",
+            Command::FinishMigrationDrill { .. } => "finish_migration_drill",
             Command::CancelOperation { .. } => "cancel_operation",
             Command::ActivateHost { .. } => "activate_host",
             Command::SetPlacementPolicy { .. } => "set_placement_policy",

@@ -11,6 +11,7 @@ mod apply_disks;
 mod apply_drills;
 mod apply_images;
 mod apply_leader_drill;
+mod apply_migration_drill;
 mod apply_pools;
 mod apply_tokens;
 mod apply_vm_create;

@@ -913,3 +913,88 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_migration_drill_starts_legs_in_one_entry_each_and_ends_with_a_verdict() {
+    let mut s = ClusterState::default();
+    host_up(&mut s, "h1");
+    host_up(&mut s, "h2");
+    assert!(matches!(
+        refused(
+            &mut s,
+            Command::StartMigrationDrill {
+                vm: "nosuch".into(),
+                at_ms: 1
+            }
+        ),
+        ApplyError::UnknownVm(_)
+    ));
+    running_vm(&mut s, "web", "h1");
+    let op = op_id(ok(
+        &mut s,
+        Command::StartMigrationDrill {
+            vm: "web".into(),
+            at_ms: 1,
+        },
+    ));
+    assert!(matches!(
+        refused(&mut s, leader_drill(1, 2)),
+        ApplyError::DrillRunning { op: o, .. } if o == op
+    ));
+    assert!(matches!(
+        refused(
+            &mut s,
+            Command::StartDrillLeg {
+                op,
+                dst: "h1".into(),
+                at_ms: 2
+            }
+        ),
+        ApplyError::SameHost { .. }
+    ));
+    let leg = op_id(ok(
+        &mut s,
+        Command::StartDrillLeg {
+            op,
+            dst: "h2".into(),
+            at_ms: 2,
+        },
+    ));
+    assert_eq!(
+        s.vms["web"].migration,
+        Some(leg),
+        "the leg is a real migration"
+    );
+    match &s.operations.ops[&op].progress {
+        drover_raft::model::Progress::MigrationDrill(r) => {
+            assert_eq!(r.home, "h1");
+            assert_eq!(r.legs.len(), 1);
+            assert_eq!(r.legs[0].op, leg);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        refused(
+            &mut s,
+            Command::StartDrillLeg {
+                op,
+                dst: "h2".into(),
+                at_ms: 3
+            }
+        ),
+        ApplyError::InvalidDrill(w) if w.contains("still running")
+    ));
+    assert!(matches!(
+        refused(
+            &mut s,
+            Command::FinishMigrationDrill {
+                op,
+                state: OpState::Failed,
+                message: "x".into(),
+                report: Default::default(),
+                at_ms: 4
+            }
+        ),
+        ApplyError::InvalidDrill(_)
+    ));
+}

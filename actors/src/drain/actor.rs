@@ -47,9 +47,10 @@ impl DrainActor {
             }
             let host = match &op.kind {
                 OpKind::Drain { host, .. } => host.clone(),
-                OpKind::Migrate { .. } | OpKind::Drill { .. } | OpKind::LeaderDrill { .. } => {
-                    return None
-                }
+                OpKind::Migrate { .. }
+                | OpKind::Drill { .. }
+                | OpKind::LeaderDrill { .. }
+                | OpKind::MigrationDrill { .. } => return None,
             };
             let current = match &op.progress {
                 Progress::Drain(p) => Some(p.clone()),

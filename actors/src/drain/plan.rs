@@ -78,7 +78,10 @@ pub fn step(op: &Operation, state: &ClusterState, policy: &Policy, limits: Drain
             .running()
             .filter(|o| match &o.kind {
                 OpKind::Migrate { src, .. } => only_from.is_none_or(|h| h == src),
-                OpKind::Drain { .. } | OpKind::Drill { .. } | OpKind::LeaderDrill { .. } => false,
+                OpKind::Drain { .. }
+                | OpKind::Drill { .. }
+                | OpKind::LeaderDrill { .. }
+                | OpKind::MigrationDrill { .. } => false,
             })
             .count()
     };

@@ -3,14 +3,17 @@
 //! survive it now) is what `drover drill host-failure --dry-run` shows and what a drill
 //! checks before it starts; [`follow`] decides a running drill's steps, [`never_twice`]
 //! checks its samples, and [`DrillActor`] carries a drill out on the leader.
-//! [`LeaderWatch`] ends a leader-failover drill whose observer vanished.
+//! [`LeaderWatch`] ends a leader-failover drill whose observer vanished;
+//! [`MigrationDrillActor`] runs a migration drill's round trip.
 
 mod actor;
 pub mod follow;
 pub mod leader_watch;
+pub mod migration_drill;
 pub mod never_twice;
 pub mod plan;
 
 pub use actor::DrillActor;
 pub use leader_watch::LeaderWatch;
+pub use migration_drill::MigrationDrillActor;
 pub use plan::{plan, DrillPlan, Quorum, Refusal};

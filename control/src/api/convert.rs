@@ -6,7 +6,7 @@ use drover_actors::scheduler::place_vm;
 use drover_proto::v1 as pb;
 use drover_raft::model::{
     instance_id, ClusterState, DesiredState, DrillReport, Host, HostHealth, LeaderDrillReport,
-    ObservedState, OpKind, Operation, Progress, Verdict, Vm,
+    MigrationDrillReport, ObservedState, OpKind, Operation, Progress, Verdict, Vm,
 };
 
 /// `vm` with, when it waits for a placement, each host's reason for refusing it now.
@@ -40,6 +40,7 @@ pub fn operation(op: &Operation) -> pb::Operation {
         OpKind::Drain { host, .. } => out.host.clone_from(host),
         OpKind::Drill { host, .. } => out.host.clone_from(host),
         OpKind::LeaderDrill { .. } => {}
+        OpKind::MigrationDrill { vm } => out.vm.clone_from(vm),
     }
     match &op.progress {
         Progress::Migration(p) => {
@@ -62,6 +63,7 @@ pub fn operation(op: &Operation) -> pb::Operation {
         }
         Progress::Drill(r) => out.drill = Some(drill_report(op, r)),
         Progress::LeaderDrill(r) => out.leader_drill = Some(leader_drill_report(op, r)),
+        Progress::MigrationDrill(r) => out.migration_drill = Some(migration_drill_report(op, r)),
         Progress::None => {}
     }
     out
@@ -103,6 +105,32 @@ fn leader_drill_report(op: &Operation, r: &LeaderDrillReport) -> pb::LeaderDrill
         verdict,
         failures,
         max_duration_ms: *max_duration_ms,
+    }
+}
+
+fn migration_drill_report(op: &Operation, r: &MigrationDrillReport) -> pb::MigrationDrillReport {
+    let (verdict, failures) = verdict_pb(r.verdict.as_ref());
+    pb::MigrationDrillReport {
+        vm: match &op.kind {
+            OpKind::MigrationDrill { vm } => vm.clone(),
+            _ => String::new(),
+        },
+        home: r.home.clone(),
+        legs: r
+            .legs
+            .iter()
+            .map(|l| pb::DrillLeg {
+                op: l.op,
+                from: l.from.clone(),
+                to: l.to.clone(),
+                state: l.state.map(|s| s.as_str().to_string()).unwrap_or_default(),
+                downtime_ms: l.downtime_ms,
+                elapsed_ms: l.elapsed_ms,
+                message: l.message.clone(),
+            })
+            .collect(),
+        verdict,
+        failures,
     }
 }
 

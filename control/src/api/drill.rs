@@ -162,6 +162,24 @@ impl DrillService for DrillApi {
             .map(Response::new)
     }
 
+    async fn start_migration_round_trip(
+        &self,
+        req: Request<pb::StartMigrationRoundTripRequest>,
+    ) -> Result<Response<pb::Operation>, Status> {
+        let (meta, _, req) = req.into_parts();
+        if req.vm.is_empty() {
+            return Err(Status::invalid_argument("VM name is empty"));
+        }
+        let cmd = Command::StartMigrationDrill {
+            vm: req.vm,
+            at_ms: drover_raft::wall_clock_ms(),
+        };
+        match commit(&self.node, &meta, cmd).await? {
+            Reply::Operation(op) => Ok(Response::new(convert::operation(&op))),
+            other => Err(Status::internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+
     async fn list_drills(
         &self,
         req: Request<pb::ListDrillsRequest>,

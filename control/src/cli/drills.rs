@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::commands::{client, json, read, Printed, Target};
 use super::follow::follow;
 use super::output::{op_rows, utc, Format};
-use super::{leader_drills, DrillCmd, ReadOpts};
+use super::{leader_drills, migration_drills, DrillCmd, ReadOpts};
 
 fn plan_text(p: &pb::HostFailurePlan) -> String {
     let mut out = format!("If host {} failed now:\n", p.host);
@@ -61,6 +61,10 @@ pub async fn drill(target: &Target, format: Format, cmd: DrillCmd) -> anyhow::Re
         } => {
             let ms = max_duration.saturating_mul(1000);
             let op = c.start_leader_failover(&mode, ms).await?;
+            follow_report(&c, format, op, detach).await
+        }
+        DrillCmd::Migration { vm, detach } => {
+            let op = c.start_migration_round_trip(&vm).await?;
             follow_report(&c, format, op, detach).await
         }
         DrillCmd::History {
@@ -149,6 +153,9 @@ pub fn report_json(op: &pb::Operation) -> Value {
     if op.leader_drill.is_some() {
         return leader_drills::report_json(op);
     }
+    if op.migration_drill.is_some() {
+        return migration_drills::report_json(op);
+    }
     let r = op.drill.clone().unwrap_or_default();
     let t0 = r.isolated_at_ms;
     json!({
@@ -190,6 +197,9 @@ fn ms(v: Option<u64>) -> String {
 pub fn report_text(op: &pb::Operation) -> String {
     if op.leader_drill.is_some() {
         return leader_drills::report_text(op);
+    }
+    if op.migration_drill.is_some() {
+        return migration_drills::report_text(op);
     }
     let r = op.drill.clone().unwrap_or_default();
     let t0 = r.isolated_at_ms;

@@ -9,6 +9,7 @@ mod drills;
 mod follow;
 mod images;
 mod leader_drills;
+mod migration_drills;
 pub mod output;
 mod pools;
 pub mod sizes;
@@ -161,6 +162,14 @@ pub enum DrillCmd {
         /// The observer gives up (and the drill fails) after this many seconds.
         #[arg(long, default_value_t = 60)]
         max_duration: u64,
+        /// Print the drill's operation id and return at once.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// VM live-migrates to the host the scheduler picks and back; the report gives each
+    /// leg's downtime (as libvirt measured the guest's pause).
+    Migration {
+        vm: String,
         /// Print the drill's operation id and return at once.
         #[arg(long)]
         detach: bool,

@@ -119,6 +119,8 @@ fn op_subject(op: &pb::Operation) -> String {
         format!("{} {} -> {}", op.vm, op.src, op.dst)
     } else if let Some(l) = &op.leader_drill {
         format!("leader {} ({})", l.leader, l.mode)
+    } else if let Some(m) = &op.migration_drill {
+        format!("VM {} ({} round trip)", m.vm, m.home)
     } else {
         op.host.clone()
     }
@@ -153,6 +155,14 @@ fn op_progress(op: &pb::Operation) -> String {
             Some(u) => format!("{verdict}, writes unavailable {u} ms"),
             None => verdict.to_string(),
         };
+    }
+    if let Some(m) = &op.migration_drill {
+        let downtimes: Vec<String> = m
+            .legs
+            .iter()
+            .map(|l| l.downtime_ms.map_or("?".into(), |d| format!("{d} ms")))
+            .collect();
+        return format!("{} legs, downtime {}", m.legs.len(), downtimes.join("/"));
     }
     if let Some(d) = &op.drain {
         let moved = d.total.saturating_sub(d.remaining.len() as u32);

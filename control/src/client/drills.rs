@@ -89,6 +89,24 @@ impl Client {
         .await
     }
 
+    /// Starts a migration drill of `vm`; the answer is its operation.
+    pub async fn start_migration_round_trip(&self, vm: &str) -> Result<pb::Operation, ClientError> {
+        let id = self.next_request_id();
+        self.call(|c| {
+            let req = with_request_id(
+                pb::StartMigrationRoundTripRequest { vm: vm.to_string() },
+                &id,
+            );
+            async move {
+                DrillServiceClient::new(c)
+                    .start_migration_round_trip(req)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        })
+        .await
+    }
+
     /// The drills kept, newest first.
     pub async fn drills(&self, stale: bool) -> Result<Read<Vec<pb::Operation>>, ClientError> {
         self.call(|c| async move {

@@ -9,6 +9,7 @@ mod host;
 mod image;
 mod labels;
 mod leader_drill;
+mod migration_drill;
 mod moves;
 mod operation;
 mod placement;
@@ -34,6 +35,7 @@ pub use host::{AdminState, Capacity, DeadReason, Host, HostHealth};
 pub use image::{image_volume_name, DiskBacking, Image, ImageCopy, ImageFormat, ImageState};
 pub use labels::{parse_label, validate_labels, Labels};
 pub use leader_drill::{LeaderDrillMeasure, LeaderDrillMode, LeaderDrillReport, MAX_PROBES};
+pub use migration_drill::{DrillLeg, MigrationDrillReport};
 pub use moves::MayStillRun;
 pub use operation::{
     DrainProgress, MigrationPolicy, MigrationProgress, OpKind, OpState, Operation, Operations,

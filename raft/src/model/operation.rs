@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::drill::{DrillMode, DrillReport};
 use super::leader_drill::{LeaderDrillMode, LeaderDrillReport};
+use super::migration_drill::MigrationDrillReport;
 
 /// Finished operations kept; running ones are never dropped.
 pub const MAX_FINISHED_OPS: usize = 200;
@@ -49,6 +50,8 @@ pub enum OpKind {
         /// The observer gives up (and the drill fails) after this long.
         max_duration_ms: u64,
     },
+    /// Live-migrate `vm` to another host and back (two migration operations, the legs).
+    MigrationDrill { vm: String },
 }
 
 impl OpKind {
@@ -57,7 +60,8 @@ impl OpKind {
         match self {
             OpKind::Migrate { src, dst, .. } => src == host || dst == host,
             OpKind::Drain { host: h, .. } | OpKind::Drill { host: h, .. } => h == host,
-            OpKind::LeaderDrill { .. } => false,
+            // Its legs are migrations, which involve their hosts themselves.
+            OpKind::LeaderDrill { .. } | OpKind::MigrationDrill { .. } => false,
         }
     }
 
@@ -65,14 +69,18 @@ impl OpKind {
         match self {
             OpKind::Migrate { .. } => "migrate",
             OpKind::Drain { .. } => "drain",
-            OpKind::Drill { .. } | OpKind::LeaderDrill { .. } => "drill",
+            OpKind::Drill { .. } | OpKind::LeaderDrill { .. } | OpKind::MigrationDrill { .. } => {
+                "drill"
+            }
         }
     }
 
     /// Whether this is a drill of any kind (one runs at a time).
     pub fn is_drill(&self) -> bool {
         match self {
-            OpKind::Drill { .. } | OpKind::LeaderDrill { .. } => true,
+            OpKind::Drill { .. } | OpKind::LeaderDrill { .. } | OpKind::MigrationDrill { .. } => {
+                true
+            }
             OpKind::Migrate { .. } | OpKind::Drain { .. } => false,
         }
     }
@@ -82,6 +90,7 @@ impl OpKind {
         match self {
             OpKind::Drill { host, .. } => format!("host {host}"),
             OpKind::LeaderDrill { leader, .. } => format!("leader {leader}"),
+            OpKind::MigrationDrill { vm } => format!("VM {vm}"),
             OpKind::Migrate { .. } | OpKind::Drain { .. } => String::new(),
         }
     }
@@ -200,6 +209,7 @@ pub enum Progress {
     Drain(DrainProgress),
     Drill(DrillReport),
     LeaderDrill(LeaderDrillReport),
+    MigrationDrill(MigrationDrillReport),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -232,6 +242,9 @@ impl Operations {
             OpKind::Drain { .. } => Progress::Drain(DrainProgress::default()),
             OpKind::Drill { .. } => Progress::Drill(DrillReport::default()),
             OpKind::LeaderDrill { .. } => Progress::LeaderDrill(LeaderDrillReport::default()),
+            OpKind::MigrationDrill { .. } => {
+                Progress::MigrationDrill(MigrationDrillReport::default())
+            }
         };
         self.ops.insert(
             id,

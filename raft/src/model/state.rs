@@ -272,7 +272,10 @@ impl ClusterState {
         let op = self.operations.ops.get(&vm.migration?)?;
         match &op.kind {
             OpKind::Migrate { dst, .. } => Some(dst),
-            OpKind::Drain { .. } | OpKind::Drill { .. } | OpKind::LeaderDrill { .. } => None,
+            OpKind::Drain { .. }
+            | OpKind::Drill { .. }
+            | OpKind::LeaderDrill { .. }
+            | OpKind::MigrationDrill { .. } => None,
         }
     }
 }
