@@ -190,9 +190,21 @@ pub fn host_ip(n: usize) -> String {
 /// A free loopback port (bind port 0, read it, release it) for processes whose address must
 /// be known before they start.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    free_port_on("127.0.0.1")
+}
+
+/// [`free_port`] on loopback address `ip`, and on the wildcard address too: a port a
+/// wildcard socket holds cannot be bound on `ip` either.
+pub fn free_port_on(ip: &str) -> anyhow::Result<u16> {
+    for _ in 0..20 {
+        let port = std::net::TcpListener::bind(format!("{ip}:0"))?
+            .local_addr()?
+            .port();
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no port free on {ip} and the wildcard address after 20 tries")
 }
 
 impl Cluster {
@@ -209,7 +221,7 @@ impl Cluster {
             };
             controllers.push(Controller {
                 id,
-                addr: format!("{ip}:{}", free_port()?),
+                addr: format!("{ip}:{}", free_port_on(&ip)?),
                 data_dir: dir.path().join(format!("controller-{id}")),
                 process: None,
             });

@@ -38,6 +38,21 @@ impl Rig {
         hostd_args: &[&str],
         local: Option<&std::path::Path>,
     ) -> anyhow::Result<Rig> {
+        Self::start_inner(hosts, hostd_args, local, false).await
+    }
+
+    /// [`Rig::start_with`] with every controller and hostd on its own loopback address,
+    /// so that partitions can cut them apart (`ClusterSpec::distinct_addresses`).
+    pub async fn start_distinct(hosts: usize, hostd_args: &[&str]) -> anyhow::Result<Rig> {
+        Self::start_inner(hosts, hostd_args, None, true).await
+    }
+
+    async fn start_inner(
+        hosts: usize,
+        hostd_args: &[&str],
+        local: Option<&std::path::Path>,
+        distinct_addresses: bool,
+    ) -> anyhow::Result<Rig> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().to_path_buf();
         let has_local = local.is_some();
@@ -49,6 +64,7 @@ impl Rig {
         let mut cluster = Cluster::start(ClusterSpec {
             hosts: 0,
             hostd_args: hostd_args.iter().map(|a| a.to_string()).collect(),
+            distinct_addresses,
             ..ClusterSpec::default()
         })
         .await?;

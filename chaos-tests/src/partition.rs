@@ -60,6 +60,40 @@ impl Partition {
         Self::install(&rules)
     }
 
+    /// Drops TCP from any address of `from` to any of `to`, one way only (answers still
+    /// flow the other way).
+    pub fn one_way(from: &[String], to: &[String]) -> anyhow::Result<Self> {
+        let tag = format!("drover-test-{}-oneway", std::process::id());
+        let mut rules = Vec::new();
+        for x in from {
+            for y in to {
+                rules.push(drop_rule("INPUT", x, y, &[], &tag));
+            }
+        }
+        Self::install(&rules)
+    }
+
+    /// Drops `percent` % of the TCP packets between any two of `addrs`, at random (this
+    /// kernel has no `tc netem`, so loss is iptables' `statistic` match, and delay is not
+    /// available at all).
+    pub fn lossy(addrs: &[String], percent: u64) -> anyhow::Result<Self> {
+        let tag = format!("drover-test-{}-loss", std::process::id());
+        let p = format!("{:.2}", percent as f64 / 100.0);
+        let mut rules = Vec::new();
+        for x in addrs {
+            for y in addrs.iter().filter(|y| *y != x) {
+                rules.push(drop_rule(
+                    "INPUT",
+                    x,
+                    y,
+                    &["-m", "statistic", "--mode", "random", "--probability", &p],
+                    &tag,
+                ));
+            }
+        }
+        Self::install(&rules)
+    }
+
     /// Inserts `rules`; the ones already in are removed again if one fails (on drop).
     fn install(rules: &[Vec<String>]) -> anyhow::Result<Self> {
         let mut partition = Partition { rules: Vec::new() };

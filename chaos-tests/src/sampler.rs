@@ -269,3 +269,35 @@ async fn libvirt_list(uri: &str, running_only: bool) -> anyhow::Result<Vec<Strin
         .map(String::from)
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vm_active_on_two_hosts_in_one_round_is_caught() {
+        let round = |pairs: &[(&str, &[&str])]| Sample {
+            at: Instant::now(),
+            active: pairs
+                .iter()
+                .map(|(vm, hosts)| {
+                    (
+                        vm.to_string(),
+                        hosts.iter().map(|h| h.to_string()).collect(),
+                    )
+                })
+                .collect(),
+        };
+        let clean = Samples(vec![round(&[("a", &["h1"])]), round(&[("a", &["h2"])])]);
+        assert!(
+            clean.twice().is_none(),
+            "a move between rounds is no double run"
+        );
+        // The planted violation: in one round, a runs on h1 and h2.
+        let double = Samples(vec![
+            round(&[("a", &["h1"])]),
+            round(&[("a", &["h1", "h2"])]),
+        ]);
+        assert_eq!(double.twice().map(|(_, vm)| vm), Some("a"));
+    }
+}
