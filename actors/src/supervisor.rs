@@ -23,7 +23,7 @@ use tokio_stream::wrappers::{BroadcastStream, WatchStream};
 
 use crate::agents::AgentPool;
 use crate::drain::{DrainActor, DrainLimits};
-use crate::drill::{DrillActor, LeaderWatch, MigrationDrillActor};
+use crate::drill::{DrillActor, DrillCadence, LeaderWatch, MigrationDrillActor};
 use crate::failover::{self, Candidate, FailoverPolicy, Plan};
 use crate::host::health::LeaseTimings;
 use crate::host::{FenceAgent, GrantBook, HostActor, HostContext, HostReport, LeadershipRounds};
@@ -104,6 +104,8 @@ pub struct Supervisor {
     config: SupervisorConfig,
     agents: AgentPool,
     leading: Option<Leading>,
+    /// Starts scheduled drills (on the leader only).
+    cadence: Option<Addr<DrillCadence>>,
     /// A quorum round in flight that must confirm leadership of this term before the
     /// children start.
     confirming: Option<u64>,
@@ -128,6 +130,7 @@ impl Supervisor {
             agents: AgentPool::new(config.tls.clone()),
             config,
             leading: None,
+            cadence: None,
             confirming: None,
             failing_over: false,
             frozen: false,
@@ -596,6 +599,14 @@ impl Actor for Supervisor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.add_stream(WatchStream::new(self.node.raft().metrics()));
         ctx.run_interval(FAILOVER_ROUND, |act, ctx| act.failover_round(ctx));
+        // Acts only while this node leads; lives as long as the supervisor.
+        self.cadence = Some(DrillCadence::new(self.node.clone()).start());
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        if let Some(c) = self.cadence.take() {
+            c.do_send(Shutdown);
+        }
     }
 }
 

@@ -300,3 +300,131 @@ async fn a_drill_never_runs_the_fence_agent_on_its_host() -> anyhow::Result<()> 
     );
     Ok(())
 }
+
+/// Scheduled drills (issue 12, point 4): a schedule due now starts an ordinary drill on
+/// its host through the leader's cadence, remembers the run and its verdict, and does not
+/// start another before its period is over; a schedule whose drill the plan refuses (HA
+/// disarmed) is skipped with a `drill-skipped` event saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_drills_run_when_due_and_skip_when_refused() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterSpec {
+        hosts: 3,
+        ..ClusterSpec::default()
+    })
+    .await?;
+    cluster.wait_hosts_up().await?;
+    let out = cluster
+        .cli(&[
+            "vm",
+            "create",
+            "a",
+            "--vcpus",
+            "1",
+            "--memory-mib",
+            "64",
+            "--ha",
+        ])
+        .await?;
+    anyhow::ensure!(out.success, "{}", out.stderr);
+    let bad = cluster
+        .cli(&["drill", "schedule", "host-failure", "--every", "10m"])
+        .await?;
+    assert!(!bad.success && bad.stderr.contains("every hour"), "{bad:?}");
+    let bad = cluster
+        .cli(&[
+            "drill",
+            "schedule",
+            "host-failure",
+            "--every",
+            "1h",
+            "--hosts",
+            "nosuch",
+        ])
+        .await?;
+    assert!(!bad.success && bad.stderr.contains("nosuch"), "{bad:?}");
+
+    eprintln!("phase: a schedule due now drills h2");
+    let out = cluster
+        .cli(&[
+            "drill",
+            "schedule",
+            "host-failure",
+            "--every",
+            "1h",
+            "--hosts",
+            "h2",
+            "--name",
+            "hourly",
+        ])
+        .await?;
+    anyhow::ensure!(out.success, "schedule: {}", out.stderr);
+    let run = wait_until(
+        "the scheduled drill ran",
+        Duration::from_secs(120),
+        || async {
+            let s = cluster.cli_json(&["drill", "schedules"]).await?;
+            let run = s[0]["runs"][0].clone();
+            Ok((run["state"] == "succeeded" || run["state"] == "failed").then_some(run))
+        },
+    )
+    .await?;
+    assert_eq!(run["host"], "h2", "{run}");
+    assert_eq!(run["verdict"], "passed", "{run}");
+    let report = cluster
+        .cli_json(&["drill", "report", &run["op"].to_string()])
+        .await
+        .map_err(anyhow::Error::msg)?;
+    assert_eq!(report["host"], "h2", "{report}");
+    let events = cluster
+        .cli_json(&["event", "list"])
+        .await
+        .map_err(anyhow::Error::msg)?;
+    assert!(events.to_string().contains("drill-finished"), "{events}");
+    eprintln!("phase: with HA disarmed, a due schedule is skipped and says why");
+    let out = cluster.cli(&["ha", "disarm"]).await?;
+    anyhow::ensure!(out.success, "{}", out.stderr);
+    let out = cluster
+        .cli(&[
+            "drill",
+            "schedule",
+            "host-failure",
+            "--every",
+            "1h",
+            "--name",
+            "other",
+        ])
+        .await?;
+    anyhow::ensure!(out.success, "{}", out.stderr);
+    wait_until("a drill-skipped event", Duration::from_secs(30), || async {
+        let events = cluster.cli_json(&["event", "list"]).await?;
+        let skipped = events
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["kind"] == "drill-skipped")
+            .cloned();
+        Ok(skipped.filter(|e| e["message"].to_string().contains("disarmed")))
+    })
+    .await?;
+    // The cadence has ticked since the first run (it reported the skip): "hourly" is not
+    // due again for an hour and ran once.
+    let s = cluster
+        .cli_json(&["drill", "schedules"])
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let hourly = s
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|x| x["name"] == "hourly")
+        .context("hourly")?;
+    assert_eq!(hourly["runs"].as_array().map(Vec::len), Some(1), "{s}");
+    let out = cluster.cli(&["drill", "unschedule", "other"]).await?;
+    anyhow::ensure!(out.success, "{}", out.stderr);
+    let s = cluster
+        .cli_json(&["drill", "schedules"])
+        .await
+        .map_err(anyhow::Error::msg)?;
+    assert_eq!(s.as_array().map(Vec::len), Some(1), "{s}");
+    Ok(())
+}

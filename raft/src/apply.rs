@@ -86,6 +86,9 @@ impl ClusterState {
             | Command::FinishLeaderDrill { .. }
             | Command::StartMigrationDrill { .. }
             | Command::FinishMigrationDrill { .. }
+            | Command::CreateDrillSchedule { .. }
+            | Command::DeleteDrillSchedule { .. }
+            | Command::StartScheduledDrill { .. }
             | Command::CancelOperation { .. } => Touched::Ops,
             Command::StartDrillLeg { op, dst, .. } => {
                 match self.operations.ops.get(op).map(|o| &o.kind) {
@@ -680,6 +683,24 @@ impl ClusterState {
                 self.finish_leader_drill(*op, measure, *at_ms)
             }
             Command::StartMigrationDrill { vm, at_ms } => self.start_migration_drill(vm, *at_ms),
+            Command::CreateDrillSchedule {
+                name,
+                mode,
+                every_ms,
+                hosts,
+                window,
+                at_ms,
+            } => self.create_drill_schedule(name, *mode, *every_ms, hosts, *window, *at_ms),
+            Command::DeleteDrillSchedule { name } => self.drill_schedules.remove(name).map_or_else(
+                || Err(ApplyError::UnknownSchedule(name.clone())),
+                |_| Ok(Reply::Nothing),
+            ),
+            Command::StartScheduledDrill {
+                schedule,
+                host,
+                max_duration_ms,
+                at_ms,
+            } => self.start_scheduled_drill(schedule, host, *max_duration_ms, *at_ms),
             Command::StartDrillLeg { op, dst, at_ms } => self.start_drill_leg(*op, dst, *at_ms),
             Command::FinishMigrationDrill {
                 op,

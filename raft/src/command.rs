@@ -10,7 +10,7 @@ use crate::model::{
     Capacity, DeadReason, DesiredState, DrainProgress, DrillMode, DrillReport, EventKind, Host,
     HostHealth, Labels, LeaderDrillMeasure, LeaderDrillMode, MigrationDrillReport, MigrationPolicy,
     MigrationProgress, ObservedState, OpState, Operation, PlacementPolicy, Pool, PoolOnHost,
-    PoolSpec, Vm, VmOptions, VmSpec,
+    PoolSpec, Vm, VmOptions, VmSpec, Window,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,6 +189,26 @@ pub enum Command {
         state: OpState,
         message: String,
         report: MigrationDrillReport,
+        at_ms: u64,
+    },
+    /// `drover drill schedule host-failure`: a drill that runs by itself.
+    CreateDrillSchedule {
+        name: String,
+        mode: DrillMode,
+        every_ms: u64,
+        hosts: Vec<String>,
+        window: Option<Window>,
+        at_ms: u64,
+    },
+    DeleteDrillSchedule {
+        name: String,
+    },
+    /// The leader's cadence starts a due schedule's drill on `host` (refused unless the
+    /// schedule is due with that host at `at_ms`, so two leaders cannot both start it).
+    StartScheduledDrill {
+        schedule: String,
+        host: String,
+        max_duration_ms: u64,
         at_ms: u64,
     },
     /// `drover op cancel`: asks the operation's coordinator to stop it.
@@ -436,6 +456,9 @@ impl Command {
             Command::DrillProbe { .. } => "drill_probe",
             Command::FinishLeaderDrill { .. } => "finish_leader_drill",
             Command::StartMigrationDrill { .. } => "start_migration_drill",
+            Command::CreateDrillSchedule { .. } => "create_drill_schedule",
+            Command::DeleteDrillSchedule { .. } => "delete_drill_schedule",
+            Command::StartScheduledDrill { .. } => "start_scheduled_drill",
             Command::StartDrillLeg { .. } => "start_drill_leg",
             Command::FinishMigrationDrill { .. } => "finish_migration_drill",
             Command::CancelOperation { .. } => "cancel_operation",
@@ -700,6 +723,12 @@ pub enum ApplyError {
     OtherHostDown { host: String, health: String },
     #[error("Invalid drill: {0}")]
     InvalidDrill(String),
+    #[error("Drill schedule {0:?} not found")]
+    UnknownSchedule(String),
+    #[error("Drill schedule {0:?} exists already")]
+    ScheduleExists(String),
+    #[error("Drill schedule {name:?} is not due for host {host:?} now")]
+    ScheduleNotDue { name: String, host: String },
     #[error("A batch of writes is only ever a whole log entry; it cannot be nested")]
     NestedBatch,
 }

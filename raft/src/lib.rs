@@ -8,6 +8,7 @@
 
 mod apply;
 mod apply_disks;
+mod apply_drill_schedules;
 mod apply_drills;
 mod apply_images;
 mod apply_leader_drill;

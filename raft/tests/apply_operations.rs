@@ -998,3 +998,60 @@ fn a_migration_drill_starts_legs_in_one_entry_each_and_ends_with_a_verdict() {
         ApplyError::InvalidDrill(_)
     ));
 }
+
+#[test]
+fn a_scheduled_drill_starts_only_when_due_and_is_recorded_in_its_schedule() {
+    let mut s = ClusterState::default();
+    for h in ["h1", "h2"] {
+        host_up(&mut s, h);
+    }
+    let create = |name: &str, every_ms: u64, hosts: Vec<String>| Command::CreateDrillSchedule {
+        name: name.into(),
+        mode: DrillMode::Isolate,
+        every_ms,
+        hosts,
+        window: None,
+        at_ms: 1,
+    };
+    assert!(matches!(
+        refused(&mut s, create("w", 60_000, vec![])),
+        ApplyError::InvalidDrill(w) if w.contains("every hour")
+    ));
+    assert!(matches!(
+        refused(&mut s, create("w", 3_600_000, vec!["nosuch".into()])),
+        ApplyError::UnknownHost(_)
+    ));
+    ok(
+        &mut s,
+        create("w", 3_600_000, vec!["h2".into(), "h1".into()]),
+    );
+    assert!(matches!(
+        refused(&mut s, create("w", 3_600_000, vec![])),
+        ApplyError::ScheduleExists(_)
+    ));
+    let start = |host: &str, at_ms: u64| Command::StartScheduledDrill {
+        schedule: "w".into(),
+        host: host.into(),
+        max_duration_ms: 60_000,
+        at_ms,
+    };
+    // Its turn is h2's, not h1's.
+    assert!(matches!(
+        refused(&mut s, start("h1", 10)),
+        ApplyError::ScheduleNotDue { .. }
+    ));
+    let op = op_id(ok(&mut s, start("h2", 10)));
+    let w = &s.drill_schedules["w"];
+    assert_eq!((w.started, w.last_started_ms), (1, Some(10)));
+    assert_eq!(w.runs[0].op, op);
+    // A second leader's cadence cannot start it again within the period.
+    assert!(matches!(
+        refused(&mut s, start("h1", 20)),
+        ApplyError::ScheduleNotDue { .. }
+    ));
+    ok(&mut s, Command::DeleteDrillSchedule { name: "w".into() });
+    assert!(matches!(
+        refused(&mut s, Command::DeleteDrillSchedule { name: "w".into() }),
+        ApplyError::UnknownSchedule(_)
+    ));
+}

@@ -344,9 +344,10 @@ impl DrillActor {
             .into_actor(self),
         );
         tracing::info!(op = self.op, host = %host, state = state.as_str(), %message, "drill finished");
+        count_finished("host-failure", &verdict);
         let report = DrillReport {
             phase: DrillPhase::Done,
-            verdict: Some(verdict),
+            verdict: Some(verdict.clone()),
             ..report
         };
         let cmds = vec![
@@ -358,7 +359,7 @@ impl DrillActor {
                 at_ms: wall_clock_ms(),
             },
             Command::event(
-                EventKind::DrillFinished,
+                finished_event(&verdict),
                 Some(host),
                 None,
                 format!("drill {}: {message}", self.op),
@@ -399,6 +400,24 @@ impl DrillActor {
         };
         ctx.spawn(task.into_actor(self));
     }
+}
+
+/// The event a finished drill records: a failed verdict is an event of its own, for
+/// alerting on.
+pub fn finished_event(verdict: &Verdict) -> EventKind {
+    match verdict {
+        Verdict::Passed => EventKind::DrillFinished,
+        Verdict::Failed(_) => EventKind::DrillFailed,
+    }
+}
+
+/// `drover_drills_total{kind, verdict}`, counted by the controller that ends a drill.
+pub fn count_finished(kind: &'static str, verdict: &Verdict) {
+    let verdict = match verdict {
+        Verdict::Passed => "passed",
+        Verdict::Failed(_) => "failed",
+    };
+    metrics::counter!("drover_drills_total", "kind" => kind, "verdict" => verdict).increment(1);
 }
 
 /// One call to the hostd at `address`; its failure in words.

@@ -123,11 +123,11 @@ impl MigrationDrillActor {
             Step::Wait => return,
             Step::Leg(dst) => {
                 tracing::info!(op, %dst, leg = report.legs.len() + 1, "migration drill: next leg");
-                Command::StartDrillLeg {
+                vec![Command::StartDrillLeg {
                     op,
                     dst,
                     at_ms: wall_clock_ms(),
-                }
+                }]
             }
             Step::Finish {
                 state,
@@ -135,24 +135,46 @@ impl MigrationDrillActor {
                 verdict,
             } => {
                 tracing::info!(op, state = state.as_str(), %message, "migration drill finished");
-                Command::FinishMigrationDrill {
-                    op,
-                    state,
-                    message,
-                    report: MigrationDrillReport {
-                        verdict: Some(verdict),
-                        ..report
-                    },
-                    at_ms: wall_clock_ms(),
-                }
+                super::actor::count_finished("migration", &verdict);
+                let event = Command::event(
+                    super::actor::finished_event(&verdict),
+                    None,
+                    None,
+                    format!("drill {op}: {message}"),
+                );
+                self.commit(
+                    ctx,
+                    vec![
+                        Command::FinishMigrationDrill {
+                            op,
+                            state,
+                            message,
+                            report: MigrationDrillReport {
+                                verdict: Some(verdict),
+                                ..report
+                            },
+                            at_ms: wall_clock_ms(),
+                        },
+                        event,
+                    ],
+                );
+                return;
             }
         };
+        self.commit(ctx, cmd);
+    }
+
+    /// Commits `cmds` in order, one step; the next tick looks again.
+    fn commit(&mut self, ctx: &mut Context<Self>, cmds: Vec<Command>) {
         self.busy = true;
-        let node = self.node.clone();
+        let (node, op) = (self.node.clone(), self.op);
         ctx.spawn(
             async move {
-                if let Err(e) = node.write_local(Request::anonymous(cmd)).await {
-                    tracing::warn!(op, error = %e, "migration drill step not committed");
+                for cmd in cmds {
+                    if let Err(e) = node.write_local(Request::anonymous(cmd)).await {
+                        tracing::warn!(op, error = %e, "migration drill step not committed");
+                        return;
+                    }
                 }
             }
             .into_actor(self)

@@ -4,16 +4,19 @@
 //! checks before it starts; [`follow`] decides a running drill's steps, [`never_twice`]
 //! checks its samples, and [`DrillActor`] carries a drill out on the leader.
 //! [`LeaderWatch`] ends a leader-failover drill whose observer vanished;
-//! [`MigrationDrillActor`] runs a migration drill's round trip.
+//! [`MigrationDrillActor`] runs a migration drill's round trip; [`DrillCadence`] starts
+//! scheduled drills.
 
 mod actor;
+pub mod cadence;
 pub mod follow;
 pub mod leader_watch;
 pub mod migration_drill;
 pub mod never_twice;
 pub mod plan;
 
-pub use actor::DrillActor;
+pub use actor::{count_finished, finished_event, DrillActor};
+pub use cadence::DrillCadence;
 pub use leader_watch::LeaderWatch;
 pub use migration_drill::MigrationDrillActor;
 pub use plan::{plan, DrillPlan, Quorum, Refusal};

@@ -16,8 +16,8 @@ use drover_raft::{Command, Reply};
 use super::cluster::{applied, fresh_read, members, read_response};
 use super::convert;
 use super::errors::not_leader;
-use super::leader_drill;
 use super::write::commit;
+use super::{drill_schedules, leader_drill};
 
 /// How long a drill isolates its host when the request does not say.
 const DEFAULT_DRILL_DURATION_MS: u64 = 120_000;
@@ -178,6 +178,37 @@ impl DrillService for DrillApi {
             Reply::Operation(op) => Ok(Response::new(convert::operation(&op))),
             other => Err(Status::internal(format!("unexpected reply {other:?}"))),
         }
+    }
+
+    async fn create_schedule(
+        &self,
+        req: Request<pb::CreateDrillScheduleRequest>,
+    ) -> Result<Response<pb::DrillSchedule>, Status> {
+        let (meta, _, req) = req.into_parts();
+        drill_schedules::create(&self.node, &meta, req)
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_schedules(
+        &self,
+        req: Request<pb::ListDrillSchedulesRequest>,
+    ) -> Result<Response<pb::ListDrillSchedulesResponse>, Status> {
+        let (index, schedules) = drill_schedules::list(&self.node, req.into_inner().stale).await?;
+        Ok(read_response(
+            &self.node,
+            index,
+            pb::ListDrillSchedulesResponse { schedules },
+        ))
+    }
+
+    async fn delete_schedule(
+        &self,
+        req: Request<pb::DeleteDrillScheduleRequest>,
+    ) -> Result<Response<pb::DeleteDrillScheduleResponse>, Status> {
+        let (meta, _, req) = req.into_parts();
+        drill_schedules::delete(&self.node, &meta, req.name).await?;
+        Ok(Response::new(pb::DeleteDrillScheduleResponse {}))
     }
 
     async fn list_drills(

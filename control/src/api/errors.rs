@@ -42,6 +42,8 @@ pub fn apply_error(e: &ApplyError) -> Status {
         ApplyError::PoolExists(_) | ApplyError::PoolPathTaken { .. } => Status::already_exists(msg),
         ApplyError::UnknownPool(_) => Status::not_found(msg),
         ApplyError::TokenExists(_) => Status::already_exists(msg),
+        ApplyError::ScheduleExists(_) => Status::already_exists(msg),
+        ApplyError::UnknownSchedule(_) => Status::not_found(msg),
         ApplyError::UnknownToken(_) => Status::not_found(msg),
         ApplyError::TooManyTokens(_) => Status::resource_exhausted(msg),
         ApplyError::HostExists(_) | ApplyError::VmExists(_) => Status::already_exists(msg),
@@ -73,6 +75,7 @@ pub fn apply_error(e: &ApplyError) -> Status {
         | ApplyError::NotToStart { .. }
         | ApplyError::DrillRunning { .. }
         | ApplyError::DrillHaDisarmed
+        | ApplyError::ScheduleNotDue { .. }
         | ApplyError::OtherHostDown { .. } => Status::failed_precondition(msg),
         ApplyError::WrongOperation { .. } => Status::invalid_argument(msg),
         // Only the leader's own host actors send this; a client never can.

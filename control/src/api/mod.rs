@@ -7,6 +7,7 @@ mod console;
 mod convert;
 mod disks;
 mod drill;
+mod drill_schedules;
 mod errors;
 mod events;
 mod ha;

@@ -79,7 +79,10 @@ pub fn need(path: &str) -> Option<Need> {
         "/drover.v1.DrillService/ListDrills" => User(Viewer),
         "/drover.v1.DrillService/StartHostFailure"
         | "/drover.v1.DrillService/StartLeaderFailover"
-        | "/drover.v1.DrillService/StartMigrationRoundTrip" => User(Operator),
+        | "/drover.v1.DrillService/StartMigrationRoundTrip"
+        | "/drover.v1.DrillService/CreateSchedule"
+        | "/drover.v1.DrillService/DeleteSchedule" => User(Operator),
+        "/drover.v1.DrillService/ListSchedules" => User(Viewer),
         // The observer controller writes the probes; an operator may write one by hand.
         "/drover.v1.DrillService/Probe" => UserOrController(Operator),
         // Only the drill's observer may tell a leader to go.

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::commands::{client, json, read, Printed, Target};
 use super::follow::follow;
 use super::output::{op_rows, utc, Format};
-use super::{leader_drills, migration_drills, DrillCmd, ReadOpts};
+use super::{drill_schedules, leader_drills, migration_drills, DrillCmd, ReadOpts};
 
 fn plan_text(p: &pb::HostFailurePlan) -> String {
     let mut out = format!("If host {} failed now:\n", p.host);
@@ -62,6 +62,45 @@ pub async fn drill(target: &Target, format: Format, cmd: DrillCmd) -> anyhow::Re
             let ms = max_duration.saturating_mul(1000);
             let op = c.start_leader_failover(&mode, ms).await?;
             follow_report(&c, format, op, detach).await
+        }
+        DrillCmd::Schedule {
+            kind,
+            every,
+            hosts,
+            window,
+            mode,
+            name,
+        } => {
+            let req = pb::CreateDrillScheduleRequest {
+                name: name.unwrap_or_else(|| kind.clone()),
+                kind,
+                mode,
+                every_ms: drill_schedules::period_ms(&every)?,
+                hosts: hosts
+                    .map(|h| h.split(',').map(|s| s.trim().to_string()).collect())
+                    .unwrap_or_default(),
+                window: window.unwrap_or_default(),
+            };
+            let s = c.create_drill_schedule(req).await?;
+            Ok(match format {
+                Format::Json => json(&drill_schedules::to_json(&s))?,
+                Format::Table => drill_schedules::rows(std::slice::from_ref(&s)),
+            }
+            .into())
+        }
+        DrillCmd::Schedules {
+            read: ReadOpts { stale },
+        } => read(c.drill_schedules(stale).await?, stale, |all| {
+            Ok(match format {
+                Format::Json => json(&Value::Array(
+                    all.iter().map(drill_schedules::to_json).collect(),
+                ))?,
+                Format::Table => drill_schedules::rows(all),
+            })
+        }),
+        DrillCmd::Unschedule { name } => {
+            c.delete_drill_schedule(&name).await?;
+            Ok(format!("drill schedule {name} removed").into())
         }
         DrillCmd::Migration { vm, detach } => {
             let op = c.start_migration_round_trip(&vm).await?;

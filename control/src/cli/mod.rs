@@ -5,6 +5,7 @@ mod backup;
 mod cloud_init;
 mod commands;
 mod console;
+mod drill_schedules;
 mod drills;
 mod follow;
 mod images;
@@ -174,6 +175,35 @@ pub enum DrillCmd {
         #[arg(long)]
         detach: bool,
     },
+    /// Run a host-failure drill by itself every so often: one host at a time, in turn,
+    /// inside an optional daily window (UTC). Each run is an ordinary drill (skipped, with
+    /// a `drill-skipped` event, while its plan refuses it); a failed verdict records a
+    /// `drill-failed` event and counts in `drover_drills_total{verdict="failed"}`.
+    Schedule {
+        /// host-failure (the only kind that can be scheduled).
+        kind: String,
+        /// How often: 12h, 7d (at least an hour).
+        #[arg(long)]
+        every: String,
+        /// The hosts to drill in turn, comma-separated; every host by default.
+        #[arg(long)]
+        hosts: Option<String>,
+        /// HH:MM-HH:MM UTC: runs start only inside it.
+        #[arg(long)]
+        window: Option<String>,
+        #[arg(long, default_value = "isolate")]
+        mode: String,
+        /// The schedule's name; the kind by default.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// The drill schedules, with their last runs' verdicts.
+    Schedules {
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    /// Removes a drill schedule (a running drill of it goes on).
+    Unschedule { name: String },
     /// The drills kept with the operations, newest first, with their verdicts.
     History {
         #[command(flatten)]

@@ -107,6 +107,55 @@ impl Client {
         .await
     }
 
+    pub async fn create_drill_schedule(
+        &self,
+        req: pb::CreateDrillScheduleRequest,
+    ) -> Result<pb::DrillSchedule, ClientError> {
+        let id = self.next_request_id();
+        self.call(|c| {
+            let req = with_request_id(req.clone(), &id);
+            async move {
+                DrillServiceClient::new(c)
+                    .create_schedule(req)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        })
+        .await
+    }
+
+    pub async fn drill_schedules(
+        &self,
+        stale: bool,
+    ) -> Result<Read<Vec<pb::DrillSchedule>>, ClientError> {
+        self.call(|c| async move {
+            let resp = DrillServiceClient::new(c)
+                .list_schedules(pb::ListDrillSchedulesRequest { stale })
+                .await?;
+            Ok(Read::from_response(resp).map(|r| r.schedules))
+        })
+        .await
+    }
+
+    pub async fn delete_drill_schedule(&self, name: &str) -> Result<(), ClientError> {
+        let id = self.next_request_id();
+        self.call(|c| {
+            let req = with_request_id(
+                pb::DeleteDrillScheduleRequest {
+                    name: name.to_string(),
+                },
+                &id,
+            );
+            async move {
+                DrillServiceClient::new(c)
+                    .delete_schedule(req)
+                    .await
+                    .map(drop)
+            }
+        })
+        .await
+    }
+
     /// The drills kept, newest first.
     pub async fn drills(&self, stale: bool) -> Result<Read<Vec<pb::Operation>>, ClientError> {
         self.call(|c| async move {

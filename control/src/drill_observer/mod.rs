@@ -276,7 +276,7 @@ async fn finish(node: &RaftNode, op: u64, measure: LeaderDrillMeasure) {
             at_ms: wall_clock_ms(),
         };
         match node.write(Request::anonymous(cmd)).await {
-            Ok(Ok(_)) => return,
+            Ok(Ok(_)) => return record_verdict(node, op).await,
             Ok(Err(e)) => {
                 tracing::warn!(op, error = %e, "leader drill end refused");
                 return;
@@ -290,6 +290,40 @@ async fn finish(node: &RaftNode, op: u64, measure: LeaderDrillMeasure) {
                 return;
             }
         }
+    }
+}
+
+/// Once the end has been applied here: the `drill-finished` or `drill-failed` event and
+/// the `drover_drills_total` count (the verdict is `apply`'s, which checked the probes).
+async fn record_verdict(node: &RaftNode, op: u64) {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ended = node.view().read(|d| {
+            let o = d.state.operations.ops.get(&op)?;
+            match &o.progress {
+                drover_raft::model::Progress::LeaderDrill(r) if o.state.is_finished() => {
+                    Some((r.verdict.clone()?, o.message.clone()))
+                }
+                _ => None,
+            }
+        });
+        if let Some((verdict, message)) = ended {
+            drover_actors::drill::count_finished("leader-failover", &verdict);
+            let event = Command::event(
+                drover_actors::drill::finished_event(&verdict),
+                None,
+                None,
+                format!("drill {op}: {message}"),
+            );
+            if let Err(e) = node.write(Request::anonymous(event)).await {
+                tracing::warn!(op, error = %e, "cannot record the leader drill's verdict");
+            }
+            return;
+        }
+        if Instant::now() >= until {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -37,6 +37,10 @@ pub enum EventKind {
     DrainStopped,
     /// A failover drill ended (message: its verdict).
     DrillFinished,
+    /// A drill ended with a failed verdict (every reason in the message).
+    DrillFailed,
+    /// A scheduled drill was due but refused by its plan; it is tried again later.
+    DrillSkipped,
 }
 
 impl EventKind {
@@ -55,6 +59,8 @@ impl EventKind {
             EventKind::HostMaintenance => "host-maintenance",
             EventKind::DrainStopped => "drain-stopped",
             EventKind::DrillFinished => "drill-finished",
+            EventKind::DrillFailed => "drill-failed",
+            EventKind::DrillSkipped => "drill-skipped",
         }
     }
 }

@@ -4,6 +4,7 @@
 mod cloud_init;
 mod disk;
 mod drill;
+mod drill_schedule;
 mod event;
 mod host;
 mod image;
@@ -29,6 +30,7 @@ pub use drill::{
     DrillMode, DrillPhase, DrillReport, DrillVm, Verdict, MAX_DRILL_DURATION_MS,
     MIN_DRILL_DURATION_MS,
 };
+pub use drill_schedule::{DrillSchedule, ScheduledRun, Window, MAX_SCHEDULED_RUNS, MIN_EVERY_MS};
 pub use drover_proto::pool_path::{validate_pool_path, MAX_POOL_PATH_LEN};
 pub use event::{Event, EventKind, EventLog, MAX_EVENTS};
 pub use host::{AdminState, Capacity, DeadReason, Host, HostHealth};

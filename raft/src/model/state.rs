@@ -44,6 +44,9 @@ pub struct ClusterState {
     /// VMs ever created: the next one's [`Vm::uid`] is this + 1.
     #[serde(default)]
     pub vm_uids: u64,
+    /// Scheduled drills by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub drill_schedules: BTreeMap<String, super::DrillSchedule>,
 }
 
 /// The cluster-wide HA switch. Disarmed (planned network maintenance): grants tell hosts
