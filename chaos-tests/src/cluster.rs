@@ -33,6 +33,9 @@ pub struct ClusterSpec {
     /// [`crate::partition::Partition::between`] can cut any set of them from any other.
     /// The addresses are fixed, so only one such cluster may run at a time on a machine.
     pub distinct_addresses: bool,
+    /// Put each controller's data directory on a tmpfs of this many MiB (root only), so
+    /// that a test can fill its disk (the chaos engine's disk-full fault).
+    pub data_tmpfs_mib: Option<u64>,
 }
 
 impl Default for ClusterSpec {
@@ -45,6 +48,7 @@ impl Default for ClusterSpec {
             hostd_args: Vec::new(),
             tls: false,
             distinct_addresses: false,
+            data_tmpfs_mib: None,
         }
     }
 }
@@ -149,6 +153,8 @@ pub struct Cluster {
     distinct_addresses: bool,
     /// The controllers the CLI talks to, when not all of them.
     cli_controllers: Option<Vec<u64>>,
+    /// tmpfs mounts of the controllers' data (see `ClusterSpec::data_tmpfs_mib`).
+    mounts: Vec<PathBuf>,
 }
 
 /// `DROVER_KEEP_LOGS=DIR` keeps every process's log of a cluster (copied into DIR when the
@@ -156,6 +162,13 @@ pub struct Cluster {
 /// run that ended badly.
 impl Drop for Cluster {
     fn drop(&mut self) {
+        for m in &self.mounts {
+            // Lazily: the controllers still have it open until their fields drop.
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(m)
+                .status();
+        }
         let Some(keep) = std::env::var_os("DROVER_KEEP_LOGS") else {
             return;
         };
@@ -213,16 +226,32 @@ impl Cluster {
     pub async fn start(spec: ClusterSpec) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut controllers = Vec::new();
+        let mut mounts = Vec::new();
         for id in 1..=spec.controllers {
             let ip = if spec.distinct_addresses {
                 controller_ip(id)
             } else {
                 "127.0.0.1".into()
             };
+            let data_dir = dir.path().join(format!("controller-{id}"));
+            if let Some(mib) = spec.data_tmpfs_mib {
+                std::fs::create_dir_all(&data_dir)?;
+                let out = std::process::Command::new("mount")
+                    .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+                    .arg(&data_dir)
+                    .output()?;
+                anyhow::ensure!(
+                    out.status.success(),
+                    "cannot mount a tmpfs at {}: {}",
+                    data_dir.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                mounts.push(data_dir.clone());
+            }
             controllers.push(Controller {
                 id,
                 addr: format!("{ip}:{}", free_port_on(&ip)?),
-                data_dir: dir.path().join(format!("controller-{id}")),
+                data_dir,
                 process: None,
             });
         }
@@ -241,6 +270,7 @@ impl Cluster {
             certs: None,
             distinct_addresses: spec.distinct_addresses,
             cli_controllers: None,
+            mounts,
         };
         if spec.tls {
             let certs = cluster.dir.path().join("certs");

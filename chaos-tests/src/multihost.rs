@@ -42,7 +42,8 @@ impl Rig {
     }
 
     /// [`Rig::start_with`] with every controller and hostd on its own loopback address,
-    /// so that partitions can cut them apart (`ClusterSpec::distinct_addresses`).
+    /// so that partitions can cut them apart (`ClusterSpec::distinct_addresses`), and the
+    /// controllers' data on 256 MiB tmpfs mounts, so that their disks can fill up.
     pub async fn start_distinct(hosts: usize, hostd_args: &[&str]) -> anyhow::Result<Rig> {
         Self::start_inner(hosts, hostd_args, None, true).await
     }
@@ -65,6 +66,7 @@ impl Rig {
             hosts: 0,
             hostd_args: hostd_args.iter().map(|a| a.to_string()).collect(),
             distinct_addresses,
+            data_tmpfs_mib: distinct_addresses.then_some(256),
             ..ClusterSpec::default()
         })
         .await?;

@@ -14,7 +14,7 @@ use drover_chaos_tests::libvirt_hosts::LibvirtHosts;
 use drover_chaos_tests::{partition, require};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chaos_ci_profile_finds_no_violation() -> anyhow::Result<()> {
+async fn multihost_chaos_ci_profile_finds_no_violation() -> anyhow::Result<()> {
     if !require::prerequisite(LibvirtHosts::available().and(partition::available())) {
         return Ok(());
     }

@@ -16,6 +16,8 @@ use crate::ChildProcess;
 /// What a heal undoes.
 pub enum Active {
     Restart(Vec<u64>),
+    /// The filler file to remove, and the controller to restart.
+    Unfill(std::path::PathBuf, u64),
     Cont(Pid),
     Partition(Partition),
     Libvirtd(usize),
@@ -122,12 +124,46 @@ pub async fn inject(
             }
             (Active::Restart(ids.clone()), "every controller".into())
         }
+        Fault::DiskFull(id) => {
+            let dir = rig
+                .cluster
+                .controllers
+                .iter()
+                .find(|c| c.id == *id)
+                .map(|c| c.data_dir.clone())
+                .context("no such controller")?;
+            let filler = dir.join("chaos-filler");
+            let written = tokio::task::block_in_place(|| fill(&filler))?;
+            (
+                Active::Unfill(filler, *id),
+                format!(
+                    "controller {id} ({} MiB written until ENOSPC)",
+                    written >> 20
+                ),
+            )
+        }
         Fault::LibvirtdRestart(n) => {
             let i = n - 1;
             tokio::task::block_in_place(|| rig.lv.host_mut(i).stop_libvirtd())?;
             (Active::Libvirtd(i), format!("libvirtd h{n}"))
         }
     })
+}
+
+/// Writes `path` until the filesystem is full; returns the bytes written.
+fn fill(path: &std::path::Path) -> anyhow::Result<u64> {
+    use std::io::Write as _;
+    let mut f = std::fs::File::create(path)?;
+    let chunk = vec![0u8; 1 << 20];
+    let mut written = 0u64;
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => return Ok(written),
+            Ok(n) => written += n as u64,
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => return Ok(written),
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 pub async fn heal(rig: &mut Rig, active: Active) -> anyhow::Result<()> {
@@ -138,6 +174,19 @@ pub async fn heal(rig: &mut Rig, active: Active) -> anyhow::Result<()> {
             }
         }
         Active::Cont(pid) => kill(pid, Signal::SIGCONT).context("SIGCONT")?,
+        Active::Unfill(filler, id) => {
+            std::fs::remove_file(&filler).context("removing the filler")?;
+            // However it took the full disk, the operator's remedy: space, then a restart.
+            if rig
+                .cluster
+                .controllers
+                .iter()
+                .any(|c| c.id == id && c.process.is_some())
+            {
+                rig.cluster.kill_controller(id).await?;
+            }
+            rig.cluster.start_controller(id).await?;
+        }
         Active::Partition(p) => p.heal()?,
         Active::Libvirtd(i) => tokio::task::block_in_place(|| rig.lv.host_mut(i).start_libvirtd())?,
     }

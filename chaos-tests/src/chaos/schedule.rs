@@ -34,6 +34,9 @@ pub enum Fault {
     FullRestart,
     /// Stop a host's libvirtd, start it again at the heal.
     LibvirtdRestart(usize),
+    /// Fill a controller's disk (its data directory's filesystem); at the heal, free it
+    /// and restart the controller, as an operator would.
+    DiskFull(u64),
 }
 
 impl Fault {
@@ -50,6 +53,7 @@ impl Fault {
             Fault::Loss(_) => "loss",
             Fault::FullRestart => "full-restart",
             Fault::LibvirtdRestart(_) => "libvirtd-restart",
+            Fault::DiskFull(_) => "disk-full",
         }
     }
 }
@@ -108,7 +112,7 @@ fn draw(rng: &mut Rng, mix: Mix, controllers: u64, hosts: usize) -> Fault {
     let h = rng.range(1, hosts as u64) as usize;
     let kinds: &[u8] = match mix {
         Mix::Ci => &[0, 1, 4, 5, 9],
-        Mix::All => &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+        Mix::All => &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11],
     };
     match rng.pick(kinds) {
         0 => Fault::KillController(c),
@@ -121,7 +125,8 @@ fn draw(rng: &mut Rng, mix: Mix, controllers: u64, hosts: usize) -> Fault {
         7 => Fault::OneWayFromLeader,
         8 => Fault::Loss(rng.range(10, 40)),
         9 => Fault::FullRestart,
-        _ => Fault::LibvirtdRestart(h),
+        10 => Fault::LibvirtdRestart(h),
+        _ => Fault::DiskFull(c),
     }
 }
 
