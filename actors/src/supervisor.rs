@@ -31,7 +31,7 @@ use crate::migration::MigrationActor;
 use crate::vm::{observation, Observation, Observe, Poke, VmActor};
 use crate::Shutdown;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SupervisorConfig {
     /// Heartbeat interval, lease ttl and margin (validated by the caller).
     pub lease: LeaseTimings,
@@ -44,6 +44,8 @@ pub struct SupervisorConfig {
     pub fence_agent: Option<FenceAgent>,
     /// Live migrations a drain runs at once.
     pub drain: DrainLimits,
+    /// Whether the controllers answer, for scheduled drills' quorum check.
+    pub quorum: std::sync::Arc<dyn crate::drill::cadence::QuorumProbe>,
 }
 
 /// The actor carrying out one running operation.
@@ -600,7 +602,13 @@ impl Actor for Supervisor {
         ctx.add_stream(WatchStream::new(self.node.raft().metrics()));
         ctx.run_interval(FAILOVER_ROUND, |act, ctx| act.failover_round(ctx));
         // Acts only while this node leads; lives as long as the supervisor.
-        self.cadence = Some(DrillCadence::new(self.node.clone()).start());
+        self.cadence = Some(
+            DrillCadence::new(
+                self.node.clone(),
+                std::sync::Arc::clone(&self.config.quorum),
+            )
+            .start(),
+        );
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {

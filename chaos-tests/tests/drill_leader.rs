@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use drover_chaos_tests::{Cluster, ClusterSpec};
+use drover_chaos_tests::{wait_until, Cluster, ClusterSpec};
 use serde_json::Value;
 
 fn check_passed(report: &Value, leader: u64) -> anyhow::Result<u64> {
@@ -25,9 +25,9 @@ fn check_passed(report: &Value, leader: u64) -> anyhow::Result<u64> {
     let to_leader = report["time_to_leader_ms"]
         .as_u64()
         .context("time_to_leader_ms")?;
-    // A leader change is never free: at least one probe interval without an answer.
-    assert!(unavailable >= 50, "{report}");
-    assert!(to_leader > 0, "{report}");
+    // A new leader within an election or two: far below the 60 s the drill allows.
+    assert!(unavailable < 10_000, "{report}");
+    assert!(to_leader < 10_000, "{report}");
     assert_eq!(report["lost"], serde_json::json!([]), "{report}");
     let probes = &report["probes"];
     let acked = probes["acked"].as_u64().context("acked")?;
@@ -61,21 +61,30 @@ async fn leader_failover_drills_measure_what_clients_see() -> anyhow::Result<()>
 
     eprintln!("phase: stop the leader {now}; this test is its service manager");
     let process = cluster.take_controller_process(now)?;
-    let drill = cluster.cli(&["drill", "leader-failover", "--mode", "stop"]);
-    let exited = process.exited(Duration::from_secs(60));
-    let (out, status) = tokio::join!(drill, exited);
-    let (out, status) = (out?, status?);
+    let out = cluster
+        .cli(&["drill", "leader-failover", "--mode", "stop", "--detach"])
+        .await?;
+    anyhow::ensure!(out.success, "drill: {}", out.stderr);
+    let id = serde_json::from_str::<Value>(&out.stdout)?["id"]
+        .as_u64()
+        .context("id")?
+        .to_string();
+    let status = process.exited(Duration::from_secs(60)).await?;
     assert_eq!(
         status.code(),
         Some(i32::from(drover_control::server::DRILL_EXIT_CODE)),
         "the leader's controller exits with the drill's code"
     );
-    anyhow::ensure!(out.success, "drill: {}\n{}", out.stderr, out.stdout);
-    let report: Value = serde_json::from_str(&out.stdout).context("report JSON")?;
+    // At once, as systemd's Restart= would: it must not take its leadership back.
+    cluster.start_controller(now).await?;
+    let report = wait_until("the stop drill to end", Duration::from_secs(90), || async {
+        let r = cluster.cli_json(&["drill", "report", &id]).await?;
+        Ok((r["state"] != "running").then_some(r))
+    })
+    .await?;
     eprintln!("{report:#}");
     assert_eq!(report["mode"], "stop", "{report}");
     check_passed(&report, now)?;
-    cluster.start_controller(now).await?;
 
     eprintln!("phase: history lists both; a text report reads");
     let history = cluster

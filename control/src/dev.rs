@@ -66,7 +66,48 @@ pub struct DevCluster {
     pub endpoints: Vec<String>,
     /// (name, hostd address)
     pub hosts: Vec<(String, String)>,
-    children: Vec<(String, Child)>,
+    children: Vec<DevChild>,
+}
+
+/// One child process and how to start it again: `drover dev` is the service manager of
+/// its controllers and agents, and starts one again when a drill stops it (exit code 75),
+/// as systemd's `Restart=` would.
+struct DevChild {
+    name: String,
+    program: PathBuf,
+    args: Vec<std::ffi::OsString>,
+    child: Child,
+}
+
+impl DevChild {
+    /// Starts `program` with `args`, stdout and stderr appended to the child's log.
+    fn spawn(
+        dir: &Path,
+        name: &str,
+        program: &Path,
+        args: Vec<std::ffi::OsString>,
+        stdout_piped: bool,
+    ) -> anyhow::Result<DevChild> {
+        let log = log_file(dir, name)?;
+        let stdout = if stdout_piped {
+            Stdio::piped()
+        } else {
+            Stdio::from(log.try_clone()?)
+        };
+        let child = dies_with_this_process(&mut Command::new(program))
+            .args(&args)
+            .stdout(stdout)
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {name}"))?;
+        Ok(DevChild {
+            name: name.to_string(),
+            program: program.to_path_buf(),
+            args,
+            child,
+        })
+    }
 }
 
 impl std::fmt::Debug for DevCluster {
@@ -99,9 +140,14 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// The child's log, appended to (a restarted child keeps its history).
 fn log_file(dir: &Path, name: &str) -> anyhow::Result<std::fs::File> {
     let path = dir.join("logs").join(format!("{name}.log"));
-    std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))
 }
 
 /// Reads the child's `listening on ADDR` line.
@@ -191,38 +237,47 @@ impl DevCluster {
         for (id, addr) in &members {
             let name = format!("controller-{id}");
             let tls = certs::issue(&self.dir.join("certs"), &Peer::Controller(*id), &[])?;
-            // One open file for both streams: two handles would overwrite each other.
-            let log = log_file(&self.dir, &name)?;
-            let child = dies_with_this_process(&mut Command::new(drover))
-                .args(tls_flags(&tls))
-                .args(["server", "--id", &id.to_string(), "--listen", addr])
-                .arg("--data-dir")
-                .arg(self.dir.join(&name))
-                .args(["--initial-cluster", &initial])
-                .stdout(Stdio::from(log.try_clone()?))
-                .stderr(Stdio::from(log))
-                .kill_on_drop(true)
-                .spawn()
-                .with_context(|| format!("cannot start {name}"))?;
-            self.children.push((name, child));
+            let mut args = tls_flags(&tls);
+            args.extend(
+                ["server", "--id", &id.to_string(), "--listen", addr]
+                    .iter()
+                    .map(Into::into),
+            );
+            args.push("--data-dir".into());
+            args.push(self.dir.join(&name).into());
+            args.extend(["--initial-cluster", &initial].iter().map(Into::into));
+            let child = DevChild::spawn(&self.dir, &name, drover, args, false)?;
+            self.children.push(child);
             self.endpoints.push(addr.clone());
         }
         for i in 1..=args.hosts {
             let name = format!("h{i}");
             let tls = certs::issue(&self.dir.join("certs"), &Peer::Host(name.clone()), &[])?;
-            let mut child = dies_with_this_process(&mut Command::new(hostd))
-                .args(tls_flags(&tls))
-                .args(["--name", &name, "--listen", "127.0.0.1:0"])
-                .args(["--libvirt-uri", &args.libvirt_uri])
-                .arg("--data-dir")
-                .arg(self.dir.join(format!("hostd-{name}")))
-                .stdout(Stdio::piped())
-                .stderr(Stdio::from(log_file(&self.dir, &format!("hostd-{name}"))?))
-                .kill_on_drop(true)
-                .spawn()
-                .with_context(|| format!("cannot start hostd {name}"))?;
-            let addr = listening_addr(&mut child).await?;
-            self.children.push((format!("hostd-{name}"), child));
+            let mut hostd_args = tls_flags(&tls);
+            hostd_args.extend(
+                [
+                    "--name",
+                    &name,
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--libvirt-uri",
+                    &args.libvirt_uri,
+                ]
+                .iter()
+                .map(Into::into),
+            );
+            hostd_args.push("--data-dir".into());
+            hostd_args.push(self.dir.join(format!("hostd-{name}")).into());
+            let mut child =
+                DevChild::spawn(&self.dir, &format!("hostd-{name}"), hostd, hostd_args, true)?;
+            let addr = listening_addr(&mut child.child).await?;
+            // Started again, it must listen where the cluster knows it.
+            for a in &mut child.args {
+                if a == "127.0.0.1:0" {
+                    *a = addr.clone().into();
+                }
+            }
+            self.children.push(child);
             self.hosts.push((name, addr));
         }
 
@@ -278,9 +333,47 @@ impl DevCluster {
         )))
     }
 
+    /// Runs until `shutdown` completes, starting again every child a drill stopped (exit
+    /// code 75). A child that exits otherwise stays down, and says so.
+    pub async fn supervise(&mut self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let exited = {
+                let waits = self
+                    .children
+                    .iter_mut()
+                    .enumerate()
+                    .filter(|(_, c)| c.child.id().is_some())
+                    .map(|(i, c)| Box::pin(async move { (i, c.child.wait().await) }));
+                let waits: Vec<_> = waits.collect();
+                if waits.is_empty() {
+                    (&mut shutdown).await;
+                    return;
+                }
+                tokio::select! {
+                    () = &mut shutdown => return,
+                    ((i, status), _, _) = futures::future::select_all(waits) => (i, status),
+                }
+            };
+            let (i, status) = exited;
+            let c = &mut self.children[i];
+            match status {
+                Ok(s) if s.code() == Some(i32::from(crate::server::DRILL_EXIT_CODE)) => {
+                    eprintln!("{} was stopped by a drill; starting it again", c.name);
+                    match DevChild::spawn(&self.dir, &c.name, &c.program, c.args.clone(), false) {
+                        Ok(again) => *c = again,
+                        Err(e) => eprintln!("cannot start {} again: {e:#}", c.name),
+                    }
+                }
+                Ok(s) => eprintln!("{} exited ({s}); see {}/logs", c.name, self.dir.display()),
+                Err(e) => eprintln!("cannot wait for {}: {e}", c.name),
+            }
+        }
+    }
+
     /// SIGTERM to every child (by PID), then SIGKILL to any still running after 10 s.
     pub async fn stop(mut self) {
-        for (name, child) in &self.children {
+        for DevChild { name, child, .. } in &self.children {
             if let Some(pid) = child.id() {
                 let pid = nix::unistd::Pid::from_raw(pid as i32);
                 if let Err(e) = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM) {
@@ -288,7 +381,7 @@ impl DevCluster {
                 }
             }
         }
-        for (name, child) in &mut self.children {
+        for DevChild { name, child, .. } in &mut self.children {
             match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
                 Ok(_) => {}
                 Err(_) => {

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod dev;
+pub mod drill_hold;
 pub mod drill_observer;
 pub mod metrics;
 pub mod server;
@@ -91,7 +92,36 @@ pub async fn serve(
         lease,
         fence_agent,
     };
+    let listener = hold_for_drill(&config.data_dir, config.id, &config.tls, listener).await?;
     Ok(server::run(config, listener, shutdown_signal()).await?)
+}
+
+/// A controller a leader drill stopped stays off the network until a peer leads in a newer
+/// term (see [`drill_hold`]); its listener is closed meanwhile, so clients go elsewhere at
+/// once, and opened again at the same address.
+async fn hold_for_drill(
+    data_dir: &std::path::Path,
+    id: u64,
+    tls: &drover_proto::transport::TlsHandle,
+    listener: tokio::net::TcpListener,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    let Some(stop) = drill_hold::take(data_dir) else {
+        return Ok(listener);
+    };
+    if drover_raft::wall_clock_ms() >= stop.until_ms {
+        return Ok(listener);
+    }
+    let addr = listener.local_addr()?;
+    drop(listener);
+    tracing::warn!(
+        node = id,
+        drill = stop.drill,
+        term = stop.term,
+        "stopped by a leader drill: waiting for a successor before rejoining"
+    );
+    let why = drill_hold::wait_for_successor(&stop, id, tls.clone()).await;
+    tracing::info!(node = id, drill = stop.drill, %why, "rejoining as a follower");
+    Ok(tokio::net::TcpListener::bind(addr).await?)
 }
 
 /// Checks `--fence-agent` (it must be an executable file now, not at the first failure).

@@ -86,10 +86,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     rt.block_on(async move {
         let printed = match command {
             Command::Dev(args) => {
-                let cluster = drover_control::dev::start(&args).await?;
+                let mut cluster = drover_control::dev::start(&args).await?;
                 println!("{}", cluster.banner());
                 std::io::stdout().flush()?;
-                drover_control::shutdown_signal().await;
+                cluster.supervise(drover_control::shutdown_signal()).await;
                 eprintln!("stopping the dev cluster…");
                 cluster.stop().await;
                 return Ok(ExitCode::SUCCESS);

@@ -119,6 +119,7 @@ pub async fn run(
             config.tls.clone(),
             std::time::Duration::from_millis(config.raft.election_max_ms),
             drill_stop_tx,
+            config.data_dir.clone(),
         )))
         .add_service(VmServiceServer::new(VmApi::new(
             node.clone(),
@@ -171,6 +172,10 @@ pub async fn run(
             grants: grants.clone(),
             fence_agent: config.fence_agent.clone(),
             drain: Default::default(),
+            quorum: std::sync::Arc::new(crate::api::PeerQuorum {
+                node: node.clone(),
+                tls: config.tls.clone(),
+            }),
         },
     )
     .start();

@@ -90,6 +90,13 @@ pub async fn run(
     serve(config, Arc::new(hypervisor), listener, shutdown).await
 }
 
+/// Completes once `watchdog.json` in `data_dir` is no longer fresh (no watchdog runs).
+async fn watchdog_gone(data_dir: &std::path::Path) {
+    while watchdog_status::fresh(data_dir).is_ok() {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
 /// Serves `HostAgent` over `hypervisor` on `listener` until `shutdown` completes (or a
 /// stop-agent drill stops it). Open sessions are told to end first, so that the server
 /// can drain.
@@ -106,6 +113,7 @@ pub async fn serve(
     let fencing = fencing::Fencing::open(&config.data_dir)?;
     let keeper = Arc::new(self_fence::LeaseKeeper::open(&config.data_dir)?);
     let held = drill_stop::in_force(&config.data_dir);
+    let data_dir = config.data_dir.clone();
     let ready = Arc::new(fence_ready::FenceReady::default());
     let service = AgentService::new(
         config,
@@ -129,8 +137,15 @@ pub async fn serve(
         }
         tokio::spawn(async move {
             // A hostd a drill stopped is not back before the drill says so: its own fence
-            // loop would take the watchdog's part.
-            shared.isolation.ended().await;
+            // loop would take the watchdog's part. Unless the watchdog itself goes: then
+            // nobody would fence, and hostd does so again at once.
+            tokio::select! {
+                () = shared.isolation.ended() => {}
+                () = watchdog_gone(&data_dir) => tracing::error!(
+                    %host,
+                    "hostd-watchdog stopped during a stop-agent drill: hostd fences for itself again"
+                ),
+            }
             self_fence::run_fence_loop(host, keeper, hypervisor, stop_rx).await
         })
     };

@@ -35,8 +35,7 @@ impl ClusterState {
                 return Err(ApplyError::UnknownHost(h.clone()));
             }
         }
-        let mut unique = hosts.to_vec();
-        unique.dedup();
+        let unique: std::collections::BTreeSet<&String> = hosts.iter().collect();
         if unique.len() != hosts.len() {
             return Err(ApplyError::InvalidDrill("a host is listed twice".into()));
         }
@@ -69,7 +68,10 @@ impl ClusterState {
             .get(schedule)
             .ok_or_else(|| ApplyError::UnknownSchedule(schedule.to_string()))?;
         let all: Vec<String> = self.hosts.keys().cloned().collect();
-        if s.due(at_ms, &all).as_deref() != Some(host) {
+        if !s
+            .due(at_ms, &all)
+            .is_some_and(|c| c.iter().any(|h| h == host))
+        {
             return Err(ApplyError::ScheduleNotDue {
                 name: schedule.to_string(),
                 host: host.to_string(),

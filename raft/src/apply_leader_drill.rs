@@ -6,7 +6,7 @@
 use crate::command::{ApplyError, ApplyResult, Reply};
 use crate::model::{
     ClusterState, LeaderDrillMeasure, LeaderDrillMode, LeaderDrillReport, OpKind, OpState,
-    Progress, Verdict, MAX_DRILL_DURATION_MS, MAX_PROBES, MIN_DRILL_DURATION_MS,
+    Progress, Verdict, MAX_LEADER_DRILL_MS, MAX_PROBES, MIN_DRILL_DURATION_MS,
 };
 
 impl ClusterState {
@@ -18,11 +18,11 @@ impl ClusterState {
         max_duration_ms: u64,
         at_ms: u64,
     ) -> ApplyResult {
-        if !(MIN_DRILL_DURATION_MS..=MAX_DRILL_DURATION_MS).contains(&max_duration_ms) {
+        if !(MIN_DRILL_DURATION_MS..=MAX_LEADER_DRILL_MS).contains(&max_duration_ms) {
             return Err(ApplyError::InvalidDrill(format!(
                 "the longest leader drill must be between {} s and {} s, not {} ms",
                 MIN_DRILL_DURATION_MS / 1000,
-                MAX_DRILL_DURATION_MS / 1000,
+                MAX_LEADER_DRILL_MS / 1000,
                 max_duration_ms
             )));
         }

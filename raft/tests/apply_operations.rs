@@ -1021,6 +1021,13 @@ fn a_scheduled_drill_starts_only_when_due_and_is_recorded_in_its_schedule() {
         refused(&mut s, create("w", 3_600_000, vec!["nosuch".into()])),
         ApplyError::UnknownHost(_)
     ));
+    assert!(matches!(
+        refused(
+            &mut s,
+            create("w", 3_600_000, vec!["h1".into(), "h2".into(), "h1".into()])
+        ),
+        ApplyError::InvalidDrill(w) if w.contains("twice")
+    ));
     ok(
         &mut s,
         create("w", 3_600_000, vec!["h2".into(), "h1".into()]),
@@ -1035,9 +1042,16 @@ fn a_scheduled_drill_starts_only_when_due_and_is_recorded_in_its_schedule() {
         max_duration_ms: 60_000,
         at_ms,
     };
-    // Its turn is h2's, not h1's.
     assert!(matches!(
-        refused(&mut s, start("h1", 10)),
+        refused(
+            &mut s,
+            Command::StartScheduledDrill {
+                schedule: "w".into(),
+                host: "h3".into(),
+                max_duration_ms: 60_000,
+                at_ms: 10,
+            }
+        ),
         ApplyError::ScheduleNotDue { .. }
     ));
     let op = op_id(ok(&mut s, start("h2", 10)));

@@ -58,6 +58,8 @@ pub struct DrillActor {
     violations: Vec<String>,
     committed: Option<DrillReport>,
     committed_at: Instant,
+    /// The verdict being committed by `finish`, counted once the commit lands.
+    finishing: Option<Verdict>,
 }
 
 impl DrillActor {
@@ -74,6 +76,7 @@ impl DrillActor {
             violations: Vec::new(),
             committed: None,
             committed_at: Instant::now(),
+            finishing: None,
         }
     }
 
@@ -206,6 +209,9 @@ impl DrillActor {
                 if ok {
                     act.committed = Some(report);
                     act.committed_at = Instant::now();
+                    if let Some(v) = act.finishing.take() {
+                        count_finished("host-failure", &v);
+                    }
                 }
             }),
         );
@@ -344,7 +350,7 @@ impl DrillActor {
             .into_actor(self),
         );
         tracing::info!(op = self.op, host = %host, state = state.as_str(), %message, "drill finished");
-        count_finished("host-failure", &verdict);
+        self.finishing = Some(verdict.clone());
         let report = DrillReport {
             phase: DrillPhase::Done,
             verdict: Some(verdict.clone()),

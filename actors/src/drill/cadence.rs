@@ -1,12 +1,17 @@
 //! `DrillCadence`: runs scheduled drills. On the leader, every [`TICK`] it asks each
 //! schedule whether it is due ([`DrillSchedule::due`]), checks the drill's plan as
-//! `drover drill host-failure --dry-run` would (refused: the run is skipped and a
-//! `drill-skipped` event says why, once per reason), and starts the drill with
-//! `StartScheduledDrill`, which `apply` refuses unless the schedule is due with that host
-//! then. The drill itself is an ordinary one, run by its `DrillActor`.
+//! `drover drill host-failure --dry-run` would — with the controllers asked whether they
+//! answer, through a [`QuorumProbe`] — for each of the schedule's hosts in turn, starts the
+//! first the plan allows with `StartScheduledDrill` (which `apply` refuses unless the
+//! schedule is due with that host then), and when the plan refuses them all, records a
+//! `drill-skipped` event saying why (once per reason). The drill itself is an ordinary
+//! one, run by its `DrillActor`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+use futures::future::BoxFuture;
 
 use actix::prelude::*;
 use drover_raft::model::{ClusterState, DrillSchedule, EventKind};
@@ -19,8 +24,15 @@ pub const TICK: Duration = Duration::from_secs(5);
 /// How long a scheduled drill may keep its host cut off.
 const SCHEDULED_DRILL_MS: u64 = 120_000;
 
+/// How many controllers vote and how many answer now: the API's round of calls, which
+/// the controller binary provides (the actors do not speak its API).
+pub trait QuorumProbe: std::fmt::Debug + Send + Sync + 'static {
+    fn quorum(&self) -> BoxFuture<'static, Quorum>;
+}
+
 pub struct DrillCadence {
     node: RaftNode,
+    probe: Arc<dyn QuorumProbe>,
     busy: bool,
     /// The last skip reason recorded per schedule, so that a refused run is reported once.
     skipped: BTreeMap<String, String>,
@@ -36,53 +48,34 @@ pub enum Due {
 
 pub fn decide(s: &DrillSchedule, state: &ClusterState, quorum: Quorum, now_ms: u64) -> Due {
     let hosts: Vec<String> = state.hosts.keys().cloned().collect();
-    let Some(host) = s.due(now_ms, &hosts) else {
+    let Some(candidates) = s.due(now_ms, &hosts) else {
         return Due::Nothing;
     };
     if state.operations.running_drill().is_some() {
         return Due::Nothing;
     }
-    let p = plan(&host, state, quorum, &state.placement);
-    if p.refusals.is_empty() {
-        Due::Start(host)
-    } else {
-        let why: Vec<String> = p.refusals.iter().map(ToString::to_string).collect();
-        Due::Skip {
-            host,
-            why: why.join("; "),
+    let mut refused = Vec::new();
+    for host in candidates {
+        let p = plan(&host, state, quorum, &state.placement);
+        if p.refusals.is_empty() {
+            return Due::Start(host);
         }
+        let why: Vec<String> = p.refusals.iter().map(ToString::to_string).collect();
+        refused.push(format!("{host}: {}", why.join("; ")));
+    }
+    Due::Skip {
+        host: String::new(),
+        why: refused.join(" | "),
     }
 }
 
 impl DrillCadence {
-    pub fn new(node: RaftNode) -> Self {
+    pub fn new(node: RaftNode, probe: Arc<dyn QuorumProbe>) -> Self {
         Self {
             node,
+            probe,
             busy: false,
             skipped: BTreeMap::new(),
-        }
-    }
-
-    /// The controllers as the leader sees them: voters, and those whose log is close to
-    /// its own (a stand-in for "answers", which only a round of calls could tell).
-    fn quorum(&self) -> Quorum {
-        let m = self.node.metrics();
-        let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
-        let last = m.last_log_index.unwrap_or(0);
-        let healthy = m.replication.as_ref().map_or(1, |r| {
-            1 + voters
-                .iter()
-                .filter(|v| **v != self.node.id())
-                .filter(|v| {
-                    r.get(v)
-                        .and_then(|l| l.map(|l| l.index))
-                        .is_some_and(|i| i + 1000 >= last)
-                })
-                .count()
-        });
-        Quorum {
-            voters: voters.len(),
-            healthy,
         }
     }
 
@@ -90,8 +83,32 @@ impl DrillCadence {
         if self.busy || self.node.metrics().current_leader != Some(self.node.id()) {
             return;
         }
+        let any_due = self.node.view().read(|d| {
+            let hosts: Vec<String> = d.state.hosts.keys().cloned().collect();
+            let now = wall_clock_ms();
+            d.state
+                .drill_schedules
+                .values()
+                .any(|s| s.due(now, &hosts).is_some())
+        });
+        if !any_due {
+            return;
+        }
+        // Asking the controllers takes a round of calls: off the actor, then back.
+        self.busy = true;
+        ctx.spawn(
+            self.probe
+                .quorum()
+                .into_actor(self)
+                .map(|quorum, act, ctx| {
+                    act.busy = false;
+                    act.act_on(ctx, quorum);
+                }),
+        );
+    }
+
+    fn act_on(&mut self, ctx: &mut Context<Self>, quorum: Quorum) {
         let now = wall_clock_ms();
-        let quorum = self.quorum();
         let decisions: Vec<(String, Due)> = self.node.view().read(|d| {
             d.state
                 .drill_schedules
@@ -139,8 +156,11 @@ impl DrillCadence {
         ctx.spawn(
             async move {
                 for cmd in cmds {
-                    if let Err(e) = node.write_local(Request::anonymous(cmd)).await {
-                        tracing::warn!(error = %e, "scheduled drill step not committed");
+                    let kind = cmd.kind();
+                    match node.write_local(Request::anonymous(cmd)).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => tracing::info!(command = kind, error = %e, "scheduled drill step refused"),
+                        Err(e) => tracing::warn!(command = kind, error = %e, "scheduled drill step not committed"),
                     }
                 }
             }

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use actix::prelude::*;
-use drover_raft::model::{LeaderDrillMeasure, OpKind, Operation};
+use drover_raft::model::{EventKind, LeaderDrillMeasure, OpKind, Operation, Verdict};
 use drover_raft::{wall_clock_ms, Command, RaftNode, Request};
 
 use crate::vm::Poke;
@@ -75,16 +75,31 @@ impl LeaderWatch {
         let cmd = Command::FinishLeaderDrill {
             op: self.op,
             measure: LeaderDrillMeasure {
-                failure: Some(why),
+                failure: Some(why.clone()),
                 ..LeaderDrillMeasure::default()
             },
             at_ms: now,
         };
+        let event = Command::event(
+            EventKind::DrillFailed,
+            None,
+            None,
+            format!("drill {}: failed: {why}", self.op),
+        );
         let op = self.op;
         ctx.spawn(
             async move {
                 match node.write_local(Request::anonymous(cmd)).await {
-                    Ok(Ok(_)) => true,
+                    Ok(Ok(_)) => {
+                        super::actor::count_finished(
+                            "leader-failover",
+                            &Verdict::Failed(vec![]),
+                        );
+                        if let Err(e) = node.write_local(Request::anonymous(event)).await {
+                            tracing::warn!(op, error = %e, "cannot record the drill's failure");
+                        }
+                        true
+                    }
                     // Refused: retrying cannot help.
                     Ok(Err(e)) => {
                         tracing::warn!(op, error = %e, "the overdue leader drill's end was refused");

@@ -33,11 +33,9 @@ pub enum Step {
 pub fn next(
     r: &MigrationDrillReport,
     cancel: bool,
+    refused: Option<&str>,
     away: impl FnOnce() -> Result<String, String>,
 ) -> Step {
-    if r.running_leg().is_some() {
-        return Step::Wait;
-    }
     let failed = |why: String| Step::Finish {
         state: if cancel {
             OpState::Cancelled
@@ -47,6 +45,14 @@ pub fn next(
         message: format!("failed: {why}"),
         verdict: Verdict::Failed(vec![why]),
     };
+    // A leg `apply` refused to start (the VM stopped, no room, its host gone): the drill
+    // cannot go on, and must not keep asking.
+    if let Some(why) = refused {
+        return failed(format!("leg {} could not start: {why}", r.legs.len() + 1));
+    }
+    if r.running_leg().is_some() {
+        return Step::Wait;
+    }
     if let Some((i, leg)) = r
         .legs
         .iter()
@@ -98,6 +104,8 @@ pub struct MigrationDrillActor {
     op: u64,
     node: RaftNode,
     busy: bool,
+    /// Why `apply` refused the last leg, if it did.
+    refused: Option<String>,
 }
 
 impl MigrationDrillActor {
@@ -106,6 +114,7 @@ impl MigrationDrillActor {
             op,
             node,
             busy: false,
+            refused: None,
         }
     }
 
@@ -114,7 +123,11 @@ impl MigrationDrillActor {
             return;
         }
         let op = self.op;
-        let decided = self.node.view().read(|d| decide(op, &d.state));
+        let refused = self.refused.clone();
+        let decided = self
+            .node
+            .view()
+            .read(|d| decide(op, &d.state, refused.as_deref()));
         let Some((report, step)) = decided else {
             ctx.stop();
             return;
@@ -135,7 +148,7 @@ impl MigrationDrillActor {
                 verdict,
             } => {
                 tracing::info!(op, state = state.as_str(), %message, "migration drill finished");
-                super::actor::count_finished("migration", &verdict);
+                let counted = verdict.clone();
                 let event = Command::event(
                     super::actor::finished_event(&verdict),
                     None,
@@ -157,34 +170,59 @@ impl MigrationDrillActor {
                         },
                         event,
                     ],
+                    Some(counted),
                 );
                 return;
             }
         };
-        self.commit(ctx, cmd);
+        self.commit(ctx, cmd, None);
     }
 
-    /// Commits `cmds` in order, one step; the next tick looks again.
-    fn commit(&mut self, ctx: &mut Context<Self>, cmds: Vec<Command>) {
+    /// Commits `cmds` in order, one step; the next tick looks again. A refusal is kept
+    /// for the next step; `finished`: the drill's verdict, counted once it is committed.
+    fn commit(&mut self, ctx: &mut Context<Self>, cmds: Vec<Command>, finished: Option<Verdict>) {
         self.busy = true;
         let (node, op) = (self.node.clone(), self.op);
         ctx.spawn(
             async move {
                 for cmd in cmds {
-                    if let Err(e) = node.write_local(Request::anonymous(cmd)).await {
-                        tracing::warn!(op, error = %e, "migration drill step not committed");
-                        return;
+                    match node.write_local(Request::anonymous(cmd)).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => return Err(Some(e.to_string())),
+                        Err(e) => {
+                            tracing::warn!(op, error = %e, "migration drill step not committed");
+                            return Err(None);
+                        }
                     }
                 }
+                Ok(())
             }
             .into_actor(self)
-            .map(|(), act, _| act.busy = false),
+            .map(move |result, act, _| {
+                act.busy = false;
+                match result {
+                    Ok(()) => {
+                        if let Some(v) = finished {
+                            super::actor::count_finished("migration", &v);
+                        }
+                    }
+                    Err(Some(why)) => {
+                        tracing::info!(op, %why, "migration drill step refused");
+                        act.refused = Some(why);
+                    }
+                    Err(None) => {}
+                }
+            }),
         );
     }
 }
 
 /// The running drill's report brought up to date and its next step; `None` once it ended.
-fn decide(op: u64, state: &ClusterState) -> Option<(MigrationDrillReport, Step)> {
+fn decide(
+    op: u64,
+    state: &ClusterState,
+    refused: Option<&str>,
+) -> Option<(MigrationDrillReport, Step)> {
     let o = state.operations.ops.get(&op)?;
     if o.state.is_finished() {
         return None;
@@ -201,8 +239,7 @@ fn decide(op: u64, state: &ClusterState) -> Option<(MigrationDrillReport, Step)>
             .ok_or_else(|| format!("VM {vm} is gone"))?;
         place_vm(v, v.host.as_deref(), state, &state.placement).map_err(|r| r.to_string())
     };
-    let step = next(&report, o.cancel_requested, away);
-    // A refused leg (the VM stopped, say) is reported, not retried for ever.
+    let step = next(&report, o.cancel_requested, refused, away);
     Some((report, step))
 }
 
@@ -257,16 +294,19 @@ mod tests {
     #[test]
     fn a_round_trip_goes_away_then_home_then_passes() {
         let away = || Ok::<_, String>("h2".to_string());
-        assert_eq!(next(&report(vec![]), false, away), Step::Leg("h2".into()));
+        assert_eq!(
+            next(&report(vec![]), false, None, away),
+            Step::Leg("h2".into())
+        );
         let one = report(vec![leg("h1", "h2", None)]);
-        assert_eq!(next(&one, false, away), Step::Wait);
+        assert_eq!(next(&one, false, None, away), Step::Wait);
         let one = report(vec![leg("h1", "h2", Some(OpState::Succeeded))]);
-        assert_eq!(next(&one, false, away), Step::Leg("h1".into()));
+        assert_eq!(next(&one, false, None, away), Step::Leg("h1".into()));
         let two = report(vec![
             leg("h1", "h2", Some(OpState::Succeeded)),
             leg("h2", "h1", Some(OpState::Succeeded)),
         ]);
-        match next(&two, false, away) {
+        match next(&two, false, None, away) {
             Step::Finish {
                 state,
                 verdict,
@@ -281,20 +321,31 @@ mod tests {
     }
 
     #[test]
+    fn a_leg_apply_refused_ends_the_drill_instead_of_retrying() {
+        let one = report(vec![leg("h1", "h2", Some(OpState::Succeeded))]);
+        let away = || Ok::<_, String>("h2".to_string());
+        assert!(matches!(
+            next(&one, false, Some("VM web is stopped"), away),
+            Step::Finish { state: OpState::Failed, verdict: Verdict::Failed(w), .. }
+                if w[0].contains("leg 2 could not start: VM web is stopped")
+        ));
+    }
+
+    #[test]
     fn a_failed_leg_nowhere_to_go_or_a_cancel_fails_it() {
         let nowhere = || Err::<String, _>("no host has room".to_string());
         assert!(matches!(
-            next(&report(vec![]), false, nowhere),
+            next(&report(vec![]), false, None, nowhere),
             Step::Finish { verdict: Verdict::Failed(w), .. } if w[0].contains("no host has room")
         ));
         let failed = report(vec![leg("h1", "h2", Some(OpState::Failed))]);
         assert!(matches!(
-            next(&failed, false, nowhere),
+            next(&failed, false, None, nowhere),
             Step::Finish { state: OpState::Failed, verdict: Verdict::Failed(w), .. } if w[0].contains("leg 1")
         ));
         let one = report(vec![leg("h1", "h2", Some(OpState::Succeeded))]);
         assert!(matches!(
-            next(&one, true, nowhere),
+            next(&one, true, None, nowhere),
             Step::Finish { state: OpState::Cancelled, verdict: Verdict::Failed(w), .. } if w[0].contains("stays on h2")
         ));
     }

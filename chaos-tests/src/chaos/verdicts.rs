@@ -16,7 +16,10 @@ pub struct Final {
 }
 
 /// Acknowledged creates must exist unless a delete was attempted; acknowledged deletes
-/// must be gone (or going); a VM no create could have made must not exist.
+/// must be gone (or going); a VM no create could have made must not exist; and the last
+/// acknowledged of a VM's create (which starts it), start and stop must be its desired
+/// state, unless a later one of those has an unknown outcome (the lifecycle client is
+/// sequential, so "later" is the history's order).
 pub fn lost_writes(ops: &[Op], vms: &BTreeMap<String, Final>) -> Vec<String> {
     let mut problems = Vec::new();
     let mut by_vm: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
@@ -47,12 +50,39 @@ pub fn lost_writes(ops: &[Op], vms: &BTreeMap<String, Final>) -> Vec<String> {
                 "VM {vm}: exists, but every create of it was refused"
             ));
         }
+        if let (Some(f), Some(want)) = (present, last_desired(ops)) {
+            if f.desired != want {
+                problems.push(format!(
+                    "VM {vm}: its last acknowledged start or stop asked for {want}, it is {}",
+                    f.desired
+                ));
+            }
+        }
     }
     let known: BTreeSet<&str> = by_vm.keys().copied().collect();
     for vm in vms.keys().filter(|v| !known.contains(v.as_str())) {
         problems.push(format!("VM {vm}: exists, but no client created it"));
     }
     problems
+}
+
+/// The desired state the last acknowledged create, start or stop of one VM set; `None`
+/// when a later one's outcome is unknown.
+fn last_desired(ops: &[&Op]) -> Option<&'static str> {
+    let mut want = None;
+    for o in ops {
+        let sets = match o.kind {
+            "create" | "start" => "running",
+            "stop" => "stopped",
+            _ => continue,
+        };
+        match o.outcome {
+            Some(Outcome::Ok) => want = Some(sets),
+            Some(Outcome::Fail(_)) => {}
+            Some(Outcome::Unknown(_)) | None => want = None,
+        }
+    }
+    want
 }
 
 /// What keeps the healed cluster from being live: no leader, a VM that should run and
@@ -131,6 +161,34 @@ mod tests {
         ok.insert("ghost".into(), running(true));
         let p = lost_writes(&ops, &ok);
         assert_eq!(p.len(), 2, "{p:?}");
+    }
+
+    #[test]
+    fn a_lost_acknowledged_stop_is_caught() {
+        let ops = vec![
+            op("create", "a", Outcome::Ok),
+            op("stop", "a", Outcome::Ok),
+            op("start", "a", Outcome::Fail("refused".into())),
+        ];
+        // The planted violation: the stop was acknowledged, yet a is meant to run.
+        let vms: BTreeMap<String, Final> = [("a".to_string(), running(true))].into();
+        let p = lost_writes(&ops, &vms);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("asked for stopped"), "{p:?}");
+        let stopped: BTreeMap<String, Final> = [(
+            "a".to_string(),
+            Final {
+                desired: "stopped".into(),
+                observed: "shut off".into(),
+                ha: true,
+            },
+        )]
+        .into();
+        assert!(lost_writes(&ops, &stopped).is_empty());
+        // A later start whose answer never came: either state is fine.
+        let mut unknown = ops.clone();
+        unknown.push(op("start", "a", Outcome::Unknown("timeout".into())));
+        assert!(lost_writes(&unknown, &vms).is_empty());
     }
 
     #[test]

@@ -29,15 +29,40 @@ pub async fn fresh_read(node: &RaftNode, stale: bool) -> Result<(), Status> {
         return Ok(());
     }
     match node.raft().ensure_linearizable().await {
-        Ok(_) => Ok(()),
+        Ok(_) => {}
         Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-            Err(not_leader(f.leader_node.as_ref().map(|n| n.addr.as_str())))
+            return Err(not_leader(f.leader_node.as_ref().map(|n| n.addr.as_str())))
         }
-        Err(e) => Err(Status::unavailable(format!(
-            "Cannot confirm leadership: {e}"
-        ))),
+        Err(e) => {
+            return Err(Status::unavailable(format!(
+                "Cannot confirm leadership: {e}"
+            )))
+        }
     }
+    // openraft confirms a read against the first entry of the leader's term. A leader that
+    // restarted and resumed its term without an election (a committed vote) has that entry
+    // applied long ago, yet may not know yet that later entries of its log — writes it
+    // acknowledged before the restart — are committed: its state machine can lag them.
+    // Everything in the leader's log will be committed by it, so waiting until all of it
+    // is applied makes the read see every acknowledged write (found by the chaos run;
+    // `chaos-tests/tests/read_after_restart.rs`).
+    let Some(last) = node.metrics().last_log_index else {
+        return Ok(());
+    };
+    node.raft()
+        .wait(Some(READ_CATCH_UP))
+        .applied_index_at_least(Some(last), "linearizable read")
+        .await
+        .map(drop)
+        .map_err(|e| {
+            Status::unavailable(format!(
+                "the leader has not applied its log up to {last} yet: {e}"
+            ))
+        })
 }
+
+/// How long a linearizable read waits for the leader to apply its own log.
+const READ_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The applied index of the state machine data `d`.
 pub fn applied(d: &drover_raft::store::SmData) -> u64 {

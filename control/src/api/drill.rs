@@ -29,6 +29,8 @@ pub struct DrillApi {
     election_max: std::time::Duration,
     /// Told a leader drill's id when it stops this controller.
     stop: tokio::sync::watch::Sender<Option<u64>>,
+    /// Where a stopped controller records the drill (see `crate::drill_hold`).
+    data_dir: std::path::PathBuf,
 }
 
 impl DrillApi {
@@ -37,27 +39,26 @@ impl DrillApi {
         tls: TlsHandle,
         election_max: std::time::Duration,
         stop: tokio::sync::watch::Sender<Option<u64>>,
+        data_dir: std::path::PathBuf,
     ) -> Self {
         Self {
             node,
             tls,
             election_max,
             stop,
+            data_dir,
         }
     }
 
     /// Voters, and how many of them answer now (this one included).
     async fn quorum(&self) -> drill::Quorum {
-        let me = pb::Member {
-            id: self.node.id(),
-            ..Default::default()
-        };
-        let all = members(&self.node, me, &self.tls).await;
-        let voters: Vec<_> = all.iter().filter(|m| m.voter).collect();
-        drill::Quorum {
-            voters: voters.len(),
-            healthy: voters.iter().filter(|m| m.error.is_empty()).count(),
+        use drover_actors::drill::cadence::QuorumProbe as _;
+        PeerQuorum {
+            node: self.node.clone(),
+            tls: self.tls.clone(),
         }
+        .quorum()
+        .await
     }
 }
 
@@ -157,9 +158,14 @@ impl DrillService for DrillApi {
         &self,
         req: Request<pb::CutLeaderRequest>,
     ) -> Result<Response<pb::CutLeaderResponse>, Status> {
-        leader_drill::cut(&self.node, self.election_max, &self.stop, req.into_inner())
-            .await
-            .map(Response::new)
+        leader_drill::cut(
+            &self.node,
+            self.election_max,
+            (&self.stop, &self.data_dir),
+            req.into_inner(),
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn start_migration_round_trip(
@@ -250,5 +256,31 @@ fn plan_to_pb(host: String, plan: drill::DrillPlan, quorum: drill::Quorum) -> pb
             voters: quorum.voters as u32,
             healthy_voters: quorum.healthy as u32,
         }
+    }
+}
+
+/// The scheduled drills' quorum check: the same round of `ClusterService.Status` calls as
+/// `drover drill host-failure --dry-run` makes.
+#[derive(Debug)]
+pub struct PeerQuorum {
+    pub node: RaftNode,
+    pub tls: TlsHandle,
+}
+
+impl drover_actors::drill::cadence::QuorumProbe for PeerQuorum {
+    fn quorum(&self) -> futures::future::BoxFuture<'static, drill::Quorum> {
+        let (node, tls) = (self.node.clone(), self.tls.clone());
+        Box::pin(async move {
+            let me = pb::Member {
+                id: node.id(),
+                ..Default::default()
+            };
+            let all = members(&node, me, &tls).await;
+            let voters: Vec<_> = all.iter().filter(|m| m.voter).collect();
+            drill::Quorum {
+                voters: voters.len(),
+                healthy: voters.iter().filter(|m| m.error.is_empty()).count(),
+            }
+        })
     }
 }

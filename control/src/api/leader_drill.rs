@@ -131,7 +131,7 @@ pub async fn probe(
 pub async fn cut(
     node: &RaftNode,
     election_max: Duration,
-    stop: &watch::Sender<Option<u64>>,
+    (stop, data_dir): (&watch::Sender<Option<u64>>, &std::path::Path),
     req: pb::CutLeaderRequest,
 ) -> Result<pb::CutLeaderResponse, Status> {
     leader_only(node)?;
@@ -141,14 +141,17 @@ pub async fn cut(
             .ops
             .get(&req.op)
             .filter(|o| !o.state.is_finished())
-            .map(|o| o.kind.clone())
+            .map(|o| (o.kind.clone(), o.started_at_ms))
     });
-    let Some(OpKind::LeaderDrill {
-        mode,
-        leader,
-        observer,
-        ..
-    }) = kind
+    let Some((
+        OpKind::LeaderDrill {
+            mode,
+            leader,
+            observer,
+            max_duration_ms,
+        },
+        started_at_ms,
+    )) = kind
     else {
         return Err(Status::failed_precondition(format!(
             "operation {} is not a running leader drill",
@@ -187,6 +190,23 @@ pub async fn cut(
             })
         }
         LeaderDrillMode::Stop => {
+            let m = node.metrics();
+            let peers = m
+                .membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != node.id())
+                .map(|(_, n)| n.addr.clone())
+                .collect();
+            let record = crate::drill_hold::DrillStop {
+                drill: req.op,
+                term: m.current_term,
+                until_ms: started_at_ms + max_duration_ms,
+                peers,
+            };
+            // Without the record, a quick restart would resume leadership at once.
+            crate::drill_hold::record(data_dir, &record)
+                .map_err(|e| Status::internal(format!("cannot record the drill's stop: {e}")))?;
             tracing::warn!(op = req.op, "leader drill: stopping this controller");
             stop.send_replace(Some(req.op));
             Ok(pb::CutLeaderResponse { leader_after: 0 })

@@ -23,7 +23,7 @@ mod vm;
 mod write;
 
 pub use cluster::ClusterApi;
-pub use drill::DrillApi;
+pub use drill::{DrillApi, PeerQuorum};
 pub use host::HostApi;
 pub use image::ImageApi;
 pub use operation::OperationApi;

@@ -83,8 +83,9 @@ pub fn need(path: &str) -> Option<Need> {
         | "/drover.v1.DrillService/CreateSchedule"
         | "/drover.v1.DrillService/DeleteSchedule" => User(Operator),
         "/drover.v1.DrillService/ListSchedules" => User(Viewer),
-        // The observer controller writes the probes; an operator may write one by hand.
-        "/drover.v1.DrillService/Probe" => UserOrController(Operator),
+        // Only the drill's observer writes probes: another writer's numbers could hide a
+        // lost one.
+        "/drover.v1.DrillService/Probe" => Controller,
         // Only the drill's observer may tell a leader to go.
         "/drover.v1.DrillService/CutLeader" => Controller,
 

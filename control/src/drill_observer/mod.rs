@@ -41,13 +41,25 @@ struct Job {
     mode: LeaderDrillMode,
     leader: u64,
     max_duration: Duration,
-    started_at_ms: u64,
 }
 
-/// Runs until `stop` turns true.
+/// Runs until `stop` turns true (a drill under way is abandoned then; the leader's
+/// `LeaderWatch` ends it).
 pub async fn run(node: RaftNode, tls: TlsHandle, mut stop: watch::Receiver<bool>) {
-    let born_ms = wall_clock_ms();
+    let mut stopped = stop.clone();
+    tokio::select! {
+        () = observe_all(node, tls, &mut stop) => {}
+        _ = stopped.wait_for(|s| *s) => {}
+    }
+}
+
+async fn observe_all(node: RaftNode, tls: TlsHandle, stop: &mut watch::Receiver<bool>) {
     let mut seen = BTreeSet::new();
+    // Drills this process found already running when it first looked began before it
+    // started: their probes are lost with the previous process.
+    let mut inherited: Option<BTreeSet<u64>> = None;
+    // Probe numbers of this process start above every earlier process's.
+    let epoch = wall_clock_ms() << 16;
     loop {
         tokio::select! {
             () = tokio::time::sleep(LOOK) => {}
@@ -69,18 +81,17 @@ pub async fn run(node: RaftNode, tls: TlsHandle, mut stop: watch::Receiver<bool>
                         mode: *mode,
                         leader: *leader,
                         max_duration: Duration::from_millis(*max_duration_ms),
-                        started_at_ms: o.started_at_ms,
                     }),
                     _ => None,
                 })
                 .collect()
         });
+        let inherited = inherited.get_or_insert_with(|| jobs.iter().map(|j| j.op).collect());
         for job in jobs {
             if !seen.insert(job.op) {
                 continue;
             }
-            let measure = if job.started_at_ms < born_ms {
-                // Its probes before this process started are lost: no honest figures.
+            let measure = if inherited.contains(&job.op) {
                 LeaderDrillMeasure {
                     failure: Some(format!(
                         "observer controller {me} restarted during the drill"
@@ -88,7 +99,7 @@ pub async fn run(node: RaftNode, tls: TlsHandle, mut stop: watch::Receiver<bool>
                     ..LeaderDrillMeasure::default()
                 }
             } else {
-                observe(&node, &tls, &job).await
+                observe(&node, &tls, &job, epoch).await
             };
             finish(&node, job.op, measure).await;
         }
@@ -96,7 +107,7 @@ pub async fn run(node: RaftNode, tls: TlsHandle, mut stop: watch::Receiver<bool>
 }
 
 /// Carries out one drill; returns its figures.
-async fn observe(node: &RaftNode, tls: &TlsHandle, job: &Job) -> LeaderDrillMeasure {
+async fn observe(node: &RaftNode, tls: &TlsHandle, job: &Job, epoch: u64) -> LeaderDrillMeasure {
     let start = Instant::now();
     tracing::info!(
         op = job.op,
@@ -121,6 +132,7 @@ async fn observe(node: &RaftNode, tls: &TlsHandle, job: &Job) -> LeaderDrillMeas
     let prober = tokio::spawn(probe_loop(
         client,
         job.op,
+        epoch,
         start,
         Arc::clone(&history),
         probes_stopped,
@@ -167,22 +179,22 @@ async fn observe(node: &RaftNode, tls: &TlsHandle, job: &Job) -> LeaderDrillMeas
             }
             Err(e) => Err(e),
         };
-        match (answer, job.mode) {
-            (Ok(_), _) => {}
-            // The stopping controller may be gone before its answer is.
-            (Err(e), LeaderDrillMode::Stop) => {
-                tracing::info!(op = job.op, error = %e, "leader drill: no answer from the stopping leader")
-            }
-            (Err(e), LeaderDrillMode::StepDown) => {
-                failure = Some(format!("the leader did not step down: {e}"))
-            }
-        }
+        // The stopping controller may be gone before its answer is; a step-down whose
+        // chosen successor lost the election to another voter is still a step-down. What
+        // counts is whether a new leader takes the writes.
+        let cut_error = answer.err().map(|e| {
+            tracing::info!(op = job.op, error = %e, mode = job.mode.as_str(), "leader drill: the cut answered with an error");
+            e.to_string()
+        });
         let remaining = job.max_duration.saturating_sub(start.elapsed());
         let settled = wait(remaining, || settled(&snapshot(), job.leader)).await;
         if !settled && failure.is_none() {
             failure = Some(format!(
-                "no other controller acknowledged {SETTLED} writes in a row within {} s",
-                job.max_duration.as_secs()
+                "no other controller acknowledged {SETTLED} writes in a row within {} s{}",
+                job.max_duration.as_secs(),
+                cut_error
+                    .map(|e| format!(" (the cut answered: {e})"))
+                    .unwrap_or_default()
             ));
         }
     }
@@ -227,11 +239,12 @@ async fn wait(within: Duration, done: impl Fn() -> bool) -> bool {
 async fn probe_loop(
     client: Client,
     op: u64,
+    epoch: u64,
     start: Instant,
     history: Arc<Mutex<Vec<Probe>>>,
     stop: watch::Receiver<bool>,
 ) {
-    let mut seq = 0;
+    let mut seq = epoch;
     while !*stop.borrow() {
         seq += 1;
         let sent = start.elapsed();

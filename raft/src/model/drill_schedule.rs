@@ -92,10 +92,11 @@ pub struct DrillSchedule {
 }
 
 impl DrillSchedule {
-    /// Pure: the host to drill now, if the schedule is due at `now_ms` (its period has
-    /// passed since the last run, or it never ran, and `now_ms` is inside its window),
-    /// given the cluster's hosts by name.
-    pub fn due(&self, now_ms: u64, all_hosts: &[String]) -> Option<String> {
+    /// Pure: when the schedule is due at `now_ms` (its period has passed since the last
+    /// run, or it never ran, and `now_ms` is inside its window), the hosts it may drill,
+    /// in turn: the next one in the rotation first, then the others, so that a host the
+    /// plan keeps refusing does not stall the rest. `all_hosts`: the cluster's, by name.
+    pub fn due(&self, now_ms: u64, all_hosts: &[String]) -> Option<Vec<String>> {
         if let Some(last) = self.last_started_ms {
             if now_ms < last + self.every_ms {
                 return None;
@@ -112,7 +113,14 @@ impl DrillSchedule {
         if hosts.is_empty() {
             return None;
         }
-        Some(hosts[(self.started % hosts.len() as u64) as usize].clone())
+        let first = (self.started % hosts.len() as u64) as usize;
+        Some(
+            hosts[first..]
+                .iter()
+                .chain(&hosts[..first])
+                .cloned()
+                .collect(),
+        )
     }
 }
 
@@ -157,7 +165,8 @@ mod tests {
         let mut s = schedule(Window::parse("02:00-04:00").ok());
         let all = vec!["h1".into(), "h2".into(), "h3".into()];
         assert_eq!(s.due(3_600_000, &all), None, "01:00 is outside the window");
-        assert_eq!(s.due(3 * 3_600_000, &all), Some("h1".into()));
+        let v = |hs: &[&str]| Some(hs.iter().map(|h| h.to_string()).collect::<Vec<_>>());
+        assert_eq!(s.due(3 * 3_600_000, &all), v(&["h1", "h2"]));
         s.started = 1;
         s.last_started_ms = Some(3 * 3_600_000);
         assert_eq!(
@@ -165,10 +174,11 @@ mod tests {
             None,
             "a week has not passed"
         );
-        assert_eq!(s.due(7 * DAY + 3 * 3_600_000, &all), Some("h2".into()));
+        // h2's turn, then h1 should the plan refuse h2.
+        assert_eq!(s.due(7 * DAY + 3 * 3_600_000, &all), v(&["h2", "h1"]));
         s.hosts.clear();
         s.started = 2;
-        assert_eq!(s.due(7 * DAY + 3 * 3_600_000, &all), Some("h3".into()));
+        assert_eq!(s.due(7 * DAY + 3 * 3_600_000, &all), v(&["h3", "h1", "h2"]));
         let mut any = schedule(None);
         any.hosts.clear();
         assert_eq!(any.due(0, &[]), None, "no host to drill");

@@ -40,9 +40,11 @@ impl LeaderDrillMode {
     }
 }
 
-/// Most probes one drill may write (at 20 a second, over 15 minutes): the applied set
-/// lives in the state while the drill runs.
-pub const MAX_PROBES: usize = 20_000;
+/// Longest a leader drill may run: a failover takes seconds; this bounds the probes.
+pub const MAX_LEADER_DRILL_MS: u64 = 600_000;
+/// Most probes one drill may write (the observer's 20 a second over the longest drill):
+/// the applied set lives in the state while the drill runs.
+pub const MAX_PROBES: usize = 12_000;
 
 /// What the observer measured, as it reports it at the end.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

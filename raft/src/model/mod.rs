@@ -36,7 +36,9 @@ pub use event::{Event, EventKind, EventLog, MAX_EVENTS};
 pub use host::{AdminState, Capacity, DeadReason, Host, HostHealth};
 pub use image::{image_volume_name, DiskBacking, Image, ImageCopy, ImageFormat, ImageState};
 pub use labels::{parse_label, validate_labels, Labels};
-pub use leader_drill::{LeaderDrillMeasure, LeaderDrillMode, LeaderDrillReport, MAX_PROBES};
+pub use leader_drill::{
+    LeaderDrillMeasure, LeaderDrillMode, LeaderDrillReport, MAX_LEADER_DRILL_MS, MAX_PROBES,
+};
 pub use migration_drill::{DrillLeg, MigrationDrillReport};
 pub use moves::MayStillRun;
 pub use operation::{
