@@ -43,7 +43,7 @@ pub use migration_drill::{DrillLeg, MigrationDrillReport};
 pub use moves::MayStillRun;
 pub use operation::{
     DrainProgress, MigrationPolicy, MigrationProgress, OpKind, OpState, Operation, Operations,
-    Progress, MAX_FINISHED_OPS,
+    Progress, MAX_FINISHED_DRILLS, MAX_FINISHED_OPS,
 };
 pub use placement::{PlacementPolicy, Weigher};
 pub use pool::{Pool, PoolHosts, PoolKind, PoolOnHost, PoolSpec, MAX_POOL_REASON_LEN};

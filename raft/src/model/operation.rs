@@ -3,7 +3,8 @@
 //! Each has an id (`drover op get ID`), a state, progress and a final message. The leader's
 //! coordinators carry them out; what they learn is committed, so any controller (and the
 //! next leader) sees the same operation. Finished operations are kept, newest
-//! [`MAX_FINISHED_OPS`], for `drover op list`.
+//! [`MAX_FINISHED_OPS`] (and drills apart, newest [`MAX_FINISHED_DRILLS`]), for
+//! `drover op list` and `drover drill history`.
 
 use std::collections::BTreeMap;
 
@@ -13,8 +14,11 @@ use super::drill::{DrillMode, DrillReport};
 use super::leader_drill::{LeaderDrillMode, LeaderDrillReport};
 use super::migration_drill::MigrationDrillReport;
 
-/// Finished operations kept; running ones are never dropped.
+/// Finished operations kept (drills apart); running ones are never dropped.
 pub const MAX_FINISHED_OPS: usize = 200;
+/// Finished drills kept, counted apart, so that a long history of migrations does not
+/// push a cluster's drill reports out.
+pub const MAX_FINISHED_DRILLS: usize = 100;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OpKind {
@@ -262,24 +266,24 @@ impl Operations {
         id
     }
 
-    /// Marks `id` finished and drops the oldest finished operations beyond the bound.
+    /// Marks `id` finished and drops the oldest finished operations beyond the bounds
+    /// (one for drills, one for the rest).
     pub fn finish(&mut self, id: u64, state: OpState, message: &str, at_ms: u64) {
         if let Some(op) = self.ops.get_mut(&id) {
             op.state = state;
             op.finished_at_ms = Some(at_ms);
             op.message = message.to_string();
         }
-        let finished: Vec<u64> = self
-            .ops
-            .values()
-            .filter(|o| o.state.is_finished())
-            .map(|o| o.id)
-            .collect();
-        for old in finished
-            .iter()
-            .take(finished.len().saturating_sub(MAX_FINISHED_OPS))
-        {
-            self.ops.remove(old);
+        for (drills, bound) in [(false, MAX_FINISHED_OPS), (true, MAX_FINISHED_DRILLS)] {
+            let finished: Vec<u64> = self
+                .ops
+                .values()
+                .filter(|o| o.state.is_finished() && o.kind.is_drill() == drills)
+                .map(|o| o.id)
+                .collect();
+            for old in finished.iter().take(finished.len().saturating_sub(bound)) {
+                self.ops.remove(old);
+            }
         }
     }
 
@@ -325,6 +329,48 @@ mod tests {
         // The oldest finished went first.
         assert!(!ops.ops.contains_key(&2));
         assert!(ops.ops.contains_key(&(MAX_FINISHED_OPS as u64 + 11)));
+    }
+
+    #[test]
+    fn drills_are_kept_apart_from_the_other_operations() {
+        let mut ops = Operations::default();
+        let drill = ops.start(
+            OpKind::Drill {
+                host: "h1".into(),
+                mode: DrillMode::Isolate,
+                max_duration_ms: 60_000,
+            },
+            0,
+        );
+        ops.finish(drill, OpState::Succeeded, "passed", 1);
+        for i in 0..(MAX_FINISHED_OPS as u64 + 10) {
+            let id = ops.start(drain("h"), i);
+            ops.finish(id, OpState::Succeeded, "done", i);
+        }
+        assert!(
+            ops.ops.contains_key(&drill),
+            "a drill report outlives 200 later drains"
+        );
+        for i in 0..(MAX_FINISHED_DRILLS as u64) {
+            let id = ops.start(
+                OpKind::LeaderDrill {
+                    mode: LeaderDrillMode::StepDown,
+                    leader: 1,
+                    observer: 2,
+                    max_duration_ms: 60_000,
+                },
+                i,
+            );
+            ops.finish(id, OpState::Succeeded, "passed", i);
+        }
+        assert!(
+            !ops.ops.contains_key(&drill),
+            "drills have a bound of their own"
+        );
+        assert_eq!(
+            ops.ops.values().filter(|o| o.kind.is_drill()).count(),
+            MAX_FINISHED_DRILLS
+        );
     }
 
     #[test]
