@@ -96,3 +96,84 @@ async fn a_stopped_agent_comes_back_cut_off_until_the_drill_gives_it_back() {
     again.leader = Some(leader);
     again.shutdown().await;
 }
+
+/// A hostd a stop-agent drill holds runs no fence loop of its own — unless its watchdog
+/// is gone: then nobody would fence, and hostd must. Here the held hostd starts with a
+/// lapsed lease, an HA guest running, and a watchdog that last looked 10 s ago: the
+/// guest must be destroyed.
+#[tokio::test]
+async fn a_held_agent_whose_watchdog_is_gone_fences_for_itself() {
+    if !common::prerequisite(common::libvirt_test_driver()) {
+        return;
+    }
+    use drover_hostd::clock::BootInstant;
+    use drover_hostd::lease_file::{self, LeaseRecord};
+    use drover_proto::agent::v1::DomainState;
+
+    let dir = tempfile::tempdir().unwrap();
+    let node = dir.path().join("node.xml");
+    let ns = drover_hostd::hypervisor::domain_xml::DROVER_NS;
+    std::fs::write(
+        &node,
+        format!(
+            "<node>
+  <cpu><mhz>2000</mhz><model>x86_64</model><nodes>1</nodes><sockets>1</sockets>
+    <cores>8</cores><threads>1</threads><active>8</active></cpu>
+  <memory>16777216</memory>
+  <domain type='test'>
+    <name>keeper</name>
+    <metadata><drover:vm xmlns:drover=\"{ns}\"><drover:generation>1</drover:generation><drover:term>1</drover:term><drover:ha>true</drover:ha></drover:vm></metadata>
+    <memory unit='MiB'>64</memory><vcpu>1</vcpu>
+    <os><type arch='x86_64'>hvm</type></os>
+  </domain>
+</node>
+"
+        ),
+    )
+    .unwrap();
+    let uri = format!("test://{}", node.display());
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let now = BootInstant::now().as_nanos();
+    lease_file::write(
+        &lease_file::path_in(&data),
+        &LeaseRecord {
+            expires_boot_ns: Some(now.saturating_sub(1_000_000_000)),
+            term: 1,
+            boot_id: lease_file::boot_id(),
+            disarmed: false,
+        },
+    )
+    .unwrap();
+    WatchdogStatus {
+        alive_boot_ns: now.saturating_sub(10_000_000_000),
+        ..WatchdogStatus::now(None)
+    }
+    .write(&data)
+    .unwrap();
+    drill_stop::DrillStop::new(9, 1, Duration::from_secs(60))
+        .write(&data)
+        .unwrap();
+
+    let mut hostd = Hostd::start_at(&uri, &data).await;
+    let listed = hostd.list().await;
+    assert!(
+        listed.iter().any(|d| d.name == "keeper"),
+        "the HA guest is managed: {listed:?}"
+    );
+    within("the HA guest fenced", async {
+        loop {
+            let running = hostd
+                .list()
+                .await
+                .iter()
+                .any(|d| d.name == "keeper" && d.state() == DomainState::Running);
+            if !running {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    hostd.shutdown().await;
+}
