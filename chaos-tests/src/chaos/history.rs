@@ -105,8 +105,15 @@ impl History {
 }
 
 /// The register's operations for the linearizability checker: acknowledged writes and
-/// reads, and writes without an answer (pending for ever); refused ones did not happen.
+/// reads, and writes without an answer (pending for ever) whose value some read saw;
+/// refused ones did not happen. An unanswered write nobody read may as well not have
+/// happened (values are unique), and leaving it out keeps the search small.
 pub fn register_events(ops: &[Op]) -> Vec<Event> {
+    let read_values: std::collections::BTreeSet<u64> = ops
+        .iter()
+        .filter(|o| o.kind == "read" && o.outcome == Some(Outcome::Ok))
+        .filter_map(|o| o.value)
+        .collect();
     ops.iter()
         .filter_map(|o| {
             let op = match (o.kind, o.value) {
@@ -121,14 +128,51 @@ pub fn register_events(ops: &[Op]) -> Vec<Event> {
                     invoke: o.invoke_us,
                     complete: o.complete_us,
                 }),
-                (Some(Outcome::Unknown(_)) | None, RegOp::Write(_)) => Some(Event {
-                    client: o.client,
-                    op,
-                    invoke: o.invoke_us,
-                    complete: None,
-                }),
+                (Some(Outcome::Unknown(_)) | None, RegOp::Write(v)) if read_values.contains(&v) => {
+                    Some(Event {
+                        client: o.client,
+                        op,
+                        invoke: o.invoke_us,
+                        complete: None,
+                    })
+                }
                 _ => None,
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(kind: &'static str, value: u64, outcome: Outcome) -> Op {
+        Op {
+            client: 0,
+            kind,
+            vm: String::new(),
+            value: Some(value),
+            invoke_us: 0,
+            complete_us: matches!(outcome, Outcome::Ok).then_some(1),
+            outcome: Some(outcome),
+        }
+    }
+
+    #[test]
+    fn refused_and_unread_unanswered_writes_are_left_out() {
+        let ops = vec![
+            op("write", 1, Outcome::Ok),
+            op("write", 2, Outcome::Fail("refused".into())),
+            op("write", 3, Outcome::Unknown("timeout".into())),
+            op("write", 4, Outcome::Unknown("timeout".into())),
+            op("read", 4, Outcome::Ok),
+        ];
+        let events = register_events(&ops);
+        let writes: Vec<RegOp> = events.iter().map(|e| e.op).collect();
+        assert_eq!(
+            writes,
+            vec![RegOp::Write(1), RegOp::Write(4), RegOp::Read(4)]
+        );
+        assert_eq!(events[1].complete, None, "unanswered: pending for ever");
+    }
 }
