@@ -129,9 +129,16 @@ pub async fn drill(target: &Target, format: Format, cmd: DrillCmd) -> anyhow::Re
                 })
             })
         }
-        DrillCmd::HostFailure { host, .. } => {
+        DrillCmd::HostFailure { host, mode, .. } => {
             let plan = c.plan_host_failure(&host).await?;
-            Ok(match format {
+            // What only the host can tell is checked when the drill starts.
+            let note = (mode == "stop-agent").then(|| {
+                format!(
+                    "stop-agent: {host}'s hostd stops only if hostd-watchdog runs beside it \
+                     (checked when the drill starts)"
+                )
+            });
+            let stdout = match format {
                 Format::Json => json(&json!({
                     "host": plan.host,
                     "moves": plan.moves.iter().map(|m| json!({"vm": m.vm, "host": m.host})).collect::<Vec<_>>(),
@@ -141,8 +148,12 @@ pub async fn drill(target: &Target, format: Format, cmd: DrillCmd) -> anyhow::Re
                     "healthy_voters": plan.healthy_voters,
                 }))?,
                 Format::Table => plan_text(&plan),
-            }
-            .into())
+            };
+            Ok(Printed {
+                stdout,
+                note,
+                ..Printed::default()
+            })
         }
     }
 }
