@@ -750,6 +750,13 @@ impl HostAgent for AgentService {
         // Without a watchdog nobody would fence this host's HA guests once hostd is gone,
         // and they would run twice when the cluster restarts them elsewhere.
         watchdog_status::fresh(&dir).map_err(self.failed("stop_agent", ""))?;
+        if req.check_only {
+            return Ok(Response::new(pb::IsolationStatus {
+                isolated: false,
+                remaining_ms: 0,
+                fence_note: String::new(),
+            }));
+        }
         let stop = DrillStop::new(req.drill, req.term, Duration::from_millis(req.duration_ms));
         stop.write(&dir).map_err(self.failed("stop_agent", ""))?;
         warn!(

@@ -20,6 +20,7 @@ fn stop(term: u64, duration_ms: u64) -> StopAgentRequest {
         term,
         drill: 9,
         duration_ms,
+        check_only: false,
     }
 }
 
@@ -45,6 +46,18 @@ async fn a_stopped_agent_comes_back_cut_off_until_the_drill_gives_it_back() {
     assert!(!drill_stop::path_in(&data).exists());
 
     WatchdogStatus::now(None).write(&data).unwrap();
+    // The API's check before a drill: answered, and nothing stops.
+    let check = StopAgentRequest {
+        check_only: true,
+        ..stop(1, 60_000)
+    };
+    hostd.client.stop_agent(check).await.unwrap();
+    assert!(!drill_stop::path_in(&data).exists());
+    hostd
+        .client
+        .list_domains(ListDomainsRequest {})
+        .await
+        .unwrap();
     let bad = hostd.client.stop_agent(stop(1, 0)).await.unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
 

@@ -247,6 +247,7 @@ impl DrillActor {
                             term,
                             drill: op,
                             duration_ms,
+                            check_only: false,
                         };
                         c.stop_agent(deadline(req, QUICK_CALL)).await
                     }

@@ -29,6 +29,8 @@ pub struct DrillApi {
     election_max: std::time::Duration,
     /// Told a leader drill's id when it stops this controller.
     stop: tokio::sync::watch::Sender<Option<u64>>,
+    /// Calls to hostd (a stop-agent drill's check).
+    agents: drover_actors::AgentPool,
     /// Where a stopped controller records the drill (see `crate::drill_hold`).
     data_dir: std::path::PathBuf,
 }
@@ -42,6 +44,7 @@ impl DrillApi {
         data_dir: std::path::PathBuf,
     ) -> Self {
         Self {
+            agents: drover_actors::AgentPool::new(tls.clone()),
             node,
             tls,
             election_max,
@@ -63,6 +66,38 @@ impl DrillApi {
 }
 
 impl DrillApi {
+    /// A stop-agent drill needs the host's watchdog: hostd says whether it runs (and stops
+    /// nothing), so that the drill is refused before it starts rather than failing.
+    async fn check_stop_agent(&self, host: &str) -> Result<(), Status> {
+        let address = self.node.view().read(|d| {
+            d.state
+                .hosts
+                .get(host)
+                .map(|h| h.address.clone())
+                .ok_or_else(|| Status::not_found(format!("Host {host:?} not found")))
+        })?;
+        let mut client = self
+            .agents
+            .client(&address)
+            .map_err(|e| Status::unavailable(format!("hostd of {host}: {e}")))?;
+        let req = drover_proto::agent::v1::StopAgentRequest {
+            term: self.node.metrics().current_term,
+            drill: 0,
+            duration_ms: 1,
+            check_only: true,
+        };
+        client
+            .stop_agent(drover_actors::deadline(req, drover_actors::QUICK_CALL))
+            .await
+            .map(drop)
+            .map_err(|s| {
+                Status::failed_precondition(format!(
+                    "drill refused: stop-agent needs hostd-watchdog on {host}: {}",
+                    s.message()
+                ))
+            })
+    }
+
     /// The plan of `host` failing now, on the leader (only it sees the cluster as the
     /// failover would act on it), after a quorum read.
     async fn plan_now(&self, host: &str) -> Result<(drill::DrillPlan, drill::Quorum), Status> {
@@ -111,6 +146,9 @@ impl DrillService for DrillApi {
             })?,
         };
         let (plan, _) = self.plan_now(&req.host).await?;
+        if mode == DrillMode::StopAgent {
+            self.check_stop_agent(&req.host).await?;
+        }
         if !plan.refusals.is_empty() {
             let why: Vec<String> = plan.refusals.iter().map(ToString::to_string).collect();
             return Err(Status::failed_precondition(format!(
