@@ -13,7 +13,7 @@ use drover_raft::RaftNode;
 use futures::{Stream, StreamExt};
 use tonic::{Code, Status, Streaming};
 
-use super::errors::not_leader;
+use super::errors::leader_only;
 
 /// The guest's output, as the operator's stream carries it.
 pub type Output = Pin<Box<dyn Stream<Item = Result<pb::VmConsoleOutput, Status>> + Send>>;
@@ -34,10 +34,8 @@ pub async fn attach(
             ))
         }
     };
+    leader_only(node)?;
     let metrics = node.metrics();
-    if metrics.current_leader != Some(node.id()) {
-        return Err(not_leader(node.leader().map(|(_, a)| a).as_deref()));
-    }
     let (host, address) = node.view().read(|d| {
         let vm = d
             .state

@@ -15,7 +15,7 @@ use drover_raft::{Command, Reply};
 
 use super::cluster::{applied, fresh_read, members, read_response};
 use super::convert;
-use super::errors::not_leader;
+use super::errors::leader_only;
 use super::write::commit;
 use super::{drill_schedules, leader_drill};
 
@@ -104,9 +104,7 @@ impl DrillApi {
         if host.is_empty() {
             return Err(Status::invalid_argument("host name is empty"));
         }
-        if self.node.metrics().current_leader != Some(self.node.id()) {
-            return Err(not_leader(self.node.leader().map(|(_, a)| a).as_deref()));
-        }
+        leader_only(&self.node)?;
         fresh_read(&self.node, false).await?;
         let quorum = self.quorum().await;
         let plan = self.node.view().read(|d| {

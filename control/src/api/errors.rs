@@ -94,6 +94,16 @@ pub fn write_error(e: &WriteError) -> Status {
     }
 }
 
+/// Ok on the leader; elsewhere [`not_leader`] with the leader's address, for calls only
+/// the leader may answer.
+pub fn leader_only(node: &drover_raft::RaftNode) -> Result<(), Status> {
+    if node.metrics().current_leader == Some(node.id()) {
+        Ok(())
+    } else {
+        Err(not_leader(node.leader().map(|(_, a)| a).as_deref()))
+    }
+}
+
 /// `UNAVAILABLE`, with the leader's address when known so the client can go there.
 pub fn not_leader(leader_addr: Option<&str>) -> Status {
     let mut status = Status::unavailable(match leader_addr {

@@ -19,7 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::cluster::{applied, fresh_read, read_response};
-use super::errors::{committed, not_leader};
+use super::errors::{committed, leader_only};
 use super::http_source;
 use super::write::commit;
 
@@ -173,10 +173,8 @@ impl ImageService for ImageApi {
                 ))
             }
         };
+        leader_only(&self.node)?;
         let metrics = self.node.metrics();
-        if metrics.current_leader != Some(self.node.id()) {
-            return Err(not_leader(self.node.leader().map(|(_, a)| a).as_deref()));
-        }
         // The bytes, from the client's stream or the URL, through a channel: the upload
         // below only ever sees a stream of chunks.
         let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);

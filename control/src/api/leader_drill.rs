@@ -16,19 +16,11 @@ use tonic::Status;
 
 use super::cluster::members;
 use super::convert;
-use super::errors::{committed, not_leader};
+use super::errors::{committed, leader_only};
 use super::write::{commit, request_id};
 
 /// How long the observer may take when the request does not say.
 const DEFAULT_DURATION_MS: u64 = 60_000;
-
-fn leader_only(node: &RaftNode) -> Result<(), Status> {
-    if node.metrics().current_leader == Some(node.id()) {
-        Ok(())
-    } else {
-        Err(not_leader(node.leader().map(|(_, a)| a).as_deref()))
-    }
-}
 
 /// Pure: the observer for a drill of `leader` among `voters` (id, answers now), or why
 /// the cluster could not survive losing its leader now.

@@ -279,11 +279,7 @@ impl VmService for VmApi {
         // A running guest's disk is grown by its host right after the commit, on the
         // leader's authority and in the term it committed in: only the leader takes
         // resizes (a follower sends the client there).
-        if self.node.metrics().current_leader != Some(self.node.id()) {
-            return Err(super::errors::not_leader(
-                self.node.leader().map(|(_, a)| a).as_deref(),
-            ));
-        }
+        super::errors::leader_only(&self.node)?;
         let term = self.node.metrics().current_term;
         let cmd = Command::ResizeDisk {
             name: req.vm.clone(),
