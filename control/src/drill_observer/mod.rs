@@ -41,6 +41,8 @@ struct Job {
     mode: LeaderDrillMode,
     leader: u64,
     max_duration: Duration,
+    /// On the clock of the leader that started it.
+    started_at_ms: u64,
 }
 
 /// Runs until `stop` turns true (a drill under way is abandoned then; the leader's
@@ -55,11 +57,10 @@ pub async fn run(node: RaftNode, tls: TlsHandle, mut stop: watch::Receiver<bool>
 
 async fn observe_all(node: RaftNode, tls: TlsHandle, stop: &mut watch::Receiver<bool>) {
     let mut seen = BTreeSet::new();
-    // Drills this process found already running when it first looked began before it
-    // started: their probes are lost with the previous process.
-    let mut inherited: Option<BTreeSet<u64>> = None;
-    // Probe numbers of this process start above every earlier process's.
-    let epoch = wall_clock_ms() << 16;
+    let born_ms = wall_clock_ms();
+    // Probe numbers of this process start above every earlier process's, so that a
+    // drill observed again after a restart cannot mistake old probes for new ones.
+    let epoch = born_ms << 16;
     loop {
         tokio::select! {
             () = tokio::time::sleep(LOOK) => {}
@@ -81,17 +82,17 @@ async fn observe_all(node: RaftNode, tls: TlsHandle, stop: &mut watch::Receiver<
                         mode: *mode,
                         leader: *leader,
                         max_duration: Duration::from_millis(*max_duration_ms),
+                        started_at_ms: o.started_at_ms,
                     }),
                     _ => None,
                 })
                 .collect()
         });
-        let inherited = inherited.get_or_insert_with(|| jobs.iter().map(|j| j.op).collect());
         for job in jobs {
             if !seen.insert(job.op) {
                 continue;
             }
-            let measure = if inherited.contains(&job.op) {
+            let measure = if inherited(job.started_at_ms, born_ms) {
                 LeaderDrillMeasure {
                     failure: Some(format!(
                         "observer controller {me} restarted during the drill"
@@ -104,6 +105,18 @@ async fn observe_all(node: RaftNode, tls: TlsHandle, stop: &mut watch::Receiver<
             finish(&node, job.op, measure).await;
         }
     }
+}
+
+/// How far another controller's clock may be behind this one's before a drill it started
+/// just after this process did looks older than the process.
+const CLOCK_SLACK_MS: u64 = 5_000;
+
+/// Pure: whether a drill started at `started_at_ms` (the leader's clock) began before
+/// this process, born at `born_ms`, so that its earlier probes died with the previous
+/// process. Drills started around the birth count as new: observing one afresh is safe,
+/// since this process's probe numbers are its own.
+fn inherited(started_at_ms: u64, born_ms: u64) -> bool {
+    started_at_ms + CLOCK_SLACK_MS < born_ms
 }
 
 /// Carries out one drill; returns its figures.
@@ -351,6 +364,13 @@ mod tests {
             answered: Duration::from_millis(seq * 50 + 5),
             outcome: Outcome::Acked { served_by: by },
         }
+    }
+
+    #[test]
+    fn only_drills_clearly_older_than_the_process_are_inherited() {
+        assert!(inherited(1_000, 1_000 + CLOCK_SLACK_MS + 1));
+        assert!(!inherited(1_000, 1_000 + CLOCK_SLACK_MS));
+        assert!(!inherited(9_000, 1_000), "started after this process");
     }
 
     #[test]
