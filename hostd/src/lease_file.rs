@@ -7,8 +7,9 @@
 //! ([`BootInstant`]), which every process on the host shares, which never jumps with the
 //! wall clock, and which keeps counting while the machine is suspended. That clock restarts
 //! at boot, so the record names the boot it belongs to; a record from another boot is no
-//! lease at all. The file is replaced atomically (write, then rename) and not fsynced: it
-//! must survive a process crash, and a machine crash takes the guests with it anyway.
+//! lease at all. The file is replaced atomically (write, then rename; [`crate::state_file`])
+//! and not fsynced: it must survive a process crash, and a machine crash takes the guests
+//! with it anyway.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::BootInstant;
 use crate::error::HostdError;
+use crate::state_file;
 
 /// The file's name inside hostd's data directory.
 pub const FILE_NAME: &str = "lease.json";
@@ -74,31 +76,22 @@ pub fn path_in(data_dir: &Path) -> PathBuf {
     data_dir.join(FILE_NAME)
 }
 
-/// Replaces the file at `path` with `record`.
+/// Replaces the file at `path` with `record` (atomically, see [`crate::state_file`]).
 pub fn write(path: &Path, record: &LeaseRecord) -> Result<(), HostdError> {
-    let fail = |reason: String| HostdError::LeaseFile {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let tmp = path.with_extension("json.tmp");
-    let bytes = serde_json::to_vec(record).map_err(|e| fail(e.to_string()))?;
-    std::fs::write(&tmp, bytes).map_err(|e| fail(e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| fail(e.to_string()))
+    state_file::write(path, record).map_err(as_lease_error)
 }
 
 /// Reads the file; `None` when there is none yet. A garbled file is an error: the watchdog
 /// treats it like an expired lease.
 pub fn read(path: &Path) -> Result<Option<LeaseRecord>, HostdError> {
-    let fail = |reason: String| HostdError::LeaseFile {
-        path: path.to_path_buf(),
-        reason,
-    };
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| fail(e.to_string())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(fail(e.to_string())),
+    state_file::read(path).map_err(as_lease_error)
+}
+
+/// The lease file's failures keep their own name in logs and statuses.
+fn as_lease_error(e: HostdError) -> HostdError {
+    match e {
+        HostdError::StateFile { path, reason } => HostdError::LeaseFile { path, reason },
+        other => other,
     }
 }
 

@@ -1,5 +1,5 @@
 //! Small JSON files hostd and `hostd-watchdog` leave each other in hostd's data directory
-//! (the watchdog's status, a drill's stop record): replaced atomically (write, then
+//! (the lease, the watchdog's status, a drill's stop record): replaced atomically (write, then
 //! rename) and read whole. Not fsynced: like the lease file they must survive a process
 //! crash, and a machine crash ends what they describe anyway.
 
