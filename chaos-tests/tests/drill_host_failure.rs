@@ -16,6 +16,17 @@ use anyhow::Context as _;
 use drover_chaos_tests::{wait_until, Cluster, ClusterSpec};
 use serde_json::Value;
 
+/// `drover vm create NAME` with one vCPU and 64 MiB, HA or not.
+async fn create_vm(cluster: &Cluster, name: &str, ha: bool) -> anyhow::Result<()> {
+    let mut args = vec!["vm", "create", name, "--vcpus", "1", "--memory-mib", "64"];
+    if ha {
+        args.push("--ha");
+    }
+    let out = cluster.cli(&args).await?;
+    anyhow::ensure!(out.success, "vm create {name}: {}", out.stderr);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_failure_drill_fails_the_host_over_and_restores_it() -> anyhow::Result<()> {
     let cluster = Cluster::start(ClusterSpec {
@@ -26,12 +37,7 @@ async fn a_host_failure_drill_fails_the_host_over_and_restores_it() -> anyhow::R
     .await?;
     cluster.wait_hosts_up().await?;
     for (name, ha) in [("a", true), ("b", true), ("c", true), ("d", false)] {
-        let mut args = vec!["vm", "create", name, "--vcpus", "1", "--memory-mib", "64"];
-        if ha {
-            args.push("--ha");
-        }
-        let out = cluster.cli(&args).await?;
-        anyhow::ensure!(out.success, "vm create {name}: {}", out.stderr);
+        create_vm(&cluster, name, ha).await?;
     }
     let placed: BTreeMap<String, String> =
         wait_until("all running", Duration::from_secs(60), || async {
@@ -266,19 +272,7 @@ async fn a_drill_never_runs_the_fence_agent_on_its_host() -> anyhow::Result<()> 
     })
     .await?;
     cluster.wait_hosts_up().await?;
-    let out = cluster
-        .cli(&[
-            "vm",
-            "create",
-            "a",
-            "--vcpus",
-            "1",
-            "--memory-mib",
-            "64",
-            "--ha",
-        ])
-        .await?;
-    anyhow::ensure!(out.success, "vm create: {}", out.stderr);
+    create_vm(&cluster, "a", true).await?;
     let host = wait_until("a running", Duration::from_secs(60), || async {
         let v = cluster.cli_json(&["vm", "get", "a"]).await?;
         Ok((v["observed_state"] == "running")
@@ -313,19 +307,7 @@ async fn scheduled_drills_run_when_due_and_skip_when_refused() -> anyhow::Result
     })
     .await?;
     cluster.wait_hosts_up().await?;
-    let out = cluster
-        .cli(&[
-            "vm",
-            "create",
-            "a",
-            "--vcpus",
-            "1",
-            "--memory-mib",
-            "64",
-            "--ha",
-        ])
-        .await?;
-    anyhow::ensure!(out.success, "{}", out.stderr);
+    create_vm(&cluster, "a", true).await?;
     let bad = cluster
         .cli(&["drill", "schedule", "host-failure", "--every", "10m"])
         .await?;
