@@ -80,7 +80,7 @@ pub async fn populate(cluster: &Cluster) -> anyhow::Result<(String, Vec<String>)
         create(cluster, &format!("ha-{i}"), Some(i % 3)).await?;
         names.push(format!("ha-{i}"));
     }
-    let mut vms = all_running(cluster, &names, Duration::from_secs(20)).await?;
+    let mut vms = all_running(cluster, &names, Duration::from_secs(60)).await?;
     let victim = vms["plain"]["host"]
         .as_str()
         .context("plain is placed")?
