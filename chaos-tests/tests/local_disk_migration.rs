@@ -26,14 +26,37 @@ fn files_on(local: &Path, host: &str, volumes: &[String]) -> Vec<PathBuf> {
     volumes.iter().map(|v| local.join(host).join(v)).collect()
 }
 
-/// Asserts the VM's volumes are all on `host`'s own disk and none on `other`'s.
-fn assert_volumes_on(local: &Path, host: &str, other: &str, volumes: &[String]) {
+/// Asserts the VM's volumes are all on `host`'s own disk, and waits for `other`'s copies
+/// to be deleted (hostd deletes them right after it reported the migration done).
+async fn assert_volumes_on(
+    local: &Path,
+    host: &str,
+    other: &str,
+    volumes: &[String],
+) -> anyhow::Result<()> {
     for f in files_on(local, host, volumes) {
         assert!(f.exists(), "{} is missing", f.display());
     }
-    for f in files_on(local, other, volumes) {
-        assert!(!f.exists(), "{} was left behind", f.display());
-    }
+    let left = files_on(local, other, volumes);
+    drover_chaos_tests::wait_until(
+        "the source's copies deleted",
+        Duration::from_secs(30),
+        || {
+            let behind: Vec<String> = left
+                .iter()
+                .filter(|f| f.exists())
+                .map(|f| f.display().to_string())
+                .collect();
+            async move {
+                if behind.is_empty() {
+                    Ok(Some(()))
+                } else {
+                    Err(format!("left behind: {behind:?}"))
+                }
+            }
+        },
+    )
+    .await
 }
 
 async fn migrate(rig: &Rig, args: &[&str]) -> anyhow::Result<Value> {
@@ -129,7 +152,7 @@ async fn a_vm_with_local_disks_migrates_there_and_back_and_drains() -> anyhow::R
             done["migration"]["data_total"].as_u64().unwrap_or(0) > 0,
             "progress reported: {done}"
         );
-        assert_volumes_on(local.path(), other, &host, &volumes);
+        assert_volumes_on(local.path(), other, &host, &volumes).await?;
         let copied = guest::marker(&local.path().join(other).join(&volumes[1]))
             .map_err(anyhow::Error::msg)?;
         assert_eq!(copied.first_boot, first.first_boot, "the data disk's copy");
@@ -144,7 +167,7 @@ async fn a_vm_with_local_disks_migrates_there_and_back_and_drains() -> anyhow::R
         .await?;
     anyhow::ensure!(done["state"] == "succeeded", "drain: {done}");
     assert_eq!(rig.vm("mover").await?["host"], other);
-    assert_volumes_on(local.path(), other, &host, &volumes);
+    assert_volumes_on(local.path(), other, &host, &volumes).await?;
 
     let samples = sampler.finish().await?;
     if let Some((s, vm)) = samples.twice() {

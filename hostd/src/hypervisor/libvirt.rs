@@ -248,7 +248,7 @@ impl Hypervisor for LibvirtHypervisor {
         let own = conn
             .lookup_domain_by_name(&req.name)
             .map_err(HostdError::libvirt("lookup_domain_by_name"))?;
-        libvirt_migrate::migrate(&conn, &own, req)
+        libvirt_migrate::migrate(&own, req)
     }
 
     fn job_stats(&self, name: &str) -> Result<Option<JobStats>, HostdError> {

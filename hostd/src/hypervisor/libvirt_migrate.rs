@@ -8,8 +8,10 @@
 //! the destination (same pool, name and size; a clone as an overlay on the same image,
 //! which a shared pool holds, so only the overlay is copied: `NON_SHARED_INC`). Only
 //! the disks named in `migrate_disks` are copied; shared ones stay where both hosts see
-//! them. After success the source's copies are deleted (the VM's data now lives on the
-//! destination); after a failure, the volumes made on the destination.
+//! them. After a failure the volumes made on the destination are deleted here; after
+//! success hostd deletes the source's copies once it has reported the migration done
+//! (the VM's data lives on the destination then), and a migration back waits for them to
+//! be gone.
 
 use virt::connect::Connect;
 use virt::domain::{Domain, MigrateParameters};
@@ -19,13 +21,9 @@ use super::{domain_xml, libvirt_pool};
 use super::{JobStats, MigrationRequest, VmDisk};
 use crate::error::HostdError;
 
-/// Runs the migration of `dom` (a running managed domain on `conn`) and blocks until it
-/// ends, its local disks (if any) copied.
-pub(super) fn migrate(
-    conn: &Connect,
-    dom: &Domain,
-    req: &MigrationRequest,
-) -> Result<JobStats, HostdError> {
+/// Runs the migration of `dom` (a running managed domain) and blocks until it ends, its
+/// local disks (if any) copied; their source copies are left to the caller.
+pub(super) fn migrate(dom: &Domain, req: &MigrationRequest) -> Result<JobStats, HostdError> {
     if req.copy_disks.is_empty() {
         return migrate_memory(dom, req, &[], None);
     }
@@ -40,15 +38,9 @@ pub(super) fn migrate(
         .map(|&i| domain_xml::disk_target(i))
         .collect();
     match migrate_memory(dom, req, &targets, Some(&dest)) {
-        Ok(stats) => {
-            // The guest runs there on its copies now: the ones here are stale.
-            for disk in copied(req).chain(local_seed(req)) {
-                if let Err(e) = libvirt_pool::delete_volume(conn, &disk) {
-                    tracing::warn!(vm = %req.name, volume = %disk.volume, error = %e, "cannot delete the source's copy of a migrated disk");
-                }
-            }
-            Ok(stats)
-        }
+        // The source's copies are stale now; the caller deletes them after reporting the
+        // migration done (`MigrationRequest::source_copies`): the guest runs there already.
+        Ok(stats) => Ok(stats),
         // Only while the guest still runs here: a migration reported failed after the
         // switch-over may have left it running there, on these very volumes.
         Err(e) if dom.is_active().unwrap_or(false) => {
@@ -66,29 +58,6 @@ pub(super) fn migrate(
     }
 }
 
-/// The disks `req` copies.
-fn copied(req: &MigrationRequest) -> impl Iterator<Item = VmDisk> + '_ {
-    copy_disks(req).cloned()
-}
-
-fn copy_disks(req: &MigrationRequest) -> impl Iterator<Item = &VmDisk> + '_ {
-    req.copy_disks.iter().filter_map(|&i| req.disks.get(i))
-}
-
-/// The seed's volume when it is in a local pool: the boot disk's, copied.
-fn local_seed(req: &MigrationRequest) -> Option<VmDisk> {
-    let seed = req.seed.as_ref()?;
-    if !req.copy_disks.contains(&0) {
-        return None;
-    }
-    Some(VmDisk {
-        pool: req.disks.first()?.pool.clone(),
-        volume: seed.volume.clone(),
-        format: "raw".into(),
-        ..Default::default()
-    })
-}
-
 /// Creates on the destination the volumes of the disks `req` copies (and the seed, when
 /// it is in a local pool); returns those it created, for the cleanup of a failure. A disk
 /// volume there already is refused (VolumeExists, naming it); a seed there is the same
@@ -96,11 +65,13 @@ fn local_seed(req: &MigrationRequest) -> Option<VmDisk> {
 fn prepare_destination(dest: &Connect, req: &MigrationRequest) -> Result<Vec<VmDisk>, HostdError> {
     let mut created = Vec::new();
     let result = (|| {
-        for disk in copied(req) {
+        for disk in req.copied_disks().cloned() {
             // Never copy into a volume that is there already: a leftover of a migration
             // that died half-way, or — a pool declared local that is in fact shared — the
-            // very file the guest runs on, which the source deletes after the copy.
-            if libvirt_pool::volume_exists(dest, &disk)? {
+            // very file the guest runs on, which the source deletes after the copy. The
+            // stale copy of the migration that just brought the VM here may still be
+            // being deleted (after that one was reported done): it gets a moment to go.
+            if !volume_gone_within(dest, &disk, STALE_COPY_GRACE)? {
                 return Err(HostdError::VolumeExists {
                     pool: disk.pool.clone(),
                     volume: disk.volume.clone(),
@@ -109,7 +80,7 @@ fn prepare_destination(dest: &Connect, req: &MigrationRequest) -> Result<Vec<VmD
             created.push(disk.clone());
             libvirt_pool::ensure_copy_target(dest, &disk)?;
         }
-        if let (Some(seed), Some(disk)) = (&req.seed, local_seed(req)) {
+        if let (Some(seed), Some(disk)) = (&req.seed, req.local_seed()) {
             if !libvirt_pool::volume_exists(dest, &disk)? {
                 created.push(disk.clone());
             }
@@ -125,6 +96,30 @@ fn prepare_destination(dest: &Connect, req: &MigrationRequest) -> Result<Vec<VmD
             }
             Err(e)
         }
+    }
+}
+
+/// How long a migration waits for the destination's copy of a disk to go away, which the
+/// previous migration of the VM in the other direction deletes after reporting done.
+/// Deleting a 1 GiB file took ~0.2 s; a genuine leftover waits this long to be refused.
+const STALE_COPY_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether `disk`'s volume is absent on `conn`, or goes within `grace`.
+fn volume_gone_within(
+    conn: &Connect,
+    disk: &VmDisk,
+    grace: std::time::Duration,
+) -> Result<bool, HostdError> {
+    let deadline = std::time::Instant::now() + grace;
+    loop {
+        if !libvirt_pool::volume_exists(conn, disk)? {
+            return Ok(true);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        // A blocking thread of hostd's (libvirt calls run on spawn_blocking).
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 
@@ -170,7 +165,7 @@ fn migrate_memory(
         // A clone's image is on the destination already (a shared pool, or a copy made
         // before): only each disk's top layer moves (INC). Disks without a base are copied
         // whole (the same bytes; measured a little faster than INC by bench_migration).
-        let clones = copy_disks(req).any(|d| d.backing.is_some());
+        let clones = req.copied_disks().any(|d| d.backing.is_some());
         flags |= if clones {
             sys::VIR_MIGRATE_NON_SHARED_INC
         } else {

@@ -121,6 +121,36 @@ pub struct MigrationRequest {
     pub seed: Option<crate::seed::Seed>,
 }
 
+impl MigrationRequest {
+    /// The disks the migration copies.
+    pub fn copied_disks(&self) -> impl Iterator<Item = &VmDisk> + '_ {
+        self.copy_disks.iter().filter_map(|&i| self.disks.get(i))
+    }
+
+    /// The seed's volume when it is in a local pool (the boot disk's, copied with it).
+    pub fn local_seed(&self) -> Option<VmDisk> {
+        let seed = self.seed.as_ref()?;
+        if !self.copy_disks.contains(&0) {
+            return None;
+        }
+        Some(VmDisk {
+            pool: self.disks.first()?.pool.clone(),
+            volume: seed.volume.clone(),
+            format: "raw".into(),
+            ..Default::default()
+        })
+    }
+
+    /// The volumes a successful migration leaves stale here: the guest runs on their
+    /// copies at the destination.
+    pub fn source_copies(&self) -> Vec<VmDisk> {
+        self.copied_disks()
+            .cloned()
+            .chain(self.local_seed())
+            .collect()
+    }
+}
+
 /// A migration job's statistics, from libvirt.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct JobStats {
@@ -177,7 +207,9 @@ pub trait Hypervisor: Send + Sync {
 
     /// Live-migrates a running managed domain to `req.dest_uri` (peer to peer, persistent
     /// at the destination, undefined here) and blocks until libvirt is done. Returns the
-    /// completed job's statistics (with downtime) as the destination reports them.
+    /// completed job's statistics (with downtime) as the destination reports them. The
+    /// source's copies of copied disks stay ([`MigrationRequest::source_copies`]): the
+    /// caller deletes them once it has reported the migration done.
     fn migrate(&self, req: &MigrationRequest) -> Result<JobStats, HostdError>;
 
     /// The running job of domain `name`, `None` when it has none.
