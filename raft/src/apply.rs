@@ -56,6 +56,11 @@ impl ClusterState {
             Command::CreatePool { .. }
             | Command::DeletePool { .. }
             | Command::PoolsObserved { .. } => Touched::Nothing,
+            // Host actors compare networks with the state at every heartbeat too.
+            Command::CreateNetwork { .. }
+            | Command::DeleteNetwork { .. }
+            | Command::AddSubnet { .. }
+            | Command::RemoveSubnet { .. } => Touched::Nothing,
             // Host actors compare images with the state at every heartbeat too.
             Command::BeginImageImport { .. }
             | Command::FinishImageImport(_)
@@ -120,6 +125,8 @@ impl ClusterState {
             | Command::ResizeDisk { name, .. }
             | Command::RemoveDisk { name, .. }
             | Command::DiskVolumesDeleted { name, .. }
+            | Command::AddNic { name, .. }
+            | Command::RemoveNic { name, .. }
             | Command::RemoveVm { name, .. } => Touched::Vm(name.clone()),
         };
         if let Command::RecordEvent {
@@ -196,7 +203,7 @@ impl ClusterState {
         let volumes_left = (vm.volumes_created && !vm.disks.is_empty() && !vm.keep_disks)
             || !vm.dropped_disks.is_empty();
         if desired == DesiredState::Deleted && vm.host.is_none() && !volumes_left {
-            self.vms.remove(name);
+            self.remove_vm_record(name);
             return Ok(Reply::VmRemoved {
                 name: name.to_string(),
             });
@@ -512,6 +519,12 @@ impl ClusterState {
             Command::Batch { .. } => Err(ApplyError::NestedBatch),
             Command::CreatePool { name, spec } => self.create_pool(name, spec),
             Command::DeletePool { name } => self.delete_pool(name),
+            Command::CreateNetwork { name, spec } => self.create_network(name, spec),
+            Command::DeleteNetwork { name } => self.delete_network(name),
+            Command::AddSubnet { network, subnet } => self.add_subnet(network, subnet),
+            Command::RemoveSubnet { network, cidr } => self.remove_subnet(network, cidr),
+            Command::AddNic { name, nic } => self.add_nic(name, nic),
+            Command::RemoveNic { name, mac } => self.remove_nic(name, mac),
             Command::PoolsObserved { host, pools } => self.pools_observed(host, pools),
             Command::BeginImageImport {
                 name,
@@ -542,7 +555,7 @@ impl ClusterState {
                 if vm.desired != DesiredState::Deleted {
                     return Err(ApplyError::VmNotDeleted(name.clone()));
                 }
-                self.vms.remove(name);
+                self.remove_vm_record(name);
                 Ok(Reply::VmRemoved { name: name.clone() })
             }
             Command::StartMigration {

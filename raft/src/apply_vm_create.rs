@@ -62,6 +62,8 @@ impl ClusterState {
             Some(image) => Some(self.backing_for(name, image, options)?),
             None => None,
         };
+        // Last: every other check passed, so the addresses are not taken in vain.
+        let nics = self.allocate_nics(name, 0, &options.nics)?;
         let desired = if start {
             DesiredState::Running
         } else {
@@ -91,6 +93,7 @@ impl ClusterState {
             disks_made: options.disks.len() as u32,
             disks,
             cloud_init: options.cloud_init.clone(),
+            nics,
             ..Vm::new(name, *spec, desired)
         };
         self.vms.insert(name.to_string(), vm.clone());

@@ -324,6 +324,35 @@ pub enum Command {
         host: String,
         pools: std::collections::BTreeMap<String, PoolOnHost>,
     },
+    /// `drover net create`: declares a network; hosts wire it where its VMs run.
+    CreateNetwork {
+        name: String,
+        spec: crate::model::NetworkSpec,
+    },
+    /// `drover net delete`: refused while a NIC is on it.
+    DeleteNetwork {
+        name: String,
+    },
+    /// `drover net subnet add`.
+    AddSubnet {
+        network: String,
+        subnet: crate::model::Subnet,
+    },
+    /// `drover net subnet remove`: refused while an address of it is held.
+    RemoveSubnet {
+        network: String,
+        cidr: String,
+    },
+    /// `drover vm nic add`: a NIC with a new MAC and (on a network with subnets) address.
+    AddNic {
+        name: String,
+        nic: crate::model::NicSpec,
+    },
+    /// `drover vm nic remove`: the NIC goes and its address is released.
+    RemoveNic {
+        name: String,
+        mac: String,
+    },
     /// `drover image import`, first step: the image's name and volume are taken and the
     /// leader of `term` streams the file to `host`, whose pool `pool` must be active.
     BeginImageImport {
@@ -469,6 +498,12 @@ impl Command {
             Command::CreatePool { .. } => "create_pool",
             Command::DeletePool { .. } => "delete_pool",
             Command::PoolsObserved { .. } => "pools_observed",
+            Command::CreateNetwork { .. } => "create_network",
+            Command::DeleteNetwork { .. } => "delete_network",
+            Command::AddSubnet { .. } => "add_subnet",
+            Command::RemoveSubnet { .. } => "remove_subnet",
+            Command::AddNic { .. } => "add_nic",
+            Command::RemoveNic { .. } => "remove_nic",
             Command::BeginImageImport { .. } => "begin_image_import",
             Command::FinishImageImport(_) => "finish_image_import",
             Command::DeleteImage { .. } => "delete_image",
@@ -534,6 +569,10 @@ pub enum Reply {
     PoolDeleted {
         name: String,
     },
+    Network(crate::model::Network),
+    NetworkDeleted {
+        name: String,
+    },
     /// One result per request of a `Command::Batch`, in its order.
     Batch(Vec<ApplyResult>),
 }
@@ -548,6 +587,13 @@ pub enum ApplyError {
     InvalidSpec(String),
     #[error("Invalid cloud-init settings: {0}")]
     InvalidCloudInit(#[from] crate::model::CloudInitError),
+    #[error("{0}")]
+    Network(#[from] crate::model::NetworkError),
+    #[error(
+        "VM {0:?} is running (or starting): its NICs change only while it is stopped \
+         (hot-plug is not implemented)"
+    )]
+    NicsInUse(String),
     #[error("Invalid host address {address:?}: {reason}")]
     InvalidAddress { address: String, reason: String },
     #[error("Host {0:?} already exists")]

@@ -13,6 +13,7 @@ mod apply_drills;
 mod apply_images;
 mod apply_leader_drill;
 mod apply_migration_drill;
+mod apply_networks;
 mod apply_pools;
 mod apply_tokens;
 mod apply_vm_create;

@@ -3,6 +3,7 @@
 //! `ALREADY_EXISTS` / `FAILED_PRECONDITION`; unknown names → `NOT_FOUND`.
 
 use drover_proto::LEADER_METADATA_KEY;
+use drover_raft::model::NetworkError;
 use drover_raft::{ApplyError, ApplyResult, Reply, WriteError};
 use tonic::metadata::MetadataValue;
 use tonic::Status;
@@ -77,11 +78,40 @@ pub fn apply_error(e: &ApplyError) -> Status {
         | ApplyError::DrillHaDisarmed
         | ApplyError::ScheduleNotDue { .. }
         | ApplyError::OtherHostDown { .. } => Status::failed_precondition(msg),
+        ApplyError::NicsInUse(_) => Status::failed_precondition(msg),
+        ApplyError::Network(e) => network_error(e, msg),
         ApplyError::WrongOperation { .. } => Status::invalid_argument(msg),
         // Only the leader's own host actors send this; a client never can.
         ApplyError::DeadNeedsReason(_) => Status::invalid_argument(msg),
         // Only the write path makes batches, and never nested: an internal error.
         ApplyError::NestedBatch => Status::internal(msg),
+    }
+}
+
+fn network_error(e: &NetworkError, msg: String) -> Status {
+    match e {
+        NetworkError::Unknown(_)
+        | NetworkError::UnknownSubnet { .. }
+        | NetworkError::UnknownNic { .. } => Status::not_found(msg),
+        NetworkError::Exists(_)
+        | NetworkError::VniTaken { .. }
+        | NetworkError::VlanTaken { .. }
+        | NetworkError::AddressTaken { .. } => Status::already_exists(msg),
+        NetworkError::Ifname { .. }
+        | NetworkError::Vni { .. }
+        | NetworkError::VlanTag { .. }
+        | NetworkError::Mtu { .. }
+        | NetworkError::Subnet { .. }
+        | NetworkError::SubnetOverlap { .. }
+        | NetworkError::TooManySubnets { .. }
+        | NetworkError::OutsideRanges { .. }
+        | NetworkError::AddressReserved { .. }
+        | NetworkError::NoSubnets { .. }
+        | NetworkError::TooManyNics { .. } => Status::invalid_argument(msg),
+        NetworkError::InUse { .. } | NetworkError::SubnetInUse { .. } => {
+            Status::failed_precondition(msg)
+        }
+        NetworkError::Exhausted { .. } => Status::resource_exhausted(msg),
     }
 }
 

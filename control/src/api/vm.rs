@@ -114,6 +114,7 @@ impl VmService for VmApi {
                     user_data: (!c.user_data.is_empty()).then_some(c.user_data),
                     ssh_keys: c.ssh_keys,
                 }),
+                nics: Vec::new(),
             },
         };
         vm_reply(commit(&self.node, &meta, cmd).await?, &req.name)

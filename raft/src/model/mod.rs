@@ -12,10 +12,14 @@ mod labels;
 mod leader_drill;
 mod migration_drill;
 mod moves;
+mod network;
+mod network_error;
+mod nic;
 mod operation;
 mod placement;
 mod pool;
 mod state;
+mod subnet;
 mod token;
 mod vm;
 
@@ -41,6 +45,12 @@ pub use leader_drill::{
 };
 pub use migration_drill::{DrillLeg, MigrationDrillReport};
 pub use moves::MayStillRun;
+pub use network::{
+    mac_for, validate_ifname, AddressHolder, Network, NetworkKind, NetworkSpec, MAX_MTU,
+    MAX_SUBNETS, MAX_VLAN_TAG, MAX_VNI, MIN_MTU, VXLAN_DEFAULT_MTU,
+};
+pub use network_error::NetworkError;
+pub use nic::{Nic, NicSpec, MAX_NICS};
 pub use operation::{
     DrainProgress, MigrationPolicy, MigrationProgress, OpKind, OpState, Operation, Operations,
     Progress, MAX_FINISHED_DRILLS, MAX_FINISHED_OPS,
@@ -48,6 +58,7 @@ pub use operation::{
 pub use placement::{PlacementPolicy, Weigher};
 pub use pool::{Pool, PoolHosts, PoolKind, PoolOnHost, PoolSpec, MAX_POOL_REASON_LEN};
 pub use state::{ClusterState, HaSettings, LeaseConfig, MAX_LEASE_TTL_MS, MIN_BEATS_PER_TTL};
+pub use subnet::{parse_cidr, parse_range, parse_relative, AddrRange, Subnet};
 pub use token::{Token, MAX_TOKENS};
 pub use vm::{DesiredState, ObservedState, Vm, VmOptions, VmSpec};
 

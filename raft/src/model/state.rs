@@ -44,6 +44,12 @@ pub struct ClusterState {
     /// VMs ever created: the next one's [`Vm::uid`] is this + 1.
     #[serde(default)]
     pub vm_uids: u64,
+    /// Networks by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub networks: BTreeMap<String, super::Network>,
+    /// NICs ever created: numbers their MACs (see [`super::mac_for`]).
+    #[serde(default)]
+    pub nic_uids: u64,
     /// Scheduled drills by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub drill_schedules: BTreeMap<String, super::DrillSchedule>,

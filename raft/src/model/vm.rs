@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{CloudInit, Disk, DiskSpec, Labels};
+use super::{CloudInit, Disk, DiskSpec, Labels, Nic, NicSpec};
 
 /// Upper bounds that catch typos (`--memory-mib 40960000`) before any scheduler sees them.
 pub const MAX_VCPUS: u32 = 512;
@@ -59,6 +59,9 @@ pub struct VmOptions {
     /// Its NoCloud seed's settings; `None`: no seed is attached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloud_init: Option<CloudInit>,
+    /// Its network interfaces, in the guest's order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nics: Vec<NicSpec>,
 }
 
 /// What the operator asked for.
@@ -102,6 +105,7 @@ impl Vm {
             dropped_disks: Vec::new(),
             disks_made: 0,
             cloud_init: None,
+            nics: Vec::new(),
         }
     }
 }
@@ -228,6 +232,9 @@ pub struct Vm {
     /// What its cloud-init seed says (see [`VmOptions::cloud_init`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloud_init: Option<CloudInit>,
+    /// Its network interfaces, MACs and addresses allocated by the cluster.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nics: Vec<Nic>,
 }
 
 impl DesiredState {
