@@ -10,9 +10,11 @@
 mod console;
 mod drills;
 mod images;
+mod networks;
 mod pools;
 
 pub use console::ConsoleSession;
+pub use networks::{NetworkOp, NicOp};
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};

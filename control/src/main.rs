@@ -104,6 +104,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Token(cmd) => cli::token(&target, output, cmd).await?,
             Command::Pool(cmd) => cli::pool(&target, output, cmd).await?,
             Command::Image(cmd) => cli::image(&target, output, cmd).await?,
+            Command::Net(cmd) => cli::net(&target, output, cmd).await?,
             Command::Drill(cmd) => cli::drill(&target, output, cmd).await?,
             Command::Server(_) => unreachable!("handled above"),
         };

@@ -14,6 +14,7 @@ use drover_proto::v1::cluster_service_server::ClusterServiceServer;
 use drover_proto::v1::drill_service_server::DrillServiceServer;
 use drover_proto::v1::host_service_server::HostServiceServer;
 use drover_proto::v1::image_service_server::ImageServiceServer;
+use drover_proto::v1::network_service_server::NetworkServiceServer;
 use drover_proto::v1::operation_service_server::OperationServiceServer;
 use drover_proto::v1::pool_service_server::PoolServiceServer;
 use drover_proto::v1::token_service_server::TokenServiceServer;
@@ -24,7 +25,9 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt as _;
 
-use crate::api::{ClusterApi, DrillApi, HostApi, ImageApi, OperationApi, PoolApi, TokenApi, VmApi};
+use crate::api::{
+    ClusterApi, DrillApi, HostApi, ImageApi, NetworkApi, OperationApi, PoolApi, TokenApi, VmApi,
+};
 use crate::config::{ConfigError, ServerConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +131,7 @@ pub async fn run(
         .add_service(TokenServiceServer::new(TokenApi::new(node.clone())))
         .add_service(OperationServiceServer::new(OperationApi::new(node.clone())))
         .add_service(PoolServiceServer::new(PoolApi::new(node.clone())))
+        .add_service(NetworkServiceServer::new(NetworkApi::new(node.clone())))
         .add_service(ImageServiceServer::new(ImageApi::new(
             node.clone(),
             drover_actors::AgentPool::new(config.tls.clone()),

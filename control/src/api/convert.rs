@@ -213,6 +213,15 @@ pub fn vm(vm: &Vm) -> pb::Vm {
             user_data_bytes: c.user_data.as_ref().map_or(0, |d| d.len() as u32),
             instance_id: instance_id(&vm.name, vm.uid),
         }),
+        nics: vm
+            .nics
+            .iter()
+            .map(|n| pb::Nic {
+                network: n.network.clone(),
+                mac: n.mac.clone(),
+                ip: n.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            })
+            .collect(),
     }
 }
 

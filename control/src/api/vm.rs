@@ -114,7 +114,11 @@ impl VmService for VmApi {
                     user_data: (!c.user_data.is_empty()).then_some(c.user_data),
                     ssh_keys: c.ssh_keys,
                 }),
-                nics: Vec::new(),
+                nics: req
+                    .nics
+                    .into_iter()
+                    .map(super::network::nic_spec)
+                    .collect::<Result<_, _>>()?,
             },
         };
         vm_reply(commit(&self.node, &meta, cmd).await?, &req.name)
@@ -290,6 +294,30 @@ impl VmService for VmApi {
         let reply = vm_reply(commit(&self.node, &meta, cmd).await?, &req.vm)?;
         super::disks::grow_online(&self.node, &self.agents, term, &req.vm, req.index).await?;
         Ok(reply)
+    }
+
+    async fn add_nic(&self, req: Request<pb::AddNicRequest>) -> Result<Response<pb::Vm>, Status> {
+        let (meta, _, req) = req.into_parts();
+        let nic = req
+            .nic
+            .ok_or_else(|| Status::invalid_argument("The NIC to add is missing"))?;
+        let cmd = Command::AddNic {
+            name: req.vm.clone(),
+            nic: super::network::nic_spec(nic)?,
+        };
+        vm_reply(commit(&self.node, &meta, cmd).await?, &req.vm)
+    }
+
+    async fn remove_nic(
+        &self,
+        req: Request<pb::RemoveNicRequest>,
+    ) -> Result<Response<pb::Vm>, Status> {
+        let (meta, _, req) = req.into_parts();
+        let cmd = Command::RemoveNic {
+            name: req.vm.clone(),
+            mac: req.mac,
+        };
+        vm_reply(commit(&self.node, &meta, cmd).await?, &req.vm)
     }
 
     async fn remove_disk(

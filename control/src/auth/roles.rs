@@ -70,7 +70,9 @@ pub fn need(path: &str) -> Option<Need> {
         | "/drover.v1.VmService/MigrateVm"
         | "/drover.v1.VmService/AddDisk"
         | "/drover.v1.VmService/ResizeDisk"
-        | "/drover.v1.VmService/RemoveDisk" => User(Operator),
+        | "/drover.v1.VmService/RemoveDisk"
+        | "/drover.v1.VmService/AddNic"
+        | "/drover.v1.VmService/RemoveNic" => User(Operator),
         // A console is a keyboard on the guest: viewers may not attach.
         "/drover.v1.VmService/VmConsole" => User(Operator),
 
@@ -92,6 +94,16 @@ pub fn need(path: &str) -> Option<Need> {
         "/drover.v1.PoolService/GetPool" | "/drover.v1.PoolService/ListPools" => User(Viewer),
         // Storage is cluster infrastructure, as hosts' membership is: admins declare it.
         "/drover.v1.PoolService/CreatePool" | "/drover.v1.PoolService/DeletePool" => User(Admin),
+
+        "/drover.v1.NetworkService/GetNetwork" | "/drover.v1.NetworkService/ListNetworks" => {
+            User(Viewer)
+        }
+        // Networks are cluster infrastructure, as pools are: admins declare them. NICs
+        // on them are the VMs' (operators).
+        "/drover.v1.NetworkService/CreateNetwork"
+        | "/drover.v1.NetworkService/DeleteNetwork"
+        | "/drover.v1.NetworkService/AddSubnet"
+        | "/drover.v1.NetworkService/RemoveSubnet" => User(Admin),
 
         "/drover.v1.ImageService/GetImage" | "/drover.v1.ImageService/ListImages" => User(Viewer),
         // Images are content VMs are made from, as VMs are: operators bring them.

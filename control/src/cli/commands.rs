@@ -90,6 +90,10 @@ fn show_vm(format: Format, vm: &pb::Vm) -> anyhow::Result<String> {
                     out.push_str(&format!(", a clone of image {}", d.image));
                 }
             }
+            for n in &vm.nics {
+                let ip = if n.ip.is_empty() { "no address" } else { &n.ip };
+                out.push_str(&format!("\nnic {}: network {}, {ip}", n.mac, n.network));
+            }
             if let Some(c) = &vm.cloud_init {
                 out.push_str(&format!(
                     "\ncloud-init: hostname {}, instance {}, {} SSH key(s), {} bytes of user-data",
@@ -353,7 +357,9 @@ pub async fn vm(target: &Target, format: Format, cmd: VmCmd) -> anyhow::Result<P
             pool,
             image,
             cloud_init,
+            nics,
         } => {
+            let nics = nics.into_iter().map(pb::NicSpec::from).collect();
             // A clone boots as big as its image unless asked for more.
             let boot = match (&image, disk_size) {
                 (Some(name), None) => Some(c.image(name, false).await?.value.virtual_bytes),
@@ -382,6 +388,7 @@ pub async fn vm(target: &Target, format: Format, cmd: VmCmd) -> anyhow::Result<P
                 disks,
                 image: image.unwrap_or_default(),
                 cloud_init: cloud_init.request()?,
+                nics,
             };
             c.create_vm(req).await?
         }
@@ -422,6 +429,7 @@ pub async fn vm(target: &Target, format: Format, cmd: VmCmd) -> anyhow::Result<P
             c.vm_action(VmVerb::Delete { keep_disks }, &name).await?
         }
         VmCmd::Disk(cmd) => c.disk_op(disk_op(&c, cmd).await?).await?,
+        VmCmd::Nic(cmd) => c.nic_op(super::networks::nic_op(cmd)).await?,
         VmCmd::Console { name } => {
             super::console::run(&c, &name).await?;
             return Ok(String::new().into());

@@ -11,6 +11,7 @@ mod follow;
 mod images;
 mod leader_drills;
 mod migration_drills;
+mod networks;
 pub mod output;
 mod pools;
 pub mod sizes;
@@ -21,6 +22,7 @@ use std::path::PathBuf;
 pub use commands::{certs, cluster, event, ha, host, op, vm, Printed, Target};
 pub use drills::drill;
 pub use images::image;
+pub use networks::{net, NicArg};
 use output::Format;
 pub use pools::pool;
 pub use tokens::token;
@@ -103,6 +105,9 @@ pub enum Command {
     /// Images: disk contents VMs boot from.
     #[command(subcommand)]
     Image(ImageCmd),
+    /// Networks VM NICs attach to, their subnets and the addresses handed out.
+    #[command(subcommand)]
+    Net(NetCmd),
     /// Failover drills: rehearse a failure on the live cluster.
     #[command(subcommand)]
     Drill(DrillCmd),
@@ -253,6 +258,90 @@ pub enum PoolCmd {
     },
     /// Forget a pool: its hosts undefine it in libvirt and keep the files.
     Delete { name: String },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum NetCmd {
+    /// Declare a network (admin only): an existing host bridge, a VXLAN overlay hostd
+    /// builds among the hosts, or a VLAN on a host interface.
+    Create {
+        name: String,
+        /// bridge, vxlan or vlan.
+        #[arg(long = "type")]
+        r#type: String,
+        /// --type bridge: the bridge every host has (e.g. br0).
+        #[arg(long)]
+        bridge: Option<String>,
+        /// --type vxlan: the VXLAN network identifier, 1-16777215.
+        #[arg(long)]
+        vni: Option<u32>,
+        /// --type vlan: the 802.1Q tag, 1-4094.
+        #[arg(long)]
+        tag: Option<u32>,
+        /// --type vlan: the host interface the tagged frames go out of.
+        #[arg(long)]
+        parent: Option<String>,
+        /// The guests' MTU (default: the bridge's; 1450 on a VXLAN overlay).
+        #[arg(long)]
+        mtu: Option<u32>,
+    },
+    /// Every network, with its subnets and how many addresses are held.
+    List {
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    /// One network and its subnets.
+    Get {
+        name: String,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    /// Forget a network (refused while a NIC is on it).
+    Delete { name: String },
+    /// A network's subnets.
+    #[command(subcommand)]
+    Subnet(SubnetCmd),
+    /// Who holds which address of a network.
+    Ips {
+        name: String,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SubnetCmd {
+    /// Add an IPv4 subnet. Addresses may be written relative to it: `.10-.200`, `.1`.
+    Add {
+        network: String,
+        /// e.g. 10.10.0.0/24.
+        cidr: String,
+        /// Where NIC addresses come from, FIRST-LAST (repeatable), e.g. .10-.200.
+        #[arg(long = "range", required = true)]
+        ranges: Vec<String>,
+        #[arg(long)]
+        gateway: Option<String>,
+        /// A DNS server guests are told of (repeatable).
+        #[arg(long)]
+        dns: Vec<String>,
+        /// Addresses never handed out, FIRST-LAST or one (repeatable).
+        #[arg(long = "reserve")]
+        reserved: Vec<String>,
+    },
+    /// Remove a subnet (refused while an address of it is held).
+    Remove { network: String, cidr: String },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum NicCmd {
+    /// Give a stopped VM a NIC: NET or NET,ip=ADDRESS.
+    Add {
+        vm: String,
+        #[arg(value_parser = networks::parse_nic)]
+        nic: NicArg,
+    },
+    /// Remove the NIC with this MAC from a stopped VM; its address is released.
+    Remove { vm: String, mac: String },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -661,6 +750,9 @@ pub enum VmCmd {
         image: Option<String>,
         #[command(flatten)]
         cloud_init: cloud_init::CloudInitArgs,
+        /// A NIC: NET, or NET,ip=ADDRESS for a chosen address (repeatable; in order).
+        #[arg(long = "nic", value_parser = networks::parse_nic)]
+        nics: Vec<NicArg>,
     },
     /// Attach the terminal to a running VM's serial console (Ctrl-] detaches). A newer
     /// session on the same VM takes the console over.
@@ -707,6 +799,9 @@ pub enum VmCmd {
     /// A stopped VM's disks: add, grow, remove (they take effect at its next start).
     #[command(subcommand)]
     Disk(DiskCmd),
+    /// A stopped VM's NICs: add, remove (they take effect at its next start).
+    #[command(subcommand)]
+    Nic(NicCmd),
     /// Delete a VM and (unless --keep-disks) its volumes.
     Delete {
         name: String,

@@ -64,6 +64,11 @@ pub fn vm_json(vm: &pb::Vm) -> Value {
             "format": d.format,
             "image": if d.image.is_empty() { Value::Null } else { json!(d.image) },
         })).collect::<Vec<_>>(),
+        "nics": vm.nics.iter().map(|n| json!({
+            "network": n.network,
+            "mac": n.mac,
+            "ip": if n.ip.is_empty() { Value::Null } else { json!(n.ip) },
+        })).collect::<Vec<_>>(),
         "cloud_init": vm.cloud_init.as_ref().map(|c| json!({
             "hostname": c.hostname,
             "instance_id": c.instance_id,
