@@ -55,10 +55,11 @@ fn held(network: &Value) -> Vec<(String, String, String)> {
 async fn concurrent_nics_never_share_an_address_and_bad_input_changes_nothing() -> anyhow::Result<()>
 {
     let cluster = Cluster::start(ClusterSpec {
-        hosts: 0,
+        hosts: 1,
         ..Default::default()
     })
     .await?;
+    cluster.wait_hosts_up().await?;
 
     eprintln!("phase: a VXLAN network with one subnet");
     ok(
@@ -214,5 +215,53 @@ async fn concurrent_nics_never_share_an_address_and_bad_input_changes_nothing() 
     ok(&cluster, &["vm", "delete", "vm001"]).await?;
     let again = ok(&cluster, &create_args("late", "blue")).await?;
     assert_eq!(again["nics"][0]["ip"], second["nics"][0]["ip"], "{again}");
+
+    eprintln!("phase: a VM with a NIC starts on its host, which wires the network first");
+    ok(
+        &cluster,
+        &[
+            "net", "create", "prod", "--type", "bridge", "--bridge", "br0",
+        ],
+    )
+    .await?;
+    let args = [
+        "vm",
+        "create",
+        "web",
+        "--vcpus",
+        "1",
+        "--memory-mib",
+        "64",
+        "--nic",
+        "prod",
+        "--nic",
+        "blue",
+    ];
+    let e = cluster.cli(&args).await?;
+    assert!(
+        e.stderr.contains("no free address"),
+        "blue is full: {}",
+        e.stderr
+    );
+    ok(&cluster, &["vm", "delete", "vm002"]).await?;
+    // Its address is free once the VM is gone (at once when it was never placed).
+    drover_chaos_tests::wait_until("vm002 gone", std::time::Duration::from_secs(30), || async {
+        let out = cluster
+            .cli(&["vm", "get", "vm002"])
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((!out.success && out.stderr.contains("not found")).then_some(()))
+    })
+    .await?;
+    let web = ok(&cluster, &args).await?;
+    assert_eq!(
+        web["nics"][0]["ip"],
+        serde_json::Value::Null,
+        "prod has no subnet"
+    );
+    let web = cluster
+        .wait_vm_state("web", "running", std::time::Duration::from_secs(30))
+        .await?;
+    assert_eq!(web["nics"].as_array().map(Vec::len), Some(2), "{web}");
     Ok(())
 }

@@ -39,6 +39,10 @@ pub struct Config {
     /// told to keep its HA guests for longer than the controllers wait before failing
     /// them over, whoever sends the grant.
     pub max_lease_ttl: Duration,
+    /// This host's underlay address for VXLAN overlays: the address the other hosts'
+    /// overlay traffic reaches it at, which must be the one it is registered with (the
+    /// controllers name peers by hosts' registered addresses). `None`: overlays are refused.
+    pub vtep_address: Option<std::net::Ipv4Addr>,
 }
 
 impl Config {
@@ -57,6 +61,7 @@ impl Config {
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             tls: None,
             max_lease_ttl: DEFAULT_MAX_LEASE_TTL,
+            vtep_address: None,
         }
     }
 

@@ -23,6 +23,7 @@ pub mod lease;
 pub mod lease_file;
 pub mod logging;
 mod migration;
+pub mod network;
 pub mod seed;
 pub mod self_fence;
 mod service;

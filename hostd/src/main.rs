@@ -35,6 +35,11 @@ struct Flags {
     /// qemu+tls://h1.example/system. Defaults to --libvirt-uri when that is remote.
     #[arg(long, default_value = "")]
     migration_uri: String,
+    /// This host's underlay address for VXLAN overlays (the address it is registered with
+    /// in the cluster). Defaults to --listen's address unless that is unspecified
+    /// (0.0.0.0); without one, VXLAN networks are refused here.
+    #[arg(long)]
+    vtep_address: Option<std::net::Ipv4Addr>,
     /// Directory for state that must survive restarts; created if missing.
     #[arg(long)]
     data_dir: PathBuf,
@@ -84,6 +89,10 @@ async fn hostd(flags: Flags) -> anyhow::Result<drover_hostd::Ended> {
     let mut config = Config::new(flags.name, flags.libvirt_uri, flags.data_dir);
     config.migration_uri = flags.migration_uri;
     config.domain_type = flags.domain_type;
+    config.vtep_address = flags.vtep_address.or(match flags.listen.ip() {
+        std::net::IpAddr::V4(ip) if !ip.is_unspecified() => Some(ip),
+        _ => None,
+    });
     if flags.heartbeat_interval_ms == 0 {
         anyhow::bail!("--heartbeat-interval-ms must be at least 1");
     }

@@ -18,6 +18,9 @@ pub struct Seed {
     /// Empty: a minimal `#cloud-config`.
     pub user_data: String,
     pub ssh_keys: Vec<String>,
+    /// The `network-config` file (cloud-init network config v2, from the VM's NICs);
+    /// `None`: no file, the guest's own defaults.
+    pub network_config: Option<String>,
 }
 
 impl Seed {
@@ -49,10 +52,17 @@ impl Seed {
         let dir = tempfile::tempdir().map_err(|e| HostdError::Seed(format!("temp dir: {e}")))?;
         let files = dir.path().join("files");
         std::fs::create_dir(&files).map_err(|e| HostdError::Seed(format!("temp dir: {e}")))?;
+        let network = self
+            .network_config
+            .clone()
+            .map(|text| ("network-config", text));
         for (name, text) in [
             ("meta-data", self.meta_data()),
             ("user-data", self.user_data()),
-        ] {
+        ]
+        .into_iter()
+        .chain(network)
+        {
             std::fs::write(files.join(name), text)
                 .map_err(|e| HostdError::Seed(format!("writing {name}: {e}")))?;
         }
@@ -88,6 +98,7 @@ mod tests {
             hostname: "web".into(),
             user_data: String::new(),
             ssh_keys: vec!["ssh-ed25519 AAAA a@b".into()],
+            network_config: Some("{\"version\":2}\n".into()),
         }
     }
 
@@ -130,6 +141,10 @@ mod tests {
         assert!(
             text.contains("\"instance-id\":\"web-3\""),
             "meta-data is in the image"
+        );
+        assert!(
+            text.contains("{\"version\":2}"),
+            "network-config is in the image"
         );
     }
 

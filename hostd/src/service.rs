@@ -29,6 +29,7 @@ use crate::watchdog_status;
 
 mod console;
 mod images;
+mod networks;
 mod pools;
 use crate::isolation::Isolation;
 use crate::vm_locks::{VmGuard, VmLocks};
@@ -485,10 +486,21 @@ impl HostAgent for AgentService {
             return Err(self.failed("StartVm", &req.name)(err));
         }
         let disks = disks_from_pb(req.disks).map_err(self.failed("StartVm", &req.name))?;
-        let seed = req
+        let nics = networks::nics_from_pb(req.nics).map_err(self.failed("StartVm", &req.name))?;
+        let mut seed = req
             .seed
             .map(seed_from_pb)
             .transpose()
+            .map_err(self.failed("StartVm", &req.name))?;
+        if let (Some(seed), false) = (&mut seed, nics.is_empty()) {
+            seed.network_config = Some(crate::network::network_config(&nics));
+        }
+        let vtep = self.shared.config.vtep_address;
+        let wiring = req
+            .networks
+            .into_iter()
+            .map(|w| networks::wiring_from_pb(w, vtep))
+            .collect::<Result<Vec<_>, _>>()
             .map_err(self.failed("StartVm", &req.name))?;
         let _guard = self.shared.lock_vm(&req.name).await;
         let fence = self.fenced("StartVm", &req.name, req.fence).await?;
@@ -512,8 +524,13 @@ impl HostAgent for AgentService {
             disks,
             create_volumes: req.create_volumes,
             seed,
+            nics,
         };
         let name = spec.name.clone();
+        // Before the domain: its NICs name these networks.
+        self.wire(wiring)
+            .await
+            .map_err(self.failed("StartVm", &name))?;
         let domain = self
             .shared
             .blocking(move |hv| hv.define_and_start(&spec))
@@ -610,6 +627,15 @@ impl HostAgent for AgentService {
     }
 
     type SessionStream = ReceiverStream<Result<pb::SessionEvent, Status>>;
+
+    async fn ensure_network(
+        &self,
+        request: Request<pb::EnsureNetworkRequest>,
+    ) -> Result<Response<pb::EnsureNetworkResponse>, Status> {
+        self.ensure_network_inner(request.into_inner())
+            .await
+            .map(Response::new)
+    }
 
     async fn ensure_pool(
         &self,

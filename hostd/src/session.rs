@@ -222,14 +222,19 @@ async fn heartbeat(
     after_grant: u64,
 ) -> Result<pb::Heartbeat, HostdError> {
     let before = shared.vm_locks.snapshot();
-    let (capacity, domains, pools) = shared
+    let (capacity, domains, pools, networks) = shared
         .blocking(|hv| {
+            // Pools and networks are reported again next beat; the domains must not wait
+            // for them.
             let pools = hv.list_pools().unwrap_or_else(|e| {
-                // Pools are reported again next beat; the domains must not wait for them.
                 tracing::warn!(error = %crate::error::error_chain(&e), "cannot list storage pools");
                 Vec::new()
             });
-            Ok((hv.host_info()?, hv.list_managed()?, pools))
+            let networks = hv.list_networks().unwrap_or_else(|e| {
+                tracing::warn!(error = %crate::error::error_chain(&e), "cannot list networks");
+                Vec::new()
+            });
+            Ok((hv.host_info()?, hv.list_managed()?, pools, networks))
         })
         .await?;
     let after = shared.vm_locks.snapshot();
@@ -257,5 +262,6 @@ async fn heartbeat(
         }),
         after_grant,
         pools: pools.into_iter().map(pool_to_pb).collect(),
+        networks,
     })
 }

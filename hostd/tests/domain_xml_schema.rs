@@ -1,5 +1,6 @@
-//! The domain XML hostd writes validates against libvirt's own schema, for every domain
-//! type, with `virt-xml-validate` (skipped, saying why, where that tool is missing).
+//! The domain XML hostd writes (with a disk, a seed and a filtered NIC) and the network
+//! XML it defines validate against libvirt's own schemas, with `virt-xml-validate`
+//! (skipped, saying why, where that tool is missing).
 
 mod common;
 
@@ -8,14 +9,33 @@ use std::process::Command;
 use drover_hostd::hypervisor::domain_xml::{build, DomainType};
 use drover_hostd::hypervisor::VmSpec;
 
-#[test]
-fn every_domain_type_validates_against_libvirts_schema() {
-    let installed = Command::new("virt-xml-validate")
+fn validator() -> Result<(), String> {
+    Command::new("virt-xml-validate")
         .arg("--help")
         .output()
         .map(|_| ())
-        .map_err(|_| "virt-xml-validate is not installed (package libvirt-clients)".to_string());
-    if !common::prerequisite(installed) {
+        .map_err(|_| "virt-xml-validate is not installed (package libvirt-clients)".to_string())
+}
+
+/// Writes `xml` to `path` and asserts libvirt's `schema` accepts it.
+fn assert_valid(path: &std::path::Path, xml: &str, schema: &str) {
+    std::fs::write(path, xml).expect("write xml");
+    let out = Command::new("virt-xml-validate")
+        .arg(path)
+        .arg(schema)
+        .output()
+        .expect("run virt-xml-validate");
+    assert!(
+        out.status.success(),
+        "{schema} XML does not validate: {}{}\n{xml}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+}
+
+#[test]
+fn every_domain_type_validates_against_libvirts_schema() {
+    if !common::prerequisite(validator()) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -36,6 +56,15 @@ fn every_domain_type_validates_against_libvirts_schema() {
         }],
         create_volumes: true,
         seed: None,
+        nics: vec![drover_hostd::network::VmNic {
+            network: "blue".into(),
+            mac: "02:00:00:00:00:01".into(),
+            ip: Some("10.10.0.10".parse().expect("ip")),
+            prefix: 24,
+            gateway: None,
+            dns: vec![],
+            mtu: Some(1450),
+        }],
     };
     for (domain_type, uuid) in [
         (DomainType::Test, None),
@@ -53,17 +82,35 @@ fn every_domain_type_validates_against_libvirts_schema() {
             Some("/srv/fast/web-9-cidata.iso"),
         );
         let path = dir.path().join(format!("{}.xml", domain_type.as_str()));
-        std::fs::write(&path, &xml).expect("write xml");
-        let out = Command::new("virt-xml-validate")
-            .arg(&path)
-            .arg("domain")
-            .output()
-            .expect("run virt-xml-validate");
-        assert!(
-            out.status.success(),
-            "{domain_type:?} XML does not validate: {}{}\n{xml}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-        );
+        assert_valid(&path, &xml, "domain");
+    }
+}
+
+#[test]
+fn every_network_kind_validates_against_libvirts_schema() {
+    use drover_hostd::network::{NetworkKind, NetworkWiring};
+    if !common::prerequisite(validator()) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kinds = [
+        NetworkKind::Bridge {
+            bridge: "br0".into(),
+        },
+        NetworkKind::Vxlan {
+            vni: 7,
+            local: None,
+            peers: vec![],
+        },
+    ];
+    for (i, kind) in kinds.into_iter().enumerate() {
+        let wiring = NetworkWiring {
+            name: "blue".into(),
+            kind,
+            mtu: Some(1450).filter(|_| i == 1),
+        };
+        let xml = wiring.libvirt_xml().expect("xml");
+        let path = dir.path().join(format!("net{i}.xml"));
+        assert_valid(&path, &xml, "network");
     }
 }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use drover_proto::agent::v1::{
-    host_agent_client::HostAgentClient, CloudInitSeed, Domain, Fence, ListDomainsRequest,
-    MigrateVmRequest, MigrationStats, VmDisk, VmRef,
+    host_agent_client::HostAgentClient, CloudInitSeed, Domain, EnsureNetworkRequest, Fence,
+    ListDomainsRequest, MigrateVmRequest, MigrationStats, NetworkWiring, VmDisk, VmRef,
 };
 use drover_raft::model::{
     DeadReason, EventKind, HostHealth, MigrationPolicy, MigrationProgress, OpKind, OpState,
@@ -21,7 +21,7 @@ use tonic::Code;
 
 use super::locate::{after_failure, locate, Location};
 use crate::agents::{deadline, AgentPool, QUICK_CALL};
-use crate::vm::wire::{seed, vm_disks};
+use crate::vm::wire::{seed, vm_disks, wirings};
 use crate::vm::Poke;
 use crate::Shutdown;
 
@@ -150,6 +150,9 @@ struct Info {
     /// The image the VM's boot disk is a clone of, when the destination has no copy yet
     /// (an unshared pool): copied there before the migration.
     image_to_copy: Option<String>,
+    /// The networks the VM's NICs use, as the destination wires them before the VM
+    /// arrives (its domain's interfaces name them).
+    networks: Vec<NetworkWiring>,
 }
 
 impl Info {
@@ -183,6 +186,9 @@ impl Info {
                     })
                     .unwrap_or_default(),
                 seed: moving.and_then(seed),
+                networks: moving
+                    .map(|v| wirings(v, &d.state, dst))
+                    .unwrap_or_default(),
                 image_to_copy: moving
                     .and_then(|v| d.state.image_to_copy(v, dst))
                     .map(|i| i.name.clone()),
@@ -370,6 +376,12 @@ impl Driver {
                 };
             }
         }
+        if let Err(message) = self.wire_destination(info).await {
+            return Followed::Failed {
+                code: Code::FailedPrecondition,
+                message,
+            };
+        }
         let req = MigrateVmRequest {
             name: info.vm.clone(),
             fence: Some(Fence {
@@ -500,6 +512,32 @@ impl Driver {
                 false
             }
         }
+    }
+
+    /// Has the destination wire the VM's networks, so that its interfaces find them.
+    async fn wire_destination(&self, info: &Info) -> Result<(), String> {
+        if info.networks.is_empty() {
+            return Ok(());
+        }
+        let mut client = self.client(&info.dst_addr)?;
+        for network in &info.networks {
+            let req = EnsureNetworkRequest {
+                network: Some(network.clone()),
+                term: self.term,
+            };
+            client
+                .ensure_network(deadline(req, QUICK_CALL))
+                .await
+                .map_err(|s| {
+                    format!(
+                        "{} cannot wire network {}: {}",
+                        info.dst,
+                        network.name,
+                        s.message()
+                    )
+                })?;
+        }
+        Ok(())
     }
 
     fn client(&self, address: &str) -> Result<HostAgentClient<Channel>, String> {

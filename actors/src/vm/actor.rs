@@ -12,7 +12,7 @@ use drover_raft::model::{ObservedState, Vm};
 use drover_raft::{Command, RaftNode, Reply, Request};
 
 use super::reconcile::{decide, Action, Observation};
-use super::wire::{doomed_disks, seed, vm_disks};
+use super::wire::{doomed_disks, seed, vm_disks, vm_nics, wirings};
 use crate::agents::{deadline, AgentPool, QUICK_CALL, START_CALL};
 use crate::Shutdown;
 
@@ -214,6 +214,12 @@ impl Exec {
                     Reply::Vm(vm) => vm,
                     other => return Err(format!("BeginStart answered {other:?}")),
                 };
+                let (nics, networks) = self.node.view().read(|d| {
+                    (
+                        vm_nics(&started, &d.state),
+                        wirings(&started, &d.state, &host),
+                    )
+                });
                 let req = StartVmRequest {
                     name: name.clone(),
                     vcpus: self.vm.spec.vcpus,
@@ -228,6 +234,8 @@ impl Exec {
                     disks: vm_disks(&started),
                     create_volumes: !started.volumes_created,
                     seed: seed(&started),
+                    nics,
+                    networks,
                 };
                 match self.agent()?.start_vm(deadline(req, START_CALL)).await {
                     Ok(d) => Ok(Some(observation(&host, &d.into_inner(), self.placements))),

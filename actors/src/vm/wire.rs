@@ -1,8 +1,10 @@
-//! A VM's disks and cloud-init seed as hostd's requests carry them (StartVm, UndefineVm,
-//! MigrateVm): one conversion for every actor that sends them.
+//! A VM's disks, cloud-init seed and NICs as hostd's requests carry them (StartVm,
+//! UndefineVm, MigrateVm, EnsureNetwork): one conversion for every actor that sends them.
 
-use drover_proto::agent::v1::{CloudInitSeed, VmDisk, VolumeRef};
-use drover_raft::model::{instance_id, Disk, Vm};
+use std::collections::BTreeSet;
+
+use drover_proto::agent::v1::{CloudInitSeed, NetworkWiring, VmDisk, VmNic, VolumeRef};
+use drover_raft::model::{instance_id, ClusterState, Disk, NetworkKind, Vm};
 
 /// `vm`'s disks as hostd takes them, the boot disk first.
 pub fn vm_disks(vm: &Vm) -> Vec<VmDisk> {
@@ -58,5 +60,76 @@ pub fn vm_disk(d: &Disk) -> VmDisk {
             format: b.format.as_str().into(),
         }),
         create: d.new_volume,
+    }
+}
+
+/// `vm`'s NICs as hostd takes them: each with its subnet's prefix, gateway and DNS
+/// servers (for the seed's network config), and its network's MTU.
+pub(crate) fn vm_nics(vm: &Vm, state: &ClusterState) -> Vec<VmNic> {
+    vm.nics
+        .iter()
+        .map(|n| {
+            let network = state.networks.get(&n.network);
+            let subnet = network.zip(n.ip).and_then(|(net, ip)| net.subnet_of(ip));
+            VmNic {
+                network: n.network.clone(),
+                mac: n.mac.clone(),
+                ip: n.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                prefix: subnet.map_or(0, |s| u32::from(s.prefix)),
+                gateway: subnet
+                    .and_then(|s| s.gateway)
+                    .map(|g| g.to_string())
+                    .unwrap_or_default(),
+                dns: subnet
+                    .map(|s| s.dns.iter().map(|d| d.to_string()).collect())
+                    .unwrap_or_default(),
+                mtu: network.and_then(|net| net.spec.guest_mtu()).unwrap_or(0),
+            }
+        })
+        .collect()
+}
+
+/// How each network `vm`'s NICs use is wired on host `host`: for an overlay, with every
+/// other host's underlay address (the IP its hostd is registered at) as a peer, so that
+/// wherever the VM's peers run, broadcasts reach them.
+pub(crate) fn wirings(vm: &Vm, state: &ClusterState, host: &str) -> Vec<NetworkWiring> {
+    let names: BTreeSet<&str> = vm.nics.iter().map(|n| n.network.as_str()).collect();
+    names
+        .into_iter()
+        .filter_map(|name| state.networks.get(name))
+        .map(|net| {
+            let mut w = NetworkWiring {
+                name: net.name.clone(),
+                r#type: net.spec.kind.as_str().into(),
+                mtu: net.spec.guest_mtu().unwrap_or(0),
+                ..Default::default()
+            };
+            match &net.spec.kind {
+                NetworkKind::Bridge { bridge } => w.bridge = bridge.clone(),
+                NetworkKind::Vxlan { vni } => {
+                    w.vni = *vni;
+                    w.peers = state
+                        .hosts
+                        .values()
+                        .filter(|h| h.name != host)
+                        .filter_map(|h| underlay(&h.address))
+                        .collect();
+                }
+                NetworkKind::Vlan { tag, parent } => {
+                    w.vlan_tag = u32::from(*tag);
+                    w.parent = parent.clone();
+                }
+            }
+            w
+        })
+        .collect()
+}
+
+/// The IPv4 address of a host's registered `address` (`10.0.0.5:7001`); `None` for a
+/// name or an IPv6 address (overlays run over IPv4 here).
+fn underlay(address: &str) -> Option<String> {
+    match address.parse::<std::net::SocketAddr>().ok()?.ip() {
+        std::net::IpAddr::V4(ip) => Some(ip.to_string()),
+        std::net::IpAddr::V6(_) => None,
     }
 }

@@ -123,6 +123,9 @@ pub fn build(
             disk_letter(spec.disks.len())
         );
     }
+    for nic in &spec.nics {
+        xml.push_str(&nic.interface_xml());
+    }
     let _ = writeln!(xml, "    <console type='pty'/>\n  </devices>");
     xml.push_str("</domain>\n");
     xml
@@ -223,7 +226,7 @@ pub fn disk_target(index: usize) -> String {
 }
 
 /// Escapes text for use in element content and quoted attributes.
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

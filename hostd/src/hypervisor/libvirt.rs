@@ -14,6 +14,7 @@ use super::domain_xml::{self, DomainType, Marker, DROVER_NS};
 use super::libvirt_conn::LibvirtConn;
 use super::libvirt_console;
 use super::libvirt_migrate;
+use super::libvirt_network;
 use super::libvirt_pool::{self, Refreshed};
 use super::{
     Console, HostCapacity, Hypervisor, JobStats, ManagedDomain, ManagedPool, MigrationRequest,
@@ -263,6 +264,20 @@ impl Hypervisor for LibvirtHypervisor {
             let (dom, _) = managed(conn, name)?;
             libvirt_migrate::abort_job(&dom)
         })
+    }
+
+    fn ensure_network(&self, wiring: &crate::network::NetworkWiring) -> Result<String, HostdError> {
+        let kernel = self.domain_type != DomainType::Test;
+        self.call(|conn| libvirt_network::ensure(conn, wiring, kernel))
+    }
+
+    fn remove_network(&self, name: &str) -> Result<bool, HostdError> {
+        let kernel = self.domain_type != DomainType::Test;
+        self.call(|conn| libvirt_network::remove(conn, name, kernel))
+    }
+
+    fn list_networks(&self) -> Result<Vec<String>, HostdError> {
+        self.call(libvirt_network::list)
     }
 
     fn ensure_pool(&self, name: &str, path: &str) -> Result<ManagedPool, HostdError> {

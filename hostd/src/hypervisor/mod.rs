@@ -13,6 +13,7 @@ pub mod libvirt;
 mod libvirt_conn;
 mod libvirt_console;
 mod libvirt_migrate;
+mod libvirt_network;
 mod libvirt_pool;
 pub mod pool_xml;
 
@@ -37,6 +38,8 @@ pub struct VmSpec {
     pub create_volumes: bool,
     /// Its cloud-init seed, kept in the boot disk's pool.
     pub seed: Option<crate::seed::Seed>,
+    /// Its NICs, in the guest's order; their networks are set up here first.
+    pub nics: Vec<crate::network::VmNic>,
 }
 
 /// A volume of a VM in one of this host's pools.
@@ -222,6 +225,17 @@ pub trait Hypervisor: Send + Sync {
     /// and starts it; one already there at `path` is refreshed. The directory must exist
     /// and be writable ([`HostdError::PoolPath`] otherwise): hostd never creates it.
     fn ensure_pool(&self, name: &str, path: &str) -> Result<ManagedPool, HostdError>;
+
+    /// Sets network `wiring` up here (a libvirt network, and an overlay's VXLAN link);
+    /// idempotent, and brings a changed wiring (its peers) up to date. Returns the bridge
+    /// guests join.
+    fn ensure_network(&self, wiring: &crate::network::NetworkWiring) -> Result<String, HostdError>;
+
+    /// Stops and undefines network `name` and its VXLAN link; `false` if it was not defined.
+    fn remove_network(&self, name: &str) -> Result<bool, HostdError>;
+
+    /// Every network hostd has defined, by cluster name, sorted.
+    fn list_networks(&self) -> Result<Vec<String>, HostdError>;
 
     /// Stops and undefines pool `name`, leaving its files; `false` if it was not defined.
     fn remove_pool(&self, name: &str) -> Result<bool, HostdError>;

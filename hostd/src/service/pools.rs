@@ -50,6 +50,8 @@ pub(crate) fn seed_from_pb(seed: pb::CloudInitSeed) -> Result<Seed, HostdError> 
         hostname: seed.hostname,
         user_data: seed.user_data,
         ssh_keys: seed.ssh_keys,
+        // Set from the request's NICs (`service::networks`).
+        network_config: None,
     })
 }
 

@@ -1,0 +1,123 @@
+//! drover's networks as libvirt networks (`drover-NAME`): defined persistently,
+//! autostarted and started, redefined when the cluster's wiring changed, and for an
+//! overlay joined by its VXLAN link (`crate::network::vxlan`). On the test driver the
+//! libvirt network is all there is: no kernel bridge exists to join.
+
+use virt::connect::Connect;
+use virt::network::Network;
+use virt::sys;
+
+use crate::error::HostdError;
+use crate::network::{NetworkWiring, VxlanLink};
+
+fn lookup(conn: &Connect, name: &str) -> Option<Network> {
+    conn.lookup_network_by_name(name).ok()
+}
+
+/// Whether the network libvirt has is the one `xml` describes, by what hostd sets: its
+/// bridge and forward mode (libvirt adds a UUID, a MAC and defaults of its own).
+fn same(existing: &str, wiring: &NetworkWiring) -> bool {
+    let bridged = existing.contains("<forward mode='bridge'");
+    let want_bridged = matches!(wiring.kind, crate::network::NetworkKind::Bridge { .. });
+    existing.contains(&format!("<bridge name='{}'", wiring.bridge())) && bridged == want_bridged
+}
+
+/// Sets `wiring` up here; returns the bridge guests join.
+pub(super) fn ensure(
+    conn: &Connect,
+    wiring: &NetworkWiring,
+    kernel_devices: bool,
+) -> Result<String, HostdError> {
+    let xml = wiring.libvirt_xml()?;
+    let vxlan = if kernel_devices {
+        wiring.vxlan()?
+    } else {
+        None
+    };
+    let name = wiring.libvirt_name();
+    let network = match lookup(conn, &name) {
+        Some(n) => {
+            let current = n
+                .xml_desc(0)
+                .map_err(HostdError::libvirt("network_get_xml_desc"))?;
+            if same(&current, wiring) {
+                n
+            } else {
+                tracing::info!(network = %wiring.name, "network wiring changed; redefining it");
+                if n.is_active().unwrap_or(false) {
+                    n.destroy()
+                        .map_err(HostdError::libvirt("network_destroy"))?;
+                }
+                n.undefine()
+                    .map_err(HostdError::libvirt("network_undefine"))?;
+                define(conn, &xml)?
+            }
+        }
+        None => define(conn, &xml)?,
+    };
+    if !network
+        .is_active()
+        .map_err(HostdError::libvirt("network_is_active"))?
+    {
+        network
+            .create()
+            .map_err(HostdError::libvirt("network_create"))?;
+    }
+    if !network.autostart().unwrap_or(false) {
+        network
+            .set_autostart(true)
+            .map_err(HostdError::libvirt("network_set_autostart"))?;
+    }
+    if let Some(link) = vxlan {
+        link.ensure()?;
+    }
+    Ok(wiring.bridge())
+}
+
+fn define(conn: &Connect, xml: &str) -> Result<Network, HostdError> {
+    tracing::info!(xml, "defining network");
+    conn.define_network_xml(xml)
+        .map_err(HostdError::libvirt("network_define_xml"))
+}
+
+/// Stops and undefines network `name` (the cluster's name), and deletes an overlay's
+/// VXLAN link; `false` if it was not defined.
+pub(super) fn remove(conn: &Connect, name: &str, kernel_devices: bool) -> Result<bool, HostdError> {
+    let Some(n) = lookup(conn, &NetworkWiring::libvirt_name_of(name)) else {
+        return Ok(false);
+    };
+    let xml = n.xml_desc(0).unwrap_or_default();
+    if n.is_active().unwrap_or(false) {
+        n.destroy()
+            .map_err(HostdError::libvirt("network_destroy"))?;
+    }
+    n.undefine()
+        .map_err(HostdError::libvirt("network_undefine"))?;
+    // The overlay's link is named for the bridge's VNI (drvbN -> drvxN).
+    let vni = xml
+        .split("<bridge name='drvb")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .and_then(|n| n.parse::<u32>().ok());
+    if let (true, Some(vni)) = (kernel_devices, vni) {
+        VxlanLink::remove(&format!("drvx{vni}"))?;
+    }
+    Ok(true)
+}
+
+/// The cluster names of the networks hostd defined here.
+pub(super) fn list(conn: &Connect) -> Result<Vec<String>, HostdError> {
+    let flags = sys::VIR_CONNECT_LIST_NETWORKS_ACTIVE | sys::VIR_CONNECT_LIST_NETWORKS_INACTIVE;
+    let mut names: Vec<String> = conn
+        .list_all_networks(flags)
+        .map_err(HostdError::libvirt("list_all_networks"))?
+        .iter()
+        .filter_map(|n| n.name().ok())
+        .filter_map(|n| {
+            n.strip_prefix(crate::network::NETWORK_PREFIX)
+                .map(String::from)
+        })
+        .collect();
+    names.sort();
+    Ok(names)
+}

@@ -1,0 +1,12 @@
+//! Networks on this host: what a VM's NIC asks of it ([`VmNic`]), how a cluster network is
+//! wired here ([`NetworkWiring`], a libvirt network `drover-NAME`), and the one device
+//! libvirt cannot make, an overlay's VXLAN link ([`vxlan`], with iproute2).
+
+mod nic;
+mod vxlan;
+mod wiring;
+
+pub use nic::network_config;
+pub use nic::VmNic;
+pub use vxlan::{VxlanLink, VXLAN_PORT};
+pub use wiring::{NetworkKind, NetworkWiring, NETWORK_PREFIX};

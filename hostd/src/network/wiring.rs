@@ -1,0 +1,171 @@
+//! How a cluster network is wired on this host, and the libvirt network that carries it
+//! (pure, tested). Every kind becomes a libvirt network `drover-NAME`, so a domain's NIC
+//! names the network, not a bridge, and a migration's destination resolves it to its own:
+//! - `bridge`: libvirt's bridge forwarding onto the operator's existing bridge;
+//! - `vxlan`: an isolated libvirt network, whose bridge libvirt creates, plus the VXLAN
+//!   link hostd enslaves to it (`super::vxlan`: libvirt has no VXLAN device);
+//! - `vlan`: libvirt's bridge forwarding onto a bridge hostd would make over the 802.1Q
+//!   link of `parent` — refused on kernels without 802.1Q (this machine kind's).
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+use crate::error::HostdError;
+
+/// libvirt network names hostd owns start with this (networks carry no metadata mark).
+pub const NETWORK_PREFIX: &str = "drover-";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkKind {
+    Bridge {
+        bridge: String,
+    },
+    Vxlan {
+        vni: u32,
+        /// This host's underlay address (hostd's `--vtep-address`); `None`: not known.
+        local: Option<Ipv4Addr>,
+        peers: Vec<Ipv4Addr>,
+    },
+    Vlan {
+        tag: u16,
+        parent: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkWiring {
+    pub name: String,
+    pub kind: NetworkKind,
+    /// The guests' MTU (an overlay's bridge gets it too); `None`: the bridge's own.
+    pub mtu: Option<u32>,
+}
+
+impl NetworkWiring {
+    pub fn libvirt_name_of(name: &str) -> String {
+        format!("{NETWORK_PREFIX}{name}")
+    }
+
+    pub fn libvirt_name(&self) -> String {
+        Self::libvirt_name_of(&self.name)
+    }
+
+    /// The Linux bridge guests' NICs join here. An overlay's is named for its VNI, which
+    /// is unique in the cluster and fits the 15-byte limit (`drvb16777215`).
+    pub fn bridge(&self) -> String {
+        match &self.kind {
+            NetworkKind::Bridge { bridge } => bridge.clone(),
+            NetworkKind::Vxlan { vni, .. } => format!("drvb{vni}"),
+            NetworkKind::Vlan { tag, .. } => format!("drvl{tag}"),
+        }
+    }
+
+    /// The overlay's VXLAN link's name, for `vxlan` networks.
+    pub fn vxlan_link(&self) -> Option<String> {
+        match &self.kind {
+            NetworkKind::Vxlan { vni, .. } => Some(format!("drvx{vni}")),
+            NetworkKind::Bridge { .. } | NetworkKind::Vlan { .. } => None,
+        }
+    }
+
+    /// The overlay's VXLAN link, for `vxlan` networks; refused without an underlay
+    /// address to send from.
+    pub fn vxlan(&self) -> Result<Option<super::VxlanLink>, HostdError> {
+        let NetworkKind::Vxlan { vni, local, peers } = &self.kind else {
+            return Ok(None);
+        };
+        let local = local.ok_or_else(|| {
+            HostdError::InvalidArgument(format!(
+                "network {} is a VXLAN overlay and this hostd has no underlay address \
+                 (start it with --vtep-address)",
+                self.name
+            ))
+        })?;
+        Ok(Some(super::VxlanLink {
+            name: format!("drvx{vni}"),
+            vni: *vni,
+            local,
+            port: super::VXLAN_PORT,
+            bridge: self.bridge(),
+            mtu: self.mtu,
+            // Never to itself: its own flooding entry would loop every broadcast back.
+            peers: peers.iter().copied().filter(|p| *p != local).collect(),
+        }))
+    }
+
+    /// The libvirt network's XML. Names come validated by the cluster (interface names:
+    /// `[A-Za-z0-9_.-]`, network names likewise), so nothing needs escaping.
+    pub fn libvirt_xml(&self) -> Result<String, HostdError> {
+        let mut xml = String::new();
+        let _ = writeln!(xml, "<network>");
+        let _ = writeln!(xml, "  <name>{}</name>", self.libvirt_name());
+        match &self.kind {
+            NetworkKind::Bridge { bridge } => {
+                let _ = writeln!(xml, "  <forward mode='bridge'/>");
+                let _ = writeln!(xml, "  <bridge name='{bridge}'/>");
+            }
+            NetworkKind::Vxlan { .. } => {
+                // No <forward>: isolated. libvirt creates the bridge and adds no address
+                // or DHCP to it; the VXLAN link is its way off the host.
+                let _ = writeln!(
+                    xml,
+                    "  <bridge name='{}' stp='off' delay='0'/>",
+                    self.bridge()
+                );
+                if let Some(mtu) = self.mtu {
+                    let _ = writeln!(xml, "  <mtu size='{mtu}'/>");
+                }
+            }
+            NetworkKind::Vlan { tag, parent } => {
+                return Err(HostdError::InvalidArgument(format!(
+                    "network {}: VLAN {tag} on {parent} needs 802.1Q links, which hostd does \
+                     not create yet",
+                    self.name
+                )));
+            }
+        }
+        let _ = writeln!(xml, "</network>");
+        Ok(xml)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bridge_network_forwards_onto_the_operators_bridge() {
+        let w = NetworkWiring {
+            name: "prod".into(),
+            kind: NetworkKind::Bridge {
+                bridge: "br0".into(),
+            },
+            mtu: None,
+        };
+        let xml = w.libvirt_xml().unwrap();
+        assert!(xml.contains("<name>drover-prod</name>"), "{xml}");
+        assert!(xml.contains("<forward mode='bridge'/>"), "{xml}");
+        assert!(xml.contains("<bridge name='br0'/>"), "{xml}");
+        assert_eq!(w.vxlan_link(), None);
+    }
+
+    #[test]
+    fn an_overlay_is_an_isolated_bridge_named_for_its_vni() {
+        let w = NetworkWiring {
+            name: "blue".into(),
+            kind: NetworkKind::Vxlan {
+                vni: 16_777_215,
+                local: None,
+                peers: vec![],
+            },
+            mtu: Some(1450),
+        };
+        let xml = w.libvirt_xml().unwrap();
+        assert!(!xml.contains("<forward"), "isolated: {xml}");
+        assert!(
+            xml.contains("<bridge name='drvb16777215' stp='off' delay='0'/>"),
+            "{xml}"
+        );
+        assert!(xml.contains("<mtu size='1450'/>"), "{xml}");
+        assert!(w.bridge().len() <= 15 && w.vxlan_link().unwrap().len() <= 15);
+    }
+}

@@ -1,0 +1,207 @@
+//! `HostAgent`'s network calls and the NICs of `StartVm`: what the controller sends is
+//! checked here (names and addresses go into libvirt XML and iproute2 arguments), then
+//! carried out on a blocking thread.
+
+use std::net::Ipv4Addr;
+
+use drover_proto::agent::v1 as pb;
+use drover_proto::identity::valid_name;
+use tonic::Status;
+use tracing::info;
+
+use super::AgentService;
+use crate::error::HostdError;
+use crate::network::{NetworkKind, NetworkWiring, VmNic};
+
+fn invalid(what: String) -> HostdError {
+    HostdError::InvalidArgument(what)
+}
+
+fn ipv4(what: &str, text: &str) -> Result<Ipv4Addr, HostdError> {
+    text.parse()
+        .map_err(|_| invalid(format!("{what} {text:?} is not an IPv4 address")))
+}
+
+/// An interface name: 1–15 bytes of `[A-Za-z0-9_.-]` (what the cluster accepts).
+fn ifname(what: &str, name: &str) -> Result<String, HostdError> {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(name.to_string())
+    } else {
+        Err(invalid(format!("{what} {name:?} is not an interface name")))
+    }
+}
+
+fn network_name(name: &str) -> Result<(), HostdError> {
+    if valid_name(name) {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "network name {name:?} must be 1-128 of A-Z a-z 0-9 . _ -"
+        )))
+    }
+}
+
+/// A MAC as `aa:bb:cc:dd:ee:ff`, lower case, unicast.
+fn mac(text: &str) -> Result<String, HostdError> {
+    let octets: Vec<&str> = text.split(':').collect();
+    let hex = octets.len() == 6
+        && octets
+            .iter()
+            .all(|o| o.len() == 2 && o.chars().all(|c| c.is_ascii_hexdigit()));
+    let unicast = u8::from_str_radix(octets.first().copied().unwrap_or("01"), 16)
+        .is_ok_and(|first| first & 1 == 0);
+    if hex && unicast {
+        Ok(text.to_ascii_lowercase())
+    } else {
+        Err(invalid(format!("{text:?} is not a unicast MAC address")))
+    }
+}
+
+pub(crate) fn nics_from_pb(nics: Vec<pb::VmNic>) -> Result<Vec<VmNic>, HostdError> {
+    nics.into_iter()
+        .map(|n| {
+            network_name(&n.network)?;
+            let ip = match n.ip.as_str() {
+                "" => None,
+                text => Some(ipv4("NIC address", text)?),
+            };
+            if ip.is_some() && !(1..=32).contains(&n.prefix) {
+                return Err(invalid(format!("NIC prefix /{} is not 1-32", n.prefix)));
+            }
+            Ok(VmNic {
+                mac: mac(&n.mac)?,
+                ip,
+                prefix: n.prefix as u8,
+                gateway: match n.gateway.as_str() {
+                    "" => None,
+                    text => Some(ipv4("gateway", text)?),
+                },
+                dns: n
+                    .dns
+                    .iter()
+                    .map(|d| ipv4("DNS server", d))
+                    .collect::<Result<_, _>>()?,
+                mtu: (n.mtu != 0).then_some(n.mtu),
+                network: n.network,
+            })
+        })
+        .collect()
+}
+
+/// The wiring as sent, with this host's underlay address for an overlay.
+pub(crate) fn wiring_from_pb(
+    w: pb::NetworkWiring,
+    vtep: Option<Ipv4Addr>,
+) -> Result<NetworkWiring, HostdError> {
+    network_name(&w.name)?;
+    let kind = match w.r#type.as_str() {
+        "bridge" => NetworkKind::Bridge {
+            bridge: ifname("bridge", &w.bridge)?,
+        },
+        "vxlan" => {
+            if !(1..(1 << 24)).contains(&w.vni) {
+                return Err(invalid(format!("VNI {} is outside 1..=16777215", w.vni)));
+            }
+            NetworkKind::Vxlan {
+                vni: w.vni,
+                local: vtep,
+                peers: w
+                    .peers
+                    .iter()
+                    .map(|p| ipv4("peer", p))
+                    .collect::<Result<_, _>>()?,
+            }
+        }
+        "vlan" => NetworkKind::Vlan {
+            tag: u16::try_from(w.vlan_tag)
+                .ok()
+                .filter(|t| (1..=4094).contains(t))
+                .ok_or_else(|| invalid(format!("VLAN tag {} is outside 1..=4094", w.vlan_tag)))?,
+            parent: ifname("parent interface", &w.parent)?,
+        },
+        other => return Err(invalid(format!("unknown network type {other:?}"))),
+    };
+    Ok(NetworkWiring {
+        name: w.name,
+        kind,
+        mtu: (w.mtu != 0).then_some(w.mtu),
+    })
+}
+
+impl AgentService {
+    /// Wires each of `networks` here; the first failure is the answer (naming the network).
+    pub(super) async fn wire(&self, networks: Vec<NetworkWiring>) -> Result<(), HostdError> {
+        for wiring in networks {
+            info!(host = %self.host(), network = %wiring.name, "EnsureNetwork");
+            self.shared
+                .blocking(move |hv| hv.ensure_network(&wiring))
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn ensure_network_inner(
+        &self,
+        req: pb::EnsureNetworkRequest,
+    ) -> Result<pb::EnsureNetworkResponse, Status> {
+        let op = "EnsureNetwork";
+        let w = req
+            .network
+            .ok_or_else(|| Status::invalid_argument("the network is missing"))?;
+        let name = w.name.clone();
+        let wiring =
+            wiring_from_pb(w, self.shared.config.vtep_address).map_err(self.failed(op, &name))?;
+        self.admit_pool_term(op, &name, req.term).await?;
+        let bridge = wiring.bridge();
+        self.wire(vec![wiring])
+            .await
+            .map_err(self.failed(op, &name))?;
+        Ok(pb::EnsureNetworkResponse { bridge })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_reaches_xml_and_iproute2_is_checked() {
+        assert_eq!(mac("02:AB:00:00:00:01").unwrap(), "02:ab:00:00:00:01");
+        assert!(mac("03:00:00:00:00:01").is_err(), "multicast");
+        assert!(mac("02:00:00:00:00").is_err());
+        let wiring = |r#type: &str, bridge: &str| pb::NetworkWiring {
+            name: "blue".into(),
+            r#type: r#type.into(),
+            bridge: bridge.into(),
+            vni: 7,
+            peers: vec!["10.99.0.2".into()],
+            ..Default::default()
+        };
+        assert!(wiring_from_pb(wiring("bridge", "br0'x"), None).is_err());
+        assert!(wiring_from_pb(wiring("bridge", "a-name-far-too-long"), None).is_err());
+        let w = wiring_from_pb(wiring("vxlan", ""), Some(Ipv4Addr::new(10, 99, 0, 1))).unwrap();
+        assert_eq!(
+            w.kind,
+            NetworkKind::Vxlan {
+                vni: 7,
+                local: Some(Ipv4Addr::new(10, 99, 0, 1)),
+                peers: vec![Ipv4Addr::new(10, 99, 0, 2)]
+            }
+        );
+        let nic = |ip: &str, prefix| pb::VmNic {
+            network: "blue".into(),
+            mac: "02:00:00:00:00:01".into(),
+            ip: ip.into(),
+            prefix,
+            ..Default::default()
+        };
+        assert!(nics_from_pb(vec![nic("10.0.0.5", 24)]).is_ok());
+        assert!(nics_from_pb(vec![nic("10.0.0.5", 0)]).is_err());
+        assert!(nics_from_pb(vec![nic("10.0.0.500", 24)]).is_err());
+    }
+}
