@@ -33,14 +33,16 @@ trap 'rm -rf "$work"' EXIT
 (cd "$work" && apt-get download -q "$kpkg" >/dev/null 2>&1) || { echo "guest-image: cannot download $kpkg" >&2; exit 1; }
 dpkg-deb -x "$work"/linux-image-*.deb "$work/k"
 kver=${kpkg#linux-image-}
-mods="$work/k/lib/modules/$kver/kernel/drivers"
+mods="$work/k/lib/modules/$kver/kernel"
 
 root="$work/initramfs"
 mkdir -p "$root"/{bin,dev,proc,sys,lib/modules}
 cp "$(command -v busybox)" "$root/bin/busybox"
 cp "$here/guest/init" "$root/init"
 chmod 0755 "$root/init" "$root/bin/busybox"
-for m in virtio/virtio virtio/virtio_ring virtio/virtio_pci_legacy_dev virtio/virtio_pci_modern_dev virtio/virtio_pci block/virtio_blk; do
+for m in drivers/virtio/virtio drivers/virtio/virtio_ring drivers/virtio/virtio_pci_legacy_dev \
+  drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci drivers/block/virtio_blk \
+  net/core/failover drivers/net/net_failover drivers/net/virtio_net drivers/cdrom/cdrom fs/isofs/isofs; do
   cp "$mods/$m.ko" "$root/lib/modules/"
 done
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -9) > "$work/initrd.gz"

@@ -56,6 +56,31 @@ pub struct Leftovers {
     pub pools: Vec<String>,
 }
 
+/// Networks a test had hostd wire on the system daemon (cluster names), and the VXLAN
+/// links that went with them: removed on drop, like [`Leftovers`].
+pub struct NetworkLeftovers {
+    pub networks: Vec<String>,
+    pub links: Vec<String>,
+}
+
+impl Drop for NetworkLeftovers {
+    fn drop(&mut self) {
+        for n in &self.networks {
+            let name = format!("drover-{n}");
+            for verb in ["net-destroy", "net-undefine"] {
+                let _ = Command::new("virsh")
+                    .args(["-c", QEMU_SYSTEM, verb, &name])
+                    .output();
+            }
+        }
+        for link in &self.links {
+            let _ = Command::new("ip")
+                .args(["link", "del", "dev", link])
+                .output();
+        }
+    }
+}
+
 impl Drop for Leftovers {
     fn drop(&mut self) {
         let pools: Vec<String> = self.pools.iter().map(|p| format!("drover-{p}")).collect();
