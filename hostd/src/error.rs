@@ -109,6 +109,10 @@ pub enum HostdError {
     #[error("Pool path {path} on this host {reason}")]
     PoolPath { path: String, reason: String },
 
+    /// A network cannot be removed while domains here still use it.
+    #[error("Network {network} is in use by domains {domains} on this host")]
+    NetworkInUse { network: String, domains: String },
+
     /// A VM's disk is in a pool this host has not set up.
     #[error("Storage pool {pool} is not set up on this host")]
     PoolMissing { pool: String },
@@ -170,6 +174,7 @@ impl From<HostdError> for Status {
             | HostdError::NoLease
             | HostdError::PoolPath { .. }
             | HostdError::PoolMissing { .. }
+            | HostdError::NetworkInUse { .. }
             | HostdError::VolumeMissing { .. }
             | HostdError::NoWatchdog(_)
             | HostdError::UploadUnsupported(_) => Status::failed_precondition(err.to_string()),

@@ -55,6 +55,7 @@ pub(crate) struct Shared {
     /// DestroyVm does not take it: it must be able to cut a slow StopVm short. Heartbeats
     /// read it to mark domains a command is changing `busy`.
     pub(crate) vm_locks: VmLocks,
+    pub(crate) network_locks: crate::network::NetworkLocks,
     /// The highest leader term seen (persisted); see [`crate::fencing`].
     pub(crate) fencing: Fencing,
     /// This host's lease from the controllers; see [`crate::self_fence`].
@@ -129,6 +130,7 @@ impl AgentService {
                 hypervisor,
                 stop,
                 vm_locks: VmLocks::default(),
+                network_locks: Default::default(),
                 fencing,
                 lease,
                 fence_ready,
@@ -230,6 +232,7 @@ impl AgentService {
                 | HostdError::InvalidArgument(_)
                 | HostdError::PoolPath { .. }
                 | HostdError::PoolMissing { .. }
+                | HostdError::NetworkInUse { .. }
                 | HostdError::VolumeMissing { .. }
                 | HostdError::UploadUnsupported(_)
                 | HostdError::VolumeExists { .. }
@@ -527,6 +530,9 @@ impl HostAgent for AgentService {
             nics,
         };
         let name = spec.name.clone();
+        // Held until the domain runs: no RemoveNetwork tears a network down meanwhile.
+        let names: Vec<String> = wiring.iter().map(|w| w.name.clone()).collect();
+        let _networks = self.shared.network_locks.using(&names).await;
         // Before the domain: its NICs name these networks.
         self.wire(wiring)
             .await
@@ -633,6 +639,15 @@ impl HostAgent for AgentService {
         request: Request<pb::EnsureNetworkRequest>,
     ) -> Result<Response<pb::EnsureNetworkResponse>, Status> {
         self.ensure_network_inner(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn remove_network(
+        &self,
+        request: Request<pb::RemoveNetworkRequest>,
+    ) -> Result<Response<pb::RemoveNetworkResponse>, Status> {
+        self.remove_network_inner(request.into_inner())
             .await
             .map(Response::new)
     }

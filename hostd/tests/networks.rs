@@ -1,13 +1,14 @@
 //! Networks through hostd on libvirt's test driver: StartVm wires the networks its NICs
 //! use before it defines the domain, EnsureNetwork wires one by itself (a migration's
 //! destination) and redefines it when the wiring changed, heartbeats report what is
-//! wired; bad names, MACs, unsupported kinds and stale terms are refused with the reason
-//! and wire nothing. (The kernel side, bridges and VXLAN links, needs real libvirt.)
+//! wired, RemoveNetwork refuses while a domain uses the network and removes it after;
+//! bad names, MACs, unsupported kinds and stale terms are refused with the reason and
+//! wire nothing. (The kernel side, bridges and VXLAN links, needs real libvirt.)
 
 mod common;
 
-use common::hostd::{start_req, Hostd};
-use drover_proto::agent::v1::{EnsureNetworkRequest, NetworkWiring, VmNic};
+use common::hostd::{start_req, vm_ref_at, Hostd};
+use drover_proto::agent::v1::{EnsureNetworkRequest, NetworkWiring, RemoveNetworkRequest, VmNic};
 use tonic::Code;
 
 fn vxlan(name: &str, vni: u32) -> NetworkWiring {
@@ -146,5 +147,42 @@ async fn networks_are_wired_before_their_vms_and_bad_wiring_is_refused() {
         .expect_err("stale term");
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     wired(&hostd, &["blue", "prod"]).await;
+
+    eprintln!("phase: a network a domain uses is not removed; once it is gone, it is");
+    let remove = |name: &str| RemoveNetworkRequest {
+        name: name.into(),
+        term: 5,
+    };
+    let e = hostd
+        .client
+        .remove_network(remove("blue"))
+        .await
+        .expect_err("in use");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message().contains("in use by domains web"),
+        "{}",
+        e.message()
+    );
+    let mut web = vm_ref_at("web", 1);
+    if let Some(f) = web.fence.as_mut() {
+        f.term = 5;
+    }
+    hostd.client.undefine_vm(web).await.expect("undefine");
+    let gone = hostd
+        .client
+        .remove_network(remove("blue"))
+        .await
+        .expect("RemoveNetwork")
+        .into_inner();
+    assert!(gone.existed);
+    let again = hostd
+        .client
+        .remove_network(remove("blue"))
+        .await
+        .expect("again")
+        .into_inner();
+    assert!(!again.existed, "removed twice");
+    wired(&hostd, &["prod"]).await;
     hostd.shutdown().await;
 }

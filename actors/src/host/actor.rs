@@ -28,7 +28,9 @@ use super::stale::{stale_domains, Stale};
 use crate::agents::{deadline, AgentPool, QUICK_CALL};
 use crate::Shutdown;
 
+mod host_call;
 mod image_sync;
+mod network_sync;
 mod pool_sync;
 
 /// Heartbeats missed before the session is dropped and reopened.
@@ -96,6 +98,12 @@ pub struct HostActor {
     pool_calls: BTreeSet<String>,
     /// Image volumes with a DeleteVolume in flight.
     volume_calls: BTreeSet<String>,
+    /// How this actor last wired each network on the host (see `host::networks`).
+    networks_wired: BTreeMap<String, drover_proto::agent::v1::NetworkWiring>,
+    /// When a network last failed to be wired here.
+    network_failures: BTreeMap<String, std::time::Instant>,
+    /// Networks with an EnsureNetwork or RemoveNetwork in flight.
+    network_calls: BTreeSet<String>,
 }
 
 impl HostActor {
@@ -137,6 +145,9 @@ impl HostActor {
             pool_failures: BTreeMap::new(),
             pool_calls: BTreeSet::new(),
             volume_calls: BTreeSet::new(),
+            networks_wired: BTreeMap::new(),
+            network_failures: BTreeMap::new(),
+            network_calls: BTreeSet::new(),
         }
     }
 
@@ -449,6 +460,7 @@ impl HostActor {
             self.commit(ctx, up(&self.name, capacity, fencing_armed, migration_uri));
             self.sync_pools(&beat.pools, ctx);
             self.sync_images(ctx);
+            self.sync_networks(&beat.networks, ctx);
         }
         self.cx.report_to.do_send(HostReport {
             host: self.name.clone(),

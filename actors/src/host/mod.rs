@@ -9,6 +9,7 @@ mod grant_marks;
 mod grants;
 pub mod health;
 pub mod images;
+pub mod networks;
 pub mod pools;
 mod report;
 pub mod rounds;

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use drover_proto::agent::v1::{CloudInitSeed, NetworkWiring, VmDisk, VmNic, VolumeRef};
-use drover_raft::model::{instance_id, ClusterState, Disk, NetworkKind, Vm};
+use drover_raft::model::{instance_id, ClusterState, Disk, Network, NetworkKind, Vm};
 
 /// `vm`'s disks as hostd takes them, the boot disk first.
 pub fn vm_disks(vm: &Vm) -> Vec<VmDisk> {
@@ -89,40 +89,43 @@ pub(crate) fn vm_nics(vm: &Vm, state: &ClusterState) -> Vec<VmNic> {
         .collect()
 }
 
-/// How each network `vm`'s NICs use is wired on host `host`: for an overlay, with every
-/// other host's underlay address (the IP its hostd is registered at) as a peer, so that
-/// wherever the VM's peers run, broadcasts reach them.
+/// How each network `vm`'s NICs use is wired on host `host`.
 pub(crate) fn wirings(vm: &Vm, state: &ClusterState, host: &str) -> Vec<NetworkWiring> {
     let names: BTreeSet<&str> = vm.nics.iter().map(|n| n.network.as_str()).collect();
     names
         .into_iter()
         .filter_map(|name| state.networks.get(name))
-        .map(|net| {
-            let mut w = NetworkWiring {
-                name: net.name.clone(),
-                r#type: net.spec.kind.as_str().into(),
-                mtu: net.spec.guest_mtu().unwrap_or(0),
-                ..Default::default()
-            };
-            match &net.spec.kind {
-                NetworkKind::Bridge { bridge } => w.bridge = bridge.clone(),
-                NetworkKind::Vxlan { vni } => {
-                    w.vni = *vni;
-                    w.peers = state
-                        .hosts
-                        .values()
-                        .filter(|h| h.name != host)
-                        .filter_map(|h| underlay(&h.address))
-                        .collect();
-                }
-                NetworkKind::Vlan { tag, parent } => {
-                    w.vlan_tag = u32::from(*tag);
-                    w.parent = parent.clone();
-                }
-            }
-            w
-        })
+        .map(|net| wiring(net, state, host))
         .collect()
+}
+
+/// How network `net` is wired on host `host`: for an overlay, with every other host's
+/// underlay address (the IP its hostd is registered at) as a peer, so that wherever the
+/// guests on it run, broadcasts reach them.
+pub(crate) fn wiring(net: &Network, state: &ClusterState, host: &str) -> NetworkWiring {
+    let mut w = NetworkWiring {
+        name: net.name.clone(),
+        r#type: net.spec.kind.as_str().into(),
+        mtu: net.spec.guest_mtu().unwrap_or(0),
+        ..Default::default()
+    };
+    match &net.spec.kind {
+        NetworkKind::Bridge { bridge } => w.bridge = bridge.clone(),
+        NetworkKind::Vxlan { vni } => {
+            w.vni = *vni;
+            w.peers = state
+                .hosts
+                .values()
+                .filter(|h| h.name != host)
+                .filter_map(|h| underlay(&h.address))
+                .collect();
+        }
+        NetworkKind::Vlan { tag, parent } => {
+            w.vlan_tag = u32::from(*tag);
+            w.parent = parent.clone();
+        }
+    }
+    w
 }
 
 /// The IPv4 address of a host's registered `address` (`10.0.0.5:7001`); `None` for a

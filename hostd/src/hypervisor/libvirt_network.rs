@@ -83,9 +83,19 @@ fn define(conn: &Connect, xml: &str) -> Result<Network, HostdError> {
 /// Stops and undefines network `name` (the cluster's name), and deletes an overlay's
 /// VXLAN link; `false` if it was not defined.
 pub(super) fn remove(conn: &Connect, name: &str, kernel_devices: bool) -> Result<bool, HostdError> {
-    let Some(n) = lookup(conn, &NetworkWiring::libvirt_name_of(name)) else {
+    let libvirt_name = NetworkWiring::libvirt_name_of(name);
+    let Some(n) = lookup(conn, &libvirt_name) else {
         return Ok(false);
     };
+    // The last guard: a controller's view may lag (a migration arriving), and tearing the
+    // bridge down under a guest cuts it off.
+    let users = users(conn, &libvirt_name)?;
+    if !users.is_empty() {
+        return Err(HostdError::NetworkInUse {
+            network: name.to_string(),
+            domains: users.join(", "),
+        });
+    }
     let xml = n.xml_desc(0).unwrap_or_default();
     if n.is_active().unwrap_or(false) {
         n.destroy()
@@ -118,6 +128,26 @@ pub(super) fn list(conn: &Connect) -> Result<Vec<String>, HostdError> {
                 .map(String::from)
         })
         .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// The domains here, drover's or not, with an interface on libvirt network `libvirt_name`.
+fn users(conn: &Connect, libvirt_name: &str) -> Result<Vec<String>, HostdError> {
+    let needle = format!("<source network='{libvirt_name}'");
+    let mut names = Vec::new();
+    for dom in conn
+        .list_all_domains(0)
+        .map_err(HostdError::libvirt("list_all_domains"))?
+    {
+        // A domain gone since the listing uses nothing.
+        let Ok(xml) = dom.xml_desc(0) else {
+            continue;
+        };
+        if xml.contains(&needle) {
+            names.push(dom.name().unwrap_or_default());
+        }
+    }
     names.sort();
     Ok(names)
 }

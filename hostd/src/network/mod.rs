@@ -2,10 +2,12 @@
 //! wired here ([`NetworkWiring`], a libvirt network `drover-NAME`), and the one device
 //! libvirt cannot make, an overlay's VXLAN link ([`vxlan`], with iproute2).
 
+mod locks;
 mod nic;
 mod vxlan;
 mod wiring;
 
+pub(crate) use locks::NetworkLocks;
 pub use nic::network_config;
 pub use nic::VmNic;
 pub use vxlan::{VxlanLink, VXLAN_PORT};

@@ -158,10 +158,35 @@ impl AgentService {
             wiring_from_pb(w, self.shared.config.vtep_address).map_err(self.failed(op, &name))?;
         self.admit_pool_term(op, &name, req.term).await?;
         let bridge = wiring.bridge();
+        let _shared = self
+            .shared
+            .network_locks
+            .using(std::slice::from_ref(&name))
+            .await;
         self.wire(vec![wiring])
             .await
             .map_err(self.failed(op, &name))?;
         Ok(pb::EnsureNetworkResponse { bridge })
+    }
+}
+
+impl AgentService {
+    pub(super) async fn remove_network_inner(
+        &self,
+        req: pb::RemoveNetworkRequest,
+    ) -> Result<pb::RemoveNetworkResponse, Status> {
+        let op = "RemoveNetwork";
+        network_name(&req.name).map_err(self.failed(op, &req.name))?;
+        self.admit_pool_term(op, &req.name, req.term).await?;
+        let _exclusive = self.shared.network_locks.changing(&req.name).await;
+        info!(host = %self.host(), network = %req.name, term = req.term, "RemoveNetwork");
+        let name = req.name.clone();
+        let existed = self
+            .shared
+            .blocking(move |hv| hv.remove_network(&name))
+            .await
+            .map_err(self.failed(op, &req.name))?;
+        Ok(pb::RemoveNetworkResponse { existed })
     }
 }
 

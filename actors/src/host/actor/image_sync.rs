@@ -47,23 +47,15 @@ impl HostActor {
         copy: bool,
         ctx: &mut Context<Self>,
     ) {
-        let Some(address) = self.address() else {
-            self.volume_calls.remove(&volume);
-            return;
-        };
-        let client = self.cx.agents.client(&address);
         let req = DeleteVolumeRequest {
             pool,
             volume: volume.clone(),
             term: self.cx.term,
         };
-        ctx.spawn(
-            async move {
-                let mut client = client.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-                client.delete_volume(deadline(req, QUICK_CALL)).await
-            }
-            .into_actor(self)
-            .map(move |res, act, ctx| {
+        self.call_host(
+            ctx,
+            move |mut c| async move { c.delete_volume(deadline(req, QUICK_CALL)).await },
+            move |act, ctx, res| {
                 act.volume_calls.remove(&volume);
                 match res {
                     Ok(_) => {
@@ -87,7 +79,7 @@ impl HostActor {
                         tracing::warn!(host = %act.name, image = %image, error = %s.message(), "cannot delete an image's volume")
                     }
                 }
-            }),
+            },
         );
     }
 }

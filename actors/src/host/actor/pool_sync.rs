@@ -48,24 +48,16 @@ impl HostActor {
     }
 
     fn ensure_pool(&mut self, pool: String, kind: PoolKind, ctx: &mut Context<Self>) {
-        let Some(address) = self.address() else {
-            self.pool_calls.remove(&pool);
-            return;
-        };
-        let client = self.cx.agents.client(&address);
         let req = EnsurePoolRequest {
             name: pool.clone(),
             r#type: kind.as_str().to_string(),
             path: kind.path().to_string(),
             term: self.cx.term,
         };
-        ctx.spawn(
-            async move {
-                let mut client = client.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-                client.ensure_pool(deadline(req, QUICK_CALL)).await
-            }
-            .into_actor(self)
-            .map(move |res, act, _| {
+        self.call_host(
+            ctx,
+            move |mut c| async move { c.ensure_pool(deadline(req, QUICK_CALL)).await },
+            move |act, _, res| {
                 act.pool_calls.remove(&pool);
                 match res {
                     Ok(_) => {
@@ -86,28 +78,20 @@ impl HostActor {
                         act.pool_failures.insert(pool, failure);
                     }
                 }
-            }),
+            },
         );
     }
 
     fn remove_pool(&mut self, pool: String, ctx: &mut Context<Self>) {
         self.pool_failures.remove(&pool);
-        let Some(address) = self.address() else {
-            self.pool_calls.remove(&pool);
-            return;
-        };
-        let client = self.cx.agents.client(&address);
         let req = RemovePoolRequest {
             name: pool.clone(),
             term: self.cx.term,
         };
-        ctx.spawn(
-            async move {
-                let mut client = client.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-                client.remove_pool(deadline(req, QUICK_CALL)).await
-            }
-            .into_actor(self)
-            .map(move |res, act, _| {
+        self.call_host(
+            ctx,
+            move |mut c| async move { c.remove_pool(deadline(req, QUICK_CALL)).await },
+            move |act, _, res| {
                 act.pool_calls.remove(&pool);
                 match res {
                     Ok(_) => tracing::info!(host = %act.name, pool = %pool, "storage pool removed"),
@@ -115,7 +99,7 @@ impl HostActor {
                         tracing::warn!(host = %act.name, pool = %pool, error = %s.message(), "cannot remove storage pool")
                     }
                 }
-            }),
+            },
         );
     }
 }

@@ -1,0 +1,94 @@
+//! The host actor's part in networks: at every heartbeat, compare the networks the host's
+//! VMs use with what it reports (`networks::plan`), and wire or drop what differs through
+//! hostd. A network is wired before any VM starts or arrives anyway (StartVm carries it,
+//! the migration actor calls EnsureNetwork): this keeps overlays' peers current when hosts
+//! join or leave, and takes networks away from hosts none of whose VMs use them.
+
+use std::time::Instant;
+
+use actix::prelude::*;
+use drover_proto::agent::v1::{EnsureNetworkRequest, NetworkWiring, RemoveNetworkRequest};
+
+use super::HostActor;
+use crate::agents::{deadline, QUICK_CALL};
+use crate::host::networks;
+
+impl HostActor {
+    pub(super) fn sync_networks(&mut self, reported: &[String], ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        let plan = self.cx.node.view().read(|d| {
+            networks::plan(
+                &d.state,
+                &self.name,
+                reported,
+                &self.networks_wired,
+                &self.network_failures,
+                now,
+            )
+        });
+        // What the host no longer reports is not wired there (hostd restarted, libvirt
+        // lost it): forget it, so it is wired again.
+        self.networks_wired.retain(|n, _| reported.contains(n));
+        for wiring in plan.ensure {
+            if self.network_calls.insert(wiring.name.clone()) {
+                self.ensure_network(wiring, ctx);
+            }
+        }
+        for name in plan.remove {
+            if self.network_calls.insert(name.clone()) {
+                self.remove_network(name, ctx);
+            }
+        }
+    }
+
+    fn ensure_network(&mut self, wiring: NetworkWiring, ctx: &mut Context<Self>) {
+        let name = wiring.name.clone();
+        let req = EnsureNetworkRequest {
+            network: Some(wiring.clone()),
+            term: self.cx.term,
+        };
+        self.call_host(
+            ctx,
+            move |mut c| async move { c.ensure_network(deadline(req, QUICK_CALL)).await },
+            move |act, _, res| {
+                act.network_calls.remove(&name);
+                match res {
+                    Ok(_) => {
+                        tracing::info!(host = %act.name, network = %name, "network wired");
+                        act.network_failures.remove(&name);
+                        act.networks_wired.insert(name, wiring);
+                    }
+                    Err(s) => {
+                        tracing::warn!(host = %act.name, network = %name, error = %s.message(), "network cannot be wired");
+                        act.network_failures.insert(name, Instant::now());
+                    }
+                }
+            },
+        );
+    }
+
+    fn remove_network(&mut self, name: String, ctx: &mut Context<Self>) {
+        let req = RemoveNetworkRequest {
+            name: name.clone(),
+            term: self.cx.term,
+        };
+        self.call_host(
+            ctx,
+            move |mut c| async move { c.remove_network(deadline(req, QUICK_CALL)).await },
+            move |act, _, res| {
+                act.network_calls.remove(&name);
+                match res {
+                    Ok(_) => {
+                        tracing::info!(host = %act.name, network = %name, "network removed");
+                        act.networks_wired.remove(&name);
+                    }
+                    // Still in use there (a domain the state has not caught up with):
+                    // the next heartbeat's plan decides again.
+                    Err(s) => {
+                        tracing::warn!(host = %act.name, network = %name, error = %s.message(), "cannot remove network")
+                    }
+                }
+            },
+        );
+    }
+}

@@ -1,0 +1,250 @@
+//! Moves keep the network (issue 13, point 5), on two real libvirt hosts: both hosts'
+//! libvirt networks forward onto one Linux bridge this test makes (the rig's hosts share a
+//! network namespace, so one bridge is one provider network for both; it has no address
+//! and no uplink). Guest `b`, its disk local to its host, is live-migrated (the disk copied
+//! along) while HA guest `a` pings it five times a second; then `a`'s host loses power
+//! (hostd, QEMU and virtlockd killed) and `a`, its disk on the shared pool, fails over
+//! while `b` pings it. Both times the moved guest keeps its MAC and address and its peer
+//! reaches it again; the longest gap in the peer's replies is the interruption it saw.
+//! (libvirt refuses to live-migrate a disk on a local filesystem that it is not told to
+//! copy, and the rig's shared pool is a local directory bind-mounted into each host: so
+//! the migrating guest has a local disk.)
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use drover_chaos_tests::console::Session;
+use drover_chaos_tests::libvirt_hosts::LibvirtHosts;
+use drover_chaos_tests::multihost::Rig;
+use drover_chaos_tests::{guest, require, system_libvirt};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+const WAIT: Duration = Duration::from_secs(120);
+/// `b`'s ping interval.
+const PING_EVERY_MS: u64 = 200;
+
+/// A Linux bridge in this network namespace, deleted on drop.
+struct TestBridge(String);
+
+impl TestBridge {
+    fn create(name: &str) -> anyhow::Result<TestBridge> {
+        for args in [
+            vec!["link", "add", name, "type", "bridge"],
+            vec!["link", "set", name, "up"],
+        ] {
+            let out = std::process::Command::new("ip").args(&args).output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(TestBridge(name.to_string()))
+    }
+}
+
+impl Drop for TestBridge {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", "dev", &self.0])
+            .output();
+    }
+}
+
+async fn run(session: &mut Session, command: &str, expect: &str) -> anyhow::Result<()> {
+    session
+        .expect(expect, format!("{command}\r").as_bytes(), WAIT)
+        .await
+}
+
+/// Waits until the guest behind `session` reaches `ip`; `n` makes the marker unique (the
+/// console keeps all output, and the shell computes the marker, so the typed line's echo
+/// never matches).
+async fn reaches(session: &mut Session, ip: &str, n: u32) -> anyhow::Result<()> {
+    let command = format!("ping -c 3 -W 2 {ip} >/dev/null 2>&1 && echo REACH-$((0+{n}))");
+    run(session, &command, &format!("REACH-{n}")).await
+}
+
+/// Starts the guest pinging `ip` in the background, every [`PING_EVERY_MS`], into
+/// `/ping{n}.out`.
+async fn start_pinging(session: &mut Session, ip: &str, n: u32) -> anyhow::Result<()> {
+    let every = format!("{:.1}", PING_EVERY_MS as f64 / 1000.0);
+    let command = format!(
+        "ping -i {every} {ip} >/ping{n}.out 2>&1 & echo $! >/ping{n}.pid; echo BG-$((0+{n}))"
+    );
+    run(session, &command, &format!("BG-{n}")).await
+}
+
+/// Stops the pinging `n` and returns the longest interruption it saw, in ms: the largest
+/// jump between the sequence numbers of two replies in a row, less one, times the interval.
+async fn interruption_ms(session: &mut Session, n: u32) -> anyhow::Result<u64> {
+    let command = format!(
+        "kill $(cat /ping{n}.pid); awk -F'seq=' '/seq=/ {{split($2, s, \" \"); \
+         if (p != \"\" && s[1] - p > g) g = s[1] - p; p = s[1]}} \
+         END {{print \"GAP{n}\" \"=\" g+0}}' /ping{n}.out"
+    );
+    let marker = format!("GAP{n}=");
+    run(session, &command, &marker).await?;
+    // The number after the marker is complete once its line ended.
+    let jump: u64 = drover_chaos_tests::wait_until("the gap", WAIT, || async {
+        let text = session.stdout();
+        let line = text
+            .split(&marker)
+            .nth(1)
+            .filter(|rest| rest.contains('\n'));
+        Ok(line.and_then(|rest| rest.split_whitespace().next()?.parse().ok()))
+    })
+    .await?;
+    Ok(jump.saturating_sub(1) * PING_EVERY_MS)
+}
+
+fn other_host(host: &str) -> &'static str {
+    if host == "h1" {
+        "h2"
+    } else {
+        "h1"
+    }
+}
+
+async fn migrate(rig: &Rig, vm: &str, to: &str) -> anyhow::Result<()> {
+    let op = rig
+        .json(&["vm", "migrate", vm, "--to", to, "--detach"])
+        .await?;
+    let id = op["id"].as_u64().context("operation id")?;
+    let done = rig.op_end(id, WAIT).await?;
+    anyhow::ensure!(done["state"] == "succeeded", "migration of {vm}: {done}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multihost_a_migration_and_a_failover_keep_mac_and_address() -> anyhow::Result<()> {
+    if !require::prerequisite(LibvirtHosts::available()) {
+        return Ok(());
+    }
+    let Some(image) = guest::image_or_skip() else {
+        return Ok(());
+    };
+    let bridge = format!("drtb{}", std::process::id() % 100_000);
+    let _bridge = TestBridge::create(&bridge)?;
+    let local = system_libvirt::pool_dir("drover-local")?;
+    let mut rig = Rig::start_with_local(2, &["--domain-type", "qemu"], Some(local.path())).await?;
+    let shared = system_libvirt::pool_dir("drover-shared")?;
+    let path = shared.path().to_str().context("utf-8 path")?;
+    rig.json(&[
+        "pool", "create", "shared", "--path", path, "--shared", "--wait", "30s",
+    ])
+    .await?;
+    let path = LibvirtHosts::local_path(local.path());
+    let path = path.to_str().context("utf-8 path")?;
+    rig.json(&["pool", "create", "local", "--path", path, "--wait", "30s"])
+        .await?;
+    rig.import_image("guest", &image, "shared").await?;
+    rig.json(&[
+        "net", "create", "lan", "--type", "bridge", "--bridge", &bridge,
+    ])
+    .await?;
+    rig.json(&[
+        "net",
+        "subnet",
+        "add",
+        "lan",
+        "10.88.0.0/24",
+        "--range",
+        ".10-.20",
+    ])
+    .await?;
+
+    eprintln!("phase: HA guest a (shared pool) and guest b (local pool) on network lan");
+    for (vm, pool, ha) in [("a", "shared", true), ("b", "local", false)] {
+        let mut args = vec![
+            "vm",
+            "create",
+            vm,
+            "--vcpus",
+            "1",
+            "--memory-mib",
+            "128",
+            "--image",
+            "guest",
+            "--pool",
+            pool,
+            "--nic",
+            "lan",
+            "--hostname",
+            vm,
+        ];
+        if ha {
+            args.push("--ha");
+        }
+        rig.json(&args).await?;
+    }
+    let hosts = rig.running(&["a", "b"]).await?;
+    let nic_of = |v: &serde_json::Value| v["nics"][0].clone();
+    let (nic_a, nic_b) = (nic_of(&rig.vm("a").await?), nic_of(&rig.vm("b").await?));
+    let ip_a = nic_a["ip"].as_str().context("a's address")?.to_string();
+    let ip_b = nic_b["ip"].as_str().context("b's address")?.to_string();
+    let mut sa = Session::open(&rig.cluster, "a", &[]).await?;
+    reaches(&mut sa, &ip_b, 1).await?;
+
+    let from = hosts["b"].clone();
+    let to = other_host(&from);
+    eprintln!("phase: b migrates {from} -> {to} while a pings it every {PING_EVERY_MS} ms");
+    start_pinging(&mut sa, &ip_b, 1).await?;
+    migrate(&rig, "b", to).await?;
+    let after = rig.vm("b").await?;
+    assert_eq!(after["host"], to, "{after}");
+    assert_eq!(
+        nic_of(&after),
+        nic_b,
+        "the migration changed the NIC: {after}"
+    );
+    reaches(&mut sa, &ip_b, 2).await?;
+    let lost = interruption_ms(&mut sa, 1).await?;
+    eprintln!("a live migration interrupted a's view of b for about {lost} ms");
+    assert!(lost <= 5_000, "the peer lost b for {lost} ms");
+    drop(sa);
+
+    // b must survive a's host: on the other one.
+    let a_host = hosts["a"].clone();
+    if a_host == to {
+        migrate(&rig, "b", &from).await?;
+    }
+    let mut sb = Session::open(&rig.cluster, "b", &[]).await?;
+    reaches(&mut sb, &ip_a, 3).await?;
+    eprintln!("phase: {a_host} loses power (hostd, a's QEMU, virtlockd); a fails over");
+    let i = rig
+        .lv
+        .hosts()
+        .iter()
+        .position(|h| h.name == a_host)
+        .context("a's host")?;
+    let pid_file = rig.lv.host(i).state_dir.join("run/qemu/a.pid");
+    let qemu: i32 = std::fs::read_to_string(&pid_file)
+        .with_context(|| format!("read {}", pid_file.display()))?
+        .trim()
+        .parse()?;
+    let lockd = rig.lv.host(i).virtlockd_pid().context("virtlockd")?;
+    start_pinging(&mut sb, &ip_a, 2).await?;
+    rig.cluster.kill_agent(&a_host).await?;
+    kill(Pid::from_raw(qemu), Signal::SIGKILL)?;
+    kill(lockd, Signal::SIGKILL)?;
+    let moved = drover_chaos_tests::wait_until("a running elsewhere", WAIT, || async {
+        let v = rig.cluster.cli_json(&["vm", "get", "a"]).await?;
+        let elsewhere = v["observed_state"] == "running" && v["host"] != a_host.as_str();
+        Ok(elsewhere.then_some(v))
+    })
+    .await?;
+    assert_eq!(
+        nic_of(&moved),
+        nic_a,
+        "the failover changed the NIC: {moved}"
+    );
+    reaches(&mut sb, &ip_a, 4).await?;
+    let lost = interruption_ms(&mut sb, 2).await?;
+    eprintln!(
+        "a host loss interrupted b's view of a for about {lost} ms (lease expiry, fencing \
+         wait, restart and boot included)"
+    );
+    Ok(())
+}
