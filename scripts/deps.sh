@@ -18,11 +18,12 @@ set -euo pipefail
 # genisoimage: hostd writes cloud-init NoCloud seeds (ISO9660 labelled cidata) with it.
 # mmdebstrap, fdisk, e2fsprogs: scripts/debian-image.sh builds the Debian guest with real
 # cloud-init (from the Debian mirror) that the cloud-init test boots.
-# iproute2: hostd makes overlays' VXLAN links with `ip` and `bridge`.
+# iproute2: hostd makes overlays' VXLAN links with `ip` and `bridge`. dnsmasq-base:
+# libvirt serves an overlay's DHCP with it.
 PACKAGES=(libvirt-dev pkg-config libvirt-clients libxml2-utils iptables
   libvirt-daemon-system qemu-system-x86 qemu-utils etcd-server protobuf-compiler libprotobuf-dev
   busybox-static cpio syslinux syslinux-common mtools dosfstools python3 virtinst
-  genisoimage mmdebstrap fdisk e2fsprogs iproute2)
+  genisoimage mmdebstrap fdisk e2fsprogs iproute2 dnsmasq-base)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,11 +1,12 @@
 //! NICs on real guests, one host: 3 controllers and hostd on the system libvirt (TCG), two
 //! VXLAN networks sharing one subnet's address space, three test guests. hostd wires each
-//! overlay (a libvirt network and a VXLAN link) before the guests start; each guest takes
-//! its address from its cloud-init seed. Two guests on one overlay reach each other; the
-//! third, on the other overlay, reaches neither (nor they it), though its address is in
-//! the same subnet. A guest that sends from an address or a MAC that is not its own is
-//! cut off by libvirt's clean-traffic filter. (Overlays between hosts need hosts in
-//! network namespaces of their own: the multi-host rig does not have them yet.)
+//! overlay (a libvirt network and a VXLAN link) before the guests start; three guests take
+//! their address from their cloud-init seed, a fourth, without a seed, from the overlay's
+//! DHCP (libvirt's dnsmasq, static entries only). The guests on one overlay reach each
+//! other; the one on the other overlay reaches none of them (nor they it), though its
+//! address is in the same subnet. A guest that sends from an address or a MAC that is not
+//! its own is cut off by libvirt's clean-traffic filter. (Overlays between hosts need hosts
+//! in network namespaces of their own: the multi-host rig does not have them yet.)
 
 use std::time::Duration;
 
@@ -63,31 +64,39 @@ async fn guests_on_one_overlay_reach_each_other_and_nothing_else() -> anyhow::Re
         format!("nb-{pid}"),
         format!("nc-{pid}"),
     );
+    let d = format!("nd-{pid}");
     // Dropped after the cluster (declared first): hostd does not wire them again then.
     let _networks = NetworkLeftovers {
         networks: vec![n1.clone(), n2.clone()],
         links: vec![format!("drvx{vni}"), format!("drvx{}", vni + 1)],
     };
-    let q = QemuHost::start("net", false, &[&a, &b, &c]).await?;
+    let q = QemuHost::start("net", false, &[&a, &b, &c, &d]).await?;
     let cluster = &q.cluster;
     q.import("guest", &image).await?;
-    for (net, vni, range) in [(&n1, vni, ".10-.20"), (&n2, vni + 1, ".30-.40")] {
+    // DHCP on the first only: two networks whose bridges have addresses in one subnet
+    // cannot both be on a host (the kernel's routes would collide).
+    for (net, vni, range, dhcp) in [
+        (&n1, vni, ".10-.20", true),
+        (&n2, vni + 1, ".30-.40", false),
+    ] {
         let vni = vni.to_string();
         let out = cluster
             .cli(&["net", "create", net, "--type", "vxlan", "--vni", &vni])
             .await?;
         anyhow::ensure!(out.success, "net create: {}", out.stderr);
-        let out = cluster
-            .cli(&[
-                "net",
-                "subnet",
-                "add",
-                net,
-                "10.77.0.0/24",
-                "--range",
-                range,
-            ])
-            .await?;
+        let mut args = vec![
+            "net",
+            "subnet",
+            "add",
+            net,
+            "10.77.0.0/24",
+            "--range",
+            range,
+        ];
+        if dhcp {
+            args.extend(["--dhcp-server", ".2"]);
+        }
+        let out = cluster.cli(&args).await?;
         anyhow::ensure!(out.success, "subnet add: {}", out.stderr);
     }
 
@@ -114,7 +123,26 @@ async fn guests_on_one_overlay_reach_each_other_and_nothing_else() -> anyhow::Re
             .await?;
         anyhow::ensure!(out.success, "vm create {vm}: {}", out.stderr);
     }
-    for vm in [&a, &b, &c] {
+    // No --hostname: no seed, so no cloud-init; its address comes from DHCP.
+    let out = cluster
+        .cli(&[
+            "vm",
+            "create",
+            &d,
+            "--vcpus",
+            "1",
+            "--memory-mib",
+            "128",
+            "--image",
+            "guest",
+            "--pool",
+            &q.pool,
+            "--nic",
+            &n1,
+        ])
+        .await?;
+    anyhow::ensure!(out.success, "vm create {d}: {}", out.stderr);
+    for vm in [&a, &b, &c, &d] {
         cluster.wait_vm_state(vm, "running", WAIT).await?;
     }
     let mut sa = Session::open(cluster, &a, &[]).await?;
@@ -123,8 +151,12 @@ async fn guests_on_one_overlay_reach_each_other_and_nothing_else() -> anyhow::Re
     let mut sc = Session::open(cluster, &c, &[]).await?;
     run(&mut sc, "ip -4 -o addr show dev eth0", "inet 10.77.0.30/24").await?;
 
+    let mut sd = Session::open(cluster, &d, &[]).await?;
+    run(&mut sd, "ip -4 -o addr show dev eth0", "inet 10.77.0.12/24").await?;
+
     eprintln!("phase: guests on one overlay reach each other; the other overlay is apart");
     assert_ping(&mut sa, "ab", "10.77.0.11", true).await?;
+    assert_ping(&mut sa, "ad", "10.77.0.12", true).await?;
     assert_ping(&mut sa, "ac", "10.77.0.30", false).await?;
     assert_ping(&mut sc, "ca", "10.77.0.10", false).await?;
 
@@ -138,9 +170,12 @@ async fn guests_on_one_overlay_reach_each_other_and_nothing_else() -> anyhow::Re
     assert_ping(&mut sa, "spoofip", "-I 10.77.0.19 10.77.0.11", false).await?;
     // From its own address it still talks: the filter, not the network, stopped it.
     assert_ping(&mut sa, "ownip", "-I 10.77.0.10 10.77.0.11", true).await?;
+    // A gratuitous ARP tells the peer the new MAC: without the filter, its replies would
+    // reach the guest.
     run(
         &mut sa,
-        "ip link set eth0 address 02:de:ad:00:00:01; echo MAC-$((2+2))",
+        "ip addr del 10.77.0.19/24 dev eth0; ip link set eth0 address 02:de:ad:00:00:01; \
+         arping -U -c 2 -I eth0 10.77.0.10 >/dev/null 2>&1; echo MAC-$((2+2))",
         "MAC-4",
     )
     .await?;

@@ -426,7 +426,9 @@ impl HostAgent for AgentService {
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(failed())?;
-        let seed = req.seed.map(seed_from_pb).transpose().map_err(failed())?;
+        let nics = networks::nics_from_pb(req.nics).map_err(failed())?;
+        let mut seed = req.seed.map(seed_from_pb).transpose().map_err(failed())?;
+        with_network_config(&mut seed, &nics);
         let migration = MigrationRequest {
             name: req.name,
             dest_uri: req.dest_uri,
@@ -495,9 +497,7 @@ impl HostAgent for AgentService {
             .map(seed_from_pb)
             .transpose()
             .map_err(self.failed("StartVm", &req.name))?;
-        if let (Some(seed), false) = (&mut seed, nics.is_empty()) {
-            seed.network_config = Some(crate::network::network_config(&nics));
-        }
+        with_network_config(&mut seed, &nics);
         let vtep = self.shared.config.vtep_address;
         let wiring = req
             .networks
@@ -530,13 +530,15 @@ impl HostAgent for AgentService {
             nics,
         };
         let name = spec.name.clone();
-        // Held until the domain runs: no RemoveNetwork tears a network down meanwhile.
+        // Exclusive while wiring, then shared until the domain runs: no RemoveNetwork
+        // tears a network down meanwhile.
         let names: Vec<String> = wiring.iter().map(|w| w.name.clone()).collect();
-        let _networks = self.shared.network_locks.using(&names).await;
+        let exclusive = self.shared.network_locks.wiring(&names).await;
         // Before the domain: its NICs name these networks.
         self.wire(wiring)
             .await
             .map_err(self.failed("StartVm", &name))?;
+        let _networks: Vec<_> = exclusive.into_iter().map(|g| g.downgrade()).collect();
         let domain = self
             .shared
             .blocking(move |hv| hv.define_and_start(&spec))
@@ -851,6 +853,13 @@ pub(crate) fn domain_to_pb(domain: ManagedDomain) -> pb::Domain {
         memory_mib: domain.memory_mib,
         ha: domain.ha,
         busy: false,
+    }
+}
+
+/// The seed's network config, from the VM's NICs (none without NICs).
+fn with_network_config(seed: &mut Option<crate::seed::Seed>, nics: &[crate::network::VmNic]) {
+    if let (Some(seed), false) = (seed, nics.is_empty()) {
+        seed.network_config = Some(crate::network::network_config(nics));
     }
 }
 

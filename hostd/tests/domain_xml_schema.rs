@@ -108,6 +108,14 @@ fn every_network_kind_validates_against_libvirts_schema() {
             name: "blue".into(),
             kind,
             mtu: Some(1450).filter(|_| i == 1),
+            dhcp: (i == 1).then(|| drover_hostd::network::Dhcp {
+                server: "10.10.0.2".parse().expect("ip"),
+                prefix: 24,
+                hosts: vec![drover_hostd::network::DhcpHost {
+                    mac: "02:00:00:00:00:01".into(),
+                    ip: "10.10.0.10".parse().expect("ip"),
+                }],
+            }),
         };
         let xml = wiring.libvirt_xml().expect("xml");
         let path = dir.path().join(format!("net{i}.xml"));

@@ -96,6 +96,15 @@ impl ClusterState {
             .networks
             .get(network)
             .ok_or_else(|| NetworkError::Unknown(network.to_string()))?;
+        // libvirt runs a DHCP server only on a bridge of its own (an overlay's); on the
+        // operator's bridge or VLAN the provider network's DHCP is in charge.
+        if subnet.dhcp_server.is_some() && !matches!(net.spec.kind, NetworkKind::Vxlan { .. }) {
+            return Err(NetworkError::DhcpNeedsOverlay {
+                network: network.to_string(),
+                kind: net.spec.kind.as_str().to_string(),
+            }
+            .into());
+        }
         if net.subnets.len() >= MAX_SUBNETS {
             return Err(NetworkError::TooManySubnets {
                 network: network.to_string(),
@@ -112,6 +121,24 @@ impl ClusterState {
                 network: network.to_string(),
             }
             .into());
+        }
+        // DHCP puts the server address on the network's bridge on every host carrying it;
+        // two such bridges in overlapping subnets on one host would collide in its routes.
+        if subnet.dhcp_server.is_some() {
+            let clash = self
+                .networks
+                .values()
+                .filter(|n| n.name != network)
+                .flat_map(|n| n.subnets.iter().map(move |s| (n, s)))
+                .find(|(_, s)| s.dhcp_server.is_some() && s.overlaps(subnet));
+            if let Some((other, s)) = clash {
+                return Err(NetworkError::DhcpSubnetOverlap {
+                    cidr: subnet.cidr(),
+                    other: s.cidr(),
+                    network: other.name.clone(),
+                }
+                .into());
+            }
         }
         let net = self.network_mut(network)?;
         net.subnets.push(subnet.clone());
@@ -281,6 +308,13 @@ impl ClusterState {
         if vm.observed.is_active() || vm.observed == ObservedState::Starting {
             return Err(ApplyError::NicsInUse(name.to_string()));
         }
+        // Not known to be off (its host silent, not fenced): the guest may still send
+        // from the address a removed NIC would free for another VM.
+        self.may_leave_host(vm)
+            .map_err(|why| ApplyError::VmMayStillRun {
+                vm: name.to_string(),
+                why,
+            })?;
         Ok(vm)
     }
 
@@ -336,6 +370,7 @@ mod tests {
             gateway: gateway.map(|g| parse_relative(address, g).unwrap()),
             dns: vec![],
             reserved: vec![],
+            dhcp_server: None,
         }
     }
 
@@ -505,6 +540,57 @@ mod tests {
     }
 
     #[test]
+    fn dhcp_is_served_on_overlays_and_never_twice_in_one_address_space() {
+        let mut s = state();
+        let mut with_dhcp = subnet("10.20.0.0/24", ".10-.12", None);
+        with_dhcp.dhcp_server = Some(ip("10.20.0.2"));
+        run(
+            &mut s,
+            Command::AddSubnet {
+                network: "blue".into(),
+                subnet: with_dhcp.clone(),
+            },
+        )
+        .unwrap();
+        let prod = NetworkSpec {
+            kind: NetworkKind::Bridge {
+                bridge: "br0".into(),
+            },
+            mtu: None,
+        };
+        for (name, spec) in [("red", vxlan(20)), ("prod", prod)] {
+            let c = Command::CreateNetwork {
+                name: name.into(),
+                spec,
+            };
+            run(&mut s, c).unwrap();
+        }
+        let before = s.clone();
+        let add = |network: &str, subnet: Subnet| Command::AddSubnet {
+            network: network.into(),
+            subnet,
+        };
+        let e = run(&mut s, add("red", with_dhcp.clone())).unwrap_err();
+        assert!(
+            e.to_string().contains("overlaps DHCP subnet 10.20.0.0/24"),
+            "{e}"
+        );
+        let e = run(&mut s, add("prod", subnet("10.30.0.0/24", ".10-.12", None)));
+        assert!(
+            e.is_ok(),
+            "without DHCP a bridge network takes a subnet: {e:?}"
+        );
+        let mut bridged = subnet("10.40.0.0/24", ".10-.12", None);
+        bridged.dhcp_server = Some(ip("10.40.0.2"));
+        let e = run(&mut s, add("prod", bridged)).unwrap_err();
+        assert!(e.to_string().contains("DHCP only on its own"), "{e}");
+        s.networks.get_mut("prod").unwrap().subnets.clear();
+        assert_eq!(s, before);
+        // Overlapping address space without DHCP stays fine (tenants' networks).
+        run(&mut s, add("red", subnet("10.20.0.0/24", ".10-.12", None))).unwrap();
+    }
+
+    #[test]
     fn nics_get_distinct_macs_and_the_next_free_addresses() {
         let mut s = state();
         let a = nics(create_vm(&mut s, "a", &[("blue", None), ("blue", None)]));
@@ -606,6 +692,31 @@ mod tests {
             [&ip("10.10.0.10")]
         );
         assert!(s.stray_addresses("blue").is_empty());
+    }
+
+    /// A VM whose host went silent may still run: its NICs stay (seen failing before
+    /// the check: the NIC went and its address was free for another VM).
+    #[test]
+    fn a_vm_that_may_still_run_keeps_its_nics() {
+        let mut s = state();
+        let a = nics(create_vm(&mut s, "a", &[("blue", None)]));
+        let mut host = crate::model::Host::new("h1", "127.0.0.1:1");
+        host.health = crate::model::HostHealth::Unknown;
+        s.hosts.insert("h1".into(), host);
+        let vm = s.vms.get_mut("a").unwrap();
+        vm.host = Some("h1".into());
+        vm.observed = ObservedState::Unknown;
+        let before = s.clone();
+        let e = run(
+            &mut s,
+            Command::RemoveNic {
+                name: "a".into(),
+                mac: a[0].mac.clone(),
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(e, ApplyError::VmMayStillRun { .. }), "{e}");
+        assert_eq!(s, before);
     }
 
     #[test]

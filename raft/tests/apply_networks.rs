@@ -36,6 +36,7 @@ fn state(size: u8) -> ClusterState {
                 gateway: Some("10.20.0.1".parse().unwrap()),
                 dns: vec![],
                 reserved: vec![],
+                dhcp_server: None,
             },
         },
     ] {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use drover_proto::agent::v1::{
     host_agent_client::HostAgentClient, CloudInitSeed, Domain, EnsureNetworkRequest, Fence,
-    ListDomainsRequest, MigrateVmRequest, MigrationStats, NetworkWiring, VmDisk, VmRef,
+    ListDomainsRequest, MigrateVmRequest, MigrationStats, NetworkWiring, VmDisk, VmNic, VmRef,
 };
 use drover_raft::model::{
     DeadReason, EventKind, HostHealth, MigrationPolicy, MigrationProgress, OpKind, OpState,
@@ -21,7 +21,7 @@ use tonic::Code;
 
 use super::locate::{after_failure, locate, Location};
 use crate::agents::{deadline, AgentPool, QUICK_CALL};
-use crate::vm::wire::{seed, vm_disks, wirings};
+use crate::vm::wire::{seed, vm_disks, vm_nics, wirings};
 use crate::vm::Poke;
 use crate::Shutdown;
 
@@ -153,6 +153,8 @@ struct Info {
     /// The networks the VM's NICs use, as the destination wires them before the VM
     /// arrives (its domain's interfaces name them).
     networks: Vec<NetworkWiring>,
+    /// Its NICs, for the network config of a seed built on the destination.
+    nics: Vec<VmNic>,
 }
 
 impl Info {
@@ -189,6 +191,7 @@ impl Info {
                 networks: moving
                     .map(|v| wirings(v, &d.state, dst))
                     .unwrap_or_default(),
+                nics: moving.map(|v| vm_nics(v, &d.state)).unwrap_or_default(),
                 image_to_copy: moving
                     .and_then(|v| d.state.image_to_copy(v, dst))
                     .map(|i| i.name.clone()),
@@ -376,11 +379,9 @@ impl Driver {
                 };
             }
         }
-        if let Err(message) = self.wire_destination(info).await {
-            return Followed::Failed {
-                code: Code::FailedPrecondition,
-                message,
-            };
+        if let Err(status) = self.wire_destination(info).await {
+            // Transport trouble is retried like any lost call; hostd's refusal ends it.
+            return classify(status);
         }
         let req = MigrateVmRequest {
             name: info.vm.clone(),
@@ -397,6 +398,7 @@ impl Driver {
             disks: info.disks.clone(),
             copy_disks: info.copy_disks.clone(),
             seed: info.seed.clone(),
+            nics: info.nics.clone(),
         };
         tracing::info!(op = self.op, vm = %info.vm, src = %info.src, dst = %info.dst, term = self.term, "migrating");
         let mut stream = match client.migrate_vm(req).await {
@@ -515,11 +517,13 @@ impl Driver {
     }
 
     /// Has the destination wire the VM's networks, so that its interfaces find them.
-    async fn wire_destination(&self, info: &Info) -> Result<(), String> {
+    async fn wire_destination(&self, info: &Info) -> Result<(), tonic::Status> {
         if info.networks.is_empty() {
             return Ok(());
         }
-        let mut client = self.client(&info.dst_addr)?;
+        let mut client = self
+            .client(&info.dst_addr)
+            .map_err(tonic::Status::unavailable)?;
         for network in &info.networks {
             let req = EnsureNetworkRequest {
                 network: Some(network.clone()),
@@ -529,12 +533,13 @@ impl Driver {
                 .ensure_network(deadline(req, QUICK_CALL))
                 .await
                 .map_err(|s| {
-                    format!(
+                    let message = format!(
                         "{} cannot wire network {}: {}",
                         info.dst,
                         network.name,
                         s.message()
-                    )
+                    );
+                    tonic::Status::new(s.code(), message)
                 })?;
         }
         Ok(())

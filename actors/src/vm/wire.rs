@@ -3,7 +3,9 @@
 
 use std::collections::BTreeSet;
 
-use drover_proto::agent::v1::{CloudInitSeed, NetworkWiring, VmDisk, VmNic, VolumeRef};
+use drover_proto::agent::v1::{
+    CloudInitSeed, DhcpHost, DhcpSubnet, NetworkWiring, VmDisk, VmNic, VolumeRef,
+};
 use drover_raft::model::{instance_id, ClusterState, Disk, Network, NetworkKind, Vm};
 
 /// `vm`'s disks as hostd takes them, the boot disk first.
@@ -119,6 +121,7 @@ pub(crate) fn wiring(net: &Network, state: &ClusterState, host: &str) -> Network
                 .filter(|h| h.name != host)
                 .filter_map(|h| underlay(&h.address))
                 .collect();
+            w.dhcp = dhcp_subnets(net);
         }
         NetworkKind::Vlan { tag, parent } => {
             w.vlan_tag = u32::from(*tag);
@@ -126,6 +129,30 @@ pub(crate) fn wiring(net: &Network, state: &ClusterState, host: &str) -> Network
         }
     }
     w
+}
+
+/// The subnets of `net` that have DHCP, each with every address held in it: a guest that
+/// moves to any host carrying the network is answered there.
+fn dhcp_subnets(net: &Network) -> Vec<DhcpSubnet> {
+    net.subnets
+        .iter()
+        .filter_map(|s| {
+            let server = s.dhcp_server?;
+            Some(DhcpSubnet {
+                server: server.to_string(),
+                prefix: u32::from(s.prefix),
+                hosts: net
+                    .addresses
+                    .iter()
+                    .filter(|(ip, _)| s.contains(**ip))
+                    .map(|(ip, h)| DhcpHost {
+                        mac: h.mac.clone(),
+                        ip: ip.to_string(),
+                    })
+                    .collect(),
+            })
+        })
+        .collect()
 }
 
 /// The IPv4 address of a host's registered `address` (`10.0.0.5:7001`); `None` for a

@@ -104,6 +104,8 @@ fn network_error(e: &NetworkError, msg: String) -> Status {
         | NetworkError::Subnet { .. }
         | NetworkError::SubnetOverlap { .. }
         | NetworkError::TooManySubnets { .. }
+        | NetworkError::DhcpNeedsOverlay { .. }
+        | NetworkError::DhcpSubnetOverlap { .. }
         | NetworkError::OutsideRanges { .. }
         | NetworkError::AddressReserved { .. }
         | NetworkError::NoSubnets { .. }

@@ -33,6 +33,7 @@ fn subnet_to_pb(s: &Subnet) -> pb::Subnet {
         gateway: s.gateway.map(|g| g.to_string()).unwrap_or_default(),
         dns: s.dns.iter().map(Ipv4Addr::to_string).collect(),
         reserved: ranges(&s.reserved),
+        dhcp_server: s.dhcp_server.map(|d| d.to_string()).unwrap_or_default(),
     }
 }
 
@@ -110,6 +111,10 @@ fn subnet(req: &pb::Subnet) -> Result<Subnet, Status> {
         },
         dns: req.dns.iter().map(|d| one(d)).collect::<Result<_, _>>()?,
         reserved: ranges(&req.reserved)?,
+        dhcp_server: match req.dhcp_server.as_str() {
+            "" => None,
+            d => Some(one(d)?),
+        },
     })
 }
 
@@ -234,8 +239,10 @@ mod tests {
             gateway: ".1".into(),
             dns: vec!["10.10.0.2".into()],
             reserved: vec![".50".into()],
+            dhcp_server: ".2".into(),
         })
         .unwrap();
+        assert_eq!(s.dhcp_server, Some(Ipv4Addr::new(10, 10, 0, 2)));
         assert_eq!(s.gateway, Some(Ipv4Addr::new(10, 10, 0, 1)));
         assert_eq!(s.ranges[0].last, Ipv4Addr::new(10, 10, 0, 200));
         assert_eq!(subnet_to_pb(&s).ranges, ["10.10.0.10-10.10.0.200"]);

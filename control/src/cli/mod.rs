@@ -327,6 +327,10 @@ pub enum SubnetCmd {
         /// Addresses never handed out, FIRST-LAST or one (repeatable).
         #[arg(long = "reserve")]
         reserved: Vec<String>,
+        /// Serve DHCP from this address (vxlan networks): every host carrying the network
+        /// answers from it with the cluster's addresses, for guests without cloud-init.
+        #[arg(long)]
+        dhcp_server: Option<String>,
     },
     /// Remove a subnet (refused while an address of it is held).
     Remove { network: String, cidr: String },

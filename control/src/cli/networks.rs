@@ -81,6 +81,7 @@ fn network_json(n: &pb::Network) -> Value {
             "gateway": (!s.gateway.is_empty()).then_some(&s.gateway),
             "dns": s.dns,
             "reserved": s.reserved,
+            "dhcp_server": (!s.dhcp_server.is_empty()).then_some(&s.dhcp_server),
         })).collect::<Vec<_>>(),
         "addresses": n.addresses.iter().map(|a| json!({
             "ip": a.ip, "vm": a.vm, "mac": a.mac,
@@ -131,6 +132,9 @@ fn network_text(n: &pb::Network) -> String {
         }
         if !s.reserved.is_empty() {
             out.push_str(&format!(", reserved {}", s.reserved.join(",")));
+        }
+        if !s.dhcp_server.is_empty() {
+            out.push_str(&format!(", DHCP from {}", s.dhcp_server));
         }
     }
     out
@@ -244,6 +248,7 @@ pub async fn net(target: &Target, format: Format, cmd: NetCmd) -> anyhow::Result
             gateway,
             dns,
             reserved,
+            dhcp_server,
         }) => {
             let subnet = pb::Subnet {
                 cidr,
@@ -251,6 +256,7 @@ pub async fn net(target: &Target, format: Format, cmd: NetCmd) -> anyhow::Result
                 gateway: gateway.unwrap_or_default(),
                 dns,
                 reserved,
+                dhcp_server: dhcp_server.unwrap_or_default(),
             };
             let req = pb::AddSubnetRequest {
                 network,

@@ -81,7 +81,9 @@ fn prepare_destination(dest: &Connect, req: &MigrationRequest) -> Result<Vec<VmD
             libvirt_pool::ensure_copy_target(dest, &disk)?;
         }
         if let (Some(seed), Some(disk)) = (&req.seed, req.local_seed()) {
-            if !libvirt_pool::volume_exists(dest, &disk)? {
+            // As for disks: the last migration's copy may still be being deleted there;
+            // one that stays is the same seed, and is kept.
+            if volume_gone_within(dest, &disk, STALE_COPY_GRACE)? {
                 created.push(disk.clone());
             }
             libvirt_pool::ensure_seed(dest, &disk.pool, seed)?;

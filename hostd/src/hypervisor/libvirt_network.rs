@@ -3,6 +3,8 @@
 //! overlay joined by its VXLAN link (`crate::network::vxlan`). On the test driver the
 //! libvirt network is all there is: no kernel bridge exists to join.
 
+use std::collections::BTreeSet;
+
 use virt::connect::Connect;
 use virt::network::Network;
 use virt::sys;
@@ -14,12 +16,28 @@ fn lookup(conn: &Connect, name: &str) -> Option<Network> {
     conn.lookup_network_by_name(name).ok()
 }
 
-/// Whether the network libvirt has is the one `xml` describes, by what hostd sets: its
-/// bridge and forward mode (libvirt adds a UUID, a MAC and defaults of its own).
+/// Whether the network libvirt has is built as `wiring` wants it, by what hostd sets: its
+/// bridge, forward mode and DHCP server address (libvirt adds a UUID, a MAC and defaults
+/// of its own). DHCP's host entries are not structure: they are updated in place.
 fn same(existing: &str, wiring: &NetworkWiring) -> bool {
     let bridged = existing.contains("<forward mode='bridge'");
     let want_bridged = matches!(wiring.kind, crate::network::NetworkKind::Bridge { .. });
-    existing.contains(&format!("<bridge name='{}'", wiring.bridge())) && bridged == want_bridged
+    let server = match &wiring.dhcp {
+        Some(d) => existing.contains(&format!("<ip address='{}' prefix='{}'", d.server, d.prefix)),
+        None => !existing.contains("<ip "),
+    };
+    existing.contains(&format!("<bridge name='{}'", wiring.bridge()))
+        && bridged == want_bridged
+        && server
+}
+
+/// The DHCP host entries of a network's XML, as libvirt writes them.
+fn dhcp_hosts(xml: &str) -> BTreeSet<String> {
+    xml.lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("<host mac="))
+        .map(String::from)
+        .collect()
 }
 
 /// Sets `wiring` up here; returns the bridge guests join.
@@ -41,6 +59,13 @@ pub(super) fn ensure(
                 .xml_desc(0)
                 .map_err(HostdError::libvirt("network_get_xml_desc"))?;
             if same(&current, wiring) {
+                update_dhcp_hosts(&n, &current, wiring)?;
+                n
+            } else if n.is_active().unwrap_or(false) && !users(conn, &name)?.is_empty() {
+                // Tearing the bridge down would cut the guests on it off: the new
+                // definition waits for the network's next start.
+                tracing::warn!(network = %wiring.name, "network wiring changed while guests use it; the change applies when none does");
+                define(conn, &xml)?;
                 n
             } else {
                 tracing::info!(network = %wiring.name, "network wiring changed; redefining it");
@@ -72,6 +97,42 @@ pub(super) fn ensure(
         link.ensure()?;
     }
     Ok(wiring.bridge())
+}
+
+/// Brings DHCP's host entries to the cluster's, in place (`virNetworkUpdate`, live and in
+/// the persistent definition): the network, and the guests on it, keep running.
+fn update_dhcp_hosts(n: &Network, current: &str, wiring: &NetworkWiring) -> Result<(), HostdError> {
+    let Some(dhcp) = &wiring.dhcp else {
+        return Ok(());
+    };
+    let have = dhcp_hosts(current);
+    let want: BTreeSet<String> = dhcp.hosts.iter().map(|h| h.xml()).collect();
+    let mut flags = sys::VIR_NETWORK_UPDATE_AFFECT_CONFIG;
+    if n.is_active().unwrap_or(false) {
+        flags |= sys::VIR_NETWORK_UPDATE_AFFECT_LIVE;
+    }
+    let section = sys::VIR_NETWORK_SECTION_IP_DHCP_HOST;
+    for gone in have.difference(&want) {
+        n.update(
+            sys::VIR_NETWORK_UPDATE_COMMAND_DELETE,
+            section,
+            -1,
+            gone,
+            flags,
+        )
+        .map_err(HostdError::libvirt("network_update"))?;
+    }
+    for new in want.difference(&have) {
+        n.update(
+            sys::VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
+            section,
+            -1,
+            new,
+            flags,
+        )
+        .map_err(HostdError::libvirt("network_update"))?;
+    }
+    Ok(())
 }
 
 fn define(conn: &Connect, xml: &str) -> Result<Network, HostdError> {

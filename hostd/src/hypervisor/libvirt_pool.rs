@@ -301,16 +301,23 @@ fn ensure_volume_with(
 
 /// The path of `seed`'s volume in pool `pool`, built and uploaded unless it is there: its
 /// name carries the VM's incarnation and its settings never change, so one found (built
-/// by an earlier start, here or on another host of a shared pool) is the same seed.
+/// by an earlier start, here or on another host of a shared pool) is the same seed — but
+/// for its network config, which follows the VM's NICs: a seed without the current one
+/// (a NIC added or removed while the VM was stopped) is built again.
 pub(super) fn ensure_seed(conn: &Connect, pool: &str, seed: &Seed) -> Result<String, HostdError> {
     let p = pool_here(conn, pool)?;
     if let Err(e) = p.refresh(0) {
         tracing::warn!(pool, error = %e, "cannot refresh storage pool");
     }
     if let Ok(vol) = p.lookup_storage_vol_by_name(&seed.volume) {
-        return vol
-            .path()
-            .map_err(HostdError::libvirt("storage_vol_get_path"));
+        if seed_is_current(conn, pool, seed) {
+            return vol
+                .path()
+                .map_err(HostdError::libvirt("storage_vol_get_path"));
+        }
+        tracing::info!(pool, volume = %seed.volume, "cloud-init seed outdated (NICs changed); building it again");
+        vol.delete(0)
+            .map_err(HostdError::libvirt("storage_vol_delete"))?;
     }
     let iso = seed.build_iso()?;
     tracing::info!(pool, volume = %seed.volume, bytes = iso.len(), "creating cloud-init seed");
@@ -334,6 +341,26 @@ pub(super) fn ensure_seed(conn: &Connect, pool: &str, seed: &Seed) -> Result<Str
                 .map_err(HostdError::libvirt("storage_vol_get_path"))
         }
         other => other,
+    }
+}
+
+/// Whether the seed volume in `pool` carries `seed`'s network config (the ISO holds
+/// each file's bytes as they are). One that cannot be read (the test driver keeps no
+/// data) is taken as current.
+fn seed_is_current(conn: &Connect, pool: &str, seed: &Seed) -> bool {
+    let Some(config) = &seed.network_config else {
+        return true;
+    };
+    let mut bytes = Vec::new();
+    let read = download(conn, pool, &seed.volume, &mut |chunk| {
+        bytes.extend_from_slice(&chunk);
+        true
+    });
+    match read {
+        Ok(()) if bytes.iter().any(|b| *b != 0) => {
+            bytes.windows(config.len()).any(|w| w == config.as_bytes())
+        }
+        _ => true,
     }
 }
 

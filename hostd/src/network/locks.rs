@@ -1,12 +1,13 @@
-//! One read-write lock per network: VM starts hold it shared while they wire the network
-//! and start the domain on it, RemoveNetwork holds it exclusive while it checks that no
-//! domain uses the network and tears it down. Without it a start could attach a guest to
-//! the bridge between that check and the teardown, and lose its network at once.
+//! One read-write lock per network. Wiring a network (EnsureNetwork, a start's wiring)
+//! and removing it hold it exclusive: two wirings at once would both create the libvirt
+//! network or the VXLAN link, and one would fail; a removal checks that no domain uses the
+//! network and tears it down, and a start between the two would lose its network at once.
+//! A start holds it shared from its wiring until its domain runs.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
+use tokio::sync::{OwnedRwLockWriteGuard, RwLock};
 
 #[derive(Default)]
 pub(crate) struct NetworkLocks {
@@ -20,15 +21,15 @@ impl NetworkLocks {
         Arc::clone(locks.entry(name.to_string()).or_default())
     }
 
-    /// Shared holds of every network in `names` (taken in sorted order, so two callers
-    /// never wait on each other crosswise).
-    pub(crate) async fn using(&self, names: &[String]) -> Vec<OwnedRwLockReadGuard<()>> {
+    /// Exclusive holds of every network in `names`, taken in sorted order (so two
+    /// callers never wait on each other crosswise); `downgrade` them to shared ones.
+    pub(crate) async fn wiring(&self, names: &[String]) -> Vec<OwnedRwLockWriteGuard<()>> {
         let mut sorted: Vec<&String> = names.iter().collect();
         sorted.sort();
         sorted.dedup();
         let mut guards = Vec::with_capacity(sorted.len());
         for name in sorted {
-            guards.push(self.lock_of(name).read_owned().await);
+            guards.push(self.lock_of(name).write_owned().await);
         }
         guards
     }

@@ -11,4 +11,4 @@ pub(crate) use locks::NetworkLocks;
 pub use nic::network_config;
 pub use nic::VmNic;
 pub use vxlan::{VxlanLink, VXLAN_PORT};
-pub use wiring::{NetworkKind, NetworkWiring, NETWORK_PREFIX};
+pub use wiring::{Dhcp, DhcpHost, NetworkKind, NetworkWiring, NETWORK_PREFIX};

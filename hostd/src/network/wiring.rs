@@ -38,6 +38,30 @@ pub struct NetworkWiring {
     pub kind: NetworkKind,
     /// The guests' MTU (an overlay's bridge gets it too); `None`: the bridge's own.
     pub mtu: Option<u32>,
+    /// DHCP on an overlay's bridge (libvirt's dnsmasq, static entries only).
+    pub dhcp: Option<Dhcp>,
+}
+
+/// A subnet this host serves DHCP on: from `server` (on the bridge), the cluster's
+/// addresses by MAC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dhcp {
+    pub server: Ipv4Addr,
+    pub prefix: u8,
+    pub hosts: Vec<DhcpHost>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DhcpHost {
+    pub mac: String,
+    pub ip: Ipv4Addr,
+}
+
+impl DhcpHost {
+    /// The `<host>` element, as the network XML and `virNetworkUpdate` take it.
+    pub fn xml(&self) -> String {
+        format!("<host mac='{}' ip='{}'/>", self.mac, self.ip)
+    }
 }
 
 impl NetworkWiring {
@@ -104,8 +128,8 @@ impl NetworkWiring {
                 let _ = writeln!(xml, "  <bridge name='{bridge}'/>");
             }
             NetworkKind::Vxlan { .. } => {
-                // No <forward>: isolated. libvirt creates the bridge and adds no address
-                // or DHCP to it; the VXLAN link is its way off the host.
+                // No <forward>: isolated. libvirt creates the bridge; the VXLAN link is
+                // its way off the host.
                 let _ = writeln!(
                     xml,
                     "  <bridge name='{}' stp='off' delay='0'/>",
@@ -113,6 +137,18 @@ impl NetworkWiring {
                 );
                 if let Some(mtu) = self.mtu {
                     let _ = writeln!(xml, "  <mtu size='{mtu}'/>");
+                }
+                if let Some(dhcp) = &self.dhcp {
+                    // No <range>: libvirt's dnsmasq answers only the hosts listed.
+                    let _ = writeln!(
+                        xml,
+                        "  <ip address='{}' prefix='{}'>\n    <dhcp>",
+                        dhcp.server, dhcp.prefix
+                    );
+                    for host in &dhcp.hosts {
+                        let _ = writeln!(xml, "      {}", host.xml());
+                    }
+                    let _ = writeln!(xml, "    </dhcp>\n  </ip>");
                 }
             }
             NetworkKind::Vlan { tag, parent } => {
@@ -140,6 +176,7 @@ mod tests {
                 bridge: "br0".into(),
             },
             mtu: None,
+            dhcp: None,
         };
         let xml = w.libvirt_xml().unwrap();
         assert!(xml.contains("<name>drover-prod</name>"), "{xml}");
@@ -158,8 +195,25 @@ mod tests {
                 peers: vec![],
             },
             mtu: Some(1450),
+            dhcp: Some(Dhcp {
+                server: Ipv4Addr::new(10, 10, 0, 2),
+                prefix: 24,
+                hosts: vec![DhcpHost {
+                    mac: "02:00:00:00:00:01".into(),
+                    ip: Ipv4Addr::new(10, 10, 0, 10),
+                }],
+            }),
         };
         let xml = w.libvirt_xml().unwrap();
+        assert!(
+            xml.contains("<ip address='10.10.0.2' prefix='24'>"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<host mac='02:00:00:00:00:01' ip='10.10.0.10'/>"),
+            "{xml}"
+        );
+        assert!(!xml.contains("<range"), "static entries only: {xml}");
         assert!(!xml.contains("<forward"), "isolated: {xml}");
         assert!(
             xml.contains("<bridge name='drvb16777215' stp='off' delay='0'/>"),

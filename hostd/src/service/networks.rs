@@ -11,7 +11,7 @@ use tracing::info;
 
 use super::AgentService;
 use crate::error::HostdError;
-use crate::network::{NetworkKind, NetworkWiring, VmNic};
+use crate::network::{Dhcp, DhcpHost, NetworkKind, NetworkWiring, VmNic};
 
 fn invalid(what: String) -> HostdError {
     HostdError::InvalidArgument(what)
@@ -126,10 +126,37 @@ pub(crate) fn wiring_from_pb(
         },
         other => return Err(invalid(format!("unknown network type {other:?}"))),
     };
+    let dhcp = match (w.dhcp.first(), &kind) {
+        (None, _) => None,
+        (Some(d), NetworkKind::Vxlan { .. }) => Some(Dhcp {
+            server: ipv4("DHCP server", &d.server)?,
+            prefix: u8::try_from(d.prefix)
+                .ok()
+                .filter(|p| (1..=30).contains(p))
+                .ok_or_else(|| invalid(format!("DHCP prefix /{} is not 1-30", d.prefix)))?,
+            hosts: d
+                .hosts
+                .iter()
+                .map(|h| {
+                    Ok(DhcpHost {
+                        mac: mac(&h.mac)?,
+                        ip: ipv4("DHCP host address", &h.ip)?,
+                    })
+                })
+                .collect::<Result<_, HostdError>>()?,
+        }),
+        (Some(_), _) => {
+            return Err(invalid(format!(
+                "network {}: DHCP is served only on overlays",
+                w.name
+            )))
+        }
+    };
     Ok(NetworkWiring {
         name: w.name,
         kind,
         mtu: (w.mtu != 0).then_some(w.mtu),
+        dhcp,
     })
 }
 
@@ -158,11 +185,7 @@ impl AgentService {
             wiring_from_pb(w, self.shared.config.vtep_address).map_err(self.failed(op, &name))?;
         self.admit_pool_term(op, &name, req.term).await?;
         let bridge = wiring.bridge();
-        let _shared = self
-            .shared
-            .network_locks
-            .using(std::slice::from_ref(&name))
-            .await;
+        let _exclusive = self.shared.network_locks.changing(&name).await;
         self.wire(vec![wiring])
             .await
             .map_err(self.failed(op, &name))?;

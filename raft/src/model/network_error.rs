@@ -43,6 +43,20 @@ pub enum NetworkError {
     },
     #[error("Network {network:?} has no subnet {cidr}")]
     UnknownSubnet { network: String, cidr: String },
+    #[error(
+        "Network {network:?} is a {kind} network: drover serves DHCP only on its own \
+         overlays (vxlan); leave out --dhcp-server"
+    )]
+    DhcpNeedsOverlay { network: String, kind: String },
+    #[error(
+        "Subnet {cidr} with DHCP overlaps DHCP subnet {other} of network {network:?}: both \
+         servers' addresses would be on one host's bridges"
+    )]
+    DhcpSubnetOverlap {
+        cidr: String,
+        other: String,
+        network: String,
+    },
     #[error("Network {network:?} has at most {max} subnets")]
     TooManySubnets { network: String, max: usize },
     #[error("Subnet {cidr} of network {network:?} has addresses in use by VMs {vms}")]

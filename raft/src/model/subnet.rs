@@ -55,6 +55,11 @@ pub struct Subnet {
     /// appliances outside drover's care).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reserved: Vec<AddrRange>,
+    /// Where DHCP answers from on this subnet: every host carrying the network has this
+    /// address on its bridge and serves the cluster's addresses (static entries only) from
+    /// it. `None`: no DHCP (cloud-init's static config still gives guests their address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp_server: Option<Ipv4Addr>,
 }
 
 impl Subnet {
@@ -86,11 +91,12 @@ impl Subnet {
         self.ranges.iter().any(|r| r.contains(ip))
     }
 
-    /// Kept out of the pool: a reservation, the gateway, a DNS server.
+    /// Kept out of the pool: a reservation, the gateway, a DNS server, the DHCP server.
     pub fn is_reserved(&self, ip: Ipv4Addr) -> bool {
         self.reserved.iter().any(|r| r.contains(ip))
             || self.gateway == Some(ip)
             || self.dns.contains(&ip)
+            || self.dhcp_server == Some(ip)
     }
 
     /// Checks the subnet on its own: a network address with its host bits zero, ranges
@@ -150,7 +156,23 @@ impl Subnet {
                 return Err(bad(format!("gateway {gw} is not a host address of it")));
             }
         }
+        if let Some(server) = self.dhcp_server {
+            if !usable(server) {
+                return Err(bad(format!(
+                    "DHCP server {server} is not a host address of it"
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// The last address of the reservation `ip` is in, if it is in one.
+    fn reserved_until(&self, ip: u32) -> Option<u32> {
+        self.reserved
+            .iter()
+            .filter(|r| r.contains(Ipv4Addr::from(ip)))
+            .map(|r| u32::from(r.last))
+            .max()
     }
 
     /// The lowest address of the ranges that is neither held nor reserved.
@@ -165,6 +187,15 @@ impl Subnet {
             let mut taken = held.range(r.first..=r.last).map(|(ip, _)| u32::from(*ip));
             let mut next_taken = taken.next();
             while candidate <= last {
+                // A reservation is skipped whole: a /8 with a large one must not cost a
+                // step per address on every node.
+                if let Some(end) = self.reserved_until(candidate) {
+                    candidate = end.saturating_add(1);
+                    while next_taken.is_some_and(|t| t < candidate) {
+                        next_taken = taken.next();
+                    }
+                    continue;
+                }
                 if next_taken == Some(candidate) {
                     next_taken = taken.next();
                 } else if !self.is_reserved(Ipv4Addr::from(candidate)) {
@@ -243,6 +274,7 @@ mod tests {
             gateway: None,
             dns: vec![],
             reserved: vec![],
+            dhcp_server: None,
         }
     }
 
@@ -293,10 +325,28 @@ mod tests {
         assert!(gw.validate().unwrap_err().to_string().contains("gateway"));
     }
 
+    /// The address after a reservation of all but one of a /8's, held addresses inside
+    /// the reservation notwithstanding.
+    #[test]
+    fn the_address_after_a_large_reservation_is_found() {
+        let mut s = subnet("10.0.0.0/8", &["10.0.0.1-10.255.255.254"]);
+        s.reserved = vec![parse_range(s.address, "10.0.0.1-10.255.255.253").unwrap()];
+        let mut held = BTreeMap::new();
+        held.insert(
+            ip("10.0.0.5"),
+            AddressHolder {
+                vm: "a".into(),
+                mac: "02:00:00:00:00:01".into(),
+            },
+        );
+        assert_eq!(s.first_free(&held), Some(ip("10.255.255.254")));
+    }
+
     #[test]
     fn the_first_free_address_skips_holders_reservations_and_the_gateway() {
         let mut s = subnet("10.10.0.0/24", &[".20-.22", ".10-.12"]);
         s.gateway = Some(ip("10.10.0.10"));
+        s.dhcp_server = Some(ip("10.10.0.22"));
         s.reserved = vec![parse_range(s.address, ".11").unwrap()];
         let mut held = BTreeMap::new();
         let holder = AddressHolder {
@@ -307,7 +357,7 @@ mod tests {
         held.insert(ip("10.10.0.12"), holder.clone());
         assert_eq!(s.first_free(&held), Some(ip("10.10.0.20")));
         held.insert(ip("10.10.0.20"), holder.clone());
-        held.insert(ip("10.10.0.22"), holder.clone());
+        // .22 is the DHCP server's.
         assert_eq!(s.first_free(&held), Some(ip("10.10.0.21")));
         held.insert(ip("10.10.0.21"), holder);
         assert_eq!(s.first_free(&held), None);
