@@ -24,6 +24,26 @@ pub fn debian_image() -> Result<PathBuf, String> {
     built_by("debian-image.sh")
 }
 
+/// `drover vm create NAME ...` for the test guest: 1 vCPU, 128 MiB, booting a clone of
+/// image `guest` in `pool`, then `extra` flags.
+pub fn create_args<'a>(name: &'a str, pool: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "vm",
+        "create",
+        name,
+        "--vcpus",
+        "1",
+        "--memory-mib",
+        "128",
+        "--image",
+        "guest",
+        "--pool",
+        pool,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// Runs `scripts/<script>`, which prints the image's path on its last line.
 fn built_by(script: &str) -> Result<PathBuf, String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -102,44 +102,15 @@ async fn guests_on_one_overlay_reach_each_other_and_nothing_else() -> anyhow::Re
 
     eprintln!("phase: three guests, two on {n1} and one on {n2}, each with its seed's address");
     for (vm, net) in [(&a, &n1), (&b, &n1), (&c, &n2)] {
+        let extra = ["--nic", net.as_str(), "--hostname", vm.as_str()];
         let out = cluster
-            .cli(&[
-                "vm",
-                "create",
-                vm,
-                "--vcpus",
-                "1",
-                "--memory-mib",
-                "128",
-                "--image",
-                "guest",
-                "--pool",
-                &q.pool,
-                "--nic",
-                net,
-                "--hostname",
-                vm,
-            ])
+            .cli(&guest::create_args(vm, &q.pool, &extra))
             .await?;
         anyhow::ensure!(out.success, "vm create {vm}: {}", out.stderr);
     }
     // No --hostname: no seed, so no cloud-init; its address comes from DHCP.
     let out = cluster
-        .cli(&[
-            "vm",
-            "create",
-            &d,
-            "--vcpus",
-            "1",
-            "--memory-mib",
-            "128",
-            "--image",
-            "guest",
-            "--pool",
-            &q.pool,
-            "--nic",
-            &n1,
-        ])
+        .cli(&guest::create_args(&d, &q.pool, &["--nic", &n1]))
         .await?;
     anyhow::ensure!(out.success, "vm create {d}: {}", out.stderr);
     for vm in [&a, &b, &c, &d] {

@@ -91,21 +91,7 @@ async fn local_rig() -> anyhow::Result<Option<(Rig, tempfile::TempDir, PathBuf)>
 /// Creates VM `name` booting a clone of image "guest", with a 16 MiB data disk, both in
 /// pool "local", and `extra` flags.
 async fn create_clone(rig: &Rig, name: &str, extra: &[&str]) -> anyhow::Result<Value> {
-    let mut args = vec![
-        "vm",
-        "create",
-        name,
-        "--vcpus",
-        "1",
-        "--memory-mib",
-        "128",
-        "--image",
-        "guest",
-        "--pool",
-        "local",
-        "--disk",
-        "16M",
-    ];
+    let mut args = guest::create_args(name, "local", &["--disk", "16M"]);
     args.extend(extra);
     rig.json(&args).await
 }

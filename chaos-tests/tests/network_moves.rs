@@ -157,23 +157,7 @@ async fn multihost_a_migration_and_a_failover_keep_mac_and_address() -> anyhow::
 
     eprintln!("phase: HA guest a (shared pool) and guest b (local pool) on network lan");
     for (vm, pool, ha) in [("a", "shared", true), ("b", "local", false)] {
-        let mut args = vec![
-            "vm",
-            "create",
-            vm,
-            "--vcpus",
-            "1",
-            "--memory-mib",
-            "128",
-            "--image",
-            "guest",
-            "--pool",
-            pool,
-            "--nic",
-            "lan",
-            "--hostname",
-            vm,
-        ];
+        let mut args = guest::create_args(vm, pool, &["--nic", "lan", "--hostname", vm]);
         if ha {
             args.push("--ha");
         }
