@@ -75,6 +75,13 @@ pub(super) fn ensure(
                 }
                 n.undefine()
                     .map_err(HostdError::libvirt("network_undefine"))?;
+                // The network was another overlay before (deleted and declared again with
+                // another VNI): its link goes with it.
+                if let (true, Some(old)) = (kernel_devices, vxlan_link_of(&current)) {
+                    if wiring.vxlan_link().as_deref() != Some(old.as_str()) {
+                        VxlanLink::remove(&old)?;
+                    }
+                }
                 define(conn, &xml)?
             }
         }
@@ -164,16 +171,23 @@ pub(super) fn remove(conn: &Connect, name: &str, kernel_devices: bool) -> Result
     }
     n.undefine()
         .map_err(HostdError::libvirt("network_undefine"))?;
-    // The overlay's link is named for the bridge's VNI (drvbN -> drvxN).
-    let vni = xml
-        .split("<bridge name='drvb")
-        .nth(1)
-        .and_then(|rest| rest.split('\'').next())
-        .and_then(|n| n.parse::<u32>().ok());
-    if let (true, Some(vni)) = (kernel_devices, vni) {
-        VxlanLink::remove(&format!("drvx{vni}"))?;
+    if let (true, Some(link)) = (kernel_devices, vxlan_link_of(&xml)) {
+        VxlanLink::remove(&link)?;
     }
     Ok(true)
+}
+
+/// The VXLAN link of the overlay whose libvirt network XML is `xml`: it is named for the
+/// bridge's VNI (drvbN -> drvxN).
+fn vxlan_link_of(xml: &str) -> Option<String> {
+    let vni = xml
+        .split("<bridge name='drvb")
+        .nth(1)?
+        .split('\'')
+        .next()?
+        .parse::<u32>()
+        .ok()?;
+    Some(format!("drvx{vni}"))
 }
 
 /// The cluster names of the networks hostd defined here.
@@ -211,4 +225,16 @@ fn users(conn: &Connect, libvirt_name: &str) -> Result<Vec<String>, HostdError> 
     }
     names.sort();
     Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_overlays_link_is_found_from_its_bridge() {
+        let xml = "<network>\n  <name>drover-blue</name>\n  <bridge name='drvb77' stp='off' delay='0'/>\n</network>";
+        assert_eq!(vxlan_link_of(xml).as_deref(), Some("drvx77"));
+        assert_eq!(vxlan_link_of("<bridge name='br0'/>"), None);
+    }
 }
