@@ -17,8 +17,8 @@ fn lookup(conn: &Connect, name: &str) -> Option<Network> {
 }
 
 /// Whether the network libvirt has is built as `wiring` wants it, by what hostd sets: its
-/// bridge, forward mode and DHCP server address (libvirt adds a UUID, a MAC and defaults
-/// of its own). DHCP's host entries are not structure: they are updated in place.
+/// bridge, forward mode, MTU and DHCP server address (libvirt adds a UUID, a MAC and
+/// defaults of its own). DHCP's host entries are not structure: they are updated in place.
 fn same(existing: &str, wiring: &NetworkWiring) -> bool {
     let bridged = existing.contains("<forward mode='bridge'");
     let want_bridged = matches!(wiring.kind, crate::network::NetworkKind::Bridge { .. });
@@ -26,9 +26,17 @@ fn same(existing: &str, wiring: &NetworkWiring) -> bool {
         Some(d) => existing.contains(&format!("<ip address='{}' prefix='{}'", d.server, d.prefix)),
         None => !existing.contains("<ip "),
     };
+    // Only an overlay's bridge carries the MTU (libvirt makes it); an operator's keeps its own.
+    let mtu = match (&wiring.kind, wiring.mtu) {
+        (crate::network::NetworkKind::Vxlan { .. }, Some(m)) => {
+            existing.contains(&format!("<mtu size='{m}'/>"))
+        }
+        _ => true,
+    };
     existing.contains(&format!("<bridge name='{}'", wiring.bridge()))
         && bridged == want_bridged
         && server
+        && mtu
 }
 
 /// The DHCP host entries of a network's XML, as libvirt writes them.
@@ -230,6 +238,30 @@ fn users(conn: &Connect, libvirt_name: &str) -> Result<Vec<String>, HostdError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_changed_mtu_or_dhcp_server_is_a_changed_network() {
+        use crate::network::{Dhcp, NetworkKind};
+        let wiring = |mtu, dhcp: Option<Dhcp>| NetworkWiring {
+            name: "blue".into(),
+            kind: NetworkKind::Vxlan {
+                vni: 7,
+                local: None,
+                peers: vec![],
+            },
+            mtu,
+            dhcp,
+        };
+        let have = wiring(Some(1450), None).libvirt_xml().unwrap();
+        assert!(same(&have, &wiring(Some(1450), None)));
+        assert!(!same(&have, &wiring(Some(1400), None)));
+        let dhcp = Dhcp {
+            server: std::net::Ipv4Addr::new(10, 0, 0, 2),
+            prefix: 24,
+            hosts: vec![],
+        };
+        assert!(!same(&have, &wiring(Some(1450), Some(dhcp))));
+    }
 
     #[test]
     fn an_overlays_link_is_found_from_its_bridge() {
