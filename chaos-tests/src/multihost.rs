@@ -127,37 +127,37 @@ impl Rig {
         Ok(img)
     }
 
-    /// A pool `shared` at `dir` (every host sees it), the test guest image at `image` in
-    /// it as `guest`, and HA VM `name` booting a linked clone of it with a 16 MiB data disk
-    /// (the guest writes its boot marker there). Returns `vm create`'s answer.
-    pub async fn shared_ha_guest(
+    /// A pool `shared` at `dir` (every host sees it), with the test guest image at `image`
+    /// in it as `guest`.
+    pub async fn shared_guest_pool(
         &self,
-        name: &str,
         dir: &std::path::Path,
         image: &std::path::Path,
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<()> {
         let path = dir.to_str().context("utf-8 path")?;
         self.json(&[
             "pool", "create", "shared", "--path", path, "--shared", "--wait", "30s",
         ])
         .await?;
         self.import_image("guest", image, "shared").await?;
-        self.json(&[
-            "vm",
-            "create",
+        Ok(())
+    }
+
+    /// [`Rig::shared_guest_pool`], and HA VM `name` booting a linked clone of the guest
+    /// with a 16 MiB data disk (the guest writes its boot marker there). Returns `vm
+    /// create`'s answer.
+    pub async fn shared_ha_guest(
+        &self,
+        name: &str,
+        dir: &std::path::Path,
+        image: &std::path::Path,
+    ) -> anyhow::Result<Value> {
+        self.shared_guest_pool(dir, image).await?;
+        self.json(&crate::guest::create_args(
             name,
-            "--vcpus",
-            "1",
-            "--memory-mib",
-            "128",
-            "--ha",
-            "--image",
-            "guest",
-            "--pool",
             "shared",
-            "--disk",
-            "16M",
-        ])
+            &["--ha", "--disk", "16M"],
+        ))
         .await
     }
 

@@ -130,16 +130,11 @@ async fn multihost_a_migration_and_a_failover_keep_mac_and_address() -> anyhow::
     let local = system_libvirt::pool_dir("drover-local")?;
     let mut rig = Rig::start_with_local(2, &["--domain-type", "qemu"], Some(local.path())).await?;
     let shared = system_libvirt::pool_dir("drover-shared")?;
-    let path = shared.path().to_str().context("utf-8 path")?;
-    rig.json(&[
-        "pool", "create", "shared", "--path", path, "--shared", "--wait", "30s",
-    ])
-    .await?;
+    rig.shared_guest_pool(shared.path(), &image).await?;
     let path = LibvirtHosts::local_path(local.path());
     let path = path.to_str().context("utf-8 path")?;
     rig.json(&["pool", "create", "local", "--path", path, "--wait", "30s"])
         .await?;
-    rig.import_image("guest", &image, "shared").await?;
     rig.json(&[
         "net", "create", "lan", "--type", "bridge", "--bridge", &bridge,
     ])
