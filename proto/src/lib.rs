@@ -12,6 +12,7 @@
 
 pub mod guard;
 pub mod identity;
+pub mod ifname;
 pub mod pool_path;
 pub mod transport;
 

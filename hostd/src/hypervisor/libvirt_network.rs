@@ -10,7 +10,7 @@ use virt::network::Network;
 use virt::sys;
 
 use crate::error::HostdError;
-use crate::network::{NetworkWiring, VxlanLink};
+use crate::network::{overlay_link, NetworkWiring, VxlanLink, OVERLAY_BRIDGE};
 
 fn lookup(conn: &Connect, name: &str) -> Option<Network> {
     conn.lookup_network_by_name(name).ok()
@@ -185,17 +185,17 @@ pub(super) fn remove(conn: &Connect, name: &str, kernel_devices: bool) -> Result
     Ok(true)
 }
 
-/// The VXLAN link of the overlay whose libvirt network XML is `xml`: it is named for the
-/// bridge's VNI (drvbN -> drvxN).
+/// The VXLAN link of the overlay whose libvirt network XML is `xml`, from its bridge's
+/// VNI.
 fn vxlan_link_of(xml: &str) -> Option<String> {
     let vni = xml
-        .split("<bridge name='drvb")
+        .split(&format!("<bridge name='{OVERLAY_BRIDGE}"))
         .nth(1)?
         .split('\'')
         .next()?
         .parse::<u32>()
         .ok()?;
-    Some(format!("drvx{vni}"))
+    Some(overlay_link(vni))
 }
 
 /// The cluster names of the networks hostd defined here.

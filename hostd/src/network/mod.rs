@@ -11,4 +11,6 @@ pub(crate) use locks::NetworkLocks;
 pub use nic::network_config;
 pub use nic::VmNic;
 pub use vxlan::{VxlanLink, VXLAN_PORT};
-pub use wiring::{Dhcp, DhcpHost, NetworkKind, NetworkWiring, NETWORK_PREFIX};
+pub use wiring::{
+    overlay_link, Dhcp, DhcpHost, NetworkKind, NetworkWiring, NETWORK_PREFIX, OVERLAY_BRIDGE,
+};

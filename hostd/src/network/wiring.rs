@@ -15,6 +15,14 @@ use crate::error::HostdError;
 /// libvirt network names hostd owns start with this (networks carry no metadata mark).
 pub const NETWORK_PREFIX: &str = "drover-";
 
+/// An overlay's bridge is this and its VNI, which is unique in the cluster and keeps the
+/// name within 15 bytes (`drvb16777215`); its VXLAN link is [`overlay_link`].
+pub const OVERLAY_BRIDGE: &str = "drvb";
+
+pub fn overlay_link(vni: u32) -> String {
+    format!("drvx{vni}")
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetworkKind {
     Bridge {
@@ -73,12 +81,11 @@ impl NetworkWiring {
         Self::libvirt_name_of(&self.name)
     }
 
-    /// The Linux bridge guests' NICs join here. An overlay's is named for its VNI, which
-    /// is unique in the cluster and fits the 15-byte limit (`drvb16777215`).
+    /// The Linux bridge guests' NICs join here ([`OVERLAY_BRIDGE`] for an overlay).
     pub fn bridge(&self) -> String {
         match &self.kind {
             NetworkKind::Bridge { bridge } => bridge.clone(),
-            NetworkKind::Vxlan { vni, .. } => format!("drvb{vni}"),
+            NetworkKind::Vxlan { vni, .. } => format!("{OVERLAY_BRIDGE}{vni}"),
             NetworkKind::Vlan { tag, .. } => format!("drvl{tag}"),
         }
     }
@@ -86,7 +93,7 @@ impl NetworkWiring {
     /// The overlay's VXLAN link's name, for `vxlan` networks.
     pub fn vxlan_link(&self) -> Option<String> {
         match &self.kind {
-            NetworkKind::Vxlan { vni, .. } => Some(format!("drvx{vni}")),
+            NetworkKind::Vxlan { vni, .. } => Some(overlay_link(*vni)),
             NetworkKind::Bridge { .. } | NetworkKind::Vlan { .. } => None,
         }
     }
@@ -105,7 +112,7 @@ impl NetworkWiring {
             ))
         })?;
         Ok(Some(super::VxlanLink {
-            name: format!("drvx{vni}"),
+            name: overlay_link(*vni),
             vni: *vni,
             local,
             port: super::VXLAN_PORT,

@@ -22,18 +22,11 @@ fn ipv4(what: &str, text: &str) -> Result<Ipv4Addr, HostdError> {
         .map_err(|_| invalid(format!("{what} {text:?} is not an IPv4 address")))
 }
 
-/// An interface name: 1–15 bytes of `[A-Za-z0-9_.-]` (what the cluster accepts).
+/// An interface name, by the cluster's rule (`drover_proto::ifname`).
 fn ifname(what: &str, name: &str) -> Result<String, HostdError> {
-    let ok = !name.is_empty()
-        && name.len() <= 15
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
-        Ok(name.to_string())
-    } else {
-        Err(invalid(format!("{what} {name:?} is not an interface name")))
-    }
+    drover_proto::ifname::validate_ifname(name)
+        .map(|()| name.to_string())
+        .map_err(|why| invalid(format!("{what} {name:?} is not an interface name: {why}")))
 }
 
 fn network_name(name: &str) -> Result<(), HostdError> {

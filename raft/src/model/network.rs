@@ -21,8 +21,6 @@ pub const MAX_MTU: u32 = 9000;
 pub const VXLAN_DEFAULT_MTU: u32 = 1450;
 /// Subnets per network.
 pub const MAX_SUBNETS: usize = 16;
-/// Linux interface names are at most 15 bytes (IFNAMSIZ less the NUL).
-pub const MAX_IFNAME_LEN: usize = 15;
 
 /// What carries a network between hosts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,26 +88,13 @@ impl NetworkSpec {
     }
 }
 
-/// Checks a Linux interface name: 1–15 bytes of `[A-Za-z0-9_.-]`.
+/// Checks a Linux interface name (`drover_proto::ifname`), naming what it is for.
 pub fn validate_ifname(what: &'static str, name: &str) -> Result<(), NetworkError> {
-    let bad = |reason: &str| NetworkError::Ifname {
+    drover_proto::ifname::validate_ifname(name).map_err(|reason| NetworkError::Ifname {
         what: what.to_string(),
         name: name.to_string(),
         reason: reason.to_string(),
-    };
-    if name.is_empty() {
-        return Err(bad("empty"));
-    }
-    if name.len() > MAX_IFNAME_LEN {
-        return Err(bad("longer than 15 bytes"));
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-    {
-        return Err(bad("allowed are A-Z a-z 0-9 _ . -"));
-    }
-    Ok(())
+    })
 }
 
 /// Who holds an address of a network.
