@@ -104,6 +104,9 @@ pub struct HostActor {
     network_failures: BTreeMap<String, std::time::Instant>,
     /// Networks with an EnsureNetwork or RemoveNetwork in flight.
     network_calls: BTreeSet<String>,
+    /// When the networks were last compared, and what the host reported then.
+    networks_synced_at: Option<std::time::Instant>,
+    networks_reported: Vec<String>,
 }
 
 impl HostActor {
@@ -148,6 +151,8 @@ impl HostActor {
             networks_wired: BTreeMap::new(),
             network_failures: BTreeMap::new(),
             network_calls: BTreeSet::new(),
+            networks_synced_at: None,
+            networks_reported: Vec::new(),
         }
     }
 

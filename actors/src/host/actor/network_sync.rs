@@ -10,13 +10,32 @@ use actix::prelude::*;
 use drover_proto::agent::v1::{EnsureNetworkRequest, NetworkWiring, RemoveNetworkRequest};
 
 use super::HostActor;
+
+/// How often a host's networks are compared with its VMs' when its report stays the same.
+const SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 use crate::agents::{deadline, QUICK_CALL};
 use crate::host::networks;
 
 impl HostActor {
     pub(super) fn sync_networks(&mut self, reported: &[String], ctx: &mut Context<Self>) {
         let now = Instant::now();
+        // The plan reads every VM: at every heartbeat of every host that is a hot path at
+        // scale. A VM is wired before it starts or arrives anyway (StartVm, the migration
+        // actor), so this cleanup and peer refresh runs only when the host's report
+        // changed, or every SYNC_EVERY.
+        let due = self.networks_reported.as_slice() != reported
+            || self
+                .networks_synced_at
+                .is_none_or(|at| now.duration_since(at) >= SYNC_EVERY);
+        if !due {
+            return;
+        }
+        self.networks_synced_at = Some(now);
+        self.networks_reported = reported.to_vec();
         let plan = self.cx.node.view().read(|d| {
+            if d.state.networks.is_empty() && reported.is_empty() {
+                return networks::NetworkPlan::default();
+            }
             networks::plan(
                 &d.state,
                 &self.name,
