@@ -7,15 +7,12 @@ use drover_raft::model::{
 /// An up, active, armed host with this capacity, reachable for migrations.
 pub fn host(name: &str, vcpus: u32, memory_mib: u64) -> Host {
     Host {
-        name: name.into(),
-        address: "127.0.0.1:1".into(),
         health: HostHealth::Up,
         capacity: Capacity { vcpus, memory_mib },
-        dead_reason: None,
         fencing_armed: true,
-        labels: Default::default(),
         admin: AdminState::Active,
         migration_uri: format!("qemu+tcp://{name}/system"),
+        ..Host::new(name, "127.0.0.1:1")
     }
 }
 

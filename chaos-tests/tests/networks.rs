@@ -217,10 +217,26 @@ async fn concurrent_nics_never_share_an_address_and_bad_input_changes_nothing() 
     assert_eq!(again["nics"][0]["ip"], second["nics"][0]["ip"], "{again}");
 
     eprintln!("phase: a VM with a NIC starts on its host, which wires the network first");
+    // The host reports what it can carry: its underlay address (hostd's listen address)
+    // and its interfaces (the test driver's host has one, eth1).
+    let h1 = drover_chaos_tests::wait_until(
+        "h1's networking",
+        std::time::Duration::from_secs(30),
+        || async {
+            let h = cluster
+                .cli_json(&["host", "get", "h1"])
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok((h["links"] != serde_json::json!([])).then_some(h))
+        },
+    )
+    .await?;
+    assert_eq!(h1["links"], serde_json::json!(["eth1"]), "{h1}");
+    assert_eq!(h1["underlay"], "127.0.0.1", "{h1}");
     ok(
         &cluster,
         &[
-            "net", "create", "prod", "--type", "bridge", "--bridge", "br0",
+            "net", "create", "prod", "--type", "bridge", "--bridge", "eth1",
         ],
     )
     .await?;

@@ -148,6 +148,10 @@ pub enum HostdError {
         reason: String,
     },
 
+    /// The host's network interfaces could not be listed.
+    #[error("Cannot list the host's network interfaces")]
+    HostLinks(#[source] std::io::Error),
+
     /// The gRPC server failed.
     #[error("gRPC server failed")]
     Serve(#[source] tonic::transport::Error),
@@ -179,7 +183,9 @@ impl From<HostdError> for Status {
             | HostdError::NoWatchdog(_)
             | HostdError::UploadUnsupported(_) => Status::failed_precondition(err.to_string()),
             HostdError::BadImage(_) => Status::invalid_argument(err.to_string()),
-            HostdError::Tool { .. } | HostdError::Seed(_) => Status::internal(err.to_string()),
+            HostdError::Tool { .. } | HostdError::Seed(_) | HostdError::HostLinks(_) => {
+                Status::internal(err.to_string())
+            }
             HostdError::FencingState { .. }
             | HostdError::LeaseFile { .. }
             | HostdError::StateFile { .. }

@@ -96,8 +96,20 @@ impl Shared {
             .map_err(HostdError::Blocking)?
     }
 
-    pub(crate) fn host_info(&self, capacity: HostCapacity) -> pb::HostInfo {
+    /// What hostd says about its host: `capacity` from libvirt, `links` from
+    /// [`crate::network::host_links`].
+    pub(crate) fn host_info(
+        &self,
+        capacity: HostCapacity,
+        links: std::collections::BTreeSet<String>,
+    ) -> pb::HostInfo {
         pb::HostInfo {
+            vtep_address: self
+                .config
+                .vtep_address
+                .map(|ip| ip.to_string())
+                .unwrap_or_default(),
+            links: links.into_iter().collect(),
             name: self.config.name.clone(),
             vcpus: capacity.vcpus,
             memory_mib: capacity.memory_mib,
@@ -106,6 +118,15 @@ impl Shared {
             migration_uri: self.config.effective_migration_uri(),
         }
     }
+}
+
+/// The host's interfaces; none (logged) when they cannot be read: the scheduler then
+/// keeps bridge and VLAN networks off this host rather than guess.
+pub(crate) fn host_links_or_none(hv: &dyn Hypervisor) -> std::collections::BTreeSet<String> {
+    hv.host_links().unwrap_or_else(|e| {
+        tracing::warn!(error = %crate::error::error_chain(&e), "cannot list the host's network interfaces");
+        Default::default()
+    })
 }
 
 /// The `HostAgent` implementation; cheap to clone.
@@ -257,6 +278,7 @@ impl AgentService {
                 | HostdError::DataDir { .. }
                 | HostdError::Blocking(_)
                 | HostdError::Tool { .. }
+                | HostdError::HostLinks(_)
                 | HostdError::Seed(_)
                 | HostdError::Serve(_) => {
                     warn!(host = %self.host(), vm, error = %error_chain(&err), "{op} failed");
@@ -472,12 +494,12 @@ impl HostAgent for AgentService {
         &self,
         _request: Request<pb::GetHostInfoRequest>,
     ) -> Result<Response<pb::HostInfo>, Status> {
-        let capacity = self
+        let (capacity, links) = self
             .shared
-            .blocking(|hv| hv.host_info())
+            .blocking(|hv| Ok((hv.host_info()?, host_links_or_none(hv))))
             .await
             .map_err(self.failed("GetHostInfo", ""))?;
-        Ok(Response::new(self.shared.host_info(capacity)))
+        Ok(Response::new(self.shared.host_info(capacity, links)))
     }
 
     async fn start_vm(

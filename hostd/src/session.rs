@@ -222,7 +222,7 @@ async fn heartbeat(
     after_grant: u64,
 ) -> Result<pb::Heartbeat, HostdError> {
     let before = shared.vm_locks.snapshot();
-    let (capacity, domains, pools, networks) = shared
+    let (capacity, domains, pools, networks, links) = shared
         .blocking(|hv| {
             // Pools and networks are reported again next beat; the domains must not wait
             // for them.
@@ -234,7 +234,8 @@ async fn heartbeat(
                 tracing::warn!(error = %crate::error::error_chain(&e), "cannot list networks");
                 Vec::new()
             });
-            Ok((hv.host_info()?, hv.list_managed()?, pools, networks))
+            let links = crate::service::host_links_or_none(hv);
+            Ok((hv.host_info()?, hv.list_managed()?, pools, networks, links))
         })
         .await?;
     let after = shared.vm_locks.snapshot();
@@ -251,7 +252,7 @@ async fn heartbeat(
         .collect();
     Ok(pb::Heartbeat {
         seq,
-        host: Some(shared.host_info(capacity)),
+        host: Some(shared.host_info(capacity, links)),
         domains,
         lease: Some(pb::LeaseStatus {
             held: lease.remaining.is_some(),

@@ -42,6 +42,7 @@ impl ClusterState {
             Command::AddHost { name, .. }
             | Command::RemoveHost { name }
             | Command::HostObserved { name, .. }
+            | Command::HostNetworkingObserved { name, .. }
             | Command::DeclareHostDead { name, .. } => Touched::Host(name.clone()),
             // Every host's grants change: the leader re-reads the whole state.
             Command::SetHaArmed { .. }
@@ -274,6 +275,15 @@ impl ClusterState {
                 if let Some(uri) = migration_uri {
                     host.migration_uri.clone_from(uri);
                 }
+                Ok(Reply::Host(host.clone()))
+            }
+            Command::HostNetworkingObserved { name, networking } => {
+                networking.validate().map_err(ApplyError::InvalidReport)?;
+                let host = self
+                    .hosts
+                    .get_mut(name)
+                    .ok_or_else(|| ApplyError::UnknownHost(name.clone()))?;
+                host.networking.clone_from(networking);
                 Ok(Reply::Host(host.clone()))
             }
             // Handled in `apply`, which knows which event it touched.

@@ -39,6 +39,12 @@ pub enum Command {
         #[serde(default)]
         migration_uri: Option<String>,
     },
+    /// A host reported other networking (underlay address, interfaces) than the state
+    /// holds; committed only when it changed.
+    HostNetworkingObserved {
+        name: String,
+        networking: crate::model::HostNetworking,
+    },
     /// Appends to the event log (`at_ms`: the recording leader's wall clock).
     RecordEvent {
         at_ms: u64,
@@ -502,6 +508,7 @@ impl Command {
             Command::DeleteNetwork { .. } => "delete_network",
             Command::AddSubnet { .. } => "add_subnet",
             Command::RemoveSubnet { .. } => "remove_subnet",
+            Command::HostNetworkingObserved { .. } => "host_networking_observed",
             Command::AddNic { .. } => "add_nic",
             Command::RemoveNic { .. } => "remove_nic",
             Command::BeginImageImport { .. } => "begin_image_import",

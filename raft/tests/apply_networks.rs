@@ -181,3 +181,71 @@ fn a_hundred_concurrent_creations_get_a_hundred_addresses() {
     assert!(e.to_string().contains("no free address"), "{e}");
     check(&s).unwrap();
 }
+
+/// A host's networking report is checked, and placements (`PlaceVm`, which every
+/// scheduler's answer becomes) are refused on hosts that cannot carry a VM's networks,
+/// whatever the actor that proposed them believed.
+#[test]
+fn placements_go_only_to_hosts_that_carry_the_vms_networks() {
+    use drover_raft::model::{Capacity, HostHealth, HostNetworking};
+    use drover_raft::ApplyError;
+
+    let mut s = state(4);
+    for cmd in [
+        Command::AddHost {
+            name: "h1".into(),
+            address: "mgmt-h1:7001".into(),
+            labels: Default::default(),
+        },
+        Command::HostObserved {
+            name: "h1".into(),
+            health: HostHealth::Up,
+            capacity: Some(Capacity {
+                vcpus: 8,
+                memory_mib: 8192,
+            }),
+            fencing_armed: None,
+            armed_epoch: 0,
+            migration_uri: None,
+        },
+        create("web", vec![nic(None)]),
+    ] {
+        s.apply(&cmd).0.expect("setup");
+    }
+    let place = Command::PlaceVm {
+        name: "web".into(),
+        host: "h1".into(),
+        expected_generation: 0,
+    };
+    let before = s.clone();
+    match s.apply(&place).0 {
+        Err(ApplyError::NoRoom { reason, .. }) => {
+            assert!(reason.contains("network net"), "{reason}")
+        }
+        other => panic!("placed on a host without an underlay: {other:?}"),
+    }
+    assert_eq!(s, before, "a refused placement changed the state");
+
+    let bad = Command::HostNetworkingObserved {
+        name: "h1".into(),
+        networking: HostNetworking {
+            underlay: Some(Ipv4Addr::UNSPECIFIED),
+            links: Default::default(),
+        },
+    };
+    assert!(matches!(s.apply(&bad).0, Err(ApplyError::InvalidReport(_))));
+    assert_eq!(s, before, "a refused report changed the state");
+
+    let good = Command::HostNetworkingObserved {
+        name: "h1".into(),
+        networking: HostNetworking {
+            underlay: Some(Ipv4Addr::new(10, 99, 0, 1)),
+            links: ["eth0".to_string()].into(),
+        },
+    };
+    s.apply(&good).0.expect("report");
+    s.apply(&place)
+        .0
+        .expect("placed once the host can carry the overlay");
+    assert_eq!(s.vms["web"].host.as_deref(), Some("h1"));
+}

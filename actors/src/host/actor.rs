@@ -466,6 +466,9 @@ impl HostActor {
             self.sync_pools(&beat.pools, ctx);
             self.sync_images(ctx);
             self.sync_networks(&beat.networks, ctx);
+            if let Some(host) = &beat.host {
+                self.sync_networking(host, ctx);
+            }
         }
         self.cx.report_to.do_send(HostReport {
             host: self.name.clone(),

@@ -78,10 +78,18 @@ mod tests {
 
     use super::*;
 
+    /// Host `hN`, registered at a management address, its tunnels on 10.0.0.N.
+    fn host(n: u8) -> Host {
+        let mut h = Host::new(&format!("h{n}"), &format!("mgmt-h{n}.example:7001"));
+        h.networking.underlay = Some(std::net::Ipv4Addr::new(10, 0, 0, n));
+        h
+    }
+
     fn state() -> ClusterState {
         let mut s = ClusterState::default();
-        for (name, addr) in [("h1", "10.0.0.1:7001"), ("h2", "10.0.0.2:7001")] {
-            s.hosts.insert(name.into(), Host::new(name, addr));
+        for n in [1, 2] {
+            let h = host(n);
+            s.hosts.insert(h.name.clone(), h);
         }
         s.networks.insert(
             "blue".into(),
@@ -137,8 +145,10 @@ mod tests {
         let (none, never) = (BTreeMap::new(), BTreeMap::new());
         let first = plan(&s, "h1", &[], &none, &never, now).ensure.remove(0);
         let wired = BTreeMap::from([("blue".to_string(), first)]);
+        s.hosts.insert("h3".into(), host(3));
+        // A host that cannot carry overlays is no peer.
         s.hosts
-            .insert("h3".into(), Host::new("h3", "10.0.0.3:7001"));
+            .insert("h4".into(), Host::new("h4", "10.0.0.4:7001"));
         let p = plan(&s, "h1", &["blue".into()], &wired, &never, now);
         assert_eq!(p.ensure[0].peers, ["10.0.0.2", "10.0.0.3"]);
         let failed = BTreeMap::from([("blue".to_string(), now)]);

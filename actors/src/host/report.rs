@@ -4,8 +4,8 @@
 //! stale-copy rules. [`screen`] drops what fails the same checks `apply` makes, before the
 //! actor acts on the heartbeat.
 
-use drover_proto::agent::v1::Heartbeat;
-use drover_raft::model::{validate_libvirt_uri, validate_name, Capacity};
+use drover_proto::agent::v1::{Heartbeat, HostInfo};
+use drover_raft::model::{validate_libvirt_uri, validate_name, Capacity, HostNetworking};
 
 /// How much of a refused name goes into a log line.
 const QUOTE_CHARS: usize = 80;
@@ -42,6 +42,23 @@ pub(crate) fn screen(beat: &mut Heartbeat) -> Vec<String> {
         }
     }
     problems
+}
+
+/// The host's networking as `host` reports it, checked as `apply` checks it.
+pub(crate) fn networking(host: &HostInfo) -> Result<HostNetworking, String> {
+    let underlay = match host.vtep_address.as_str() {
+        "" => None,
+        text => Some(
+            text.parse()
+                .map_err(|_| format!("underlay address {text:?} is not an IPv4 address"))?,
+        ),
+    };
+    let networking = HostNetworking {
+        underlay,
+        links: host.links.iter().cloned().collect(),
+    };
+    networking.validate()?;
+    Ok(networking)
 }
 
 #[cfg(test)]

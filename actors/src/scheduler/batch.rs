@@ -1,8 +1,9 @@
 //! The placement core, a pure function over plain views (built from the state by
 //! `scheduler::views`; the policy comes from the replicated `PlacementPolicy`). Filters, in order: host up, admin
 //! state active, not the source host, required labels, anti-affinity group, the VM's
-//! storage pools set up with room for its new volumes, vCPUs and memory within capacity ×
-//! overcommit ratio. Weighers: `Spread` (least loaded first, by
+//! networks carried there (its bridge or VLAN parent present, an underlay address for
+//! an overlay), the VM's storage pools set up with room for its new volumes, vCPUs and
+//! memory within capacity × overcommit ratio. Weighers: `Spread` (least loaded first, by
 //! memory then vCPU fraction) or `Pack` (most loaded that still fits). Ties break by name.
 //!
 //! [`place_batch`] places many VMs at once (failover, drain) without overbooking: it is
@@ -10,6 +11,8 @@
 //! sees. Same input, same answer.
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use drover_raft::model::{HostNetworking, NetworkKind};
 
 /// The replicated placement policy: overcommit ratios (in percent) and the weigher.
 pub use drover_raft::model::PlacementPolicy as Policy;
@@ -31,6 +34,8 @@ pub struct HostView {
     pub groups: BTreeSet<String>,
     /// Storage pools active here: (capacity, free) bytes, by pool.
     pub pools: BTreeMap<String, (u64, u64)>,
+    /// Its underlay address and interfaces, as reported.
+    pub networking: HostNetworking,
 }
 
 /// Free space a placement leaves in a pool, in percent of the pool's capacity: a pool
@@ -50,6 +55,8 @@ pub struct Request {
     /// Pools its disks are in, with the bytes a placement must find free there (0 where
     /// the volumes exist already: a shared pool's, once created).
     pub pools: BTreeMap<String, u64>,
+    /// The networks its NICs are on, by name.
+    pub networks: BTreeMap<String, NetworkKind>,
 }
 
 /// Why a VM fits nowhere: a reason per host.
@@ -77,6 +84,11 @@ pub fn refuse(req: &Request, host: &HostView, policy: &Policy) -> Option<String>
     if let Some(group) = &req.anti_affinity {
         if host.groups.contains(group) {
             return Some(format!("already runs a VM of anti-affinity group {group}"));
+        }
+    }
+    for (network, kind) in &req.networks {
+        if let Some(why) = host.networking.cannot_carry(kind) {
+            return Some(format!("cannot carry network {network}: {why}"));
         }
     }
     for (pool, need) in &req.pools {
@@ -198,6 +210,7 @@ mod tests {
             used_memory_mib: 0,
             groups: BTreeSet::new(),
             pools: BTreeMap::new(),
+            networking: HostNetworking::default(),
         }
     }
 
@@ -210,6 +223,7 @@ mod tests {
             anti_affinity: None,
             not_on: None,
             pools: BTreeMap::new(),
+            networks: BTreeMap::new(),
         }
     }
 
@@ -241,6 +255,35 @@ mod tests {
         assert_eq!(why("nolabel"), "lacks label ssd=yes");
         assert!(why("grouped").contains("anti-affinity group db"));
         assert_eq!(why("small"), "0 of 4 vCPUs allocated (ratio 4), needs 8");
+    }
+
+    #[test]
+    fn a_vm_goes_only_where_its_networks_can_be_wired() {
+        let p = Policy::default();
+        let mut hosts = vec![host("bare", 8, 8192), host("wired", 8, 8192)];
+        hosts[1].networking.links.insert("br0".into());
+        hosts[1].networking.underlay = Some(std::net::Ipv4Addr::new(10, 0, 0, 2));
+        let mut r = req("vm", 1, 64);
+        r.networks.insert(
+            "lan".into(),
+            NetworkKind::Bridge {
+                bridge: "br0".into(),
+            },
+        );
+        r.networks
+            .insert("overlay".into(), NetworkKind::Vxlan { vni: 7 });
+        assert_eq!(place_one(&r, &hosts, &p), Ok("wired".to_string()));
+        let refusal = place_one(&r, &hosts[..1], &p).unwrap_err();
+        assert_eq!(
+            refusal.reasons["bare"],
+            "cannot carry network lan: has no bridge br0"
+        );
+        hosts[0].networking.links.insert("br0".into());
+        let refusal = place_one(&r, &hosts[..1], &p).unwrap_err();
+        assert!(
+            refusal.reasons["bare"].starts_with("cannot carry network overlay: has no underlay"),
+            "{refusal:?}"
+        );
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub fn host_views(state: &ClusterState) -> Vec<HostView> {
                 .collect();
             HostView {
                 pools,
+                networking: h.networking.clone(),
                 name: h.name.clone(),
                 up: h.health == HostHealth::Up,
                 active: h.admin == AdminState::Active,
@@ -72,6 +73,7 @@ pub fn request_for(vm: &Vm, not_on: Option<&str>, state: &ClusterState) -> Reque
     }
     Request {
         pools,
+        networks: state.nic_networks(vm),
         name: vm.name.clone(),
         vcpus: vm.spec.vcpus,
         memory_mib: vm.spec.memory_mib,

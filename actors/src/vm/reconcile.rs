@@ -255,18 +255,13 @@ mod tests {
         s.hosts.insert(
             "h1".into(),
             Host {
-                name: "h1".into(),
-                address: "127.0.0.1:1".into(),
                 health,
                 capacity: Capacity {
                     vcpus: 4,
                     memory_mib: 4096,
                 },
-                dead_reason: None,
                 fencing_armed: true,
-                labels: Default::default(),
-                admin: Default::default(),
-                migration_uri: String::new(),
+                ..Host::new("h1", "127.0.0.1:1")
             },
         );
         s

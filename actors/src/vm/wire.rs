@@ -102,8 +102,9 @@ pub(crate) fn wirings(vm: &Vm, state: &ClusterState, host: &str) -> Vec<NetworkW
 }
 
 /// How network `net` is wired on host `host`: for an overlay, with every other host's
-/// underlay address (the IP its hostd is registered at) as a peer, so that wherever the
-/// guests on it run, broadcasts reach them.
+/// underlay address (as its hostd reported it) as a peer, so that wherever the guests on
+/// it run, broadcasts reach them. Hosts without one cannot carry overlays (the scheduler
+/// keeps their VMs off them) and are no peers.
 pub(crate) fn wiring(net: &Network, state: &ClusterState, host: &str) -> NetworkWiring {
     let mut w = NetworkWiring {
         name: net.name.clone(),
@@ -119,7 +120,7 @@ pub(crate) fn wiring(net: &Network, state: &ClusterState, host: &str) -> Network
                 .hosts
                 .values()
                 .filter(|h| h.name != host)
-                .filter_map(|h| underlay(&h.address))
+                .filter_map(|h| h.networking.underlay.map(|ip| ip.to_string()))
                 .collect();
             w.dhcp = dhcp_subnets(net);
         }
@@ -153,13 +154,4 @@ fn dhcp_subnets(net: &Network) -> Vec<DhcpSubnet> {
             })
         })
         .collect()
-}
-
-/// The IPv4 address of a host's registered `address` (`10.0.0.5:7001`); `None` for a
-/// name or an IPv6 address (overlays run over IPv4 here).
-fn underlay(address: &str) -> Option<String> {
-    match address.parse::<std::net::SocketAddr>().ok()?.ip() {
-        std::net::IpAddr::V4(ip) => Some(ip.to_string()),
-        std::net::IpAddr::V6(_) => None,
-    }
 }

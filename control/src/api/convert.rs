@@ -245,6 +245,12 @@ pub fn host(host: &Host, state: &ClusterState, lease_granted: Option<Duration>) 
         labels: host.labels.clone().into_iter().collect(),
         admin_state: host.admin.as_str().into(),
         migration_uri: host.migration_uri.clone(),
+        underlay: host
+            .networking
+            .underlay
+            .map(|ip| ip.to_string())
+            .unwrap_or_default(),
+        links: host.networking.links.iter().cloned().collect(),
     }
 }
 

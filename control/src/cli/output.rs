@@ -239,6 +239,8 @@ pub fn host_json(h: &pb::Host) -> Value {
         "labels": h.labels,
         "admin_state": h.admin_state,
         "migration_uri": if h.migration_uri.is_empty() { Value::Null } else { json!(h.migration_uri) },
+        "underlay": if h.underlay.is_empty() { Value::Null } else { json!(h.underlay) },
+        "links": h.links,
     })
 }
 

@@ -280,6 +280,19 @@ impl Hypervisor for LibvirtHypervisor {
         self.call(libvirt_network::list)
     }
 
+    fn host_links(&self) -> Result<std::collections::BTreeSet<String>, HostdError> {
+        if self.domain_type != DomainType::Test {
+            return crate::network::host_links().map_err(HostdError::HostLinks);
+        }
+        // The test driver's host is fictional, and so are its interfaces (`eth1`).
+        self.call(|conn| {
+            let names = conn
+                .list_interfaces()
+                .map_err(HostdError::libvirt("list_interfaces"))?;
+            Ok(names.into_iter().collect())
+        })
+    }
+
     fn ensure_pool(&self, name: &str, path: &str) -> Result<ManagedPool, HostdError> {
         self.call(|conn| libvirt_pool::ensure(conn, &self.pools_refreshed, name, path))
     }

@@ -237,6 +237,9 @@ pub trait Hypervisor: Send + Sync {
     /// Every network hostd has defined, by cluster name, sorted.
     fn list_networks(&self) -> Result<Vec<String>, HostdError>;
 
+    /// The host's own network interfaces (bridges, VLAN parents; not guests' devices).
+    fn host_links(&self) -> Result<std::collections::BTreeSet<String>, HostdError>;
+
     /// Stops and undefines pool `name`, leaving its files; `false` if it was not defined.
     fn remove_pool(&self, name: &str) -> Result<bool, HostdError>;
 

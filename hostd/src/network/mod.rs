@@ -2,11 +2,13 @@
 //! wired here ([`NetworkWiring`], a libvirt network `drover-NAME`), and the one device
 //! libvirt cannot make, an overlay's VXLAN link ([`vxlan`], with iproute2).
 
+mod links;
 mod locks;
 mod nic;
 mod vxlan;
 mod wiring;
 
+pub use links::host_links;
 pub(crate) use locks::NetworkLocks;
 pub use nic::network_config;
 pub use nic::VmNic;

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Labels;
+use super::{HostNetworking, Labels};
 
 /// What a host offers, as its hostd last reported it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +89,9 @@ pub struct Host {
     /// migrations.
     #[serde(default)]
     pub migration_uri: String,
+    /// Its VXLAN underlay address and interfaces, as hostd last reported them.
+    #[serde(default)]
+    pub networking: HostNetworking,
 }
 
 impl Host {
@@ -105,6 +108,7 @@ impl Host {
             labels: Labels::new(),
             admin: AdminState::Active,
             migration_uri: String::new(),
+            networking: HostNetworking::default(),
         }
     }
 }

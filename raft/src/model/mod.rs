@@ -7,6 +7,7 @@ mod drill;
 mod drill_schedule;
 mod event;
 mod host;
+mod host_networking;
 mod image;
 mod labels;
 mod leader_drill;
@@ -38,6 +39,7 @@ pub use drill_schedule::{DrillSchedule, ScheduledRun, Window, MAX_SCHEDULED_RUNS
 pub use drover_proto::pool_path::{validate_pool_path, MAX_POOL_PATH_LEN};
 pub use event::{Event, EventKind, EventLog, MAX_EVENTS};
 pub use host::{AdminState, Capacity, DeadReason, Host, HostHealth};
+pub use host_networking::{HostNetworking, MAX_HOST_LINKS};
 pub use image::{image_volume_name, DiskBacking, Image, ImageCopy, ImageFormat, ImageState};
 pub use labels::{parse_label, validate_labels, Labels};
 pub use leader_drill::{

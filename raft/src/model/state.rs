@@ -175,6 +175,16 @@ impl ClusterState {
             })
     }
 
+    /// The networks `vm`'s NICs are on, by name (a network deleted meanwhile is left out:
+    /// NICs keep their network from being deleted).
+    pub fn nic_networks(&self, vm: &Vm) -> BTreeMap<String, super::NetworkKind> {
+        vm.nics
+            .iter()
+            .filter_map(|nic| self.networks.get(&nic.network))
+            .map(|net| (net.name.clone(), net.spec.kind.clone()))
+            .collect()
+    }
+
     /// Whether `host` has room for `vm` under the placement policy: vCPUs and memory within
     /// capacity × overcommit (counting every VM placed on or migrating to it, except `vm`
     /// itself), and no other VM of `vm`'s anti-affinity group there. The scheduler picks
@@ -182,6 +192,11 @@ impl ClusterState {
     /// concurrently (many VM actors after a failover) can never overbook a host together.
     pub fn room_for(&self, host: &Host, vm: &Vm) -> Result<(), String> {
         self.image_reachable(vm, &host.name)?;
+        for (network, kind) in self.nic_networks(vm) {
+            if let Some(why) = host.networking.cannot_carry(&kind) {
+                return Err(format!("cannot carry network {network}: {why}"));
+            }
+        }
         let mut used = (0u64, 0u64);
         let mut group_there = false;
         for other in self.vms.values() {

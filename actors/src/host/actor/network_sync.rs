@@ -7,7 +7,10 @@
 use std::time::Instant;
 
 use actix::prelude::*;
-use drover_proto::agent::v1::{EnsureNetworkRequest, NetworkWiring, RemoveNetworkRequest};
+use drover_proto::agent::v1::{
+    EnsureNetworkRequest, HostInfo, NetworkWiring, RemoveNetworkRequest,
+};
+use drover_raft::Command;
 
 use super::HostActor;
 
@@ -17,6 +20,31 @@ use crate::agents::{deadline, QUICK_CALL};
 use crate::host::networks;
 
 impl HostActor {
+    /// Commits the host's underlay address and interfaces when they differ from the
+    /// state's (the scheduler and overlays' peers read them there).
+    pub(super) fn sync_networking(&self, host: &HostInfo, ctx: &mut Context<Self>) {
+        let networking = match crate::host::report::networking(host) {
+            Ok(n) => n,
+            Err(why) => {
+                tracing::warn!(host = %self.name, "networking report ignored: {why}");
+                return;
+            }
+        };
+        let differs = self.cx.node.view().read(|d| {
+            d.state
+                .hosts
+                .get(&self.name)
+                .is_some_and(|h| h.networking != networking)
+        });
+        if differs {
+            let cmd = Command::HostNetworkingObserved {
+                name: self.name.clone(),
+                networking,
+            };
+            self.write(ctx, cmd, "cannot commit host networking");
+        }
+    }
+
     pub(super) fn sync_networks(&mut self, reported: &[String], ctx: &mut Context<Self>) {
         let now = Instant::now();
         // The plan reads every VM: at every heartbeat of every host that is a hot path at

@@ -1,0 +1,56 @@
+//! The host's own network interfaces, as reported in every heartbeat: the cluster places
+//! a VM on a bridge or VLAN network only on hosts that have its bridge or parent.
+
+use std::collections::BTreeSet;
+
+use super::{overlay_link, OVERLAY_BRIDGE};
+
+/// Where the kernel lists this network namespace's interfaces.
+const SYS_CLASS_NET: &str = "/sys/class/net";
+
+/// Names under `/sys/class/net` that are the host's own, sorted.
+pub fn host_links() -> std::io::Result<BTreeSet<String>> {
+    let mut links = BTreeSet::new();
+    for entry in std::fs::read_dir(SYS_CLASS_NET)? {
+        if let Some(name) = entry?.file_name().to_str() {
+            if reportable(name) {
+                links.insert(name.to_string());
+            }
+        }
+    }
+    Ok(links)
+}
+
+/// Not loopback, and not made for guests: an overlay's bridge or VXLAN link (hostd's), a
+/// guest's tap (libvirt's `vnetN`).
+fn reportable(name: &str) -> bool {
+    let overlay = overlay_link(0);
+    let overlay = overlay.trim_end_matches('0');
+    name != "lo"
+        && !name.starts_with(OVERLAY_BRIDGE)
+        && !name.starts_with(overlay)
+        && !name.starts_with("vnet")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guests_devices_are_not_the_hosts() {
+        for name in ["br0", "eth0", "enp1s0", "bond0", "virbr0"] {
+            assert!(reportable(name), "{name}");
+        }
+        for name in ["lo", "drvb7", "drvx7", "vnet12"] {
+            assert!(!reportable(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn this_host_has_links() {
+        // Every namespace has at least loopback, which is left out: the call itself must
+        // work here (sysfs is mounted wherever hostd runs).
+        let links = host_links().expect("read /sys/class/net");
+        assert!(!links.contains("lo"));
+    }
+}
