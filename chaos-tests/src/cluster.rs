@@ -91,13 +91,33 @@ pub struct Controller {
 #[derive(Debug)]
 pub struct Agent {
     pub name: String,
+    /// Where the cluster reaches it.
     pub addr: String,
+    /// For a hostd in a network namespace of its own: what makes `addr` reach it.
+    pub forwarder: Option<crate::netns::Forwarder>,
     pub libvirt_uri: String,
     pub data_dir: PathBuf,
     pub process: Option<ChildProcess>,
     /// How to start it again on the same address (see [`Agent::restart_after_drill_stop`]).
     pub program: PathBuf,
     pub args: Vec<String>,
+}
+
+/// Where [`Cluster::add_agent_in`] runs a hostd: in the mount namespace of process `pid`
+/// (a libvirt host's daemon), and in a network namespace of its own if `netns`.
+#[derive(Debug, Clone)]
+pub struct AgentPlace {
+    pub pid: i32,
+    pub netns: Option<AgentNetns>,
+}
+
+/// A host's network namespace as its hostd needs it.
+#[derive(Debug, Clone)]
+pub struct AgentNetns {
+    /// `/run/netns/drover-hN`.
+    pub path: PathBuf,
+    /// The host's underlay address: hostd's `--vtep-address`.
+    pub underlay: std::net::Ipv4Addr,
 }
 
 impl Agent {
@@ -301,17 +321,20 @@ impl Cluster {
         self.add_agent_in(name, libvirt_uri, None).await
     }
 
-    /// [`Cluster::add_agent`], hostd running in the mount namespace of process `mount_ns`
-    /// (a libvirt host's daemon: then hostd sees the host's files as its libvirt does, as
-    /// on a real host; `nsenter` execs hostd in place, so the PID is hostd's).
+    /// [`Cluster::add_agent`], hostd running in the namespaces of a libvirt host's daemon
+    /// (then hostd sees the host's files, and its network, as its libvirt does, as on a
+    /// real host; `nsenter` execs hostd in place, so the PID is hostd's).
     pub async fn add_agent_in(
         &mut self,
         name: &str,
         libvirt_uri: &str,
-        mount_ns: Option<i32>,
+        place: Option<AgentPlace>,
     ) -> anyhow::Result<()> {
         let data_dir = self.dir.path().join(format!("hostd-{name}"));
-        let ip = if self.distinct_addresses {
+        let in_netns = place.as_ref().and_then(|p| p.netns.as_ref());
+        // In a network namespace of its own, hostd listens on that namespace's loopback:
+        // a forwarder makes it reachable on the test's.
+        let ip = if self.distinct_addresses && in_netns.is_none() {
             host_ip(self.agents.len() + 1)
         } else {
             "127.0.0.1".into()
@@ -327,26 +350,42 @@ impl Cluster {
             data_dir.display().to_string(),
         ];
         args.extend(self.hostd_args.iter().cloned());
+        if let Some(ns) = in_netns {
+            args.extend(["--vtep-address".into(), ns.underlay.to_string()]);
+        }
         match self.identity(&format!("host-{name}")).await? {
             Some(tls) => args.extend(tls.flags()),
             None => args.push("--insecure".into()),
         }
         let log = self.dir.path().join(format!("hostd-{name}.log"));
-        let (program, args) = match mount_ns {
+        let (program, args) = match &place {
             None => (binary("hostd"), args),
-            Some(pid) => {
-                let mut wrapped = vec![
-                    format!("--mount=/proc/{pid}/ns/mnt"),
-                    "--".into(),
-                    binary("hostd").display().to_string(),
-                ];
+            Some(place) => {
+                let mut wrapped = vec![format!("--mount=/proc/{}/ns/mnt", place.pid)];
+                if let Some(ns) = &place.netns {
+                    wrapped.push(format!("--net={}", ns.path.display()));
+                }
+                wrapped.extend(["--".into(), binary("hostd").display().to_string()]);
                 wrapped.extend(args);
                 (std::path::PathBuf::from("/usr/bin/nsenter"), wrapped)
             }
         };
         let (process, addr) =
             ChildProcess::spawn(&format!("hostd-{name}"), &program, &args, &log).await?;
-        let out = self.cli(&["host", "add", name, "--address", &addr]).await?;
+        let forwarder = match in_netns {
+            Some(ns) => Some(
+                crate::netns::Forwarder::start(ns.path.clone(), addr.parse()?)
+                    .await
+                    .context("forwarder to hostd")?,
+            ),
+            None => None,
+        };
+        let registered = forwarder
+            .as_ref()
+            .map_or_else(|| addr.clone(), |f| f.addr.to_string());
+        let out = self
+            .cli(&["host", "add", name, "--address", &registered])
+            .await?;
         if !out.success {
             bail!("host add {name} failed: {}", out.stderr);
         }
@@ -363,7 +402,8 @@ impl Cluster {
             .collect();
         self.agents.push(Agent {
             name: name.into(),
-            addr,
+            addr: registered,
+            forwarder,
             libvirt_uri: libvirt_uri.into(),
             data_dir,
             process: Some(process),

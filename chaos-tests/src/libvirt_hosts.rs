@@ -12,7 +12,11 @@
 //! - the child subreaper (`scripts/subreaper.py`) they run under, so that QEMU processes are
 //!   reaped at once.
 //!
-//! All hosts share the network namespace. The system libvirtd (`qemu:///system`, root
+//! All hosts share the network namespace, unless started with
+//! [`LibvirtHosts::start_in_netns`]: then each host `hN` has its own
+//! (`crate::netns::Underlay`), libvirtd listens on its underlay address `10.99.0.N`,
+//! migration streams and VXLAN tunnels run over the underlay, and the test reaches
+//! libvirtd through its Unix socket. The system libvirtd (`qemu:///system`, root
 //! namespace) is never touched. Dropping [`LibvirtHosts`] destroys every domain and stops
 //! every process it started, by PID. The addresses are fixed, so a machine-wide lock makes a
 //! second instance (another test, another process) wait instead of colliding.
@@ -54,7 +58,9 @@ const POLL: Duration = Duration::from_millis(50);
 #[derive(Debug)]
 pub struct LibvirtHosts {
     hosts: Vec<LibvirtHost>,
-    // Released only after `drop` has stopped everything (fields drop after `Drop::drop`).
+    // Deleted, then released, only after `drop` has stopped everything (fields drop
+    // after `Drop::drop`, in order).
+    _underlay: Option<crate::netns::Underlay>,
     _lock: Flock<File>,
 }
 
@@ -63,8 +69,11 @@ pub struct LibvirtHosts {
 pub struct LibvirtHost {
     /// `h1`, `h2`, ...
     pub name: String,
-    /// `127.0.0.(40+N)`: libvirtd's listen address and the host's migration address.
+    /// libvirtd's listen address and the host's migration address: `127.0.0.(40+N)`, or
+    /// in its own network namespace its underlay address `10.99.0.N`.
     pub address: String,
+    /// Its network namespace's name (`drover-hN`), if it has its own.
+    pub netns: Option<String>,
     /// Holds the private libvirt directories, the pid files and `host.log` (the
     /// subreaper's output); libvirtd's own log is `log/libvirtd.log`.
     pub state_dir: PathBuf,
@@ -94,6 +103,25 @@ impl LibvirtHosts {
         n: usize,
         local: Option<&Path>,
     ) -> anyhow::Result<LibvirtHosts> {
+        Self::start_inner(dir, n, local, false)
+    }
+
+    /// [`LibvirtHosts::start_with_local`], each host in its own network namespace on a
+    /// shared underlay (see the module's documentation).
+    pub fn start_in_netns(
+        dir: &Path,
+        n: usize,
+        local: Option<&Path>,
+    ) -> anyhow::Result<LibvirtHosts> {
+        Self::start_inner(dir, n, local, true)
+    }
+
+    fn start_inner(
+        dir: &Path,
+        n: usize,
+        local: Option<&Path>,
+        netns: bool,
+    ) -> anyhow::Result<LibvirtHosts> {
         available().map_err(anyhow::Error::msg)?;
         anyhow::ensure!(
             (1..=MAX_HOSTS).contains(&n),
@@ -104,7 +132,12 @@ impl LibvirtHosts {
         let hosts = (1..=n)
             .map(|number| LibvirtHost {
                 name: format!("h{number}"),
-                address: format!("127.0.0.{}", 40 + number),
+                address: if netns {
+                    crate::netns::underlay_ip(number).to_string()
+                } else {
+                    format!("127.0.0.{}", 40 + number)
+                },
+                netns: netns.then(|| crate::netns::host_ns(number)),
                 state_dir: dir.join(format!("h{number}")),
                 number,
                 local: local.map(|l| (l.join(format!("h{number}")), Self::local_path(l))),
@@ -112,7 +145,7 @@ impl LibvirtHosts {
             })
             .collect::<Vec<_>>();
         // We hold the lock, so a listener here is not a concurrent test but a leftover.
-        for host in &hosts {
+        for host in hosts.iter().filter(|h| h.netns.is_none()) {
             let addr: SocketAddr = format!("{}:{LIBVIRTD_PORT}", host.address).parse()?;
             if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
                 bail!(
@@ -124,7 +157,14 @@ impl LibvirtHosts {
         }
         // Built before anything starts, so that a failure part-way still tears down (Drop)
         // what did start.
-        let mut this = LibvirtHosts { hosts, _lock: lock };
+        let underlay = netns
+            .then(|| crate::netns::Underlay::create(n))
+            .transpose()?;
+        let mut this = LibvirtHosts {
+            hosts,
+            _underlay: underlay,
+            _lock: lock,
+        };
         for host in &mut this.hosts {
             host.prepare()
                 .with_context(|| format!("preparing {}", host.name))?;
@@ -199,17 +239,27 @@ impl LibvirtHost {
             "{}: libvirtd {pid} still there after SIGKILL",
             self.name
         );
-        let addr: SocketAddr = format!("{}:{LIBVIRTD_PORT}", self.address).parse()?;
         let deadline = Instant::now() + EXIT_TIMEOUT;
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+        while self.accepts()? {
             anyhow::ensure!(
                 Instant::now() < deadline,
-                "{}: {addr} still accepts after libvirtd died",
+                "{}: libvirtd's socket still accepts after libvirtd died",
                 self.name
             );
             std::thread::sleep(POLL);
         }
         Ok(())
+    }
+
+    /// Whether something accepts on libvirtd's TCP port, or (in a namespace of its own,
+    /// which the test cannot reach by TCP) on its Unix socket.
+    fn accepts(&self) -> anyhow::Result<bool> {
+        if self.netns.is_some() {
+            let socket = self.state_dir.join("run/libvirt-sock");
+            return Ok(std::os::unix::net::UnixStream::connect(socket).is_ok());
+        }
+        let addr: SocketAddr = format!("{}:{LIBVIRTD_PORT}", self.address).parse()?;
+        Ok(TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok())
     }
 
     /// Starts libvirtd again (and virtlogd and virtlockd, if they are gone too), in a fresh mount namespace
@@ -227,9 +277,14 @@ impl LibvirtHost {
         self.wait_ready()
     }
 
-    /// `virsh -c <tcp_uri> args...`: its stdout, or an error with its stderr.
+    /// `virsh -c <uri> args...` (the TCP URI, or in a namespace of its own the local
+    /// socket): its stdout, or an error with its stderr.
     pub fn virsh(&self, args: &[&str]) -> anyhow::Result<String> {
-        let uri = self.tcp_uri();
+        let uri = if self.netns.is_some() {
+            self.local_uri()
+        } else {
+            self.tcp_uri()
+        };
         let out = Command::new(program("timeout"))
             .args(["-k", "5", VIRSH_TIMEOUT_SECS])
             .arg(program("virsh"))
@@ -342,6 +397,10 @@ impl LibvirtHost {
     /// bind-mounted, (virtlogd and) libvirtd as daemons.
     fn spawn(&mut self, helpers: &[&str]) -> anyhow::Result<()> {
         let mut script = String::from("set -eu\n");
+        if self.netns.is_some() {
+            // sysfs shows the namespace that mounted it: libvirt reads interfaces there.
+            script += "mount -t sysfs sysfs /sys\n";
+        }
         for (sub, target) in LIBVIRT_DIRS {
             script += &format!(
                 "mount --bind {} {target}\n",
@@ -371,9 +430,14 @@ impl LibvirtHost {
         // setsid, as scripts/libvirtd.sh does: out of the test's session and process group, so
         // signals aimed at the test runner's group (a terminal's Ctrl-C) do not kill the
         // Python subreaper and orphan its QEMU processes; teardown is by PID, in `Drop`.
-        let child = Command::new(program("setsid"))
-            .arg(program("python3"))
-            .arg(subreaper())
+        let mut command = Command::new(program("setsid"));
+        command.arg(program("python3")).arg(subreaper());
+        if let Some(ns) = &self.netns {
+            command
+                .arg(program("nsenter"))
+                .arg(format!("--net={}", crate::netns::ns_path(ns).display()));
+        }
+        let child = command
             .arg(program("unshare"))
             .args(["-m", "--propagation", "private"])
             .arg(program("bash"))
@@ -464,6 +528,18 @@ impl LibvirtHost {
                 }
                 Err(e) => eprintln!("{}: cannot list domains: {e:#}", self.name),
             }
+            // A network with DHCP has a dnsmasq, which libvirtd leaves running when it
+            // is killed.
+            match self.virsh(&["net-list", "--name"]) {
+                Ok(list) => {
+                    for network in names(&list) {
+                        if let Err(e) = self.virsh(&["net-destroy", &network]) {
+                            eprintln!("{}: {e:#}", self.name);
+                        }
+                    }
+                }
+                Err(e) => eprintln!("{}: cannot list networks: {e:#}", self.name),
+            }
         }
         // Guests whose libvirtd was down (or failed to destroy them): by their pid files in
         // the private /run/libvirt/qemu.
@@ -500,6 +576,15 @@ impl LibvirtHost {
         for &pid in &victims {
             if !wait_gone(pid, EXIT_TIMEOUT) {
                 eprintln!("{}: process {pid} survived SIGKILL", self.name);
+            }
+        }
+        // What is left was adopted by a subreaper (a helper libvirtd started and did not
+        // stop): its children now, killed by PID.
+        for child in &self.subreapers {
+            let parent = Pid::from_raw(child.id() as i32);
+            for pid in children(parent) {
+                eprintln!("{}: killing leftover {pid} {:?}", self.name, cmdline(pid));
+                let _ = kill(pid, Signal::SIGKILL);
             }
         }
         // With all its descendants gone, each subreaper exits by itself.
@@ -672,6 +757,28 @@ fn cmdline(pid: Pid) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The processes whose parent is `parent` (from `/proc/*/stat`).
+fn children(parent: Pid) -> Vec<Pid> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            // `pid (comm) state ppid ...`: comm may hold spaces, so split after its `)`.
+            fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let rest = stat.rsplit_once(')')?.1;
+                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+                })
+                == Some(parent.as_raw())
+        })
+        .map(Pid::from_raw)
+        .collect()
 }
 
 /// Waits until `pid` is gone and reaped (the subreaper reaps at once); `false` on timeout.

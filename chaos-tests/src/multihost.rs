@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::Value;
 
+use crate::cluster::{AgentNetns, AgentPlace};
 use crate::libvirt_hosts::LibvirtHosts;
 use crate::{wait_until, Cluster, ClusterSpec};
 
@@ -19,6 +20,15 @@ pub struct Rig {
     // for long.
     pub lv: LibvirtHosts,
     _dir: tempfile::TempDir,
+}
+
+/// How the rig's processes are laid out on this machine.
+#[derive(Debug, Clone, Copy, Default)]
+struct Layout {
+    /// Every controller and hostd on its own loopback address.
+    distinct_addresses: bool,
+    /// Every host in its own network namespace.
+    netns: bool,
 }
 
 impl Rig {
@@ -38,28 +48,55 @@ impl Rig {
         hostd_args: &[&str],
         local: Option<&std::path::Path>,
     ) -> anyhow::Result<Rig> {
-        Self::start_inner(hosts, hostd_args, local, false).await
+        Self::start_inner(hosts, hostd_args, local, Layout::default()).await
+    }
+
+    /// [`Rig::start_with_local`], each host in a network namespace of its own on a shared
+    /// underlay (`LibvirtHosts::start_in_netns`), hostd in it with the host's underlay
+    /// address as its `--vtep-address`: overlays and migrations run between namespaces.
+    pub async fn start_in_netns(
+        hosts: usize,
+        hostd_args: &[&str],
+        local: Option<&std::path::Path>,
+    ) -> anyhow::Result<Rig> {
+        let layout = Layout {
+            netns: true,
+            ..Layout::default()
+        };
+        Self::start_inner(hosts, hostd_args, local, layout).await
     }
 
     /// [`Rig::start_with`] with every controller and hostd on its own loopback address,
     /// so that partitions can cut them apart (`ClusterSpec::distinct_addresses`), and the
     /// controllers' data on 256 MiB tmpfs mounts, so that their disks can fill up.
     pub async fn start_distinct(hosts: usize, hostd_args: &[&str]) -> anyhow::Result<Rig> {
-        Self::start_inner(hosts, hostd_args, None, true).await
+        let layout = Layout {
+            distinct_addresses: true,
+            ..Layout::default()
+        };
+        Self::start_inner(hosts, hostd_args, None, layout).await
     }
 
     async fn start_inner(
         hosts: usize,
         hostd_args: &[&str],
         local: Option<&std::path::Path>,
-        distinct_addresses: bool,
+        layout: Layout,
     ) -> anyhow::Result<Rig> {
+        let Layout {
+            distinct_addresses,
+            netns,
+        } = layout;
         let dir = tempfile::tempdir()?;
         let path = dir.path().to_path_buf();
         let has_local = local.is_some();
         let local = local.map(std::path::Path::to_path_buf);
         let lv = tokio::task::spawn_blocking(move || {
-            LibvirtHosts::start_with_local(&path, hosts, local.as_deref())
+            if netns {
+                LibvirtHosts::start_in_netns(&path, hosts, local.as_deref())
+            } else {
+                LibvirtHosts::start_with_local(&path, hosts, local.as_deref())
+            }
         })
         .await??;
         let mut cluster = Cluster::start(ClusterSpec {
@@ -72,11 +109,23 @@ impl Rig {
         .await?;
         for h in lv.hosts() {
             // With private local directories, hostd must see the host's files (it reads
-            // an uploaded image with qemu-img), so it runs in the host's namespace.
-            let ns = has_local
-                .then(|| h.libvirtd_pid().map(|p| p.as_raw()))
-                .flatten();
-            cluster.add_agent_in(&h.name, &h.tcp_uri(), ns).await?;
+            // an uploaded image with qemu-img), so it runs in the host's namespace; in a
+            // network namespace of its own, it must make its tunnels there.
+            let agent_netns = match &h.netns {
+                Some(ns) => Some(AgentNetns {
+                    path: crate::netns::ns_path(ns),
+                    underlay: h.address.parse().context("a host's underlay address")?,
+                }),
+                None => None,
+            };
+            let place = (has_local || agent_netns.is_some())
+                .then(|| h.libvirtd_pid())
+                .flatten()
+                .map(|pid| AgentPlace {
+                    pid: pid.as_raw(),
+                    netns: agent_netns,
+                });
+            cluster.add_agent_in(&h.name, &h.tcp_uri(), place).await?;
         }
         cluster.wait_hosts_up().await?;
         Ok(Rig {

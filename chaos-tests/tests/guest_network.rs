@@ -8,44 +8,11 @@
 //! its own is cut off by libvirt's clean-traffic filter. (Overlays between hosts need hosts
 //! in network namespaces of their own: the multi-host rig does not have them yet.)
 
-use std::time::Duration;
-
 use drover_chaos_tests::console::Session;
+use drover_chaos_tests::guest_shell::{assert_ping, overlay, run, WAIT};
 use drover_chaos_tests::qemu_host::QemuHost;
 use drover_chaos_tests::system_libvirt::{self, NetworkLeftovers};
 use drover_chaos_tests::{guest, require};
-
-const WAIT: Duration = Duration::from_secs(120);
-
-/// Runs `command` in the guest's shell and waits for `expect` (a marker the command
-/// prints only once the shell evaluated it).
-async fn run(session: &mut Session, command: &str, expect: &str) -> anyhow::Result<()> {
-    let line = format!("{command}\r");
-    session.expect(expect, line.as_bytes(), WAIT).await
-}
-
-/// `ping` from the guest, printing `<tag>-yes` or `<tag>-no` (built by the shell, so the
-/// echo of the typed line never matches).
-fn ping(tag: &str, args: &str) -> (String, String, String) {
-    let t = tag.to_uppercase();
-    let command =
-        format!("t={t}; ping -c 3 -W 2 {args} >/dev/null 2>&1 && echo $t-yes || echo $t-no");
-    (command, format!("{t}-yes"), format!("{t}-no"))
-}
-
-/// Asserts the ping reaches (or not) its target.
-async fn assert_ping(
-    session: &mut Session,
-    tag: &str,
-    args: &str,
-    reaches: bool,
-) -> anyhow::Result<()> {
-    let (command, yes, no) = ping(tag, args);
-    let want = if reaches { &yes } else { &no };
-    run(session, &command, want)
-        .await
-        .map_err(|e| anyhow::anyhow!("ping {args}: wanted {want}: {e}"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guests_on_one_overlay_reach_each_other_and_nothing_else() -> anyhow::Result<()> {
@@ -73,32 +40,9 @@ async fn guests_on_one_overlay_reach_each_other_and_nothing_else() -> anyhow::Re
     let q = QemuHost::start("net", false, &[&a, &b, &c, &d]).await?;
     let cluster = &q.cluster;
     q.import("guest", &image).await?;
-    // DHCP on the first only: two networks whose bridges have addresses in one subnet
-    // cannot both be on a host (the kernel's routes would collide).
-    for (net, vni, range, dhcp) in [
-        (&n1, vni, ".10-.20", true),
-        (&n2, vni + 1, ".30-.40", false),
-    ] {
-        let vni = vni.to_string();
-        let out = cluster
-            .cli(&["net", "create", net, "--type", "vxlan", "--vni", &vni])
-            .await?;
-        anyhow::ensure!(out.success, "net create: {}", out.stderr);
-        let mut args = vec![
-            "net",
-            "subnet",
-            "add",
-            net,
-            "10.77.0.0/24",
-            "--range",
-            range,
-        ];
-        if dhcp {
-            args.extend(["--dhcp-server", ".2"]);
-        }
-        let out = cluster.cli(&args).await?;
-        anyhow::ensure!(out.success, "subnet add: {}", out.stderr);
-    }
+    // DHCP on the first only (see `guest_shell::overlay`).
+    overlay(cluster, &n1, vni, ".10-.20", true).await?;
+    overlay(cluster, &n2, vni + 1, ".30-.40", false).await?;
 
     eprintln!("phase: three guests, two on {n1} and one on {n2}, each with its seed's address");
     for (vm, net) in [(&a, &n1), (&b, &n1), (&c, &n2)] {

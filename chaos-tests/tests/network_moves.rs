@@ -10,19 +10,16 @@
 //! copy, and the rig's shared pool is a local directory bind-mounted into each host: so
 //! the migrating guest has a local disk.)
 
-use std::time::Duration;
-
 use anyhow::Context as _;
 use drover_chaos_tests::console::Session;
+use drover_chaos_tests::guest_shell::{self, interruption_ms, start_pinging, PING_EVERY_MS};
 use drover_chaos_tests::libvirt_hosts::LibvirtHosts;
 use drover_chaos_tests::multihost::Rig;
 use drover_chaos_tests::{guest, require, system_libvirt};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-const WAIT: Duration = Duration::from_secs(120);
-/// `b`'s ping interval.
-const PING_EVERY_MS: u64 = 200;
+use guest_shell::WAIT;
 
 /// A Linux bridge in this network namespace, deleted on drop.
 struct TestBridge(String);
@@ -52,51 +49,9 @@ impl Drop for TestBridge {
     }
 }
 
-async fn run(session: &mut Session, command: &str, expect: &str) -> anyhow::Result<()> {
-    session
-        .expect(expect, format!("{command}\r").as_bytes(), WAIT)
-        .await
-}
-
-/// Waits until the guest behind `session` reaches `ip`; `n` makes the marker unique (the
-/// console keeps all output, and the shell computes the marker, so the typed line's echo
-/// never matches).
+/// Asserts the guest behind `session` reaches `ip`; `n` makes the marker unique.
 async fn reaches(session: &mut Session, ip: &str, n: u32) -> anyhow::Result<()> {
-    let command = format!("ping -c 3 -W 2 {ip} >/dev/null 2>&1 && echo REACH-$((0+{n}))");
-    run(session, &command, &format!("REACH-{n}")).await
-}
-
-/// Starts the guest pinging `ip` in the background, every [`PING_EVERY_MS`], into
-/// `/ping{n}.out`.
-async fn start_pinging(session: &mut Session, ip: &str, n: u32) -> anyhow::Result<()> {
-    let every = format!("{:.1}", PING_EVERY_MS as f64 / 1000.0);
-    let command = format!(
-        "ping -i {every} {ip} >/ping{n}.out 2>&1 & echo $! >/ping{n}.pid; echo BG-$((0+{n}))"
-    );
-    run(session, &command, &format!("BG-{n}")).await
-}
-
-/// Stops the pinging `n` and returns the longest interruption it saw, in ms: the largest
-/// jump between the sequence numbers of two replies in a row, less one, times the interval.
-async fn interruption_ms(session: &mut Session, n: u32) -> anyhow::Result<u64> {
-    let command = format!(
-        "kill $(cat /ping{n}.pid); awk -F'seq=' '/seq=/ {{split($2, s, \" \"); \
-         if (p != \"\" && s[1] - p > g) g = s[1] - p; p = s[1]}} \
-         END {{print \"GAP{n}\" \"=\" g+0}}' /ping{n}.out"
-    );
-    let marker = format!("GAP{n}=");
-    run(session, &command, &marker).await?;
-    // The number after the marker is complete once its line ended.
-    let jump: u64 = drover_chaos_tests::wait_until("the gap", WAIT, || async {
-        let text = session.stdout();
-        let line = text
-            .split(&marker)
-            .nth(1)
-            .filter(|rest| rest.contains('\n'));
-        Ok(line.and_then(|rest| rest.split_whitespace().next()?.parse().ok()))
-    })
-    .await?;
-    Ok(jump.saturating_sub(1) * PING_EVERY_MS)
+    guest_shell::assert_ping(session, &format!("reach{n}"), ip, true).await
 }
 
 fn other_host(host: &str) -> &'static str {
