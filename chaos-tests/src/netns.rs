@@ -136,8 +136,16 @@ impl Forwarder {
                             let _ =
                                 tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                         }
-                        // The client sees its connection close, as it would a refused one.
-                        Err(e) => eprintln!("forwarder to {target}: {e:#}"),
+                        // The client sees its connection close, as it would a refused
+                        // one; hostd down (killed by the test) is no news.
+                        Err(e) => {
+                            let refused = e
+                                .downcast_ref::<std::io::Error>()
+                                .is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused);
+                            if !refused {
+                                eprintln!("forwarder to {target}: {e:#}");
+                            }
+                        }
                     }
                 });
             }

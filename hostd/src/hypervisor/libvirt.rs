@@ -115,6 +115,9 @@ impl LibvirtHypervisor {
         // A failed start leaves the domain defined and shut off; a retried StartVm redefines
         // and starts it, so there is nothing to roll back.
         dom.create().map_err(HostdError::libvirt("create"))?;
+        if self.domain_type != DomainType::Test {
+            pin_overlay_taps(&dom, &spec.name);
+        }
         describe(
             &dom,
             &spec.name,
@@ -124,6 +127,18 @@ impl LibvirtHypervisor {
                 ha: spec.ha,
             },
         )
+    }
+}
+
+/// Pins a started domain's overlay taps (`network::taps`). A failure costs reachability
+/// until the guest sends, not the start: logged.
+fn pin_overlay_taps(dom: &virt::domain::Domain, vm: &str) {
+    let pinned = dom
+        .xml_desc(0)
+        .map_err(HostdError::libvirt("xml_desc"))
+        .and_then(|xml| crate::network::taps::pin(&crate::network::taps::taps_in(&xml)));
+    if let Err(e) = pinned {
+        tracing::warn!(vm, error = %crate::error::error_chain(&e), "cannot pin the guest's taps on its overlay bridges");
     }
 }
 

@@ -5,6 +5,7 @@
 mod links;
 mod locks;
 mod nic;
+pub mod taps;
 mod vxlan;
 mod wiring;
 

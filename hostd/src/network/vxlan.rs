@@ -30,7 +30,8 @@ pub struct VxlanLink {
     pub peers: Vec<Ipv4Addr>,
 }
 
-fn run(program: &'static str, args: &[&str]) -> Result<String, HostdError> {
+/// Runs an iproute2 `program`; its stdout, or why not.
+pub(super) fn run(program: &'static str, args: &[&str]) -> Result<String, HostdError> {
     let out = Command::new(program)
         .args(args)
         .output()
