@@ -19,11 +19,13 @@ set -euo pipefail
 # mmdebstrap, fdisk, e2fsprogs: scripts/debian-image.sh builds the Debian guest with real
 # cloud-init (from the Debian mirror) that the cloud-init test boots.
 # iproute2: hostd makes overlays' VXLAN links with `ip` and `bridge`. dnsmasq-base:
-# libvirt serves an overlay's DHCP with it.
+# libvirt serves an overlay's DHCP with it; dnsmasq-utils: hostd ends the leases of
+# released addresses with its dhcp_release. iputils-ping: bench_network waits for a new
+# guest to answer on its address.
 PACKAGES=(libvirt-dev pkg-config libvirt-clients libxml2-utils iptables
   libvirt-daemon-system qemu-system-x86 qemu-utils etcd-server protobuf-compiler libprotobuf-dev
   busybox-static cpio syslinux syslinux-common mtools dosfstools python3 virtinst
-  genisoimage mmdebstrap fdisk e2fsprogs iproute2 dnsmasq-base)
+  genisoimage mmdebstrap fdisk e2fsprogs iproute2 dnsmasq-base dnsmasq-utils iputils-ping)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -5,7 +5,8 @@
 //! DHCP (libvirt's dnsmasq, static entries only). The guests on one overlay reach each
 //! other; the one on the other overlay reaches none of them (nor they it), though its
 //! address is in the same subnet. A guest that sends from an address or a MAC that is not
-//! its own is cut off by libvirt's clean-traffic filter. (Overlays between hosts need hosts
+//! its own is cut off by libvirt's clean-traffic filter. The DHCP guest's address, once it
+//! is deleted, goes by DHCP to a new guest with another MAC. (Overlays between hosts need hosts
 //! in network namespaces of their own: the multi-host rig does not have them yet.)
 
 use drover_chaos_tests::console::Session;
@@ -32,12 +33,13 @@ async fn guests_on_one_overlay_reach_each_other_and_nothing_else() -> anyhow::Re
         format!("nc-{pid}"),
     );
     let d = format!("nd-{pid}");
+    let e = format!("ne-{pid}");
     // Dropped after the cluster (declared first): hostd does not wire them again then.
     let _networks = NetworkLeftovers {
         networks: vec![n1.clone(), n2.clone()],
         links: vec![format!("drvx{vni}"), format!("drvx{}", vni + 1)],
     };
-    let q = QemuHost::start("net", false, &[&a, &b, &c, &d]).await?;
+    let q = QemuHost::start("net", false, &[&a, &b, &c, &d, &e]).await?;
     let cluster = &q.cluster;
     q.import("guest", &image).await?;
     // DHCP on the first only (see `guest_shell::overlay`).
@@ -74,6 +76,30 @@ async fn guests_on_one_overlay_reach_each_other_and_nothing_else() -> anyhow::Re
     assert_ping(&mut sa, "ad", "10.77.0.12", true).await?;
     assert_ping(&mut sa, "ac", "10.77.0.30", false).await?;
     assert_ping(&mut sc, "ca", "10.77.0.10", false).await?;
+
+    eprintln!("phase: the address of a deleted DHCP guest goes to a new one by DHCP");
+    // The network stays wired (a, b use it): dnsmasq still holds d's lease on the address
+    // unless hostd released it with the host entry.
+    drop(sd);
+    let out = cluster.cli(&["vm", "delete", &d]).await?;
+    anyhow::ensure!(out.success, "vm delete {d}: {}", out.stderr);
+    drover_chaos_tests::wait_until(&format!("{d} gone"), WAIT, || async {
+        let out = cluster
+            .cli(&["vm", "get", &d])
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((!out.success).then_some(()))
+    })
+    .await?;
+    let nic = format!("{n1},ip=10.77.0.12");
+    let out = cluster
+        .cli(&guest::create_args(&e, &q.pool, &["--nic", &nic]))
+        .await?;
+    anyhow::ensure!(out.success, "vm create {e}: {}", out.stderr);
+    cluster.wait_vm_state(&e, "running", WAIT).await?;
+    let mut se = Session::open(cluster, &e, &[]).await?;
+    run(&mut se, "ip -4 -o addr show dev eth0", "inet 10.77.0.12/24").await?;
+    assert_ping(&mut sa, "ae", "10.77.0.12", true).await?;
 
     eprintln!("phase: a guest sending from another address or MAC is cut off");
     run(

@@ -10,7 +10,7 @@ use virt::network::Network;
 use virt::sys;
 
 use crate::error::HostdError;
-use crate::network::{overlay_link, NetworkWiring, VxlanLink, OVERLAY_BRIDGE};
+use crate::network::{leases, overlay_link, NetworkWiring, VxlanLink, OVERLAY_BRIDGE};
 
 fn lookup(conn: &Connect, name: &str) -> Option<Network> {
     conn.lookup_network_by_name(name).ok()
@@ -67,7 +67,7 @@ pub(super) fn ensure(
                 .xml_desc(0)
                 .map_err(HostdError::libvirt("network_get_xml_desc"))?;
             if same(&current, wiring) {
-                update_dhcp_hosts(&n, &current, wiring)?;
+                update_dhcp_hosts(&n, &current, wiring, kernel_devices)?;
                 n
             } else if n.is_active().unwrap_or(false) && !users(conn, &name)?.is_empty() {
                 // Tearing the bridge down would cut the guests on it off: the new
@@ -115,8 +115,14 @@ pub(super) fn ensure(
 }
 
 /// Brings DHCP's host entries to the cluster's, in place (`virNetworkUpdate`, live and in
-/// the persistent definition): the network, and the guests on it, keep running.
-fn update_dhcp_hosts(n: &Network, current: &str, wiring: &NetworkWiring) -> Result<(), HostdError> {
+/// the persistent definition): the network, and the guests on it, keep running. A gone
+/// entry's lease is released (`network::leases`), so its address can go to a new MAC.
+fn update_dhcp_hosts(
+    n: &Network,
+    current: &str,
+    wiring: &NetworkWiring,
+    kernel_devices: bool,
+) -> Result<(), HostdError> {
     let Some(dhcp) = &wiring.dhcp else {
         return Ok(());
     };
@@ -136,6 +142,12 @@ fn update_dhcp_hosts(n: &Network, current: &str, wiring: &NetworkWiring) -> Resu
             flags,
         )
         .map_err(HostdError::libvirt("network_update"))?;
+        if let (true, Some((mac, ip))) = (kernel_devices, leases::entry(gone)) {
+            // A lease left behind blocks one address for DHCP, not the network: logged.
+            if let Err(e) = leases::release(&wiring.bridge(), ip, &mac) {
+                tracing::warn!(network = %wiring.name, %ip, error = %crate::error::error_chain(&e), "cannot release the DHCP lease of a released address");
+            }
+        }
     }
     for new in want.difference(&have) {
         n.update(

@@ -67,7 +67,8 @@ pub fn pin(taps: &[Tap]) -> Result<(), HostdError> {
     Ok(())
 }
 
-fn is_mac(text: &str) -> bool {
+/// Six colon-separated pairs of hex digits.
+pub(super) fn is_mac(text: &str) -> bool {
     let parts: Vec<&str> = text.split(':').collect();
     parts.len() == 6
         && parts

@@ -30,14 +30,14 @@ pub struct VxlanLink {
     pub peers: Vec<Ipv4Addr>,
 }
 
-/// Runs an iproute2 `program`; its stdout, or why not.
+/// Runs `program` (iproute2's, dnsmasq-utils'); its stdout, or why not.
 pub(super) fn run(program: &'static str, args: &[&str]) -> Result<String, HostdError> {
     let out = Command::new(program)
         .args(args)
         .output()
         .map_err(|e| HostdError::Tool {
             program,
-            reason: format!("{e} (Debian package iproute2)"),
+            reason: format!("{e} (Debian packages iproute2, dnsmasq-utils)"),
         })?;
     if !out.status.success() {
         return Err(HostdError::Tool {
