@@ -20,7 +20,8 @@ set -euo pipefail
 # cloud-init (from the Debian mirror) that the cloud-init test boots.
 # iproute2: hostd makes overlays' VXLAN links with `ip` and `bridge`. dnsmasq-base:
 # libvirt serves an overlay's DHCP with it; dnsmasq-utils: hostd ends the leases of
-# released addresses with its dhcp_release. iputils-ping: bench_network waits for a new
+# released addresses with its dhcp_release. iptables also brings ebtables (nft), with
+# which hostd keeps an overlay's DHCP server to its host. iputils-ping: bench_network waits for a new
 # guest to answer on its address.
 PACKAGES=(libvirt-dev pkg-config libvirt-clients libxml2-utils iptables
   libvirt-daemon-system qemu-system-x86 qemu-utils etcd-server protobuf-compiler libprotobuf-dev

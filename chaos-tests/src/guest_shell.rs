@@ -11,7 +11,7 @@ use crate::Cluster;
 /// How long one command may take: a TCG guest's shell under a loaded machine is slow.
 pub const WAIT: Duration = Duration::from_secs(120);
 
-/// The background ping's interval.
+/// The tests' background ping interval.
 pub const PING_EVERY_MS: u64 = 200;
 
 /// The overlays the guest network tests use: VXLAN network `name` with VNI `vni`, subnet
@@ -72,19 +72,25 @@ pub async fn assert_ping(
         .map_err(|e| anyhow::anyhow!("ping {args}: wanted {want}: {e}"))
 }
 
-/// Starts the guest pinging `ip` in the background, every [`PING_EVERY_MS`], into
+/// Starts the guest pinging `ip` in the background, every `every_ms`, into
 /// `/ping{n}.out`.
-pub async fn start_pinging(session: &mut Session, ip: &str, n: u32) -> anyhow::Result<()> {
-    let every = format!("{:.1}", PING_EVERY_MS as f64 / 1000.0);
+pub async fn start_pinging(
+    session: &mut Session,
+    ip: &str,
+    n: u32,
+    every_ms: u64,
+) -> anyhow::Result<()> {
+    let every = format!("{:.2}", every_ms as f64 / 1000.0);
     let command = format!(
         "ping -i {every} {ip} >/ping{n}.out 2>&1 & echo $! >/ping{n}.pid; echo BG-$((0+{n}))"
     );
     run(session, &command, &format!("BG-{n}")).await
 }
 
-/// Stops the pinging `n` and returns the longest interruption it saw, in ms: the largest
-/// jump between the sequence numbers of two replies in a row, less one, times the interval.
-pub async fn interruption_ms(session: &mut Session, n: u32) -> anyhow::Result<u64> {
+/// Stops the pinging `n` (started every `every_ms`) and returns the longest interruption
+/// it saw, in ms: the largest jump between the sequence numbers of two replies in a row,
+/// less one, times the interval.
+pub async fn interruption_ms(session: &mut Session, n: u32, every_ms: u64) -> anyhow::Result<u64> {
     let command = format!(
         "kill $(cat /ping{n}.pid); awk -F'seq=' '/seq=/ {{split($2, s, \" \"); \
          if (p != \"\" && s[1] - p > g) g = s[1] - p; p = s[1]}} \
@@ -102,5 +108,5 @@ pub async fn interruption_ms(session: &mut Session, n: u32) -> anyhow::Result<u6
         Ok(line.and_then(|rest| rest.split_whitespace().next()?.parse().ok()))
     })
     .await?;
-    Ok(jump.saturating_sub(1) * PING_EVERY_MS)
+    Ok(jump.saturating_sub(1) * every_ms)
 }

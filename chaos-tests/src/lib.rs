@@ -9,6 +9,7 @@
 //! does); they are found next to the test executable's `target/<profile>` directory, or in
 //! `$DROVER_BIN_DIR`.
 
+pub mod bench_kit;
 pub mod chaos;
 pub mod checkers;
 pub mod client;

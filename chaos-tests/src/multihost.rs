@@ -135,6 +135,31 @@ impl Rig {
         })
     }
 
+    /// Host `host` loses power under VM `vm`: its hostd, `vm`'s QEMU and its virtlockd
+    /// (the disk locks die with the machine) are killed by PID. libvirtd is left: without
+    /// hostd nothing it knows reaches the cluster.
+    pub async fn power_loss(&mut self, host: &str, vm: &str) -> anyhow::Result<()> {
+        let h = self
+            .lv
+            .hosts()
+            .iter()
+            .find(|h| h.name == host)
+            .with_context(|| format!("no host {host}"))?;
+        let pid_file = h.state_dir.join(format!("run/qemu/{vm}.pid"));
+        let qemu: i32 = std::fs::read_to_string(&pid_file)
+            .with_context(|| format!("read {}", pid_file.display()))?
+            .trim()
+            .parse()?;
+        let lockd = h.virtlockd_pid().context("virtlockd")?;
+        self.cluster.kill_agent(host).await?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(qemu),
+            nix::sys::signal::Signal::SIGKILL,
+        )?;
+        nix::sys::signal::kill(lockd, nix::sys::signal::Signal::SIGKILL)?;
+        Ok(())
+    }
+
     pub fn uris(&self) -> Vec<(String, String)> {
         self.lv
             .hosts()

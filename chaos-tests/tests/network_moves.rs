@@ -17,8 +17,6 @@ use drover_chaos_tests::guest_shell::{self, interruption_ms, start_pinging, PING
 use drover_chaos_tests::libvirt_hosts::LibvirtHosts;
 use drover_chaos_tests::multihost::Rig;
 use drover_chaos_tests::{guest, require, system_libvirt};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 
 use guest_shell::WAIT;
 
@@ -162,7 +160,7 @@ async fn moves_keep_the_network(mut rig: Rig) -> anyhow::Result<()> {
     let from = hosts["b"].clone();
     let to = other_host(&from);
     eprintln!("phase: b migrates {from} -> {to} while a pings it every {PING_EVERY_MS} ms");
-    start_pinging(&mut sa, &ip_b, 1).await?;
+    start_pinging(&mut sa, &ip_b, 1, PING_EVERY_MS).await?;
     migrate(&rig, "b", to).await?;
     let after = rig.vm("b").await?;
     assert_eq!(after["host"], to, "{after}");
@@ -172,7 +170,7 @@ async fn moves_keep_the_network(mut rig: Rig) -> anyhow::Result<()> {
         "the migration changed the NIC: {after}"
     );
     reaches(&mut sa, &ip_b, 2).await?;
-    let lost = interruption_ms(&mut sa, 1).await?;
+    let lost = interruption_ms(&mut sa, 1, PING_EVERY_MS).await?;
     eprintln!("a live migration interrupted a's view of b for about {lost} ms");
     assert!(lost <= 5_000, "the peer lost b for {lost} ms");
     drop(sa);
@@ -185,23 +183,9 @@ async fn moves_keep_the_network(mut rig: Rig) -> anyhow::Result<()> {
     let mut sb = Session::open(&rig.cluster, "b", &[]).await?;
     reaches(&mut sb, &ip_a, 3).await?;
     eprintln!("phase: {a_host} loses power (hostd, a's QEMU, virtlockd); a fails over");
-    let i = rig
-        .lv
-        .hosts()
-        .iter()
-        .position(|h| h.name == a_host)
-        .context("a's host")?;
-    let pid_file = rig.lv.host(i).state_dir.join("run/qemu/a.pid");
-    let qemu: i32 = std::fs::read_to_string(&pid_file)
-        .with_context(|| format!("read {}", pid_file.display()))?
-        .trim()
-        .parse()?;
-    let lockd = rig.lv.host(i).virtlockd_pid().context("virtlockd")?;
-    start_pinging(&mut sb, &ip_a, 2).await?;
+    start_pinging(&mut sb, &ip_a, 2, PING_EVERY_MS).await?;
     let lost_at = std::time::Instant::now();
-    rig.cluster.kill_agent(&a_host).await?;
-    kill(Pid::from_raw(qemu), Signal::SIGKILL)?;
-    kill(lockd, Signal::SIGKILL)?;
+    rig.power_loss(&a_host, "a").await?;
     let moved = drover_chaos_tests::wait_until("a running elsewhere", WAIT, || async {
         let v = rig.cluster.cli_json(&["vm", "get", "a"]).await?;
         let elsewhere = v["observed_state"] == "running" && v["host"] != a_host.as_str();
@@ -215,7 +199,7 @@ async fn moves_keep_the_network(mut rig: Rig) -> anyhow::Result<()> {
         "the failover changed the NIC: {moved}"
     );
     reaches(&mut sb, &ip_a, 4).await?;
-    let lost = interruption_ms(&mut sb, 2).await?;
+    let lost = interruption_ms(&mut sb, 2, PING_EVERY_MS).await?;
     eprintln!(
         "a host loss interrupted b's view of a for about {lost} ms (lease expiry, fencing \
          wait, restart and boot included); a was seen running again after {} ms",

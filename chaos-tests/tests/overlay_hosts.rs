@@ -6,7 +6,8 @@
 //! anti-affinity group, get their addresses from the pool — `a` from its cloud-init seed,
 //! `d` (no seed) by DHCP — and reach each other: the only path between the hosts'
 //! namespaces is the tunnel. Guest `c`, on overlay `ov2` with an address in the same
-//! subnet, shares a host with one of them and reaches neither, nor they it.
+//! subnet, shares a host with one of them and reaches neither, nor they it. Each guest on
+//! `ov1` hears one DHCP server (its own host's; every host serves the overlay's address).
 
 use std::process::Command;
 
@@ -93,5 +94,19 @@ async fn multihost_overlays_connect_guests_across_hosts_and_keep_them_apart() ->
     assert_ping(&mut sc, "ca", &ip_a, false).await?;
     assert_ping(&mut sc, "cd", &ip_d, false).await?;
     assert_ping(&mut sa, "ac", &ip_c, false).await?;
+
+    eprintln!("phase: each guest hears one DHCP server, its own host's");
+    // Every host's bridge has ov1's server address; without hostd's fence, ARP for it
+    // crosses the tunnel and both bridges answer, each with its own MAC.
+    let servers = "arping -c 4 -I eth0 10.77.0.2 2>/dev/null | grep -o '\\[[0-9a-fA-F:]*\\]' \
+                   | sort -u | wc -l";
+    for session in [&mut sa, &mut sd] {
+        run(
+            session,
+            &format!("echo SERVERS-$({servers})"),
+            "SERVERS-1\r",
+        )
+        .await?;
+    }
     Ok(())
 }

@@ -18,12 +18,12 @@
 //! libvirt, virt-install; the drover binaries are found next to this one, or in
 //! `$DROVER_BIN_DIR`).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _};
 use clap::Parser;
+use drover_chaos_tests::bench_kit::{linked_clone, ms, run, stats};
 use drover_chaos_tests::system_libvirt::{self, Leftovers, QEMU_SYSTEM};
 use drover_chaos_tests::{guest, wait_until, Cluster, ClusterSpec};
 
@@ -37,20 +37,6 @@ struct Args {
     /// How often `virsh domstate` is asked.
     #[arg(long, default_value_t = 20)]
     poll_ms: u64,
-}
-
-fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("cannot run {program}"))?;
-    ensure!(
-        out.status.success(),
-        "{program} {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn virsh(args: &[&str]) -> anyhow::Result<String> {
@@ -71,16 +57,6 @@ async fn running(domain: &str, poll: Duration) -> anyhow::Result<Instant> {
         ensure!(Instant::now() < end, "{domain} not running after 120 s");
         tokio::time::sleep(poll).await;
     }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(f64::total_cmp);
-    let mean = v.iter().sum::<f64>() / v.len() as f64;
-    (v[v.len() / 2], mean, v[v.len() - 1])
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -156,7 +132,7 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 let disk = pool_dir.path().join(format!("{v_name}.qcow2"));
                 let t0 = Instant::now();
-                clone(&base, &disk)?;
+                linked_clone(&base, &disk)?;
                 let disk_arg =
                     format!("path={},format=qcow2,bus=virtio,cache=none", disk.display());
                 run(
@@ -221,23 +197,4 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("drover / virt-install (p50): {:.2}", dp50 / vp50);
     Ok(())
-}
-
-/// A qcow2 linked clone of `base` at `disk`, as an operator would make one.
-fn clone(base: &Path, disk: &Path) -> anyhow::Result<()> {
-    run(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            base.to_str().context("utf-8")?,
-            "-F",
-            "qcow2",
-            disk.to_str().context("utf-8")?,
-        ],
-    )
-    .map(drop)
 }

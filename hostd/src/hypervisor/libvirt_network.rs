@@ -9,8 +9,11 @@ use virt::connect::Connect;
 use virt::network::Network;
 use virt::sys;
 
+use super::libvirt_leases;
 use crate::error::HostdError;
-use crate::network::{leases, overlay_link, NetworkWiring, VxlanLink, OVERLAY_BRIDGE};
+use crate::network::{
+    confine, leases, overlay_link, Dhcp, NetworkWiring, VxlanLink, OVERLAY_BRIDGE,
+};
 
 fn lookup(conn: &Connect, name: &str) -> Option<Network> {
     conn.lookup_network_by_name(name).ok()
@@ -67,7 +70,7 @@ pub(super) fn ensure(
                 .xml_desc(0)
                 .map_err(HostdError::libvirt("network_get_xml_desc"))?;
             if same(&current, wiring) {
-                update_dhcp_hosts(&n, &current, wiring, kernel_devices)?;
+                update_dhcp_hosts(&n, &current, wiring)?;
                 n
             } else if n.is_active().unwrap_or(false) && !users(conn, &name)?.is_empty() {
                 // Tearing the bridge down would cut the guests on it off: the new
@@ -110,19 +113,45 @@ pub(super) fn ensure(
     }
     if let Some(link) = vxlan {
         link.ensure()?;
+        confine::ensure(&link.name, wiring.dhcp.as_ref().map(|d| d.server))?;
+    }
+    if let (true, Some(dhcp)) = (kernel_devices, &wiring.dhcp) {
+        release_stale_leases(&network, wiring, dhcp);
     }
     Ok(wiring.bridge())
 }
 
+/// Ends every lease dnsmasq holds that the cluster does not give (`network::leases`): an
+/// address released while the network stayed up, or one whose lease outlived the network
+/// (libvirt keeps a bridge's leases across a network's removal and definition again). A
+/// lease left behind blocks one address for DHCP, not the network: logged.
+fn release_stale_leases(network: &Network, wiring: &NetworkWiring, dhcp: &Dhcp) {
+    let held = match libvirt_leases::leases(network) {
+        Ok(held) => held,
+        Err(e) => {
+            tracing::warn!(network = %wiring.name, error = %crate::error::error_chain(&e), "cannot read the DHCP leases");
+            return;
+        }
+    };
+    let given: BTreeSet<(String, std::net::Ipv4Addr)> = dhcp
+        .hosts
+        .iter()
+        .map(|h| (h.mac.to_ascii_lowercase(), h.ip))
+        .collect();
+    for (mac, ip) in held {
+        if given.contains(&(mac.to_ascii_lowercase(), ip)) {
+            continue;
+        }
+        tracing::info!(network = %wiring.name, %ip, %mac, "releasing a DHCP lease the cluster no longer gives");
+        if let Err(e) = leases::release(&wiring.bridge(), ip, &mac) {
+            tracing::warn!(network = %wiring.name, %ip, error = %crate::error::error_chain(&e), "cannot release a stale DHCP lease");
+        }
+    }
+}
+
 /// Brings DHCP's host entries to the cluster's, in place (`virNetworkUpdate`, live and in
-/// the persistent definition): the network, and the guests on it, keep running. A gone
-/// entry's lease is released (`network::leases`), so its address can go to a new MAC.
-fn update_dhcp_hosts(
-    n: &Network,
-    current: &str,
-    wiring: &NetworkWiring,
-    kernel_devices: bool,
-) -> Result<(), HostdError> {
+/// the persistent definition): the network, and the guests on it, keep running.
+fn update_dhcp_hosts(n: &Network, current: &str, wiring: &NetworkWiring) -> Result<(), HostdError> {
     let Some(dhcp) = &wiring.dhcp else {
         return Ok(());
     };
@@ -142,12 +171,6 @@ fn update_dhcp_hosts(
             flags,
         )
         .map_err(HostdError::libvirt("network_update"))?;
-        if let (true, Some((mac, ip))) = (kernel_devices, leases::entry(gone)) {
-            // A lease left behind blocks one address for DHCP, not the network: logged.
-            if let Err(e) = leases::release(&wiring.bridge(), ip, &mac) {
-                tracing::warn!(network = %wiring.name, %ip, error = %crate::error::error_chain(&e), "cannot release the DHCP lease of a released address");
-            }
-        }
     }
     for new in want.difference(&have) {
         n.update(
@@ -192,6 +215,7 @@ pub(super) fn remove(conn: &Connect, name: &str, kernel_devices: bool) -> Result
     n.undefine()
         .map_err(HostdError::libvirt("network_undefine"))?;
     if let (true, Some(link)) = (kernel_devices, vxlan_link_of(&xml)) {
+        confine::remove(&link)?;
         VxlanLink::remove(&link)?;
     }
     Ok(true)

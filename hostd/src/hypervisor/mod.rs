@@ -12,6 +12,7 @@ pub mod domain_xml;
 pub mod libvirt;
 mod libvirt_conn;
 mod libvirt_console;
+mod libvirt_leases;
 mod libvirt_migrate;
 mod libvirt_network;
 mod libvirt_pool;

@@ -2,6 +2,7 @@
 //! wired here ([`NetworkWiring`], a libvirt network `drover-NAME`), and the one device
 //! libvirt cannot make, an overlay's VXLAN link ([`vxlan`], with iproute2).
 
+pub mod confine;
 pub mod leases;
 mod links;
 mod locks;
