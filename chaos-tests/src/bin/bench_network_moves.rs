@@ -57,9 +57,8 @@ async fn main() -> anyhow::Result<()> {
     rig.json(&["pool", "create", "local", "--path", path, "--wait", "30s"])
         .await?;
     guest_shell::overlay(&rig.cluster, "lan", 200, ".10-.20", false).await?;
-    let group = ["--anti-affinity", "bench"];
-    let p = [&["--nic", "lan", "--hostname", "p", "--ha"][..], &group].concat();
-    let m = [&["--nic", "lan", "--hostname", "m"][..], &group].concat();
+    let p = ["--nic", "lan", "--hostname", "p", "--ha"];
+    let m = ["--nic", "lan", "--hostname", "m"];
     rig.json(&guest::create_args("p", "shared", &p)).await?;
     rig.json(&guest::create_args("m", "local", &m)).await?;
     rig.running(&["p", "m"]).await?;
