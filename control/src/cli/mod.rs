@@ -452,6 +452,7 @@ pub enum OpCmd {
         #[command(flatten)]
         read: ReadOpts,
     },
+    /// One operation, with its progress.
     Get {
         id: u64,
         #[command(flatten)]
@@ -653,7 +654,8 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
     drover_raft::model::parse_label(text)
 }
 
-/// How a `get`/`list` reads.
+// How a `get`/`list` reads. (A plain comment: clap would show a doc comment here as the
+// help of every subcommand that flattens this and has none of its own.)
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct ReadOpts {
     /// Answer from the contacted controller's own state, without a quorum check.
@@ -690,10 +692,12 @@ pub enum HostCmd {
     /// Forget a host that runs nothing (drain it first; a dead host's VMs must have
     /// failed over or been moved). Its hostd gets no more leases.
     Remove { name: String },
+    /// Every host: health, capacity and what is allocated, admin state.
     List {
         #[command(flatten)]
         read: ReadOpts,
     },
+    /// One host, with its labels, migration URI, underlay address and interfaces.
     Get {
         name: String,
         #[command(flatten)]
@@ -785,18 +789,22 @@ pub enum VmCmd {
         #[arg(long, default_value_t = 150)]
         progress_timeout_s: u64,
     },
+    /// Every VM: desired and observed state, host, size.
     List {
         #[command(flatten)]
         read: ReadOpts,
     },
+    /// One VM, with its disks, NICs and placement.
     Get {
         name: String,
         #[command(flatten)]
         read: ReadOpts,
     },
+    /// Start a stopped VM (the scheduler places it).
     Start {
         name: String,
     },
+    /// Shut a VM down (ACPI, then forced after the grace period).
     Stop {
         name: String,
     },
