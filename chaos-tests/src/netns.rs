@@ -50,7 +50,18 @@ impl Underlay {
         names.extend((1..=n).map(host_ns));
         for name in &names {
             if ns_path(name).exists() {
-                // A crashed run's: its processes were killed with their subreapers.
+                // A crashed run's (we hold the machine-wide lock): whatever still runs in
+                // it (libvirtd, dnsmasq, QEMU, hostd) goes first, by PID.
+                let pids = Command::new("ip").args(["netns", "pids", name]).output()?;
+                for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+                    if let Ok(pid) = pid.parse::<i32>() {
+                        eprintln!("{name}: killing leftover process {pid}");
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
                 ip(&["netns", "del", name])?;
             }
         }

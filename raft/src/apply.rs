@@ -283,7 +283,7 @@ impl ClusterState {
                     .hosts
                     .get_mut(name)
                     .ok_or_else(|| ApplyError::UnknownHost(name.clone()))?;
-                host.networking.clone_from(networking);
+                host.networking = Some(networking.clone());
                 Ok(Reply::Host(host.clone()))
             }
             // Handled in `apply`, which knows which event it touched.

@@ -73,7 +73,7 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use drover_raft::model::{
-        DesiredState, Host, Network, NetworkKind, NetworkSpec, Nic, Vm, VmSpec,
+        DesiredState, Host, HostNetworking, Network, NetworkKind, NetworkSpec, Nic, Vm, VmSpec,
     };
 
     use super::*;
@@ -81,7 +81,10 @@ mod tests {
     /// Host `hN`, registered at a management address, its tunnels on 10.0.0.N.
     fn host(n: u8) -> Host {
         let mut h = Host::new(&format!("h{n}"), &format!("mgmt-h{n}.example:7001"));
-        h.networking.underlay = Some(std::net::Ipv4Addr::new(10, 0, 0, n));
+        h.networking = Some(HostNetworking {
+            underlay: Some(std::net::Ipv4Addr::new(10, 0, 0, n)),
+            links: Default::default(),
+        });
         h
     }
 
@@ -146,11 +149,15 @@ mod tests {
         let first = plan(&s, "h1", &[], &none, &never, now).ensure.remove(0);
         let wired = BTreeMap::from([("blue".to_string(), first)]);
         s.hosts.insert("h3".into(), host(3));
-        // A host that cannot carry overlays is no peer.
+        // A host that reported no underlay cannot carry overlays: no peer.
+        let mut h4 = Host::new("h4", "10.0.0.4:7001");
+        h4.networking = Some(HostNetworking::default());
+        s.hosts.insert("h4".into(), h4);
+        // One that never reported (an older hostd): its registered address.
         s.hosts
-            .insert("h4".into(), Host::new("h4", "10.0.0.4:7001"));
+            .insert("h5".into(), Host::new("h5", "10.0.0.5:7001"));
         let p = plan(&s, "h1", &["blue".into()], &wired, &never, now);
-        assert_eq!(p.ensure[0].peers, ["10.0.0.2", "10.0.0.3"]);
+        assert_eq!(p.ensure[0].peers, ["10.0.0.2", "10.0.0.3", "10.0.0.5"]);
         let failed = BTreeMap::from([("blue".to_string(), now)]);
         let p = plan(&s, "h1", &["blue".into()], &wired, &failed, now);
         assert!(p.ensure.is_empty(), "retried too soon");

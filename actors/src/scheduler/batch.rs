@@ -34,8 +34,9 @@ pub struct HostView {
     pub groups: BTreeSet<String>,
     /// Storage pools active here: (capacity, free) bytes, by pool.
     pub pools: BTreeMap<String, (u64, u64)>,
-    /// Its underlay address and interfaces, as reported.
-    pub networking: HostNetworking,
+    /// Its underlay address and interfaces, as reported; `None`: not reported (an older
+    /// hostd), not a reason to refuse.
+    pub networking: Option<HostNetworking>,
 }
 
 /// Free space a placement leaves in a pool, in percent of the pool's capacity: a pool
@@ -86,9 +87,11 @@ pub fn refuse(req: &Request, host: &HostView, policy: &Policy) -> Option<String>
             return Some(format!("already runs a VM of anti-affinity group {group}"));
         }
     }
-    for (network, kind) in &req.networks {
-        if let Some(why) = host.networking.cannot_carry(kind) {
-            return Some(format!("cannot carry network {network}: {why}"));
+    if let Some(networking) = &host.networking {
+        for (network, kind) in &req.networks {
+            if let Some(why) = networking.cannot_carry(kind) {
+                return Some(format!("cannot carry network {network}: {why}"));
+            }
         }
     }
     for (pool, need) in &req.pools {
@@ -210,7 +213,7 @@ mod tests {
             used_memory_mib: 0,
             groups: BTreeSet::new(),
             pools: BTreeMap::new(),
-            networking: HostNetworking::default(),
+            networking: Some(HostNetworking::default()),
         }
     }
 
@@ -261,8 +264,10 @@ mod tests {
     fn a_vm_goes_only_where_its_networks_can_be_wired() {
         let p = Policy::default();
         let mut hosts = vec![host("bare", 8, 8192), host("wired", 8, 8192)];
-        hosts[1].networking.links.insert("br0".into());
-        hosts[1].networking.underlay = Some(std::net::Ipv4Addr::new(10, 0, 0, 2));
+        hosts[1].networking = Some(HostNetworking {
+            underlay: Some(std::net::Ipv4Addr::new(10, 0, 0, 2)),
+            links: ["br0".to_string()].into(),
+        });
         let mut r = req("vm", 1, 64);
         r.networks.insert(
             "lan".into(),
@@ -278,12 +283,18 @@ mod tests {
             refusal.reasons["bare"],
             "cannot carry network lan: has no bridge br0"
         );
-        hosts[0].networking.links.insert("br0".into());
+        hosts[0].networking = Some(HostNetworking {
+            underlay: None,
+            links: ["br0".to_string()].into(),
+        });
         let refusal = place_one(&r, &hosts[..1], &p).unwrap_err();
         assert!(
             refusal.reasons["bare"].starts_with("cannot carry network overlay: has no underlay"),
             "{refusal:?}"
         );
+        // A host that never reported (an older hostd) is not refused for its networks.
+        hosts[0].networking = None;
+        assert_eq!(place_one(&r, &hosts[..1], &p), Ok("bare".to_string()));
     }
 
     #[test]

@@ -102,9 +102,8 @@ pub(crate) fn wirings(vm: &Vm, state: &ClusterState, host: &str) -> Vec<NetworkW
 }
 
 /// How network `net` is wired on host `host`: for an overlay, with every other host's
-/// underlay address (as its hostd reported it) as a peer, so that wherever the guests on
-/// it run, broadcasts reach them. Hosts without one cannot carry overlays (the scheduler
-/// keeps their VMs off them) and are no peers.
+/// underlay address as a peer, so that wherever the guests on it run, broadcasts reach
+/// them.
 pub(crate) fn wiring(net: &Network, state: &ClusterState, host: &str) -> NetworkWiring {
     let mut w = NetworkWiring {
         name: net.name.clone(),
@@ -120,7 +119,7 @@ pub(crate) fn wiring(net: &Network, state: &ClusterState, host: &str) -> Network
                 .hosts
                 .values()
                 .filter(|h| h.name != host)
-                .filter_map(|h| h.networking.underlay.map(|ip| ip.to_string()))
+                .filter_map(underlay)
                 .collect();
             w.dhcp = dhcp_subnets(net);
         }
@@ -154,4 +153,18 @@ fn dhcp_subnets(net: &Network) -> Vec<DhcpSubnet> {
             })
         })
         .collect()
+}
+
+/// A host's underlay address: the one its hostd reported; a host that reported none
+/// cannot carry overlays (the scheduler keeps their VMs off it) and is no peer. One that
+/// never reported (an older hostd) is taken at its registered address's IPv4, as before
+/// hosts reported.
+fn underlay(host: &drover_raft::model::Host) -> Option<String> {
+    match &host.networking {
+        Some(n) => n.underlay.map(|ip| ip.to_string()),
+        None => match host.address.parse::<std::net::SocketAddr>().ok()?.ip() {
+            std::net::IpAddr::V4(ip) => Some(ip.to_string()),
+            std::net::IpAddr::V6(_) => None,
+        },
+    }
 }

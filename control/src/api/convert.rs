@@ -247,10 +247,15 @@ pub fn host(host: &Host, state: &ClusterState, lease_granted: Option<Duration>) 
         migration_uri: host.migration_uri.clone(),
         underlay: host
             .networking
-            .underlay
+            .as_ref()
+            .and_then(|n| n.underlay)
             .map(|ip| ip.to_string())
             .unwrap_or_default(),
-        links: host.networking.links.iter().cloned().collect(),
+        links: host
+            .networking
+            .iter()
+            .flat_map(|n| n.links.iter().cloned())
+            .collect(),
     }
 }
 

@@ -764,9 +764,7 @@ pub enum VmCmd {
     },
     /// Attach the terminal to a running VM's serial console (Ctrl-] detaches). A newer
     /// session on the same VM takes the console over.
-    Console {
-        name: String,
-    },
+    Console { name: String },
     /// Live-migrate a running VM to another host (the scheduler picks one unless --to).
     /// Shows progress and ends with the downtime, unless --detach.
     Migrate {
@@ -801,13 +799,9 @@ pub enum VmCmd {
         read: ReadOpts,
     },
     /// Start a stopped VM (the scheduler places it).
-    Start {
-        name: String,
-    },
+    Start { name: String },
     /// Shut a VM down (ACPI, then forced after the grace period).
-    Stop {
-        name: String,
-    },
+    Stop { name: String },
     /// A stopped VM's disks: add, grow, remove (they take effect at its next start).
     #[command(subcommand)]
     Disk(DiskCmd),

@@ -90,7 +90,7 @@ pub(super) fn ensure(
                 // another VNI): its link goes with it.
                 if let (true, Some(old)) = (kernel_devices, vxlan_link_of(&current)) {
                     if wiring.vxlan_link().as_deref() != Some(old.as_str()) {
-                        VxlanLink::remove(&old)?;
+                        remove_overlay_devices(&old)?;
                     }
                 }
                 define(conn, &xml)?
@@ -113,7 +113,11 @@ pub(super) fn ensure(
     }
     if let Some(link) = vxlan {
         link.ensure()?;
-        confine::ensure(&link.name, wiring.dhcp.as_ref().map(|d| d.server))?;
+        // Without the fence guests hear every host's (identical) answers: logged, and
+        // the network still serves.
+        if let Err(e) = confine::ensure(&link.name, wiring.dhcp.as_ref().map(|d| d.server)) {
+            tracing::warn!(network = %wiring.name, error = %crate::error::error_chain(&e), "cannot keep the DHCP server to this host");
+        }
     }
     if let (true, Some(dhcp)) = (kernel_devices, &wiring.dhcp) {
         release_stale_leases(&network, wiring, dhcp);
@@ -215,10 +219,17 @@ pub(super) fn remove(conn: &Connect, name: &str, kernel_devices: bool) -> Result
     n.undefine()
         .map_err(HostdError::libvirt("network_undefine"))?;
     if let (true, Some(link)) = (kernel_devices, vxlan_link_of(&xml)) {
-        confine::remove(&link)?;
-        VxlanLink::remove(&link)?;
+        remove_overlay_devices(&link)?;
     }
     Ok(true)
+}
+
+/// Removes an overlay's VXLAN link and its DHCP fence, both attempted whatever the other
+/// does (a retry finds the network gone and would not come back for them).
+fn remove_overlay_devices(link: &str) -> Result<(), HostdError> {
+    let fence = confine::remove(link);
+    let device = VxlanLink::remove(link);
+    fence.and(device)
 }
 
 /// The VXLAN link of the overlay whose libvirt network XML is `xml`, from its bridge's

@@ -8,17 +8,23 @@ use super::{overlay_link, OVERLAY_BRIDGE};
 /// Where the kernel lists this network namespace's interfaces.
 const SYS_CLASS_NET: &str = "/sys/class/net";
 
-/// Names under `/sys/class/net` that are the host's own, sorted.
+/// At most this many are reported (the cluster believes no more:
+/// `drover_raft::model::MAX_HOST_LINKS`, the same number).
+const MAX_REPORTED: usize = 4096;
+
+/// Names under `/sys/class/net` that are the host's own, sorted. Names drover could not
+/// use for a network anyway (Linux allows `wg@x`, the cluster's rule does not) are left
+/// out, so that one of them does not void the whole report.
 pub fn host_links() -> std::io::Result<BTreeSet<String>> {
     let mut links = BTreeSet::new();
     for entry in std::fs::read_dir(SYS_CLASS_NET)? {
         if let Some(name) = entry?.file_name().to_str() {
-            if reportable(name) {
+            if reportable(name) && drover_proto::ifname::validate_ifname(name).is_ok() {
                 links.insert(name.to_string());
             }
         }
     }
-    Ok(links)
+    Ok(links.into_iter().take(MAX_REPORTED).collect())
 }
 
 /// Not loopback, and not made for guests: an overlay's bridge or VXLAN link (hostd's), a

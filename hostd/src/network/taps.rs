@@ -42,7 +42,10 @@ fn attribute(xml: &str, element: &str, name: &str) -> Option<String> {
     let start = xml.find(element)?;
     let tag = &xml[start..start + xml[start..].find('>')?];
     let at = tag.find(&format!(" {name}="))? + name.len() + 2;
-    let quote = tag[at..].chars().next()?;
+    let quote = tag[at..]
+        .chars()
+        .next()
+        .filter(|q| matches!(q, '\'' | '"'))?;
     let value = &tag[at + 1..];
     Some(value[..value.find(quote)?].to_string())
 }

@@ -37,7 +37,7 @@ pub(super) fn run(program: &'static str, args: &[&str]) -> Result<String, HostdE
         .output()
         .map_err(|e| HostdError::Tool {
             program,
-            reason: format!("{e} (Debian packages iproute2, dnsmasq-utils)"),
+            reason: format!("{e} (Debian packages iproute2, dnsmasq-utils, iptables)"),
         })?;
     if !out.status.success() {
         return Err(HostdError::Tool {

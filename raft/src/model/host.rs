@@ -89,9 +89,12 @@ pub struct Host {
     /// migrations.
     #[serde(default)]
     pub migration_uri: String,
-    /// Its VXLAN underlay address and interfaces, as hostd last reported them.
+    /// Its VXLAN underlay address and interfaces, as hostd last reported them; `None`
+    /// until it has (a hostd of an older version never does): then placements are not
+    /// refused for networks, and overlays use the registered address's IPv4. Log entries
+    /// from before hosts reported apply as they did when they were written.
     #[serde(default)]
-    pub networking: HostNetworking,
+    pub networking: Option<HostNetworking>,
 }
 
 impl Host {
@@ -108,7 +111,7 @@ impl Host {
             labels: Labels::new(),
             admin: AdminState::Active,
             migration_uri: String::new(),
-            networking: HostNetworking::default(),
+            networking: None,
         }
     }
 }

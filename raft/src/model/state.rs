@@ -192,9 +192,11 @@ impl ClusterState {
     /// concurrently (many VM actors after a failover) can never overbook a host together.
     pub fn room_for(&self, host: &Host, vm: &Vm) -> Result<(), String> {
         self.image_reachable(vm, &host.name)?;
-        for (network, kind) in self.nic_networks(vm) {
-            if let Some(why) = host.networking.cannot_carry(&kind) {
-                return Err(format!("cannot carry network {network}: {why}"));
+        if let Some(networking) = &host.networking {
+            for (network, kind) in self.nic_networks(vm) {
+                if let Some(why) = networking.cannot_carry(&kind) {
+                    return Err(format!("cannot carry network {network}: {why}"));
+                }
             }
         }
         let mut used = (0u64, 0u64);

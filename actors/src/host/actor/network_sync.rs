@@ -34,7 +34,7 @@ impl HostActor {
             d.state
                 .hosts
                 .get(&self.name)
-                .is_some_and(|h| h.networking != networking)
+                .is_some_and(|h| h.networking.as_ref() != Some(&networking))
         });
         if differs {
             let cmd = Command::HostNetworkingObserved {
