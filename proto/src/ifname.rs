@@ -5,6 +5,10 @@
 /// Linux interface names are at most 15 bytes (IFNAMSIZ less the NUL).
 pub const MAX_IFNAME_LEN: usize = 15;
 
+/// Most interface names a host reports (hostd) and the cluster believes (`apply`): a
+/// host with more is mis-reporting.
+pub const MAX_HOST_LINKS: usize = 4096;
+
 /// 1–15 bytes of `[A-Za-z0-9_.-]`; the reason otherwise.
 pub fn validate_ifname(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {

@@ -8,10 +8,6 @@ use super::{overlay_link, OVERLAY_BRIDGE};
 /// Where the kernel lists this network namespace's interfaces.
 const SYS_CLASS_NET: &str = "/sys/class/net";
 
-/// At most this many are reported (the cluster believes no more:
-/// `drover_raft::model::MAX_HOST_LINKS`, the same number).
-const MAX_REPORTED: usize = 4096;
-
 /// Names under `/sys/class/net` that are the host's own, sorted. Names drover could not
 /// use for a network anyway (Linux allows `wg@x`, the cluster's rule does not) are left
 /// out, so that one of them does not void the whole report.
@@ -24,7 +20,9 @@ pub fn host_links() -> std::io::Result<BTreeSet<String>> {
             }
         }
     }
-    Ok(links.into_iter().take(MAX_REPORTED).collect())
+    // The cluster believes no more than this many.
+    let most = drover_proto::ifname::MAX_HOST_LINKS;
+    Ok(links.into_iter().take(most).collect())
 }
 
 /// Not loopback, and not made for guests: an overlay's bridge or VXLAN link (hostd's), a

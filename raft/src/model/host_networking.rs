@@ -11,8 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::NetworkKind;
 
-/// Most interface names a host may report: a host with more is mis-reporting.
-pub const MAX_HOST_LINKS: usize = 4096;
+pub use drover_proto::ifname::MAX_HOST_LINKS;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostNetworking {
