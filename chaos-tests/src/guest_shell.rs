@@ -15,7 +15,8 @@ pub const WAIT: Duration = Duration::from_secs(120);
 pub const PING_EVERY_MS: u64 = 200;
 
 /// The overlays the guest network tests use: VXLAN network `name` with VNI `vni`, subnet
-/// 10.77.0.0/24 handing out `range` (`.10-.20`), and with `dhcp` a DHCP server at `.2`.
+/// 10.77.0.0/24 handing out `range` (`.10-.20`), and with `dhcp` a DHCP server at `.2`
+/// telling guests of gateway `.1` and DNS server `.53`.
 /// Two overlays in one subnet can be on one host only if at most one has DHCP (its
 /// bridge has an address in the subnet; two would collide in the kernel's routes).
 pub async fn overlay(
@@ -37,7 +38,7 @@ pub async fn overlay(
         range,
     ];
     if dhcp {
-        subnet.extend(["--dhcp-server", ".2"]);
+        subnet.extend(["--dhcp-server", ".2", "--gateway", ".1", "--dns", ".53"]);
     }
     for args in [&create[..], &subnet[..]] {
         cluster

@@ -2,7 +2,8 @@
 //! VXLAN networks sharing one subnet's address space, three test guests. hostd wires each
 //! overlay (a libvirt network and a VXLAN link) before the guests start; three guests take
 //! their address from their cloud-init seed, a fourth, without a seed, from the overlay's
-//! DHCP (libvirt's dnsmasq, static entries only). The guests on one overlay reach each
+//! DHCP (libvirt's dnsmasq, static entries only, with the subnet's gateway and DNS server).
+//! The guests on one overlay reach each
 //! other; the one on the other overlay reaches none of them (nor they it), though its
 //! address is in the same subnet. A guest that sends from an address or a MAC that is not
 //! its own is cut off by libvirt's clean-traffic filter. The DHCP guest's address, once it
@@ -70,6 +71,9 @@ async fn guests_on_one_overlay_reach_each_other_and_nothing_else() -> anyhow::Re
 
     let mut sd = Session::open(cluster, &d, &[]).await?;
     run(&mut sd, "ip -4 -o addr show dev eth0", "inet 10.77.0.12/24").await?;
+    // DHCP told it the subnet's gateway and DNS server too (dnsmasq options).
+    run(&mut sd, "ip route show default", "default via 10.77.0.1").await?;
+    run(&mut sd, "cat /etc/resolv.conf", "nameserver 10.77.0.53").await?;
 
     eprintln!("phase: guests on one overlay reach each other; the other overlay is apart");
     assert_ping(&mut sa, "ab", "10.77.0.11", true).await?;

@@ -115,6 +115,9 @@ fn every_network_kind_validates_against_libvirts_schema() {
                     mac: "02:00:00:00:00:01".into(),
                     ip: "10.10.0.10".parse().expect("ip"),
                 }],
+                // Passed to dnsmasq in libvirt's namespace, which the schema knows.
+                gateway: Some("10.10.0.1".parse().expect("ip")),
+                dns: vec!["10.10.0.53".parse().expect("ip")],
             }),
         };
         let xml = wiring.libvirt_xml().expect("xml");

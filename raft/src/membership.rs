@@ -16,6 +16,11 @@ use crate::NodeId;
 
 /// How long a new node may take to catch up before `add_node` gives up.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+/// A leadership transfer tries this often while leadership stays here.
+const TRANSFER_ATTEMPTS: u32 = 3;
+/// The least time other voters hold their elections for a transfer: with short election
+/// timeouts, three of them are less than a loaded machine needs for one vote round.
+const MIN_TRANSFER_HOLD: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MembershipError {
@@ -204,8 +209,41 @@ impl RaftNode {
                 "node {target} is not caught up with the log; try again"
             )));
         }
-        let hold = election_timeout_max * 3;
-        for (id, addr) in &nodes {
+        // A campaign can lose on a loaded machine (a vote request late past the hold, a
+        // spurious timeout elsewhere); while leadership is still here, try again.
+        let mut last = None;
+        for attempt in 1..=TRANSFER_ATTEMPTS {
+            match self
+                .campaign_once(target, &nodes, &voters, election_timeout_max)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    let leader = self.metrics().current_leader;
+                    tracing::warn!(node = target, attempt, ?leader, error = %e, "leadership transfer attempt failed");
+                    last = Some(e);
+                    if leader != Some(self.id()) {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            MembershipError::Refused(format!("node {target} did not win the election"))
+        }))
+    }
+
+    /// One transfer attempt: hold elections elsewhere, let the lease run out, ask
+    /// `target` to campaign and wait for it to lead.
+    async fn campaign_once(
+        &self,
+        target: NodeId,
+        nodes: &BTreeMap<NodeId, String>,
+        voters: &BTreeSet<NodeId>,
+        election_timeout_max: Duration,
+    ) -> Result<(), MembershipError> {
+        let hold = (election_timeout_max * 3).max(MIN_TRANSFER_HOLD);
+        for (id, addr) in nodes {
             if *id == target || *id == self.id() || !voters.contains(id) {
                 continue;
             }

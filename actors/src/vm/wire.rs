@@ -141,6 +141,8 @@ fn dhcp_subnets(net: &Network) -> Vec<DhcpSubnet> {
             Some(DhcpSubnet {
                 server: server.to_string(),
                 prefix: u32::from(s.prefix),
+                gateway: s.gateway.map(|g| g.to_string()).unwrap_or_default(),
+                dns: s.dns.iter().map(ToString::to_string).collect(),
                 hosts: net
                     .addresses
                     .iter()

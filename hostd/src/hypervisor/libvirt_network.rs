@@ -20,9 +20,10 @@ fn lookup(conn: &Connect, name: &str) -> Option<Network> {
 }
 
 /// Whether the network libvirt has is built as `wiring` wants it, by what hostd sets: its
-/// bridge, forward mode, MTU and DHCP server address (libvirt adds a UUID, a MAC and
-/// defaults of its own). DHCP's host entries are not structure: they are updated in place.
-fn same(existing: &str, wiring: &NetworkWiring) -> bool {
+/// bridge, forward mode, MTU, DHCP server address and (`dnsmasq`: a real daemon; the test
+/// driver drops them) dnsmasq options. libvirt adds a UUID, a MAC and defaults of its
+/// own. DHCP's host entries are not structure: they are updated in place.
+fn same(existing: &str, wiring: &NetworkWiring, dnsmasq: bool) -> bool {
     let bridged = existing.contains("<forward mode='bridge'");
     let want_bridged = matches!(wiring.kind, crate::network::NetworkKind::Bridge { .. });
     let server = match &wiring.dhcp {
@@ -36,10 +37,31 @@ fn same(existing: &str, wiring: &NetworkWiring) -> bool {
         }
         _ => true,
     };
+    let options = !dnsmasq || dnsmasq_options(existing) == wanted_options(wiring);
     existing.contains(&format!("<bridge name='{}'", wiring.bridge()))
         && bridged == want_bridged
         && server
         && mtu
+        && options
+}
+
+/// The dnsmasq options of a network's XML, as libvirt writes them.
+fn dnsmasq_options(xml: &str) -> BTreeSet<String> {
+    xml.lines()
+        .filter_map(|l| l.trim().strip_prefix("<dnsmasq:option value='"))
+        .filter_map(|l| l.strip_suffix("'/>"))
+        .map(String::from)
+        .collect()
+}
+
+fn wanted_options(wiring: &NetworkWiring) -> BTreeSet<String> {
+    wiring
+        .dhcp
+        .as_ref()
+        .map(Dhcp::dnsmasq_options)
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
 }
 
 /// The DHCP host entries of a network's XML, as libvirt writes them.
@@ -69,7 +91,7 @@ pub(super) fn ensure(
             let current = n
                 .xml_desc(0)
                 .map_err(HostdError::libvirt("network_get_xml_desc"))?;
-            if same(&current, wiring) {
+            if same(&current, wiring, kernel_devices) {
                 update_dhcp_hosts(&n, &current, wiring)?;
                 n
             } else if n.is_active().unwrap_or(false) && !users(conn, &name)?.is_empty() {
@@ -300,14 +322,42 @@ mod tests {
             dhcp,
         };
         let have = wiring(Some(1450), None).libvirt_xml().unwrap();
-        assert!(same(&have, &wiring(Some(1450), None)));
-        assert!(!same(&have, &wiring(Some(1400), None)));
+        assert!(same(&have, &wiring(Some(1450), None), true));
+        assert!(!same(&have, &wiring(Some(1400), None), true));
         let dhcp = Dhcp {
             server: std::net::Ipv4Addr::new(10, 0, 0, 2),
             prefix: 24,
             hosts: vec![],
+            gateway: None,
+            dns: vec![],
         };
-        assert!(!same(&have, &wiring(Some(1450), Some(dhcp))));
+        assert!(!same(&have, &wiring(Some(1450), Some(dhcp.clone())), true));
+
+        // A gateway or DNS change is structure on a real daemon (dnsmasq reads its
+        // options at start); the test driver keeps no options to compare.
+        let have = wiring(Some(1450), Some(dhcp.clone()))
+            .libvirt_xml()
+            .unwrap();
+        assert!(same(&have, &wiring(Some(1450), Some(dhcp.clone())), true));
+        let routed = Dhcp {
+            gateway: Some(std::net::Ipv4Addr::new(10, 0, 0, 1)),
+            ..dhcp.clone()
+        };
+        assert!(!same(
+            &have,
+            &wiring(Some(1450), Some(routed.clone())),
+            true
+        ));
+        assert!(same(
+            &have,
+            &wiring(Some(1450), Some(routed.clone())),
+            false
+        ));
+        let have = wiring(Some(1450), Some(routed.clone()))
+            .libvirt_xml()
+            .unwrap();
+        assert!(same(&have, &wiring(Some(1450), Some(routed)), true));
+        assert!(!same(&have, &wiring(Some(1450), Some(dhcp)), true));
     }
 
     #[test]

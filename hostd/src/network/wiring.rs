@@ -51,12 +51,36 @@ pub struct NetworkWiring {
 }
 
 /// A subnet this host serves DHCP on: from `server` (on the bridge), the cluster's
-/// addresses by MAC.
+/// addresses by MAC, with the subnet's gateway and DNS servers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dhcp {
     pub server: Ipv4Addr,
     pub prefix: u8,
     pub hosts: Vec<DhcpHost>,
+    /// Given as the router; `None`: none (libvirt's isolated networks give none either).
+    pub gateway: Option<Ipv4Addr>,
+    /// Given as DNS servers; empty: libvirt's default, the server's own address.
+    pub dns: Vec<Ipv4Addr>,
+}
+
+/// The XML namespace of libvirt's pass-through options to a network's dnsmasq.
+const DNSMASQ_NS: &str = "http://libvirt.org/schemas/network/dnsmasq/1.0";
+
+impl Dhcp {
+    /// dnsmasq options for what libvirt's network XML cannot say: the router and DNS
+    /// servers of an isolated network. dnsmasq takes the last of repeated options, so
+    /// these win over libvirt's empty `dhcp-option=3`.
+    pub fn dnsmasq_options(&self) -> Vec<String> {
+        let mut options = Vec::new();
+        if let Some(gw) = self.gateway {
+            options.push(format!("dhcp-option=option:router,{gw}"));
+        }
+        if !self.dns.is_empty() {
+            let dns: Vec<String> = self.dns.iter().map(ToString::to_string).collect();
+            options.push(format!("dhcp-option=option:dns-server,{}", dns.join(",")));
+        }
+        options
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -127,7 +151,16 @@ impl NetworkWiring {
     /// `[A-Za-z0-9_.-]`, network names likewise), so nothing needs escaping.
     pub fn libvirt_xml(&self) -> Result<String, HostdError> {
         let mut xml = String::new();
-        let _ = writeln!(xml, "<network>");
+        let options = self
+            .dhcp
+            .as_ref()
+            .map(Dhcp::dnsmasq_options)
+            .unwrap_or_default();
+        if options.is_empty() {
+            let _ = writeln!(xml, "<network>");
+        } else {
+            let _ = writeln!(xml, "<network xmlns:dnsmasq='{DNSMASQ_NS}'>");
+        }
         let _ = writeln!(xml, "  <name>{}</name>", self.libvirt_name());
         match &self.kind {
             NetworkKind::Bridge { bridge } => {
@@ -156,6 +189,13 @@ impl NetworkWiring {
                         let _ = writeln!(xml, "      {}", host.xml());
                     }
                     let _ = writeln!(xml, "    </dhcp>\n  </ip>");
+                }
+                if !options.is_empty() {
+                    let _ = writeln!(xml, "  <dnsmasq:options>");
+                    for option in &options {
+                        let _ = writeln!(xml, "    <dnsmasq:option value='{option}'/>");
+                    }
+                    let _ = writeln!(xml, "  </dnsmasq:options>");
                 }
             }
             NetworkKind::Vlan { tag, parent } => {
@@ -209,6 +249,8 @@ mod tests {
                     mac: "02:00:00:00:00:01".into(),
                     ip: Ipv4Addr::new(10, 10, 0, 10),
                 }],
+                gateway: Some(Ipv4Addr::new(10, 10, 0, 1)),
+                dns: vec![Ipv4Addr::new(10, 10, 0, 53), Ipv4Addr::new(10, 10, 0, 54)],
             }),
         };
         let xml = w.libvirt_xml().unwrap();
@@ -228,5 +270,45 @@ mod tests {
         );
         assert!(xml.contains("<mtu size='1450'/>"), "{xml}");
         assert!(w.bridge().len() <= 15 && w.vxlan_link().unwrap().len() <= 15);
+        // The router and DNS servers go to dnsmasq, which libvirt's XML cannot tell.
+        assert!(
+            xml.starts_with(&format!("<network xmlns:dnsmasq='{DNSMASQ_NS}'>")),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<dnsmasq:option value='dhcp-option=option:router,10.10.0.1'/>"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(
+                "<dnsmasq:option value='dhcp-option=option:dns-server,10.10.0.53,10.10.0.54'/>"
+            ),
+            "{xml}"
+        );
+    }
+
+    #[test]
+    fn without_gateway_or_dns_dnsmasq_gets_no_options() {
+        let dhcp = Dhcp {
+            server: Ipv4Addr::new(10, 10, 0, 2),
+            prefix: 24,
+            hosts: vec![],
+            gateway: None,
+            dns: vec![],
+        };
+        assert!(dhcp.dnsmasq_options().is_empty());
+        let w = NetworkWiring {
+            name: "blue".into(),
+            kind: NetworkKind::Vxlan {
+                vni: 7,
+                local: None,
+                peers: vec![],
+            },
+            mtu: None,
+            dhcp: Some(dhcp),
+        };
+        let xml = w.libvirt_xml().unwrap();
+        assert!(xml.starts_with("<network>\n"), "{xml}");
+        assert!(!xml.contains("dnsmasq"), "{xml}");
     }
 }

@@ -127,6 +127,15 @@ pub(crate) fn wiring_from_pb(
                 .ok()
                 .filter(|p| (1..=30).contains(p))
                 .ok_or_else(|| invalid(format!("DHCP prefix /{} is not 1-30", d.prefix)))?,
+            gateway: match d.gateway.as_str() {
+                "" => None,
+                text => Some(ipv4("DHCP gateway", text)?),
+            },
+            dns: d
+                .dns
+                .iter()
+                .map(|s| ipv4("DHCP DNS server", s))
+                .collect::<Result<_, _>>()?,
             hosts: d
                 .hosts
                 .iter()
