@@ -22,6 +22,18 @@ fn ipv4(what: &str, text: &str) -> Result<Ipv4Addr, HostdError> {
         .map_err(|_| invalid(format!("{what} {text:?} is not an IPv4 address")))
 }
 
+/// An address that may be absent (`""`).
+fn opt_ipv4(what: &str, text: &str) -> Result<Option<Ipv4Addr>, HostdError> {
+    match text {
+        "" => Ok(None),
+        text => ipv4(what, text).map(Some),
+    }
+}
+
+fn ipv4s(what: &str, texts: &[String]) -> Result<Vec<Ipv4Addr>, HostdError> {
+    texts.iter().map(|t| ipv4(what, t)).collect()
+}
+
 /// An interface name, by the cluster's rule (`drover_proto::ifname`).
 fn ifname(what: &str, name: &str) -> Result<String, HostdError> {
     drover_proto::ifname::validate_ifname(name)
@@ -59,10 +71,7 @@ pub(crate) fn nics_from_pb(nics: Vec<pb::VmNic>) -> Result<Vec<VmNic>, HostdErro
     nics.into_iter()
         .map(|n| {
             network_name(&n.network)?;
-            let ip = match n.ip.as_str() {
-                "" => None,
-                text => Some(ipv4("NIC address", text)?),
-            };
+            let ip = opt_ipv4("NIC address", &n.ip)?;
             if ip.is_some() && !(1..=32).contains(&n.prefix) {
                 return Err(invalid(format!("NIC prefix /{} is not 1-32", n.prefix)));
             }
@@ -70,15 +79,8 @@ pub(crate) fn nics_from_pb(nics: Vec<pb::VmNic>) -> Result<Vec<VmNic>, HostdErro
                 mac: mac(&n.mac)?,
                 ip,
                 prefix: n.prefix as u8,
-                gateway: match n.gateway.as_str() {
-                    "" => None,
-                    text => Some(ipv4("gateway", text)?),
-                },
-                dns: n
-                    .dns
-                    .iter()
-                    .map(|d| ipv4("DNS server", d))
-                    .collect::<Result<_, _>>()?,
+                gateway: opt_ipv4("gateway", &n.gateway)?,
+                dns: ipv4s("DNS server", &n.dns)?,
                 mtu: (n.mtu != 0).then_some(n.mtu),
                 network: n.network,
             })
@@ -103,11 +105,7 @@ pub(crate) fn wiring_from_pb(
             NetworkKind::Vxlan {
                 vni: w.vni,
                 local: vtep,
-                peers: w
-                    .peers
-                    .iter()
-                    .map(|p| ipv4("peer", p))
-                    .collect::<Result<_, _>>()?,
+                peers: ipv4s("peer", &w.peers)?,
             }
         }
         "vlan" => NetworkKind::Vlan {
@@ -127,15 +125,8 @@ pub(crate) fn wiring_from_pb(
                 .ok()
                 .filter(|p| (1..=30).contains(p))
                 .ok_or_else(|| invalid(format!("DHCP prefix /{} is not 1-30", d.prefix)))?,
-            gateway: match d.gateway.as_str() {
-                "" => None,
-                text => Some(ipv4("DHCP gateway", text)?),
-            },
-            dns: d
-                .dns
-                .iter()
-                .map(|s| ipv4("DHCP DNS server", s))
-                .collect::<Result<_, _>>()?,
+            gateway: opt_ipv4("DHCP gateway", &d.gateway)?,
+            dns: ipv4s("DHCP DNS server", &d.dns)?,
             hosts: d
                 .hosts
                 .iter()
