@@ -22,7 +22,7 @@ pub mod scheduler;
 mod supervisor;
 pub mod vm;
 
-pub use agents::{deadline, upload_deadline, AgentPool, QUICK_CALL};
+pub use agents::{deadline, upload_deadline, AgentPool, QUICK_CALL, START_CALL};
 pub use supervisor::{LeadingTerm, Supervisor, SupervisorConfig};
 pub use vm::wire::vm_disk;
 

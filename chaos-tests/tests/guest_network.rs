@@ -7,9 +7,11 @@
 //! other; the one on the other overlay reaches none of them (nor they it), though its
 //! address is in the same subnet. A guest that sends from an address or a MAC that is not
 //! its own is cut off by libvirt's clean-traffic filter. The DHCP guest's address, once it
-//! is deleted, goes by DHCP to a new guest with another MAC. (Overlays between hosts need hosts
+//! is deleted, goes by DHCP to a new guest with another MAC. A running guest's NIC is
+//! unplugged (its address released only then) and one on the other overlay plugged in. (Overlays between hosts need hosts
 //! in network namespaces of their own: the multi-host rig does not have them yet.)
 
+use anyhow::Context as _;
 use drover_chaos_tests::console::Session;
 use drover_chaos_tests::guest_shell::{assert_ping, overlay, run, WAIT};
 use drover_chaos_tests::qemu_host::QemuHost;
@@ -104,6 +106,54 @@ async fn guests_on_one_overlay_reach_each_other_and_nothing_else() -> anyhow::Re
     let mut se = Session::open(cluster, &e, &[]).await?;
     run(&mut se, "ip -4 -o addr show dev eth0", "inet 10.77.0.12/24").await?;
     assert_ping(&mut sa, "ae", "10.77.0.12", true).await?;
+
+    eprintln!("phase: hot-plug: {c} leaves {n2} for {n1} while it runs, and reaches {a}");
+    let old = cluster
+        .cli_json(&["vm", "get", &c])
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let old_mac = old["nics"][0]["mac"]
+        .as_str()
+        .context("c's MAC")?
+        .to_string();
+    let out = cluster.cli(&["vm", "nic", "remove", &c, &old_mac]).await?;
+    anyhow::ensure!(out.success, "nic remove: {}", out.stderr);
+    // Answered only once the guest let go of the device.
+    run(
+        &mut sc,
+        "[ -e /sys/class/net/eth0 ] && echo ETH0-$((2+2)) || echo GONE-$((2+2))",
+        "GONE-4",
+    )
+    .await?;
+    let held = cluster
+        .cli_json(&["net", "ips", &n2])
+        .await
+        .map_err(anyhow::Error::msg)?;
+    assert_eq!(
+        held,
+        serde_json::json!([]),
+        "c's address on {n2} is released"
+    );
+    let vm = cluster
+        .cli_json(&["vm", "nic", "add", &c, &n1])
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let nic = &vm["nics"][0];
+    let (mac, ip) = (
+        nic["mac"].as_str().context("MAC")?,
+        nic["ip"].as_str().context("IP")?,
+    );
+    // The new device, found by its MAC, asks the overlay's DHCP for its address.
+    run(
+        &mut sc,
+        &format!(
+            "n=$(grep -l {mac} /sys/class/net/*/address | cut -d/ -f5); ip link set \"$n\" up; \
+             udhcpc -i \"$n\" -n -q -t 5 -T 1 -s /bin/udhcpc.script"
+        ),
+        &format!(" {ip} router"),
+    )
+    .await?;
+    assert_ping(&mut sc, "hotplugged", "10.77.0.10", true).await?;
 
     eprintln!("phase: a guest sending from another address or MAC is cut off");
     run(

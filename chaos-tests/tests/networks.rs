@@ -279,5 +279,49 @@ async fn concurrent_nics_never_share_an_address_and_bad_input_changes_nothing() 
         .wait_vm_state("web", "running", std::time::Duration::from_secs(30))
         .await?;
     assert_eq!(web["nics"].as_array().map(Vec::len), Some(2), "{web}");
+
+    eprintln!("phase: NICs of a running VM on a host without device hot-plug");
+    // The test driver cannot attach or detach devices: the add is kept in the state for
+    // the next start and says so; the NIC the guest has stays, and so does its address.
+    let out = cluster.cli(&["vm", "nic", "add", "web", "prod"]).await?;
+    assert!(!out.success, "hot-plug on the test driver: {}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("could not plug it into the running guest")
+            && out.stderr.contains("next start"),
+        "{}",
+        out.stderr
+    );
+    let web = ok(&cluster, &["vm", "get", "web"]).await?;
+    assert_eq!(web["nics"].as_array().map(Vec::len), Some(3), "{web}");
+    // Never plugged in: nothing to unplug, so it goes.
+    let added = web["nics"][2]["mac"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let web = ok(&cluster, &["vm", "nic", "remove", "web", &added]).await?;
+    assert_eq!(web["nics"].as_array().map(Vec::len), Some(2), "{web}");
+    let blue_before = ok(&cluster, &["net", "get", "blue"]).await?;
+    let plugged = web["nics"][1]["mac"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let out = cluster
+        .cli(&["vm", "nic", "remove", "web", &plugged])
+        .await?;
+    assert!(!out.success, "unplugged on the test driver: {}", out.stdout);
+    assert!(
+        out.stderr.contains("stays (nothing changed)"),
+        "{}",
+        out.stderr
+    );
+    let web = ok(&cluster, &["vm", "get", "web"]).await?;
+    assert_eq!(web["nics"].as_array().map(Vec::len), Some(2), "{web}");
+    let blue_after = ok(&cluster, &["net", "get", "blue"]).await?;
+    assert_eq!(
+        held(&blue_after),
+        held(&blue_before),
+        "the address stays held"
+    );
     Ok(())
 }

@@ -100,7 +100,11 @@ fn status_text(s: &Status) -> String {
         Code::Unavailable => "unavailable",
         Code::PermissionDenied => "permission denied",
         Code::Unauthenticated => "unauthenticated",
-        _ => "error",
+        Code::Aborted => "aborted",
+        Code::DeadlineExceeded => "deadline exceeded",
+        Code::Internal => "internal error",
+        // `main` says "error: " already.
+        _ => "failed",
     };
     format!("{code}: {}", s.message())
 }

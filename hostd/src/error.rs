@@ -148,6 +148,18 @@ pub enum HostdError {
         reason: String,
     },
 
+    /// A running guest did not release a NIC asked to be unplugged (it has no ACPI
+    /// hot-plug, or ignored the request).
+    #[error(
+        "VM {vm}'s guest did not release NIC {mac} within {waited:?} (does it support \
+         hot-unplug?); stop the VM to remove it"
+    )]
+    NicNotReleased {
+        vm: String,
+        mac: String,
+        waited: std::time::Duration,
+    },
+
     /// The host's network interfaces could not be listed.
     #[error("Cannot list the host's network interfaces")]
     HostLinks(#[source] std::io::Error),
@@ -179,6 +191,7 @@ impl From<HostdError> for Status {
             | HostdError::PoolPath { .. }
             | HostdError::PoolMissing { .. }
             | HostdError::NetworkInUse { .. }
+            | HostdError::NicNotReleased { .. }
             | HostdError::VolumeMissing { .. }
             | HostdError::NoWatchdog(_)
             | HostdError::UploadUnsupported(_) => Status::failed_precondition(err.to_string()),

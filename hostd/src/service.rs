@@ -30,6 +30,7 @@ use crate::watchdog_status;
 mod console;
 mod images;
 mod networks;
+mod nics;
 mod pools;
 use crate::isolation::Isolation;
 use crate::vm_locks::{VmGuard, VmLocks};
@@ -254,6 +255,7 @@ impl AgentService {
                 | HostdError::PoolPath { .. }
                 | HostdError::PoolMissing { .. }
                 | HostdError::NetworkInUse { .. }
+                | HostdError::NicNotReleased { .. }
                 | HostdError::VolumeMissing { .. }
                 | HostdError::UploadUnsupported(_)
                 | HostdError::VolumeExists { .. }
@@ -699,6 +701,24 @@ impl HostAgent for AgentService {
         request: Request<pb::GrowDiskRequest>,
     ) -> Result<Response<pb::GrowDiskResponse>, Status> {
         self.grow_disk_inner(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn plug_nic(
+        &self,
+        request: Request<pb::PlugNicRequest>,
+    ) -> Result<Response<pb::PlugNicResponse>, Status> {
+        self.plug_nic_inner(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn unplug_nic(
+        &self,
+        request: Request<pb::UnplugNicRequest>,
+    ) -> Result<Response<pb::UnplugNicResponse>, Status> {
+        self.unplug_nic_inner(request.into_inner())
             .await
             .map(Response::new)
     }

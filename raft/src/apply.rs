@@ -534,7 +534,11 @@ impl ClusterState {
             Command::AddSubnet { network, subnet } => self.add_subnet(network, subnet),
             Command::RemoveSubnet { network, cidr } => self.remove_subnet(network, cidr),
             Command::AddNic { name, nic } => self.add_nic(name, nic),
-            Command::RemoveNic { name, mac } => self.remove_nic(name, mac),
+            Command::RemoveNic {
+                name,
+                mac,
+                unplugged_at,
+            } => self.remove_nic(name, mac, *unplugged_at),
             Command::PoolsObserved { host, pools } => self.pools_observed(host, pools),
             Command::BeginImageImport {
                 name,

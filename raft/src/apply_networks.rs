@@ -9,6 +9,18 @@ use crate::model::{
     NetworkKind, NetworkSpec, Nic, NicSpec, ObservedState, Subnet, Vm, MAX_NICS, MAX_SUBNETS,
 };
 
+/// A change to a VM's NICs, as `vm_for_nics` judges it.
+enum NicChange<'a> {
+    /// A NIC on this network.
+    Add(&'a str),
+    /// The NIC with this MAC; `unplugged_at`: the generation of the domain the leader had
+    /// its host unplug it from.
+    Remove {
+        mac: &'a str,
+        unplugged_at: Option<u64>,
+    },
+}
+
 impl ClusterState {
     pub(crate) fn create_network(&mut self, name: &str, spec: &NetworkSpec) -> ApplyResult {
         validate_name(name).map_err(|reason| ApplyError::InvalidName {
@@ -257,7 +269,7 @@ impl ClusterState {
     }
 
     pub(crate) fn add_nic(&mut self, name: &str, spec: &NicSpec) -> ApplyResult {
-        let vm = self.vm_for_nics(name)?;
+        let vm = self.vm_for_nics(name, NicChange::Add(&spec.network))?;
         let existing = vm.nics.len();
         let nics = self.allocate_nics(name, existing, std::slice::from_ref(spec))?;
         let vm = self
@@ -268,8 +280,13 @@ impl ClusterState {
         Ok(Reply::Vm(vm.clone()))
     }
 
-    pub(crate) fn remove_nic(&mut self, name: &str, mac: &str) -> ApplyResult {
-        let vm = self.vm_for_nics(name)?;
+    pub(crate) fn remove_nic(
+        &mut self,
+        name: &str,
+        mac: &str,
+        unplugged_at: Option<u64>,
+    ) -> ApplyResult {
+        let vm = self.vm_for_nics(name, NicChange::Remove { mac, unplugged_at })?;
         let i = vm
             .nics
             .iter()
@@ -288,10 +305,12 @@ impl ClusterState {
         Ok(Reply::Vm(vm))
     }
 
-    /// VM `name`, if its NICs may change now: not while it is being deleted or moved,
-    /// nor while its domain is (or may be) active — NIC hot-plug is not implemented, so
-    /// a change takes effect at the next start.
-    fn vm_for_nics(&self, name: &str) -> Result<&Vm, ApplyError> {
+    /// VM `name`, if its NICs may change now: not while it is being deleted, moved or
+    /// started. While its domain runs, a NIC is added only on a network its host carries
+    /// (the leader then plugs it in), and removed only once the leader had the host unplug
+    /// it from the guest of this very placement: until then the guest may send from the
+    /// address, which must not go to another VM. Otherwise the domain must be known off.
+    fn vm_for_nics(&self, name: &str, change: NicChange<'_>) -> Result<&Vm, ApplyError> {
         let vm = self
             .vms
             .get(name)
@@ -305,8 +324,51 @@ impl ClusterState {
                 op,
             });
         }
-        if vm.observed.is_active() || vm.observed == ObservedState::Starting {
+        if vm.observed == ObservedState::Starting {
             return Err(ApplyError::NicsInUse(name.to_string()));
+        }
+        if vm.observed.is_active() {
+            let host = vm
+                .host
+                .as_deref()
+                .and_then(|h| self.hosts.get(h))
+                .ok_or_else(|| ApplyError::VmNotPlaced(name.to_string()))?;
+            return match change {
+                NicChange::Add(network) => {
+                    let carry = self
+                        .networks
+                        .get(network)
+                        .zip(host.networking.as_ref())
+                        .and_then(|(net, n)| n.cannot_carry(&net.spec.kind));
+                    match carry {
+                        Some(why) => Err(ApplyError::NoRoom {
+                            host: host.name.clone(),
+                            vm: name.to_string(),
+                            reason: format!("cannot carry network {network}: {why}"),
+                        }),
+                        None => Ok(vm),
+                    }
+                }
+                NicChange::Remove {
+                    unplugged_at: Some(g),
+                    ..
+                } if g == vm.generation => Ok(vm),
+                NicChange::Remove {
+                    unplugged_at: Some(g),
+                    ..
+                } => Err(ApplyError::StaleGeneration {
+                    vm: name.to_string(),
+                    actual: vm.generation,
+                    expected: g,
+                }),
+                NicChange::Remove {
+                    mac,
+                    unplugged_at: None,
+                } => Err(ApplyError::NicPlugged {
+                    vm: name.to_string(),
+                    mac: mac.to_string(),
+                }),
+            };
         }
         // Not known to be off (its host silent, not fenced): the guest may still send
         // from the address a removed NIC would free for another VM.
@@ -668,6 +730,7 @@ mod tests {
             Command::RemoveNic {
                 name: "a".into(),
                 mac: a[0].mac.to_uppercase(),
+                unplugged_at: None,
             },
         ) {
             Ok(Reply::Vm(vm)) => vm,
@@ -712,6 +775,7 @@ mod tests {
             Command::RemoveNic {
                 name: "a".into(),
                 mac: a[0].mac.clone(),
+                unplugged_at: None,
             },
         )
         .unwrap_err();
@@ -719,38 +783,112 @@ mod tests {
         assert_eq!(s, before);
     }
 
-    #[test]
-    fn a_running_vm_keeps_its_nics_until_it_stops() {
-        let mut s = state();
-        create_vm(&mut s, "a", &[]).unwrap();
-        s.vms.get_mut("a").unwrap().observed = ObservedState::Running;
-        let e = run(
-            &mut s,
+    fn add_blue(s: &mut ClusterState, vm: &str) -> ApplyResult {
+        run(
+            s,
             Command::AddNic {
-                name: "a".into(),
+                name: vm.into(),
                 nic: NicSpec {
                     network: "blue".into(),
                     ip: None,
                 },
             },
         )
-        .unwrap_err();
-        assert_eq!(e, ApplyError::NicsInUse("a".into()));
-        assert!(s.networks["blue"].addresses.is_empty());
-        s.vms.get_mut("a").unwrap().observed = ObservedState::ShutOff;
-        let vm = match run(
-            &mut s,
-            Command::AddNic {
-                name: "a".into(),
-                nic: NicSpec {
-                    network: "blue".into(),
-                    ip: None,
-                },
+    }
+
+    fn remove(s: &mut ClusterState, vm: &str, mac: &str, unplugged_at: Option<u64>) -> ApplyResult {
+        run(
+            s,
+            Command::RemoveNic {
+                name: vm.into(),
+                mac: mac.into(),
+                unplugged_at,
             },
-        ) {
+        )
+    }
+
+    /// VM `a`, running on `h1`, whose report says whether it carries overlays.
+    fn running_a(s: &mut ClusterState, underlay: Option<&str>) {
+        create_vm(s, "a", &[]).unwrap();
+        let mut host = crate::model::Host::new("h1", "127.0.0.1:1");
+        host.networking = Some(crate::model::HostNetworking {
+            underlay: underlay.map(ip),
+            links: Default::default(),
+        });
+        s.hosts.insert("h1".into(), host);
+        let vm = s.vms.get_mut("a").unwrap();
+        vm.host = Some("h1".into());
+        vm.generation = 4;
+        vm.observed = ObservedState::Running;
+    }
+
+    #[test]
+    fn a_running_vm_gets_nics_only_on_networks_its_host_carries() {
+        let mut s = state();
+        running_a(&mut s, None);
+        let before = s.clone();
+        let e = add_blue(&mut s, "a").unwrap_err();
+        assert!(
+            matches!(&e, ApplyError::NoRoom { reason, .. } if reason.contains("blue")),
+            "{e}"
+        );
+        assert_eq!(s, before, "nothing allocated");
+
+        let mut s = state();
+        running_a(&mut s, Some("10.99.0.1"));
+        let nics = nics(add_blue(&mut s, "a"));
+        assert_eq!(nics.len(), 1);
+        assert_eq!(s.networks["blue"].addresses.len(), 1);
+
+        // Starting: the domain being defined would miss it; try again once it runs.
+        s.vms.get_mut("a").unwrap().observed = ObservedState::Starting;
+        assert_eq!(
+            add_blue(&mut s, "a").unwrap_err(),
+            ApplyError::NicsInUse("a".into())
+        );
+    }
+
+    #[test]
+    fn a_running_vms_nic_goes_only_once_unplugged_from_this_placement() {
+        let mut s = state();
+        running_a(&mut s, Some("10.99.0.1"));
+        let nic = nics(add_blue(&mut s, "a")).remove(0);
+        let before = s.clone();
+        // Not unplugged: the guest may still send from the address.
+        let e = remove(&mut s, "a", &nic.mac, None).unwrap_err();
+        assert_eq!(
+            e,
+            ApplyError::NicPlugged {
+                vm: "a".into(),
+                mac: nic.mac.clone()
+            }
+        );
+        // Unplugged from an earlier placement: this one may have it again.
+        let e = remove(&mut s, "a", &nic.mac, Some(3)).unwrap_err();
+        assert!(matches!(e, ApplyError::StaleGeneration { .. }), "{e}");
+        assert_eq!(s, before, "nothing released");
+
+        let vm = match remove(&mut s, "a", &nic.mac, Some(4)) {
             Ok(Reply::Vm(vm)) => vm,
             other => panic!("{other:?}"),
         };
-        assert_eq!(vm.nics.len(), 1);
+        assert!(vm.nics.is_empty());
+        assert!(
+            s.networks["blue"].addresses.is_empty(),
+            "the address is free"
+        );
+    }
+
+    #[test]
+    fn a_stopped_vms_nics_change_without_unplugging() {
+        let mut s = state();
+        create_vm(&mut s, "a", &[]).unwrap();
+        s.vms.get_mut("a").unwrap().observed = ObservedState::ShutOff;
+        let nic = nics(add_blue(&mut s, "a")).remove(0);
+        let vm = match remove(&mut s, "a", &nic.mac, None) {
+            Ok(Reply::Vm(vm)) => vm,
+            other => panic!("{other:?}"),
+        };
+        assert!(vm.nics.is_empty());
     }
 }

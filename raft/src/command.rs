@@ -358,6 +358,10 @@ pub enum Command {
     RemoveNic {
         name: String,
         mac: String,
+        /// For a running VM: the generation of the domain the leader had the host unplug
+        /// the NIC from (refused without it, or for another generation).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unplugged_at: Option<u64>,
     },
     /// `drover image import`, first step: the image's name and volume are taken and the
     /// leader of `term` streams the file to `host`, whose pool `pool` must be active.
@@ -596,11 +600,13 @@ pub enum ApplyError {
     InvalidCloudInit(#[from] crate::model::CloudInitError),
     #[error("{0}")]
     Network(#[from] crate::model::NetworkError),
-    #[error(
-        "VM {0:?} is running (or starting): its NICs change only while it is stopped \
-         (hot-plug is not implemented)"
-    )]
+    #[error("VM {0:?} is starting: its NICs change once it runs (hot-plug) or is stopped")]
     NicsInUse(String),
+    #[error(
+        "NIC {mac} of VM {vm:?} is on the running guest: it is unplugged first (as \
+         `drover vm nic remove` does), or removed while the VM is stopped"
+    )]
+    NicPlugged { vm: String, mac: String },
     #[error("Invalid host address {address:?}: {reason}")]
     InvalidAddress { address: String, reason: String },
     #[error("Host {0:?} already exists")]

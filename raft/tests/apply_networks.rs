@@ -140,6 +140,8 @@ fn command(s: &ClusterState, step: &Step) -> Command {
                 .get(&name(vm))
                 .and_then(|v| v.nics.get(usize::from(*which)))
                 .map_or_else(|| "02:ff:ff:ff:ff:ff".into(), |n| n.mac.clone()),
+            // As the API sends it for a VM that is not running.
+            unplugged_at: None,
         },
     }
 }

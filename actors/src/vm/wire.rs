@@ -67,7 +67,7 @@ pub fn vm_disk(d: &Disk) -> VmDisk {
 
 /// `vm`'s NICs as hostd takes them: each with its subnet's prefix, gateway and DNS
 /// servers (for the seed's network config), and its network's MTU.
-pub(crate) fn vm_nics(vm: &Vm, state: &ClusterState) -> Vec<VmNic> {
+pub fn vm_nics(vm: &Vm, state: &ClusterState) -> Vec<VmNic> {
     vm.nics
         .iter()
         .map(|n| {
@@ -104,7 +104,7 @@ pub(crate) fn wirings(vm: &Vm, state: &ClusterState, host: &str) -> Vec<NetworkW
 /// How network `net` is wired on host `host`: for an overlay, with every other host's
 /// underlay address as a peer, so that wherever the guests on it run, broadcasts reach
 /// them.
-pub(crate) fn wiring(net: &Network, state: &ClusterState, host: &str) -> NetworkWiring {
+pub fn wiring(net: &Network, state: &ClusterState, host: &str) -> NetworkWiring {
     let mut w = NetworkWiring {
         name: net.name.clone(),
         r#type: net.spec.kind.as_str().into(),

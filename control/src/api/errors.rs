@@ -78,7 +78,9 @@ pub fn apply_error(e: &ApplyError) -> Status {
         | ApplyError::DrillHaDisarmed
         | ApplyError::ScheduleNotDue { .. }
         | ApplyError::OtherHostDown { .. } => Status::failed_precondition(msg),
-        ApplyError::NicsInUse(_) => Status::failed_precondition(msg),
+        ApplyError::NicsInUse(_) | ApplyError::NicPlugged { .. } => {
+            Status::failed_precondition(msg)
+        }
         ApplyError::Network(e) => network_error(e, msg),
         ApplyError::WrongOperation { .. } => Status::invalid_argument(msg),
         // Only the leader's own host actors send this; a client never can.

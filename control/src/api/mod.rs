@@ -16,6 +16,7 @@ mod http_source;
 mod image;
 mod leader_drill;
 mod network;
+mod nics;
 mod operation;
 mod placement;
 mod pool;

@@ -301,11 +301,20 @@ impl VmService for VmApi {
         let nic = req
             .nic
             .ok_or_else(|| Status::invalid_argument("The NIC to add is missing"))?;
+        // A running guest gets the NIC from its host right after the commit, on the
+        // leader's authority and in the term it committed in (as a disk's resize).
+        super::errors::leader_only(&self.node)?;
+        let term = self.node.metrics().current_term;
         let cmd = Command::AddNic {
             name: req.vm.clone(),
             nic: super::network::nic_spec(nic)?,
         };
-        vm_reply(commit(&self.node, &meta, cmd).await?, &req.vm)
+        let reply = vm_reply(commit(&self.node, &meta, cmd).await?, &req.vm)?;
+        // The new NIC is the last: `apply` appends it.
+        if let Some(mac) = reply.get_ref().nics.last().map(|n| n.mac.clone()) {
+            super::nics::plug_online(&self.node, &self.agents, term, &req.vm, &mac).await?;
+        }
+        Ok(reply)
     }
 
     async fn remove_nic(
@@ -313,9 +322,13 @@ impl VmService for VmApi {
         req: Request<pb::RemoveNicRequest>,
     ) -> Result<Response<pb::Vm>, Status> {
         let (meta, _, req) = req.into_parts();
+        // Off the running guest first: its address is free once the commit is.
+        let unplugged_at =
+            super::nics::unplug_for_removal(&self.node, &self.agents, &req.vm, &req.mac).await?;
         let cmd = Command::RemoveNic {
             name: req.vm.clone(),
             mac: req.mac,
+            unplugged_at,
         };
         vm_reply(commit(&self.node, &meta, cmd).await?, &req.vm)
     }

@@ -338,13 +338,16 @@ pub enum SubnetCmd {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum NicCmd {
-    /// Give a stopped VM a NIC: NET or NET,ip=ADDRESS.
+    /// Give a VM a NIC: NET or NET,ip=ADDRESS. A running guest gets it at once (hot-plug,
+    /// its host must carry the network); a stopped one at its next start.
     Add {
         vm: String,
         #[arg(value_parser = networks::parse_nic)]
         nic: NicArg,
     },
-    /// Remove the NIC with this MAC from a stopped VM; its address is released.
+    /// Remove the NIC with this MAC; its address is released. A running guest's host
+    /// unplugs it first, and the guest must let go of it (ACPI hot-unplug); if it does
+    /// not, nothing changes: stop the VM and remove it then.
     Remove { vm: String, mac: String },
 }
 

@@ -15,6 +15,7 @@ use super::libvirt_conn::LibvirtConn;
 use super::libvirt_console;
 use super::libvirt_migrate;
 use super::libvirt_network;
+use super::libvirt_nics;
 use super::libvirt_pool::{self, Refreshed};
 use super::{
     Console, HostCapacity, Hypervisor, JobStats, ManagedDomain, ManagedPool, MigrationRequest,
@@ -368,6 +369,28 @@ impl Hypervisor for LibvirtHypervisor {
                 libvirt_pool::ensure_volume(conn, disk, false)?;
                 Ok(false)
             }
+        })
+    }
+
+    fn plug_nic(&self, name: &str, nic: &crate::network::VmNic) -> Result<bool, HostdError> {
+        self.call(|conn| {
+            let (dom, _) = managed(conn, name)?;
+            if !is_active(&dom)? {
+                return Ok(false);
+            }
+            libvirt_nics::plug(&dom, nic)?;
+            pin_overlay_taps(&dom, name);
+            Ok(true)
+        })
+    }
+
+    fn unplug_nic(&self, name: &str, mac: &str) -> Result<(), HostdError> {
+        self.call(|conn| {
+            let (dom, _) = managed(conn, name)?;
+            if is_active(&dom)? {
+                libvirt_nics::unplug(&dom, name, mac)?;
+            }
+            Ok(())
         })
     }
 

@@ -15,6 +15,7 @@ mod libvirt_console;
 mod libvirt_leases;
 mod libvirt_migrate;
 mod libvirt_network;
+mod libvirt_nics;
 mod libvirt_pool;
 pub mod pool_xml;
 
@@ -279,6 +280,15 @@ pub trait Hypervisor: Send + Sync {
     /// `disk.size_bytes`: the running guest's device when it runs (`true`), else the
     /// volume. Never shrinks.
     fn grow_disk(&self, name: &str, index: usize, disk: &VmDisk) -> Result<bool, HostdError>;
+
+    /// Hot-plugs `nic` into managed domain `name` if it runs (`true`; one with its MAC
+    /// there already is fine). Off: nothing (`false`), its next start has the NIC.
+    fn plug_nic(&self, name: &str, nic: &crate::network::VmNic) -> Result<bool, HostdError>;
+
+    /// Unplugs the NIC with `mac` from managed domain `name` if it runs, and returns once
+    /// the guest has released it; then (or when it is off, or has no such NIC) no running
+    /// guest here uses it. `NicNotReleased`: the guest did not let go in time.
+    fn unplug_nic(&self, name: &str, mac: &str) -> Result<(), HostdError>;
 
     /// Attaches to managed domain `name`'s serial console, which must be running. An
     /// earlier session on it is cut off (the newest attach wins, as `virsh console

@@ -52,7 +52,7 @@ fn network_name(name: &str) -> Result<(), HostdError> {
 }
 
 /// A MAC as `aa:bb:cc:dd:ee:ff`, lower case, unicast.
-fn mac(text: &str) -> Result<String, HostdError> {
+pub(super) fn mac(text: &str) -> Result<String, HostdError> {
     let octets: Vec<&str> = text.split(':').collect();
     let hex = octets.len() == 6
         && octets
