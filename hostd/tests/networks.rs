@@ -72,11 +72,11 @@ async fn networks_are_wired_before_their_vms_and_bad_wiring_is_refused() {
             vec![NetworkWiring {
                 name: "blue".into(),
                 r#type: "vlan".into(),
-                vlan_tag: 100,
+                vlan_tag: 4095,
                 parent: "eth0".into(),
                 ..Default::default()
             }],
-            "needs 802.1Q links",
+            "outside 1..=4094",
         ),
     ];
     for (nics, networks, says) in bad {
@@ -137,6 +137,25 @@ async fn networks_are_wired_before_their_vms_and_bad_wiring_is_refused() {
         .expect("EnsureNetwork of a wired overlay")
         .into_inner();
     assert_eq!(answer.bridge, "drvb7");
+    // A VLAN is a bridge libvirt makes, named for its tag and parent (its 802.1Q link is
+    // the kernel's side, which the test driver has not).
+    let vlan = NetworkWiring {
+        name: "tagged".into(),
+        r#type: "vlan".into(),
+        vlan_tag: 100,
+        parent: "eth1".into(),
+        ..Default::default()
+    };
+    let answer = hostd
+        .client
+        .ensure_network(ensure(vlan, 1))
+        .await
+        .expect("EnsureNetwork of a VLAN")
+        .into_inner();
+    assert_eq!(
+        answer.bridge,
+        format!("drvl{}", drover_hostd::network::vlan_suffix(100, "eth1"))
+    );
 
     eprintln!("phase: a deposed leader cannot wire anything");
     hostd.hold_lease(5).await;
@@ -146,7 +165,7 @@ async fn networks_are_wired_before_their_vms_and_bad_wiring_is_refused() {
         .await
         .expect_err("stale term");
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
-    wired(&hostd, &["blue", "prod"]).await;
+    wired(&hostd, &["blue", "prod", "tagged"]).await;
 
     eprintln!("phase: a network a domain uses is not removed; once it is gone, it is");
     let remove = |name: &str| RemoveNetworkRequest {
@@ -183,6 +202,6 @@ async fn networks_are_wired_before_their_vms_and_bad_wiring_is_refused() {
         .expect("again")
         .into_inner();
     assert!(!again.existed, "removed twice");
-    wired(&hostd, &["prod"]).await;
+    wired(&hostd, &["prod", "tagged"]).await;
     hostd.shutdown().await;
 }

@@ -12,7 +12,8 @@ use virt::sys;
 use super::libvirt_leases;
 use crate::error::HostdError;
 use crate::network::{
-    confine, leases, overlay_link, Dhcp, NetworkWiring, VxlanLink, OVERLAY_BRIDGE,
+    confine, leases, overlay_link, Dhcp, NetworkWiring, VlanLink, VxlanLink, OVERLAY_BRIDGE,
+    VLAN_BRIDGE, VLAN_LINK,
 };
 
 fn lookup(conn: &Connect, name: &str) -> Option<Network> {
@@ -30,11 +31,13 @@ fn same(existing: &str, wiring: &NetworkWiring, dnsmasq: bool) -> bool {
         Some(d) => existing.contains(&format!("<ip address='{}' prefix='{}'", d.server, d.prefix)),
         None => !existing.contains("<ip "),
     };
-    // Only an overlay's bridge carries the MTU (libvirt makes it); an operator's keeps its own.
+    // Only the bridges libvirt makes (overlays', VLANs') carry the MTU; an operator's keeps
+    // its own.
     let mtu = match (&wiring.kind, wiring.mtu) {
-        (crate::network::NetworkKind::Vxlan { .. }, Some(m)) => {
-            existing.contains(&format!("<mtu size='{m}'/>"))
-        }
+        (
+            crate::network::NetworkKind::Vxlan { .. } | crate::network::NetworkKind::Vlan { .. },
+            Some(m),
+        ) => existing.contains(&format!("<mtu size='{m}'/>")),
         _ => true,
     };
     let options = !dnsmasq || dnsmasq_options(existing) == wanted_options(wiring);
@@ -85,6 +88,11 @@ pub(super) fn ensure(
     } else {
         None
     };
+    let vlan = wiring.vlan().filter(|_| kernel_devices);
+    // First: a host that cannot make it is refused before anything is defined.
+    if let Some(link) = &vlan {
+        link.ensure_link()?;
+    }
     let name = wiring.libvirt_name();
     let network = match lookup(conn, &name) {
         Some(n) => {
@@ -108,11 +116,16 @@ pub(super) fn ensure(
                 }
                 n.undefine()
                     .map_err(HostdError::libvirt("network_undefine"))?;
-                // The network was another overlay before (deleted and declared again with
-                // another VNI): its link goes with it.
+                // The network was another overlay or VLAN before (deleted and declared
+                // again otherwise): its link goes with it.
                 if let (true, Some(old)) = (kernel_devices, vxlan_link_of(&current)) {
                     if wiring.vxlan_link().as_deref() != Some(old.as_str()) {
                         remove_overlay_devices(&old)?;
+                    }
+                }
+                if let (true, Some(old)) = (kernel_devices, vlan_link_of(&current)) {
+                    if wiring.vlan().map(|l| l.name).as_deref() != Some(old.as_str()) {
+                        VlanLink::remove(&old)?;
                     }
                 }
                 define(conn, &xml)?
@@ -132,6 +145,9 @@ pub(super) fn ensure(
         network
             .set_autostart(true)
             .map_err(HostdError::libvirt("network_set_autostart"))?;
+    }
+    if let Some(link) = &vlan {
+        link.attach()?;
     }
     if let Some(link) = vxlan {
         link.ensure()?;
@@ -243,6 +259,9 @@ pub(super) fn remove(conn: &Connect, name: &str, kernel_devices: bool) -> Result
     if let (true, Some(link)) = (kernel_devices, vxlan_link_of(&xml)) {
         remove_overlay_devices(&link)?;
     }
+    if let (true, Some(link)) = (kernel_devices, vlan_link_of(&xml)) {
+        VlanLink::remove(&link)?;
+    }
     Ok(true)
 }
 
@@ -254,17 +273,27 @@ fn remove_overlay_devices(link: &str) -> Result<(), HostdError> {
     fence.and(device)
 }
 
+/// What follows `prefix` in the bridge name of libvirt network XML `xml`.
+fn bridge_suffix<'a>(xml: &'a str, prefix: &str) -> Option<&'a str> {
+    xml.split(&format!("<bridge name='{prefix}"))
+        .nth(1)?
+        .split('\'')
+        .next()
+}
+
 /// The VXLAN link of the overlay whose libvirt network XML is `xml`, from its bridge's
 /// VNI.
 fn vxlan_link_of(xml: &str) -> Option<String> {
-    let vni = xml
-        .split(&format!("<bridge name='{OVERLAY_BRIDGE}"))
-        .nth(1)?
-        .split('\'')
-        .next()?
-        .parse::<u32>()
-        .ok()?;
-    Some(overlay_link(vni))
+    bridge_suffix(xml, OVERLAY_BRIDGE)?
+        .parse()
+        .ok()
+        .map(overlay_link)
+}
+
+/// The 802.1Q link of the VLAN network whose libvirt network XML is `xml`: its bridge's
+/// suffix names it too.
+fn vlan_link_of(xml: &str) -> Option<String> {
+    bridge_suffix(xml, VLAN_BRIDGE).map(|s| format!("{VLAN_LINK}{s}"))
 }
 
 /// The cluster names of the networks hostd defined here.
@@ -365,5 +394,9 @@ mod tests {
         let xml = "<network>\n  <name>drover-blue</name>\n  <bridge name='drvb77' stp='off' delay='0'/>\n</network>";
         assert_eq!(vxlan_link_of(xml).as_deref(), Some("drvx77"));
         assert_eq!(vxlan_link_of("<bridge name='br0'/>"), None);
+        let vlan = "<network>\n  <name>drover-v</name>\n  <bridge name='drvl42-ab12' stp='off' delay='0'/>\n</network>";
+        assert_eq!(vlan_link_of(vlan).as_deref(), Some("drvq42-ab12"));
+        assert_eq!(vxlan_link_of(vlan), None);
+        assert_eq!(vlan_link_of(xml), None);
     }
 }

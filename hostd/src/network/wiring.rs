@@ -4,8 +4,9 @@
 //! - `bridge`: libvirt's bridge forwarding onto the operator's existing bridge;
 //! - `vxlan`: an isolated libvirt network, whose bridge libvirt creates, plus the VXLAN
 //!   link hostd enslaves to it (`super::vxlan`: libvirt has no VXLAN device);
-//! - `vlan`: libvirt's bridge forwarding onto a bridge hostd would make over the 802.1Q
-//!   link of `parent` — refused on kernels without 802.1Q (this machine kind's).
+//! - `vlan`: like an overlay, an isolated libvirt network whose bridge libvirt creates,
+//!   plus the 802.1Q link on `parent` hostd enslaves to it (`super::vlan`) — refused on
+//!   kernels without 802.1Q (this machine kind's), before anything is defined.
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -21,6 +22,22 @@ pub const OVERLAY_BRIDGE: &str = "drvb";
 
 pub fn overlay_link(vni: u32) -> String {
     format!("drvx{vni}")
+}
+
+/// A VLAN network's bridge is this and [`vlan_suffix`]; its 802.1Q link is
+/// [`VLAN_LINK`] and the same suffix.
+pub const VLAN_BRIDGE: &str = "drvl";
+pub const VLAN_LINK: &str = "drvq";
+
+/// What names a VLAN network's devices on a host: its tag, and a hash of its parent's
+/// name, since a tag is one network per parent (`drvl4094-ab12`: 13 bytes, within the
+/// kernel's 15). FNV-1a folded to 16 bits, fixed for good: the names must be the same
+/// in every version of hostd.
+pub fn vlan_suffix(tag: u16, parent: &str) -> String {
+    let hash = parent.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    format!("{tag}-{:04x}", (hash >> 16) ^ (hash & 0xffff))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,7 +127,9 @@ impl NetworkWiring {
         match &self.kind {
             NetworkKind::Bridge { bridge } => bridge.clone(),
             NetworkKind::Vxlan { vni, .. } => format!("{OVERLAY_BRIDGE}{vni}"),
-            NetworkKind::Vlan { tag, .. } => format!("drvl{tag}"),
+            NetworkKind::Vlan { tag, parent } => {
+                format!("{VLAN_BRIDGE}{}", vlan_suffix(*tag, parent))
+            }
         }
     }
 
@@ -120,6 +139,20 @@ impl NetworkWiring {
             NetworkKind::Vxlan { vni, .. } => Some(overlay_link(*vni)),
             NetworkKind::Bridge { .. } | NetworkKind::Vlan { .. } => None,
         }
+    }
+
+    /// The VLAN's 802.1Q link, for `vlan` networks.
+    pub fn vlan(&self) -> Option<super::VlanLink> {
+        let NetworkKind::Vlan { tag, parent } = &self.kind else {
+            return None;
+        };
+        Some(super::VlanLink {
+            name: format!("{VLAN_LINK}{}", vlan_suffix(*tag, parent)),
+            parent: parent.clone(),
+            tag: *tag,
+            bridge: self.bridge(),
+            mtu: self.mtu,
+        })
     }
 
     /// The overlay's VXLAN link, for `vxlan` networks; refused without an underlay
@@ -167,9 +200,9 @@ impl NetworkWiring {
                 let _ = writeln!(xml, "  <forward mode='bridge'/>");
                 let _ = writeln!(xml, "  <bridge name='{bridge}'/>");
             }
-            NetworkKind::Vxlan { .. } => {
-                // No <forward>: isolated. libvirt creates the bridge; the VXLAN link is
-                // its way off the host.
+            NetworkKind::Vxlan { .. } | NetworkKind::Vlan { .. } => {
+                // No <forward>: isolated. libvirt creates the bridge; the VXLAN or 802.1Q
+                // link is its way off the host.
                 let _ = writeln!(
                     xml,
                     "  <bridge name='{}' stp='off' delay='0'/>",
@@ -197,13 +230,6 @@ impl NetworkWiring {
                     }
                     let _ = writeln!(xml, "  </dnsmasq:options>");
                 }
-            }
-            NetworkKind::Vlan { tag, parent } => {
-                return Err(HostdError::InvalidArgument(format!(
-                    "network {}: VLAN {tag} on {parent} needs 802.1Q links, which hostd does \
-                     not create yet",
-                    self.name
-                )));
             }
         }
         let _ = writeln!(xml, "</network>");
@@ -310,5 +336,41 @@ mod tests {
         let xml = w.libvirt_xml().unwrap();
         assert!(xml.starts_with("<network>\n"), "{xml}");
         assert!(!xml.contains("dnsmasq"), "{xml}");
+    }
+
+    #[test]
+    fn a_vlans_devices_are_named_for_tag_and_parent_within_15_bytes() {
+        let vlan = |tag, parent: &str| NetworkWiring {
+            name: "v".into(),
+            kind: NetworkKind::Vlan {
+                tag,
+                parent: parent.into(),
+            },
+            mtu: None,
+            dhcp: None,
+        };
+        let w = vlan(4094, "enp129s0f1np1");
+        let link = w.vlan().unwrap();
+        assert!(w.bridge().starts_with("drvl4094-"), "{}", w.bridge());
+        assert_eq!(link.name, w.bridge().replacen(VLAN_BRIDGE, VLAN_LINK, 1));
+        assert!(w.bridge().len() <= 15 && link.name.len() <= 15);
+        assert_eq!(link.bridge, w.bridge());
+        // One tag on two parents is two networks: two bridges.
+        assert_ne!(vlan(5, "eth0").bridge(), vlan(5, "eth1").bridge());
+        assert_eq!(vlan(5, "eth0").bridge(), vlan(5, "eth0").bridge());
+        // Fixed for good: a new hostd must find the devices an older one made.
+        assert_eq!(vlan_suffix(5, "eth0"), "5-f095", "the hash changed");
+        let xml = w.libvirt_xml().unwrap();
+        assert!(
+            !xml.contains("<forward"),
+            "isolated, like an overlay: {xml}"
+        );
+        assert!(
+            xml.contains(&format!(
+                "<bridge name='{}' stp='off' delay='0'/>",
+                w.bridge()
+            )),
+            "{xml}"
+        );
     }
 }
