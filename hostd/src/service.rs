@@ -103,6 +103,7 @@ impl Shared {
         &self,
         capacity: HostCapacity,
         links: std::collections::BTreeSet<String>,
+        vlan_links: bool,
     ) -> pb::HostInfo {
         pb::HostInfo {
             vtep_address: self
@@ -111,6 +112,7 @@ impl Shared {
                 .map(|ip| ip.to_string())
                 .unwrap_or_default(),
             links: links.into_iter().collect(),
+            vlan_links: Some(vlan_links),
             name: self.config.name.clone(),
             vcpus: capacity.vcpus,
             memory_mib: capacity.memory_mib,
@@ -496,12 +498,18 @@ impl HostAgent for AgentService {
         &self,
         _request: Request<pb::GetHostInfoRequest>,
     ) -> Result<Response<pb::HostInfo>, Status> {
-        let (capacity, links) = self
+        let (capacity, links, vlans) = self
             .shared
-            .blocking(|hv| Ok((hv.host_info()?, host_links_or_none(hv))))
+            .blocking(|hv| {
+                Ok((
+                    hv.host_info()?,
+                    host_links_or_none(hv),
+                    hv.makes_vlan_links(),
+                ))
+            })
             .await
             .map_err(self.failed("GetHostInfo", ""))?;
-        Ok(Response::new(self.shared.host_info(capacity, links)))
+        Ok(Response::new(self.shared.host_info(capacity, links, vlans)))
     }
 
     async fn start_vm(

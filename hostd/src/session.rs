@@ -222,7 +222,7 @@ async fn heartbeat(
     after_grant: u64,
 ) -> Result<pb::Heartbeat, HostdError> {
     let before = shared.vm_locks.snapshot();
-    let (capacity, domains, pools, networks, links) = shared
+    let (capacity, domains, pools, networks, links, vlans) = shared
         .blocking(|hv| {
             // Pools and networks are reported again next beat; the domains must not wait
             // for them.
@@ -235,7 +235,15 @@ async fn heartbeat(
                 Vec::new()
             });
             let links = crate::service::host_links_or_none(hv);
-            Ok((hv.host_info()?, hv.list_managed()?, pools, networks, links))
+            let vlans = hv.makes_vlan_links();
+            Ok((
+                hv.host_info()?,
+                hv.list_managed()?,
+                pools,
+                networks,
+                links,
+                vlans,
+            ))
         })
         .await?;
     let after = shared.vm_locks.snapshot();
@@ -252,7 +260,7 @@ async fn heartbeat(
         .collect();
     Ok(pb::Heartbeat {
         seq,
-        host: Some(shared.host_info(capacity, links)),
+        host: Some(shared.host_info(capacity, links, vlans)),
         domains,
         lease: Some(pb::LeaseStatus {
             held: lease.remaining.is_some(),

@@ -813,7 +813,7 @@ mod tests {
         let mut host = crate::model::Host::new("h1", "127.0.0.1:1");
         host.networking = Some(crate::model::HostNetworking {
             underlay: underlay.map(ip),
-            links: Default::default(),
+            ..Default::default()
         });
         s.hosts.insert("h1".into(), host);
         let vm = s.vms.get_mut("a").unwrap();

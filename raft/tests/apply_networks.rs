@@ -231,7 +231,7 @@ fn placements_go_only_to_hosts_that_carry_the_vms_networks() {
         name: "h1".into(),
         networking: HostNetworking {
             underlay: Some(Ipv4Addr::UNSPECIFIED),
-            links: Default::default(),
+            ..Default::default()
         },
     };
     let before = s.clone();
@@ -243,6 +243,7 @@ fn placements_go_only_to_hosts_that_carry_the_vms_networks() {
         networking: HostNetworking {
             underlay: None,
             links: ["eth0".to_string()].into(),
+            ..Default::default()
         },
     };
     s.apply(&no_underlay).0.expect("report");
@@ -260,6 +261,7 @@ fn placements_go_only_to_hosts_that_carry_the_vms_networks() {
         networking: HostNetworking {
             underlay: Some(Ipv4Addr::new(10, 99, 0, 1)),
             links: ["eth0".to_string()].into(),
+            ..Default::default()
         },
     };
     s.apply(&good).0.expect("report");

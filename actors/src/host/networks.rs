@@ -83,7 +83,7 @@ mod tests {
         let mut h = Host::new(&format!("h{n}"), &format!("mgmt-h{n}.example:7001"));
         h.networking = Some(HostNetworking {
             underlay: Some(std::net::Ipv4Addr::new(10, 0, 0, n)),
-            links: Default::default(),
+            ..Default::default()
         });
         h
     }

@@ -56,6 +56,7 @@ pub(crate) fn networking(host: &HostInfo) -> Result<HostNetworking, String> {
     let networking = HostNetworking {
         underlay,
         links: host.links.iter().cloned().collect(),
+        vlan_links: host.vlan_links,
     };
     networking.validate()?;
     Ok(networking)

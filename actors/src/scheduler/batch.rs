@@ -267,6 +267,7 @@ mod tests {
         hosts[1].networking = Some(HostNetworking {
             underlay: Some(std::net::Ipv4Addr::new(10, 0, 0, 2)),
             links: ["br0".to_string()].into(),
+            vlan_links: Some(true),
         });
         let mut r = req("vm", 1, 64);
         r.networks.insert(
@@ -286,11 +287,27 @@ mod tests {
         hosts[0].networking = Some(HostNetworking {
             underlay: None,
             links: ["br0".to_string()].into(),
+            vlan_links: Some(false),
         });
         let refusal = place_one(&r, &hosts[..1], &p).unwrap_err();
         assert!(
             refusal.reasons["bare"].starts_with("cannot carry network overlay: has no underlay"),
             "{refusal:?}"
+        );
+        // A VLAN goes only where the kernel makes 802.1Q links.
+        let mut v = req("vm", 1, 64);
+        v.networks.insert(
+            "tagged".into(),
+            NetworkKind::Vlan {
+                tag: 5,
+                parent: "br0".into(),
+            },
+        );
+        assert_eq!(place_one(&v, &hosts, &p), Ok("wired".to_string()));
+        let refusal = place_one(&v, &hosts[..1], &p).unwrap_err();
+        assert_eq!(
+            refusal.reasons["bare"],
+            "cannot carry network tagged: its kernel makes no 802.1Q VLAN links"
         );
         // A host that never reported (an older hostd) is not refused for its networks.
         hosts[0].networking = None;

@@ -256,6 +256,7 @@ pub fn host(host: &Host, state: &ClusterState, lease_granted: Option<Duration>) 
             .iter()
             .flat_map(|n| n.links.iter().cloned())
             .collect(),
+        vlan_links: host.networking.as_ref().and_then(|n| n.vlan_links),
     }
 }
 

@@ -241,6 +241,7 @@ pub fn host_json(h: &pb::Host) -> Value {
         "migration_uri": if h.migration_uri.is_empty() { Value::Null } else { json!(h.migration_uri) },
         "underlay": if h.underlay.is_empty() { Value::Null } else { json!(h.underlay) },
         "links": h.links,
+        "vlan_links": h.vlan_links,
     })
 }
 

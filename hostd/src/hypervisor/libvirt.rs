@@ -30,6 +30,8 @@ pub struct LibvirtHypervisor {
     domain_type: DomainType,
     /// When each storage pool's space was last re-read.
     pools_refreshed: Refreshed,
+    /// Whether VLAN networks can be wired here, probed once.
+    vlan_links: std::sync::OnceLock<bool>,
 }
 
 /// What a name refers to on this host, from hostd's point of view.
@@ -51,6 +53,7 @@ impl LibvirtHypervisor {
             conn: LibvirtConn::open(uri)?,
             domain_type,
             pools_refreshed: Refreshed::default(),
+            vlan_links: std::sync::OnceLock::new(),
         })
     }
 
@@ -294,6 +297,12 @@ impl Hypervisor for LibvirtHypervisor {
 
     fn list_networks(&self) -> Result<Vec<String>, HostdError> {
         self.call(libvirt_network::list)
+    }
+
+    fn makes_vlan_links(&self) -> bool {
+        *self.vlan_links.get_or_init(|| {
+            self.domain_type == DomainType::Test || crate::network::kernel_makes_vlans()
+        })
     }
 
     fn host_links(&self) -> Result<std::collections::BTreeSet<String>, HostdError> {

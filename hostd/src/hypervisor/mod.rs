@@ -239,6 +239,10 @@ pub trait Hypervisor: Send + Sync {
     /// Every network hostd has defined, by cluster name, sorted.
     fn list_networks(&self) -> Result<Vec<String>, HostdError>;
 
+    /// Whether VLAN networks can be wired here (the kernel makes 802.1Q links; always on
+    /// the test driver, whose networks are libvirt's alone). Cheap after the first call.
+    fn makes_vlan_links(&self) -> bool;
+
     /// The host's own network interfaces (bridges, VLAN parents; not guests' devices).
     fn host_links(&self) -> Result<std::collections::BTreeSet<String>, HostdError>;
 

@@ -17,7 +17,7 @@ pub use links::host_links;
 pub(crate) use locks::NetworkLocks;
 pub use nic::network_config;
 pub use nic::VmNic;
-pub use vlan::VlanLink;
+pub use vlan::{kernel_makes_vlans, VlanLink};
 pub use vxlan::{VxlanLink, VXLAN_PORT};
 pub use wiring::{
     overlay_link, vlan_suffix, Dhcp, DhcpHost, NetworkKind, NetworkWiring, NETWORK_PREFIX,

@@ -26,6 +26,30 @@ fn matches(details: &str, link: &VlanLink) -> bool {
         && details.contains(&format!("vlan protocol 802.1Q id {} ", link.tag))
 }
 
+/// Whether this kernel makes 802.1Q links: tried on a thread in a network namespace of
+/// its own (gone with the thread), so nothing on the host changes. `false` where hostd may
+/// not make namespaces (not root): it could not make the links either. Blocking.
+pub fn kernel_makes_vlans() -> bool {
+    std::thread::spawn(|| {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).ok()?;
+        run(
+            "ip",
+            &[
+                "link", "add", "drvp0", "type", "veth", "peer", "name", "drvp1",
+            ],
+        )
+        .ok()?;
+        let vlan = [
+            "link", "add", "link", "drvp0", "name", "drvp0.1", "type", "vlan", "id", "1",
+        ];
+        Some(run("ip", &vlan).is_ok())
+    })
+    .join()
+    .ok()
+    .flatten()
+    .unwrap_or(false)
+}
+
 impl VlanLink {
     /// Creates the link (or recreates one made differently); not yet on its bridge.
     pub fn ensure_link(&self) -> Result<(), HostdError> {

@@ -1,5 +1,6 @@
 //! What a host can carry, network-wise, as its hostd reports it: the address its VXLAN
-//! tunnels run over, and the interfaces (bridges, VLAN parents) it has. The scheduler
+//! tunnels run over, the interfaces (bridges, VLAN parents) it has, and whether its kernel
+//! makes 802.1Q links. The scheduler
 //! places a VM only on hosts that carry all its networks, and overlays name their peers by
 //! these addresses (not by hostd's gRPC address: the management and tunnel networks of a
 //! real host are often apart).
@@ -23,6 +24,11 @@ pub struct HostNetworking {
     /// for guests.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub links: BTreeSet<String>,
+    /// Whether VLAN networks can be wired there (its kernel makes 802.1Q links). `None`:
+    /// not reported (a hostd from before this field, or log entries written then): not a
+    /// reason to refuse, so that old entries replay as they were applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan_links: Option<bool>,
 }
 
 impl HostNetworking {
@@ -56,6 +62,9 @@ impl HostNetworking {
             NetworkKind::Vlan { parent, .. } if !self.links.contains(parent) => {
                 Some(format!("has no interface {parent} for VLANs"))
             }
+            NetworkKind::Vlan { .. } if self.vlan_links == Some(false) => {
+                Some("its kernel makes no 802.1Q VLAN links".into())
+            }
             NetworkKind::Vxlan { .. } if self.underlay.is_none() => {
                 Some("has no underlay address for overlays (hostd --vtep-address)".into())
             }
@@ -72,6 +81,7 @@ mod tests {
         HostNetworking {
             underlay: underlay.map(Ipv4Addr::from),
             links: links.iter().map(|l| l.to_string()).collect(),
+            vlan_links: Some(true),
         }
     }
 
@@ -89,6 +99,21 @@ mod tests {
             parent: "eth1".into(),
         };
         assert_eq!(h.cannot_carry(&vlan), None);
+        let no_8021q = HostNetworking {
+            vlan_links: Some(false),
+            ..h.clone()
+        };
+        assert_eq!(
+            no_8021q.cannot_carry(&vlan).as_deref(),
+            Some("its kernel makes no 802.1Q VLAN links")
+        );
+        assert_eq!(no_8021q.cannot_carry(&bridge("br0")), None);
+        // Not reported (an older hostd's report): not refused for it.
+        let unreported = HostNetworking {
+            vlan_links: None,
+            ..h.clone()
+        };
+        assert_eq!(unreported.cannot_carry(&vlan), None);
         assert_eq!(h.cannot_carry(&NetworkKind::Vxlan { vni: 1 }), None);
         let no_underlay = host(None, &["br0"]);
         assert!(no_underlay
