@@ -8,7 +8,9 @@
 //! address is in the same subnet. A guest that sends from an address or a MAC that is not
 //! its own is cut off by libvirt's clean-traffic filter. The DHCP guest's address, once it
 //! is deleted, goes by DHCP to a new guest with another MAC. A running guest's NIC is
-//! unplugged (its address released only then) and one on the other overlay plugged in. (Overlays between hosts need hosts
+//! unplugged (its address released only then) and one on the other overlay plugged in. A
+//! security group lets into a guest only what its rules allow, and a change to its rules
+//! or to the guest's groups reaches the running guest at once. (Overlays between hosts need hosts
 //! in network namespaces of their own: the multi-host rig does not have them yet.)
 
 use anyhow::Context as _;
@@ -154,6 +156,44 @@ async fn guests_on_one_overlay_reach_each_other_and_nothing_else() -> anyhow::Re
     )
     .await?;
     assert_ping(&mut sc, "hotplugged", "10.77.0.10", true).await?;
+
+    eprintln!("phase: a security group lets into {a} only what it allows, and changes at once");
+    let ok = |args: Vec<String>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cluster.cli_json(&args).await.map_err(anyhow::Error::msg)
+    };
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    ok(args(&[
+        "sg",
+        "put",
+        "pingers",
+        "--allow",
+        "icmp,from=10.77.0.12/32",
+    ]))
+    .await?;
+    let vm = ok(args(&["vm", "sg", &a, "pingers"])).await?;
+    assert_eq!(
+        vm["security_groups"],
+        serde_json::json!(["pingers"]),
+        "{vm}"
+    );
+    assert_ping(&mut se, "fromallowed", "10.77.0.10", true).await?;
+    assert_ping(&mut sc, "fromother", "10.77.0.10", false).await?;
+    // What it sends, and the replies, still go.
+    assert_ping(&mut sa, "outgoing", "10.77.0.11", true).await?;
+    let out = cluster.cli(&["sg", "delete", "pingers"]).await?;
+    assert!(
+        !out.success && out.stderr.contains("in use by VMs"),
+        "{}",
+        out.stderr
+    );
+    ok(args(&["sg", "put", "pingers", "--allow", "icmp"])).await?;
+    assert_ping(&mut sc, "widened", "10.77.0.10", true).await?;
+    ok(args(&["sg", "put", "pingers"])).await?;
+    assert_ping(&mut se, "closed", "10.77.0.10", false).await?;
+    ok(args(&["vm", "sg", &a])).await?;
+    assert_ping(&mut se, "left", "10.77.0.10", true).await?;
+    ok(args(&["sg", "delete", "pingers"])).await?;
 
     eprintln!("phase: a guest sending from another address or MAC is cut off");
     run(

@@ -12,6 +12,7 @@ mod drills;
 mod images;
 mod networks;
 mod pools;
+mod security_groups;
 
 pub use console::ConsoleSession;
 pub use networks::{NetworkOp, NicOp};

@@ -105,6 +105,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Pool(cmd) => cli::pool(&target, output, cmd).await?,
             Command::Image(cmd) => cli::image(&target, output, cmd).await?,
             Command::Net(cmd) => cli::net(&target, output, cmd).await?,
+            Command::Sg(cmd) => cli::sg(&target, output, cmd).await?,
             Command::Drill(cmd) => cli::drill(&target, output, cmd).await?,
             Command::Server(_) => unreachable!("handled above"),
         };

@@ -17,6 +17,7 @@ use drover_proto::v1::image_service_server::ImageServiceServer;
 use drover_proto::v1::network_service_server::NetworkServiceServer;
 use drover_proto::v1::operation_service_server::OperationServiceServer;
 use drover_proto::v1::pool_service_server::PoolServiceServer;
+use drover_proto::v1::security_group_service_server::SecurityGroupServiceServer;
 use drover_proto::v1::token_service_server::TokenServiceServer;
 use drover_proto::v1::vm_service_server::VmServiceServer;
 use drover_raft::network::{RaftGrpcService, MAX_MESSAGE_BYTES};
@@ -26,7 +27,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt as _;
 
 use crate::api::{
-    ClusterApi, DrillApi, HostApi, ImageApi, NetworkApi, OperationApi, PoolApi, TokenApi, VmApi,
+    ClusterApi, DrillApi, HostApi, ImageApi, NetworkApi, OperationApi, PoolApi, SecurityGroupApi,
+    TokenApi, VmApi,
 };
 use crate::config::{ConfigError, ServerConfig};
 
@@ -132,6 +134,10 @@ pub async fn run(
         .add_service(OperationServiceServer::new(OperationApi::new(node.clone())))
         .add_service(PoolServiceServer::new(PoolApi::new(node.clone())))
         .add_service(NetworkServiceServer::new(NetworkApi::new(node.clone())))
+        .add_service(SecurityGroupServiceServer::new(SecurityGroupApi::new(
+            node.clone(),
+            drover_actors::AgentPool::new(config.tls.clone()),
+        )))
         .add_service(ImageServiceServer::new(ImageApi::new(
             node.clone(),
             drover_actors::AgentPool::new(config.tls.clone()),

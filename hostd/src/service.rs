@@ -731,6 +731,15 @@ impl HostAgent for AgentService {
             .map(Response::new)
     }
 
+    async fn update_nic_filters(
+        &self,
+        request: Request<pb::UpdateNicFiltersRequest>,
+    ) -> Result<Response<pb::UpdateNicFiltersResponse>, Status> {
+        self.update_nic_filters_inner(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     type ConsoleStream = ReceiverStream<Result<pb::ConsoleOutput, Status>>;
 
     async fn console(

@@ -56,15 +56,33 @@ fn every_domain_type_validates_against_libvirts_schema() {
         }],
         create_volumes: true,
         seed: None,
-        nics: vec![drover_hostd::network::VmNic {
-            network: "blue".into(),
-            mac: "02:00:00:00:00:01".into(),
-            ip: Some("10.10.0.10".parse().expect("ip")),
-            prefix: 24,
-            gateway: None,
-            dns: vec![],
-            mtu: Some(1450),
-        }],
+        nics: vec![
+            drover_hostd::network::VmNic {
+                network: "blue".into(),
+                mac: "02:00:00:00:00:01".into(),
+                ip: Some("10.10.0.10".parse().expect("ip")),
+                prefix: 24,
+                gateway: None,
+                dns: vec![],
+                mtu: Some(1450),
+                firewall: None,
+            },
+            // In a security group: the filter's parameters, lists included.
+            drover_hostd::network::VmNic {
+                network: "blue".into(),
+                mac: "02:00:00:00:00:02".into(),
+                ip: Some("10.10.0.11".parse().expect("ip")),
+                prefix: 24,
+                gateway: None,
+                dns: vec![],
+                mtu: None,
+                firewall: Some(vec![drover_hostd::network::firewall::AllowRule {
+                    proto: drover_hostd::network::firewall::Proto::Tcp,
+                    ports: (22, 22),
+                    from: ("10.0.0.0".parse().expect("ip"), 8),
+                }]),
+            },
+        ],
     };
     for (domain_type, uuid) in [
         (DomainType::Test, None),
@@ -124,4 +142,17 @@ fn every_network_kind_validates_against_libvirts_schema() {
         let path = dir.path().join(format!("net{i}.xml"));
         assert_valid(&path, &xml, "network");
     }
+}
+
+#[test]
+fn the_security_group_filter_validates_against_libvirts_schema() {
+    if !common::prerequisite(validator()) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert_valid(
+        &dir.path().join("sg.xml"),
+        &drover_hostd::network::firewall::filter_xml(),
+        "nwfilter",
+    );
 }

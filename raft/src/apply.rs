@@ -62,6 +62,11 @@ impl ClusterState {
             | Command::DeleteNetwork { .. }
             | Command::AddSubnet { .. }
             | Command::RemoveSubnet { .. } => Touched::Nothing,
+            // The leader updates running guests' filters after the commit.
+            Command::PutSecurityGroup { .. } | Command::DeleteSecurityGroup { .. } => {
+                Touched::Nothing
+            }
+            Command::SetVmSecurityGroups { name, .. } => Touched::Vm(name.clone()),
             // Host actors compare images with the state at every heartbeat too.
             Command::BeginImageImport { .. }
             | Command::FinishImageImport(_)
@@ -531,6 +536,11 @@ impl ClusterState {
             Command::DeletePool { name } => self.delete_pool(name),
             Command::CreateNetwork { name, spec } => self.create_network(name, spec),
             Command::DeleteNetwork { name } => self.delete_network(name),
+            Command::PutSecurityGroup { name, rules } => self.put_security_group(name, rules),
+            Command::DeleteSecurityGroup { name } => self.delete_security_group(name),
+            Command::SetVmSecurityGroups { name, groups } => {
+                self.set_vm_security_groups(name, groups)
+            }
             Command::AddSubnet { network, subnet } => self.add_subnet(network, subnet),
             Command::RemoveSubnet { network, cidr } => self.remove_subnet(network, cidr),
             Command::AddNic { name, nic } => self.add_nic(name, nic),

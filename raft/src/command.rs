@@ -339,6 +339,20 @@ pub enum Command {
     DeleteNetwork {
         name: String,
     },
+    /// `drover sg put`: a security group created, or its rules replaced.
+    PutSecurityGroup {
+        name: String,
+        rules: Vec<crate::model::SgRule>,
+    },
+    /// `drover sg delete`: refused while a VM is in it.
+    DeleteSecurityGroup {
+        name: String,
+    },
+    /// `drover vm sg`: the VM's security groups, replaced (empty: none).
+    SetVmSecurityGroups {
+        name: String,
+        groups: Vec<String>,
+    },
     /// `drover net subnet add`.
     AddSubnet {
         network: String,
@@ -510,6 +524,9 @@ impl Command {
             Command::PoolsObserved { .. } => "pools_observed",
             Command::CreateNetwork { .. } => "create_network",
             Command::DeleteNetwork { .. } => "delete_network",
+            Command::PutSecurityGroup { .. } => "put_security_group",
+            Command::DeleteSecurityGroup { .. } => "delete_security_group",
+            Command::SetVmSecurityGroups { .. } => "set_vm_security_groups",
             Command::AddSubnet { .. } => "add_subnet",
             Command::RemoveSubnet { .. } => "remove_subnet",
             Command::HostNetworkingObserved { .. } => "host_networking_observed",
@@ -581,6 +598,7 @@ pub enum Reply {
         name: String,
     },
     Network(crate::model::Network),
+    SecurityGroup(crate::model::SecurityGroup),
     NetworkDeleted {
         name: String,
     },
@@ -600,6 +618,12 @@ pub enum ApplyError {
     InvalidCloudInit(#[from] crate::model::CloudInitError),
     #[error("{0}")]
     Network(#[from] crate::model::NetworkError),
+    #[error("Security group {0:?} not found")]
+    UnknownSecurityGroup(String),
+    #[error("Security group {group:?} is in use by VMs {vms}")]
+    SecurityGroupInUse { group: String, vms: String },
+    #[error("Invalid security group {group:?}: {reason}")]
+    InvalidSecurityGroup { group: String, reason: String },
     #[error("VM {0:?} is starting: its NICs change once it runs (hot-plug) or is stopped")]
     NicsInUse(String),
     #[error(

@@ -15,6 +15,7 @@ mod apply_leader_drill;
 mod apply_migration_drill;
 mod apply_networks;
 mod apply_pools;
+mod apply_security_groups;
 mod apply_tokens;
 mod apply_vm_create;
 pub mod backup;

@@ -4,9 +4,10 @@
 use std::collections::BTreeSet;
 
 use drover_proto::agent::v1::{
-    CloudInitSeed, DhcpHost, DhcpSubnet, NetworkWiring, VmDisk, VmNic, VolumeRef,
+    CloudInitSeed, DhcpHost, DhcpSubnet, Firewall, FirewallRule, NetworkWiring, VmDisk, VmNic,
+    VolumeRef,
 };
-use drover_raft::model::{instance_id, ClusterState, Disk, Network, NetworkKind, Vm};
+use drover_raft::model::{instance_id, ClusterState, Disk, Network, NetworkKind, SgRule, Vm};
 
 /// `vm`'s disks as hostd takes them, the boot disk first.
 pub fn vm_disks(vm: &Vm) -> Vec<VmDisk> {
@@ -66,8 +67,12 @@ pub fn vm_disk(d: &Disk) -> VmDisk {
 }
 
 /// `vm`'s NICs as hostd takes them: each with its subnet's prefix, gateway and DNS
-/// servers (for the seed's network config), and its network's MTU.
+/// servers (for the seed's network config), its network's MTU, and the VM's security
+/// groups' rules.
 pub fn vm_nics(vm: &Vm, state: &ClusterState) -> Vec<VmNic> {
+    let firewall = state.firewall_of(vm).map(|rules| Firewall {
+        allow: rules.iter().map(firewall_rule).collect(),
+    });
     vm.nics
         .iter()
         .map(|n| {
@@ -86,9 +91,20 @@ pub fn vm_nics(vm: &Vm, state: &ClusterState) -> Vec<VmNic> {
                     .map(|s| s.dns.iter().map(|d| d.to_string()).collect())
                     .unwrap_or_default(),
                 mtu: network.and_then(|net| net.spec.guest_mtu()).unwrap_or(0),
+                firewall: firewall.clone(),
             }
         })
         .collect()
+}
+
+fn firewall_rule(r: &SgRule) -> FirewallRule {
+    let (port_lo, port_hi) = r.wire_ports();
+    FirewallRule {
+        proto: r.proto.as_str().into(),
+        port_lo,
+        port_hi,
+        from: r.wire_from(),
+    }
 }
 
 /// How each network `vm`'s NICs use is wired on host `host`.

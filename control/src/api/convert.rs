@@ -222,6 +222,7 @@ pub fn vm(vm: &Vm) -> pb::Vm {
                 ip: n.ip.map(|ip| ip.to_string()).unwrap_or_default(),
             })
             .collect(),
+        security_groups: vm.security_groups.clone(),
     }
 }
 

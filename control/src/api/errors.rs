@@ -25,8 +25,11 @@ pub fn apply_error(e: &ApplyError) -> Status {
         | ApplyError::InvalidPool(_)
         | ApplyError::InvalidDisk(_)
         | ApplyError::InvalidDrill(_)
-        | ApplyError::HaNeedsSharedPool { .. } => Status::invalid_argument(msg),
+        | ApplyError::HaNeedsSharedPool { .. }
+        | ApplyError::InvalidSecurityGroup { .. } => Status::invalid_argument(msg),
+        ApplyError::UnknownSecurityGroup(_) => Status::not_found(msg),
         ApplyError::PoolInUse { .. }
+        | ApplyError::SecurityGroupInUse { .. }
         | ApplyError::LocalDisk { .. }
         | ApplyError::PoolHoldsImages { .. }
         | ApplyError::PoolNotActive { .. }

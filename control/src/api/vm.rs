@@ -333,6 +333,30 @@ impl VmService for VmApi {
         vm_reply(commit(&self.node, &meta, cmd).await?, &req.vm)
     }
 
+    async fn set_vm_security_groups(
+        &self,
+        req: Request<pb::SetVmSecurityGroupsRequest>,
+    ) -> Result<Response<pb::Vm>, Status> {
+        let (meta, _, req) = req.into_parts();
+        // A running guest's filters change right after the commit, on the leader's
+        // authority and in the term it committed in.
+        super::errors::leader_only(&self.node)?;
+        let term = self.node.metrics().current_term;
+        let cmd = Command::SetVmSecurityGroups {
+            name: req.vm.clone(),
+            groups: req.groups,
+        };
+        let reply = vm_reply(commit(&self.node, &meta, cmd).await?, &req.vm)?;
+        super::security_groups::refresh_filters(
+            &self.node,
+            &self.agents,
+            term,
+            std::slice::from_ref(&req.vm),
+        )
+        .await?;
+        Ok(reply)
+    }
+
     async fn remove_disk(
         &self,
         req: Request<pb::RemoveDiskRequest>,

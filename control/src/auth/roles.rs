@@ -72,7 +72,8 @@ pub fn need(path: &str) -> Option<Need> {
         | "/drover.v1.VmService/ResizeDisk"
         | "/drover.v1.VmService/RemoveDisk"
         | "/drover.v1.VmService/AddNic"
-        | "/drover.v1.VmService/RemoveNic" => User(Operator),
+        | "/drover.v1.VmService/RemoveNic"
+        | "/drover.v1.VmService/SetVmSecurityGroups" => User(Operator),
         // A console is a keyboard on the guest: viewers may not attach.
         "/drover.v1.VmService/VmConsole" => User(Operator),
 
@@ -95,15 +96,17 @@ pub fn need(path: &str) -> Option<Need> {
         // Storage is cluster infrastructure, as hosts' membership is: admins declare it.
         "/drover.v1.PoolService/CreatePool" | "/drover.v1.PoolService/DeletePool" => User(Admin),
 
-        "/drover.v1.NetworkService/GetNetwork" | "/drover.v1.NetworkService/ListNetworks" => {
-            User(Viewer)
-        }
+        "/drover.v1.NetworkService/GetNetwork"
+        | "/drover.v1.NetworkService/ListNetworks"
+        | "/drover.v1.SecurityGroupService/ListSecurityGroups" => User(Viewer),
         // Networks are cluster infrastructure, as pools are: admins declare them. NICs
         // on them are the VMs' (operators).
         "/drover.v1.NetworkService/CreateNetwork"
         | "/drover.v1.NetworkService/DeleteNetwork"
         | "/drover.v1.NetworkService/AddSubnet"
-        | "/drover.v1.NetworkService/RemoveSubnet" => User(Admin),
+        | "/drover.v1.NetworkService/RemoveSubnet"
+        | "/drover.v1.SecurityGroupService/PutSecurityGroup"
+        | "/drover.v1.SecurityGroupService/DeleteSecurityGroup" => User(Admin),
 
         "/drover.v1.ImageService/GetImage" | "/drover.v1.ImageService/ListImages" => User(Viewer),
         // Images are content VMs are made from, as VMs are: operators bring them.

@@ -430,6 +430,10 @@ pub async fn vm(target: &Target, format: Format, cmd: VmCmd) -> anyhow::Result<P
         }
         VmCmd::Disk(cmd) => c.disk_op(disk_op(&c, cmd).await?).await?,
         VmCmd::Nic(cmd) => c.nic_op(super::networks::nic_op(cmd)).await?,
+        VmCmd::Sg { name, groups } => {
+            let req = drover_proto::v1::SetVmSecurityGroupsRequest { vm: name, groups };
+            c.nic_op(crate::client::NicOp::SecurityGroups(req)).await?
+        }
         VmCmd::Console { name } => {
             super::console::run(&c, &name).await?;
             return Ok(String::new().into());

@@ -14,6 +14,7 @@ mod migration_drills;
 mod networks;
 pub mod output;
 mod pools;
+mod security_groups;
 pub mod sizes;
 mod tokens;
 
@@ -25,6 +26,7 @@ pub use images::image;
 pub use networks::{net, NicArg};
 use output::Format;
 pub use pools::pool;
+pub use security_groups::sg;
 pub use tokens::token;
 
 #[derive(Debug, clap::Parser)]
@@ -108,6 +110,9 @@ pub enum Command {
     /// Networks VM NICs attach to, their subnets and the addresses handed out.
     #[command(subcommand)]
     Net(NetCmd),
+    /// Security groups: what may come into VMs (`drover vm sg` puts a VM in them).
+    #[command(subcommand)]
+    Sg(SgCmd),
     /// Failover drills: rehearse a failure on the live cluster.
     #[command(subcommand)]
     Drill(DrillCmd),
@@ -334,6 +339,27 @@ pub enum SubnetCmd {
     },
     /// Remove a subnet (refused while an address of it is held).
     Remove { network: String, cidr: String },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SgCmd {
+    /// Create a group, or replace its rules. A VM in groups takes in only what one of
+    /// their rules allows (and replies to what it sent, and DHCP answers); running guests
+    /// get the change at once.
+    Put {
+        name: String,
+        /// What may come in (repeatable): PROTO[:PORT[-PORT]][,from=CIDR], PROTO tcp, udp
+        /// or icmp, e.g. tcp:22,from=10.0.0.0/8. None: nothing new comes in.
+        #[arg(long, value_parser = security_groups::parse_rule)]
+        allow: Vec<drover_proto::v1::SecurityRule>,
+    },
+    /// All groups and their rules.
+    List {
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    /// Delete a group (refused while a VM is in it).
+    Delete { name: String },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -808,9 +834,12 @@ pub enum VmCmd {
     /// A stopped VM's disks: add, grow, remove (they take effect at its next start).
     #[command(subcommand)]
     Disk(DiskCmd),
-    /// A stopped VM's NICs: add, remove (they take effect at its next start).
+    /// A VM's NICs: add, remove (a running guest's at once, by hot-plug).
     #[command(subcommand)]
     Nic(NicCmd),
+    /// Put a VM in these security groups, replacing its others (none: it leaves all,
+    /// and everything comes in again). A running guest's filters change at once.
+    Sg { name: String, groups: Vec<String> },
     /// Delete a VM and (unless --keep-disks) its volumes.
     Delete {
         name: String,

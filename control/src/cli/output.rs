@@ -69,6 +69,7 @@ pub fn vm_json(vm: &pb::Vm) -> Value {
             "mac": n.mac,
             "ip": if n.ip.is_empty() { Value::Null } else { json!(n.ip) },
         })).collect::<Vec<_>>(),
+        "security_groups": vm.security_groups,
         "cloud_init": vm.cloud_init.as_ref().map(|c| json!({
             "hostname": c.hostname,
             "instance_id": c.instance_id,

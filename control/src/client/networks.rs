@@ -19,6 +19,7 @@ pub enum NetworkOp {
 pub enum NicOp {
     Add(pb::AddNicRequest),
     Remove(pb::RemoveNicRequest),
+    SecurityGroups(pb::SetVmSecurityGroupsRequest),
 }
 
 impl Client {
@@ -97,6 +98,11 @@ impl Client {
                 let resp = match op {
                     NicOp::Add(r) => client.add_nic(with_request_id(r, &rid)).await,
                     NicOp::Remove(r) => client.remove_nic(with_request_id(r, &rid)).await,
+                    NicOp::SecurityGroups(r) => {
+                        client
+                            .set_vm_security_groups(with_request_id(r, &rid))
+                            .await
+                    }
                 };
                 resp.map(tonic::Response::into_inner)
             }

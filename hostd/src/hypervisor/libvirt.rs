@@ -16,6 +16,7 @@ use super::libvirt_console;
 use super::libvirt_migrate;
 use super::libvirt_network;
 use super::libvirt_nics;
+use super::libvirt_nwfilter;
 use super::libvirt_pool::{self, Refreshed};
 use super::{
     Console, HostCapacity, Hypervisor, JobStats, ManagedDomain, ManagedPool, MigrationRequest,
@@ -287,7 +288,17 @@ impl Hypervisor for LibvirtHypervisor {
 
     fn ensure_network(&self, wiring: &crate::network::NetworkWiring) -> Result<String, HostdError> {
         let kernel = self.domain_type != DomainType::Test;
-        self.call(|conn| libvirt_network::ensure(conn, wiring, kernel))
+        self.call(|conn| {
+            // Every guest's NIC on a network here may name it (security groups), also
+            // one arriving by migration, whose destination is wired first. Not fatal to
+            // the network: a guest that needs the filter fails to start with the reason.
+            if kernel {
+                if let Err(e) = libvirt_nwfilter::ensure(conn) {
+                    tracing::warn!(error = %crate::error::error_chain(&e), "cannot define the security group filter");
+                }
+            }
+            libvirt_network::ensure(conn, wiring, kernel)
+        })
     }
 
     fn remove_network(&self, name: &str) -> Result<bool, HostdError> {
@@ -400,6 +411,24 @@ impl Hypervisor for LibvirtHypervisor {
                 libvirt_nics::unplug(&dom, name, mac)?;
             }
             Ok(())
+        })
+    }
+
+    fn update_nic_filters(
+        &self,
+        name: &str,
+        nics: &[crate::network::VmNic],
+    ) -> Result<bool, HostdError> {
+        self.call(|conn| {
+            let (dom, _) = managed(conn, name)?;
+            if !is_active(&dom)? {
+                return Ok(false);
+            }
+            if self.domain_type != DomainType::Test {
+                libvirt_nwfilter::ensure(conn)?;
+            }
+            libvirt_nics::update_filters(&dom, nics)?;
+            Ok(true)
         })
     }
 

@@ -87,6 +87,49 @@ pub(super) fn unplug(dom: &Domain, vm: &str, mac: &str) -> Result<bool, HostdErr
     }
 }
 
+/// `element` (an `<interface>` libvirt wrote) with its `<filterref>` replaced by `filter`
+/// (what `VmNic::interface_xml` puts there; empty: none). Everything else stays as the
+/// live domain has it (target, alias, PCI address), which an update must not change.
+fn with_filter(element: &str, filter: &str) -> String {
+    let mut out = element.to_string();
+    if let Some(start) = out.find("<filterref ") {
+        let end = match out[start..].find("</filterref>") {
+            Some(close) => start + close + "</filterref>".len(),
+            None => start + out[start..].find("/>").map_or(0, |e| e + 2),
+        };
+        out.replace_range(start..end, "");
+    }
+    if let Some(close) = out.rfind("</interface>") {
+        out.insert_str(close, filter);
+    }
+    out
+}
+
+/// The `<filterref>` part of `nic`'s interface XML (empty: none).
+fn filter_of(nic: &VmNic) -> String {
+    let xml = nic.interface_xml();
+    match (xml.find("<filterref "), xml.rfind("</filterref>")) {
+        (Some(start), Some(end)) => xml[start..end + "</filterref>".len()].to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Gives each of `nics` the running `dom` has its filter as `nic` says.
+pub(super) fn update_filters(dom: &Domain, nics: &[VmNic]) -> Result<(), HostdError> {
+    for nic in nics {
+        let Some(element) = interface_with_mac(&live_xml(dom)?, &nic.mac) else {
+            continue;
+        };
+        let updated = with_filter(&element, &filter_of(nic));
+        if updated == element {
+            continue;
+        }
+        dom.update_device_flags(&updated, flags(dom)?)
+            .map_err(HostdError::libvirt("update_device_flags"))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +139,25 @@ mod tests {
         let xml = "<interface type='network'>\n  <mac address='02:00:00:00:00:01'/>\n</interface>";
         assert!(has_mac(xml, "02:00:00:00:00:01"));
         assert!(!has_mac(xml, "02:00:00:00:00:02"));
+    }
+
+    #[test]
+    fn a_filter_update_replaces_only_the_filterref() {
+        let live = "<interface type='network'>\n  <mac address='02:00:00:00:00:01'/>\n  \
+                    <filterref filter='clean-traffic'>\n    <parameter name='IP' value='10.0.0.5'/>\n  \
+                    </filterref>\n  <address type='pci' slot='0x03'/>\n</interface>";
+        let new =
+            "<filterref filter='drover-sg'><parameter name='IP' value='10.0.0.5'/></filterref>";
+        let updated = with_filter(live, new);
+        assert!(!updated.contains("clean-traffic"), "{updated}");
+        assert!(updated.contains(new), "{updated}");
+        assert!(
+            updated.contains("<address type='pci' slot='0x03'/>"),
+            "{updated}"
+        );
+        assert!(updated.ends_with("</interface>"), "{updated}");
+        let bare = with_filter(live, "");
+        assert!(!bare.contains("filterref"), "{bare}");
     }
 
     #[test]

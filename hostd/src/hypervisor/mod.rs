@@ -16,6 +16,7 @@ mod libvirt_leases;
 mod libvirt_migrate;
 mod libvirt_network;
 mod libvirt_nics;
+mod libvirt_nwfilter;
 mod libvirt_pool;
 pub mod pool_xml;
 
@@ -293,6 +294,14 @@ pub trait Hypervisor: Send + Sync {
     /// the guest has released it; then (or when it is off, or has no such NIC) no running
     /// guest here uses it. `NicNotReleased`: the guest did not let go in time.
     fn unplug_nic(&self, name: &str, mac: &str) -> Result<(), HostdError>;
+
+    /// Gives managed domain `name`'s NICs their filters as `nics` say, if it runs
+    /// (`true`); off: nothing (`false`).
+    fn update_nic_filters(
+        &self,
+        name: &str,
+        nics: &[crate::network::VmNic],
+    ) -> Result<bool, HostdError>;
 
     /// Attaches to managed domain `name`'s serial console, which must be running. An
     /// earlier session on it is cut off (the newest attach wins, as `virsh console

@@ -4,6 +4,7 @@
 //! ([`vlan`]), both with iproute2.
 
 pub mod confine;
+pub mod firewall;
 pub mod leases;
 mod links;
 mod locks;

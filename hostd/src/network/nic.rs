@@ -17,6 +17,9 @@ pub struct VmNic {
     pub gateway: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
     pub mtu: Option<u32>,
+    /// The VM is in security groups: only what these rules allow comes in (with an
+    /// address; without one, no filter applies). `None`: everything comes in.
+    pub firewall: Option<Vec<super::firewall::AllowRule>>,
 }
 
 impl VmNic {
@@ -36,11 +39,15 @@ impl VmNic {
         if let Some(mtu) = self.mtu {
             let _ = writeln!(xml, "      <mtu size='{mtu}'/>");
         }
-        if let Some(ip) = self.ip {
-            let _ = writeln!(
-                xml,
-                "      <filterref filter='clean-traffic'>\n        <parameter name='IP' value='{ip}'/>\n      </filterref>"
-            );
+        match (self.ip, &self.firewall) {
+            (Some(ip), Some(rules)) => xml.push_str(&super::firewall::filterref(ip, rules)),
+            (Some(ip), None) => {
+                let _ = writeln!(
+                    xml,
+                    "      <filterref filter='clean-traffic'>\n        <parameter name='IP' value='{ip}'/>\n      </filterref>"
+                );
+            }
+            (None, _) => {}
         }
         let _ = writeln!(xml, "    </interface>");
         xml
@@ -95,6 +102,7 @@ mod tests {
             gateway: Some("10.10.0.1".parse().unwrap()),
             dns: vec!["10.10.0.2".parse().unwrap()],
             mtu: Some(1450),
+            firewall: None,
         }
     }
 
@@ -110,6 +118,18 @@ mod tests {
             "{xml}"
         );
         assert!(!nic(None).interface_xml().contains("filterref"));
+        // In security groups: the groups' filter, which keeps clean-traffic's rules.
+        let guarded = VmNic {
+            firewall: Some(vec![]),
+            ..nic(Some("10.10.0.10"))
+        };
+        let xml = guarded.interface_xml();
+        assert!(xml.contains("<filterref filter='drover-sg'>"), "{xml}");
+        assert!(!xml.contains("filter='clean-traffic'"), "{xml}");
+        assert!(
+            xml.contains("<parameter name='IP' value='10.10.0.10'/>"),
+            "{xml}"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ use tracing::info;
 
 use super::AgentService;
 use crate::error::HostdError;
+use crate::network::firewall::{AllowRule, Proto};
 use crate::network::{Dhcp, DhcpHost, NetworkKind, NetworkWiring, VmNic};
 
 fn invalid(what: String) -> HostdError {
@@ -82,10 +83,45 @@ pub(crate) fn nics_from_pb(nics: Vec<pb::VmNic>) -> Result<Vec<VmNic>, HostdErro
                 gateway: opt_ipv4("gateway", &n.gateway)?,
                 dns: ipv4s("DNS server", &n.dns)?,
                 mtu: (n.mtu != 0).then_some(n.mtu),
+                firewall: n
+                    .firewall
+                    .map(|f| f.allow.iter().map(allow_rule).collect())
+                    .transpose()?,
                 network: n.network,
             })
         })
         .collect()
+}
+
+/// A security group rule as sent: checked, as it becomes filter parameters.
+fn allow_rule(r: &pb::FirewallRule) -> Result<AllowRule, HostdError> {
+    let proto = match r.proto.as_str() {
+        "tcp" => Proto::Tcp,
+        "udp" => Proto::Udp,
+        "icmp" => Proto::Icmp,
+        other => return Err(invalid(format!("unknown firewall protocol {other:?}"))),
+    };
+    let ports = match (r.port_lo, r.port_hi) {
+        (0, 0) => (1, u16::MAX),
+        (lo, hi) => u16::try_from(lo)
+            .ok()
+            .zip(u16::try_from(hi).ok())
+            .filter(|(lo, hi)| *lo >= 1 && lo <= hi)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "firewall ports {lo}-{hi} are not 1-65535, low first"
+                ))
+            })?,
+    };
+    let from = match r.from.as_str() {
+        "" => (Ipv4Addr::UNSPECIFIED, 0),
+        cidr => cidr
+            .split_once('/')
+            .and_then(|(net, prefix)| Some((net.parse().ok()?, prefix.parse().ok()?)))
+            .filter(|(_, prefix): &(Ipv4Addr, u8)| *prefix <= 32)
+            .ok_or_else(|| invalid(format!("firewall source {cidr:?} is not an IPv4 network")))?,
+    };
+    Ok(AllowRule { proto, ports, from })
 }
 
 /// The wiring as sent, with this host's underlay address for an overlay.

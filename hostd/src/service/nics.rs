@@ -81,4 +81,27 @@ impl AgentService {
             .map_err(self.failed(op, &name))?;
         Ok(pb::UnplugNicResponse {})
     }
+
+    pub(super) async fn update_nic_filters_inner(
+        &self,
+        req: pb::UpdateNicFiltersRequest,
+    ) -> Result<pb::UpdateNicFiltersResponse, Status> {
+        let op = "UpdateNicFilters";
+        let name = req.name.clone();
+        super::validate_name(&name).map_err(self.failed(op, &name))?;
+        let nics = networks::nics_from_pb(req.nics).map_err(self.failed(op, &name))?;
+        let _guard = self.shared.lock_vm(&name).await;
+        let fence = self.fenced(op, &name, req.fence).await?;
+        info!(
+            host = %self.host(), vm = %name, term = fence.term, generation = fence.generation,
+            nics = nics.len(), "UpdateNicFilters"
+        );
+        let vm = name.clone();
+        let online = self
+            .shared
+            .blocking(move |hv| hv.update_nic_filters(&vm, &nics))
+            .await
+            .map_err(self.failed(op, &name))?;
+        Ok(pb::UpdateNicFiltersResponse { online })
+    }
 }

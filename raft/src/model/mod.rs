@@ -19,6 +19,7 @@ mod nic;
 mod operation;
 mod placement;
 mod pool;
+mod security_group;
 mod state;
 mod subnet;
 mod token;
@@ -59,6 +60,7 @@ pub use operation::{
 };
 pub use placement::{PlacementPolicy, Weigher};
 pub use pool::{Pool, PoolHosts, PoolKind, PoolOnHost, PoolSpec, MAX_POOL_REASON_LEN};
+pub use security_group::{SecurityGroup, SgProto, SgRule, MAX_SG_RULES, MAX_VM_GROUPS};
 pub use state::{ClusterState, HaSettings, LeaseConfig, MAX_LEASE_TTL_MS, MIN_BEATS_PER_TTL};
 pub use subnet::{parse_cidr, parse_range, parse_relative, AddrRange, Subnet};
 pub use token::{Token, MAX_TOKENS};

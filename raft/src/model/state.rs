@@ -53,6 +53,9 @@ pub struct ClusterState {
     /// Scheduled drills by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub drill_schedules: BTreeMap<String, super::DrillSchedule>,
+    /// Security groups by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub security_groups: BTreeMap<String, super::SecurityGroup>,
 }
 
 /// The cluster-wide HA switch. Disarmed (planned network maintenance): grants tell hosts

@@ -106,6 +106,7 @@ impl Vm {
             disks_made: 0,
             cloud_init: None,
             nics: Vec::new(),
+            security_groups: Vec::new(),
         }
     }
 }
@@ -235,6 +236,10 @@ pub struct Vm {
     /// Its network interfaces, MACs and addresses allocated by the cluster.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nics: Vec<Nic>,
+    /// Its security groups: none, every incoming packet is let in; else only what one of
+    /// their rules allows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_groups: Vec<String>,
 }
 
 impl DesiredState {

@@ -1,0 +1,202 @@
+//! `SecurityGroupService`, and the filters of running guests: after a group's rules or a
+//! VM's groups change (committed first: the state is the truth), the leader, still in that
+//! term, has each affected running VM's host update its NICs' filters
+//! (`HostAgent/UpdateNicFilters`). One the host cannot update now keeps its old filter
+//! until its next start, and the answer says which.
+
+use drover_actors::vm::wire::vm_nics;
+use drover_actors::{deadline, AgentPool, QUICK_CALL};
+use drover_proto::agent::v1 as agent;
+use drover_proto::v1 as pb;
+use drover_proto::v1::security_group_service_server::SecurityGroupService;
+use drover_raft::model::{SecurityGroup, SgProto, SgRule};
+use drover_raft::{Command, RaftNode, Reply};
+use tonic::{Request, Response, Status};
+
+use super::cluster::{applied, fresh_read, read_response};
+use super::write::commit;
+
+pub struct SecurityGroupApi {
+    node: RaftNode,
+    agents: AgentPool,
+}
+
+impl SecurityGroupApi {
+    pub fn new(node: RaftNode, agents: AgentPool) -> Self {
+        Self { node, agents }
+    }
+}
+
+pub(crate) fn to_pb(g: &SecurityGroup) -> pb::SecurityGroup {
+    pb::SecurityGroup {
+        name: g.name.clone(),
+        rules: g
+            .rules
+            .iter()
+            .map(|r| {
+                let (port_lo, port_hi) = r.wire_ports();
+                pb::SecurityRule {
+                    proto: r.proto.as_str().into(),
+                    port_lo,
+                    port_hi,
+                    from: r.wire_from(),
+                }
+            })
+            .collect(),
+    }
+}
+
+fn rule(r: &pb::SecurityRule) -> Result<SgRule, Status> {
+    let proto = SgProto::parse(&r.proto).ok_or_else(|| {
+        Status::invalid_argument(format!("unknown protocol {:?}: tcp, udp or icmp", r.proto))
+    })?;
+    let ports = match (r.port_lo, r.port_hi) {
+        (0, 0) => None,
+        (lo, hi) => Some(
+            u16::try_from(lo)
+                .ok()
+                .zip(u16::try_from(hi).ok())
+                .ok_or_else(|| {
+                    Status::invalid_argument(format!("ports {lo}-{hi} are over 65535"))
+                })?,
+        ),
+    };
+    let from = match r.from.as_str() {
+        "" => None,
+        cidr => Some(
+            cidr.split_once('/')
+                .and_then(|(net, prefix)| Some((net.parse().ok()?, prefix.parse().ok()?)))
+                .ok_or_else(|| {
+                    Status::invalid_argument(format!("source {cidr:?} is not an IPv4 network"))
+                })?,
+        ),
+    };
+    // The rest (ranges, host bits) is apply's to check, where every write is.
+    Ok(SgRule { proto, ports, from })
+}
+
+/// Updates the filters of the running VMs among `vms`; the failures, by VM, in one error.
+/// Only while this node still leads in `term`, the term the change was committed in.
+pub(crate) async fn refresh_filters(
+    node: &RaftNode,
+    agents: &AgentPool,
+    term: u64,
+    vms: &[String],
+) -> Result<(), Status> {
+    let m = node.metrics();
+    if m.current_leader != Some(node.id()) || m.current_term != term {
+        return Err(Status::aborted(
+            "The change is in the cluster's state, but this controller lost the lead before \
+             running guests' filters were updated; they change at their next start",
+        ));
+    }
+    let targets: Vec<(String, String, String, agent::UpdateNicFiltersRequest)> =
+        node.view().read(|d| {
+            vms.iter()
+                .filter_map(|name| {
+                    let v = d.state.vms.get(name)?;
+                    if !v.observed.is_active() || v.nics.is_empty() {
+                        return None;
+                    }
+                    let host = d.state.hosts.get(v.host.as_deref()?)?;
+                    let req = agent::UpdateNicFiltersRequest {
+                        name: name.clone(),
+                        fence: Some(agent::Fence {
+                            term,
+                            generation: v.generation,
+                        }),
+                        nics: vm_nics(v, &d.state),
+                    };
+                    Some((name.clone(), host.name.clone(), host.address.clone(), req))
+                })
+                .collect()
+        });
+    let mut failed = Vec::new();
+    for (vm, host, address, req) in targets {
+        let updated = match agents.client(&address) {
+            Ok(mut client) => client
+                .update_nic_filters(deadline(req, QUICK_CALL))
+                .await
+                .map(|r| r.into_inner()),
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        };
+        match updated {
+            Ok(r) => {
+                tracing::info!(vm, host = %host, term, online = r.online, "NIC filters updated")
+            }
+            Err(s) => failed.push(format!("{vm} (on {host}): {}", s.message())),
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Status::aborted(format!(
+            "The change is in the cluster's state, but these running guests keep their old \
+             filters until their next start: {}",
+            failed.join("; ")
+        )))
+    }
+}
+
+#[tonic::async_trait]
+impl SecurityGroupService for SecurityGroupApi {
+    async fn put_security_group(
+        &self,
+        req: Request<pb::PutSecurityGroupRequest>,
+    ) -> Result<Response<pb::SecurityGroup>, Status> {
+        let (meta, _, req) = req.into_parts();
+        super::errors::leader_only(&self.node)?;
+        let term = self.node.metrics().current_term;
+        let rules = req.rules.iter().map(rule).collect::<Result<Vec<_>, _>>()?;
+        let cmd = Command::PutSecurityGroup {
+            name: req.name.clone(),
+            rules,
+        };
+        let group = match commit(&self.node, &meta, cmd).await? {
+            Reply::SecurityGroup(g) => g,
+            other => return Err(Status::internal(format!("unexpected reply {other:?}"))),
+        };
+        let users: Vec<String> = self.node.view().read(|d| {
+            d.state
+                .vms
+                .values()
+                .filter(|v| v.security_groups.contains(&group.name))
+                .map(|v| v.name.clone())
+                .collect()
+        });
+        refresh_filters(&self.node, &self.agents, term, &users).await?;
+        Ok(Response::new(to_pb(&group)))
+    }
+
+    async fn list_security_groups(
+        &self,
+        req: Request<pb::ListSecurityGroupsRequest>,
+    ) -> Result<Response<pb::ListSecurityGroupsResponse>, Status> {
+        fresh_read(&self.node, req.into_inner().stale).await?;
+        let (index, groups) = self.node.view().read(|d| {
+            (
+                applied(d),
+                d.state.security_groups.values().map(to_pb).collect(),
+            )
+        });
+        Ok(read_response(
+            &self.node,
+            index,
+            pb::ListSecurityGroupsResponse { groups },
+        ))
+    }
+
+    async fn delete_security_group(
+        &self,
+        req: Request<pb::DeleteSecurityGroupRequest>,
+    ) -> Result<Response<pb::DeleteSecurityGroupResponse>, Status> {
+        let (meta, _, req) = req.into_parts();
+        commit(
+            &self.node,
+            &meta,
+            Command::DeleteSecurityGroup { name: req.name },
+        )
+        .await?;
+        Ok(Response::new(pb::DeleteSecurityGroupResponse {}))
+    }
+}
