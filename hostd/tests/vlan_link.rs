@@ -1,8 +1,8 @@
 //! The kernel side of VLAN networks, in a network namespace of the test's own (a thread
 //! that unshares its own; the `ip` commands hostd runs from it are in there too). Where the
 //! kernel makes 802.1Q links, hostd makes one on the parent with the network's tag, joins
-//! it to the bridge, finds it again (idempotent), makes it anew for another tag, and
-//! removes it. Where the kernel cannot (this machine kind's has no 802.1Q), hostd refuses
+//! it to the bridge, finds it again (idempotent), refuses a device of its name made
+//! otherwise, and removes it. Where the kernel cannot (this machine kind's has no 802.1Q), hostd refuses
 //! with the reason and leaves nothing behind. Which of the two ran is printed: the first
 //! runs only on such a kernel. Through hostd on the system libvirt, a host reports whether
 //! it can, and one that cannot refuses a VLAN network before defining anything.
@@ -74,11 +74,13 @@ fn in_namespace() -> Result<(), String> {
             first.ensure_link().map_err(|e| e.to_string())?;
             let again = ip(&["-d", "link", "show", "dev", "drvq5"])?;
             assert_eq!(index(&details), index(&again), "remade: {again}");
-            // The same name with another tag (a network declared anew) is remade.
+            // A device of its name made otherwise (another parent's, hash-colliding) is
+            // refused and left alone.
             let other = VlanLink { tag: 6, ..link(5) };
-            other.ensure_link().map_err(|e| e.to_string())?;
+            let e = other.ensure_link().expect_err("another VLAN's device");
+            assert!(e.to_string().contains("not replacing it"), "{e}");
             let details = ip(&["-d", "link", "show", "dev", "drvq5"])?;
-            assert!(details.contains("vlan protocol 802.1Q id 6 "), "{details}");
+            assert!(details.contains("vlan protocol 802.1Q id 5 "), "{details}");
             VlanLink::remove("drvq5").map_err(|e| e.to_string())?;
             VlanLink::remove("drvq5").map_err(|e| format!("twice: {e}"))?;
             assert!(

@@ -543,7 +543,11 @@ impl ClusterState {
             }
             Command::AddSubnet { network, subnet } => self.add_subnet(network, subnet),
             Command::RemoveSubnet { network, cidr } => self.remove_subnet(network, cidr),
-            Command::AddNic { name, nic } => self.add_nic(name, nic),
+            Command::AddNic {
+                name,
+                nic,
+                hot_plug,
+            } => self.add_nic(name, nic, *hot_plug),
             Command::RemoveNic {
                 name,
                 mac,

@@ -11,8 +11,8 @@ use crate::model::{
 
 /// A change to a VM's NICs, as `vm_for_nics` judges it.
 enum NicChange<'a> {
-    /// A NIC on this network.
-    Add(&'a str),
+    /// A NIC on this network; `hot_plug`: the leader plugs it into a running guest.
+    Add { network: &'a str, hot_plug: bool },
     /// The NIC with this MAC; `unplugged_at`: the generation of the domain the leader had
     /// its host unplug it from.
     Remove {
@@ -268,8 +268,14 @@ impl ClusterState {
         }
     }
 
-    pub(crate) fn add_nic(&mut self, name: &str, spec: &NicSpec) -> ApplyResult {
-        let vm = self.vm_for_nics(name, NicChange::Add(&spec.network))?;
+    pub(crate) fn add_nic(&mut self, name: &str, spec: &NicSpec, hot_plug: bool) -> ApplyResult {
+        let vm = self.vm_for_nics(
+            name,
+            NicChange::Add {
+                network: &spec.network,
+                hot_plug,
+            },
+        )?;
         let existing = vm.nics.len();
         let nics = self.allocate_nics(name, existing, std::slice::from_ref(spec))?;
         let vm = self
@@ -334,7 +340,10 @@ impl ClusterState {
                 .and_then(|h| self.hosts.get(h))
                 .ok_or_else(|| ApplyError::VmNotPlaced(name.to_string()))?;
             return match change {
-                NicChange::Add(network) => {
+                NicChange::Add {
+                    hot_plug: false, ..
+                } => Err(ApplyError::NicsInUse(name.to_string())),
+                NicChange::Add { network, .. } => {
                     let carry = self
                         .networks
                         .get(network)
@@ -792,6 +801,7 @@ mod tests {
                     network: "blue".into(),
                     ip: None,
                 },
+                hot_plug: true,
             },
         )
     }
@@ -836,6 +846,19 @@ mod tests {
 
         let mut s = state();
         running_a(&mut s, Some("10.99.0.1"));
+        // An entry from before hot-plug is refused for a running VM, as it was then.
+        let old = Command::AddNic {
+            name: "a".into(),
+            nic: NicSpec {
+                network: "blue".into(),
+                ip: None,
+            },
+            hot_plug: false,
+        };
+        assert_eq!(
+            run(&mut s, old).unwrap_err(),
+            ApplyError::NicsInUse("a".into())
+        );
         let nics = nics(add_blue(&mut s, "a"));
         assert_eq!(nics.len(), 1);
         assert_eq!(s.networks["blue"].addresses.len(), 1);

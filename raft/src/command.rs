@@ -367,6 +367,11 @@ pub enum Command {
     AddNic {
         name: String,
         nic: crate::model::NicSpec,
+        /// The leader plugs it into a running guest after the commit. `false` (entries
+        /// written before hot-plug): refused for a running VM, as they were then, so that
+        /// they replay as applied.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        hot_plug: bool,
     },
     /// `drover vm nic remove`: the NIC goes and its address is released.
     RemoveNic {
@@ -624,7 +629,10 @@ pub enum ApplyError {
     SecurityGroupInUse { group: String, vms: String },
     #[error("Invalid security group {group:?}: {reason}")]
     InvalidSecurityGroup { group: String, reason: String },
-    #[error("VM {0:?} is starting: its NICs change once it runs (hot-plug) or is stopped")]
+    #[error(
+        "VM {0:?} is starting (or running, and the request is not a hot-plug): its NICs \
+         change once it runs or is stopped"
+    )]
     NicsInUse(String),
     #[error(
         "NIC {mac} of VM {vm:?} is on the running guest: it is unplugged first (as \

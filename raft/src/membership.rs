@@ -220,6 +220,10 @@ impl RaftNode {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     let leader = self.metrics().current_leader;
+                    // It won just after the wait ended: done.
+                    if leader == Some(target) {
+                        return Ok(());
+                    }
                     tracing::warn!(node = target, attempt, ?leader, error = %e, "leadership transfer attempt failed");
                     last = Some(e);
                     if leader != Some(self.id()) {

@@ -131,6 +131,7 @@ fn command(s: &ClusterState, step: &Step) -> Command {
         Step::AddNic { vm, ip } => Command::AddNic {
             name: name(vm),
             nic: nic(*ip),
+            hot_plug: false,
         },
         Step::RemoveNic { vm, which } => Command::RemoveNic {
             name: name(vm),

@@ -6,11 +6,36 @@
 //! it), and only then is `RemoveNic` committed, naming the placement it was unplugged
 //! from, so that its address is never free while a guest may still send from it.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use drover_actors::vm::wire::{vm_nics, wiring};
 use drover_actors::{deadline, AgentPool, START_CALL};
 use drover_proto::agent::v1 as agent;
 use drover_raft::RaftNode;
 use tonic::Status;
+
+/// One async lock per VM, held by the leader across "commit AddNic, then PlugNic" and
+/// "UnplugNic, then commit RemoveNic": without it a late plug could land after the NIC's
+/// removal freed its address (a client that timed out on an add and removed the NIC). A
+/// new leader's term fences the old one's calls in hostd.
+#[derive(Default, Clone)]
+pub struct NicLocks(Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>);
+
+impl NicLocks {
+    pub async fn lock(&self, vm: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Unused entries go: only VMs being changed now keep one.
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+            Arc::clone(locks.entry(vm.to_string()).or_default())
+        };
+        lock.lock_owned().await
+    }
+}
 
 /// Where a running VM is: its host's name and address, and its placement's generation.
 struct Placed {
@@ -98,18 +123,31 @@ pub async fn unplug_for_removal(
 ) -> Result<Option<u64>, Status> {
     super::errors::leader_only(node)?;
     let term = node.metrics().current_term;
+    // What `apply` would refuse anyway is refused before the guest loses anything.
     let target = node.view().read(|d| {
-        let v = d.state.vms.get(vm)?;
-        if !v.observed.is_active() {
-            return None;
+        let Some(v) = d.state.vms.get(vm) else {
+            return Ok(None);
+        };
+        if let Some(op) = v.migration {
+            return Err(Status::failed_precondition(format!(
+                "VM {vm:?} is being migrated by operation {op}; wait for it or cancel it"
+            )));
         }
-        let host = d.state.hosts.get(v.host.as_deref()?)?;
-        Some(Placed {
-            host: host.name.clone(),
-            address: host.address.clone(),
-            generation: v.generation,
-        })
-    });
+        if !v.nics.iter().any(|n| n.mac.eq_ignore_ascii_case(mac)) {
+            return Err(Status::not_found(format!("VM {vm:?} has no NIC {mac}")));
+        }
+        if !v.observed.is_active() {
+            return Ok(None);
+        }
+        Ok(v.host
+            .as_deref()
+            .and_then(|h| d.state.hosts.get(h))
+            .map(|host| Placed {
+                host: host.name.clone(),
+                address: host.address.clone(),
+                generation: v.generation,
+            }))
+    })?;
     let Some(placed) = target else {
         return Ok(None);
     };

@@ -90,6 +90,21 @@ pub(crate) async fn refresh_filters(
              running guests' filters were updated; they change at their next start",
         ));
     }
+    // A VM starting now may come up with the rules its start was sent with.
+    let mut failed: Vec<String> = node.view().read(|d| {
+        vms.iter()
+            .filter(|name| {
+                d.state.vms.get(*name).is_some_and(|v| {
+                    v.observed == drover_raft::model::ObservedState::Starting && !v.nics.is_empty()
+                })
+            })
+            .map(|name| {
+                format!(
+                    "{name}: starting, it may run the old rules; repeat the change once it runs"
+                )
+            })
+            .collect()
+    });
     let targets: Vec<(String, String, String, agent::UpdateNicFiltersRequest)> =
         node.view().read(|d| {
             vms.iter()
@@ -111,7 +126,6 @@ pub(crate) async fn refresh_filters(
                 })
                 .collect()
         });
-    let mut failed = Vec::new();
     for (vm, host, address, req) in targets {
         let updated = match agents.client(&address) {
             Ok(mut client) => client

@@ -14,13 +14,18 @@ use super::write::commit;
 
 pub struct VmApi {
     node: RaftNode,
-    /// Clients of the hosts' agents, for console sessions.
+    /// Clients of the hosts' agents: consoles, disk grows, NIC hot-plug.
     agents: AgentPool,
+    nic_locks: super::nics::NicLocks,
 }
 
 impl VmApi {
     pub fn new(node: RaftNode, agents: AgentPool) -> Self {
-        Self { node, agents }
+        Self {
+            node,
+            agents,
+            nic_locks: Default::default(),
+        }
     }
 
     async fn set_desired(
@@ -305,9 +310,11 @@ impl VmService for VmApi {
         // leader's authority and in the term it committed in (as a disk's resize).
         super::errors::leader_only(&self.node)?;
         let term = self.node.metrics().current_term;
+        let _changing = self.nic_locks.lock(&req.vm).await;
         let cmd = Command::AddNic {
             name: req.vm.clone(),
             nic: super::network::nic_spec(nic)?,
+            hot_plug: true,
         };
         let reply = vm_reply(commit(&self.node, &meta, cmd).await?, &req.vm)?;
         // The new NIC is the last: `apply` appends it.
@@ -322,15 +329,32 @@ impl VmService for VmApi {
         req: Request<pb::RemoveNicRequest>,
     ) -> Result<Response<pb::Vm>, Status> {
         let (meta, _, req) = req.into_parts();
+        let _changing = self.nic_locks.lock(&req.vm).await;
         // Off the running guest first: its address is free once the commit is.
         let unplugged_at =
             super::nics::unplug_for_removal(&self.node, &self.agents, &req.vm, &req.mac).await?;
+        let mac = req.mac.clone();
         let cmd = Command::RemoveNic {
             name: req.vm.clone(),
             mac: req.mac,
             unplugged_at,
         };
-        vm_reply(commit(&self.node, &meta, cmd).await?, &req.vm)
+        match commit(&self.node, &meta, cmd).await {
+            Ok(reply) => vm_reply(reply, &req.vm),
+            // The guest has lost the device; the state still has it (its address too),
+            // and the next start brings it back.
+            Err(s) if unplugged_at.is_some() => Err(Status::new(
+                s.code(),
+                format!(
+                    "NIC {mac} was unplugged from VM {:?}'s running guest, but its removal \
+                     was refused: {}. The state keeps the NIC (the guest has it again at its \
+                     next start); repeat the removal",
+                    req.vm,
+                    s.message()
+                ),
+            )),
+            Err(s) => Err(s),
+        }
     }
 
     async fn set_vm_security_groups(

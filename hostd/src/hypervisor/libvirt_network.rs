@@ -100,13 +100,23 @@ pub(super) fn ensure(
                 .xml_desc(0)
                 .map_err(HostdError::libvirt("network_get_xml_desc"))?;
             if same(&current, wiring, kernel_devices) {
-                update_dhcp_hosts(&n, &current, wiring)?;
+                update_dhcp_hosts(&n, &current, wiring, true)?;
                 n
             } else if n.is_active().unwrap_or(false) && !users(conn, &name)?.is_empty() {
                 // Tearing the bridge down would cut the guests on it off: the new
-                // definition waits for the network's next start.
-                tracing::warn!(network = %wiring.name, "network wiring changed while guests use it; the change applies when none does");
+                // definition waits for the network's next start (defined once: the
+                // inactive definition has it then). DHCP entries change in place
+                // meanwhile, so new guests are still answered.
+                let pending = n
+                    .xml_desc(sys::VIR_NETWORK_XML_INACTIVE)
+                    .map_err(HostdError::libvirt("network_get_xml_desc"))?;
+                if !same(&pending, wiring, kernel_devices) {
+                    tracing::warn!(network = %wiring.name, "network wiring changed while guests use it; the change applies when none does");
+                }
+                // The definition as wanted, DHCP entries included; the running network's
+                // entries are brought to it in place.
                 define(conn, &xml)?;
+                update_dhcp_hosts(&n, &current, wiring, false)?;
                 n
             } else {
                 tracing::info!(network = %wiring.name, "network wiring changed; redefining it");
@@ -191,17 +201,29 @@ fn release_stale_leases(network: &Network, wiring: &NetworkWiring, dhcp: &Dhcp) 
     }
 }
 
-/// Brings DHCP's host entries to the cluster's, in place (`virNetworkUpdate`, live and in
-/// the persistent definition): the network, and the guests on it, keep running.
-fn update_dhcp_hosts(n: &Network, current: &str, wiring: &NetworkWiring) -> Result<(), HostdError> {
+/// Brings DHCP's host entries to the cluster's, in place (`virNetworkUpdate`, live, and
+/// with `config` in the persistent definition too, which is then the one `current` shows):
+/// the network, and the guests on it, keep running.
+fn update_dhcp_hosts(
+    n: &Network,
+    current: &str,
+    wiring: &NetworkWiring,
+    config: bool,
+) -> Result<(), HostdError> {
     let Some(dhcp) = &wiring.dhcp else {
         return Ok(());
     };
     let have = dhcp_hosts(current);
     let want: BTreeSet<String> = dhcp.hosts.iter().map(|h| h.xml()).collect();
-    let mut flags = sys::VIR_NETWORK_UPDATE_AFFECT_CONFIG;
+    let mut flags = 0;
+    if config {
+        flags |= sys::VIR_NETWORK_UPDATE_AFFECT_CONFIG;
+    }
     if n.is_active().unwrap_or(false) {
         flags |= sys::VIR_NETWORK_UPDATE_AFFECT_LIVE;
+    }
+    if flags == 0 {
+        return Ok(());
     }
     let section = sys::VIR_NETWORK_SECTION_IP_DHCP_HOST;
     for gone in have.difference(&want) {
@@ -394,8 +416,8 @@ mod tests {
         let xml = "<network>\n  <name>drover-blue</name>\n  <bridge name='drvb77' stp='off' delay='0'/>\n</network>";
         assert_eq!(vxlan_link_of(xml).as_deref(), Some("drvx77"));
         assert_eq!(vxlan_link_of("<bridge name='br0'/>"), None);
-        let vlan = "<network>\n  <name>drover-v</name>\n  <bridge name='drvl42-ab12' stp='off' delay='0'/>\n</network>";
-        assert_eq!(vlan_link_of(vlan).as_deref(), Some("drvq42-ab12"));
+        let vlan = "<network>\n  <name>drover-v</name>\n  <bridge name='drvl42-abc123' stp='off' delay='0'/>\n</network>";
+        assert_eq!(vlan_link_of(vlan).as_deref(), Some("drvq42-abc123"));
         assert_eq!(vxlan_link_of(vlan), None);
         assert_eq!(vlan_link_of(xml), None);
     }

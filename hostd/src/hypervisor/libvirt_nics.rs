@@ -1,6 +1,8 @@
 //! NIC hot-plug on a running domain: `virDomainAttachDeviceFlags` and
-//! `virDomainDetachDeviceFlags`, both on the live domain and (when it is persistent) its
-//! definition, so that the two never disagree. Both are idempotent by MAC: a repeat finds
+//! `virDomainDetachDeviceFlags`, on the live domain and (when it is persistent) on its
+//! definition where that is not yet as wanted. They disagree only while a guest has not
+//! released an unplugged NIC (the definition lost it; the next start is from the cluster's
+//! state anyway). Both are idempotent by MAC: a repeat finds
 //! the work done. An unplug is the guest's to complete (ACPI hot-plug); it counts only
 //! once the live domain has no NIC with that MAC any more.
 
@@ -38,13 +40,21 @@ fn interface_with_mac(xml: &str, mac: &str) -> Option<String> {
     None
 }
 
-fn flags(dom: &Domain) -> Result<u32, HostdError> {
+/// The definitions a change to the NIC with `mac` applies to: the live domain, and the
+/// persistent one too where it is persistent and `wanted` (has the MAC or not) is not
+/// yet so there — a retried unplug, say, whose config went the first time.
+fn flags(dom: &Domain, mac: &str, wanted: bool) -> Result<u32, HostdError> {
     let persistent = dom
         .is_persistent()
         .map_err(HostdError::libvirt("is_persistent"))?;
     let mut flags = sys::VIR_DOMAIN_AFFECT_LIVE;
     if persistent {
-        flags |= sys::VIR_DOMAIN_AFFECT_CONFIG;
+        let config = dom
+            .xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)
+            .map_err(HostdError::libvirt("xml_desc"))?;
+        if has_mac(&config, mac) != wanted {
+            flags |= sys::VIR_DOMAIN_AFFECT_CONFIG;
+        }
     }
     Ok(flags)
 }
@@ -58,7 +68,7 @@ pub(super) fn plug(dom: &Domain, nic: &VmNic) -> Result<(), HostdError> {
     if has_mac(&live_xml(dom)?, &nic.mac) {
         return Ok(());
     }
-    dom.attach_device_flags(&nic.interface_xml(), flags(dom)?)
+    dom.attach_device_flags(&nic.interface_xml(), flags(dom, &nic.mac, true)?)
         .map_err(HostdError::libvirt("attach_device_flags"))
 }
 
@@ -68,7 +78,7 @@ pub(super) fn unplug(dom: &Domain, vm: &str, mac: &str) -> Result<bool, HostdErr
     let Some(xml) = interface_with_mac(&live_xml(dom)?, mac) else {
         return Ok(false);
     };
-    dom.detach_device_flags(&xml, flags(dom)?)
+    dom.detach_device_flags(&xml, flags(dom, mac, false)?)
         .map_err(HostdError::libvirt("detach_device_flags"))?;
     let deadline = Instant::now() + UNPLUG_WAIT;
     loop {
@@ -124,7 +134,12 @@ pub(super) fn update_filters(dom: &Domain, nics: &[VmNic]) -> Result<(), HostdEr
         if updated == element {
             continue;
         }
-        dom.update_device_flags(&updated, flags(dom)?)
+        // Both where both have it (an update of a definition without it fails).
+        let mut both = sys::VIR_DOMAIN_AFFECT_LIVE;
+        if flags(dom, &nic.mac, false)? & sys::VIR_DOMAIN_AFFECT_CONFIG != 0 {
+            both |= sys::VIR_DOMAIN_AFFECT_CONFIG;
+        }
+        dom.update_device_flags(&updated, both)
             .map_err(HostdError::libvirt("update_device_flags"))?;
     }
     Ok(())

@@ -106,14 +106,17 @@ pub fn filter_xml() -> String {
 }
 
 /// The `<filterref>` of a NIC with address `ip` whose guest takes in only what `rules`
-/// allow.
-pub fn filterref(ip: Ipv4Addr, rules: &[AllowRule]) -> String {
+/// allow. Without an address (a network without subnets) libvirt learns the guest's
+/// (DHCP, ARP), and clean-traffic holds it to that.
+pub fn filterref(ip: Option<Ipv4Addr>, rules: &[AllowRule]) -> String {
     let mut xml = String::new();
     let _ = writeln!(xml, "      <filterref filter='{SG_FILTER}'>");
     let param = |xml: &mut String, name: &str, value: &str| {
         let _ = writeln!(xml, "        <parameter name='{name}' value='{value}'/>");
     };
-    param(&mut xml, "IP", &ip.to_string());
+    if let Some(ip) = ip {
+        param(&mut xml, "IP", &ip.to_string());
+    }
     for proto in [Proto::Tcp, Proto::Udp, Proto::Icmp] {
         let mut of: Vec<&AllowRule> = rules.iter().filter(|r| r.proto == proto).collect();
         if of.is_empty() {
@@ -164,7 +167,7 @@ mod tests {
                 from: (Ipv4Addr::UNSPECIFIED, 0),
             },
         ];
-        let xml = filterref(Ipv4Addr::new(10, 77, 0, 10), &rules);
+        let xml = filterref(Some(Ipv4Addr::new(10, 77, 0, 10)), &rules);
         assert!(
             xml.contains("<parameter name='IP' value='10.77.0.10'/>"),
             "{xml}"
@@ -176,5 +179,9 @@ mod tests {
         assert!(xml.contains("name='SG_UDP_NET' value='0.0.0.0'"), "{xml}");
         assert!(xml.contains("name='SG_ICMP_MASK' value='32'"), "{xml}");
         assert!(!xml.contains("SG_ICMP_LO"), "ICMP has no ports: {xml}");
+        // No address known: libvirt learns it; the groups still hold.
+        let xml = filterref(None, &rules);
+        assert!(!xml.contains("name='IP'"), "{xml}");
+        assert!(xml.contains("name='SG_TCP_LO' value='22'"), "{xml}");
     }
 }

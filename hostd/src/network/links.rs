@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{overlay_link, OVERLAY_BRIDGE};
+use super::{overlay_link, OVERLAY_BRIDGE, VLAN_BRIDGE, VLAN_LINK};
 
 /// Where the kernel lists this network namespace's interfaces.
 const SYS_CLASS_NET: &str = "/sys/class/net";
@@ -25,15 +25,15 @@ pub fn host_links() -> std::io::Result<BTreeSet<String>> {
     Ok(links.into_iter().take(most).collect())
 }
 
-/// Not loopback, and not made for guests: an overlay's bridge or VXLAN link (hostd's), a
-/// guest's tap (libvirt's `vnetN`).
+/// Not loopback, and not made for guests: an overlay's or VLAN's bridge or link (hostd's),
+/// a guest's tap (libvirt's `vnetN`).
 fn reportable(name: &str) -> bool {
     let overlay = overlay_link(0);
     let overlay = overlay.trim_end_matches('0');
     name != "lo"
-        && !name.starts_with(OVERLAY_BRIDGE)
-        && !name.starts_with(overlay)
-        && !name.starts_with("vnet")
+        && ![OVERLAY_BRIDGE, overlay, VLAN_BRIDGE, VLAN_LINK, "vnet"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
 }
 
 #[cfg(test)]
@@ -45,7 +45,14 @@ mod tests {
         for name in ["br0", "eth0", "enp1s0", "bond0", "virbr0"] {
             assert!(reportable(name), "{name}");
         }
-        for name in ["lo", "drvb7", "drvx7", "vnet12"] {
+        for name in [
+            "lo",
+            "drvb7",
+            "drvx7",
+            "drvl5-a1b2c3",
+            "drvq5-a1b2c3",
+            "vnet12",
+        ] {
             assert!(!reportable(name), "{name}");
         }
     }

@@ -17,8 +17,8 @@ pub struct VmNic {
     pub gateway: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
     pub mtu: Option<u32>,
-    /// The VM is in security groups: only what these rules allow comes in (with an
-    /// address; without one, no filter applies). `None`: everything comes in.
+    /// The VM is in security groups: only what these rules allow comes in. `None`:
+    /// everything comes in.
     pub firewall: Option<Vec<super::firewall::AllowRule>>,
 }
 
@@ -40,7 +40,7 @@ impl VmNic {
             let _ = writeln!(xml, "      <mtu size='{mtu}'/>");
         }
         match (self.ip, &self.firewall) {
-            (Some(ip), Some(rules)) => xml.push_str(&super::firewall::filterref(ip, rules)),
+            (ip, Some(rules)) => xml.push_str(&super::firewall::filterref(ip, rules)),
             (Some(ip), None) => {
                 let _ = writeln!(
                     xml,

@@ -51,15 +51,16 @@ pub fn kernel_makes_vlans() -> bool {
 }
 
 impl VlanLink {
-    /// Creates the link (or recreates one made differently); not yet on its bridge.
+    /// Creates the link; not yet on its bridge. A device of its name made otherwise is
+    /// refused, never replaced: the name says tag and parent, so it is another VLAN's
+    /// (parents whose names collide in the hash) or not hostd's at all.
     pub fn ensure_link(&self) -> Result<(), HostdError> {
         match run("ip", &["-d", "link", "show", "dev", &self.name]) {
             Ok(details) if matches(&details, self) => Ok(()),
-            Ok(_) => {
-                tracing::info!(link = %self.name, "VLAN link differs; recreating it");
-                run("ip", &["link", "del", "dev", &self.name])?;
-                self.create()
-            }
+            Ok(_) => Err(HostdError::InvalidArgument(format!(
+                "device {} exists and is not VLAN {} on {}; not replacing it",
+                self.name, self.tag, self.parent
+            ))),
             Err(_) => self.create(),
         }
     }

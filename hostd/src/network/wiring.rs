@@ -30,14 +30,15 @@ pub const VLAN_BRIDGE: &str = "drvl";
 pub const VLAN_LINK: &str = "drvq";
 
 /// What names a VLAN network's devices on a host: its tag, and a hash of its parent's
-/// name, since a tag is one network per parent (`drvl4094-ab12`: 13 bytes, within the
-/// kernel's 15). FNV-1a folded to 16 bits, fixed for good: the names must be the same
-/// in every version of hostd.
+/// name, since a tag is one network per parent (`drvl4094-abc123`: 15 bytes, the kernel's
+/// most). FNV-1a folded to 24 bits, fixed for good: the names must be the same in every
+/// version of hostd. Two parents of one host that collide are refused, not confused
+/// (`VlanLink::ensure_link`).
 pub fn vlan_suffix(tag: u16, parent: &str) -> String {
     let hash = parent.bytes().fold(0x811c_9dc5_u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     });
-    format!("{tag}-{:04x}", (hash >> 16) ^ (hash & 0xffff))
+    format!("{tag}-{:06x}", (hash >> 24) ^ (hash & 0x00ff_ffff))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -359,7 +360,7 @@ mod tests {
         assert_ne!(vlan(5, "eth0").bridge(), vlan(5, "eth1").bridge());
         assert_eq!(vlan(5, "eth0").bridge(), vlan(5, "eth0").bridge());
         // Fixed for good: a new hostd must find the devices an older one made.
-        assert_eq!(vlan_suffix(5, "eth0"), "5-f095", "the hash changed");
+        assert_eq!(vlan_suffix(5, "eth0"), "5-b19743", "the hash changed");
         let xml = w.libvirt_xml().unwrap();
         assert!(
             !xml.contains("<forward"),
