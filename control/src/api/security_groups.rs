@@ -9,7 +9,7 @@ use drover_actors::{deadline, AgentPool, QUICK_CALL};
 use drover_proto::agent::v1 as agent;
 use drover_proto::v1 as pb;
 use drover_proto::v1::security_group_service_server::SecurityGroupService;
-use drover_raft::model::{SecurityGroup, SgProto, SgRule};
+use drover_raft::model::{parse_cidr, ObservedState, SecurityGroup, SgProto, SgRule};
 use drover_raft::{Command, RaftNode, Reply};
 use tonic::{Request, Response, Status};
 
@@ -64,11 +64,7 @@ fn rule(r: &pb::SecurityRule) -> Result<SgRule, Status> {
     let from = match r.from.as_str() {
         "" => None,
         cidr => Some(
-            cidr.split_once('/')
-                .and_then(|(net, prefix)| Some((net.parse().ok()?, prefix.parse().ok()?)))
-                .ok_or_else(|| {
-                    Status::invalid_argument(format!("source {cidr:?} is not an IPv4 network"))
-                })?,
+            parse_cidr(cidr).map_err(|why| Status::invalid_argument(format!("source: {why}")))?,
         ),
     };
     // The rest (ranges, host bits) is apply's to check, where every write is.
@@ -90,42 +86,36 @@ pub(crate) async fn refresh_filters(
              running guests' filters were updated; they change at their next start",
         ));
     }
-    // A VM starting now may come up with the rules its start was sent with.
-    let mut failed: Vec<String> = node.view().read(|d| {
-        vms.iter()
-            .filter(|name| {
-                d.state.vms.get(*name).is_some_and(|v| {
-                    v.observed == drover_raft::model::ObservedState::Starting && !v.nics.is_empty()
-                })
-            })
-            .map(|name| {
-                format!(
-                    "{name}: starting, it may run the old rules; repeat the change once it runs"
-                )
-            })
-            .collect()
+    let mut failed = Vec::new();
+    let mut targets = Vec::new();
+    node.view().read(|d| {
+        for v in vms.iter().filter_map(|name| d.state.vms.get(name)) {
+            if v.nics.is_empty() {
+                continue;
+            }
+            // A VM starting now may come up with the rules its start was sent with.
+            if v.observed == ObservedState::Starting {
+                failed.push(format!(
+                    "{}: starting, it may run the old rules; repeat the change once it runs",
+                    v.name
+                ));
+                continue;
+            }
+            let host = v.host.as_deref().and_then(|h| d.state.hosts.get(h));
+            let (true, Some(host)) = (v.observed.is_active(), host) else {
+                continue;
+            };
+            let req = agent::UpdateNicFiltersRequest {
+                name: v.name.clone(),
+                fence: Some(agent::Fence {
+                    term,
+                    generation: v.generation,
+                }),
+                nics: vm_nics(v, &d.state),
+            };
+            targets.push((v.name.clone(), host.name.clone(), host.address.clone(), req));
+        }
     });
-    let targets: Vec<(String, String, String, agent::UpdateNicFiltersRequest)> =
-        node.view().read(|d| {
-            vms.iter()
-                .filter_map(|name| {
-                    let v = d.state.vms.get(name)?;
-                    if !v.observed.is_active() || v.nics.is_empty() {
-                        return None;
-                    }
-                    let host = d.state.hosts.get(v.host.as_deref()?)?;
-                    let req = agent::UpdateNicFiltersRequest {
-                        name: name.clone(),
-                        fence: Some(agent::Fence {
-                            term,
-                            generation: v.generation,
-                        }),
-                        nics: vm_nics(v, &d.state),
-                    };
-                    Some((name.clone(), host.name.clone(), host.address.clone(), req))
-                })
-                .collect()
-        });
     for (vm, host, address, req) in targets {
         let updated = match agents.client(&address) {
             Ok(mut client) => client
